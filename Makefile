@@ -1,0 +1,53 @@
+# Cairn. `make demo` and `make test` work on a fresh Debian 12 machine with Node 20: both run
+# `setup`, which installs what is missing (Debian packages, npm packages) and is quick otherwise.
+SHELL := /bin/bash
+NODE  := node
+BIN   := dist/src/bin
+
+.PHONY: all setup build typecheck lint format format-check test check bench demo wasm wasm-check clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	@npx tsc -p tsconfig.json
+	@chmod +x $(BIN)/*.js
+
+typecheck: setup
+	@npx tsc -p tsconfig.json --noEmit
+
+lint: setup
+	@npx eslint --max-warnings 0 .
+
+format: setup
+	@npx prettier --log-level warn --write .
+
+format-check: setup
+	@npx prettier --log-level warn --check .
+
+# The whole suite: unit, model, simulation and integration tests (real etcd, real processes).
+# It ends with one line: "N passed, N failed".
+test: build
+	@$(NODE) scripts/run_tests.mjs
+
+# The one gate before every commit.
+check: typecheck lint format-check test
+
+# Full-size benchmarks: one JSON line per result (see docs/bench/).
+bench: build
+	@bash scripts/bench.sh
+
+demo: build
+	@bash scripts/demo.sh
+
+# Rebuilds the committed wasm kernels from wasm/kernel.ts and refreshes wasm/SHA256SUMS.
+wasm: setup
+	@$(NODE) wasm/build.mjs
+
+wasm-check: setup
+	@$(NODE) wasm/build.mjs --check
+
+clean:
+	rm -rf dist

@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+// Runs the whole compiled test suite (dist/test/**/*.test.js) with mocha and ends with the one
+// line CI reads: "N passed, N failed" (", N skipped" when some are pending). Exits non-zero when
+// anything failed or when no test ran, so an empty suite can never look green.
+// Usage: node scripts/run_tests.mjs [--grep TEXT] [FILES...]
+import Mocha from 'mocha';
+import { readdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+const args = process.argv.slice(2);
+let grep;
+const files = [];
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--grep') grep = args[++i];
+  else files.push(resolve(args[i]));
+}
+
+function walk(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...walk(path));
+    else if (name.endsWith('.test.js')) out.push(path);
+  }
+  return out;
+}
+
+// Unit tests first: they are fast and say the most when something is broken.
+const order = ['unit', 'model', 'sim', 'integration'];
+const rank = (f) => {
+  const i = order.findIndex((o) => f.includes(`/test/${o}/`));
+  return i === -1 ? order.length : i;
+};
+const specs = files.length > 0 ? files : walk(resolve('dist/test')).sort((a, b) => rank(a) - rank(b));
+
+const mocha = new Mocha({ reporter: 'spec', timeout: 120_000, slow: 2_000, ...(grep ? { grep } : {}) });
+for (const f of specs) mocha.addFile(f);
+await mocha.loadFilesAsync();
+const runner = mocha.run((failures) => {
+  const { passes = 0, pending = 0 } = runner.stats ?? {};
+  const skipped = pending > 0 ? `, ${pending} skipped` : '';
+  console.log(`${passes} passed, ${failures} failed${skipped}`);
+  process.exitCode = failures > 0 || passes === 0 ? 1 : 0;
+  // Worker pools or sockets a test forgot would keep the process alive; the verdict is already
+  // printed, so leave promptly rather than hang CI.
+  setTimeout(() => process.exit(process.exitCode), 2000).unref();
+});

@@ -1,0 +1,27 @@
+/**
+ * Every bound Cairn keeps, with its unit last and the reason for its value. The relationships
+ * between them are checked when this module loads, so a bad edit fails at start-up, not in use.
+ */
+import { assert } from './assert.js';
+import { GiB, MiB } from './units.js';
+
+/** Reed-Solomon over GF(2^8) can address at most 255 distinct evaluation points. */
+export const shardCountMax = 255;
+/** A profile needs at least one data shard; parity may be zero (plain striping). */
+export const dataShardsMin = 1;
+/** The largest extent a volume may use. Extents live whole in codec memory while they are coded. */
+export const extentBytesMax = 64 * MiB;
+/**
+ * Bytes covered by one checksum inside a shard. A range read verifies only the blocks it
+ * touches, so a 4 KiB read costs at most two 4 KiB checksum checks.
+ */
+export const checksumBlockBytes = 4096;
+/** Shared wasm memory reserved for codec buffers, across all workers. */
+export const codecMemoryBytesMax = 1 * GiB;
+/** Worker threads in one codec pool; more than the cores only adds context switches. */
+export const codecThreadsMax = 16;
+/** Input files that `cairnctl codec encode` reads whole into memory. */
+export const codecFileBytesMax = 2 * GiB;
+
+assert(extentBytesMax <= codecMemoryBytesMax / 4, 'codec memory must hold several extents at once');
+assert(checksumBlockBytes > 0 && (checksumBlockBytes & (checksumBlockBytes - 1)) === 0);
