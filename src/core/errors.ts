@@ -23,7 +23,7 @@ export class CairnError extends Error {
 
 /** A caller (CLI user, API client) passed something invalid. Never retryable. */
 export class InvalidArgumentError extends CairnError {
-  override readonly name = 'InvalidArgumentError';
+  override readonly name: string = 'InvalidArgumentError';
   constructor(message: string, options: CairnErrorOptions = {}) {
     super('EINVAL', message, { ...options, retryable: false });
   }
@@ -31,7 +31,7 @@ export class InvalidArgumentError extends CairnError {
 
 /** Fewer than k usable shards: the data cannot be rebuilt from what is present. */
 export class TooFewShardsError extends CairnError {
-  override readonly name = 'TooFewShardsError';
+  override readonly name: string = 'TooFewShardsError';
   readonly needed: number;
   readonly present: number;
   constructor(needed: number, present: number, context = 'reconstruct') {
@@ -43,7 +43,7 @@ export class TooFewShardsError extends CairnError {
 
 /** Stored bytes do not match their checksum. The copy is treated as missing. */
 export class ChecksumMismatchError extends CairnError {
-  override readonly name = 'ChecksumMismatchError';
+  override readonly name: string = 'ChecksumMismatchError';
   constructor(message: string, options: CairnErrorOptions = {}) {
     super('ECHECKSUM', message, { ...options, retryable: false });
   }
@@ -51,7 +51,7 @@ export class ChecksumMismatchError extends CairnError {
 
 /** A local file or directory operation failed (missing file, full disk, permissions). */
 export class StorageIoError extends CairnError {
-  override readonly name = 'StorageIoError';
+  override readonly name: string = 'StorageIoError';
   constructor(message: string, options: CairnErrorOptions = {}) {
     super('EIO', message, options);
   }
@@ -59,7 +59,7 @@ export class StorageIoError extends CairnError {
 
 /** A dependency (etcd, a node, S3) did not answer in time or refused the connection. */
 export class UnavailableError extends CairnError {
-  override readonly name = 'UnavailableError';
+  override readonly name: string = 'UnavailableError';
   constructor(message: string, options: CairnErrorOptions = {}) {
     super('EUNAVAILABLE', message, { retryable: true, ...options });
   }
@@ -69,4 +69,48 @@ export class UnavailableError extends CairnError {
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
+}
+
+/** put() of a key that already exists. */
+export class ShardExistsError extends CairnError {
+  override readonly name: string = 'ShardExistsError';
+  constructor(message: string, options: CairnErrorOptions = {}) {
+    super('EEXIST', message, { ...options, retryable: false });
+  }
+}
+
+/** get() of a key that does not exist. */
+export class ShardNotFoundError extends CairnError {
+  override readonly name: string = 'ShardNotFoundError';
+  constructor(message: string, options: CairnErrorOptions = {}) {
+    super('ENOENT', message, { ...options, retryable: false });
+  }
+}
+
+/** A volume's policy cannot be met by the current topology. */
+export class PlacementError extends CairnError {
+  override readonly name: string = 'PlacementError';
+  constructor(message: string, options: CairnErrorOptions = {}) {
+    super('EPLACEMENT', message, { ...options, retryable: false });
+  }
+}
+
+/** The disk (or a configured capacity) is full. Not retryable on this target. */
+export class DiskFullError extends StorageIoError {
+  override readonly name: string = 'DiskFullError';
+  override readonly code: string = 'ENOSPC';
+}
+
+/** A read range lies outside the shard (HTTP 416). A bad request like any other. */
+export class RangeOutsideError extends InvalidArgumentError {
+  override readonly name: string = 'RangeOutsideError';
+  override readonly code: string = 'ERANGE';
+}
+
+/** A target (node or S3) refused our credentials. Not retryable: the configuration is wrong. */
+export class AuthRejectedError extends CairnError {
+  override readonly name: string = 'AuthRejectedError';
+  constructor(message: string, options: CairnErrorOptions = {}) {
+    super('EAUTH', message, { ...options, retryable: false });
+  }
 }

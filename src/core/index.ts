@@ -1,7 +1,9 @@
-/** Cairn's vocabulary: assertions, errors, units, limits, checksums, profiles. No I/O. */
+/** Cairn's vocabulary: assertions, errors, ids, units, limits, checksums, profiles, ports. No I/O. */
 export * from './assert.js';
 export * from './checksum.js';
 export * from './errors.js';
+export * from './ids.js';
 export * from './limits.js';
+export * from './ports.js';
 export * from './profile.js';
 export * from './units.js';
