@@ -1,0 +1,502 @@
+/**
+ * FileShardStore: shards as files under one local directory, one file per key at `<dir>/<key>`
+ * (the key's '/' segments become subdirectories), each file in the framed format of format.ts.
+ *
+ * What it keeps true:
+ * - put() is create-only and atomic: the bytes go to a temp file in the final directory, are
+ *   fsynced, and then link() gives them the final name. link() fails with EEXIST when the name is
+ *   taken, so of several concurrent puts exactly one wins, and no reader ever sees a partial
+ *   file (rename() would silently replace a winner). The directory is fsynced before put()
+ *   resolves. On any failure the temp file is removed: nothing partial is left behind.
+ * - Temp names contain '~', a character keys may not hold, so a temp file can never be mistaken
+ *   for a shard, and open() removes the temp files a crash left behind.
+ * - Every byte get() returns has passed its block's CRC-32; a range read is one pread of the
+ *   blocks it touches.
+ * - usedBytes is the sum of shard file sizes: scanned once at open(), then tracked per put/delete.
+ *
+ * What it leaves out:
+ * - A key cannot also be the directory of longer keys ("a" and "a/b" both stored): the second
+ *   put fails with InvalidArgumentError. Cairn's own keys all have four segments, so they never
+ *   meet this.
+ * - delete() does not fsync: a delete lost in a crash brings back a garbage shard that the
+ *   collector deletes again (deletes are idempotent).
+ */
+import { randomBytes } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import { link, lstat, mkdir, open, readdir, rmdir, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import {
+  ChecksumMismatchError,
+  DiskFullError,
+  InvalidArgumentError,
+  RangeOutsideError,
+  ShardExistsError,
+  ShardNotFoundError,
+  StorageIoError,
+  assert,
+  formatBytes,
+  type ByteRange,
+  type ShardStat,
+  type ShardStore,
+  type ShardStoreCapabilities,
+} from '../core/index.js';
+import {
+  checkRange,
+  decodeHeader,
+  encodeFrame,
+  frameHeaderBytes,
+  framedSpan,
+  unframeSpan,
+  type FrameHeader,
+  type FramedSpan,
+} from './format.js';
+import { checkShardKey, checkShardPrefix } from './keys.js';
+import { listLimitDefault, listLimitMax } from './limits.js';
+
+/**
+ * Longest file name the store creates. Linux file systems allow 255 bytes per name; a temp name
+ * adds `~` and 16 hex digits plus `.tmp` (21 characters) to the key's last segment.
+ */
+const fileNameBytesMax = 255;
+const tempSuffixChars = 21;
+export const keySegmentCharsMax = fileNameBytesMax - tempSuffixChars;
+/** A concurrent delete may remove a directory between put()'s mkdir and its open; retry that. */
+const putDirectoryAttemptsMax = 4;
+
+export interface FileShardStoreOptions {
+  /** How messages name this store, e.g. `node "b-1"`. Default: `directory "<dir>"`. */
+  readonly description?: string;
+  /** Bytes this store may hold; puts beyond it fail with DiskFullError. Default: the file system's size. */
+  readonly capacityBytes?: number;
+}
+
+export interface StoreUsage {
+  /** The configured capacity, or the size of the file system holding the directory. */
+  readonly capacityBytes: number;
+  /** Bytes of shard files (framed, so including checksums and headers). */
+  readonly usedBytes: number;
+}
+
+/** A verified span of a shard's framed bytes, as the node's HTTP API sends it. */
+export interface FramedRead {
+  readonly header: FrameHeader;
+  readonly span: FramedSpan;
+  readonly framed: Uint8Array;
+}
+
+interface ErrnoError extends Error {
+  code?: string;
+}
+
+const errnoOf = (err: unknown): string | undefined => (err as ErrnoError | null)?.code;
+
+/** Operator-readable words for the errno codes a disk most often gives. */
+const errnoWords: Readonly<Record<string, string>> = {
+  ENOSPC: 'disk full',
+  EDQUOT: 'disk quota exceeded',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EROFS: 'read-only file system',
+  EIO: 'I/O error',
+  EMFILE: 'too many open files',
+  ENFILE: 'too many open files',
+};
+
+export class FileShardStore implements ShardStore {
+  readonly description: string;
+  readonly dir: string;
+  private readonly capacityBytesConfigured: number | undefined;
+  private usedBytes: number;
+  /** Bytes of puts in progress, counted against a configured capacity before they are written. */
+  private reservedBytes = 0;
+
+  private constructor(dir: string, usedBytes: number, options: FileShardStoreOptions) {
+    this.dir = dir;
+    this.usedBytes = usedBytes;
+    this.description = options.description ?? `directory "${dir}"`;
+    this.capacityBytesConfigured = options.capacityBytes;
+  }
+
+  /**
+   * Opens (creating if needed) a store at `dir`: scans it once for usedBytes and removes temp
+   * files a crash left behind. Throws StorageIoError when the directory cannot be used.
+   */
+  static async open(dir: string, options: FileShardStoreOptions = {}): Promise<FileShardStore> {
+    const root = resolve(dir);
+    if (options.capacityBytes !== undefined) {
+      if (!Number.isSafeInteger(options.capacityBytes) || options.capacityBytes <= 0) {
+        throw new InvalidArgumentError(
+          `Invalid capacity ${options.capacityBytes} for the shard directory ${root}: must be a positive whole number of bytes`,
+        );
+      }
+    }
+    try {
+      await mkdir(root, { recursive: true });
+      const probe = await lstat(root);
+      if (!probe.isDirectory()) throw new StorageIoError(`Cannot open shard directory ${root}: it is not a directory`);
+      const usedBytes = await scan(root);
+      return new FileShardStore(root, usedBytes, options);
+    } catch (err) {
+      if (err instanceof StorageIoError) throw err;
+      throw new StorageIoError(`Cannot open shard directory ${root}: ${ioWords(err)}`, { cause: err });
+    }
+  }
+
+  capabilities(): ShardStoreCapabilities {
+    return { rangeRead: true, atomicCreate: true };
+  }
+
+  async put(key: string, data: Uint8Array): Promise<void> {
+    const path = this.pathOf(key);
+    const what = `Cannot store shard ${key} on ${this.description}`;
+    const framed = encodeFrame(data);
+    this.reserve(framed.length, what);
+    try {
+      await this.writeNew(key, path, framed, what);
+      this.usedBytes += framed.length;
+    } finally {
+      this.reservedBytes -= framed.length;
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Uint8Array> {
+    const what = `Cannot read shard ${key} from ${this.description}`;
+    const read = await this.readSpan(key, range, what);
+    const want = range ?? { offset: 0, length: read.header.dataBytes };
+    return unframeSpan(read.framed, read.span, want, read.header.dataBytes, what, read.header.blockBytes);
+  }
+
+  /**
+   * The framed blocks covering `range` (the whole shard when absent), verified block by block,
+   * for a server that sends them on so its client can verify them again. Throws like get().
+   */
+  async getFramed(key: string, range?: ByteRange): Promise<FramedRead> {
+    const what = `Cannot read shard ${key} from ${this.description}`;
+    const read = await this.readSpan(key, range, what);
+    const want = range ?? { offset: 0, length: read.header.dataBytes };
+    // unframeSpan verifies every block; its copy of the data is the price of reusing one checker.
+    unframeSpan(read.framed, read.span, want, read.header.dataBytes, what, read.header.blockBytes);
+    return read;
+  }
+
+  async head(key: string): Promise<ShardStat | null> {
+    const path = this.pathOf(key);
+    const what = `Cannot read shard ${key} from ${this.description}`;
+    let file: FileHandle;
+    try {
+      file = await open(path, 'r');
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw new StorageIoError(`${what}: ${ioWords(err)}`, { cause: err });
+    }
+    try {
+      const header = decodeHeader(await readAt(file, 0, frameHeaderBytes, what), what);
+      return { key, dataBytes: header.dataBytes };
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    } finally {
+      await file.close();
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const path = this.pathOf(key);
+    let sizeBytes: number;
+    try {
+      const stat = await lstat(path);
+      if (!stat.isFile()) return; // a directory of longer keys is not this key's shard
+      sizeBytes = stat.size;
+      await unlink(path);
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw new StorageIoError(`Cannot delete shard ${key} from ${this.description}: ${ioWords(err)}`, { cause: err });
+    }
+    // Only the caller whose unlink succeeded gets here, so concurrent deletes subtract once.
+    this.usedBytes -= sizeBytes;
+    await this.removeEmptyParents(dirname(path));
+  }
+
+  async list(prefix: string, options: { startAfter?: string; limit?: number } = {}): Promise<string[]> {
+    checkShardPrefix(prefix);
+    const limit = Math.min(options.limit ?? listLimitDefault, listLimitMax);
+    if (!Number.isSafeInteger(limit) || limit < 0) {
+      throw new InvalidArgumentError(
+        `Cannot list shards on ${this.description}: limit must be a whole number >= 0, got ${options.limit}`,
+      );
+    }
+    const out: string[] = [];
+    if (limit === 0) return out;
+    try {
+      await this.walk('', prefix, options.startAfter, limit, out);
+    } catch (err) {
+      throw new StorageIoError(`Cannot list shards with prefix "${prefix}" on ${this.description}: ${ioWords(err)}`, {
+        cause: err,
+      });
+    }
+    return out;
+  }
+
+  /** Capacity and use, for the node's registration and health answer. */
+  async usage(): Promise<StoreUsage> {
+    let capacityBytes = this.capacityBytesConfigured;
+    if (capacityBytes === undefined) {
+      try {
+        const fs = await statfs(this.dir);
+        capacityBytes = fs.blocks * fs.bsize;
+      } catch (err) {
+        throw new StorageIoError(`Cannot read the size of the file system holding ${this.dir}: ${ioWords(err)}`, {
+          cause: err,
+        });
+      }
+    }
+    return { capacityBytes, usedBytes: this.usedBytes };
+  }
+
+  /** Test hook: the file that holds `key` (for tests that damage shards behind the store's back). */
+  fileOf(key: string): string {
+    return this.pathOf(key);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private pathOf(key: string): string {
+    checkShardKey(key);
+    const segments = key.split('/');
+    for (const s of segments) {
+      if (s.length > keySegmentCharsMax) {
+        throw new InvalidArgumentError(
+          `Invalid shard key "${key.slice(0, 80)}": a segment longer than ${keySegmentCharsMax} characters cannot be a file name on ${this.description}`,
+        );
+      }
+    }
+    const path = join(this.dir, ...segments);
+    // checkShardKey already forbids '..' and absolute keys; this guards the invariant itself.
+    assert(path.startsWith(this.dir + sep), `shard path ${path} escapes ${this.dir}`);
+    return path;
+  }
+
+  private reserve(bytes: number, what: string): void {
+    const capacity = this.capacityBytesConfigured;
+    if (capacity === undefined) {
+      this.reservedBytes += bytes;
+      return;
+    }
+    if (this.usedBytes + this.reservedBytes + bytes > capacity) {
+      throw new DiskFullError(
+        `${what}: disk full (ENOSPC): the configured capacity of ${formatBytes(capacity)} is reached, ${formatBytes(this.usedBytes)} used`,
+      );
+    }
+    this.reservedBytes += bytes;
+  }
+
+  /** temp file, fsync, link (the create-only step), unlink temp, fsync directory. */
+  private async writeNew(key: string, path: string, framed: Uint8Array, what: string): Promise<void> {
+    const parent = dirname(path);
+    const temp = `${path}~${randomBytes(8).toString('hex')}.tmp`;
+    let file: FileHandle | undefined;
+    let createdDir: string | undefined;
+    try {
+      for (let attempt = 1; file === undefined; attempt++) {
+        try {
+          createdDir = (await mkdir(parent, { recursive: true })) ?? createdDir;
+          file = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+        } catch (err) {
+          const code = errnoOf(err);
+          if (code === 'ENOTDIR' || (code === 'EEXIST' && createdDir === undefined && !(await isDirectory(parent)))) {
+            throw new InvalidArgumentError(`${what}: a shard already exists at a prefix of this key`, { cause: err });
+          }
+          // ENOENT: a concurrent delete removed the (empty) directory after our mkdir.
+          if (code !== 'ENOENT' || attempt >= putDirectoryAttemptsMax) throw err;
+        }
+      }
+      await writeAll(file, framed);
+      await file.sync();
+      await file.close();
+      file = undefined;
+      try {
+        await link(temp, path);
+      } catch (err) {
+        if (errnoOf(err) === 'EEXIST') {
+          if (await isDirectory(path))
+            throw new InvalidArgumentError(`${what}: shards exist under ${key}/, so ${key} cannot be a shard`, {
+              cause: err,
+            });
+          throw new ShardExistsError(`${what}: it already exists`, { cause: err });
+        }
+        throw err;
+      }
+      await unlink(temp);
+      // The new name, and any directories mkdir created, must reach the disk before we answer.
+      await fsyncDirectories(createdDir === undefined ? parent : dirname(createdDir), parent);
+    } catch (err) {
+      if (file !== undefined) await file.close().catch(() => undefined);
+      await unlink(temp).catch(() => undefined);
+      if (err instanceof ShardExistsError || err instanceof InvalidArgumentError) throw err;
+      if (errnoOf(err) === 'ENOSPC' || errnoOf(err) === 'EDQUOT') {
+        throw new DiskFullError(`${what}: ${ioWords(err)}`, { cause: err });
+      }
+      throw new StorageIoError(`${what}: ${ioWords(err)}`, { cause: err });
+    }
+  }
+
+  private async readSpan(key: string, range: ByteRange | undefined, what: string): Promise<FramedRead> {
+    const path = this.pathOf(key);
+    let file: FileHandle;
+    try {
+      file = await open(path, 'r');
+    } catch (err) {
+      if (isMissing(err)) throw new ShardNotFoundError(`${what}: no such shard`, { cause: err });
+      throw new StorageIoError(`${what}: ${ioWords(err)}`, { cause: err });
+    }
+    try {
+      const header = decodeHeader(await readAt(file, 0, frameHeaderBytes, what), what);
+      const want = range ?? { offset: 0, length: header.dataBytes };
+      try {
+        checkRange(want, header.dataBytes);
+      } catch (err) {
+        throw new RangeOutsideError(
+          `${what}: range [${want.offset}, ${want.offset + want.length}) is outside the shard's ${header.dataBytes} bytes`,
+          { cause: err },
+        );
+      }
+      const span = framedSpan(want, header.dataBytes, header.blockBytes);
+      const framed = await readAt(file, span.start, span.end - span.start, what);
+      return { header, span, framed };
+    } catch (err) {
+      if (isMissing(err)) throw new ShardNotFoundError(`${what}: no such shard`, { cause: err });
+      throw err;
+    } finally {
+      await file.close();
+    }
+  }
+
+  /**
+   * Appends the keys under `relDir` (a directory, '' for the root) that match, in key order. A
+   * directory `d` sorts as `d/`: every key inside it starts with `d/`, and no sibling name holds
+   * a '/', so comparing names that way orders whole keys exactly.
+   */
+  private async walk(
+    relDir: string,
+    prefix: string,
+    startAfter: string | undefined,
+    limit: number,
+    out: string[],
+  ): Promise<void> {
+    let entries;
+    try {
+      entries = await readdir(relDir === '' ? this.dir : join(this.dir, relDir), { withFileTypes: true });
+    } catch (err) {
+      if (isMissing(err)) return; // removed by a concurrent delete
+      throw err;
+    }
+    const items = entries
+      .filter((e) => (e.isFile() && !e.name.includes('~')) || e.isDirectory())
+      .map((e) => ({ key: relDir === '' ? e.name : `${relDir}/${e.name}`, isDir: e.isDirectory() }))
+      .map((e) => ({ ...e, sortKey: e.isDir ? `${e.key}/` : e.key }))
+      .sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+    for (const item of items) {
+      if (out.length >= limit) return;
+      if (item.isDir) {
+        const dirKey = item.sortKey;
+        const matches = dirKey.startsWith(prefix) || prefix.startsWith(dirKey);
+        // Every key inside sorts before startAfter unless startAfter itself lies inside.
+        const allBefore = startAfter !== undefined && dirKey < startAfter && !startAfter.startsWith(dirKey);
+        if (matches && !allBefore) await this.walk(item.key, prefix, startAfter, limit, out);
+      } else if (item.key.startsWith(prefix) && (startAfter === undefined || item.key > startAfter)) {
+        out.push(item.key);
+      }
+    }
+  }
+
+  /** Removes directories left empty by a delete, up to (not including) the store's root. */
+  private async removeEmptyParents(from: string): Promise<void> {
+    for (let dir = from; dir.startsWith(this.dir + sep); dir = dirname(dir)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        return; // not empty (or already gone): the normal way to stop
+      }
+    }
+  }
+}
+
+async function writeAll(file: FileHandle, bytes: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < bytes.length) {
+    const { bytesWritten } = await file.write(bytes, at, bytes.length - at, at);
+    assert(bytesWritten > 0, 'write() made no progress without an error');
+    at += bytesWritten;
+  }
+}
+
+/** Reads exactly `length` bytes at `position`, or fewer when the file ends (a truncated shard). */
+async function readAt(file: FileHandle, position: number, length: number, what: string): Promise<Uint8Array> {
+  const buffer = Buffer.allocUnsafe(length);
+  let got = 0;
+  try {
+    while (got < length) {
+      const { bytesRead } = await file.read(buffer, got, length - got, position + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+  } catch (err) {
+    if (errnoOf(err) === 'EISDIR') throw err;
+    throw new StorageIoError(`${what}: ${ioWords(err)}`, { cause: err });
+  }
+  if (got < length && position === 0)
+    throw new ChecksumMismatchError(`${what}: shard file is truncated (${got} bytes)`);
+  return buffer.subarray(0, got);
+}
+
+/** fsyncs `dir` and each directory below it down to `to` (a descendant or itself). */
+async function fsyncDirectories(dir: string, to: string): Promise<void> {
+  const chain: string[] = [];
+  for (let d = to; ; d = dirname(d)) {
+    chain.push(d);
+    if (d === dir || dirname(d) === d) break;
+  }
+  for (const d of chain.reverse()) {
+    const handle = await open(d, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await lstat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** ENOENT, or a key whose path runs through a file (ENOTDIR) or ends at a directory (EISDIR). */
+function isMissing(err: unknown): boolean {
+  const code = errnoOf(err);
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
+}
+
+function ioWords(err: unknown): string {
+  const code = errnoOf(err);
+  if (code !== undefined && errnoWords[code] !== undefined) return `${errnoWords[code]} (${code})`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Sums shard file sizes under `root` and removes temp files left by a crash mid-put. */
+async function scan(root: string): Promise<number> {
+  let usedBytes = 0;
+  const pending = [root];
+  for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) pending.push(path);
+      else if (entry.isFile() && entry.name.includes('~')) await unlink(path).catch(() => undefined);
+      else if (entry.isFile()) usedBytes += (await lstat(path)).size;
+    }
+  }
+  return usedBytes;
+}

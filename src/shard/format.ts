@@ -1,0 +1,199 @@
+/**
+ * The on-disk and on-wire form of a shard: a 32-byte header, then each block of the shard's data
+ * preceded by its CRC-32. Interleaving keeps a range read to one contiguous read (or one HTTP
+ * Range request) that carries its own checksums, so every byte returned has been verified.
+ *
+ *   header (32 bytes, little-endian):
+ *     [0, 4)   magic "CRNS"
+ *     [4, 6)   format version, 1
+ *     [6, 8)   reserved, 0
+ *     [8, 12)  blockBytes
+ *     [12, 20) dataBytes (u64)
+ *     [20, 28) reserved, 0
+ *     [28, 32) CRC-32 of bytes [0, 28)
+ *   block i: [crc32 u32][data bytes [i * blockBytes, min(dataBytes, (i + 1) * blockBytes))]
+ *
+ * Worked example, blockBytes 4096, dataBytes 10000: 3 blocks (4096, 4096, 1808 bytes), framed
+ * size 32 + 3 * 4 + 10000 = 10044. Data range [5000, 5100) lies in block 1, which starts at
+ * 32 + 1 * 4100 = 4132 and ends at 8232; its data begins 4 bytes in, so the range is framed bytes
+ * [4132 + 4 + 904, 4132 + 4 + 1004).
+ *
+ * Pure: no I/O. Stores (file, node, S3) decide how to read the framed bytes.
+ */
+import {
+  ChecksumMismatchError,
+  InvalidArgumentError,
+  assert,
+  assertByteCount,
+  checksumBlockBytes,
+  crc32Of,
+} from '../core/index.js';
+import type { ByteRange } from '../core/index.js';
+
+export const frameHeaderBytes = 32;
+export const frameVersion = 1;
+const magic = 0x534e5243; // "CRNS" read as a little-endian u32
+const crcBytes = 4;
+
+export interface FrameHeader {
+  readonly blockBytes: number;
+  readonly dataBytes: number;
+}
+
+export function blocksIn(dataBytes: number, blockBytes = checksumBlockBytes): number {
+  return Math.ceil(dataBytes / blockBytes);
+}
+
+/** Total framed size of a shard holding `dataBytes` bytes. */
+export function framedBytes(dataBytes: number, blockBytes = checksumBlockBytes): number {
+  assertByteCount(dataBytes);
+  return frameHeaderBytes + blocksIn(dataBytes, blockBytes) * crcBytes + dataBytes;
+}
+
+/** Inverse of framedBytes(): the data size of a framed object of `totalBytes`, or -1 if none fits. */
+export function dataBytesOfFramed(totalBytes: number, blockBytes = checksumBlockBytes): number {
+  const payload = totalBytes - frameHeaderBytes;
+  if (payload < 0) return -1;
+  // payload = d + 4 * ceil(d / b); d is at most payload, and the block count is close to
+  // payload / (b + 4). Try the two neighbouring block counts.
+  const approx = Math.floor(payload / (blockBytes + crcBytes));
+  for (const n of [approx, approx + 1]) {
+    const d = payload - n * crcBytes;
+    if (d >= 0 && blocksIn(d, blockBytes) === n) return d;
+  }
+  return -1;
+}
+
+/** Frames `data` into a new buffer: header, then [crc, block] pairs. */
+export function encodeFrame(data: Uint8Array, blockBytes = checksumBlockBytes): Uint8Array {
+  const out = new Uint8Array(framedBytes(data.length, blockBytes));
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  writeHeader(view, { blockBytes, dataBytes: data.length });
+  const n = blocksIn(data.length, blockBytes);
+  let at = frameHeaderBytes;
+  for (let i = 0; i < n; i++) {
+    const block = data.subarray(i * blockBytes, Math.min(data.length, (i + 1) * blockBytes));
+    view.setUint32(at, crc32Of(block), true);
+    out.set(block, at + crcBytes);
+    at += crcBytes + block.length;
+  }
+  assert(at === out.length, 'framing wrote a different size than it planned');
+  return out;
+}
+
+function writeHeader(view: DataView, header: FrameHeader): void {
+  view.setUint32(0, magic, true);
+  view.setUint16(4, frameVersion, true);
+  view.setUint32(8, header.blockBytes, true);
+  view.setBigUint64(12, BigInt(header.dataBytes), true);
+  view.setUint32(28, crc32Of(new Uint8Array(view.buffer, view.byteOffset, 28)), true);
+}
+
+/** Parses and checks a header; throws ChecksumMismatchError when it is damaged. */
+export function decodeHeader(bytes: Uint8Array, what: string): FrameHeader {
+  if (bytes.length < frameHeaderBytes)
+    throw new ChecksumMismatchError(`${what}: shard header is truncated (${bytes.length} bytes)`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, frameHeaderBytes);
+  if (view.getUint32(0, true) !== magic) throw new ChecksumMismatchError(`${what}: not a Cairn shard (bad magic)`);
+  if (view.getUint32(28, true) !== crc32Of(bytes.subarray(0, 28))) {
+    throw new ChecksumMismatchError(`${what}: shard header checksum mismatch`);
+  }
+  const version = view.getUint16(4, true);
+  if (version !== frameVersion) throw new ChecksumMismatchError(`${what}: unsupported shard format version ${version}`);
+  const blockBytes = view.getUint32(8, true);
+  const dataBytes = Number(view.getBigUint64(12, true));
+  if (blockBytes === 0 || !Number.isSafeInteger(dataBytes))
+    throw new ChecksumMismatchError(`${what}: shard header is inconsistent`);
+  return { blockBytes, dataBytes };
+}
+
+/** Where the blocks covering a data range sit in the framed object. */
+export interface FramedSpan {
+  /** Index of the first block covered. */
+  readonly firstBlock: number;
+  /** Framed byte range [start, end) holding those blocks, each with its CRC. */
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * The framed bytes holding data `range` of a shard with `dataBytes` bytes. Throws
+ * InvalidArgumentError when the range is not inside the shard.
+ */
+export function framedSpan(range: ByteRange, dataBytes: number, blockBytes = checksumBlockBytes): FramedSpan {
+  checkRange(range, dataBytes);
+  if (range.length === 0) return { firstBlock: 0, start: frameHeaderBytes, end: frameHeaderBytes };
+  const firstBlock = Math.floor(range.offset / blockBytes);
+  const lastBlock = Math.floor((range.offset + range.length - 1) / blockBytes);
+  const start = frameHeaderBytes + firstBlock * (blockBytes + crcBytes);
+  const lastLength = Math.min(blockBytes, dataBytes - lastBlock * blockBytes);
+  const end = frameHeaderBytes + lastBlock * (blockBytes + crcBytes) + crcBytes + lastLength;
+  return { firstBlock, start, end };
+}
+
+export function checkRange(range: ByteRange, dataBytes: number): void {
+  const { offset, length } = range;
+  if (
+    !Number.isSafeInteger(offset) ||
+    !Number.isSafeInteger(length) ||
+    offset < 0 ||
+    length < 0 ||
+    offset + length > dataBytes
+  ) {
+    throw new InvalidArgumentError(`Range [${offset}, ${offset + length}) is outside the shard's ${dataBytes} bytes`);
+  }
+}
+
+/**
+ * Verifies the framed blocks in `framed` (exactly the span framedSpan() named) and returns the
+ * data `range` as a new array. Throws ChecksumMismatchError naming the first bad block.
+ */
+export function unframeSpan(
+  framed: Uint8Array,
+  span: FramedSpan,
+  range: ByteRange,
+  dataBytes: number,
+  what: string,
+  blockBytes = checksumBlockBytes,
+): Uint8Array {
+  if (framed.length !== span.end - span.start) {
+    throw new ChecksumMismatchError(`${what}: expected ${span.end - span.start} framed bytes, got ${framed.length}`);
+  }
+  const out = new Uint8Array(range.length);
+  if (range.length === 0) return out;
+  const view = new DataView(framed.buffer, framed.byteOffset, framed.byteLength);
+  let at = 0;
+  let block = span.firstBlock;
+  let written = 0;
+  while (written < range.length) {
+    const blockStart = block * blockBytes;
+    const length = Math.min(blockBytes, dataBytes - blockStart);
+    assert(length > 0 && at + crcBytes + length <= framed.length, 'framed span shorter than the range');
+    const data = framed.subarray(at + crcBytes, at + crcBytes + length);
+    if (view.getUint32(at, true) !== crc32Of(data)) {
+      throw new ChecksumMismatchError(
+        `${what}: checksum mismatch in block ${block} (bytes [${blockStart}, ${blockStart + length}))`,
+      );
+    }
+    const from = Math.max(range.offset, blockStart) - blockStart;
+    const to = Math.min(range.offset + range.length, blockStart + length) - blockStart;
+    out.set(data.subarray(from, to), written);
+    written += to - from;
+    at += crcBytes + length;
+    block += 1;
+  }
+  return out;
+}
+
+/** Verifies a whole framed shard and returns its data. */
+export function decodeFrame(framed: Uint8Array, what: string): Uint8Array {
+  const header = decodeHeader(framed, what);
+  if (framed.length !== framedBytes(header.dataBytes, header.blockBytes)) {
+    throw new ChecksumMismatchError(
+      `${what}: shard is ${framed.length} bytes, its header implies ${framedBytes(header.dataBytes, header.blockBytes)}`,
+    );
+  }
+  const range = { offset: 0, length: header.dataBytes };
+  const span = framedSpan(range, header.dataBytes, header.blockBytes);
+  return unframeSpan(framed.subarray(span.start, span.end), span, range, header.dataBytes, what, header.blockBytes);
+}

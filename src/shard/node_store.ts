@@ -1,0 +1,471 @@
+/**
+ * NodeShardStore: the ShardStore of one storage node (cairnd), spoken to over HTTP/1.1 with
+ * keep-alive. This file also holds the wire protocol both sides share: routes, headers, limits,
+ * and the one mapping from HTTP status back to Cairn's typed errors.
+ *
+ * What it keeps true:
+ * - End-to-end checksums: a put carries the CRC-32 of its whole body (the node checks it before
+ *   framing), and a get receives the node's framed blocks and verifies every block's CRC here,
+ *   so bytes damaged on the disk, in the node or on the wire are never returned.
+ * - Bounded: at most `concurrency` requests in flight per node and `queuedMax` waiting; each
+ *   request has a deadline; response bodies are bounded by the largest shard.
+ * - A node that refuses connections or does not answer in time is an UnavailableError naming
+ *   the node and its address; retry loops may try another target.
+ *
+ * What it leaves out: retries (the caller decides), TLS (run it on a private network or behind a
+ * proxy; the optional shared secret only authenticates).
+ */
+import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import PQueue from 'p-queue';
+import {
+  CairnError,
+  ChecksumMismatchError,
+  InvalidArgumentError,
+  ShardExistsError,
+  ShardNotFoundError,
+  StorageIoError,
+  UnavailableError,
+  checksumBlockBytes,
+  crc32Of,
+  extentBytesMax,
+  AuthRejectedError,
+  DiskFullError,
+  RangeOutsideError,
+  type ByteRange,
+  type ShardStat,
+  type ShardStore,
+  type ShardStoreCapabilities,
+} from '../core/index.js';
+import { checkRange, framedBytes, framedSpan, unframeSpan, type FramedSpan } from './format.js';
+import { checkShardKey, checkShardPrefix } from './keys.js';
+import { listLimitMax } from './limits.js';
+
+/** The largest shard a node accepts: a whole extent, the shard size of a k = 1 profile. */
+export const nodeShardBytesMax = extentBytesMax;
+/** Room for a list answer: listLimitMax keys of up to 512 characters, JSON-quoted. */
+const listResponseBytesMax = listLimitMax * 520 + 1024;
+/** Per-request deadline by default: a 64 MiB shard needs about 0.6 s at 1 Gbit/s; allow slow links. */
+export const nodeRequestTimeoutMsDefault = 10_000;
+/** Requests in flight to one node by default: enough to fill a 10 Gbit/s link with 256 KiB shards. */
+export const nodeConcurrencyDefault = 16;
+/** Requests waiting for a slot; beyond this the node is treated as overloaded. */
+const queuedMax = 4096;
+/** Idle keep-alive sockets close after this, well before the node's keepAliveTimeout (60 s). */
+const idleSocketMs = 30_000;
+
+/** HTTP headers of the node protocol. */
+export const nodeHeaders = {
+  /** PUT: lowercase hex CRC-32 (IEEE) of the whole request body. */
+  crc32: 'x-cairn-crc32',
+  /** GET: `firstBlock,start,end,dataBytes`: where the framed body sits in the shard. */
+  framedSpan: 'x-cairn-framed-span',
+  /** GET: checksum block size of the shard (4096 for every shard Cairn writes). */
+  blockBytes: 'x-cairn-block-bytes',
+  /** HEAD: bytes of shard data. */
+  dataBytes: 'x-cairn-data-bytes',
+} as const;
+
+export const nodeShardsPath = '/v1/shards';
+export const nodeHealthPath = '/v1/health';
+
+/** What GET /v1/health answers. */
+export interface NodeHealth {
+  readonly name: string;
+  readonly zone: string;
+  readonly capacityBytes: number;
+  readonly usedBytes: number;
+  /** Requests the node is serving, not counting the health request. */
+  readonly requestsInFlight: number;
+}
+
+export interface NodeShardStoreOptions {
+  /** The node's name, for messages: `node "b-1"`. */
+  readonly name: string;
+  /** host:port of its shard API, e.g. `127.0.0.1:4101` or `[::1]:4101`. */
+  readonly address: string;
+  /** Shared secret sent as `authorization: Bearer <secret>` when the node requires one. */
+  readonly authSecret?: string;
+  readonly timeoutMs?: number;
+  readonly concurrency?: number;
+}
+
+/** Splits `host:port` (IPv6 hosts in brackets). Throws InvalidArgumentError naming `what`. */
+export function parseHostPort(text: string, what: string): { host: string; port: number } {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  if (match === null || !Number.isInteger(port) || port > 65535) {
+    throw new InvalidArgumentError(`Invalid ${what} "${text}": expected HOST:PORT, e.g. 127.0.0.1:4101`);
+  }
+  return { host: match[1] ?? match[2] ?? '', port };
+}
+
+/** Formats a host and port as `host:port`, bracketing IPv6 hosts. */
+export function formatHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * The one mapping from a node's error answer to a typed error. `code` and `message` come from
+ * the JSON body `{code, message}` (the message already names the shard and the node).
+ */
+export function errorFromStatus(status: number, code: string, message: string): CairnError {
+  switch (status) {
+    case 400:
+      return code === 'EBODYCRC' ? new ChecksumMismatchError(message) : new InvalidArgumentError(message);
+    case 401:
+      return new AuthRejectedError(message);
+    case 404:
+      // Any other 404 means the address is not a cairnd shard API.
+      return code === 'ENOENT' ? new ShardNotFoundError(message) : new StorageIoError(message);
+    case 409:
+      return new ShardExistsError(message);
+    case 413:
+      return new InvalidArgumentError(message);
+    case 416:
+      return new RangeOutsideError(message);
+    case 500:
+      return code === 'ECHECKSUM' ? new ChecksumMismatchError(message) : new StorageIoError(message);
+    case 503:
+      return new UnavailableError(message);
+    case 507:
+      return new DiskFullError(message);
+    default:
+      return status >= 500 ? new UnavailableError(message) : new StorageIoError(message);
+  }
+}
+
+interface Answer {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: Buffer;
+}
+
+interface Call {
+  readonly method: 'GET' | 'PUT' | 'HEAD' | 'DELETE';
+  readonly path: string;
+  /** "Cannot read shard K from": completed with the node and, for connection failures, its address. */
+  readonly action: string;
+  readonly headers?: Record<string, string>;
+  readonly body?: Uint8Array;
+  readonly responseBytesMax: number;
+}
+
+export class NodeShardStore implements ShardStore {
+  readonly description: string;
+  readonly name: string;
+  readonly address: string;
+  private readonly host: string;
+  private readonly port: number;
+  private readonly authHeader: string | undefined;
+  private readonly timeoutMs: number;
+  private readonly agent: Agent;
+  private readonly queue: PQueue;
+
+  constructor(options: NodeShardStoreOptions) {
+    const { host, port } = parseHostPort(options.address, `address of node "${options.name}"`);
+    this.name = options.name;
+    this.address = options.address;
+    this.host = host;
+    this.port = port;
+    this.description = `node "${options.name}"`;
+    this.authHeader = options.authSecret === undefined ? undefined : `Bearer ${options.authSecret}`;
+    this.timeoutMs = options.timeoutMs ?? nodeRequestTimeoutMsDefault;
+    const concurrency = options.concurrency ?? nodeConcurrencyDefault;
+    if (!Number.isSafeInteger(this.timeoutMs) || this.timeoutMs <= 0)
+      throw new InvalidArgumentError(`Invalid timeout ${this.timeoutMs} ms for ${this.description}`);
+    if (!Number.isSafeInteger(concurrency) || concurrency <= 0)
+      throw new InvalidArgumentError(`Invalid concurrency ${concurrency} for ${this.description}`);
+    this.agent = new Agent({ keepAlive: true, maxSockets: concurrency, timeout: idleSocketMs });
+    this.queue = new PQueue({ concurrency });
+  }
+
+  capabilities(): ShardStoreCapabilities {
+    return { rangeRead: true, atomicCreate: true };
+  }
+
+  async put(key: string, data: Uint8Array): Promise<void> {
+    checkShardKey(key);
+    const action = `Cannot store shard ${key} on`;
+    if (data.length > nodeShardBytesMax) {
+      throw new InvalidArgumentError(
+        `${action} ${this.description}: ${data.length} bytes is more than the ${nodeShardBytesMax}-byte shard limit`,
+      );
+    }
+    const crc = crc32Of(data).toString(16).padStart(8, '0');
+    const answer = await this.call({
+      method: 'PUT',
+      path: shardPath(key),
+      action,
+      headers: { [nodeHeaders.crc32]: crc, 'content-type': 'application/octet-stream' },
+      body: data,
+      responseBytesMax: 64 * 1024,
+    });
+    this.expectStatus(answer, 201, action);
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Uint8Array> {
+    checkShardKey(key);
+    const action = `Cannot read shard ${key} from`;
+    if (range !== undefined) {
+      checkRange(range, Number.MAX_SAFE_INTEGER); // whole, non-negative numbers; the node checks the end
+      if (range.length === 0) {
+        // HTTP cannot ask for zero bytes (bytes=a-b is inclusive), and there is nothing to verify.
+        const stat = await this.head(key);
+        if (stat === null) throw new ShardNotFoundError(`${action} ${this.description}: no such shard`);
+        checkRange(range, stat.dataBytes);
+        return new Uint8Array(0);
+      }
+    }
+    const headers: Record<string, string> = {};
+    if (range !== undefined) headers.range = `bytes=${range.offset}-${range.offset + range.length - 1}`;
+    const answer = await this.call({
+      method: 'GET',
+      path: shardPath(key),
+      action,
+      headers,
+      responseBytesMax: framedBytes(nodeShardBytesMax),
+    });
+    this.expectStatus(answer, 200, action);
+    const what = `${action} ${this.description}`;
+    const sent = parseSpanHeader(answer.headers[nodeHeaders.framedSpan], what);
+    const blockBytes = Number(answer.headers[nodeHeaders.blockBytes] ?? checksumBlockBytes);
+    if (!Number.isSafeInteger(blockBytes) || blockBytes <= 0)
+      throw new ChecksumMismatchError(`${what}: the node sent an invalid block size`);
+    const want = range ?? { offset: 0, length: sent.dataBytes };
+    // Recompute the span ourselves: the node must have sent exactly the blocks the range needs.
+    let expected: FramedSpan;
+    try {
+      expected = framedSpan(want, sent.dataBytes, blockBytes);
+    } catch {
+      throw new ChecksumMismatchError(
+        `${what}: the node's span does not cover [${want.offset}, ${want.offset + want.length})`,
+      );
+    }
+    if (expected.firstBlock !== sent.firstBlock || expected.start !== sent.start || expected.end !== sent.end) {
+      throw new ChecksumMismatchError(
+        `${what}: the node sent framed bytes [${sent.start}, ${sent.end}), expected [${expected.start}, ${expected.end})`,
+      );
+    }
+    return unframeSpan(answer.body, expected, want, sent.dataBytes, what, blockBytes);
+  }
+
+  async head(key: string): Promise<ShardStat | null> {
+    checkShardKey(key);
+    const action = `Cannot read shard ${key} from`;
+    const answer = await this.call({ method: 'HEAD', path: shardPath(key), action, responseBytesMax: 0 });
+    if (answer.status === 404) return null;
+    this.expectStatus(answer, 200, action);
+    const dataBytes = Number(answer.headers[nodeHeaders.dataBytes]);
+    if (!Number.isSafeInteger(dataBytes) || dataBytes < 0) {
+      throw new StorageIoError(`${action} ${this.description}: the node sent no valid ${nodeHeaders.dataBytes} header`);
+    }
+    return { key, dataBytes };
+  }
+
+  async delete(key: string): Promise<void> {
+    checkShardKey(key);
+    const action = `Cannot delete shard ${key} from`;
+    const answer = await this.call({ method: 'DELETE', path: shardPath(key), action, responseBytesMax: 64 * 1024 });
+    this.expectStatus(answer, 204, action);
+  }
+
+  async list(prefix: string, options: { startAfter?: string; limit?: number } = {}): Promise<string[]> {
+    checkShardPrefix(prefix);
+    const action = `Cannot list shards with prefix "${prefix}" on`;
+    const query = new URLSearchParams({ prefix });
+    if (options.startAfter !== undefined) query.set('startAfter', options.startAfter);
+    if (options.limit !== undefined) query.set('limit', String(Math.min(options.limit, listLimitMax)));
+    const answer = await this.call({
+      method: 'GET',
+      path: `${nodeShardsPath}?${query}`,
+      action,
+      responseBytesMax: listResponseBytesMax,
+    });
+    this.expectStatus(answer, 200, action);
+    const keys = parseJson(answer.body);
+    if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string')) {
+      throw new StorageIoError(`${action} ${this.description}: the node's answer is not a list of keys`);
+    }
+    return keys as string[];
+  }
+
+  /** The node's own view of itself (GET /v1/health, which needs no secret). */
+  async health(): Promise<NodeHealth> {
+    const action = 'Cannot read the health of';
+    const answer = await this.call({ method: 'GET', path: nodeHealthPath, action, responseBytesMax: 64 * 1024 });
+    this.expectStatus(answer, 200, action);
+    const value = parseJson(answer.body) as Partial<NodeHealth> | undefined;
+    if (
+      typeof value?.name !== 'string' ||
+      typeof value.zone !== 'string' ||
+      typeof value.capacityBytes !== 'number' ||
+      typeof value.usedBytes !== 'number' ||
+      typeof value.requestsInFlight !== 'number'
+    ) {
+      throw new StorageIoError(`${action} ${this.description}: the answer is not a cairnd health record`);
+    }
+    return {
+      name: value.name,
+      zone: value.zone,
+      capacityBytes: value.capacityBytes,
+      usedBytes: value.usedBytes,
+      requestsInFlight: value.requestsInFlight,
+    };
+  }
+
+  /** Closes idle keep-alive connections; requests still running finish. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private expectStatus(answer: Answer, status: number, action: string): void {
+    if (answer.status === status) return;
+    const body = parseJson(answer.body) as { code?: unknown; message?: unknown } | undefined;
+    const code = typeof body?.code === 'string' ? body.code : '';
+    const message =
+      typeof body?.message === 'string'
+        ? body.message
+        : `${action} ${this.description}: HTTP ${answer.status} from ${this.address}`;
+    throw errorFromStatus(answer.status, code, message);
+  }
+
+  private async call(call: Call): Promise<Answer> {
+    if (this.queue.size >= queuedMax) {
+      throw new UnavailableError(
+        `${call.action} ${this.description} at ${this.address}: ${queuedMax} requests already waiting`,
+      );
+    }
+    return this.queue.add(async () => {
+      try {
+        return await this.send(call);
+      } catch (err) {
+        // A keep-alive socket the node closed while idle fails at once with ECONNRESET; one
+        // retry on a fresh socket is safe (a put that did land shows up as ShardExistsError).
+        if (err instanceof StaleSocketError)
+          return this.send(call).catch((again: unknown) =>
+            Promise.reject(again instanceof StaleSocketError ? again.error : again),
+          );
+        throw err;
+      }
+    });
+  }
+
+  private send(call: Call): Promise<Answer> {
+    const where = `${call.action} ${this.description} at ${this.address}`;
+    return new Promise<Answer>((resolve, reject) => {
+      const headers: Record<string, string> = { ...call.headers };
+      if (this.authHeader !== undefined) headers.authorization = this.authHeader;
+      if (call.body !== undefined) headers['content-length'] = String(call.body.length);
+      let settled = false;
+      const fail = (err: unknown): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(err);
+      };
+      const req = httpRequest(
+        { host: this.host, port: this.port, method: call.method, path: call.path, headers, agent: this.agent },
+        (res) => {
+          const declared = Number(res.headers['content-length'] ?? 0);
+          if (call.method !== 'HEAD' && declared > Math.max(call.responseBytesMax, 64 * 1024)) {
+            res.destroy();
+            fail(new StorageIoError(`${where}: the answer of ${declared} bytes is larger than any valid one`));
+            return;
+          }
+          const chunks: Buffer[] = [];
+          let received = 0;
+          res.on('data', (chunk: Buffer) => {
+            received += chunk.length;
+            if (received > Math.max(call.responseBytesMax, 64 * 1024)) {
+              res.destroy();
+              fail(new StorageIoError(`${where}: the answer is larger than any valid one`));
+              return;
+            }
+            chunks.push(chunk);
+          });
+          res.on('error', (err) => fail(connectionError(where, err)));
+          res.on('close', () => {
+            if (!res.complete) fail(new UnavailableError(`${where}: the connection closed mid-answer`));
+          });
+          res.on('end', () => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks, received) });
+          });
+        },
+      );
+      const timer = setTimeout(() => {
+        req.destroy();
+        fail(new UnavailableError(`${where}: no answer within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      req.on('error', (err) => {
+        const wrapped = connectionError(where, err);
+        fail(req.reusedSocket && errnoOf(err) === 'ECONNRESET' ? new StaleSocketError(wrapped) : wrapped);
+      });
+      if (call.body !== undefined) req.end(call.body);
+      else req.end();
+    });
+  }
+}
+
+function shardPath(key: string): string {
+  // Keys hold only [A-Za-z0-9._/-] (checked before this), so they go into the path unescaped.
+  return `${nodeShardsPath}/${key}`;
+}
+
+function parseSpanHeader(value: string | string[] | undefined, what: string): FramedSpan & { dataBytes: number } {
+  const parts = typeof value === 'string' ? value.split(',').map(Number) : [];
+  const [firstBlock, start, end, dataBytes] = parts;
+  if (
+    parts.length !== 4 ||
+    !parts.every((n) => Number.isSafeInteger(n) && n >= 0) ||
+    firstBlock === undefined ||
+    start === undefined ||
+    end === undefined ||
+    dataBytes === undefined
+  ) {
+    throw new ChecksumMismatchError(`${what}: the node sent no valid ${nodeHeaders.framedSpan} header`);
+  }
+  return { firstBlock, start, end, dataBytes };
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function errnoOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** A request failed on a reused keep-alive socket before any answer: worth one retry. */
+class StaleSocketError extends Error {
+  constructor(readonly error: UnavailableError) {
+    super(error.message);
+  }
+}
+
+const connectionWords: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  EPIPE: 'connection closed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host name lookup failed',
+  ETIMEDOUT: 'connection timed out',
+};
+
+function connectionError(where: string, err: unknown): UnavailableError {
+  const code = errnoOf(err);
+  const words = code === undefined ? undefined : connectionWords[code];
+  const text = words ?? (err instanceof Error ? err.message : String(err));
+  return new UnavailableError(`${where}: ${text}`, { cause: err });
+}
