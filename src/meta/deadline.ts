@@ -1,0 +1,36 @@
+/**
+ * Deadlines for etcd calls. The etcd3 client waits forever when etcd has no quorum or is gone
+ * (measured: a put during leader loss hung until our own timeout), so every call Cairn makes goes
+ * through withDeadline() and fails with UnavailableError naming the endpoints instead.
+ */
+import { UnavailableError, errorMessage } from '../core/index.js';
+
+/** Default time an etcd call may take before it is reported as unavailable. */
+export const etcdCallTimeoutMsDefault = 5_000;
+
+export async function withDeadline<T>(
+  work: Promise<T>,
+  options: { timeoutMs: number; endpoints: readonly string[]; what: string },
+): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const where = `etcd at ${options.endpoints.join(',')}`;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new UnavailableError(`${where} did not answer within ${options.timeoutMs} ms (${options.what})`)),
+      options.timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } catch (err) {
+    if (err instanceof UnavailableError) throw err;
+    // gRPC connection failures (refused, DNS) are operating failures too: name the endpoint.
+    const message = errorMessage(err);
+    if (/ECONNREFUSED|UNAVAILABLE|No connection established|14 UNAVAILABLE|connect/i.test(message)) {
+      throw new UnavailableError(`${where} is unreachable (${options.what}): ${message}`, { cause: err });
+    }
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,391 @@
+/**
+ * Cairn's metadata in a real etcd (through `etcd3`), following docs/etcd-schema.md.
+ *
+ * What it keeps true: every call has a deadline and names the endpoints when it fails; creations
+ * are create-only transactions (no read-then-write races); the volume lock hands out strictly
+ * increasing epochs; commitExtents() publishes only while the caller's lock record is still the
+ * one in etcd, in the same transaction as the writes, so a fenced writer publishes nothing.
+ * What it leaves out: snapshots (keys reserved), and caching (every read goes to etcd).
+ */
+import { randomBytes } from 'node:crypto';
+import { Etcd3, type Lease } from 'etcd3';
+import { InvalidArgumentError, assert, errorMessage } from '../core/index.js';
+import { etcdCallTimeoutMsDefault, withDeadline } from './deadline.js';
+import { AlreadyExistsError, FencedError, NotFoundError, VolumeLockedError } from './errors.js';
+import {
+  type AliveRecord,
+  type ClusterConfig,
+  type ExtentRecord,
+  type LockRecord,
+  type TargetRecord,
+  type VolumeRecord,
+  decodeAlive,
+  decodeCluster,
+  decodeExtent,
+  decodeLock,
+  decodeTarget,
+  decodeVolume,
+  keys,
+} from './schema.js';
+
+/** etcd's default --max-txn-ops is 128; a commit of more extents is split into batches of this. */
+export const extentsPerTxnMax = 100;
+/** A lock holder that stops renewing loses the lock after this long. */
+export const lockTtlSecondsDefault = 10;
+
+export interface EtcdMetaOptions {
+  /** Per-call deadline. */
+  readonly timeoutMs?: number;
+}
+
+/** A held volume write lock. */
+export interface VolumeLock {
+  readonly volume: string;
+  readonly owner: string;
+  readonly epoch: number;
+  /** The exact JSON stored at the lock key; commits compare against it. */
+  readonly record: string;
+  /** Resolves or rejects once the lease behind the lock is lost (expired, revoked, taken over). */
+  readonly lost: Promise<Error>;
+  release(): Promise<void>;
+}
+
+export interface ExtentUpdate {
+  readonly index: number;
+  readonly record: ExtentRecord;
+}
+
+/** Parses --etcd values: "http://h:p", "h:p" or a comma-separated list of them. */
+export function parseEndpoints(text: string): string[] {
+  const list = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (list.length === 0) throw new InvalidArgumentError('No etcd endpoint given: pass --etcd URL or set CAIRN_ETCD');
+  return list.map((e) => {
+    const url = /^[a-z]+:\/\//.test(e) ? e : `http://${e}`;
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new InvalidArgumentError(`Invalid etcd endpoint "${e}": expected http://HOST:PORT`);
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+      throw new InvalidArgumentError(`Invalid etcd endpoint "${e}": only http and https are supported`);
+    }
+    if (parsed.port === '') throw new InvalidArgumentError(`Invalid etcd endpoint "${e}": a port is required`);
+    return `${parsed.protocol}//${parsed.host}`;
+  });
+}
+
+export class EtcdMeta {
+  readonly endpoints: readonly string[];
+  readonly client: Etcd3;
+  private readonly timeoutMs: number;
+
+  constructor(endpoints: readonly string[], options: EtcdMetaOptions = {}) {
+    this.endpoints = endpoints;
+    this.timeoutMs = options.timeoutMs ?? etcdCallTimeoutMsDefault;
+    this.client = new Etcd3({
+      hosts: [...endpoints],
+      dialTimeout: this.timeoutMs,
+      // Unary calls carry a gRPC deadline too, so a hung call is cancelled, not only abandoned.
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  /** Runs one etcd call under the deadline, naming `what` if it fails. */
+  call<T>(what: string, work: () => PromiseLike<T>): Promise<T> {
+    return withDeadline(Promise.resolve(work()), { timeoutMs: this.timeoutMs, endpoints: this.endpoints, what });
+  }
+
+  // --- cluster ---------------------------------------------------------------------------------
+
+  async getCluster(): Promise<ClusterConfig | null> {
+    const key = keys.cluster();
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    return text === null ? null : decodeCluster(key, text);
+  }
+
+  /** The cluster config, or a NotFoundError telling the user to run `cairnctl init`. */
+  async requireCluster(): Promise<ClusterConfig> {
+    const config = await this.getCluster();
+    if (config === null)
+      throw new NotFoundError(`The cluster at ${this.endpoints.join(',')} is not initialised: run cairnctl init`);
+    return config;
+  }
+
+  /** Writes the cluster config; refuses when one exists unless `force`. */
+  async initCluster(config: ClusterConfig, force: boolean): Promise<void> {
+    const key = keys.cluster();
+    const value = JSON.stringify(config);
+    if (force) {
+      await this.call(`put ${key}`, () => this.client.put(key).value(value).exec());
+      return;
+    }
+    const result = await this.call(`create ${key}`, () =>
+      this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(value)).commit(),
+    );
+    if (!result.succeeded) {
+      throw new AlreadyExistsError(
+        `The cluster at ${this.endpoints.join(',')} is already initialised; pass --force to overwrite its config`,
+      );
+    }
+  }
+
+  // --- targets and liveness --------------------------------------------------------------------
+
+  async listTargets(): Promise<TargetRecord[]> {
+    const prefix = keys.targetsPrefix();
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    return Object.entries(all)
+      .map(([k, v]) => decodeTarget(k, v))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async getTarget(name: string): Promise<TargetRecord | null> {
+    const key = keys.target(name);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    return text === null ? null : decodeTarget(key, text);
+  }
+
+  /** Creates a target record; refuses when the name is taken (by any kind of target). */
+  async addTarget(record: TargetRecord): Promise<void> {
+    const key = keys.target(record.name);
+    const result = await this.call(`create ${key}`, () =>
+      this.client
+        .if(key, 'Create', '==', 0)
+        .then(this.client.put(key).value(JSON.stringify(record)))
+        .commit(),
+    );
+    if (!result.succeeded) throw new AlreadyExistsError(`A target named "${record.name}" already exists`);
+  }
+
+  async removeTarget(name: string): Promise<void> {
+    const key = keys.target(name);
+    const result = await this.call(`delete ${key}`, () => this.client.delete().key(key).exec());
+    if (Number(result.deleted) === 0) throw new NotFoundError(`No target named "${name}"`);
+  }
+
+  async listAlive(): Promise<AliveRecord[]> {
+    const prefix = keys.alivePrefix();
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    return Object.entries(all).map(([k, v]) => decodeAlive(k, v));
+  }
+
+  // --- volumes ---------------------------------------------------------------------------------
+
+  static newVolumeId(): string {
+    return randomBytes(8).toString('hex');
+  }
+
+  async createVolume(record: VolumeRecord): Promise<void> {
+    const key = keys.volume(record.name);
+    const result = await this.call(`create ${key}`, () =>
+      this.client
+        .if(key, 'Create', '==', 0)
+        .then(this.client.put(key).value(JSON.stringify(record)))
+        .commit(),
+    );
+    if (!result.succeeded) throw new AlreadyExistsError(`Volume "${record.name}" already exists`);
+  }
+
+  async getVolume(name: string): Promise<VolumeRecord | null> {
+    const key = keys.volume(name);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    return text === null ? null : decodeVolume(key, text);
+  }
+
+  async requireVolume(name: string): Promise<VolumeRecord> {
+    const volume = await this.getVolume(name);
+    if (volume === null) throw new NotFoundError(`No volume named "${name}"`);
+    return volume;
+  }
+
+  async listVolumes(): Promise<VolumeRecord[]> {
+    const prefix = keys.volumesPrefix();
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    return Object.entries(all)
+      .map(([k, v]) => decodeVolume(k, v))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /**
+   * Deletes a volume's record and queues its id for garbage collection, in one transaction, so
+   * the name is free at once and no shard is forgotten. Refuses while a writer holds its lock.
+   */
+  async deleteVolume(name: string): Promise<VolumeRecord> {
+    const volume = await this.requireVolume(name);
+    const key = keys.volume(name);
+    const lockKey = keys.lock(name);
+    const current = JSON.stringify(volume);
+    const result = await this.call(`delete ${key}`, () =>
+      this.client
+        .if(key, 'Value', '==', current)
+        .and(lockKey, 'Create', '==', 0)
+        .then(
+          this.client.delete().key(key),
+          this.client.delete().key(keys.epoch(name)),
+          this.client
+            .put(keys.gcVolume(volume.id))
+            .value(JSON.stringify({ name, deletedAt: new Date().toISOString() })),
+        )
+        .commit(),
+    );
+    if (!result.succeeded) {
+      const lock = await this.getLock(name);
+      if (lock !== null)
+        throw new VolumeLockedError(
+          `Cannot delete volume "${name}": it is attached by ${lock.owner} (epoch ${lock.epoch})`,
+          lock.owner,
+          lock.epoch,
+        );
+      throw new AlreadyExistsError(`Cannot delete volume "${name}": it changed while being deleted; try again`);
+    }
+    return volume;
+  }
+
+  async listGcVolumes(): Promise<{ id: string; name: string }[]> {
+    const prefix = keys.gcVolumesPrefix();
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    return Object.entries(all).map(([k, v]) => {
+      const parsed = JSON.parse(v) as { name?: unknown };
+      return { id: k.slice(prefix.length), name: typeof parsed.name === 'string' ? parsed.name : '' };
+    });
+  }
+
+  /** Forgets a collected volume: its gc record and any extent keys left. */
+  async finishGcVolume(volumeId: string): Promise<void> {
+    await this.call(`delete extents of ${volumeId}`, () =>
+      this.client
+        .if(keys.gcVolume(volumeId), 'Create', '>', 0)
+        .then(
+          this.client.delete().prefix(keys.extentsPrefix(volumeId)),
+          this.client.delete().key(keys.gcVolume(volumeId)),
+        )
+        .commit(),
+    );
+  }
+
+  // --- the volume write lock and fencing -------------------------------------------------------
+
+  async getLock(volume: string): Promise<LockRecord | null> {
+    const key = keys.lock(volume);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    return text === null ? null : decodeLock(key, text);
+  }
+
+  /**
+   * Takes the write lock of `volume` for `owner` under a lease of `ttlSeconds`, and returns its
+   * fencing epoch: one more than any epoch handed out before for this volume. When another owner
+   * holds it, throws VolumeLockedError, unless `takeover` is set: then the lock moves to us with
+   * a new epoch and the old holder's next commit is fenced.
+   */
+  async acquireLock(
+    volume: string,
+    owner: string,
+    options: { ttlSeconds?: number; takeover?: boolean } = {},
+  ): Promise<VolumeLock> {
+    await this.requireVolume(volume);
+    const lockKey = keys.lock(volume);
+    const epochKey = keys.epoch(volume);
+    const lease: Lease = this.client.lease(options.ttlSeconds ?? lockTtlSecondsDefault, { autoKeepAlive: true });
+    let lostResolve: (err: Error) => void = () => undefined;
+    const lost = new Promise<Error>((resolve) => {
+      lostResolve = resolve;
+    });
+    lease.on('lost', (err) =>
+      lostResolve(new FencedError(`Lost the write lock of volume "${volume}": ${errorMessage(err)}`)),
+    );
+    try {
+      const leaseId = await this.call(`grant lease for ${lockKey}`, () => lease.grant());
+      // Compare-and-swap loop: read the epoch counter and the lock, then write both only if
+      // neither changed. Bounded, because each failed round means another writer made progress.
+      for (let attempt = 0; attempt < 16; attempt++) {
+        const [epochRes, lockRes] = await this.call(`read ${lockKey}`, () =>
+          Promise.all([this.client.get(epochKey).exec(), this.client.get(lockKey).exec()]),
+        );
+        const epochKv = epochRes.kvs[0];
+        const lockKv = lockRes.kvs[0];
+        const previousEpoch = epochKv === undefined ? 0 : Number(epochKv.value.toString());
+        assert(Number.isSafeInteger(previousEpoch) && previousEpoch >= 0, `corrupt epoch at ${epochKey}`);
+        if (lockKv !== undefined && !options.takeover) {
+          const held = decodeLock(lockKey, lockKv.value.toString());
+          throw new VolumeLockedError(
+            `Volume "${volume}" is attached by ${held.owner} (epoch ${held.epoch}); wait for it to detach or use --force-takeover`,
+            held.owner,
+            held.epoch,
+          );
+        }
+        const epoch = previousEpoch + 1;
+        const record = JSON.stringify({ owner, epoch, acquiredAt: new Date().toISOString() } satisfies LockRecord);
+        const txn = this.client
+          .if(epochKey, 'Mod', '==', epochKv === undefined ? 0 : Number(epochKv.mod_revision))
+          .and(lockKey, 'Mod', '==', lockKv === undefined ? 0 : Number(lockKv.mod_revision))
+          .then(this.client.put(epochKey).value(String(epoch)), this.client.put(lockKey).value(record).lease(leaseId));
+        const result = await this.call(`take ${lockKey}`, () => txn.commit());
+        if (result.succeeded) {
+          return {
+            volume,
+            owner,
+            epoch,
+            record,
+            lost,
+            release: async () => {
+              // Delete only our own record, then drop the lease; a taken-over lock is left alone.
+              await this.call(`release ${lockKey}`, () =>
+                this.client.if(lockKey, 'Value', '==', record).then(this.client.delete().key(lockKey)).commit(),
+              ).catch(() => undefined);
+              await lease.revoke().catch(() => undefined);
+            },
+          };
+        }
+      }
+      throw new VolumeLockedError(`Cannot lock volume "${volume}": too much contention, try again`, '', 0);
+    } catch (err) {
+      await lease.revoke().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Publishes extent records for `lock`'s volume, each batch in one transaction that first checks
+   * the lock key still holds exactly `lock.record`. Throws FencedError, having published nothing
+   * in that batch, when the lock was lost or taken over.
+   */
+  async commitExtents(lock: VolumeLock, volumeId: string, updates: readonly ExtentUpdate[]): Promise<void> {
+    const lockKey = keys.lock(lock.volume);
+    for (let start = 0; start < updates.length; start += extentsPerTxnMax) {
+      const batch = updates.slice(start, start + extentsPerTxnMax);
+      const result = await this.call(`commit ${batch.length} extents of ${lock.volume}`, () =>
+        this.client
+          .if(lockKey, 'Value', '==', lock.record)
+          .then(...batch.map((u) => this.client.put(keys.extent(volumeId, u.index)).value(JSON.stringify(u.record))))
+          .commit(),
+      );
+      if (!result.succeeded) {
+        throw new FencedError(
+          `Cannot commit extents of volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds its lock`,
+        );
+      }
+    }
+  }
+
+  async getExtent(volumeId: string, index: number): Promise<ExtentRecord | null> {
+    const key = keys.extent(volumeId, index);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    return text === null ? null : decodeExtent(key, text);
+  }
+
+  async listExtents(volumeId: string): Promise<Map<number, ExtentRecord>> {
+    const prefix = keys.extentsPrefix(volumeId);
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    const out = new Map<number, ExtentRecord>();
+    for (const [k, v] of Object.entries(all)) out.set(Number(k.slice(prefix.length)), decodeExtent(k, v));
+    return out;
+  }
+}

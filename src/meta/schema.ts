@@ -1,0 +1,231 @@
+/**
+ * The etcd key schema (docs/etcd-schema.md) as code: key builders and the JSON records stored
+ * under them, each with a decoder that checks what it reads. A value that does not decode is a
+ * corrupt metadata error naming the key, never a crash or a silent default.
+ */
+import { CairnError, checkProfile, type Profile } from '../core/index.js';
+
+export const schemaVersion = 1;
+export const rootPrefix = 'cairn/v1/';
+
+export const keys = {
+  cluster: () => `${rootPrefix}cluster`,
+  targetsPrefix: () => `${rootPrefix}targets/`,
+  target: (name: string) => `${rootPrefix}targets/${name}`,
+  alivePrefix: () => `${rootPrefix}alive/`,
+  alive: (name: string) => `${rootPrefix}alive/${name}`,
+  volumesPrefix: () => `${rootPrefix}volumes/`,
+  volume: (name: string) => `${rootPrefix}volumes/${name}`,
+  extentsPrefix: (volumeId: string) => `${rootPrefix}extents/${volumeId}/`,
+  /** Zero-padded so etcd's byte order is numeric order: extent 42 -> .../000000000042. */
+  extent: (volumeId: string, index: number) => `${rootPrefix}extents/${volumeId}/${String(index).padStart(12, '0')}`,
+  lock: (volume: string) => `${rootPrefix}locks/${volume}`,
+  epoch: (volume: string) => `${rootPrefix}epochs/${volume}`,
+  gcVolumesPrefix: () => `${rootPrefix}gc/volumes/`,
+  gcVolume: (volumeId: string) => `${rootPrefix}gc/volumes/${volumeId}`,
+};
+
+export type TargetPolicy = 'node' | 's3' | 'any';
+export const targetPolicies: readonly TargetPolicy[] = ['node', 's3', 'any'];
+
+export interface ClusterConfig {
+  readonly schema: number;
+  readonly createdAt: string;
+  readonly defaultProfile: Profile;
+  readonly extentBytes: number;
+  readonly zonesRequired: number;
+  readonly targets: TargetPolicy;
+}
+
+export interface TargetRecord {
+  readonly name: string;
+  readonly kind: 'node' | 's3';
+  readonly zone: string;
+  /** host:port of a storage node. */
+  readonly address?: string;
+  /** S3 endpoint URL and bucket of an S3 target. Credentials are never stored in etcd. */
+  readonly endpoint?: string;
+  readonly bucket?: string;
+  readonly region?: string;
+  /** Declared capacity of an S3 target (nodes report theirs under alive/). */
+  readonly capacityBytes?: number;
+  readonly addedAt: string;
+}
+
+export interface AliveRecord {
+  readonly name: string;
+  readonly zone: string;
+  readonly address: string;
+  readonly capacityBytes: number;
+  readonly usedBytes: number;
+  readonly pid: number;
+  readonly startedAt: string;
+  readonly heartbeatAt: string;
+}
+
+export interface VolumeRecord {
+  readonly name: string;
+  /** Random id; shard keys and extent keys use it, so a re-created name never sees old data. */
+  readonly id: string;
+  readonly sizeBytes: number;
+  readonly profile: Profile;
+  readonly extentBytes: number;
+  readonly zonesRequired: number;
+  readonly targets: TargetPolicy;
+  readonly createdAt: string;
+  readonly state: 'ready' | 'deleting';
+}
+
+export interface ExtentShardRef {
+  readonly target: string;
+  readonly key: string;
+}
+
+export interface ExtentRecord {
+  readonly generation: number;
+  readonly shardBytes: number;
+  readonly shards: readonly ExtentShardRef[];
+}
+
+export interface LockRecord {
+  readonly owner: string;
+  readonly epoch: number;
+  readonly acquiredAt: string;
+}
+
+/** Metadata in etcd that does not have the shape the schema says. */
+export class CorruptMetadataError extends CairnError {
+  override readonly name = 'CorruptMetadataError';
+  constructor(key: string, why: string) {
+    super('EMETA', `Metadata at ${key} is corrupt: ${why}`, { retryable: false });
+  }
+}
+
+type Json = Record<string, unknown>;
+
+function parse(key: string, text: string): Json {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new CorruptMetadataError(key, 'not JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new CorruptMetadataError(key, 'not an object');
+  return value as Json;
+}
+
+function field<T>(key: string, o: Json, name: string, check: (v: unknown) => v is T, what: string): T {
+  const v = o[name];
+  if (!check(v)) throw new CorruptMetadataError(key, `"${name}" is not ${what}`);
+  return v;
+}
+
+const isString = (v: unknown): v is string => typeof v === 'string';
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isPolicy = (v: unknown): v is TargetPolicy => targetPolicies.includes(v as TargetPolicy);
+const isProfile = (v: unknown): v is Profile => {
+  if (typeof v !== 'object' || v === null) return false;
+  try {
+    checkProfile(v as Profile);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+export function decodeCluster(key: string, text: string): ClusterConfig {
+  const o = parse(key, text);
+  const p = field(key, o, 'defaultProfile', isProfile, 'a profile');
+  return {
+    schema: field(key, o, 'schema', isCount, 'a number'),
+    createdAt: field(key, o, 'createdAt', isString, 'a string'),
+    defaultProfile: { k: p.k, m: p.m },
+    extentBytes: field(key, o, 'extentBytes', isCount, 'a byte count'),
+    zonesRequired: field(key, o, 'zonesRequired', isCount, 'a count'),
+    targets: field(key, o, 'targets', isPolicy, 'node, s3 or any'),
+  };
+}
+
+export function decodeTarget(key: string, text: string): TargetRecord {
+  const o = parse(key, text);
+  const kind = field(key, o, 'kind', (v): v is 'node' | 's3' => v === 'node' || v === 's3', 'node or s3');
+  const optional = <T>(name: string, check: (v: unknown) => v is T): T | undefined =>
+    o[name] === undefined ? undefined : field(key, o, name, check, 'valid');
+  const address = optional('address', isString);
+  const endpoint = optional('endpoint', isString);
+  const bucket = optional('bucket', isString);
+  const region = optional('region', isString);
+  const capacityBytes = optional('capacityBytes', isCount);
+  return {
+    name: field(key, o, 'name', isString, 'a string'),
+    kind,
+    zone: field(key, o, 'zone', isString, 'a string'),
+    addedAt: field(key, o, 'addedAt', isString, 'a string'),
+    ...(address === undefined ? {} : { address }),
+    ...(endpoint === undefined ? {} : { endpoint }),
+    ...(bucket === undefined ? {} : { bucket }),
+    ...(region === undefined ? {} : { region }),
+    ...(capacityBytes === undefined ? {} : { capacityBytes }),
+  };
+}
+
+export function decodeAlive(key: string, text: string): AliveRecord {
+  const o = parse(key, text);
+  return {
+    name: field(key, o, 'name', isString, 'a string'),
+    zone: field(key, o, 'zone', isString, 'a string'),
+    address: field(key, o, 'address', isString, 'a string'),
+    capacityBytes: field(key, o, 'capacityBytes', isCount, 'a byte count'),
+    usedBytes: field(key, o, 'usedBytes', isCount, 'a byte count'),
+    pid: field(key, o, 'pid', isCount, 'a pid'),
+    startedAt: field(key, o, 'startedAt', isString, 'a string'),
+    heartbeatAt: field(key, o, 'heartbeatAt', isString, 'a string'),
+  };
+}
+
+export function decodeVolume(key: string, text: string): VolumeRecord {
+  const o = parse(key, text);
+  const p = field(key, o, 'profile', isProfile, 'a profile');
+  return {
+    name: field(key, o, 'name', isString, 'a string'),
+    id: field(key, o, 'id', isString, 'a string'),
+    sizeBytes: field(key, o, 'sizeBytes', isCount, 'a byte count'),
+    profile: { k: p.k, m: p.m },
+    extentBytes: field(key, o, 'extentBytes', isCount, 'a byte count'),
+    zonesRequired: field(key, o, 'zonesRequired', isCount, 'a count'),
+    targets: field(key, o, 'targets', isPolicy, 'node, s3 or any'),
+    createdAt: field(key, o, 'createdAt', isString, 'a string'),
+    state: field(
+      key,
+      o,
+      'state',
+      (v): v is 'ready' | 'deleting' => v === 'ready' || v === 'deleting',
+      'ready or deleting',
+    ),
+  };
+}
+
+export function decodeExtent(key: string, text: string): ExtentRecord {
+  const o = parse(key, text);
+  const shards = field(key, o, 'shards', Array.isArray, 'a list');
+  return {
+    generation: field(key, o, 'generation', isCount, 'a generation'),
+    shardBytes: field(key, o, 'shardBytes', isCount, 'a byte count'),
+    shards: shards.map((s: unknown, i) => {
+      const e = (typeof s === 'object' && s !== null ? s : {}) as Json;
+      if (!isString(e['target']) || !isString(e['key']))
+        throw new CorruptMetadataError(key, `shard ${i} has no target or key`);
+      return { target: e['target'], key: e['key'] };
+    }),
+  };
+}
+
+export function decodeLock(key: string, text: string): LockRecord {
+  const o = parse(key, text);
+  return {
+    owner: field(key, o, 'owner', isString, 'a string'),
+    epoch: field(key, o, 'epoch', isCount, 'an epoch'),
+    acquiredAt: field(key, o, 'acquiredAt', isString, 'a string'),
+  };
+}

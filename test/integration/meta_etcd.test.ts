@@ -1,0 +1,186 @@
+import { expect } from 'chai';
+import { UnavailableError } from '../../src/core/index.js';
+import {
+  AlreadyExistsError,
+  EtcdMeta,
+  FencedError,
+  VolumeLockedError,
+  keys,
+  parseEndpoints,
+  type ClusterConfig,
+  type VolumeRecord,
+} from '../../src/meta/index.js';
+import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
+import { freePort, waitFor } from '../harness/process.js';
+import { readFileSync } from 'node:fs';
+
+const cluster: ClusterConfig = {
+  schema: 1,
+  createdAt: '2026-11-21T00:00:00Z',
+  defaultProfile: { k: 4, m: 2 },
+  extentBytes: 4 << 20,
+  zonesRequired: 1,
+  targets: 'any',
+};
+
+function volume(name: string): VolumeRecord {
+  return {
+    name,
+    id: EtcdMeta.newVolumeId(),
+    sizeBytes: 1 << 30,
+    profile: { k: 4, m: 2 },
+    extentBytes: 4 << 20,
+    zonesRequired: 1,
+    targets: 'any',
+    createdAt: new Date().toISOString(),
+    state: 'ready',
+  };
+}
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('EtcdMeta against a real etcd', () => {
+  let etcd: EtcdHandle;
+  let meta: EtcdMeta;
+
+  before(async () => {
+    etcd = await startEtcd();
+    meta = new EtcdMeta([etcd.endpoint], { timeoutMs: 3000 });
+  });
+
+  after(async () => {
+    meta?.close();
+    await etcd?.stop();
+  });
+
+  it('initialises the cluster once, and again only with force', async () => {
+    await meta.initCluster(cluster, false);
+    const err = await rejection(meta.initCluster({ ...cluster, extentBytes: 1 }, false));
+    expect(err).to.be.instanceOf(AlreadyExistsError).and.have.property('message').that.contains('--force');
+    expect((await meta.getCluster())?.extentBytes).to.equal(4 << 20);
+    await meta.initCluster({ ...cluster, extentBytes: 8 << 20 }, true);
+    expect((await meta.getCluster())?.extentBytes).to.equal(8 << 20);
+  });
+
+  it('creates a volume once; a duplicate is refused and the first record is kept', async () => {
+    const first = volume('dup');
+    await meta.createVolume(first);
+    const err = await rejection(meta.createVolume(volume('dup')));
+    expect(err).to.be.instanceOf(AlreadyExistsError).and.have.property('message', 'Volume "dup" already exists');
+    expect((await meta.getVolume('dup'))?.id).to.equal(first.id);
+  });
+
+  it('hands out increasing epochs and fences a writer whose lock was taken over', async () => {
+    const v = volume('fenced');
+    await meta.createVolume(v);
+    const a = await meta.acquireLock('fenced', 'frontend-a');
+    expect(a.epoch).to.equal(1);
+
+    // A second writer is refused while A holds the lock...
+    const refused = await rejection(meta.acquireLock('fenced', 'frontend-b'));
+    expect(refused)
+      .to.be.instanceOf(VolumeLockedError)
+      .and.have.property('message')
+      .that.contains('frontend-a (epoch 1)');
+
+    // ...A can publish...
+    const rec = (g: number) => ({ generation: g, shardBytes: 1024, shards: [{ target: 'n1', key: `k/${g}` }] });
+    await meta.commitExtents(a, v.id, [{ index: 0, record: rec(1) }]);
+
+    // ...until B takes over: B gets epoch 2 and A's next commit publishes nothing.
+    const b = await meta.acquireLock('fenced', 'frontend-b', { takeover: true });
+    expect(b.epoch).to.equal(2);
+    const fenced = await rejection(
+      meta.commitExtents(a, v.id, [
+        { index: 0, record: rec(99) },
+        { index: 1, record: rec(99) },
+      ]),
+    );
+    expect(fenced).to.be.instanceOf(FencedError).and.have.property('message').that.contains('epoch 1');
+    expect((await meta.getExtent(v.id, 0))?.generation).to.equal(1);
+    expect(await meta.getExtent(v.id, 1)).to.equal(null);
+
+    await meta.commitExtents(b, v.id, [{ index: 0, record: rec(2) }]);
+    expect((await meta.getExtent(v.id, 0))?.generation).to.equal(2);
+
+    // A's release must not remove B's lock.
+    await a.release();
+    expect((await meta.getLock('fenced'))?.owner).to.equal('frontend-b');
+    await b.release();
+    expect(await meta.getLock('fenced')).to.equal(null);
+    const c = await meta.acquireLock('fenced', 'frontend-c');
+    expect(c.epoch).to.equal(3);
+    await c.release();
+  });
+
+  it('fences a writer whose lock key vanished (as when its lease expires)', async () => {
+    const v = volume('expired');
+    await meta.createVolume(v);
+    const a = await meta.acquireLock('expired', 'frontend-a');
+    await meta.client.delete().key(keys.lock('expired')).exec();
+    const err = await rejection(
+      meta.commitExtents(a, v.id, [{ index: 3, record: { generation: 1, shardBytes: 1, shards: [] } }]),
+    );
+    expect(err).to.be.instanceOf(FencedError);
+    expect(await meta.getExtent(v.id, 3)).to.equal(null);
+    await a.release();
+  });
+
+  it('refuses to delete an attached volume, and queues a deleted one for garbage collection', async () => {
+    const v = volume('gone');
+    await meta.createVolume(v);
+    const lock = await meta.acquireLock('gone', 'frontend-a');
+    expect(await rejection(meta.deleteVolume('gone'))).to.be.instanceOf(VolumeLockedError);
+    await lock.release();
+    await meta.deleteVolume('gone');
+    expect(await meta.getVolume('gone')).to.equal(null);
+    expect((await meta.listGcVolumes()).map((g) => g.id)).to.include(v.id);
+  });
+
+  it('names the endpoint when etcd is unreachable, within the deadline', async () => {
+    const port = await freePort();
+    const dead = new EtcdMeta([`http://127.0.0.1:${port}`], { timeoutMs: 1500 });
+    const start = Date.now();
+    const err = await rejection(dead.getCluster());
+    dead.close();
+    expect(err).to.be.instanceOf(UnavailableError);
+    expect((err as Error).message).to.contain(`127.0.0.1:${port}`);
+    expect(Date.now() - start).to.be.below(5000);
+  });
+
+  it('turns a hung etcd (no answer at all) into an error naming it, instead of hanging', async () => {
+    const other = await startEtcd({ name: 'hung' });
+    const hung = new EtcdMeta([other.endpoint], { timeoutMs: 1000 });
+    try {
+      await hung.getCluster();
+      process.kill(other.pid, 'SIGSTOP');
+      // Signal delivery is asynchronous; wait until the kernel reports every thread stopped.
+      await waitFor('etcd to be stopped', () => readFileSync(`/proc/${other.pid}/stat`, 'utf8').split(' ')[2] === 'T');
+      const err = await rejection(hung.getCluster());
+      expect(err).to.be.instanceOf(UnavailableError);
+      expect((err as Error).message)
+        .to.contain(other.endpoint)
+        .and.contain('did not answer within 1000 ms');
+    } finally {
+      process.kill(other.pid, 'SIGCONT');
+      hung.close();
+      await other.stop();
+    }
+  });
+
+  it('parses endpoint lists and refuses malformed ones', () => {
+    expect(parseEndpoints('127.0.0.1:2379,http://10.0.0.1:2379')).to.deep.equal([
+      'http://127.0.0.1:2379',
+      'http://10.0.0.1:2379',
+    ]);
+    expect(() => parseEndpoints('')).to.throw('pass --etcd');
+    expect(() => parseEndpoints('http://host')).to.throw('a port is required');
+  });
+});
