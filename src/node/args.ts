@@ -1,0 +1,194 @@
+/**
+ * cairnd's command line: parsed with yargs, then validated once, here, into a DaemonConfig. A
+ * bad argument is an InvalidArgumentError with a one-line reason (the entry point prints it and
+ * exits 2); nothing below this file re-checks what it checked.
+ *
+ * Environment: CAIRN_ETCD stands in for --etcd, CAIRN_NODE_SECRET for --auth-secret-file.
+ */
+import { readFileSync } from 'node:fs';
+import yargs from 'yargs';
+import { InvalidArgumentError, checkName, errorMessage, parseSize } from '../core/index.js';
+import { etcdCallTimeoutMsDefault } from '../meta/deadline.js';
+import { parseHostPort } from '../shard/index.js';
+
+/**
+ * Time SIGTERM allows requests in flight to finish. Below Kubernetes' default 30 s grace period,
+ * so the lease is revoked before the kubelet's SIGKILL.
+ */
+export const drainMsDefault = 10_000;
+/** A shared secret shorter than this is guessable; longer than the max is surely the wrong file. */
+const secretCharsMin = 16;
+const secretCharsMax = 4096;
+
+export interface DaemonConfig {
+  readonly etcdEndpoints: readonly string[];
+  readonly etcdTimeoutMs: number;
+  readonly name: string;
+  readonly zone: string;
+  readonly dataDir: string;
+  readonly listenHost: string;
+  readonly listenPort: number;
+  /** host:port clients should use; absent means the listen address (with the bound port). */
+  readonly advertise?: string;
+  readonly capacityBytes?: number;
+  readonly authSecret?: string;
+  readonly drainMs: number;
+}
+
+export type ParsedDaemonArgs =
+  | { readonly kind: 'run'; readonly config: DaemonConfig }
+  /** --help or --version: print `output` and exit 0. */
+  | { readonly kind: 'print'; readonly output: string };
+
+const usage = `cairnd --etcd URL --name NAME --zone ZONE --data-dir DIR --listen HOST:PORT [options]
+
+Cairn storage node: stores shards in DIR, serves them over HTTP on HOST:PORT, and registers
+itself in etcd (cairn/v1/targets/NAME, and cairn/v1/alive/NAME under a 5 s lease).`;
+
+/** Parses and validates argv (without node and script). Throws InvalidArgumentError. */
+export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<ParsedDaemonArgs> {
+  let failure: string | undefined;
+  let output = '';
+  const parser = yargs()
+    .scriptName('cairnd')
+    .usage(usage)
+    .option('etcd', { type: 'string', describe: 'etcd endpoints, comma-separated (env CAIRN_ETCD)' })
+    .option('etcd-timeout', { type: 'number', default: etcdCallTimeoutMsDefault, describe: 'ms an etcd call may take' })
+    .option('name', { type: 'string', demandOption: true, describe: 'node name, unique in the cluster' })
+    .option('zone', { type: 'string', demandOption: true, describe: 'availability zone of this node' })
+    .option('data-dir', { type: 'string', demandOption: true, describe: 'directory holding the shards' })
+    .option('listen', { type: 'string', demandOption: true, describe: 'HOST:PORT of the shard API (port 0 picks one)' })
+    .option('advertise', { type: 'string', describe: 'HOST:PORT clients connect to (default: the listen address)' })
+    .option('capacity', {
+      type: 'string',
+      describe: 'bytes this node may store, e.g. 500GiB (default: the file system size)',
+    })
+    .option('auth-secret-file', {
+      type: 'string',
+      describe: 'file holding the shared secret clients must send (env CAIRN_NODE_SECRET)',
+    })
+    .option('drain-timeout', {
+      type: 'number',
+      default: drainMsDefault,
+      describe: 'ms SIGTERM waits for requests in flight',
+    })
+    .strict()
+    .help()
+    .version(false)
+    .wrap(100)
+    .exitProcess(false)
+    .fail((message, err) => {
+      failure = err?.message ?? message;
+    });
+  const args = await new Promise<Record<string, unknown>>((resolve) => {
+    void parser.parse([...argv], {}, (err, parsed, text) => {
+      if (err !== null && err !== undefined && failure === undefined) failure = errorMessage(err);
+      output = text;
+      resolve(parsed as Record<string, unknown>);
+    });
+  });
+  if (failure !== undefined) throw new InvalidArgumentError(`${failure.split('\n')[0]} (see --help)`);
+  if (args.help === true) return { kind: 'print', output };
+
+  const etcdText = (args.etcd as string | undefined) ?? env.CAIRN_ETCD ?? '';
+  const etcdEndpoints = etcdText
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map(checkEndpoint);
+  if (etcdEndpoints.length === 0)
+    throw new InvalidArgumentError('Missing --etcd URL (or set CAIRN_ETCD), e.g. --etcd http://127.0.0.1:2379');
+  const etcdTimeoutMs = positiveInt(args['etcd-timeout'], '--etcd-timeout');
+  const drainMs = positiveInt(args['drain-timeout'], '--drain-timeout');
+  const name = checkName(String(args.name), 'node');
+  const zone = checkName(String(args.zone), 'zone');
+  const dataDir = String(args['data-dir']);
+  if (dataDir.trim() === '') throw new InvalidArgumentError('Invalid --data-dir "": name a directory');
+  const { host: listenHost, port: listenPort } = parseHostPort(String(args.listen), '--listen address');
+  const advertiseText = args.advertise as string | undefined;
+  if (advertiseText !== undefined) {
+    const advertised = parseHostPort(advertiseText, '--advertise address');
+    if (advertised.port === 0)
+      throw new InvalidArgumentError(
+        `Invalid --advertise address "${advertiseText}": port 0 is not an address clients can use`,
+      );
+  } else if (listenHost === '0.0.0.0' || listenHost === '::') {
+    throw new InvalidArgumentError(
+      `--listen ${String(args.listen)} is not an address clients can connect to: add --advertise HOST:PORT`,
+    );
+  }
+  const config: DaemonConfig = {
+    etcdEndpoints,
+    etcdTimeoutMs,
+    name,
+    zone,
+    dataDir,
+    listenHost,
+    listenPort,
+    drainMs,
+    ...(advertiseText === undefined ? {} : { advertise: advertiseText }),
+    ...(args.capacity === undefined ? {} : { capacityBytes: checkCapacity(String(args.capacity)) }),
+    ...secretOf(args['auth-secret-file'] as string | undefined, env),
+  };
+  return { kind: 'run', config };
+}
+
+function checkEndpoint(text: string): string {
+  const withScheme = /^[a-z]+:\/\//i.test(text) ? text : `http://${text}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new InvalidArgumentError(`Invalid --etcd endpoint "${text}": expected a URL such as http://127.0.0.1:2379`);
+  }
+  if (
+    (url.protocol !== 'http:' && url.protocol !== 'https:') ||
+    url.port === '' ||
+    (url.pathname !== '/' && url.pathname !== '')
+  ) {
+    throw new InvalidArgumentError(`Invalid --etcd endpoint "${text}": expected http(s)://HOST:PORT`);
+  }
+  return `${url.protocol}//${url.host}`;
+}
+
+function positiveInt(value: unknown, what: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidArgumentError(
+      `Invalid ${what} "${String(value)}": expected a whole number of milliseconds above 0`,
+    );
+  }
+  return value;
+}
+
+function checkCapacity(text: string): number {
+  const bytes = parseSize(text, '--capacity');
+  if (bytes <= 0) throw new InvalidArgumentError(`Invalid --capacity "${text}": must be above 0`);
+  return bytes;
+}
+
+function secretOf(file: string | undefined, env: NodeJS.ProcessEnv): { authSecret?: string } {
+  let secret: string;
+  let source: string;
+  if (file !== undefined) {
+    source = `--auth-secret-file ${file}`;
+    try {
+      secret = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new InvalidArgumentError(`Cannot read ${source}: ${errorMessage(err)}`);
+    }
+  } else if (env.CAIRN_NODE_SECRET !== undefined && env.CAIRN_NODE_SECRET !== '') {
+    source = 'CAIRN_NODE_SECRET';
+    secret = env.CAIRN_NODE_SECRET;
+  } else {
+    return {};
+  }
+  // A trailing newline is how editors and `echo` save files, never part of the secret.
+  secret = secret.replace(/[\r\n]+$/, '');
+  // It travels in an HTTP header, so printable ASCII without spaces.
+  if (secret.length < secretCharsMin || secret.length > secretCharsMax || !/^[\x21-\x7e]+$/.test(secret)) {
+    throw new InvalidArgumentError(
+      `Invalid shared secret in ${source}: use one line of ${secretCharsMin}-${secretCharsMax} printable ASCII characters without spaces`,
+    );
+  }
+  return { authSecret: secret };
+}
