@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(etcd-server etcd-client libisal-dev)
+# etcd: metadata store (tests, dev cluster). libisal-dev: codec benchmark peer.
+# radosgw, ceph-mon, ceph-osd: a real S3 server (Ceph RGW on a one-OSD memstore cluster) for tests.
+DEBIAN_PACKAGES=(etcd-server etcd-client libisal-dev radosgw ceph-mon ceph-osd)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then

@@ -1,2 +1,6 @@
 /** Control-plane operations, thin, shared by the CLI and the daemons. */
+export * from './bench_isal.js';
+export * from './cluster.js';
 export * from './codec_files.js';
+export * from './stores.js';
+export * from './volumes.js';

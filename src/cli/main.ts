@@ -5,6 +5,12 @@
 import yargs from 'yargs';
 import { benchCommand } from './bench.js';
 import { codecCommand } from './codec.js';
+import { gcCommand } from './gc.js';
+import { initCommand } from './init.js';
+import { nodeCommand } from './node.js';
+import { placementCommand } from './placement.js';
+import { targetCommand } from './target.js';
+import { volumeCommand } from './volume.js';
 import type { CliContext } from './context.js';
 
 /** Runs cairnctl with `args` (argv without node and script) and returns the exit code. */
@@ -15,6 +21,12 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .usage(
       'cairnctl <command> [options]\n\nAdminister a Cairn cluster: erasure-coded block volumes over etcd and storage nodes.',
     )
+    .command(initCommand(ctx))
+    .command(volumeCommand(ctx))
+    .command(nodeCommand(ctx))
+    .command(targetCommand(ctx))
+    .command(placementCommand(ctx))
+    .command(gcCommand(ctx))
     .command(codecCommand(ctx))
     .command(benchCommand(ctx))
     .demandCommand(1, 'Name a command; cairnctl --help lists them')

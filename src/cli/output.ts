@@ -16,7 +16,7 @@ export const processIo: Io = {
 };
 
 /** Prints `value` as JSON when asked, else the text lines from `text`. */
-export function emit<T>(io: Io, json: boolean, value: T, text: (value: T) => string[]): void {
+export function emit<T>(io: Io, json: boolean, value: T, text: (value: T) => readonly string[]): void {
   if (json) io.out(JSON.stringify(value));
   else for (const line of text(value)) io.out(line);
 }

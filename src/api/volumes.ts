@@ -1,0 +1,134 @@
+/**
+ * Volume operations behind `cairnctl volume ...` and `cairnctl placement explain`.
+ *
+ * Creating a volume checks its policy against the live topology first (placement of extent 0
+ * must succeed), so a volume that could never be written is refused at creation with the reason.
+ * A volume is thin: creation writes one etcd record and no shard. Deletion frees the name at once
+ * and queues the volume's id for garbage collection; collectGarbage() removes its shards.
+ */
+import {
+  InvalidArgumentError,
+  checkProfile,
+  errorMessage,
+  parseProfile,
+  volumeName,
+  type Profile,
+} from '../core/index.js';
+import { EtcdMeta, type TargetPolicy, type VolumeRecord, targetPolicies } from '../meta/index.js';
+import { checkPolicy, explainPlacement, type PlacementExplanation, type PlacementPolicy } from '../placement/index.js';
+import type { ShardStore } from '../core/index.js';
+import { checkExtentBytes, checkZonesRequired, readTopology } from './cluster.js';
+
+/** Largest volume: 2^53 bytes is where byte offsets stop being exact JavaScript numbers. */
+export const volumeBytesMax = Number.MAX_SAFE_INTEGER - (Number.MAX_SAFE_INTEGER % 4096);
+
+export interface CreateVolumeOptions {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly profile?: Profile | string;
+  readonly extentBytes?: number;
+  readonly zonesRequired?: number;
+  readonly targets?: string;
+}
+
+export function checkTargetPolicy(text: string): TargetPolicy {
+  if (!targetPolicies.includes(text as TargetPolicy)) {
+    throw new InvalidArgumentError(`Invalid --targets "${text}": use node, s3 or any`);
+  }
+  return text as TargetPolicy;
+}
+
+export function policyOf(volume: VolumeRecord): PlacementPolicy {
+  return { k: volume.profile.k, m: volume.profile.m, zonesRequired: volume.zonesRequired, targets: volume.targets };
+}
+
+export async function createVolume(meta: EtcdMeta, options: CreateVolumeOptions): Promise<VolumeRecord> {
+  const name = volumeName(options.name);
+  if (!Number.isSafeInteger(options.sizeBytes) || options.sizeBytes <= 0 || options.sizeBytes > volumeBytesMax) {
+    throw new InvalidArgumentError(
+      `Invalid volume size ${options.sizeBytes}: it must be a positive whole number of bytes`,
+    );
+  }
+  if (options.sizeBytes % 512 !== 0) {
+    throw new InvalidArgumentError(
+      `Invalid volume size ${options.sizeBytes}: it must be a multiple of 512 bytes (the smallest block size clients use)`,
+    );
+  }
+  const cluster = await meta.requireCluster();
+  const profile =
+    options.profile === undefined
+      ? cluster.defaultProfile
+      : typeof options.profile === 'string'
+        ? parseProfile(options.profile)
+        : checkProfile(options.profile);
+  const extentBytes = checkExtentBytes(options.extentBytes ?? cluster.extentBytes, profile);
+  const zonesRequired = checkZonesRequired(options.zonesRequired ?? cluster.zonesRequired);
+  const targets = options.targets === undefined ? cluster.targets : checkTargetPolicy(options.targets);
+  const record: VolumeRecord = {
+    name,
+    id: EtcdMeta.newVolumeId(),
+    sizeBytes: options.sizeBytes,
+    profile,
+    extentBytes,
+    zonesRequired,
+    targets,
+    createdAt: new Date().toISOString(),
+    state: 'ready',
+  };
+  const topology = await readTopology(meta);
+  try {
+    checkPolicy(topology, policyOf(record));
+  } catch (err) {
+    throw new InvalidArgumentError(`Cannot create volume "${name}": ${errorMessage(err)}`, { cause: err });
+  }
+  await meta.createVolume(record);
+  return record;
+}
+
+export async function explainVolumePlacement(
+  meta: EtcdMeta,
+  name: string,
+  extent: number,
+): Promise<PlacementExplanation> {
+  const volume = await meta.requireVolume(volumeName(name));
+  const extents = Math.ceil(volume.sizeBytes / volume.extentBytes);
+  if (!Number.isSafeInteger(extent) || extent < 0 || extent >= extents) {
+    throw new InvalidArgumentError(`Volume "${name}" has extents 0 to ${extents - 1}; there is no extent ${extent}`);
+  }
+  return explainPlacement(volume.id, extent, await readTopology(meta), policyOf(volume));
+}
+
+export interface GcReport {
+  readonly volumes: number;
+  readonly shardsDeleted: number;
+  readonly errors: readonly string[];
+}
+
+/**
+ * Deletes every shard of every deleted volume from `stores` (listing each store by the volume
+ * id's prefix, so shards that were written but never published go too), then forgets the volume.
+ * A store that fails keeps the volume queued for the next run. Bounded work per call.
+ */
+export async function collectGarbage(meta: EtcdMeta, stores: ReadonlyMap<string, ShardStore>): Promise<GcReport> {
+  const queued = await meta.listGcVolumes();
+  let shardsDeleted = 0;
+  const errors: string[] = [];
+  for (const { id } of queued) {
+    let complete = true;
+    for (const [target, store] of stores) {
+      try {
+        for (;;) {
+          const batch = await store.list(`${id}/`, { limit: 1000 });
+          if (batch.length === 0) break;
+          for (const key of batch) await store.delete(key);
+          shardsDeleted += batch.length;
+        }
+      } catch (err) {
+        complete = false;
+        errors.push(`target ${target}: ${errorMessage(err)}`);
+      }
+    }
+    if (complete) await meta.finishGcVolume(id);
+  }
+  return { volumes: queued.length, shardsDeleted, errors };
+}

@@ -1,0 +1,105 @@
+/** `cairnctl volume create|list|info|delete`. */
+import type { Argv } from 'yargs';
+import { formatBytes, formatProfile, parseSize } from '../core/index.js';
+import { createVolume } from '../api/index.js';
+import type { VolumeRecord } from '../meta/index.js';
+import { clusterOptions, isJson, table, withMeta } from './common.js';
+import { type CliContext, withErrors } from './context.js';
+import { emit } from './output.js';
+
+const describeVolume = (v: VolumeRecord): string[] => [
+  `name:           ${v.name}`,
+  `id:             ${v.id}`,
+  `size:           ${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`,
+  `profile:        ${formatProfile(v.profile)} (survives ${v.profile.m} lost shards per extent, ${((v.profile.k + v.profile.m) / v.profile.k).toFixed(2)}x raw)`,
+  `extent size:    ${formatBytes(v.extentBytes)} (${Math.ceil(v.sizeBytes / v.extentBytes)} extents)`,
+  `zones required: ${v.zonesRequired}`,
+  `targets:        ${v.targets}`,
+  `created:        ${v.createdAt}`,
+];
+
+export function volumeCommand(ctx: CliContext) {
+  return {
+    command: 'volume <action>',
+    describe: 'Create, list, inspect and delete block volumes',
+    builder: (y: Argv) =>
+      y
+        .command({
+          command: 'create <name> <size>',
+          describe: 'Create a thin volume (sizes like 512MiB, 20GiB)',
+          builder: (a: Argv) =>
+            clusterOptions(a)
+              .positional('name', { type: 'string', describe: 'volume name: lowercase letters, digits, -' })
+              .positional('size', { type: 'string', describe: 'size, e.g. 20GiB' })
+              .option('profile', { type: 'string', describe: 'K+M (default: the cluster default)' })
+              .option('extent-size', { type: 'string', describe: 'extent size (default: the cluster default)' })
+              .option('zones-required', { type: 'number', describe: 'zones the shards of each extent must span' })
+              .option('targets', { type: 'string', describe: 'where shards may go: node, s3 or any' })
+              .example('$0 volume create pg-data 20GiB --profile 4+2', ''),
+          handler: withErrors(ctx, async (argv) => {
+            const volume = await withMeta(argv, (meta) =>
+              createVolume(meta, {
+                name: String(argv['name']),
+                sizeBytes: parseSize(String(argv['size']), 'volume size'),
+                ...(argv['profile'] === undefined ? {} : { profile: String(argv['profile']) }),
+                ...(argv['extent-size'] === undefined
+                  ? {}
+                  : { extentBytes: parseSize(String(argv['extent-size']), 'extent size') }),
+                ...(argv['zones-required'] === undefined ? {} : { zonesRequired: Number(argv['zones-required']) }),
+                ...(argv['targets'] === undefined ? {} : { targets: String(argv['targets']) }),
+              }),
+            );
+            emit(ctx.io, isJson(argv), volume, (v) => [
+              `Created volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${formatProfile(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,
+            ]);
+          }),
+        })
+        .command({
+          command: 'list',
+          describe: 'List volumes',
+          builder: (a: Argv) => clusterOptions(a),
+          handler: withErrors(ctx, async (argv) => {
+            const volumes = await withMeta(argv, (meta) => meta.listVolumes());
+            emit(ctx.io, isJson(argv), volumes, (list) =>
+              list.length === 0
+                ? ['No volumes.']
+                : table(
+                    ['NAME', 'SIZE', 'PROFILE', 'EXTENT', 'ZONES', 'TARGETS', 'CREATED'],
+                    list.map((v) => [
+                      v.name,
+                      formatBytes(v.sizeBytes),
+                      formatProfile(v.profile),
+                      formatBytes(v.extentBytes),
+                      String(v.zonesRequired),
+                      v.targets,
+                      v.createdAt,
+                    ]),
+                  ),
+            );
+          }),
+        })
+        .command({
+          command: 'info <name>',
+          describe: 'Show one volume',
+          builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
+          handler: withErrors(ctx, async (argv) => {
+            const volume = await withMeta(argv, (meta) => meta.requireVolume(String(argv['name'])));
+            emit(ctx.io, isJson(argv), volume, describeVolume);
+          }),
+        })
+        .command({
+          command: 'delete <name>',
+          describe: 'Delete a volume; its shards are removed in the background',
+          builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
+          handler: withErrors(ctx, async (argv) => {
+            const volume = await withMeta(argv, (meta) => meta.deleteVolume(String(argv['name'])));
+            const gc = ctx.startBackgroundGc(argv);
+            emit(ctx.io, isJson(argv), { deleted: volume.name, id: volume.id, gcPid: gc }, () => [
+              `Deleted volume ${volume.name}; its shards are being removed in the background${gc === null ? ' (run cairnctl gc to finish)' : ` (pid ${gc})`}`,
+            ]);
+          }),
+        })
+        .demandCommand(1, 'Name an action: create, list, info or delete'),
+    handler: () => undefined,
+  };
+}
