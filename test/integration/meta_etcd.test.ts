@@ -120,6 +120,28 @@ describe('EtcdMeta against a real etcd', () => {
     await c.release();
   });
 
+  it('lets exactly one of two simultaneous writers take a free lock', async () => {
+    const v = volume('race');
+    await meta.createVolume(v);
+    const other = new EtcdMeta([etcd.endpoint], { timeoutMs: 3000 });
+    try {
+      const results = await Promise.allSettled([
+        meta.acquireLock('race', 'frontend-a'),
+        other.acquireLock('race', 'frontend-b'),
+      ]);
+      const won = results.filter((r) => r.status === 'fulfilled');
+      expect(won).to.have.length(1);
+      const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      expect(lost.reason).to.be.instanceOf(VolumeLockedError);
+      const lock = (won[0] as PromiseFulfilledResult<Awaited<ReturnType<EtcdMeta['acquireLock']>>>).value;
+      expect(lock.epoch).to.equal(1);
+      expect((await meta.getLock('race'))?.owner).to.equal(lock.owner);
+      await lock.release();
+    } finally {
+      other.close();
+    }
+  });
+
   it('fences a writer whose lock key vanished (as when its lease expires)', async () => {
     const v = volume('expired');
     await meta.createVolume(v);
