@@ -4,3 +4,6 @@
  */
 export * from './codec.js';
 export { referenceCodec, referenceKernel } from './reference.js';
+export { kernelVariant, loadKernel, kernelVariants, type KernelVariant } from './kernel.js';
+export { CodecCapacityError, ExtentBuffer, WasmKernel, defaultWasmKernel, wasmCodec } from './wasm_codec.js';
+export { CodecPool, CodecPoolClosedError, CodecWorkerError, type CodecPoolOptions } from './pool.js';

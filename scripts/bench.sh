@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark at full size, one JSON line per result on stdout. Each compares
+# Cairn with a peer measured in the same run. Record results in docs/bench/ with the date.
+# BENCH_SECONDS sets the minimum timed seconds per codec loop (default 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
+S=${BENCH_SECONDS:-3}
+for spec in "8+3 1MiB" "4+2 1MiB" "4+2 4MiB"; do
+  set -- $spec
+  node dist/src/bin/cairnctl.js bench codec --profile "$1" --extent-size "$2" --seconds "$S" --json
+done
+node scripts/bench/meta_bench.mjs "${BENCH_META_COUNT:-300}"

@@ -1,0 +1,81 @@
+/**
+ * Every benchmark, run at a tiny size so it never rots. These check that the benchmarks run and
+ * report what they claim (fields, units, peers, ratios), never how fast anything is: speed targets
+ * live in `make bench`, where they are compared against a peer in the same run.
+ */
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { cairnctl, repoRoot } from '../harness/cli.js';
+
+interface Row {
+  impl?: string;
+  k?: number;
+  m?: number;
+  extentBytes?: number;
+  encodeMBps?: number | null;
+  reconstructMBps?: number | null;
+  skipped?: string;
+  summary?: string;
+  [key: string]: unknown;
+}
+
+describe('benchmarks at tiny size', () => {
+  it('cairnctl bench codec prints one JSON line per implementation and a summary of ratios', async () => {
+    const run = await cairnctl([
+      'bench',
+      'codec',
+      '--profile',
+      '4+2',
+      '--extent-size',
+      '64KiB',
+      '--seconds',
+      '0.05',
+      '--json',
+    ]);
+    expect(run.code, run.stderr).to.equal(0);
+    const lines = run.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Row);
+    const rows = lines.filter((l) => l.encodeMBps !== undefined);
+    const impls = rows.map((r) => r.impl);
+    expect(impls).to.include.members(['cairn', 'cairn-pool', 'subspace']);
+    for (const r of rows) {
+      expect(r, r.impl).to.include({ k: 4, m: 2, extentBytes: 65536 });
+      expect(r.encodeMBps, r.impl).to.be.a('number').above(0);
+      expect(r.reconstructMBps, r.impl).to.be.a('number').above(0);
+    }
+    const summary = lines.find((l) => l.summary === 'codec')!;
+    expect(summary.cairnOverSubspace).to.be.a('number').above(0);
+    expect(summary.poolOverCairn).to.be.a('number').above(0);
+    // ISA-L is optional at run time, but when it is skipped the reason must say why.
+    const isal = lines.find((l) => l.impl?.startsWith('isa-l'));
+    expect(isal, 'an isa-l line, result or skip').to.not.equal(undefined);
+    if (isal?.skipped !== undefined) expect(isal.skipped).to.match(/not installed/);
+  });
+
+  it('refuses an unknown implementation with exit code 2', async () => {
+    const run = await cairnctl(['bench', 'codec', '--impl', 'cairn,quantum', '--seconds', '0.05']);
+    expect(run.code).to.equal(2);
+    expect(run.stderr).to.contain('Unknown implementation "quantum"');
+  });
+
+  it('scripts/bench/meta_bench.mjs measures volume create next to a plain etcd put', async () => {
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(
+        process.execPath,
+        ['scripts/bench/meta_bench.mjs', '3'],
+        { cwd: repoRoot, timeout: 60_000 },
+        (err, out, errOut) => (err ? reject(new Error(`${err.message}: ${errOut}`)) : resolve(out)),
+      );
+    });
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Row);
+    expect(lines.map((l) => l['bench'] ?? l.summary)).to.deep.equal(['volume-create', 'etcd-put-peer', 'meta']);
+    expect(lines[0]).to.include({ count: 3 });
+    expect(lines[0]!['p50Ms']).to.be.a('number').above(0);
+    expect(lines[2]!['createOverPutP50']).to.be.a('number').above(0);
+  });
+});
