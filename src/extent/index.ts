@@ -1,0 +1,2 @@
+/** Extent arithmetic: volume offsets to extents to shard ranges, and dirty range sets. Pure. */
+export * from './extent.js';
