@@ -1,6 +1,7 @@
 /** Cairn's vocabulary: assertions, errors, ids, units, limits, checksums, profiles, ports. No I/O. */
 export * from './assert.js';
 export * from './checksum.js';
+export * from './clock.js';
 export * from './errors.js';
 export * from './ids.js';
 export * from './limits.js';

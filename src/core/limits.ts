@@ -23,5 +23,18 @@ export const codecThreadsMax = 16;
 /** Input files that `cairnctl codec encode` reads whole into memory. */
 export const codecFileBytesMax = 2 * GiB;
 
+/**
+ * Largest NBD read or write payload we accept and advertise as the maximum block size. 32 MiB is
+ * what the NBD protocol recommends servers accept at least; larger requests get EOVERFLOW/EINVAL.
+ */
+export const nbdRequestBytesMax = 32 * MiB;
+/** Requests one NBD connection may have in flight; more wait in the socket (back-pressure). */
+export const nbdRequestsInFlightMax = 64;
+/** Longest export name or option payload we read during the handshake (the spec allows 4096). */
+export const nbdOptionBytesMax = 4096;
+/** Dirty bytes one volume's write-back cache may hold before writers wait for flushes. */
+export const cacheDirtyBytesMaxDefault = 256 * MiB;
+
+assert(nbdRequestBytesMax <= cacheDirtyBytesMaxDefault, 'one NBD write must fit in the cache');
 assert(extentBytesMax <= codecMemoryBytesMax / 4, 'codec memory must hold several extents at once');
 assert(checksumBlockBytes > 0 && (checksumBlockBytes & (checksumBlockBytes - 1)) === 0);

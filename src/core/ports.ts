@@ -68,3 +68,79 @@ export interface ShardStore {
   /** Releases sockets and timers. Idempotent; later calls on the store are not allowed. */
   close?(): void;
 }
+
+/** What a block device can do; the NBD server advertises exactly these (nbdkit's can_* probes). */
+export interface BlockDeviceCapabilities {
+  readonly readOnly: boolean;
+  /** flush() persists every write acknowledged before it was called. */
+  readonly flush: boolean;
+  /** write(..., { fua: true }) persists that write before resolving. */
+  readonly fua: boolean;
+  readonly trim: boolean;
+  readonly writeZeroes: boolean;
+  /** Every handle opened on this export shares one cache, so flush on one covers writes on all. */
+  readonly multiConn: boolean;
+}
+
+/** One run of a block-status answer: [offset, offset + length) is all hole or all data. */
+export interface BlockStatusRun {
+  readonly offset: number;
+  readonly length: number;
+  /** Never written, or trimmed: reads as zeros and holds no storage. */
+  readonly hole: boolean;
+  /** Known to read as zeros (true for every hole). */
+  readonly zero: boolean;
+}
+
+export interface WriteOptions {
+  /** Force unit access: the write is durable when the promise resolves. */
+  readonly fua?: boolean;
+}
+
+/**
+ * A byte-addressed block device: what a Cairn volume looks like to the NBD server. Offsets and
+ * lengths are bytes, half-open ranges [offset, offset + length), and the caller has already
+ * checked them against sizeBytes (implementations assert it). Promises reject with CairnError
+ * subclasses; the NBD layer maps them to NBD errors in one switch.
+ *
+ * Buffers: read() returns a new array the caller owns; write() reads `data` before its promise
+ * resolves and keeps no reference after.
+ */
+export interface BlockDevice {
+  readonly sizeBytes: number;
+  capabilities(): BlockDeviceCapabilities;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Durable only after flush(), unless options.fua. */
+  write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
+  /** Persists every write acknowledged before the call. */
+  flush(): Promise<void>;
+  /** The range reads as zeros afterwards and may free storage. */
+  trim(offset: number, length: number, options?: WriteOptions): Promise<void>;
+  /** The range reads as zeros afterwards; with noHole, storage stays allocated (a data run). */
+  writeZeroes(offset: number, length: number, options?: WriteOptions & { readonly noHole?: boolean }): Promise<void>;
+  /** Hole/data runs covering [offset, offset + length), in order, at least one. */
+  blockStatus(offset: number, length: number): Promise<BlockStatusRun[]>;
+}
+
+/** An export as the NBD server sees it: a name, a description, and a device per connection. */
+export interface ExportInfo {
+  readonly name: string;
+  readonly description: string;
+  readonly sizeBytes: number;
+}
+
+/**
+ * Where the NBD server finds its exports. Volumes created after the server started are found,
+ * because lookups happen per connection.
+ */
+export interface ExportProvider {
+  list(): Promise<ExportInfo[]>;
+  /** The export's info, or null when there is none by that name. Cheap: used by NBD_OPT_INFO. */
+  info(name: string): Promise<ExportInfo | null>;
+  /**
+   * Opens the export for one connection. Throws NotFound-style CairnError (code ENOTFOUND) when
+   * absent. The handle is released with close() when the connection ends; the device stays
+   * shared between connections to the same export.
+   */
+  open(name: string, options: { readonly readOnly: boolean }): Promise<{ device: BlockDevice; close(): Promise<void> }>;
+}

@@ -52,7 +52,8 @@ export interface VolumeLock {
 
 export interface ExtentUpdate {
   readonly index: number;
-  readonly record: ExtentRecord;
+  /** The new generation, or null to make the extent a hole again (after a whole-extent trim). */
+  readonly record: ExtentRecord | null;
 }
 
 /** Parses --etcd values: "http://h:p", "h:p" or a comma-separated list of them. */
@@ -364,7 +365,13 @@ export class EtcdMeta {
       const result = await this.call(`commit ${batch.length} extents of ${lock.volume}`, () =>
         this.client
           .if(lockKey, 'Value', '==', lock.record)
-          .then(...batch.map((u) => this.client.put(keys.extent(volumeId, u.index)).value(JSON.stringify(u.record))))
+          .then(
+            ...batch.map((u) =>
+              u.record === null
+                ? this.client.delete().key(keys.extent(volumeId, u.index))
+                : this.client.put(keys.extent(volumeId, u.index)).value(JSON.stringify(u.record)),
+            ),
+          )
           .commit(),
       );
       if (!result.succeeded) {

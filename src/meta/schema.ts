@@ -74,6 +74,8 @@ export interface VolumeRecord {
   readonly targets: TargetPolicy;
   readonly createdAt: string;
   readonly state: 'ready' | 'deleting';
+  /** Shards of k+m that must be stored before a flush publishes (default k+m, at least k+1). */
+  readonly durableShardsMin?: number;
 }
 
 export interface ExtentShardRef {
