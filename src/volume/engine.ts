@@ -1,0 +1,436 @@
+/**
+ * The volume engine: reads and writes whole extents of one volume over shard stores, with the
+ * extent map as the only truth of what is where.
+ *
+ * What it keeps true:
+ * - Extent versions are immutable. persist() writes each extent as new shard objects under a new
+ *   generation (epoch * 2^32 + a counter, so two writers, or one writer before and after a crash,
+ *   never pick the same keys), then publishes the new records with one fenced commit. A crash at
+ *   any point leaves each extent at its old or its new generation, never torn.
+ * - A generation is published only when at least `durableShardsMin` of its k+m shards are stored
+ *   (default all of them; never fewer than k+1). Otherwise that extent's persist fails and its old
+ *   generation stays published.
+ * - Reads take only the data-shard ranges they need. A missing, slow or corrupt shard makes the
+ *   read fetch any k whole shards and decode; the extent is reported as degraded. Never-written
+ *   extents read as zeros without touching any store.
+ * - Superseded shards are deleted after a grace period, so reads already in flight finish.
+ *
+ * What it leaves out: caching and request coalescing (cache/), repair (it only reports).
+ */
+import {
+  CairnError,
+  UnavailableError,
+  assert,
+  errorMessage,
+  type Clock,
+  type Profile,
+  systemClock,
+} from '../core/index.js';
+import type { CodecPool, ExtentBuffer } from '../codec/index.js';
+import { extentLength, shardBytesOf, splitByShard, type ExtentGeometry } from '../extent/index.js';
+import { FencedError, type ExtentRecord } from '../meta/index.js';
+import { shardKey } from '../shard/index.js';
+import type { ExtentMapStore, ShardPlacer, TargetStores } from './ports.js';
+
+/** Extents encoded and stored at once by one persist(): bounds codec memory and sockets. */
+export const persistExtentsInFlightMax = 4;
+/** A range read slower than this also starts a degraded read from any k shards. */
+export const shardReadHedgeMsDefault = 2_000;
+/** Superseded shards live this long after the commit that replaced them. */
+export const oldShardGraceMsDefault = 30_000;
+/** Superseded shard keys waiting for deletion; past this, older ones are left for gc. */
+export const pendingDeletesMax = 100_000;
+/** Degraded extents remembered for repair. */
+export const degradedExtentsMax = 10_000;
+
+/** Fewer than k shards of an extent could be read. */
+export class ExtentUnreadableError extends CairnError {
+  override readonly name: string = 'ExtentUnreadableError';
+  constructor(message: string) {
+    super('EIO', message, { retryable: true });
+  }
+}
+
+/** Some extents of a persist() could not be stored or published; the rest were. */
+export class PersistError extends CairnError {
+  override readonly name: string = 'PersistError';
+  constructor(
+    message: string,
+    /** Extents whose new generation is published. */
+    readonly committed: readonly number[],
+    /** Extents whose old generation stays published, with why. */
+    readonly failed: ReadonlyMap<number, Error>,
+    options: { cause?: unknown; retryable?: boolean } = {},
+  ) {
+    super('EFLUSH', message, { retryable: options.retryable ?? true, cause: options.cause });
+  }
+}
+
+export interface EngineVolume extends ExtentGeometry {
+  readonly id: string;
+  readonly name: string;
+  readonly profile: Profile;
+}
+
+export interface VolumeEngineOptions {
+  readonly volume: EngineVolume;
+  readonly map: ExtentMapStore;
+  readonly targets: TargetStores;
+  readonly placer: ShardPlacer;
+  readonly pool: CodecPool;
+  /** The writer's fencing epoch (0 for a read-only engine, which never persists). */
+  readonly epoch: number;
+  readonly durableShardsMin?: number;
+  readonly shardReadHedgeMs?: number;
+  readonly oldShardGraceMs?: number;
+  readonly clock?: Clock;
+  readonly log?: (line: string) => void;
+}
+
+/** The full bytes of an extent to publish, or null to make it a hole. */
+export interface ExtentImage {
+  readonly extent: number;
+  readonly data: Uint8Array | null;
+}
+
+export interface EngineStats {
+  shardReads: number;
+  degradedReads: number;
+  shardReadFailures: number;
+  extentsPersisted: number;
+  shardsWritten: number;
+  shardWriteFailures: number;
+}
+
+class SlowReadError extends Error {}
+
+export class VolumeEngine {
+  readonly volume: EngineVolume;
+  readonly shardBytes: number;
+  readonly stats: EngineStats = {
+    shardReads: 0,
+    degradedReads: 0,
+    shardReadFailures: 0,
+    extentsPersisted: 0,
+    shardsWritten: 0,
+    shardWriteFailures: 0,
+  };
+  /** Extents a read found degraded (a shard missing, slow or corrupt), for repair. */
+  readonly degraded = new Set<number>();
+  private readonly records: Map<number, ExtentRecord>;
+  private readonly durableShardsMin: number;
+  private readonly log: (line: string) => void;
+  private sequence = 0;
+  private readonly changes = new Map<number, number>();
+  private pendingDeletes: { dueMs: number; target: string; key: string }[] = [];
+  private readonly stopDeleter: () => void;
+  private closed = false;
+
+  private constructor(
+    private readonly options: VolumeEngineOptions,
+    records: Map<number, ExtentRecord>,
+  ) {
+    const { k, m } = options.volume.profile;
+    this.volume = options.volume;
+    this.records = records;
+    this.shardBytes = shardBytesOf(options.volume);
+    const min = options.durableShardsMin ?? k + m;
+    assert(
+      Number.isSafeInteger(min) && min >= Math.min(k + 1, k + m) && min <= k + m,
+      `durableShardsMin ${min} outside [min(k+1, k+m), k+m]`,
+    );
+    this.durableShardsMin = min;
+    assert(
+      Number.isSafeInteger(options.epoch) && options.epoch >= 0 && options.epoch < 2 ** 21,
+      `epoch ${options.epoch} out of range`,
+    );
+    this.log = options.log ?? (() => undefined);
+    const clock = options.clock ?? systemClock;
+    this.stopDeleter = clock.every(1000, () => void this.deleteDue(clock.now()));
+  }
+
+  static async open(options: VolumeEngineOptions): Promise<VolumeEngine> {
+    return new VolumeEngine(options, await options.map.load());
+  }
+
+  get geometry(): ExtentGeometry {
+    return this.volume;
+  }
+
+  /** The published record of extent `e`, or undefined for a hole. */
+  record(e: number): ExtentRecord | undefined {
+    return this.records.get(e);
+  }
+
+  isHole(e: number): boolean {
+    return !this.records.has(e);
+  }
+
+  /** Changes whenever extent e's published record changes (a counter, so hole-data-hole differs). */
+  versionOf(e: number): number {
+    return this.changes.get(e) ?? 0;
+  }
+
+  get writtenExtents(): number {
+    return this.records.size;
+  }
+
+  /** Bytes [offset, offset + length) of extent `e`; zeros for a hole. */
+  async readRange(e: number, offset: number, length: number): Promise<Uint8Array> {
+    assert(offset >= 0 && length >= 0 && offset + length <= extentLength(this.volume, e), `range outside extent ${e}`);
+    for (let attempt = 0; ; attempt++) {
+      const rec = this.records.get(e);
+      if (rec === undefined) return new Uint8Array(length);
+      try {
+        return await this.readRangeOf(e, rec, offset, length);
+      } catch (err) {
+        // A flush may have replaced the generation (and its shards) while we read: try the new one.
+        if (attempt < 2 && this.records.get(e) !== rec) continue;
+        throw err;
+      }
+    }
+  }
+
+  /** The whole extent `e` (extentLength bytes); zeros for a hole. */
+  readWhole(e: number): Promise<Uint8Array> {
+    return this.readRange(e, 0, extentLength(this.volume, e));
+  }
+
+  private async readRangeOf(e: number, rec: ExtentRecord, offset: number, length: number): Promise<Uint8Array> {
+    if (length === 0) return new Uint8Array(0);
+    const direct = this.readDirect(e, rec, offset, length);
+    let timer: NodeJS.Timeout | undefined;
+    const slow = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new SlowReadError()), this.options.shardReadHedgeMs ?? shardReadHedgeMsDefault);
+      timer.unref();
+    });
+    try {
+      return await Promise.race([direct, slow]);
+    } catch (err) {
+      direct.catch(() => undefined);
+      const why = err instanceof SlowReadError ? 'slow shard' : errorMessage(err);
+      this.noteDegraded(e, why);
+      const whole = await this.readDegraded(e, rec);
+      return whole.slice(offset, offset + length);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async readDirect(e: number, rec: ExtentRecord, offset: number, length: number): Promise<Uint8Array> {
+    const out = new Uint8Array(length);
+    await Promise.all(
+      splitByShard(rec.shardBytes, offset, length).map(async (p) => {
+        const ref = rec.shards[p.shard];
+        assert(ref !== undefined, `extent ${e} has no shard ${p.shard}`);
+        this.stats.shardReads += 1;
+        const bytes = await this.options.targets.store(ref.target).get(ref.key, { offset: p.offset, length: p.length });
+        assert(bytes.length === p.length, 'store returned a different length than asked');
+        out.set(bytes, p.bufferOffset);
+      }),
+    );
+    return out;
+  }
+
+  private noteDegraded(e: number, why: string): void {
+    this.stats.degradedReads += 1;
+    if (this.degraded.size < degradedExtentsMax) this.degraded.add(e);
+    this.log(
+      `volume ${this.volume.name}: extent ${e} read degraded (${why}); decoding from any ${this.volume.profile.k} shards`,
+    );
+  }
+
+  /** Reads any k whole shards of the extent (data shards first) and rebuilds its bytes. */
+  private async readDegraded(e: number, rec: ExtentRecord): Promise<Uint8Array> {
+    const { k, m } = this.volume.profile;
+    const fetched = new Map<number, Uint8Array>();
+    const failures: string[] = [];
+    let next = 0;
+    // k readers; each takes the next untried shard until k have arrived or none are left.
+    const reader = async (): Promise<void> => {
+      while (fetched.size < k && next < k + m) {
+        const i = next++;
+        const ref = rec.shards[i]!;
+        try {
+          this.stats.shardReads += 1;
+          const bytes = await this.options.targets.store(ref.target).get(ref.key);
+          if (bytes.length !== rec.shardBytes) throw new Error(`has ${bytes.length} bytes, expected ${rec.shardBytes}`);
+          if (fetched.size < k) fetched.set(i, bytes);
+        } catch (err) {
+          this.stats.shardReadFailures += 1;
+          failures.push(`shard ${i} on ${ref.target}: ${errorMessage(err)}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: k }, reader));
+    if (fetched.size < k) {
+      throw new ExtentUnreadableError(
+        `Cannot read extent ${e} of volume "${this.volume.name}": ${k} shards needed, ${fetched.size} readable (${failures.join('; ')})`,
+      );
+    }
+    const length = extentLength(this.volume, e);
+    const missingData = Array.from({ length: k }, (_, i) => i).filter((i) => !fetched.has(i));
+    if (missingData.length === 0) {
+      const out = new Uint8Array(length);
+      for (let i = 0; i < k && i * rec.shardBytes < length; i++) {
+        out.set(fetched.get(i)!.subarray(0, Math.min(rec.shardBytes, length - i * rec.shardBytes)), i * rec.shardBytes);
+      }
+      return out;
+    }
+    const buf = this.options.pool.allocate(this.volume.profile, rec.shardBytes);
+    try {
+      const present = Array.from({ length: k + m }, (_, i) => fetched.has(i));
+      for (const [i, bytes] of fetched) buf.shard(i).set(bytes);
+      await this.options.pool.reconstruct(buf, present, missingData);
+      return buf.data().slice(0, length);
+    } finally {
+      this.options.pool.release(buf);
+    }
+  }
+
+  /**
+   * Publishes new generations of the given extents (null data: make it a hole). Each extent is
+   * encoded and its shards stored on the targets placement chooses; then all extents whose
+   * shards reached durableShardsMin targets are committed with one fenced commit. Throws
+   * PersistError listing what was and was not published when any extent failed.
+   */
+  async persist(images: readonly ExtentImage[]): Promise<void> {
+    assert(!this.closed, 'persist() after close()');
+    const stored = new Map<number, ExtentRecord | null>();
+    const failed = new Map<number, Error>();
+    const queue = [...images];
+    const worker = async (): Promise<void> => {
+      for (let image = queue.shift(); image !== undefined; image = queue.shift()) {
+        if (image.data === null) {
+          stored.set(image.extent, null);
+          continue;
+        }
+        try {
+          stored.set(image.extent, await this.storeGeneration(image.extent, image.data));
+        } catch (err) {
+          failed.set(image.extent, err instanceof Error ? err : new Error(String(err)));
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(persistExtentsInFlightMax, images.length) }, worker));
+
+    const updates = [...stored].map(([index, record]) => ({ index, record }));
+    if (updates.length > 0) {
+      try {
+        await this.options.map.commit(updates);
+      } catch (err) {
+        // Only a refused (fenced) commit is known to have published nothing; after a timeout
+        // the commit may have landed, so its shards must stay (at worst they are garbage).
+        if (err instanceof FencedError)
+          for (const u of updates) if (u.record !== null) this.scheduleDelete(u.record, 0);
+        for (const u of updates) failed.set(u.index, err instanceof Error ? err : new Error(String(err)));
+        throw new PersistError(
+          `Cannot publish ${updates.length} extents of volume "${this.volume.name}": ${errorMessage(err)}`,
+          [],
+          failed,
+          {
+            cause: err,
+            retryable: err instanceof CairnError ? err.retryable : false,
+          },
+        );
+      }
+      for (const u of updates) {
+        const old = this.records.get(u.index);
+        if (u.record === null) this.records.delete(u.index);
+        else this.records.set(u.index, u.record);
+        this.changes.set(u.index, (this.changes.get(u.index) ?? 0) + 1);
+        if (old !== undefined) this.scheduleDelete(old, this.options.oldShardGraceMs ?? oldShardGraceMsDefault);
+        this.stats.extentsPersisted += 1;
+      }
+    }
+    if (failed.size > 0) {
+      const [first] = failed;
+      throw new PersistError(
+        `Cannot persist ${failed.size} of ${images.length} extents of volume "${this.volume.name}"; first, extent ${first![0]}: ${errorMessage(first![1])}`,
+        updates.map((u) => u.index),
+        failed,
+      );
+    }
+  }
+
+  private nextGeneration(): number {
+    this.sequence += 1;
+    assert(this.sequence < 2 ** 32, 'generation counter exhausted');
+    return this.options.epoch * 2 ** 32 + this.sequence;
+  }
+
+  /** Encodes `data` (the extent's bytes) and stores its k+m shards; returns the record to publish. */
+  private async storeGeneration(e: number, data: Uint8Array): Promise<ExtentRecord> {
+    const { k, m } = this.volume.profile;
+    assert(data.length === extentLength(this.volume, e), `extent ${e} image has ${data.length} bytes`);
+    const targets = this.options.placer.place(e);
+    assert(targets.length === k + m, `placement gave ${targets.length} targets for ${k + m} shards`);
+    const generation = this.nextGeneration();
+    const keys = targets.map((_, i) => shardKey(this.volume.id, e, generation, i));
+    let buf: ExtentBuffer | undefined = this.options.pool.allocate(this.volume.profile, this.shardBytes);
+    let shards: Uint8Array[];
+    try {
+      const region = buf.data();
+      region.set(data);
+      region.fill(0, data.length); // the padding of the last data shard: the buffer may be reused
+      await this.options.pool.encode(buf);
+      // Copy out of the shared codec memory before the network sees the bytes, so the buffer
+      // goes back to the pool at once and no socket ever holds a view of shared memory.
+      shards = Array.from({ length: k + m }, (_, i) => buf!.shard(i).slice());
+    } finally {
+      this.options.pool.release(buf);
+      buf = undefined;
+    }
+    const results = await Promise.allSettled(
+      shards.map((s, i) => this.options.targets.store(targets[i]!).put(keys[i]!, s)),
+    );
+    const stored = results.filter((r) => r.status === 'fulfilled').length;
+    this.stats.shardsWritten += stored;
+    this.stats.shardWriteFailures += results.length - stored;
+    if (stored < this.durableShardsMin) {
+      const why = results
+        .map((r, i) => (r.status === 'rejected' ? `shard ${i} on ${targets[i]}: ${errorMessage(r.reason)}` : ''))
+        .filter((s) => s !== '');
+      // The shards that did land are garbage now: the old generation stays published.
+      results.forEach((r, i) => {
+        if (r.status === 'fulfilled') this.enqueueDelete(targets[i]!, keys[i]!, 0);
+      });
+      throw new UnavailableError(
+        `Cannot store extent ${e} of volume "${this.volume.name}": ${stored} of ${k + m} shards stored, ${this.durableShardsMin} required (${why.join('; ')})`,
+      );
+    }
+    return { generation, shardBytes: this.shardBytes, shards: targets.map((target, i) => ({ target, key: keys[i]! })) };
+  }
+
+  private scheduleDelete(rec: ExtentRecord, delayMs: number): void {
+    for (const s of rec.shards) this.enqueueDelete(s.target, s.key, delayMs);
+  }
+
+  private enqueueDelete(target: string, key: string, delayMs: number): void {
+    if (this.pendingDeletes.length >= pendingDeletesMax) return; // left for gc
+    const clock = this.options.clock ?? systemClock;
+    this.pendingDeletes.push({ dueMs: clock.now() + delayMs, target, key });
+  }
+
+  private async deleteDue(nowMs: number): Promise<void> {
+    const due = this.pendingDeletes.filter((d) => d.dueMs <= nowMs);
+    if (due.length === 0) return;
+    this.pendingDeletes = this.pendingDeletes.filter((d) => d.dueMs > nowMs);
+    await Promise.allSettled(due.map((d) => this.options.targets.store(d.target).delete(d.key)));
+  }
+
+  /** Number of superseded shards still waiting for deletion. */
+  get pendingDeleteCount(): number {
+    return this.pendingDeletes.length;
+  }
+
+  /** Stops the deleter after deleting what is due now plus everything whose grace has passed. */
+  async close(options: { deletePendingNow?: boolean } = {}): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopDeleter();
+    await this.deleteDue(
+      options.deletePendingNow ? Number.POSITIVE_INFINITY : (this.options.clock ?? systemClock).now(),
+    );
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * In-memory twins of the volume engine's ports: an extent map with a fencing switch, a set of
+ * memory shard stores that can be taken down, and a round-robin placer. For unit tests and the
+ * simulator; never instead of etcd, nodes or S3 in integration tests.
+ */
+import { UnavailableError, type ShardStore } from '../core/index.js';
+import { FencedError, type ExtentRecord } from '../meta/index.js';
+import { MemoryShardStore } from '../shard/index.js';
+import type { ExtentMapStore, ShardPlacer, TargetStores } from './ports.js';
+
+export class MemoryExtentMap implements ExtentMapStore {
+  readonly records = new Map<number, ExtentRecord>();
+  /** Set to make every later commit fail as a fenced writer's would. */
+  fenced = false;
+  commits = 0;
+
+  async load(): Promise<Map<number, ExtentRecord>> {
+    return new Map(this.records);
+  }
+
+  async commit(updates: readonly { index: number; record: ExtentRecord | null }[]): Promise<void> {
+    if (this.fenced) throw new FencedError('Cannot commit extents: this writer no longer holds its lock');
+    this.commits += 1;
+    for (const u of updates) {
+      if (u.record === null) this.records.delete(u.index);
+      else this.records.set(u.index, u.record);
+    }
+  }
+}
+
+/** Memory stores by name; `down` makes a store's calls fail as an unreachable node's would. */
+export class MemoryTargets implements TargetStores {
+  readonly stores = new Map<string, MemoryShardStore>();
+  readonly down = new Set<string>();
+
+  constructor(names: readonly string[]) {
+    for (const n of names) this.stores.set(n, new MemoryShardStore(n));
+  }
+
+  store(target: string): ShardStore {
+    const store = this.stores.get(target);
+    if (store === undefined) throw new UnavailableError(`No shard target named "${target}"`);
+    if (!this.down.has(target)) return store;
+    const fail = async (): Promise<never> => {
+      throw new UnavailableError(`Cannot reach memory target "${target}": it is down`);
+    };
+    return {
+      description: store.description,
+      capabilities: () => store.capabilities(),
+      put: fail,
+      get: fail,
+      head: fail,
+      delete: fail,
+      list: fail,
+    };
+  }
+}
+
+/** Shard i of extent e on target (e + i) mod n: distinct targets whenever n >= k + m. */
+export function roundRobinPlacer(names: readonly string[], shardCount: number): ShardPlacer {
+  return { place: (extent) => Array.from({ length: shardCount }, (_, i) => names[(extent + i) % names.length]!) };
+}
