@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE  := node
 BIN   := dist/src/bin
 
-.PHONY: all setup build typecheck lint format format-check test check bench demo wasm wasm-check clean
+.PHONY: all setup build typecheck lint format format-check test check bench demo wasm wasm-check k8s clean
 
 all: build
 
@@ -48,6 +48,10 @@ wasm: setup
 
 wasm-check: setup
 	@$(NODE) wasm/build.mjs --check
+
+# Regenerates k8s/*.yaml from the typed sources in k8s/src (edit those, not the YAML).
+k8s: build
+	@$(NODE) dist/k8s/src/build.js
 
 clean:
 	rm -rf dist

@@ -1,0 +1,134 @@
+/**
+ * The names, ports, paths and sizes the Cairn manifests share. One object refers to another by
+ * name (a DaemonSet mounts a Secret, a ConfigMap points at a Service), so each name is written
+ * once, here, and a renamed object cannot leave a dangling reference behind.
+ *
+ * What it keeps true: the image tag is the package version (a test compares them), so a release
+ * bump makes the committed YAML stale until it is regenerated. Paths inside containers match the
+ * image built by k8s/Dockerfile.
+ *
+ * What it leaves out: anything a user tunes per cluster beyond sizes (they edit the YAML or
+ * these constants and regenerate; docs/kubernetes.md says which).
+ */
+
+/** Every namespaced object lives here; the Namespace itself is generated too. */
+export const namespace = 'cairn';
+
+/**
+ * The Cairn image, built by the user from k8s/Dockerfile (there is no public registry). The tag
+ * is pinned, never `latest`, so every node runs the same code and `IfNotPresent` never pulls.
+ */
+export const imageName = 'cairn';
+export const imageTag = '0.1.0';
+export const image = `${imageName}:${imageTag}`;
+/** Where the Dockerfile puts the package; the binaries are also on PATH as cairnctl and cairnd. */
+export const imageAppDir = '/opt/cairn';
+
+/**
+ * etcd from its maintainers' image. 3.5 because Cairn needs 3.4+ and 3.5 serves
+ * `/health?serializable=true`, a liveness check that does not need quorum (kubeadm uses it too).
+ */
+export const etcdImage = 'quay.io/coreos/etcd:v3.5.17';
+
+/** Labels every object carries, so `kubectl get all -l app.kubernetes.io/part-of=cairn` finds them. */
+export const partOf = 'cairn';
+
+export const etcd = {
+  /** StatefulSet name; its members are cairn-etcd-0, cairn-etcd-1, ... */
+  name: 'cairn-etcd',
+  /** Headless Service giving each member a stable DNS name for peer traffic. */
+  peerService: 'cairn-etcd-peer',
+  /** ClusterIP Service clients use: CAIRN_ETCD points here. */
+  clientService: 'cairn-etcd',
+  /** Three members survive the loss of one (a quorum is two); five would survive two. */
+  replicas: 3,
+  clientPort: 2379,
+  peerPort: 2380,
+  /** Metrics and /health on their own listener, so probes never touch the client port. */
+  metricsPort: 2381,
+  storage: '10Gi',
+  /**
+   * A subdirectory of the volume: etcd wants its data directory mode 0700 and creates it so,
+   * while the volume's root belongs to the fsGroup and is group-writable.
+   */
+  dataDir: '/var/lib/etcd/data',
+  /** Non-root user of the distroless etcd image. */
+  uid: 65532,
+} as const;
+
+/** The client URL every Cairn process uses unless the ConfigMap is edited for an external etcd. */
+export const etcdClientUrl = `http://${etcd.clientService}.${namespace}.svc:${etcd.clientPort}`;
+
+/** ConfigMap of settings shared by every Cairn process; `CAIRN_ETCD` is the only one so far. */
+export const configMapName = 'cairn-config';
+export const etcdEnvKey = 'CAIRN_ETCD';
+
+export const cairnd = {
+  name: 'cairnd',
+  serviceAccount: 'cairnd',
+  /** The shard API port (cairnd --listen); docs/operations.md uses the same. */
+  port: 4100,
+  /** hostPath on every node: shards outlive the pod, as they must outlive a cairnd restart. */
+  hostDataDir: '/var/lib/cairn',
+  /** Where the container sees it (cairnd --data-dir). */
+  dataDir: '/var/lib/cairn',
+  /** The initContainer writes `name` and `zone` here; the cairnd container reads them. */
+  identityDir: '/run/cairn/identity',
+  /** Where the initContainer alone finds its API token and the cluster CA. */
+  tokenDir: '/var/run/secrets/kubernetes.io/serviceaccount',
+  /** Above cairnd's 10 s drain, so it revokes its lease before the kubelet's SIGKILL. */
+  terminationGraceS: 30,
+} as const;
+
+export const frontend = {
+  name: 'cairn-frontend',
+  /** IANA's NBD port; the kernel nbd-client defaults to it. */
+  port: 10809,
+  /** Long enough for the write-back cache to flush on SIGTERM. */
+  terminationGraceS: 60,
+} as const;
+
+/** The ServiceAccount for pods that need no Kubernetes API access at all. */
+export const plainServiceAccount = 'cairn';
+/** The one ClusterRole: read Node objects, for the zone label. */
+export const nodeReaderRole = 'cairn-node-reader';
+
+/** S3 credentials: a JSON file in a Secret, read through CAIRN_S3_CREDENTIALS_FILE. */
+export const s3Secret = {
+  name: 'cairn-s3-credentials',
+  key: 's3.json',
+  mountDir: '/etc/cairn/s3',
+  file: '/etc/cairn/s3/s3.json',
+  envKey: 'CAIRN_S3_CREDENTIALS_FILE',
+} as const;
+
+/** The shared secret storage nodes require (cairnd --auth-secret-file, clients CAIRN_NODE_SECRET_FILE). */
+export const nodeSecret = {
+  name: 'cairn-node-secret',
+  key: 'secret',
+  mountDir: '/etc/cairn/node-secret',
+  file: '/etc/cairn/node-secret/secret',
+  envKey: 'CAIRN_NODE_SECRET_FILE',
+} as const;
+
+/** `cairnctl init` settings for the init Job: Cairn's defaults (4+2 needs six targets). */
+export const init = {
+  jobName: 'cairn-init',
+  profile: '4+2',
+  extentSize: '4MiB',
+  zonesRequired: 1,
+  targets: 'any',
+} as const;
+
+/** The example volume: 2+1 so that it fits on three storage nodes. */
+export const example = {
+  volume: 'example',
+  size: '1GiB',
+  profile: '2+1',
+  jobName: 'cairn-example-volume',
+  podName: 'cairn-example-nbd',
+  mountDir: '/mnt/example',
+} as const;
+
+/** The well-known node label the zone comes from. */
+export const zoneLabel = 'topology.kubernetes.io/zone';
