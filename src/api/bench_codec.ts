@@ -62,6 +62,10 @@ export interface CodecBenchOptions {
 }
 
 const round = (x: number): number => Math.round(x * 10) / 10;
+/** Codec jobs kept in flight per pool worker. */
+const jobsPerWorkerInFlight = 4;
+/** Extents the single-thread measurement rotates over (as many as a 2-thread pool has in flight). */
+const buffersInRotation = 8;
 
 /** Calls `fn` repeatedly for at least `minSeconds` after an untimed warm-up; returns calls per second. */
 function rate(fn: () => void, minSeconds: number): number {
@@ -160,7 +164,8 @@ export async function benchCodec(options: CodecBenchOptions, emit: (line: CodecB
 
   if (impls.includes('cairn-pool')) {
     const pool = await CodecPool.start(options.threads === undefined ? {} : { threads: options.threads });
-    const inFlight = pool.threads * 2;
+    // Four jobs per worker: with fewer, a worker idles whenever the main thread is slow to wake.
+    const inFlight = pool.threads * jobsPerWorkerInFlight;
     const bufs: ExtentBuffer[] = [];
     try {
       for (let i = 0; i < inFlight; i++) {

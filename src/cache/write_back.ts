@@ -363,6 +363,10 @@ export class WriteBackCache implements BlockDevice {
     }
   }
 
+  /**
+   * Hole/data runs per extent. An extent being flushed is data even before its generation is
+   * published: clients such as nbdcopy skip holes, and would read zeros where data is in flight.
+   */
   async blockStatus(offset: number, length: number): Promise<BlockStatusRun[]> {
     this.checkRange(offset, length);
     const runs: BlockStatusRun[] = [];
@@ -371,7 +375,7 @@ export class WriteBackCache implements BlockDevice {
       const hole =
         entry === undefined
           ? this.backend.isHole(p.extent)
-          : entry.hole || (entry.dirty.size === 0 && this.backend.isHole(p.extent));
+          : entry.hole || (entry.dirty.size === 0 && !entry.flushing && this.backend.isHole(p.extent));
       const last = runs.at(-1);
       if (last !== undefined && last.hole === hole) runs[runs.length - 1] = { ...last, length: last.length + p.length };
       else runs.push({ offset: offset + p.bufferOffset, length: p.length, hole, zero: hole });
