@@ -1,0 +1,53 @@
+/**
+ * Bounds the NBD layer keeps on its own, each with its unit last and why. The limits shared with
+ * other layers (nbdRequestBytesMax, nbdRequestsInFlightMax, nbdOptionBytesMax) live in core.
+ * Relationships are checked when the module loads.
+ */
+import { assert, KiB, MiB, nbdOptionBytesMax, nbdRequestBytesMax, nbdRequestsInFlightMax } from '../core/index.js';
+
+/** Smallest addressable unit we advertise: byte-granular, as the in-memory and volume devices are. */
+export const blockMinimumBytes = 1;
+/** Requests at this size and alignment avoid read-modify-write in the volume's 4 KiB checksum blocks. */
+export const blockPreferredBytes = 4 * KiB;
+
+/**
+ * An option whose data is longer than nbdOptionBytesMax is discarded unread and answered with
+ * NBD_REP_ERR_TOO_BIG, so the session stays in step. Beyond this many bytes we stop being polite
+ * and disconnect: skipping gigabytes costs bandwidth for nothing (the protocol allows it).
+ */
+export const optionDiscardBytesMax = 1 * MiB;
+
+/** The protocol asks servers not to send more descriptors than this in one block status chunk. */
+export const blockStatusDescriptorsMax = 2 ** 20;
+
+/**
+ * Structured READs at least this long first ask the device for holes and answer them with
+ * OFFSET_HOLE chunks instead of zeros. Shorter reads skip the extra call: for a 4 KiB random read
+ * it would double the device calls and save at most 4 KiB on the wire.
+ */
+export const readSparseBytesMin = 64 * KiB;
+
+/** Error lines one connection may log; after that they are counted and summed up at close. */
+export const sessionErrorLogLinesMax = 100;
+
+/** Error messages sent to clients (option errors, error chunks) are clipped to this many bytes. */
+export const errorMessageBytesMax = 1 * KiB;
+
+/** A connection that has not finished the handshake by then is dropped (slow-loris guard). */
+export const handshakeDeadlineMsDefault = 30_000;
+/** close() waits this long for in-flight requests before dropping connections. */
+export const closeDeadlineMsDefault = 5_000;
+/** After we end a connection, a client that does not close its side is dropped after this long. */
+export const closeLingerMs = 2_000;
+/** Connections one server accepts at once; more are refused by the kernel's accept path. */
+export const connectionsMax = 1024;
+
+assert(blockPreferredBytes >= 512 && (blockPreferredBytes & (blockPreferredBytes - 1)) === 0);
+assert(nbdRequestBytesMax >= blockPreferredBytes, 'the maximum payload must be at least the preferred block');
+assert(nbdRequestBytesMax <= 0xffffffff - 8, 'one READ must fit one OFFSET_DATA chunk');
+// Export names SHOULD be at most 256 bytes; an INFO/GO naming one needs 6 more bytes. (Names near
+// the protocol's 4096-byte cap are answered with NBD_REP_ERR_TOO_BIG.)
+assert(nbdOptionBytesMax >= 256 + 6, 'an INFO/GO naming a 256-byte export must fit');
+assert(optionDiscardBytesMax >= nbdOptionBytesMax);
+assert(nbdRequestsInFlightMax >= 1);
+assert(errorMessageBytesMax <= 4096, 'the protocol caps strings at 4096 bytes');

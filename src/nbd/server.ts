@@ -1,0 +1,270 @@
+/**
+ * The NBD server: accepts connections on TCP and Unix sockets and gives each one a Session over
+ * the shared ExportProvider. Exports are looked up per connection, so exports created after the
+ * server started are served without a restart.
+ *
+ * What it keeps true: nothing a client sends can throw out of a socket callback (sessions catch
+ * everything; the callbacks here are wrapped once more); a client that stalls in the handshake
+ * is dropped after handshakeDeadlineMs; close() stops accepting, lets requests in flight finish
+ * for at most closeDeadlineMs, then drops every connection.
+ *
+ * What it leaves out: TLS, authentication (bind to loopback or a Unix socket with file
+ * permissions), per-client quotas.
+ */
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { unlink } from 'node:fs/promises';
+import { assert, errorMessage, type ExportProvider } from '../core/index.js';
+import { closeDeadlineMsDefault, closeLingerMs, connectionsMax, handshakeDeadlineMsDefault } from './limits.js';
+import { Session, type SessionIo } from './session.js';
+
+export interface NbdServerOptions {
+  readonly provider: ExportProvider;
+  /** Serve every export read-only (NBD_FLAG_READ_ONLY; writes get EPERM). Default false. */
+  readonly readOnly?: boolean;
+  /** One line per error, without a trailing newline. Default: standard error. */
+  readonly log?: (line: string) => void;
+  /** Connections still negotiating after this long are dropped. */
+  readonly handshakeDeadlineMs?: number;
+  /** How long close() lets requests in flight finish before dropping connections. */
+  readonly closeDeadlineMs?: number;
+}
+
+export interface NbdServerAddress {
+  readonly tcp: { readonly host: string; readonly port: number } | null;
+  readonly unix: string | null;
+}
+
+interface Connection {
+  readonly socket: Socket;
+  readonly session: Session;
+}
+
+/**
+ * @example
+ * const server = new NbdServer({ provider });
+ * const { port } = await server.listenTcp('127.0.0.1', 10809);
+ * await server.listenUnix('/run/cairn/nbd.sock');
+ * // nbdinfo nbd://127.0.0.1:10809/vol1
+ * await server.close();
+ */
+export class NbdServer {
+  private readonly provider: ExportProvider;
+  private readonly readOnly: boolean;
+  private readonly log: (line: string) => void;
+  private readonly handshakeDeadlineMs: number;
+  private readonly closeDeadlineMs: number;
+  private readonly listeners: Server[] = [];
+  private readonly connections = new Set<Connection>();
+  private tcpAddress: { host: string; port: number } | null = null;
+  private unixPath: string | null = null;
+  private nextConnectionId = 1;
+  private closing: Promise<void> | null = null;
+
+  constructor(options: NbdServerOptions) {
+    this.provider = options.provider;
+    this.readOnly = options.readOnly ?? false;
+    this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
+    this.handshakeDeadlineMs = options.handshakeDeadlineMs ?? handshakeDeadlineMsDefault;
+    this.closeDeadlineMs = options.closeDeadlineMs ?? closeDeadlineMsDefault;
+    assert(this.handshakeDeadlineMs > 0 && this.closeDeadlineMs >= 0);
+  }
+
+  /** Listens on a TCP address; port 0 picks a free port. Resolves with the bound address. */
+  async listenTcp(host: string, port: number): Promise<{ host: string; port: number }> {
+    const server = this.newListener('tcp');
+    await listen(server, () => server.listen({ host, port }));
+    const bound = server.address();
+    assert(bound !== null && typeof bound === 'object');
+    this.tcpAddress ??= { host: bound.address, port: bound.port };
+    return { host: bound.address, port: bound.port };
+  }
+
+  /**
+   * Listens on a Unix socket. A stale socket file left by a crashed server is replaced; a path
+   * where a server still answers is refused (EADDRINUSE).
+   */
+  async listenUnix(path: string): Promise<void> {
+    const server = this.newListener('unix');
+    try {
+      await listen(server, () => server.listen({ path }));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await socketAnswers(path))) throw err;
+      await unlink(path);
+      await listen(server, () => server.listen({ path }));
+    }
+    this.unixPath ??= path;
+  }
+
+  /** Where the server listens (the first TCP and Unix listeners). */
+  address(): NbdServerAddress {
+    return { tcp: this.tcpAddress, unix: this.unixPath };
+  }
+
+  /** Connections accepted since the server started (for tests and metrics). */
+  get acceptedCount(): number {
+    return this.nextConnectionId - 1;
+  }
+
+  /** Open connections, in any phase. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /**
+   * Stops accepting, asks every session to finish (requests in flight complete; new ones get
+   * ESHUTDOWN), waits at most closeDeadlineMs, then drops what is left. Idempotent. The Unix
+   * socket file is removed.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    const listenersClosed = this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
+    for (const { session } of this.connections) session.shutdown();
+    const drained = Promise.all([...this.connections].map(({ session }) => session.finished));
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'late'>(
+      (resolve) => (timer = setTimeout(() => resolve('late'), this.closeDeadlineMs)),
+    );
+    const outcome = await Promise.race([drained.then(() => 'drained' as const), deadline]);
+    clearTimeout(timer);
+    if (outcome === 'late') {
+      this.log(
+        `nbd: closing with ${this.connections.size} connections still busy after ${this.closeDeadlineMs} ms; dropping them`,
+      );
+    }
+    const socketsClosed = [...this.connections].map(
+      ({ socket }) =>
+        new Promise<void>((resolve) => (socket.closed ? resolve() : socket.once('close', () => resolve()))),
+    );
+    for (const { socket } of this.connections) socket.destroy();
+    await Promise.all([...socketsClosed, ...listenersClosed]);
+  }
+
+  private newListener(transport: 'tcp' | 'unix'): Server {
+    assert(this.closing === null, 'the server is closed');
+    // allowHalfOpen: a client that stops sending still gets the replies to what it sent.
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => {
+      try {
+        this.accept(socket, transport);
+      } catch (err) {
+        this.log(`BUG nbd: accepting a connection: ${errorMessage(err)}`);
+        socket.destroy();
+      }
+    });
+    server.on('error', (err) => this.log(`nbd: listener error: ${err.message}`));
+    server.maxConnections = connectionsMax;
+    this.listeners.push(server);
+    return server;
+  }
+
+  private accept(socket: Socket, transport: 'tcp' | 'unix'): void {
+    if (this.closing !== null || this.connections.size >= connectionsMax) {
+      if (this.closing === null) this.log(`nbd: refusing a connection: ${connectionsMax} are open`);
+      socket.destroy();
+      return;
+    }
+    const id = this.nextConnectionId++;
+    const peer = transport === 'tcp' ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
+    const label = `conn ${id} (${peer})`;
+    if (transport === 'tcp') socket.setNoDelay(true);
+
+    const io: SessionIo = {
+      send: (parts, sent) => sendParts(socket, parts, sent),
+      pauseInput: () => socket.pause(),
+      resumeInput: () => socket.resume(),
+      close: (mode) => {
+        if (mode === 'hard') {
+          socket.destroy();
+          return;
+        }
+        socket.end();
+        // A client that never closes its side must not hold the socket forever.
+        setTimeout(() => socket.destroy(), closeLingerMs).unref();
+      },
+    };
+    const session = new Session(io, { provider: this.provider, readOnly: this.readOnly, log: this.log, label });
+    const connection: Connection = { socket, session };
+    this.connections.add(connection);
+
+    const handshakeTimer = setTimeout(() => {
+      if (session.phase !== 'handshake') return;
+      this.log(`nbd ${label}: handshake not finished after ${this.handshakeDeadlineMs} ms; disconnecting`);
+      socket.destroy();
+    }, this.handshakeDeadlineMs);
+    handshakeTimer.unref();
+
+    socket.on('data', (chunk: Buffer) => guard(this.log, label, () => session.receive(chunk)));
+    socket.on('end', () => guard(this.log, label, () => session.inputEnded()));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // Resets from clients that simply went away are normal; say so briefly.
+      this.log(`nbd ${label}: socket ${err.code ?? 'error'}: ${err.message}`);
+    });
+    socket.on('close', () => {
+      clearTimeout(handshakeTimer);
+      guard(this.log, label, () => session.connectionClosed());
+      // The session may still be finishing device calls; it is forgotten only when done.
+      void session.finished.then(() => this.connections.delete(connection));
+    });
+    session.start();
+  }
+}
+
+/**
+ * Writes a reply's parts back to back; `sent` runs once they reach the kernel or are dropped.
+ * The socket stays corked until the end of the current tick, so every reply finished in the same
+ * tick (a burst of memory-speed reads, say) leaves in one writev instead of one syscall each, and
+ * READ data is never copied into a bigger buffer. Measured on 4 KiB random reads at queue depth
+ * 32, this alone removed most of the server's system time.
+ */
+function sendParts(socket: Socket, parts: readonly Uint8Array[], sent?: () => void): void {
+  const done = (): void => sent?.();
+  if (socket.destroyed || !socket.writable || parts.length === 0) {
+    done();
+    return;
+  }
+  if (socket.writableCorked === 0) {
+    socket.cork();
+    process.nextTick(() => socket.uncork());
+  }
+  for (let i = 0; i < parts.length - 1; i++) socket.write(parts[i] as Uint8Array);
+  socket.write(parts[parts.length - 1] as Uint8Array, done);
+}
+
+function guard(log: (line: string) => void, label: string, body: () => void): void {
+  try {
+    body();
+  } catch (err) {
+    log(`BUG nbd ${label}: in a socket callback: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  }
+}
+
+function listen(server: Server, start: () => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => {
+      server.off('listening', onListening);
+      reject(err);
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
+      resolve();
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    start();
+  });
+}
+
+/** True when something accepts connections on the Unix socket at `path`. */
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createConnection({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}

@@ -1,0 +1,930 @@
+/**
+ * One NBD connection as a state machine: fed received bytes in any split, it answers the fixed
+ * newstyle handshake, then runs transmission requests against a BlockDevice and sends replies.
+ * It owns no socket: bytes go out through a SessionIo, so tests drive it byte by byte and fuzz it
+ * without the network. The server (server.ts) binds it to a real socket.
+ *
+ * What it keeps true:
+ * - Client input never throws out of receive(): a protocol violation ends this connection (hard
+ *   disconnect, one log line); a bad request gets its errno and the session goes on; a bug in
+ *   our own code is caught, logged as BUG, and ends only this connection.
+ * - The byte stream stays in step: option data and WRITE payloads are always consumed, also when
+ *   the option or request is refused; oversized ones are skipped without buffering them.
+ * - Each reply goes out as one send(), so replies of concurrent requests never interleave.
+ *   Replies may leave in any order; a request counts as in flight until its reply was handed to
+ *   the OS. At nbdRequestsInFlightMax in flight the session stops parsing and pauses input, so
+ *   the client's socket buffer fills up and it waits (back-pressure).
+ * - The device handle is closed exactly once, after the connection is gone and nothing is in
+ *   flight (a device call is never abandoned while it may still touch the handle).
+ *
+ * What it leaves out: sockets, timers (the handshake deadline is the server's), TLS, oldstyle
+ * negotiation, extended headers, NBD_CMD_FLAG_FAST_ZERO.
+ */
+import {
+  assert,
+  AssertionError,
+  errorMessage,
+  nbdOptionBytesMax,
+  nbdRequestBytesMax,
+  nbdRequestsInFlightMax,
+  type BlockDevice,
+  type BlockStatusRun,
+  type ExportInfo,
+  type ExportProvider,
+} from '../core/index.js';
+import { ByteQueue } from './byte_queue.js';
+import { errnoName, nbdErrorOf } from './errors.js';
+import {
+  blockMinimumBytes,
+  blockPreferredBytes,
+  blockStatusDescriptorsMax,
+  errorMessageBytesMax,
+  optionDiscardBytesMax,
+  readSparseBytesMin,
+  sessionErrorLogLinesMax,
+} from './limits.js';
+import {
+  commandName,
+  transmissionFlagsFor,
+  validateRequest,
+  type Command,
+  type TransmissionContext,
+} from './validate.js';
+import {
+  allocationFlag,
+  chunkFlag,
+  clientFlag,
+  clientFlagsBytes,
+  clipMessage,
+  decodeClientFlags,
+  decodeInfoRequest,
+  decodeMetaContextRequest,
+  decodeOptionHeader,
+  decodeRequestHeader,
+  decodeString,
+  encodeBlockStatusChunk,
+  encodeErrorChunk,
+  encodeExportNameReply,
+  encodeInfoBlockSize,
+  encodeInfoDescription,
+  encodeInfoExport,
+  encodeInfoName,
+  encodeMetaContextReplyData,
+  encodeNoneChunk,
+  encodeOffsetDataHead,
+  encodeOffsetHoleChunk,
+  encodeOptionError,
+  encodeOptionReply,
+  encodeServerGreeting,
+  encodeServerReplyData,
+  encodeSimpleReply,
+  handshakeFlag,
+  infoType,
+  nbdErrno,
+  optionCode,
+  optionHeaderBytes,
+  optionName,
+  optionReplyCode,
+  requestHeaderBytes,
+  type BlockStatusDescriptor,
+  type RequestHeader,
+} from './wire.js';
+
+/** The name of the one metadata context we serve, and the id we give it. */
+export const allocationContextName = 'base:allocation';
+export const allocationContextId = 1;
+
+/** How a session reaches its connection. */
+export interface SessionIo {
+  /**
+   * Sends `parts` back to back, never interleaved with another send. `sent` runs once the bytes
+   * were handed to the OS, or were dropped because the connection is gone; it may run at once.
+   */
+  send(parts: readonly Uint8Array[], sent?: () => void): void;
+  /** Stops delivering input (back-pressure); resumeInput() starts again. Idempotent. */
+  pauseInput(): void;
+  resumeInput(): void;
+  /**
+   * Ends the connection. 'graceful': after everything sent so far. 'hard': at once, for protocol
+   * violations. The server later calls connectionClosed().
+   */
+  close(mode: 'graceful' | 'hard'): void;
+}
+
+export interface SessionOptions {
+  readonly provider: ExportProvider;
+  /** Serve every export read-only, whatever the device can do. */
+  readonly readOnly: boolean;
+  readonly log: (line: string) => void;
+  /** Who this connection is, for log lines: `conn 7 (127.0.0.1:51234)`. */
+  readonly label: string;
+}
+
+export type SessionPhase = 'handshake' | 'transmission' | 'closed';
+
+type ParseState =
+  | { readonly kind: 'clientFlags' }
+  | { readonly kind: 'optionHeader' }
+  | { readonly kind: 'optionData'; readonly option: number; readonly length: number }
+  | { readonly kind: 'optionDiscard'; readonly option: number; remaining: number }
+  | { readonly kind: 'optionBusy' }
+  | { readonly kind: 'requestHeader' }
+  | { readonly kind: 'requestPayload'; readonly header: RequestHeader; readonly command: Command }
+  | {
+      readonly kind: 'requestDiscard';
+      readonly header: RequestHeader;
+      readonly errno: number;
+      readonly message: string;
+      remaining: number;
+    }
+  | { readonly kind: 'stopped' };
+
+interface OpenExport {
+  readonly name: string;
+  readonly device: BlockDevice;
+  readonly handle: { close(): Promise<void> };
+  readonly context: TransmissionContext;
+}
+
+type OptionOutcome = 'continue' | 'transmission' | 'close';
+
+export class Session {
+  private readonly queue = new ByteQueue();
+  private parse: ParseState = { kind: 'clientFlags' };
+  private noZeroes = false;
+  private structuredReplies = false;
+  /** The export named by the last NBD_OPT_SET_META_CONTEXT, if it selected base:allocation. */
+  private metaContextExport: string | null = null;
+  private open: OpenExport | null = null;
+  private inFlight = 0;
+  private inputPaused = false;
+  private shuttingDown = false;
+  private connectionGone = false;
+  private closeRequested = false;
+  private released = false;
+  private pumping = false;
+  private pumpAgain = false;
+  /** An option handler is awaiting the provider; it may still open a device handle. */
+  private optionRunning = false;
+  private errorLines = 0;
+  private errorsSuppressed = 0;
+  private resolveFinished!: () => void;
+  /** Resolves when the connection is gone, nothing is in flight and the device handle is closed. */
+  readonly finished: Promise<void>;
+
+  constructor(
+    private readonly io: SessionIo,
+    private readonly options: SessionOptions,
+  ) {
+    this.finished = new Promise((resolve) => (this.resolveFinished = resolve));
+  }
+
+  get phase(): SessionPhase {
+    if (this.connectionGone || this.closeRequested) return 'closed';
+    return this.open === null ? 'handshake' : 'transmission';
+  }
+
+  /** Requests whose replies have not been handed to the OS yet. */
+  get inFlightCount(): number {
+    return this.inFlight;
+  }
+
+  /** The export being served, once the handshake is over. */
+  get exportName(): string | null {
+    return this.open?.name ?? null;
+  }
+
+  /** Sends the greeting: newstyle, fixed, and willing to skip the 124 zero bytes. */
+  start(): void {
+    this.io.send([encodeServerGreeting(handshakeFlag.fixedNewstyle | handshakeFlag.noZeroes)]);
+  }
+
+  /** Bytes from the client, in any split. Never throws. The chunk is not copied (see ByteQueue). */
+  receive(chunk: Uint8Array): void {
+    if (this.parse.kind === 'stopped' || this.connectionGone) return;
+    this.queue.push(chunk);
+    this.pump();
+  }
+
+  /** The client closed its sending side: finish what is in flight, then close. */
+  inputEnded(): void {
+    this.stopParsing();
+    this.closeWhenIdle();
+  }
+
+  /**
+   * The server is shutting down. A session still in the handshake closes now (no data is at
+   * stake). In transmission, requests in flight finish; requests read from now on get ESHUTDOWN,
+   * as the protocol asks; the connection closes when nothing is left in flight.
+   */
+  shutdown(): void {
+    this.shuttingDown = true;
+    if (this.open === null) {
+      this.stopParsing();
+      this.requestClose('graceful');
+      return;
+    }
+    this.closeWhenIdle();
+  }
+
+  /** The connection is gone (closed by either side). Releases the export once nothing is in flight. */
+  connectionClosed(): void {
+    this.connectionGone = true;
+    this.stopParsing();
+    this.releaseWhenIdle();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Parsing.
+
+  private pump(): void {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        this.parseAvailable();
+      } while (this.pumpAgain);
+      this.updateInputFlow();
+    } catch (err) {
+      // Our own bug while parsing: the stream position is unknown now, so this connection ends.
+      this.bug('parsing client input', err);
+      this.stopParsing();
+      this.requestClose('hard');
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** Consumes every complete structure the queue holds, as far as the state allows. */
+  private parseAvailable(): void {
+    for (;;) {
+      const state = this.parse;
+      switch (state.kind) {
+        case 'clientFlags': {
+          if (this.queue.length < clientFlagsBytes) return;
+          const flags = decodeClientFlags(this.queue.take(clientFlagsBytes));
+          assert(flags.ok);
+          const known = clientFlag.fixedNewstyle | clientFlag.noZeroes;
+          if ((flags.value & ~known) !== 0) {
+            // The protocol requires us to drop a client that sets flags we do not know.
+            this.violation(`client flags 0x${flags.value.toString(16)} include unknown bits`);
+            return;
+          }
+          // A client without FIXED_NEWSTYLE is served all the same (the protocol allows it): it
+          // will only send NBD_OPT_EXPORT_NAME, which behaves identically in both styles.
+          this.noZeroes = (flags.value & clientFlag.noZeroes) !== 0;
+          this.parse = { kind: 'optionHeader' };
+          break;
+        }
+        case 'optionHeader': {
+          if (this.queue.length < optionHeaderBytes) return;
+          const header = decodeOptionHeader(this.queue.take(optionHeaderBytes));
+          if (!header.ok) {
+            this.violation(header.error);
+            return;
+          }
+          const { option, length } = header.value;
+          if (length <= nbdOptionBytesMax) {
+            this.parse = { kind: 'optionData', option, length };
+          } else if (option === optionCode.exportName || length > optionDiscardBytesMax) {
+            // EXPORT_NAME has no error reply; a payload this large is not worth reading.
+            this.violation(`${optionName(option)} carries ${length} bytes, more than ${nbdOptionBytesMax}`);
+            return;
+          } else {
+            this.parse = { kind: 'optionDiscard', option, remaining: length };
+          }
+          break;
+        }
+        case 'optionDiscard': {
+          state.remaining -= this.queue.skip(state.remaining);
+          if (state.remaining > 0) return;
+          this.logError(`${optionName(state.option)}: data longer than ${nbdOptionBytesMax} bytes, refused`);
+          this.io.send([
+            encodeOptionError(
+              state.option,
+              optionReplyCode.errTooBig,
+              `option data exceeds ${nbdOptionBytesMax} bytes`,
+            ),
+          ]);
+          this.parse = { kind: 'optionHeader' };
+          break;
+        }
+        case 'optionData': {
+          if (this.queue.length < state.length) return;
+          const data = this.queue.take(state.length);
+          this.parse = { kind: 'optionBusy' };
+          this.runOption(state.option, data);
+          break;
+        }
+        case 'optionBusy':
+          return;
+        case 'requestHeader': {
+          if (this.inFlight >= nbdRequestsInFlightMax) return;
+          if (this.queue.length < requestHeaderBytes) return;
+          const header = decodeRequestHeader(this.queue.take(requestHeaderBytes));
+          if (!header.ok) {
+            // Without a valid header we cannot know where the next request starts.
+            this.violation(header.error);
+            return;
+          }
+          this.acceptRequest(header.value);
+          break;
+        }
+        case 'requestPayload': {
+          const length = state.header.length;
+          if (this.queue.length < length) return;
+          const payload = this.queue.take(length);
+          this.parse = { kind: 'requestHeader' };
+          this.dispatch(state.header, state.command, payload);
+          break;
+        }
+        case 'requestDiscard': {
+          state.remaining -= this.queue.skip(state.remaining);
+          if (state.remaining > 0) return;
+          this.parse = { kind: 'requestHeader' };
+          this.replyError(state.header, state.errno, state.message);
+          break;
+        }
+        case 'stopped':
+          this.queue.clear();
+          return;
+      }
+    }
+  }
+
+  /** Pauses the socket while we cannot parse (busy or full), resumes when we can. */
+  private updateInputFlow(): void {
+    const blocked =
+      this.parse.kind === 'optionBusy' ||
+      this.parse.kind === 'stopped' ||
+      (this.parse.kind === 'requestHeader' && this.inFlight >= nbdRequestsInFlightMax);
+    if (blocked && !this.inputPaused) {
+      this.inputPaused = true;
+      this.io.pauseInput();
+    } else if (!blocked && this.inputPaused) {
+      this.inputPaused = false;
+      this.io.resumeInput();
+    }
+  }
+
+  private stopParsing(): void {
+    this.parse = { kind: 'stopped' };
+    this.queue.clear();
+  }
+
+  private violation(reason: string): void {
+    this.logError(`protocol violation, disconnecting: ${reason}`);
+    this.stopParsing();
+    this.requestClose('hard');
+  }
+
+  private requestClose(mode: 'graceful' | 'hard'): void {
+    if (this.closeRequested || this.connectionGone) return;
+    this.closeRequested = true;
+    this.io.close(mode);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Handshake options.
+
+  private runOption(option: number, data: Uint8Array): void {
+    this.optionRunning = true;
+    this.handleOption(option, data)
+      .catch((err: unknown): OptionOutcome => {
+        // handleOption maps every provider failure itself; reaching here is our bug.
+        this.bug(`handling ${optionName(option)}`, err);
+        return 'close';
+      })
+      .then((outcome) => {
+        this.optionRunning = false;
+        if (this.connectionGone) {
+          this.releaseWhenIdle();
+          return;
+        }
+        if (this.parse.kind !== 'optionBusy') return; // closing already
+        if (outcome === 'close') {
+          this.stopParsing();
+          this.requestClose('graceful');
+        } else {
+          this.parse = { kind: outcome === 'transmission' ? 'requestHeader' : 'optionHeader' };
+        }
+        this.pump();
+      })
+      .catch((err: unknown) => this.bug(`after ${optionName(option)}`, err));
+  }
+
+  private replyOption(option: number, replyType: number, data?: Uint8Array): void {
+    this.io.send([encodeOptionReply(option, replyType, data)]);
+  }
+
+  private refuseOption(option: number, replyType: number, message: string): OptionOutcome {
+    this.logError(`${optionName(option)}: ${message}`);
+    this.io.send([encodeOptionError(option, replyType, message)]);
+    return 'continue';
+  }
+
+  private async handleOption(option: number, data: Uint8Array): Promise<OptionOutcome> {
+    if (this.shuttingDown && option !== optionCode.abort) {
+      return this.refuseOption(option, optionReplyCode.errShutdown, 'the server is shutting down');
+    }
+    switch (option) {
+      case optionCode.exportName:
+        return this.optionExportName(data);
+      case optionCode.abort:
+        // Any data is ignored, as the protocol asks. The client drops the connection after the ACK.
+        this.replyOption(option, optionReplyCode.ack);
+        return 'close';
+      case optionCode.list:
+        return this.optionList(data);
+      case optionCode.info:
+      case optionCode.go:
+        return this.optionInfoOrGo(option, data);
+      case optionCode.structuredReply:
+        if (data.length !== 0) return this.refuseOption(option, optionReplyCode.errInvalid, 'option takes no data');
+        this.structuredReplies = true;
+        this.replyOption(option, optionReplyCode.ack);
+        return 'continue';
+      case optionCode.listMetaContext:
+      case optionCode.setMetaContext:
+        return this.optionMetaContext(option, data);
+      default:
+        // STARTTLS included: we run without TLS and say so with ERR_UNSUP, as the protocol allows.
+        return this.refuseOption(option, optionReplyCode.errUnsup, 'not supported by this server');
+    }
+  }
+
+  /**
+   * Finds an export by name. The empty name is the default export: an export really named "" if
+   * the provider has one, else the only export when there is exactly one, else none.
+   */
+  private async resolveExport(name: string): Promise<ExportInfo | null> {
+    const info = await this.options.provider.info(name);
+    if (info !== null || name !== '') return info;
+    const all = await this.options.provider.list();
+    return all.length === 1 ? (all[0] ?? null) : null;
+  }
+
+  /** Opens an export for transmission, or returns why not (already logged and mapped). */
+  private async openExport(
+    requested: string,
+  ): Promise<{ ok: true; open: OpenExport; info: ExportInfo } | { ok: false; replyType: number; message: string }> {
+    let info: ExportInfo | null;
+    let opened: { device: BlockDevice; close(): Promise<void> };
+    try {
+      info = await this.resolveExport(requested);
+      if (info === null)
+        return { ok: false, replyType: optionReplyCode.errUnknown, message: `no export "${requested}"` };
+      opened = await this.options.provider.open(info.name, { readOnly: this.options.readOnly });
+    } catch (err) {
+      const mapped = nbdErrorOf(err);
+      if (mapped.bug) this.bug(`opening export "${requested}"`, err);
+      return {
+        ok: false,
+        replyType: mapped.optionReply,
+        message: `cannot open export "${requested}": ${errorMessage(err)}`,
+      };
+    }
+    const { device } = opened;
+    const sizeBytes = device.sizeBytes;
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) {
+      this.bug(`opening export "${info.name}"`, new AssertionError(`device size ${sizeBytes} is not a byte count`));
+      this.closeHandle(info.name, opened);
+      return { ok: false, replyType: optionReplyCode.errUnknown, message: `export "${requested}" is unusable` };
+    }
+    const capabilities = device.capabilities();
+    const readOnly = this.options.readOnly || capabilities.readOnly;
+    const flags = transmissionFlagsFor({ ...capabilities, readOnly, structuredReplies: this.structuredReplies });
+    const context: TransmissionContext = {
+      sizeBytes,
+      flags,
+      structuredReplies: this.structuredReplies,
+      allocationContext: this.metaContextExport === requested,
+    };
+    return { ok: true, open: { name: info.name, device, handle: opened, context }, info };
+  }
+
+  private closeHandle(name: string, handle: { close(): Promise<void> }): void {
+    handle.close().catch((err: unknown) => this.logError(`closing export "${name}": ${errorMessage(err)}`));
+  }
+
+  private async optionExportName(data: Uint8Array): Promise<OptionOutcome> {
+    const name = decodeString(data, 'export name');
+    if (!name.ok) {
+      this.violation(`NBD_OPT_EXPORT_NAME: ${name.error}`);
+      return 'close';
+    }
+    const opened = await this.openExport(name.value);
+    if (this.connectionGone) {
+      if (opened.ok) this.closeHandle(opened.open.name, opened.open.handle);
+      return 'close';
+    }
+    if (!opened.ok) {
+      // This option has no error reply: the protocol says to end the session.
+      this.logError(`NBD_OPT_EXPORT_NAME: ${opened.message}; disconnecting`);
+      this.stopParsing();
+      this.requestClose('hard');
+      return 'close';
+    }
+    this.open = opened.open;
+    const { sizeBytes, flags } = opened.open.context;
+    this.io.send([encodeExportNameReply(sizeBytes, flags, this.noZeroes)]);
+    return 'transmission';
+  }
+
+  private async optionList(data: Uint8Array): Promise<OptionOutcome> {
+    const option = optionCode.list;
+    if (data.length !== 0) return this.refuseOption(option, optionReplyCode.errInvalid, 'NBD_OPT_LIST takes no data');
+    let exports: ExportInfo[];
+    try {
+      exports = await this.options.provider.list();
+    } catch (err) {
+      const mapped = nbdErrorOf(err);
+      if (mapped.bug) this.bug('listing exports', err);
+      return this.refuseOption(option, mapped.optionReply, `cannot list exports: ${errorMessage(err)}`);
+    }
+    const parts: Uint8Array[] = [];
+    for (const e of exports) {
+      if (!isWireString(e.name)) {
+        this.logError(`export name ${JSON.stringify(e.name.slice(0, 64))} cannot be sent over NBD; not listed`);
+        continue;
+      }
+      parts.push(encodeOptionReply(option, optionReplyCode.server, encodeServerReplyData(e.name, e.description)));
+    }
+    parts.push(encodeOptionReply(option, optionReplyCode.ack));
+    this.io.send(parts);
+    return 'continue';
+  }
+
+  private async optionInfoOrGo(option: number, data: Uint8Array): Promise<OptionOutcome> {
+    const request = decodeInfoRequest(data);
+    if (!request.ok) return this.refuseOption(option, optionReplyCode.errInvalid, request.error);
+    const { name, requests } = request.value;
+    const opened = await this.openExport(name);
+    if (this.connectionGone) {
+      if (opened.ok) this.closeHandle(opened.open.name, opened.open.handle);
+      return 'close';
+    }
+    if (!opened.ok) return this.refuseOption(option, opened.replyType, opened.message);
+
+    const { open, info } = opened;
+    const parts = [
+      encodeOptionReply(option, optionReplyCode.info, encodeInfoExport(open.context.sizeBytes, open.context.flags)),
+    ];
+    // The canonical name goes back when asked for, or when "" was resolved to a named export.
+    if ((requests.includes(infoType.name) || open.name !== name) && isWireString(open.name)) {
+      parts.push(encodeOptionReply(option, optionReplyCode.info, encodeInfoName(open.name)));
+    }
+    if (requests.includes(infoType.description) && info.description !== '') {
+      parts.push(encodeOptionReply(option, optionReplyCode.info, encodeInfoDescription(info.description)));
+    }
+    // Always sent: our constraints are the protocol's defaults, so a client that did not ask
+    // loses nothing, and one that did learns the 32 MiB maximum payload.
+    parts.push(
+      encodeOptionReply(
+        option,
+        optionReplyCode.info,
+        encodeInfoBlockSize(blockMinimumBytes, blockPreferredBytes, nbdRequestBytesMax),
+      ),
+    );
+    parts.push(encodeOptionReply(option, optionReplyCode.ack));
+    this.io.send(parts);
+
+    if (option === optionCode.info) {
+      this.closeHandle(open.name, open.handle);
+      return 'continue';
+    }
+    this.open = open;
+    return 'transmission';
+  }
+
+  /**
+   * LIST and SET of metadata contexts. We know one context, base:allocation. A LIST with no
+   * queries, or with the query "base:" (the namespace wildcard) or "base:allocation", returns it;
+   * other queries are ignored, as the protocol requires for unknown ones. SET replaces the
+   * selection even when it fails, and needs structured replies first.
+   */
+  private async optionMetaContext(option: number, data: Uint8Array): Promise<OptionOutcome> {
+    const setting = option === optionCode.setMetaContext;
+    if (setting) this.metaContextExport = null;
+    if (setting && !this.structuredReplies) {
+      return this.refuseOption(option, optionReplyCode.errInvalid, 'negotiate NBD_OPT_STRUCTURED_REPLY first');
+    }
+    const request = decodeMetaContextRequest(data);
+    if (!request.ok) return this.refuseOption(option, optionReplyCode.errInvalid, request.error);
+    const { exportName, queries } = request.value;
+    const matches = setting
+      ? queries.includes(allocationContextName)
+      : queries.length === 0 || queries.some((q) => q === 'base:' || q === allocationContextName);
+    const parts: Uint8Array[] = [];
+    if (matches) {
+      // LIST replies carry id 0 (reserved); SET gives the context its id for BLOCK_STATUS replies.
+      const id = setting ? allocationContextId : 0;
+      parts.push(
+        encodeOptionReply(option, optionReplyCode.metaContext, encodeMetaContextReplyData(id, allocationContextName)),
+      );
+      if (setting) this.metaContextExport = exportName;
+    }
+    parts.push(encodeOptionReply(option, optionReplyCode.ack));
+    this.io.send(parts);
+    return 'continue';
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Transmission.
+
+  private acceptRequest(header: RequestHeader): void {
+    const open = this.open;
+    assert(open !== null, 'transmission without an export');
+    const checked = validateRequest(header, open.context);
+    if (checked.ok && checked.command.type === 'disc') {
+      // Finish what is in flight, then close; anything after DISC is ignored.
+      this.stopParsing();
+      this.closeWhenIdle();
+      return;
+    }
+    let errno = checked.ok ? nbdErrno.ok : checked.errno;
+    let message = checked.ok ? '' : checked.message;
+    if (this.shuttingDown) {
+      errno = nbdErrno.eshutdown;
+      message = 'the server is shutting down';
+    }
+    if (errno !== nbdErrno.ok) {
+      if (checked.payloadBytes > 0) {
+        this.parse = { kind: 'requestDiscard', header, errno, message, remaining: checked.payloadBytes };
+      } else {
+        this.replyError(header, errno, message);
+      }
+      return;
+    }
+    assert(checked.ok);
+    if (checked.payloadBytes > 0) {
+      this.parse = { kind: 'requestPayload', header, command: checked.command };
+    } else {
+      this.dispatch(header, checked.command, new Uint8Array(0));
+    }
+  }
+
+  /** Answers a request refused at the edge. READ errors in simple mode carry no payload. */
+  private replyError(header: RequestHeader, errno: number, message: string): void {
+    this.logRequestError(header, errno, message);
+    this.inFlight += 1;
+    this.sendReply(this.errorReply(header.cookie, errno, message));
+  }
+
+  private errorReply(cookie: bigint, errno: number, message: string): Uint8Array[] {
+    if (this.structuredReplies)
+      return [encodeErrorChunk(cookie, chunkFlag.done, errno, clipMessage(message, errorMessageBytesMax))];
+    return [encodeSimpleReply(errno, cookie)];
+  }
+
+  private dispatch(header: RequestHeader, command: Command, payload: Uint8Array): void {
+    const open = this.open;
+    assert(open !== null);
+    this.inFlight += 1;
+    this.execute(open, header.cookie, command, payload)
+      .catch((err: unknown) => {
+        // execute() maps device failures itself; this is our own bug.
+        this.bug(`running ${commandName(header.type)}`, err);
+        return this.errorReply(header.cookie, nbdErrno.eio, 'internal error');
+      })
+      .then((parts) => this.sendReply(parts))
+      .catch((err: unknown) => this.bug('sending a reply', err));
+  }
+
+  private sendReply(parts: readonly Uint8Array[]): void {
+    let done = false;
+    this.io.send(parts, () => {
+      if (done) return;
+      done = true;
+      this.inFlight -= 1;
+      assert(this.inFlight >= 0);
+      this.afterReply();
+    });
+  }
+
+  private afterReply(): void {
+    if (this.connectionGone) {
+      this.releaseWhenIdle();
+      return;
+    }
+    if (this.parse.kind === 'stopped' || this.shuttingDown) this.closeWhenIdle();
+    this.pump();
+  }
+
+  private closeWhenIdle(): void {
+    if (this.inFlight === 0) {
+      this.stopParsing();
+      this.requestClose('graceful');
+    }
+  }
+
+  private releaseWhenIdle(): void {
+    if (this.inFlight > 0 || this.released || this.optionRunning) return;
+    this.released = true;
+    const open = this.open;
+    if (this.errorsSuppressed > 0) {
+      this.options.log(`nbd ${this.options.label}: ${this.errorsSuppressed} more errors were not logged`);
+    }
+    if (open === null) {
+      this.resolveFinished();
+      return;
+    }
+    open.handle
+      .close()
+      .catch((err: unknown) => this.logError(`closing export "${open.name}": ${errorMessage(err)}`))
+      .finally(() => this.resolveFinished());
+  }
+
+  /** Runs a validated command on the device and returns its reply; maps every device failure. */
+  private async execute(
+    open: OpenExport,
+    cookie: bigint,
+    command: Command,
+    payload: Uint8Array,
+  ): Promise<Uint8Array[]> {
+    const { device } = open;
+    try {
+      switch (command.type) {
+        case 'read':
+          return await this.executeRead(device, cookie, command);
+        case 'write':
+          if (command.length > 0) await device.write(command.offset, payload, { fua: command.fua });
+          break;
+        case 'flush':
+          await device.flush();
+          break;
+        case 'trim':
+          if (command.length > 0) await device.trim(command.offset, command.length, { fua: command.fua });
+          break;
+        case 'writeZeroes':
+          if (command.length > 0) {
+            await device.writeZeroes(command.offset, command.length, { fua: command.fua, noHole: command.noHole });
+          }
+          break;
+        case 'cache':
+          // Advertised so clients may send it; every read is equally fast here, so nothing to do.
+          break;
+        case 'blockStatus': {
+          const runs = await device.blockStatus(command.offset, command.length);
+          const descriptors = descriptorsOf(runs, command.offset, command.length, command.reqOne);
+          return [encodeBlockStatusChunk(cookie, chunkFlag.done, allocationContextId, descriptors)];
+        }
+        case 'disc':
+          assert(false, 'DISC is not executed');
+      }
+      return [encodeSimpleReply(nbdErrno.ok, cookie)];
+    } catch (err) {
+      const mapped = nbdErrorOf(err);
+      const what = describeCommand(command);
+      if (mapped.bug) this.bug(`${what} on export "${open.name}"`, err);
+      else this.logError(`export "${open.name}": ${what}: ${errnoName(mapped.errno)}: ${errorMessage(err)}`);
+      return this.errorReply(cookie, mapped.errno, errorMessage(err));
+    }
+  }
+
+  private async executeRead(
+    device: BlockDevice,
+    cookie: bigint,
+    command: Extract<Command, { type: 'read' }>,
+  ): Promise<Uint8Array[]> {
+    const { offset, length } = command;
+    if (length === 0)
+      return this.structuredReplies ? [encodeNoneChunk(cookie)] : [encodeSimpleReply(nbdErrno.ok, cookie)];
+    if (!this.structuredReplies)
+      return [encodeSimpleReply(nbdErrno.ok, cookie), await readExactly(device, offset, length)];
+    if (command.df || length < readSparseBytesMin) {
+      return [encodeOffsetDataHead(cookie, chunkFlag.done, offset, length), await readExactly(device, offset, length)];
+    }
+    // Sparse read: zero runs become OFFSET_HOLE chunks, data runs are read. Everything is read
+    // before anything is sent, so the final chunk can carry DONE and an error replaces the whole
+    // reply (no half-sent chunks).
+    const runs = normalizeRuns(await device.blockStatus(offset, length), offset, length);
+    const parts: Uint8Array[] = [];
+    for (let i = 0; i < runs.length; i++) {
+      const run = runs[i];
+      assert(run !== undefined);
+      const flags = i === runs.length - 1 ? chunkFlag.done : 0;
+      if (run.zero) {
+        parts.push(encodeOffsetHoleChunk(cookie, flags, run.offset, run.length));
+      } else {
+        parts.push(encodeOffsetDataHead(cookie, flags, run.offset, run.length));
+        parts.push(await readExactly(device, run.offset, run.length));
+      }
+    }
+    return parts;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Logging.
+
+  private logError(text: string): void {
+    if (this.errorLines >= sessionErrorLogLinesMax) {
+      this.errorsSuppressed += 1;
+      return;
+    }
+    this.errorLines += 1;
+    this.options.log(`nbd ${this.options.label}: ${text}`);
+  }
+
+  private logRequestError(header: RequestHeader, errno: number, message: string): void {
+    const where = header.offset === null ? 'offset >= 2^53' : `offset ${header.offset}`;
+    this.logError(`${commandName(header.type)} ${where} length ${header.length}: ${errnoName(errno)}: ${message}`);
+  }
+
+  /**
+   * A bug, ours or a layer's below (AssertionError, TypeError, a broken device contract). It is
+   * logged loudly on one line with its stack, never rate-limited. The request gets EIO; when the
+   * bug is in our own parsing, this connection ends. The process goes on serving everyone else:
+   * an assertion fires before wrong bytes are written, and killing the server would drop the
+   * in-flight writes of every other client.
+   */
+  private bug(what: string, err: unknown): void {
+    const stack = err instanceof Error && err.stack !== undefined ? err.stack : String(err);
+    this.options.log(
+      `BUG nbd ${this.options.label}: ${what}: ${stack
+        .split('\n')
+        .map((s) => s.trim())
+        .join(' | ')}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+function isWireString(text: string): boolean {
+  return !text.includes('\0') && new TextEncoder().encode(text).length <= 4096;
+}
+
+function describeCommand(command: Command): string {
+  switch (command.type) {
+    case 'flush':
+    case 'disc':
+      return command.type.toUpperCase();
+    default:
+      return `${command.type} offset ${command.offset} length ${command.length}`;
+  }
+}
+
+/** device.read() with its contract checked: exactly `length` bytes come back. */
+async function readExactly(device: BlockDevice, offset: number, length: number): Promise<Uint8Array> {
+  const data = await device.read(offset, length);
+  // (The message is built only on failure: a template literal in assert() costs on every call.)
+  if (data.length !== length)
+    assert(false, `device read ${data.length} bytes for a ${length}-byte request at ${offset}`);
+  return data;
+}
+
+/**
+ * Checks a device's block status answer against its contract (contiguous runs with positive
+ * lengths covering the range; the first may start before `offset`, the last end after it) and
+ * returns it clipped to [offset, offset + length) with neighbours of equal status merged. A broken
+ * answer is an AssertionError: a bug in the device, answered with EIO.
+ */
+export function normalizeRuns(runs: readonly BlockStatusRun[], offset: number, length: number): BlockStatusRun[] {
+  assert(runs.length > 0, 'block status returned no runs');
+  const end = offset + length;
+  const out: BlockStatusRun[] = [];
+  let at = offset;
+  for (const run of runs) {
+    if (at >= end) break;
+    const runEnd = run.offset + run.length;
+    const continues = out.length === 0 ? run.offset <= at && runEnd > at : run.offset === at;
+    if (!(continues && Number.isSafeInteger(run.offset) && Number.isSafeInteger(run.length) && run.length > 0)) {
+      assert(false, `block status run [${run.offset}, +${run.length}) does not continue at ${at}`);
+    }
+    const clipped = Math.min(runEnd, end) - at;
+    const last = out[out.length - 1];
+    if (last !== undefined && last.hole === run.hole && last.zero === run.zero) {
+      out[out.length - 1] = { ...last, length: last.length + clipped };
+    } else {
+      out.push({ offset: at, length: clipped, hole: run.hole, zero: run.zero });
+    }
+    at += clipped;
+  }
+  if (at !== end) assert(false, `block status runs end at ${at}, short of ${end}`);
+  return out;
+}
+
+/**
+ * Block status descriptors for base:allocation. With REQ_ONE only the first run is sent (it is
+ * already clipped to the request); otherwise at most blockStatusDescriptorsMax, which the
+ * protocol allows (the client asks again from where we stopped).
+ */
+export function descriptorsOf(
+  runs: readonly BlockStatusRun[],
+  offset: number,
+  length: number,
+  reqOne: boolean,
+): BlockStatusDescriptor[] {
+  const normalized = normalizeRuns(runs, offset, length);
+  const keep = reqOne ? 1 : blockStatusDescriptorsMax;
+  return normalized.slice(0, keep).map((run) => ({
+    length: run.length,
+    flags: (run.hole ? allocationFlag.hole : 0) | (run.zero ? allocationFlag.zero : 0),
+  }));
+}
