@@ -1,6 +1,9 @@
 /** Control-plane operations, thin, shared by the CLI and the daemons. */
+export * from './bench_codec.js';
 export * from './bench_isal.js';
 export * from './cluster.js';
 export * from './codec_files.js';
+export * from './dev_cluster.js';
+export * from './frontend.js';
 export * from './stores.js';
 export * from './volumes.js';

@@ -14,7 +14,7 @@ import {
   volumeName,
   type Profile,
 } from '../core/index.js';
-import { EtcdMeta, type TargetPolicy, type VolumeRecord, targetPolicies } from '../meta/index.js';
+import { AlreadyExistsError, EtcdMeta, type TargetPolicy, type VolumeRecord, targetPolicies } from '../meta/index.js';
 import { checkPolicy, explainPlacement, type PlacementExplanation, type PlacementPolicy } from '../placement/index.js';
 import type { ShardStore } from '../core/index.js';
 import { checkExtentBytes, checkZonesRequired, readTopology } from './cluster.js';
@@ -29,6 +29,8 @@ export interface CreateVolumeOptions {
   readonly extentBytes?: number;
   readonly zonesRequired?: number;
   readonly targets?: string;
+  /** Shards that must be stored before a flush publishes; default k+m, at least k+1. */
+  readonly durableShardsMin?: number;
 }
 
 export function checkTargetPolicy(text: string): TargetPolicy {
@@ -64,6 +66,16 @@ export async function createVolume(meta: EtcdMeta, options: CreateVolumeOptions)
   const extentBytes = checkExtentBytes(options.extentBytes ?? cluster.extentBytes, profile);
   const zonesRequired = checkZonesRequired(options.zonesRequired ?? cluster.zonesRequired);
   const targets = options.targets === undefined ? cluster.targets : checkTargetPolicy(options.targets);
+  const { k, m } = profile;
+  const durableMin = options.durableShardsMin;
+  if (
+    durableMin !== undefined &&
+    (!Number.isSafeInteger(durableMin) || durableMin < Math.min(k + 1, k + m) || durableMin > k + m)
+  ) {
+    throw new InvalidArgumentError(
+      `Invalid --durable-shards ${durableMin}: with profile ${k}+${m} use ${Math.min(k + 1, k + m)} to ${k + m} (fewer than k+1 would acknowledge data one failure from loss)`,
+    );
+  }
   const record: VolumeRecord = {
     name,
     id: EtcdMeta.newVolumeId(),
@@ -74,7 +86,10 @@ export async function createVolume(meta: EtcdMeta, options: CreateVolumeOptions)
     targets,
     createdAt: new Date().toISOString(),
     state: 'ready',
+    ...(durableMin === undefined ? {} : { durableShardsMin: durableMin }),
   };
+  // A taken name is the clearer refusal; the create below is still create-only against races.
+  if ((await meta.getVolume(name)) !== null) throw new AlreadyExistsError(`Volume "${name}" already exists`);
   const topology = await readTopology(meta);
   try {
     checkPolicy(topology, policyOf(record));
@@ -95,7 +110,13 @@ export async function explainVolumePlacement(
   if (!Number.isSafeInteger(extent) || extent < 0 || extent >= extents) {
     throw new InvalidArgumentError(`Volume "${name}" has extents 0 to ${extents - 1}; there is no extent ${extent}`);
   }
-  return explainPlacement(volume.id, extent, await readTopology(meta), policyOf(volume));
+  return explainPlacement(
+    volume.id,
+    extent,
+    await readTopology(meta),
+    policyOf(volume),
+    `volume "${volume.name}" (id ${volume.id})`,
+  );
 }
 
 export interface GcReport {

@@ -5,6 +5,8 @@
 import yargs from 'yargs';
 import { benchCommand } from './bench.js';
 import { codecCommand } from './codec.js';
+import { devCommand } from './dev.js';
+import { nbdCommand } from './nbd.js';
 import { gcCommand } from './gc.js';
 import { initCommand } from './init.js';
 import { nodeCommand } from './node.js';
@@ -26,6 +28,8 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(nodeCommand(ctx))
     .command(targetCommand(ctx))
     .command(placementCommand(ctx))
+    .command(nbdCommand(ctx))
+    .command(devCommand(ctx))
     .command(gcCommand(ctx))
     .command(codecCommand(ctx))
     .command(benchCommand(ctx))

@@ -15,6 +15,7 @@ const describeVolume = (v: VolumeRecord): string[] => [
   `extent size:    ${formatBytes(v.extentBytes)} (${Math.ceil(v.sizeBytes / v.extentBytes)} extents)`,
   `zones required: ${v.zonesRequired}`,
   `targets:        ${v.targets}`,
+  `durable shards: ${v.durableShardsMin ?? v.profile.k + v.profile.m} of ${v.profile.k + v.profile.m} stored before a flush succeeds`,
   `created:        ${v.createdAt}`,
 ];
 
@@ -35,6 +36,10 @@ export function volumeCommand(ctx: CliContext) {
               .option('extent-size', { type: 'string', describe: 'extent size (default: the cluster default)' })
               .option('zones-required', { type: 'number', describe: 'zones the shards of each extent must span' })
               .option('targets', { type: 'string', describe: 'where shards may go: node, s3 or any' })
+              .option('durable-shards', {
+                type: 'number',
+                describe: 'shards that must be stored before a flush succeeds (default K+M, at least K+1)',
+              })
               .example('$0 volume create pg-data 20GiB --profile 4+2', ''),
           handler: withErrors(ctx, async (argv) => {
             const volume = await withMeta(argv, (meta) =>
@@ -47,6 +52,7 @@ export function volumeCommand(ctx: CliContext) {
                   : { extentBytes: parseSize(String(argv['extent-size']), 'extent size') }),
                 ...(argv['zones-required'] === undefined ? {} : { zonesRequired: Number(argv['zones-required']) }),
                 ...(argv['targets'] === undefined ? {} : { targets: String(argv['targets']) }),
+                ...(argv['durable-shards'] === undefined ? {} : { durableShardsMin: Number(argv['durable-shards']) }),
               }),
             );
             emit(ctx.io, isJson(argv), volume, (v) => [

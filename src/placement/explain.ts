@@ -141,9 +141,11 @@ export function explainPlacement(
   extent: number,
   topology: Topology,
   policy: PlacementPolicy,
+  /** How the volume is named in the text; `volume` is the hash key (its stable id). */
+  label: string = `volume "${volume}"`,
 ): PlacementExplanation {
   const assessment = assessPolicy(topology, policy);
-  const head = `volume "${volume}" extent ${extent}: policy ${formatPolicy(policy)}`;
+  const head = `${label} extent ${extent}: policy ${formatPolicy(policy)}`;
   const targetsOf = (placements: readonly ShardPlacement[]): TargetExplanation[] =>
     assessment.verdicts.map(({ target, status }) => ({
       target: target.id,

@@ -1,0 +1,359 @@
+/**
+ * A local development cluster as background processes: a real etcd, storage nodes in zones
+ * a, b, c, ... and one NBD frontend, all on loopback, described by DIR/cluster.json. The processes
+ * outlive the command that started them; `down` stops each one by the pid it recorded (SIGTERM,
+ * then SIGKILL after a grace period), never by name.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { CairnError, InvalidArgumentError, errorMessage, formatProfile, type Profile } from '../core/index.js';
+import { EtcdMeta } from '../meta/index.js';
+import { initCluster } from './cluster.js';
+
+export interface DevNode {
+  readonly name: string;
+  readonly zone: string;
+  readonly pid: number;
+  readonly address: string;
+  readonly dataDir: string;
+}
+
+export interface DevCluster {
+  readonly etcd: string;
+  readonly etcdPid: number;
+  readonly nodes: readonly DevNode[];
+  readonly frontend: { readonly pid: number; readonly nbdUri: string; readonly socket: string };
+  readonly dir: string;
+}
+
+export interface DevUpOptions {
+  readonly dir: string;
+  readonly zones: number;
+  readonly nodesPerZone: number;
+  readonly profile: Profile;
+  readonly extentBytes: number;
+  /** Absolute paths of dist/src/bin/cairnd.js and cairnctl.js. */
+  readonly cairndPath: string;
+  readonly cairnctlPath: string;
+  readonly log: (line: string) => void;
+  /** Extra environment for the frontend (cache sizes, for tests). */
+  readonly frontendEnv?: Readonly<Record<string, string>>;
+}
+
+const startDeadlineMs = 30_000;
+const stopGraceMs = 10_000;
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address !== null ? resolvePort(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  deadlineMs = startDeadlineMs,
+): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > until) throw new CairnError('ETIMEDOUT', `Timed out after ${deadlineMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts a detached process whose output goes to `logPath`; returns its pid. */
+function startDetached(
+  command: string,
+  args: readonly string[],
+  logPath: string,
+  env: NodeJS.ProcessEnv = process.env,
+): number {
+  const fd = openSync(logPath, 'a');
+  try {
+    const child = spawn(command, [...args], { detached: true, stdio: ['ignore', fd, fd], env });
+    child.unref();
+    if (child.pid === undefined) throw new CairnError('ESPAWN', `Cannot start ${command}`);
+    return child.pid;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function logTail(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim().split('\n').slice(-3).join(' | ');
+  } catch {
+    return '';
+  }
+}
+
+export function clusterFile(dir: string): string {
+  return join(dir, 'cluster.json');
+}
+
+export function readDevCluster(dir: string): DevCluster {
+  const path = clusterFile(dir);
+  if (!existsSync(path))
+    throw new InvalidArgumentError(
+      `No dev cluster in ${dir}: ${path} does not exist (run cairnctl dev up --dir ${dir})`,
+    );
+  return JSON.parse(readFileSync(path, 'utf8')) as DevCluster;
+}
+
+export async function devUp(options: DevUpOptions): Promise<DevCluster> {
+  const dir = resolve(options.dir);
+  if (!Number.isSafeInteger(options.zones) || options.zones < 1 || options.zones > 26)
+    throw new InvalidArgumentError(`Invalid --zones ${options.zones}: use 1 to 26`);
+  if (!Number.isSafeInteger(options.nodesPerZone) || options.nodesPerZone < 1 || options.nodesPerZone > 16) {
+    throw new InvalidArgumentError(`Invalid --nodes-per-zone ${options.nodesPerZone}: use 1 to 16`);
+  }
+  if (existsSync(clusterFile(dir))) {
+    const old = readDevCluster(dir);
+    const alive = [old.etcdPid, old.frontend.pid, ...old.nodes.map((n) => n.pid)].filter(pidAlive);
+    if (alive.length > 0)
+      throw new InvalidArgumentError(
+        `A dev cluster is already running in ${dir} (pids ${alive.join(', ')}); run cairnctl dev down --dir ${dir} first`,
+      );
+  }
+  mkdirSync(dir, { recursive: true });
+  const pids: number[] = [];
+  try {
+    // etcd
+    const clientPort = await freePort();
+    const peerPort = await freePort();
+    const etcd = `http://127.0.0.1:${clientPort}`;
+    const peer = `http://127.0.0.1:${peerPort}`;
+    const etcdLog = join(dir, 'etcd.log');
+    const etcdPid = startDetached(
+      'etcd',
+      [
+        '--name',
+        'dev',
+        '--logger',
+        'zap',
+        '--log-level',
+        'warn',
+        '--data-dir',
+        join(dir, 'etcd'),
+        '--listen-client-urls',
+        etcd,
+        '--advertise-client-urls',
+        etcd,
+        '--listen-peer-urls',
+        peer,
+        '--initial-advertise-peer-urls',
+        peer,
+        '--initial-cluster',
+        `dev=${peer}`,
+        '--auto-compaction-mode',
+        'revision',
+        '--auto-compaction-retention',
+        '1000',
+      ],
+      etcdLog,
+    );
+    pids.push(etcdPid);
+    await waitFor(`etcd at ${etcd} (${etcdLog}: ${logTail(etcdLog)})`, async () => {
+      if (!pidAlive(etcdPid)) throw new CairnError('EEXIT', `etcd exited: ${logTail(etcdLog)}`);
+      const body = (await (await fetch(`${etcd}/health`)).json()) as { health?: string };
+      return body.health === 'true';
+    });
+    options.log(`etcd ${etcd} (pid ${etcdPid})`);
+    const meta = new EtcdMeta([etcd]);
+    try {
+      if ((await meta.getCluster()) === null)
+        await initCluster(meta, { defaultProfile: options.profile, extentBytes: options.extentBytes });
+
+      // storage nodes
+      const nodes: DevNode[] = [];
+      const nodesDir = join(dir, 'nodes');
+      mkdirSync(nodesDir, { recursive: true });
+      for (let z = 0; z < options.zones; z++) {
+        const zone = String.fromCharCode(97 + z);
+        for (let i = 1; i <= options.nodesPerZone; i++) {
+          const name = `${zone}-${i}`;
+          const port = await freePort();
+          const address = `127.0.0.1:${port}`;
+          const dataDir = join(nodesDir, name);
+          const pid = startDetached(
+            process.execPath,
+            [
+              options.cairndPath,
+              '--etcd',
+              etcd,
+              '--name',
+              name,
+              '--zone',
+              zone,
+              '--data-dir',
+              dataDir,
+              '--listen',
+              address,
+            ],
+            join(nodesDir, `${name}.log`),
+          );
+          pids.push(pid);
+          nodes.push({ name, zone, pid, address, dataDir });
+        }
+      }
+      await waitFor('every storage node to register', async () => {
+        for (const n of nodes)
+          if (!pidAlive(n.pid))
+            throw new CairnError('EEXIT', `cairnd ${n.name} exited: ${logTail(join(nodesDir, `${n.name}.log`))}`);
+        const alive = await meta.listAlive();
+        return nodes.every((n) => alive.some((a) => a.name === n.name));
+      });
+      options.log(`${nodes.length} storage nodes in zones ${[...new Set(nodes.map((n) => n.zone))].join(', ')}`);
+
+      // the NBD frontend
+      const nbdPort = await freePort();
+      const socket = join(dir, 'nbd.sock');
+      rmSync(socket, { force: true });
+      const frontendLog = join(dir, 'frontend.log');
+      const frontendPid = startDetached(
+        process.execPath,
+        [options.cairnctlPath, 'nbd', 'serve', '--etcd', etcd, '--listen', `127.0.0.1:${nbdPort}`, '--socket', socket],
+        frontendLog,
+        { ...process.env, ...options.frontendEnv },
+      );
+      pids.push(frontendPid);
+      await waitFor(`the NBD frontend (${frontendLog})`, () => {
+        if (!pidAlive(frontendPid)) throw new CairnError('EEXIT', `the frontend exited: ${logTail(frontendLog)}`);
+        return readFileSync(frontendLog, 'utf8').includes('serving NBD');
+      });
+      const cluster: DevCluster = {
+        etcd,
+        etcdPid,
+        nodes,
+        frontend: { pid: frontendPid, nbdUri: `nbd://127.0.0.1:${nbdPort}`, socket },
+        dir,
+      };
+      const tmp = `${clusterFile(dir)}.tmp`;
+      writeFileSync(tmp, `${JSON.stringify(cluster, null, 2)}\n`);
+      renameSync(tmp, clusterFile(dir));
+      options.log(
+        `NBD frontend nbd://127.0.0.1:${nbdPort} and ${socket} (pid ${frontendPid}); profile ${formatProfile(options.profile)}`,
+      );
+      return cluster;
+    } finally {
+      meta.close();
+    }
+  } catch (err) {
+    // These pids are our own children from moments ago: no reuse check needed.
+    await stopPids(pids.reverse());
+    throw err;
+  }
+}
+
+/**
+ * True when `pid` runs a command line containing `needle`. The recorded pids belong to processes
+ * an earlier command started; if one exited and its pid was reused, we must not signal a stranger.
+ */
+function pidRuns(pid: number, needle: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').includes(needle);
+  } catch {
+    return false;
+  }
+}
+
+async function stopPid(pid: number, needle?: string): Promise<'stopped' | 'killed' | 'gone' | 'not ours'> {
+  if (!pidAlive(pid)) return 'gone';
+  if (needle !== undefined && !pidRuns(pid, needle)) return 'not ours';
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return 'gone';
+  }
+  const until = Date.now() + stopGraceMs;
+  while (Date.now() < until) {
+    if (!pidAlive(pid)) return 'stopped';
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // exited just now
+  }
+  return 'killed';
+}
+
+async function stopPids(pids: readonly number[]): Promise<void> {
+  for (const pid of pids) await stopPid(pid);
+}
+
+export interface DevDownResult {
+  readonly stopped: { readonly what: string; readonly pid: number; readonly outcome: string }[];
+}
+
+/**
+ * Stops the frontend first (so it flushes), then the nodes, then etcd, each by its recorded pid,
+ * and only when that pid still runs the command we started (see pidRuns).
+ */
+export async function devDown(dir: string, purge: boolean): Promise<DevDownResult> {
+  const cluster = readDevCluster(dir);
+  const stopped: { what: string; pid: number; outcome: string }[] = [];
+  stopped.push({
+    what: 'frontend',
+    pid: cluster.frontend.pid,
+    outcome: await stopPid(cluster.frontend.pid, cluster.frontend.socket),
+  });
+  const nodeOutcomes = await Promise.all(
+    cluster.nodes.map(async (n) => ({ what: `node ${n.name}`, pid: n.pid, outcome: await stopPid(n.pid, n.dataDir) })),
+  );
+  stopped.push(...nodeOutcomes);
+  stopped.push({
+    what: 'etcd',
+    pid: cluster.etcdPid,
+    outcome: await stopPid(cluster.etcdPid, join(cluster.dir, 'etcd')),
+  });
+  rmSync(clusterFile(dir), { force: true });
+  if (purge) rmSync(dir, { recursive: true, force: true });
+  return { stopped };
+}
+
+export interface DevStatus {
+  readonly cluster: DevCluster;
+  readonly processes: { readonly what: string; readonly pid: number; readonly alive: boolean }[];
+  readonly etcdHealthy: boolean;
+}
+
+export async function devStatus(dir: string): Promise<DevStatus> {
+  const cluster = readDevCluster(dir);
+  const processes = [
+    { what: 'etcd', pid: cluster.etcdPid, alive: pidAlive(cluster.etcdPid) },
+    ...cluster.nodes.map((n) => ({ what: `node ${n.name} (zone ${n.zone})`, pid: n.pid, alive: pidAlive(n.pid) })),
+    { what: 'frontend', pid: cluster.frontend.pid, alive: pidAlive(cluster.frontend.pid) },
+  ];
+  let etcdHealthy = false;
+  try {
+    const res = await fetch(`${cluster.etcd}/health`, { signal: AbortSignal.timeout(2000) });
+    etcdHealthy = ((await res.json()) as { health?: string }).health === 'true';
+  } catch (err) {
+    void errorMessage(err);
+  }
+  return { cluster, processes, etcdHealthy };
+}

@@ -1,0 +1,354 @@
+/**
+ * The frontend's volumes: an ExportProvider that the NBD server asks for exports by name.
+ *
+ * Opening a volume for writing takes its etcd lock (fencing epoch), loads its extent map, and
+ * builds one engine and one write-back cache that every connection to the volume shares; the
+ * last connection to close flushes the cache and releases the lock. Read-only opens take no lock.
+ * Targets and placement follow the live topology (re-read every few seconds), so a node that goes
+ * down stops receiving new shards and one that joins starts to.
+ */
+import {
+  CairnError,
+  InvalidArgumentError,
+  UnavailableError,
+  errorMessage,
+  formatBytes,
+  formatProfile,
+  type BlockDevice,
+  type ExportInfo,
+  type ExportProvider,
+  type ShardStore,
+} from '../core/index.js';
+import type { CodecPool } from '../codec/index.js';
+import { WriteBackCache, type WriteBackCacheOptions } from '../cache/index.js';
+import { NotFoundError, type EtcdMeta, type TargetRecord, type VolumeLock, type VolumeRecord } from '../meta/index.js';
+import { createPlacer, type Placer } from '../placement/index.js';
+import { VolumeEngine, type ExtentMapStore, type ShardPlacer, type TargetStores } from '../volume/index.js';
+import { readTopology } from './cluster.js';
+import { storeForTarget, type SecretSource } from './stores.js';
+import { policyOf } from './volumes.js';
+
+/** How often targets and topology are re-read from etcd. */
+export const topologyRefreshMs = 2_000;
+/**
+ * How long a volume stays attached after its last connection closes. Clients such as nbdcopy
+ * and qemu-img open several connections one after another; re-attaching for each (lock, map
+ * load) would be slow, and the lock would bounce between them.
+ */
+export const detachLingerMs = 1_500;
+
+export interface FrontendOptions {
+  readonly meta: EtcdMeta;
+  readonly pool: CodecPool;
+  readonly secrets: SecretSource;
+  /** Who this frontend is, written into volume locks: host and pid. */
+  readonly owner: string;
+  /** Serve every volume read-only. */
+  readonly readOnly?: boolean;
+  /** Take volumes over from another frontend (new epoch) instead of refusing. */
+  readonly forceTakeover?: boolean;
+  readonly cache?: Omit<WriteBackCacheOptions, 'readOnly' | 'log'>;
+  readonly log?: (line: string) => void;
+}
+
+/** Shard stores for every registered target, refreshed from etcd. */
+class LiveTargets implements TargetStores {
+  private stores = new Map<string, { record: TargetRecord; store: ShardStore }>();
+  private refreshedAt = 0;
+
+  constructor(
+    private readonly meta: EtcdMeta,
+    private readonly secrets: SecretSource,
+  ) {}
+
+  async refresh(): Promise<void> {
+    const records = await this.meta.listTargets();
+    const next = new Map<string, { record: TargetRecord; store: ShardStore }>();
+    for (const record of records) {
+      const old = this.stores.get(record.name);
+      if (old !== undefined && JSON.stringify(old.record) === JSON.stringify(record)) next.set(record.name, old);
+      else {
+        old?.store.close?.();
+        next.set(record.name, { record, store: storeForTarget(record, this.secrets) });
+      }
+    }
+    for (const [name, old] of this.stores) if (!next.has(name)) old.store.close?.();
+    this.stores = next;
+    this.refreshedAt = Date.now();
+  }
+
+  store(target: string): ShardStore {
+    const entry = this.stores.get(target);
+    if (entry === undefined)
+      throw new UnavailableError(
+        `Shard target "${target}" is not registered (targets last read ${Date.now() - this.refreshedAt} ms ago)`,
+      );
+    return entry.store;
+  }
+
+  close(): void {
+    for (const { store } of this.stores.values()) store.close?.();
+    this.stores.clear();
+  }
+}
+
+/** Placement over the live topology for one volume. */
+class LivePlacer implements ShardPlacer {
+  private placer: Placer | undefined;
+  private lastError: unknown;
+
+  constructor(
+    private readonly meta: EtcdMeta,
+    private readonly volume: VolumeRecord,
+  ) {}
+
+  async refresh(): Promise<void> {
+    try {
+      this.placer = createPlacer(await readTopology(this.meta), policyOf(this.volume));
+      this.lastError = undefined;
+    } catch (err) {
+      // Keep placing with the last good topology only if there is none to replace it: a policy
+      // that cannot be met now must fail writes loudly, not place on stale targets.
+      this.placer = undefined;
+      this.lastError = err;
+    }
+  }
+
+  place(extent: number): readonly string[] {
+    if (this.placer === undefined) {
+      throw new UnavailableError(
+        `Cannot place extent ${extent} of volume "${this.volume.name}": ${errorMessage(this.lastError ?? 'topology not read yet')}`,
+      );
+    }
+    return this.placer.place(this.volume.id, extent).map((p) => p.target);
+  }
+}
+
+interface OpenVolume {
+  readonly record: VolumeRecord;
+  readonly readOnly: boolean;
+  readonly cache: WriteBackCache;
+  readonly engine: VolumeEngine;
+  readonly lock: VolumeLock | undefined;
+  readonly stopRefresh: () => void;
+  handles: number;
+  linger: NodeJS.Timeout | undefined;
+  /** Set once detach() started: the volume is never reused, re-armed or detached again. */
+  detaching: Promise<void> | undefined;
+}
+
+export class VolumeFrontend implements ExportProvider {
+  private readonly open_ = new Map<string, Promise<OpenVolume>>();
+  /** Volumes being detached: an open of the same name waits for the detach to finish. */
+  private readonly closing = new Map<string, Promise<void>>();
+  private readonly targets: LiveTargets;
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly options: FrontendOptions) {
+    this.targets = new LiveTargets(options.meta, options.secrets);
+    this.log = options.log ?? (() => undefined);
+  }
+
+  private describe(v: VolumeRecord): ExportInfo {
+    return {
+      name: v.name,
+      sizeBytes: v.sizeBytes,
+      description: `Cairn volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${formatProfile(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,
+    };
+  }
+
+  async list(): Promise<ExportInfo[]> {
+    return (await this.options.meta.listVolumes()).map((v) => this.describe(v));
+  }
+
+  async info(name: string): Promise<ExportInfo | null> {
+    const v = await this.options.meta.getVolume(name);
+    return v === null ? null : this.describe(v);
+  }
+
+  async open(
+    name: string,
+    options: { readonly readOnly: boolean },
+  ): Promise<{ device: BlockDevice; close(): Promise<void> }> {
+    const readOnly = options.readOnly || (this.options.readOnly ?? false);
+    await this.closing.get(name);
+    let pending = this.open_.get(name);
+    if (pending === undefined) {
+      pending = this.openVolume(name, readOnly);
+      this.open_.set(name, pending);
+      pending.catch(() => this.open_.delete(name));
+    }
+    const vol = await pending;
+    if (!readOnly && vol.readOnly) {
+      throw new InvalidArgumentError(
+        `Volume "${name}" is attached read-only on this frontend; disconnect its readers to attach it for writing`,
+      );
+    }
+    vol.handles += 1;
+    clearTimeout(vol.linger);
+    vol.linger = undefined;
+    let closed = false;
+    return {
+      device: vol.cache,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        vol.handles -= 1;
+        if (vol.handles > 0) return;
+        // Flush now, so a client that disconnects after writing has its data durable at once;
+        // detach (release the lock) only after the linger period.
+        await vol.cache
+          .flush()
+          .catch((err: unknown) => this.log(`volume ${name}: flush at disconnect failed: ${errorMessage(err)}`));
+        if (vol.handles > 0 || vol.detaching !== undefined) return;
+        clearTimeout(vol.linger);
+        vol.linger = setTimeout(() => {
+          if (vol.handles === 0) void this.detach(name, vol);
+        }, detachLingerMs);
+        vol.linger.unref();
+      },
+    };
+  }
+
+  private async openVolume(name: string, readOnly: boolean): Promise<OpenVolume> {
+    const { meta, pool } = this.options;
+    const record = await meta.getVolume(name);
+    if (record === null) throw new NotFoundError(`No volume named "${name}"`);
+    await this.targets.refresh();
+    const placer = new LivePlacer(meta, record);
+    await placer.refresh();
+    const lock = readOnly
+      ? undefined
+      : await meta.acquireLock(name, this.options.owner, { takeover: this.options.forceTakeover ?? false });
+    try {
+      const map: ExtentMapStore = {
+        load: () => meta.listExtents(record.id),
+        commit: async (updates) => {
+          if (lock === undefined) throw new InvalidArgumentError(`Volume "${name}" is attached read-only`);
+          await meta.commitExtents(lock, record.id, updates);
+        },
+      };
+      const engine = await VolumeEngine.open({
+        volume: {
+          id: record.id,
+          name: record.name,
+          sizeBytes: record.sizeBytes,
+          extentBytes: record.extentBytes,
+          k: record.profile.k,
+          profile: record.profile,
+        },
+        map,
+        targets: this.targets,
+        placer,
+        pool,
+        epoch: lock?.epoch ?? 0,
+        ...(record.durableShardsMin === undefined ? {} : { durableShardsMin: record.durableShardsMin }),
+        log: this.log,
+      });
+      const cache = new WriteBackCache(
+        {
+          geometry: engine.geometry,
+          isHole: (e) => engine.isHole(e),
+          versionOf: (e) => engine.versionOf(e),
+          readRange: (e, o, l) => engine.readRange(e, o, l),
+          readWhole: (e) => engine.readWhole(e),
+          persist: (images) => engine.persist(images),
+        },
+        { ...this.options.cache, readOnly, log: (line) => this.log(`volume ${name}: ${line}`) },
+      );
+      const timer = setInterval(() => {
+        Promise.all([this.targets.refresh(), placer.refresh()]).catch((err: unknown) =>
+          this.log(`cannot refresh topology: ${errorMessage(err)}`),
+        );
+      }, topologyRefreshMs);
+      timer.unref();
+      lock?.lost.then((err) => this.log(`volume ${name}: ${errorMessage(err)}`)).catch(() => undefined);
+      this.log(
+        `attached volume ${name} ${readOnly ? 'read-only' : `for writing (epoch ${lock?.epoch})`}; ${engine.writtenExtents} extents written`,
+      );
+      return {
+        record,
+        readOnly,
+        cache,
+        engine,
+        lock,
+        stopRefresh: () => clearInterval(timer),
+        handles: 0,
+        linger: undefined,
+        detaching: undefined,
+      };
+    } catch (err) {
+      await lock?.release();
+      throw err;
+    }
+  }
+
+  private detach(name: string, vol: OpenVolume): Promise<void> {
+    if (vol.detaching !== undefined) return vol.detaching;
+    const done = this.closeVolume(name, vol).finally(() => {
+      if (this.closing.get(name) === done) this.closing.delete(name);
+    });
+    vol.detaching = done;
+    this.closing.set(name, done);
+    return done;
+  }
+
+  private async closeVolume(name: string, vol: OpenVolume): Promise<void> {
+    this.open_.delete(name);
+    clearTimeout(vol.linger);
+    vol.stopRefresh();
+    try {
+      await vol.cache.close();
+    } catch (err) {
+      this.log(`volume ${name}: final flush failed, unflushed writes are lost: ${errorMessage(err)}`);
+    }
+    await vol.engine.close();
+    await vol.lock?.release();
+    this.log(`detached volume ${name}`);
+  }
+
+  /** Flushes and detaches every open volume. */
+  async close(): Promise<void> {
+    const all = [...this.open_.entries()];
+    await Promise.allSettled([...this.closing.values()]);
+    await Promise.allSettled(
+      all.map(async ([name, p]) => {
+        const vol = await p;
+        vol.handles = 0;
+        await this.detach(name, vol);
+      }),
+    );
+    this.targets.close();
+  }
+
+  /** Open volumes and their cache state, for status output. */
+  async status(): Promise<
+    {
+      name: string;
+      readOnly: boolean;
+      handles: number;
+      dirtyBytes: number;
+      cachedBytes: number;
+      degradedExtents: number;
+    }[]
+  > {
+    const out = [];
+    for (const p of this.open_.values()) {
+      const v = await p.catch(() => undefined);
+      if (v === undefined) continue;
+      out.push({
+        name: v.record.name,
+        readOnly: v.readOnly,
+        handles: v.handles,
+        dirtyBytes: v.cache.dirtyBytes,
+        cachedBytes: v.cache.cachedBytes,
+        degradedExtents: v.engine.degraded.size,
+      });
+    }
+    return out;
+  }
+}
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof CairnError && err.code === 'ENOTFOUND';
+}
