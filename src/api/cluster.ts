@@ -75,7 +75,8 @@ export async function readTopology(meta: EtcdMeta): Promise<Topology> {
         kind: 'node',
         capacityBytes: live?.capacityBytes ?? 0,
         usedBytes: live?.usedBytes ?? 0,
-        up: live !== undefined,
+        // A draining node still serves reads but takes no new shards.
+        up: live !== undefined && t.draining !== true,
       };
     }
     return {
@@ -84,8 +85,15 @@ export async function readTopology(meta: EtcdMeta): Promise<Topology> {
       kind: 's3',
       capacityBytes: t.capacityBytes ?? s3CapacityBytesDefault,
       usedBytes: 0,
-      up: true,
+      up: t.draining !== true,
     };
   });
   return { targets: infos };
+}
+
+/** Names of targets that can be read now: storage nodes with a live lease, and S3 targets. */
+export async function reachableTargets(meta: EtcdMeta): Promise<Set<string>> {
+  const [targets, alive] = await Promise.all([meta.listTargets(), meta.listAlive()]);
+  const live = new Set(alive.map((a) => a.name));
+  return new Set(targets.filter((t) => t.kind === 's3' || live.has(t.name)).map((t) => t.name));
 }

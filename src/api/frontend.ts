@@ -21,7 +21,15 @@ import {
 } from '../core/index.js';
 import type { CodecPool } from '../codec/index.js';
 import { WriteBackCache, type WriteBackCacheOptions } from '../cache/index.js';
-import { NotFoundError, type EtcdMeta, type TargetRecord, type VolumeLock, type VolumeRecord } from '../meta/index.js';
+import {
+  NotFoundError,
+  decodeExtent,
+  keys,
+  type EtcdMeta,
+  type TargetRecord,
+  type VolumeLock,
+  type VolumeRecord,
+} from '../meta/index.js';
 import { createPlacer, type Placer } from '../placement/index.js';
 import { VolumeEngine, type ExtentMapStore, type ShardPlacer, type TargetStores } from '../volume/index.js';
 import { readTopology } from './cluster.js';
@@ -256,6 +264,22 @@ export class VolumeFrontend implements ExportProvider {
         },
         { ...this.options.cache, readOnly, log: (line) => this.log(`volume ${name}: ${line}`) },
       );
+      // Repair publishes moved shards of a generation this engine holds; follow it.
+      const watcher = await meta.client
+        .watch()
+        .prefix(keys.extentsPrefix(record.id))
+        .create()
+        .catch(() => undefined);
+      watcher?.on('put', (kv) => {
+        try {
+          const key = kv.key.toString();
+          const index = Number(key.slice(keys.extentsPrefix(record.id).length));
+          if (engine.adoptRepaired(index, decodeExtent(key, kv.value.toString())))
+            this.log(`volume ${name}: extent ${index} shards moved by repair`);
+        } catch (err) {
+          this.log(`volume ${name}: ignoring a bad extent record: ${errorMessage(err)}`);
+        }
+      });
       const timer = setInterval(() => {
         Promise.all([this.targets.refresh(), placer.refresh()]).catch((err: unknown) =>
           this.log(`cannot refresh topology: ${errorMessage(err)}`),
@@ -272,7 +296,10 @@ export class VolumeFrontend implements ExportProvider {
         cache,
         engine,
         lock,
-        stopRefresh: () => clearInterval(timer),
+        stopRefresh: () => {
+          clearInterval(timer);
+          void watcher?.cancel();
+        },
         handles: 0,
         linger: undefined,
         detaching: undefined,

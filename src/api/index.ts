@@ -6,4 +6,5 @@ export * from './codec_files.js';
 export * from './dev_cluster.js';
 export * from './frontend.js';
 export * from './stores.js';
+export * from './repair.js';
 export * from './volumes.js';

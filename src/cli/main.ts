@@ -5,6 +5,7 @@
 import yargs from 'yargs';
 import { benchCommand } from './bench.js';
 import { codecCommand } from './codec.js';
+import { repairCommands } from './repair.js';
 import { devCommand } from './dev.js';
 import { nbdCommand } from './nbd.js';
 import { gcCommand } from './gc.js';
@@ -30,6 +31,8 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(placementCommand(ctx))
     .command(nbdCommand(ctx))
     .command(devCommand(ctx))
+    .command(repairCommands(ctx).repair)
+    .command(repairCommands(ctx).scrub)
     .command(gcCommand(ctx))
     .command(codecCommand(ctx))
     .command(benchCommand(ctx))

@@ -86,7 +86,7 @@ export function nbdCommand(ctx: CliContext) {
               where.push(`nbd://${listen}`);
             }
             if (socket !== undefined) {
-              rmSync(socket, { force: true });
+              // listenUnix replaces a stale socket file but refuses one a live server holds.
               await server.listenUnix(socket);
               where.push(`nbd+unix:///VOLUME?socket=${socket}`);
             }

@@ -2,6 +2,8 @@
 import type { Argv } from 'yargs';
 import { formatBytes } from '../core/index.js';
 import { listNodes } from '../node/index.js';
+import { planRepair, runRepair, storeForTarget } from '../api/index.js';
+import { CodecPool } from '../codec/index.js';
 import { clusterOptions, isJson, table, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
@@ -37,7 +39,55 @@ export function nodeCommand(ctx: CliContext) {
             );
           }),
         })
-        .demandCommand(1, 'Name an action: list'),
+        .command({
+          command: 'drain <name>',
+          describe: 'Move every shard off a node (placement stops choosing it), so it can be removed',
+          builder: (a: Argv) =>
+            clusterOptions(a)
+              .positional('name', { type: 'string' })
+              .option('undo', {
+                type: 'boolean',
+                default: false,
+                describe: 'stop draining: the node takes new shards again',
+              })
+              .option('wait', {
+                type: 'boolean',
+                default: true,
+                describe: 'move the shards now (else only mark it; the repairer moves them)',
+              }),
+          handler: withErrors(ctx, async (argv) => {
+            const name = String(argv['name']);
+            const result = await withMeta(argv, async (meta) => {
+              const record = await meta.setDraining(name, !argv['undo']);
+              if (argv['undo'] || !argv['wait'])
+                return { target: record.name, draining: record.draining === true, moved: null };
+              const pool = await CodecPool.start();
+              const targets = new Map((await meta.listTargets()).map((t) => [t.name, storeForTarget(t, ctx.secrets)]));
+              try {
+                const plan = await planRepair(meta);
+                const mine = { ...plan, items: plan.items.filter((i) => i.draining.length > 0) };
+                const report = await runRepair(meta, { store: (t) => targets.get(t)! }, pool, mine);
+                return { target: record.name, draining: true, moved: report };
+              } finally {
+                for (const s of targets.values()) s.close?.();
+                await pool.close();
+              }
+            });
+            emit(ctx.io, isJson(argv), result, (r) =>
+              r.moved === null
+                ? [`${r.target}: ${r.draining ? 'draining (the repairer will move its shards)' : 'no longer draining'}`]
+                : [
+                    `${r.target}: draining; moved ${r.moved.shardsRebuilt} shards (${formatBytes(r.moved.bytesWritten)}) of ${r.moved.extentsTotal} extents`,
+                    ...r.moved.errors.map((e) => `  failed: ${e}`),
+                    ...(r.moved.failed === 0
+                      ? [`It holds no published shard now: cairnctl target remove ${r.target} after stopping it.`]
+                      : []),
+                  ],
+            );
+            if (result.moved !== null && result.moved.failed > 0) ctx.exitCode = 1;
+          }),
+        })
+        .demandCommand(1, 'Name an action: list or drain'),
     handler: () => undefined,
   };
 }

@@ -50,6 +50,18 @@ export interface VolumeLock {
   release(): Promise<void>;
 }
 
+/** What `cairn/v1/repair/progress` holds: the last repair run's progress, for resuming and ETA. */
+export interface RepairCheckpoint {
+  readonly startedAt: string;
+  readonly updatedAt: string;
+  readonly state: 'running' | 'done' | 'failed';
+  readonly extentsTotal: number;
+  readonly extentsDone: number;
+  readonly shardsRebuilt: number;
+  readonly bytesWritten: number;
+  readonly unrecoverable: number;
+}
+
 export interface ExtentUpdate {
   readonly index: number;
   /** The new generation, or null to make the extent a hole again (after a whole-extent trim). */
@@ -386,6 +398,73 @@ export class EtcdMeta {
     const key = keys.extent(volumeId, index);
     const text = await this.call(`get ${key}`, () => this.client.get(key).string());
     return text === null ? null : decodeExtent(key, text);
+  }
+
+  /** Extent records with their etcd mod revisions, for compare-and-swap replacement. */
+  async listExtentsWithRevision(volumeId: string): Promise<Map<number, { record: ExtentRecord; modRevision: string }>> {
+    const prefix = keys.extentsPrefix(volumeId);
+    const res = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).exec());
+    const out = new Map<number, { record: ExtentRecord; modRevision: string }>();
+    for (const kv of res.kvs) {
+      const key = kv.key.toString();
+      out.set(Number(key.slice(prefix.length)), {
+        record: decodeExtent(key, kv.value.toString()),
+        modRevision: String(kv.mod_revision),
+      });
+    }
+    return out;
+  }
+
+  async getExtentWithRevision(
+    volumeId: string,
+    index: number,
+  ): Promise<{ record: ExtentRecord; modRevision: string } | null> {
+    const key = keys.extent(volumeId, index);
+    const res = await this.call(`get ${key}`, () => this.client.get(key).exec());
+    const kv = res.kvs[0];
+    return kv === undefined
+      ? null
+      : { record: decodeExtent(key, kv.value.toString()), modRevision: String(kv.mod_revision) };
+  }
+
+  /**
+   * Replaces extent `index`'s record only if it is unchanged since `modRevision`: a repair moves
+   * shards of one generation and must never overwrite a newer generation a writer published.
+   * Returns false, writing nothing, when the record changed.
+   */
+  async replaceExtent(volumeId: string, index: number, modRevision: string, record: ExtentRecord): Promise<boolean> {
+    const key = keys.extent(volumeId, index);
+    const result = await this.call(`replace ${key}`, () =>
+      this.client
+        .if(key, 'Mod', '==', Number(modRevision))
+        .then(this.client.put(key).value(JSON.stringify(record)))
+        .commit(),
+    );
+    return result.succeeded;
+  }
+
+  /** Marks a target as draining (placement stops choosing it; repair moves its shards), or not. */
+  async setDraining(name: string, draining: boolean): Promise<TargetRecord> {
+    const current = await this.getTarget(name);
+    if (current === null) throw new NotFoundError(`No target named "${name}"`);
+    const { draining: _old, ...rest } = current;
+    void _old;
+    const next: TargetRecord = draining ? { ...rest, draining: true } : rest;
+    await this.call(`put ${keys.target(name)}`, () =>
+      this.client.put(keys.target(name)).value(JSON.stringify(next)).exec(),
+    );
+    return next;
+  }
+
+  async putRepairProgress(progress: RepairCheckpoint): Promise<void> {
+    await this.call(`put ${keys.repairProgress()}`, () =>
+      this.client.put(keys.repairProgress()).value(JSON.stringify(progress)).exec(),
+    );
+  }
+
+  async getRepairProgress(): Promise<RepairCheckpoint | null> {
+    const text = await this.call(`get ${keys.repairProgress()}`, () => this.client.get(keys.repairProgress()).string());
+    return text === null ? null : (JSON.parse(text) as RepairCheckpoint);
   }
 
   async listExtents(volumeId: string): Promise<Map<number, ExtentRecord>> {

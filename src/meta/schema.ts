@@ -23,6 +23,8 @@ export const keys = {
   epoch: (volume: string) => `${rootPrefix}epochs/${volume}`,
   gcVolumesPrefix: () => `${rootPrefix}gc/volumes/`,
   gcVolume: (volumeId: string) => `${rootPrefix}gc/volumes/${volumeId}`,
+  repairProgress: () => `${rootPrefix}repair/progress`,
+  repairerLock: () => `${rootPrefix}repair/leader`,
 };
 
 export type TargetPolicy = 'node' | 's3' | 'any';
@@ -50,6 +52,8 @@ export interface TargetRecord {
   /** Declared capacity of an S3 target (nodes report theirs under alive/). */
   readonly capacityBytes?: number;
   readonly addedAt: string;
+  /** Being drained: placement no longer chooses it, repair moves its shards away. */
+  readonly draining?: boolean;
 }
 
 export interface AliveRecord {
@@ -159,6 +163,7 @@ export function decodeTarget(key: string, text: string): TargetRecord {
   const bucket = optional('bucket', isString);
   const region = optional('region', isString);
   const capacityBytes = optional('capacityBytes', isCount);
+  const draining = optional('draining', (v): v is boolean => typeof v === 'boolean');
   return {
     name: field(key, o, 'name', isString, 'a string'),
     kind,
@@ -169,6 +174,7 @@ export function decodeTarget(key: string, text: string): TargetRecord {
     ...(bucket === undefined ? {} : { bucket }),
     ...(region === undefined ? {} : { region }),
     ...(capacityBytes === undefined ? {} : { capacityBytes }),
+    ...(draining === undefined ? {} : { draining }),
   };
 }
 

@@ -166,6 +166,19 @@ export class VolumeEngine {
     return !this.records.has(e);
   }
 
+  /**
+   * Takes a record that repair or scrub published for the SAME generation (shards moved to new
+   * targets), so reads go to the new locations and superseded-shard deletion later removes the
+   * right objects. A record of another generation is ignored: this writer's own commits decide.
+   */
+  adoptRepaired(e: number, rec: ExtentRecord): boolean {
+    const current = this.records.get(e);
+    if (current === undefined || current.generation !== rec.generation || rec.shards.length !== current.shards.length)
+      return false;
+    this.records.set(e, rec);
+    return true;
+  }
+
   /** Changes whenever extent e's published record changes (a counter, so hole-data-hole differs). */
   versionOf(e: number): number {
     return this.changes.get(e) ?? 0;

@@ -1,0 +1,464 @@
+/**
+ * Repair, scrub and drain: keeping every extent at k+m good shards.
+ *
+ * - repair: finds extents with shards on down, unregistered or draining targets (from the extent
+ *   map and liveness in etcd, without reading data), most-degraded first; for each, reads any k
+ *   good shards, rebuilds the lost ones on the codec pool, writes them to targets chosen by
+ *   placement (same zone as the lost shard when possible, never a target already holding a shard
+ *   of the extent), and publishes the new shard locations with a compare-and-swap on the extent's
+ *   etcd revision, so a repair never overwrites a newer generation that a writer published.
+ * - scrub: reads every shard whole (every 4 KiB block's CRC-32 is checked), and rewrites a corrupt
+ *   or missing shard in place on its own target from the others; the extent map does not change.
+ * - drain: a draining target is excluded from placement and repair moves its shards away; the old
+ *   copies are deleted once the new locations are published.
+ *
+ * Both are resumable because they are driven by state, not by a cursor: an extent repaired before
+ * an interruption is no longer degraded, so a restart continues with what is left. Progress is
+ * checkpointed in etcd (`cairn/v1/repair/progress`) for `cairnctl repair` to show and for ETA.
+ * Both are rate-limited by a token bucket on bytes read plus written.
+ */
+import {
+  ChecksumMismatchError,
+  ShardExistsError,
+  ShardNotFoundError,
+  assert,
+  errorMessage,
+  type ShardStore,
+} from '../core/index.js';
+import type { CodecPool } from '../codec/index.js';
+import type { EtcdMeta, ExtentRecord, VolumeRecord } from '../meta/index.js';
+import { createPlacer, type Topology } from '../placement/index.js';
+import { reachableTargets, readTopology } from './cluster.js';
+import { policyOf } from './volumes.js';
+
+export interface RepairStores {
+  store(target: string): ShardStore;
+}
+
+export interface RepairItem {
+  readonly volume: string;
+  readonly volumeId: string;
+  readonly extent: number;
+  /** Shard indexes whose target is down, unregistered or draining. */
+  readonly lost: readonly number[];
+  /** Of those, the shards on draining targets: still readable, to be moved. */
+  readonly draining: readonly number[];
+}
+
+export interface RepairPlan {
+  readonly items: readonly RepairItem[];
+  readonly extentsScanned: number;
+  /** Extents with more than m shards lost: cannot be rebuilt until targets return. */
+  readonly unrecoverable: readonly RepairItem[];
+  /** Bytes to write: one shard per lost shard. */
+  readonly bytesToWrite: number;
+}
+
+export interface RepairProgress {
+  readonly extentsTotal: number;
+  readonly extentsDone: number;
+  readonly shardsRebuilt: number;
+  readonly bytesWritten: number;
+  readonly bytesPerSecond: number;
+  readonly etaSeconds: number | null;
+  readonly skippedChanged: number;
+  readonly failed: number;
+}
+
+export interface RepairReport extends RepairProgress {
+  readonly errors: readonly string[];
+  readonly unrecoverable: number;
+}
+
+/** Upper bound on extents one plan holds: a larger backlog is repaired over several runs. */
+export const repairPlanExtentsMax = 1_000_000;
+
+/**
+ * Which extents need repair, most-degraded first, from etcd alone. A target is lost when it is
+ * not registered, not up (no alive key), or draining.
+ */
+export async function planRepair(meta: EtcdMeta, options: { volume?: string } = {}): Promise<RepairPlan> {
+  const [targets, up] = await Promise.all([meta.listTargets(), reachableTargets(meta)]);
+  const draining = new Set(targets.filter((t) => t.draining === true).map((t) => t.name));
+  const volumes = options.volume === undefined ? await meta.listVolumes() : [await meta.requireVolume(options.volume)];
+  const items: RepairItem[] = [];
+  const unrecoverable: RepairItem[] = [];
+  let scanned = 0;
+  let bytesToWrite = 0;
+  for (const v of volumes) {
+    const records = await meta.listExtents(v.id);
+    for (const [extent, rec] of records) {
+      scanned += 1;
+      const lost: number[] = [];
+      const drained: number[] = [];
+      rec.shards.forEach((s, i) => {
+        if (draining.has(s.target) && up.has(s.target)) {
+          lost.push(i);
+          drained.push(i);
+        } else if (!up.has(s.target)) lost.push(i);
+      });
+      if (lost.length === 0) continue;
+      const item = { volume: v.name, volumeId: v.id, extent, lost, draining: drained };
+      // Draining shards are readable, so only the truly missing ones count against m.
+      if (lost.length - drained.length > v.profile.m) unrecoverable.push(item);
+      else if (items.length < repairPlanExtentsMax) {
+        items.push(item);
+        bytesToWrite += lost.length * rec.shardBytes;
+      }
+    }
+  }
+  items.sort((a, b) => b.lost.length - b.draining.length - (a.lost.length - a.draining.length) || a.extent - b.extent);
+  return { items, extentsScanned: scanned, unrecoverable, bytesToWrite };
+}
+
+/** A token bucket over bytes: waits so that the long-run rate stays at most `bytesPerSecond`. */
+export class ByteRateLimiter {
+  private availableBytes: number;
+  private lastMs = performance.now();
+
+  constructor(private readonly bytesPerSecond: number | undefined) {
+    this.availableBytes = bytesPerSecond ?? 0;
+  }
+
+  async take(bytes: number): Promise<void> {
+    const rate = this.bytesPerSecond;
+    if (rate === undefined) return;
+    const now = performance.now();
+    this.availableBytes = Math.min(rate, this.availableBytes + ((now - this.lastMs) / 1000) * rate);
+    this.lastMs = now;
+    this.availableBytes -= bytes;
+    const debt = -this.availableBytes;
+    if (debt > 0) await new Promise((r) => setTimeout(r, (debt / rate) * 1000));
+  }
+}
+
+/**
+ * Picks a new target for each lost shard: the placement's choice for that shard when usable, else
+ * an up target in the lost shard's zone, else in the zone holding the fewest shards of the
+ * extent; never a target that already holds a shard of the extent.
+ */
+export function chooseDestinations(
+  volume: VolumeRecord,
+  extent: number,
+  rec: ExtentRecord,
+  lost: readonly number[],
+  topology: Topology,
+  zoneOf: (target: string) => string | undefined,
+): Map<number, string> | string {
+  const usable = topology.targets.filter((t) => t.up && (volume.targets === 'any' || t.kind === volume.targets));
+  const used = new Set(rec.shards.filter((_, i) => !lost.includes(i)).map((s) => s.target));
+  let ideal: string[] = [];
+  try {
+    ideal = createPlacer(topology, policyOf(volume))
+      .place(volume.id, extent)
+      .map((p) => p.target);
+  } catch {
+    // The full policy may be unmeetable now (too few targets); choose shard by shard instead.
+  }
+  const zoneCount = new Map<string, number>();
+  for (const s of rec.shards.filter((_, i) => !lost.includes(i))) {
+    const z = zoneOf(s.target) ?? '';
+    zoneCount.set(z, (zoneCount.get(z) ?? 0) + 1);
+  }
+  const out = new Map<number, string>();
+  for (const i of lost) {
+    const free = usable.filter((t) => !used.has(t.id));
+    const lostZone = zoneOf(rec.shards[i]!.target);
+    const pick =
+      free.find((t) => t.id === ideal[i]) ??
+      free
+        .filter((t) => t.zone === lostZone)
+        .sort((a, b) => b.capacityBytes - b.usedBytes - (a.capacityBytes - a.usedBytes))[0] ??
+      free.sort(
+        (a, b) =>
+          (zoneCount.get(a.zone) ?? 0) - (zoneCount.get(b.zone) ?? 0) ||
+          b.capacityBytes - b.usedBytes - (a.capacityBytes - a.usedBytes),
+      )[0];
+    if (pick === undefined)
+      return `no usable target left for shard ${i} (every up target already holds a shard of extent ${extent})`;
+    out.set(i, pick.id);
+    used.add(pick.id);
+    zoneCount.set(pick.zone, (zoneCount.get(pick.zone) ?? 0) + 1);
+  }
+  return out;
+}
+
+/** Reads shards of `rec` (preferring `prefer`) until k verified ones are in hand. */
+async function readAnyK(
+  stores: RepairStores,
+  rec: ExtentRecord,
+  k: number,
+  skip: ReadonlySet<number>,
+  order: readonly number[],
+): Promise<{ shards: Map<number, Uint8Array>; failures: string[] }> {
+  const shards = new Map<number, Uint8Array>();
+  const failures: string[] = [];
+  for (const i of order) {
+    if (shards.size >= k) break;
+    if (skip.has(i)) continue;
+    const ref = rec.shards[i]!;
+    try {
+      const bytes = await stores.store(ref.target).get(ref.key);
+      if (bytes.length !== rec.shardBytes) throw new Error(`has ${bytes.length} bytes, expected ${rec.shardBytes}`);
+      shards.set(i, bytes);
+    } catch (err) {
+      failures.push(`shard ${i} on ${ref.target}: ${errorMessage(err)}`);
+    }
+  }
+  return { shards, failures };
+}
+
+/** Rebuilds shards `wanted` of an extent from `sources` (k shards) on the codec pool. */
+async function rebuild(
+  pool: CodecPool,
+  volume: VolumeRecord,
+  rec: ExtentRecord,
+  sources: Map<number, Uint8Array>,
+  wanted: readonly number[],
+): Promise<Map<number, Uint8Array>> {
+  const { k, m } = volume.profile;
+  const out = new Map<number, Uint8Array>();
+  const toDecode = wanted.filter((i) => {
+    const have = sources.get(i);
+    if (have !== undefined) out.set(i, have);
+    return have === undefined;
+  });
+  if (toDecode.length === 0) return out;
+  assert(sources.size >= k, 'rebuild needs k sources');
+  const buf = pool.allocate(volume.profile, rec.shardBytes);
+  try {
+    const present = Array.from({ length: k + m }, (_, i) => sources.has(i));
+    for (const [i, bytes] of sources) buf.shard(i).set(bytes);
+    await pool.reconstruct(buf, present, toDecode);
+    for (const i of toDecode) out.set(i, buf.shard(i).slice());
+  } finally {
+    pool.release(buf);
+  }
+  return out;
+}
+
+/** Stores a rebuilt shard; an existing copy with the same bytes (an earlier, interrupted run) is fine. */
+async function putShard(store: ShardStore, key: string, bytes: Uint8Array): Promise<void> {
+  try {
+    await store.put(key, bytes);
+  } catch (err) {
+    if (!(err instanceof ShardExistsError)) throw err;
+    const existing = await store.get(key).catch(() => null);
+    if (existing !== null && Buffer.from(existing).equals(Buffer.from(bytes))) return;
+    await store.delete(key);
+    await store.put(key, bytes);
+  }
+}
+
+export interface RepairRunOptions {
+  readonly dryRun?: boolean;
+  readonly maxBytesPerSecond?: number;
+  readonly onProgress?: (p: RepairProgress) => void;
+  /** Checkpoint to etcd every this many extents. */
+  readonly checkpointEvery?: number;
+}
+
+export async function runRepair(
+  meta: EtcdMeta,
+  stores: RepairStores,
+  pool: CodecPool,
+  plan: RepairPlan,
+  options: RepairRunOptions = {},
+): Promise<RepairReport> {
+  const started = performance.now();
+  const startedAt = new Date().toISOString();
+  const limiter = new ByteRateLimiter(options.maxBytesPerSecond);
+  const errors: string[] = [];
+  let done = 0;
+  let shardsRebuilt = 0;
+  let bytesWritten = 0;
+  let skippedChanged = 0;
+  let failed = 0;
+  const progress = (): RepairProgress => {
+    const seconds = (performance.now() - started) / 1000;
+    const rate = seconds > 0 ? bytesWritten / seconds : 0;
+    const remaining = plan.bytesToWrite - bytesWritten;
+    return {
+      extentsTotal: plan.items.length,
+      extentsDone: done,
+      shardsRebuilt,
+      bytesWritten,
+      bytesPerSecond: Math.round(rate),
+      etaSeconds: rate > 0 ? Math.max(0, Math.round(remaining / rate)) : null,
+      skippedChanged,
+      failed,
+    };
+  };
+  const checkpoint = async (state: 'running' | 'done' | 'failed') => {
+    if (options.dryRun) return;
+    await meta
+      .putRepairProgress({
+        startedAt,
+        updatedAt: new Date().toISOString(),
+        state,
+        extentsTotal: plan.items.length,
+        extentsDone: done,
+        shardsRebuilt,
+        bytesWritten,
+        unrecoverable: plan.unrecoverable.length,
+      })
+      .catch((err: unknown) => errors.push(`checkpoint: ${errorMessage(err)}`));
+  };
+  const volumes = new Map<string, VolumeRecord>();
+  let topology = await readTopology(meta);
+  const targetZones = new Map((await meta.listTargets()).map((t) => [t.name, t.zone]));
+  await checkpoint('running');
+  for (const item of plan.items) {
+    if (options.dryRun) {
+      done += 1;
+      continue;
+    }
+    try {
+      let volume = volumes.get(item.volumeId);
+      if (volume === undefined) {
+        volume = await meta.requireVolume(item.volume);
+        volumes.set(item.volumeId, volume);
+      }
+      const current = await meta.getExtentWithRevision(item.volumeId, item.extent);
+      if (current === null) {
+        skippedChanged += 1;
+        continue;
+      }
+      const rec = current.record;
+      const { k, m } = volume.profile;
+      const drainSet = new Set(item.draining);
+      const missing = new Set(item.lost.filter((i) => !drainSet.has(i)));
+      // Sources: healthy shards first (data before parity), then the draining ones.
+      const order = [
+        ...Array.from({ length: k + m }, (_, i) => i).filter((i) => !item.lost.includes(i)),
+        ...item.draining,
+      ];
+      const { shards: sources, failures } = await readAnyK(stores, rec, k, missing, order);
+      await limiter.take([...sources.values()].reduce((s, b) => s + b.length, 0));
+      if (sources.size < k)
+        throw new Error(`only ${sources.size} of ${k} needed shards readable (${failures.join('; ')})`);
+      const destinations = chooseDestinations(volume, item.extent, rec, item.lost, topology, (t) => targetZones.get(t));
+      if (typeof destinations === 'string') throw new Error(destinations);
+      const rebuilt = await rebuild(pool, volume, rec, sources, item.lost);
+      for (const [i, bytes] of rebuilt) {
+        await putShard(stores.store(destinations.get(i)!), rec.shards[i]!.key, bytes);
+        bytesWritten += bytes.length;
+        shardsRebuilt += 1;
+        await limiter.take(bytes.length);
+      }
+      const next: ExtentRecord = {
+        ...rec,
+        shards: rec.shards.map((s, i) => (destinations.has(i) ? { target: destinations.get(i)!, key: s.key } : s)),
+      };
+      if (!(await meta.replaceExtent(item.volumeId, item.extent, current.modRevision, next))) {
+        // A writer published a new generation meanwhile: our copies are garbage, theirs is whole.
+        skippedChanged += 1;
+        for (const [i] of rebuilt)
+          await stores
+            .store(destinations.get(i)!)
+            .delete(rec.shards[i]!.key)
+            .catch(() => undefined);
+      } else {
+        // Moved off a draining target: the old copy can go now that the new location is published.
+        for (const i of item.draining)
+          await stores
+            .store(rec.shards[i]!.target)
+            .delete(rec.shards[i]!.key)
+            .catch(() => undefined);
+      }
+    } catch (err) {
+      failed += 1;
+      if (errors.length < 100) errors.push(`volume ${item.volume} extent ${item.extent}: ${errorMessage(err)}`);
+    }
+    done += 1;
+    options.onProgress?.(progress());
+    if (done % (options.checkpointEvery ?? 16) === 0) {
+      await checkpoint('running');
+      topology = await readTopology(meta).catch(() => topology);
+    }
+  }
+  await checkpoint(failed > 0 ? 'failed' : 'done');
+  return { ...progress(), errors, unrecoverable: plan.unrecoverable.length };
+}
+
+export interface ScrubReport {
+  readonly extents: number;
+  readonly shardsChecked: number;
+  readonly bytesRead: number;
+  readonly corrupt: number;
+  readonly missing: number;
+  readonly healed: number;
+  readonly unhealed: readonly string[];
+}
+
+/**
+ * Reads every shard of every extent (of one volume, or all) whole, verifying every block's CRC-32,
+ * and rewrites a corrupt or missing shard in place on its own target, rebuilt from the others.
+ * Shards on targets that are down are left to repair.
+ */
+export async function runScrub(
+  meta: EtcdMeta,
+  stores: RepairStores,
+  pool: CodecPool,
+  options: { volume?: string; maxBytesPerSecond?: number; onExtent?: (done: number, total: number) => void } = {},
+): Promise<ScrubReport> {
+  const limiter = new ByteRateLimiter(options.maxBytesPerSecond);
+  const up = await reachableTargets(meta);
+  const volumes = options.volume === undefined ? await meta.listVolumes() : [await meta.requireVolume(options.volume)];
+  let extents = 0;
+  let shardsChecked = 0;
+  let bytesRead = 0;
+  let corrupt = 0;
+  let missing = 0;
+  let healed = 0;
+  const unhealed: string[] = [];
+  const all: { v: VolumeRecord; e: number }[] = [];
+  for (const v of volumes) for (const e of (await meta.listExtents(v.id)).keys()) all.push({ v, e });
+  for (const { v, e } of all) {
+    const current = await meta.getExtentWithRevision(v.id, e);
+    extents += 1;
+    options.onExtent?.(extents, all.length);
+    if (current === null) continue;
+    const rec = current.record;
+    const bad: number[] = [];
+    const good = new Map<number, Uint8Array>();
+    for (const [i, ref] of rec.shards.entries()) {
+      if (!up.has(ref.target)) continue;
+      shardsChecked += 1;
+      try {
+        const bytes = await stores.store(ref.target).get(ref.key);
+        bytesRead += bytes.length;
+        await limiter.take(bytes.length);
+        good.set(i, bytes);
+      } catch (err) {
+        if (err instanceof ChecksumMismatchError) corrupt += 1;
+        else if (err instanceof ShardNotFoundError) missing += 1;
+        else continue; // unreachable now: repair's business
+        bad.push(i);
+      }
+    }
+    if (bad.length === 0) continue;
+    const sources = new Map([...good].slice(0, v.profile.k));
+    if (sources.size < v.profile.k) {
+      unhealed.push(`volume ${v.name} extent ${e}: shards ${bad.join(', ')} bad and only ${sources.size} good`);
+      continue;
+    }
+    try {
+      const rebuilt = await rebuild(pool, v, rec, sources, bad);
+      // Re-check that the extent is still this generation before touching its objects.
+      const still = await meta.getExtentWithRevision(v.id, e);
+      if (still?.modRevision !== current.modRevision) continue;
+      for (const [i, bytes] of rebuilt) {
+        const ref = rec.shards[i]!;
+        const store = stores.store(ref.target);
+        await store.delete(ref.key);
+        await store.put(ref.key, bytes);
+        await limiter.take(bytes.length);
+        healed += 1;
+      }
+    } catch (err) {
+      unhealed.push(`volume ${v.name} extent ${e}: ${errorMessage(err)}`);
+    }
+  }
+  return { extents, shardsChecked, bytesRead, corrupt, missing, healed, unhealed };
+}

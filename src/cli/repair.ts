@@ -1,0 +1,227 @@
+/**
+ * `cairnctl repair` and `cairnctl scrub`: keep every extent at k+m good shards.
+ *
+ * The background repairer is `cairnctl repair --daemon`: run it anywhere that reaches etcd and
+ * the targets (k8s/: a one-replica Deployment). Several may run; an etcd lease elects one leader,
+ * so a second copy is a hot standby rather than a competing writer. It lives apart from the
+ * frontends because repair must also cover volumes nobody has attached, and apart from cairnd
+ * because rebuilding needs k shards from other nodes and the codec, which a storage node has no
+ * reason to carry.
+ */
+import type { Argv } from 'yargs';
+import { hostname } from 'node:os';
+import { errorMessage, formatBytes, parseSize, type ShardStore } from '../core/index.js';
+import { planRepair, runRepair, runScrub, storeForTarget, type RepairProgress } from '../api/index.js';
+import { CodecPool } from '../codec/index.js';
+import { keys, type EtcdMeta } from '../meta/index.js';
+import { clusterOptions, isJson, withMeta } from './common.js';
+import { type CliContext, withErrors } from './context.js';
+import { emit } from './output.js';
+
+/** Shard stores for every registered target, opened on first use. */
+async function targetStores(
+  meta: EtcdMeta,
+  ctx: CliContext,
+): Promise<{ store(target: string): ShardStore; close(): void }> {
+  const records = new Map((await meta.listTargets()).map((t) => [t.name, t]));
+  const open = new Map<string, ShardStore>();
+  return {
+    store(target: string): ShardStore {
+      let s = open.get(target);
+      if (s === undefined) {
+        const record = records.get(target);
+        if (record === undefined) throw new Error(`target "${target}" is not registered`);
+        s = storeForTarget(record, ctx.secrets);
+        open.set(target, s);
+      }
+      return s;
+    },
+    close() {
+      for (const s of open.values()) s.close?.();
+    },
+  };
+}
+
+function progressLine(p: RepairProgress): string {
+  const width = 30;
+  const fraction = p.extentsTotal === 0 ? 1 : p.extentsDone / p.extentsTotal;
+  const bar = '#'.repeat(Math.round(fraction * width)).padEnd(width, '-');
+  const eta = p.etaSeconds === null ? '?' : `${p.etaSeconds}s`;
+  return `[${bar}] ${(fraction * 100).toFixed(0)}% ${p.extentsDone}/${p.extentsTotal} extents, ${formatBytes(p.bytesWritten)} written, ${formatBytes(p.bytesPerSecond)}/s, ETA ${eta}`;
+}
+
+const rateOption = { type: 'string', describe: 'limit on bytes read + written per second, e.g. 50MiB' } as const;
+
+export function repairCommands(ctx: CliContext) {
+  const repair = {
+    command: 'repair',
+    describe: 'Rebuild shards lost with down, removed or draining targets, most-degraded extents first',
+    builder: (y: Argv) =>
+      clusterOptions(y)
+        .option('volume', { type: 'string', describe: 'only this volume' })
+        .option('dry-run', { type: 'boolean', default: false, describe: 'show what would be repaired, change nothing' })
+        .option('max-bytes-per-second', rateOption)
+        .option('daemon', {
+          type: 'boolean',
+          default: false,
+          describe: 'keep running: repair whenever something is degraded (one leader per cluster)',
+        })
+        .option('interval', { type: 'number', default: 30_000, describe: 'ms between scans with --daemon' }),
+    handler: withErrors(ctx, async (argv) => {
+      const maxBytesPerSecond =
+        argv['max-bytes-per-second'] === undefined
+          ? undefined
+          : parseSize(String(argv['max-bytes-per-second']), '--max-bytes-per-second');
+      await withMeta(argv, async (meta) => {
+        const pool = argv['dry-run'] ? undefined : await CodecPool.start();
+        const stores = await targetStores(meta, ctx);
+        try {
+          const once = async () => {
+            const plan = await planRepair(meta, argv['volume'] === undefined ? {} : { volume: String(argv['volume']) });
+            if (argv['dry-run'] || pool === undefined) {
+              emit(
+                ctx.io,
+                isJson(argv),
+                {
+                  extentsScanned: plan.extentsScanned,
+                  toRepair: plan.items,
+                  unrecoverable: plan.unrecoverable,
+                  bytesToWrite: plan.bytesToWrite,
+                },
+                (r) => [
+                  `Scanned ${r.extentsScanned} extents: ${r.toRepair.length} to repair (${formatBytes(r.bytesToWrite)} to write), ${r.unrecoverable.length} with more than m shards lost`,
+                  ...r.toRepair
+                    .slice(0, 20)
+                    .map(
+                      (i) =>
+                        `  volume ${i.volume} extent ${i.extent}: shards ${i.lost.join(', ')}${i.draining.length > 0 ? ` (draining: ${i.draining.join(', ')})` : ''}`,
+                    ),
+                ],
+              );
+              return;
+            }
+            const tty = process.stderr.isTTY === true && !isJson(argv);
+            let lastPrint = 0;
+            const report = await runRepair(meta, stores, pool, plan, {
+              ...(maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond }),
+              onProgress: (p) => {
+                if (isJson(argv)) return;
+                const now = Date.now();
+                if (tty) process.stderr.write(`\r${progressLine(p)}`);
+                else if (now - lastPrint > 2000 || p.extentsDone === p.extentsTotal) {
+                  ctx.io.err(progressLine(p));
+                  lastPrint = now;
+                }
+              },
+            });
+            if (tty) process.stderr.write('\n');
+            emit(ctx.io, isJson(argv), report, (r) => [
+              `Repaired ${r.extentsDone - r.failed - r.skippedChanged} of ${r.extentsTotal} extents: ${r.shardsRebuilt} shards rebuilt, ${formatBytes(r.bytesWritten)} written at ${formatBytes(r.bytesPerSecond)}/s`,
+              ...(r.skippedChanged > 0
+                ? [`${r.skippedChanged} extents were rewritten by their writer meanwhile (nothing to repair)`]
+                : []),
+              ...(r.unrecoverable > 0
+                ? [`${r.unrecoverable} extents have more than m shards lost: they need their targets back`]
+                : []),
+              ...r.errors.map((e) => `  failed: ${e}`),
+            ]);
+            if (report.failed > 0 || report.unrecoverable > 0) ctx.exitCode = 1;
+          };
+          if (!argv['daemon']) return await once();
+          await runAsLeader(
+            meta,
+            Number(argv['interval']),
+            async () => {
+              try {
+                await once();
+              } catch (err) {
+                ctx.io.err(`repair pass failed: ${errorMessage(err)}`);
+              }
+            },
+            (line) => ctx.io.err(line),
+          );
+        } finally {
+          stores.close();
+          await pool?.close();
+        }
+      });
+    }),
+  };
+
+  const scrub = {
+    command: 'scrub',
+    describe: 'Read every shard, verify every checksum, and rewrite corrupt shards from parity',
+    builder: (y: Argv) =>
+      clusterOptions(y)
+        .option('volume', { type: 'string', describe: 'only this volume' })
+        .option('max-bytes-per-second', rateOption),
+    handler: withErrors(ctx, async (argv) => {
+      const maxBytesPerSecond =
+        argv['max-bytes-per-second'] === undefined
+          ? undefined
+          : parseSize(String(argv['max-bytes-per-second']), '--max-bytes-per-second');
+      const report = await withMeta(argv, async (meta) => {
+        const pool = await CodecPool.start();
+        const stores = await targetStores(meta, ctx);
+        try {
+          return await runScrub(meta, stores, pool, {
+            ...(argv['volume'] === undefined ? {} : { volume: String(argv['volume']) }),
+            ...(maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond }),
+          });
+        } finally {
+          stores.close();
+          await pool.close();
+        }
+      });
+      emit(ctx.io, isJson(argv), report, (r) => [
+        `Scrubbed ${r.extents} extents: ${r.shardsChecked} shards, ${formatBytes(r.bytesRead)} read and verified`,
+        `corrupt: ${r.corrupt}, missing: ${r.missing}, rewritten from parity: ${r.healed}`,
+        ...r.unhealed.map((u) => `  not healed: ${u}`),
+      ]);
+      if (report.unhealed.length > 0) ctx.exitCode = 1;
+    }),
+  };
+  return { repair, scrub };
+}
+
+/**
+ * Runs `pass` every `intervalMs` while this process holds the repairer lease in etcd; a standby
+ * retries each interval. Stops on SIGTERM/SIGINT.
+ */
+async function runAsLeader(
+  meta: EtcdMeta,
+  intervalMs: number,
+  pass: () => Promise<void>,
+  log: (line: string) => void,
+): Promise<void> {
+  const me = `${hostname()}/${process.pid}`;
+  let stopping = false;
+  const stop = () => {
+    stopping = true;
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  const lease = meta.client.lease(10);
+  try {
+    const leaseId = await meta.call('grant the repairer lease', () => lease.grant());
+    while (!stopping) {
+      const result = await meta
+        .call('elect a repairer', () =>
+          meta.client
+            .if(keys.repairerLock(), 'Create', '==', 0)
+            .then(meta.client.put(keys.repairerLock()).value(me).lease(leaseId))
+            .commit(),
+        )
+        .catch(() => undefined);
+      const leader = await meta
+        .call('read the repairer', () => meta.client.get(keys.repairerLock()).string())
+        .catch(() => null);
+      if (result?.succeeded || leader === me) await pass();
+      else log(`repairer standby: ${leader ?? 'nobody'} is the leader`);
+      const until = Date.now() + intervalMs;
+      while (!stopping && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    await lease.revoke().catch(() => undefined);
+  }
+}
