@@ -23,16 +23,19 @@ import type { CodecPool } from '../codec/index.js';
 import { WriteBackCache, type WriteBackCacheOptions } from '../cache/index.js';
 import {
   NotFoundError,
+  VolumeLockedError,
   decodeExtent,
   keys,
   type EtcdMeta,
+  type ExtentRecord,
   type TargetRecord,
   type VolumeLock,
   type VolumeRecord,
 } from '../meta/index.js';
-import { createPlacer, type Placer } from '../placement/index.js';
+import { createPlacer, type Placer, type Topology } from '../placement/index.js';
 import { VolumeEngine, type ExtentMapStore, type ShardPlacer, type TargetStores } from '../volume/index.js';
 import { readTopology } from './cluster.js';
+import { assessExtentMap, livenessOf, type ExtentMapHealth } from './health.js';
 import { storeForTarget, type SecretSource } from './stores.js';
 import { policyOf } from './volumes.js';
 
@@ -44,6 +47,9 @@ export const topologyRefreshMs = 2_000;
  * load) would be slow, and the lock would bounce between them.
  */
 export const detachLingerMs = 1_500;
+/** How long an attach waits for another frontend's lock: its lease TTL (10 s) and some margin. */
+export const lockWaitMsDefault = 12_000;
+const lockPollMs = 250;
 
 export interface FrontendOptions {
   readonly meta: EtcdMeta;
@@ -53,10 +59,14 @@ export interface FrontendOptions {
   readonly owner: string;
   /** Serve every volume read-only. */
   readonly readOnly?: boolean;
-  /** Take volumes over from another frontend (new epoch) instead of refusing. */
+  /** Take volumes over from another frontend (new epoch) instead of waiting for its lease. */
   readonly forceTakeover?: boolean;
+  /** How long to wait for another frontend's lock to expire before refusing. */
+  readonly lockWaitMs?: number;
   readonly cache?: Omit<WriteBackCacheOptions, 'readOnly' | 'log'>;
   readonly log?: (line: string) => void;
+  /** Told when each persist of a volume's dirty extents starts; the result is called when it ends (metrics). */
+  readonly onFlush?: (volume: string, extents: number) => (ok: boolean) => void;
 }
 
 /** Shard stores for every registered target, refreshed from etcd. */
@@ -260,7 +270,16 @@ export class VolumeFrontend implements ExportProvider {
           versionOf: (e) => engine.versionOf(e),
           readRange: (e, o, l) => engine.readRange(e, o, l),
           readWhole: (e) => engine.readWhole(e),
-          persist: (images) => engine.persist(images),
+          persist: async (images) => {
+            const done = this.options.onFlush?.(name, images.length);
+            try {
+              await engine.persist(images);
+              done?.(true);
+            } catch (err) {
+              done?.(false);
+              throw err;
+            }
+          },
         },
         { ...this.options.cache, readOnly, log: (line) => this.log(`volume ${name}: ${line}`) },
       );
@@ -310,6 +329,30 @@ export class VolumeFrontend implements ExportProvider {
     }
   }
 
+  /**
+   * Takes the volume's write lock. When another frontend holds it, waits (bounded) for its lease
+   * to expire, as after that frontend died; --force-takeover takes it at once instead.
+   */
+  private async acquireWaiting(name: string): Promise<VolumeLock> {
+    const deadline = Date.now() + (this.options.lockWaitMs ?? lockWaitMsDefault);
+    let told = false;
+    for (;;) {
+      try {
+        return await this.options.meta.acquireLock(name, this.options.owner, {
+          takeover: this.options.forceTakeover ?? false,
+        });
+      } catch (err) {
+        if (!(err instanceof VolumeLockedError) || Date.now() + lockPollMs > deadline) throw err;
+        if (!told)
+          this.log(
+            `volume ${name}: ${errorMessage(err)}; waiting up to ${this.options.lockWaitMs ?? lockWaitMsDefault} ms for its lease`,
+          );
+        told = true;
+        await new Promise((r) => setTimeout(r, lockPollMs));
+      }
+    }
+  }
+
   private detach(name: string, vol: OpenVolume): Promise<void> {
     if (vol.detaching !== undefined) return vol.detaching;
     const done = this.closeVolume(name, vol).finally(() => {
@@ -348,8 +391,13 @@ export class VolumeFrontend implements ExportProvider {
     this.targets.close();
   }
 
-  /** Open volumes and their cache state, for status output. */
-  async status(): Promise<
+  /**
+   * Open volumes and their cache state, for status output and metrics. Volumes still attaching
+   * (an attach may wait seconds for a lock) are left out rather than waited for. Given the
+   * topology, volumes attached for writing also get their health from the engine's extent map
+   * (src/api/health.ts); read-only ones are left to their writer.
+   */
+  async status(options: { readonly topology?: Topology } = {}): Promise<
     {
       name: string;
       readOnly: boolean;
@@ -357,11 +405,14 @@ export class VolumeFrontend implements ExportProvider {
       dirtyBytes: number;
       cachedBytes: number;
       degradedExtents: number;
+      health?: ExtentMapHealth;
     }[]
   > {
+    const liveness = options.topology === undefined ? undefined : livenessOf(options.topology);
     const out = [];
     for (const p of this.open_.values()) {
-      const v = await p.catch(() => undefined);
+      // A settled promise wins the race against the already-resolved undefined; a pending one loses.
+      const v = await Promise.race([p, Promise.resolve(undefined)]).catch(() => undefined);
       if (v === undefined) continue;
       out.push({
         name: v.record.name,
@@ -370,9 +421,33 @@ export class VolumeFrontend implements ExportProvider {
         dirtyBytes: v.cache.dirtyBytes,
         cachedBytes: v.cache.cachedBytes,
         degradedExtents: v.engine.degraded.size,
+        ...(liveness === undefined || v.readOnly
+          ? {}
+          : {
+              health: assessExtentMap({
+                sizeBytes: v.record.sizeBytes,
+                extentBytes: v.record.extentBytes,
+                profile: v.record.profile,
+                extents: publishedExtents(v.engine),
+                liveness,
+                readDegraded: v.engine.degraded,
+              }),
+            }),
       });
     }
     return out;
+  }
+}
+
+/** The engine's published records in extent order; stops once every written extent was seen. */
+function* publishedExtents(engine: VolumeEngine): Generator<[number, ExtentRecord]> {
+  const count = Math.ceil(engine.volume.sizeBytes / engine.volume.extentBytes);
+  let left = engine.writtenExtents;
+  for (let e = 0; e < count && left > 0; e++) {
+    const record = engine.record(e);
+    if (record === undefined) continue;
+    left -= 1;
+    yield [e, record];
   }
 }
 

@@ -21,6 +21,7 @@
  * data across a crash of this process (that is what FLUSH is for).
  */
 import {
+  CairnError,
   InvalidArgumentError,
   assert,
   errorMessage,
@@ -52,6 +53,8 @@ export interface WriteBackCacheOptions {
   readonly cacheBytesMax?: number;
   /** Dirty data older than this is flushed by the background flusher. */
   readonly flushAgeMs?: number;
+  /** How long a flush keeps retrying extents that failed for retryable reasons. */
+  readonly flushRetryMs?: number;
   /** How often the background flusher looks. 0 turns it off (tests drive flush() by hand). */
   readonly flushCheckMs?: number;
   readonly clock?: Clock;
@@ -62,6 +65,8 @@ export const dirtyBytesMaxDefault = 256 * 1024 * 1024;
 export const cacheBytesMaxDefault = 512 * 1024 * 1024;
 export const flushAgeMsDefault = 5_000;
 export const flushCheckMsDefault = 500;
+/** Long enough for the topology to be re-read (2 s) and an etcd leader election (about 1-2 s). */
+export const flushRetryMsDefault = 10_000;
 /** Reads retried when a flush replaced the extent under them; more means a bug. */
 const readRetriesMax = 8;
 
@@ -426,7 +431,7 @@ export class WriteBackCache implements BlockDevice {
         c.hole = false;
       }
       try {
-        await this.backend.persist(images);
+        await this.persistWithRetry(images);
         this.stats.flushedExtents += images.length;
       } catch (err) {
         const failed =
@@ -450,6 +455,32 @@ export class WriteBackCache implements BlockDevice {
     } finally {
       for (const c of candidates) c.flushing = false;
       this.evictClean();
+    }
+  }
+
+  /**
+   * persist(), retrying the extents that failed for retryable reasons (a target that just died and
+   * is still in the placement, an etcd leader change) with backoff, for up to flushRetryMs. A
+   * fenced writer, or any failure that is not retryable, ends the retries at once.
+   */
+  private async persistWithRetry(images: readonly ExtentImage[]): Promise<void> {
+    const deadline = Date.now() + (this.options.flushRetryMs ?? flushRetryMsDefault);
+    let pending = images;
+    let backoffMs = 100;
+    for (;;) {
+      try {
+        await this.backend.persist(pending);
+        return;
+      } catch (err) {
+        if (!(err instanceof PersistError)) throw err;
+        const causes = [...err.failed.values()];
+        const retryable = causes.every((c) => c instanceof CairnError && c.retryable && !(c instanceof FencedError));
+        if (!retryable || Date.now() + backoffMs > deadline) throw err;
+        this.log(`flush: ${err.failed.size} extents failed (${errorMessage(causes[0])}); retrying in ${backoffMs} ms`);
+        pending = pending.filter((i) => err.failed.has(i.extent));
+        await new Promise((r) => setTimeout(r, backoffMs));
+        backoffMs = Math.min(backoffMs * 2, 2_000);
+      }
     }
   }
 

@@ -1,6 +1,6 @@
 /** `cairnctl gc`: remove the shards of deleted volumes from every target. Safe to run any time. */
 import type { Argv } from 'yargs';
-import { collectGarbage, storeForTarget } from '../api/index.js';
+import { collectGarbage, storeForTarget, sweepOrphans } from '../api/index.js';
 import type { ShardStore } from '../core/index.js';
 import { clusterOptions, isJson, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
@@ -10,19 +10,34 @@ export function gcCommand(ctx: CliContext) {
   return {
     command: 'gc',
     describe: 'Delete the shards of deleted volumes (volume delete starts this in the background)',
-    builder: (y: Argv) => clusterOptions(y),
+    builder: (y: Argv) =>
+      clusterOptions(y).option('orphans', {
+        type: 'boolean',
+        default: true,
+        describe: 'also delete shards no extent points to (stale copies, crashed writers)',
+      }),
     handler: withErrors(ctx, async (argv) => {
       const report = await withMeta(argv, async (meta) => {
         const stores = new Map<string, ShardStore>();
         try {
           for (const target of await meta.listTargets()) stores.set(target.name, storeForTarget(target, ctx.secrets));
-          return await collectGarbage(meta, stores);
+          const deleted = await collectGarbage(meta, stores);
+          const orphans = argv['orphans']
+            ? await sweepOrphans(meta, stores)
+            : { shardsScanned: 0, orphansDeleted: 0, errors: [] };
+          return {
+            ...deleted,
+            orphansScanned: orphans.shardsScanned,
+            orphansDeleted: orphans.orphansDeleted,
+            errors: [...deleted.errors, ...orphans.errors],
+          };
         } finally {
           for (const s of stores.values()) s.close?.();
         }
       });
       emit(ctx.io, isJson(argv), report, (r) => [
         `Collected ${r.volumes} deleted volume(s): ${r.shardsDeleted} shard(s) removed`,
+        `Swept ${r.orphansScanned} shard(s) of live volumes: ${r.orphansDeleted} orphan(s) removed`,
         ...r.errors.map((e) => `  not finished: ${e}`),
       ]);
       if (report.errors.length > 0) ctx.exitCode = 1;

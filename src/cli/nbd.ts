@@ -35,7 +35,12 @@ export function nbdCommand(ctx: CliContext) {
               .option('force-takeover', {
                 type: 'boolean',
                 default: false,
-                describe: 'take volumes over from another frontend (fences it)',
+                describe: 'take volumes over from another frontend at once (fences it)',
+              })
+              .option('lock-wait', {
+                type: 'number',
+                default: 12_000,
+                describe: "ms to wait for another frontend's lock to expire before refusing a volume",
               })
               .option('cache-size', { type: 'string', default: '512MiB', describe: 'cache per volume (clean + dirty)' })
               .option('dirty-max', {
@@ -76,6 +81,7 @@ export function nbdCommand(ctx: CliContext) {
               owner: `${hostname()}/${process.pid}`,
               readOnly: Boolean(argv['read-only']),
               forceTakeover: Boolean(argv['force-takeover']),
+              lockWaitMs: Number(argv['lock-wait']),
               cache: { dirtyBytesMax, cacheBytesMax, flushAgeMs: Number(argv['flush-age']) },
               log,
             });

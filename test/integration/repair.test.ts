@@ -107,6 +107,21 @@ describe('repair, scrub and drain on a cluster of real processes', function () {
     await readBack('after repair');
   });
 
+  it('gc deletes the stale shards of a node that returns after repair, and nothing else', async () => {
+    const b1 = stack().node('b-1');
+    const stale = shardFiles(b1.dataDir, volumeId);
+    expect(stale.length, 'shard files b-1 kept on disk').to.be.above(0);
+    const port = Number(b1.address.split(':')[1]);
+    spares.push(await startCairnd({ etcd: stack().etcd, name: 'b-1', zone: 'b', dataDir: b1.dataDir, port }));
+    const report = await ctl(['gc']);
+    expect(report).to.include({ orphansDeleted: stale.length });
+    expect(shardFiles(b1.dataDir, volumeId)).to.deep.equal([]);
+    // Every shard the extent map points to is still there: a second sweep finds no orphan and
+    // a cold read returns every byte.
+    expect(await ctl(['gc'])).to.include({ orphansDeleted: 0 });
+    await readBack('after gc');
+  });
+
   it('scrub finds a flipped byte in a shard file on disk and rewrites the shard from parity', async () => {
     const node = stack().node('a-1');
     const files = shardFiles(node.dataDir, volumeId);

@@ -62,7 +62,7 @@ describe('model: write-back cache over the volume engine', function () {
         readWhole: (e) => engine.readWhole(e),
         persist: (i) => engine.persist(i),
       },
-      { dirtyBytesMax, cacheBytesMax: dirtyBytesMax * 2, flushCheckMs: 0 },
+      { dirtyBytesMax, cacheBytesMax: dirtyBytesMax * 2, flushCheckMs: 0, flushRetryMs: 0 },
     );
     return { engine, cache };
   }
@@ -177,6 +177,49 @@ describe('model: write-back cache over the volume engine', function () {
     const reopened = await open(map, targets, 2);
     const got = await reopened.cache.read(0, 200);
     expect(got.subarray(0, 100).every((x) => x === 9) && got.subarray(100).every((x) => x === 7)).to.equal(true);
+  });
+
+  it('retries a flush whose shard writes failed while a target was down, and succeeds once it is back', async () => {
+    const map = new MemoryExtentMap();
+    const targets = new MemoryTargets(names);
+    const engine = await VolumeEngine.open({
+      volume,
+      map,
+      targets,
+      placer: roundRobinPlacer(names, 6),
+      pool,
+      epoch: 1,
+      oldShardGraceMs: 0,
+    });
+    let retries = 0;
+    const cache = new WriteBackCache(
+      {
+        geometry: volume,
+        isHole: (e) => engine.isHole(e),
+        versionOf: (e) => engine.versionOf(e),
+        readRange: (e, o, l) => engine.readRange(e, o, l),
+        readWhole: (e) => engine.readWhole(e),
+        persist: (i) => engine.persist(i),
+      },
+      {
+        flushCheckMs: 0,
+        flushRetryMs: 5_000,
+        // The retry announces itself in the log: that is when the target comes back.
+        log: (line) => {
+          if (line.startsWith('flush:')) {
+            retries += 1;
+            targets.down.clear();
+          }
+        },
+      },
+    );
+    await cache.write(0, new Uint8Array(40 * KiB).fill(3));
+    targets.down.add('t1');
+    await cache.flush();
+    expect(retries).to.equal(1);
+    expect(map.records.size).to.equal(2);
+    const fresh = await open(map, targets, 2);
+    expect((await fresh.cache.read(0, 40 * KiB)).every((x) => x === 3)).to.equal(true);
   });
 
   it('stops publishing once fenced, and keeps failing', async () => {
