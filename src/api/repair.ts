@@ -43,6 +43,8 @@ export interface RepairItem {
   readonly lost: readonly number[];
   /** Of those, the shards on draining targets: still readable, to be moved. */
   readonly draining: readonly number[];
+  /** Where the shards go, when already decided (rebalance); else repair chooses. */
+  readonly destinations?: ReadonlyMap<number, string>;
 }
 
 export interface RepairPlan {
@@ -109,6 +111,51 @@ export async function planRepair(meta: EtcdMeta, options: { volume?: string } = 
   }
   items.sort((a, b) => b.lost.length - b.draining.length - (a.lost.length - a.draining.length) || a.extent - b.extent);
   return { items, extentsScanned: scanned, unrecoverable, bytesToWrite };
+}
+
+/**
+ * Shards to move so that extents sit where placement now puts them: after a node joins, the
+ * shards placement assigns to it. Only moves onto a target that holds no shard of the extent
+ * are planned, and with `to`, only moves onto that target. Sources are read, not decoded.
+ * Measured on 9 -> 10 nodes in 3 zones with 4+2: 9.5% of shards move, 1.14x the ideal 1/12
+ * (test/unit/placement/movement.test.ts).
+ */
+export async function planRebalance(
+  meta: EtcdMeta,
+  options: { volume?: string; to?: string } = {},
+): Promise<RepairPlan> {
+  const topology = await readTopology(meta);
+  const up = await reachableTargets(meta);
+  const volumes = options.volume === undefined ? await meta.listVolumes() : [await meta.requireVolume(options.volume)];
+  const items: RepairItem[] = [];
+  let scanned = 0;
+  let bytesToWrite = 0;
+  for (const v of volumes) {
+    let placer;
+    try {
+      placer = createPlacer(topology, policyOf(v));
+    } catch {
+      continue; // the policy cannot be met now: nothing to rebalance towards
+    }
+    for (const [extent, rec] of await meta.listExtents(v.id)) {
+      scanned += 1;
+      const ideal = placer.place(v.id, extent).map((p) => p.target as string);
+      const holding = new Set(rec.shards.map((s) => s.target));
+      const destinations = new Map<number, string>();
+      rec.shards.forEach((s, i) => {
+        const want = ideal[i];
+        if (want === undefined || want === s.target || holding.has(want) || !up.has(s.target)) return;
+        if (options.to !== undefined && want !== options.to) return;
+        if ([...destinations.values()].includes(want)) return;
+        destinations.set(i, want);
+      });
+      if (destinations.size === 0) continue;
+      const moving = [...destinations.keys()];
+      items.push({ volume: v.name, volumeId: v.id, extent, lost: moving, draining: moving, destinations });
+      bytesToWrite += moving.length * rec.shardBytes;
+    }
+  }
+  return { items, extentsScanned: scanned, unrecoverable: [], bytesToWrite };
 }
 
 /** A token bucket over bytes: waits so that the long-run rate stays at most `bytesPerSecond`. */
@@ -337,7 +384,9 @@ export async function runRepair(
       await limiter.take([...sources.values()].reduce((s, b) => s + b.length, 0));
       if (sources.size < k)
         throw new Error(`only ${sources.size} of ${k} needed shards readable (${failures.join('; ')})`);
-      const destinations = chooseDestinations(volume, item.extent, rec, item.lost, topology, (t) => targetZones.get(t));
+      const destinations =
+        item.destinations ??
+        chooseDestinations(volume, item.extent, rec, item.lost, topology, (t) => targetZones.get(t));
       if (typeof destinations === 'string') throw new Error(destinations);
       const rebuilt = await rebuild(pool, volume, rec, sources, item.lost);
       for (const [i, bytes] of rebuilt) {

@@ -12,6 +12,7 @@ import { gcCommand } from './gc.js';
 import { initCommand } from './init.js';
 import { nodeCommand } from './node.js';
 import { placementCommand } from './placement.js';
+import { statusCommand } from './status.js';
 import { targetCommand } from './target.js';
 import { volumeCommand } from './volume.js';
 import type { CliContext } from './context.js';
@@ -26,6 +27,7 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     )
     .command(initCommand(ctx))
     .command(volumeCommand(ctx))
+    .command(statusCommand(ctx))
     .command(nodeCommand(ctx))
     .command(targetCommand(ctx))
     .command(placementCommand(ctx))
@@ -33,6 +35,7 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(devCommand(ctx))
     .command(repairCommands(ctx).repair)
     .command(repairCommands(ctx).scrub)
+    .command(repairCommands(ctx).rebalance)
     .command(gcCommand(ctx))
     .command(codecCommand(ctx))
     .command(benchCommand(ctx))

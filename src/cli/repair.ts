@@ -11,7 +11,7 @@
 import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
 import { errorMessage, formatBytes, parseSize, type ShardStore } from '../core/index.js';
-import { planRepair, runRepair, runScrub, storeForTarget, type RepairProgress } from '../api/index.js';
+import { planRebalance, planRepair, runRepair, runScrub, storeForTarget, type RepairProgress } from '../api/index.js';
 import { CodecPool } from '../codec/index.js';
 import { keys, type EtcdMeta } from '../meta/index.js';
 import { clusterOptions, isJson, withMeta } from './common.js';
@@ -181,7 +181,61 @@ export function repairCommands(ctx: CliContext) {
       if (report.unhealed.length > 0) ctx.exitCode = 1;
     }),
   };
-  return { repair, scrub };
+  const rebalance = {
+    command: 'rebalance',
+    describe:
+      'Move shards to where placement now puts them (after nodes join): only onto targets that hold no shard of the extent',
+    builder: (y: Argv) =>
+      clusterOptions(y)
+        .option('volume', { type: 'string', describe: 'only this volume' })
+        .option('to', { type: 'string', describe: 'only moves onto this target (e.g. the node that joined)' })
+        .option('dry-run', { type: 'boolean', default: false })
+        .option('max-bytes-per-second', rateOption),
+    handler: withErrors(ctx, async (argv) => {
+      const maxBytesPerSecond =
+        argv['max-bytes-per-second'] === undefined
+          ? undefined
+          : parseSize(String(argv['max-bytes-per-second']), '--max-bytes-per-second');
+      const result = await withMeta(argv, async (meta) => {
+        const plan = await planRebalance(meta, {
+          ...(argv['volume'] === undefined ? {} : { volume: String(argv['volume']) }),
+          ...(argv['to'] === undefined ? {} : { to: String(argv['to']) }),
+        });
+        const moves = plan.items.map((i) => ({
+          volume: i.volume,
+          extent: i.extent,
+          moves: [...(i.destinations ?? [])].map(([shard, to]) => ({ shard, to })),
+        }));
+        if (argv['dry-run']) return { extentsScanned: plan.extentsScanned, planned: moves, report: null };
+        const pool = await CodecPool.start();
+        const stores = await targetStores(meta, ctx);
+        try {
+          return {
+            extentsScanned: plan.extentsScanned,
+            planned: moves,
+            report: await runRepair(
+              meta,
+              stores,
+              pool,
+              plan,
+              maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond },
+            ),
+          };
+        } finally {
+          stores.close();
+          await pool.close();
+        }
+      });
+      const shards = result.planned.reduce((n, p) => n + p.moves.length, 0);
+      emit(ctx.io, isJson(argv), result, (r) => [
+        `Scanned ${r.extentsScanned} extents: ${shards} shards of ${r.planned.length} extents ${r.report === null ? 'would move' : 'moved'}`,
+        ...(r.report === null ? [] : [`${formatBytes(r.report.bytesWritten)} copied; ${r.report.failed} failed`]),
+        ...(r.report?.errors ?? []).map((e) => `  failed: ${e}`),
+      ]);
+      if (result.report !== null && result.report.failed > 0) ctx.exitCode = 1;
+    }),
+  };
+  return { repair, scrub, rebalance };
 }
 
 /**

@@ -148,6 +148,32 @@ describe('repair, scrub and drain on a cluster of real processes', function () {
     expect(shardFiles(spares[0]!.dataDir, volumeId), 'shard files left on a-3').to.deep.equal([]);
   });
 
+  it('rebalances onto a node that joins: only shards placement assigns to it move, by copy', async () => {
+    spares.push(await startCairnd({ etcd: stack().etcd, name: 'c-3', zone: 'c' }));
+    await waitUntil(
+      'c-3 to be up',
+      async () => {
+        const nodes = JSON.parse((await stack().cairnctl('node list', ['node', 'list', '--json'])).stdout) as {
+          name: string;
+          state: string;
+        }[];
+        return nodes.find((n) => n.name === 'c-3')?.state === 'up' ? true : undefined;
+      },
+      30_000,
+    );
+    const dry = await ctl(['rebalance', '--to', 'c-3', '--dry-run']);
+    const planned = dry['planned'] as { moves: { to: string }[] }[];
+    const shards = planned.reduce((n, p) => n + p.moves.length, 0);
+    expect(shards, 'shards placement assigns to the new node').to.be.above(0);
+    for (const p of planned) for (const m of p.moves) expect(m.to).to.equal('c-3');
+    const done = await ctl(['rebalance', '--to', 'c-3']);
+    expect(done['report']).to.include({ shardsRebuilt: shards, failed: 0 });
+    const onC3 = (await extents()).filter((e) => e.shards.some((s) => s.target === 'c-3')).length;
+    expect(onC3).to.equal(planned.length);
+    expect(shardFiles(spares.at(-1)!.dataDir, volumeId)).to.have.length(shards);
+    await readBack('after rebalance');
+  });
+
   it('still reads every byte after two more nodes are SIGKILLed (m = 2 after repair)', async () => {
     await stack().killNode('c-1');
     await stack().killNode('c-2');
