@@ -50,7 +50,11 @@ function progressLine(p: RepairProgress): string {
   return `[${bar}] ${(fraction * 100).toFixed(0)}% ${p.extentsDone}/${p.extentsTotal} extents, ${formatBytes(p.bytesWritten)} written, ${formatBytes(p.bytesPerSecond)}/s, ETA ${eta}`;
 }
 
-const rateOption = { type: 'string', describe: 'limit on bytes read + written per second, e.g. 50MiB' } as const;
+const rateOption = {
+  type: 'string',
+  alias: 'rate',
+  describe: 'limit on bytes read + written per second, e.g. 50MiB',
+} as const;
 
 export function repairCommands(ctx: CliContext) {
   const repair = {
@@ -66,7 +70,17 @@ export function repairCommands(ctx: CliContext) {
           default: false,
           describe: 'keep running: repair whenever something is degraded (one leader per cluster)',
         })
-        .option('interval', { type: 'number', default: 30_000, describe: 'ms between scans with --daemon' }),
+        .option('interval', { type: 'number', default: 30_000, describe: 'ms between scans with --daemon' })
+        .option('scrub-interval', {
+          type: 'number',
+          default: 24 * 3600 * 1000,
+          describe: 'ms between background scrubs with --daemon (0: never)',
+        })
+        .option('scrub-rate', {
+          type: 'string',
+          default: '10MiB',
+          describe: 'bytes per second a background scrub may read',
+        }),
     handler: withErrors(ctx, async (argv) => {
       const maxBytesPerSecond =
         argv['max-bytes-per-second'] === undefined
@@ -78,6 +92,8 @@ export function repairCommands(ctx: CliContext) {
         try {
           const once = async () => {
             const plan = await planRepair(meta, argv['volume'] === undefined ? {} : { volume: String(argv['volume']) });
+            // A daemon speaks only when there is something to do.
+            if (argv['daemon'] && plan.items.length === 0 && plan.unrecoverable.length === 0) return;
             if (argv['dry-run'] || pool === undefined) {
               emit(
                 ctx.io,
@@ -128,12 +144,22 @@ export function repairCommands(ctx: CliContext) {
             if (report.failed > 0 || report.unrecoverable > 0) ctx.exitCode = 1;
           };
           if (!argv['daemon']) return await once();
+          const scrubEveryMs = Number(argv['scrub-interval']);
+          const scrubRate = parseSize(String(argv['scrub-rate']), '--scrub-rate');
+          let lastScrub = Date.now();
           await runAsLeader(
             meta,
             Number(argv['interval']),
             async () => {
               try {
                 await once();
+                if (scrubEveryMs > 0 && pool !== undefined && Date.now() - lastScrub >= scrubEveryMs) {
+                  lastScrub = Date.now();
+                  const r = await runScrub(meta, stores, pool, { maxBytesPerSecond: scrubRate });
+                  ctx.io.err(
+                    `scrub: ${r.shardsChecked} shards verified, ${r.corrupt} corrupt, ${r.missing} missing, ${r.healed} rewritten`,
+                  );
+                }
               } catch (err) {
                 ctx.io.err(`repair pass failed: ${errorMessage(err)}`);
               }
