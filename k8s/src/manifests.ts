@@ -13,6 +13,7 @@ import { etcdObjects } from './etcd.js';
 import { exampleObjects } from './example.js';
 import { frontendObjects } from './frontend.js';
 import { initJobObjects } from './init_job.js';
+import { repairerObjects } from './repairer.js';
 import { configObjects, namespaceObjects } from './namespace.js';
 import type { ObjectMeta } from './parts.js';
 import { rbacObjects } from './rbac.js';
@@ -91,6 +92,13 @@ export function manifestFiles(): ManifestFile[] {
       source: 'frontend.ts',
       title: 'the NBD frontend, one per Kubernetes node, and its node-local Service',
       objects: frontendObjects(),
+      inAll: true,
+    },
+    {
+      file: 'repairer.yaml',
+      source: 'repairer.ts',
+      title: 'the background repairer (cairnctl repair --daemon), two replicas, one elected leader',
+      objects: repairerObjects(),
       inAll: true,
     },
     {

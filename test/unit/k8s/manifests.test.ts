@@ -397,7 +397,7 @@ describe('k8s manifests: Cairn facts', () => {
   it('mounts the node Secret wherever a script reads it, and ships a placeholder cairnd would refuse', async () => {
     const readers = containers.filter((p) => commandLine(p.container).includes(config.nodeSecret.file));
     expect(readers.map((p) => p.doc.metadata.name).sort()).to.deep.equal(
-      [config.cairnd.name, config.frontend.name].sort(),
+      [config.cairnd.name, config.frontend.name, 'cairn-repairer'].sort(),
     );
     for (const p of readers) {
       const holder = volumeHolding(p, config.nodeSecret.file);
@@ -413,6 +413,13 @@ describe('k8s manifests: Cairn facts', () => {
       () => expect.fail('cairnd accepted the placeholder secret'),
       (err: Error) => expect(err.message).to.include('Invalid shared secret'),
     );
+  });
+
+  it('runs the background repairer as two replicas of cairnctl repair --daemon (one elected leader)', () => {
+    const deployment = find('Deployment', 'cairn-repairer');
+    const spec = deployment['spec'] as { replicas: number; template: { spec: { containers: { args: string[] }[] } } };
+    expect(spec.replicas).to.equal(2);
+    expect(spec.template.spec.containers[0]!.args.slice(0, 3)).to.deep.equal(['cairnctl', 'repair', '--daemon']);
   });
 
   it('grants the Kubernetes API to one initContainer only: get on nodes, nothing else', () => {
