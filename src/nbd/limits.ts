@@ -39,6 +39,14 @@ export const handshakeDeadlineMsDefault = 30_000;
 export const closeDeadlineMsDefault = 5_000;
 /** After we end a connection, a client that does not close its side is dropped after this long. */
 export const closeLingerMs = 2_000;
+/**
+ * Bytes the requests in flight on one connection may hold (READ data not yet handed to the
+ * kernel, WRITE payloads being written) before the session stops parsing and pauses the socket.
+ * Without it the bound is nbdRequestsInFlightMax x nbdRequestBytesMax = 64 x 32 MiB = 2 GiB per
+ * connection, and a client that sends 64 READ headers (1.8 KB) and never reads its replies makes
+ * the server hold all of it. One request always runs, so a single 32 MiB READ still works.
+ */
+export const sessionInFlightBytesMax = 64 * MiB;
 /** Connections one server accepts at once; more are refused by the kernel's accept path. */
 export const connectionsMax = 1024;
 
@@ -50,4 +58,5 @@ assert(nbdRequestBytesMax <= 0xffffffff - 8, 'one READ must fit one OFFSET_DATA 
 assert(nbdOptionBytesMax >= 256 + 6, 'an INFO/GO naming a 256-byte export must fit');
 assert(optionDiscardBytesMax >= nbdOptionBytesMax);
 assert(nbdRequestsInFlightMax >= 1);
+assert(sessionInFlightBytesMax >= nbdRequestBytesMax, 'one request of the maximum size must fit the budget');
 assert(errorMessageBytesMax <= 4096, 'the protocol caps strings at 4096 bytes');

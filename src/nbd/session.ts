@@ -42,6 +42,7 @@ import {
   optionDiscardBytesMax,
   readSparseBytesMin,
   sessionErrorLogLinesMax,
+  sessionInFlightBytesMax,
 } from './limits.js';
 import {
   commandName,
@@ -118,6 +119,13 @@ export interface SessionOptions {
   readonly log: (line: string) => void;
   /** Who this connection is, for log lines: `conn 7 (127.0.0.1:51234)`. */
   readonly label: string;
+  /**
+   * Told when a transmission request starts to run (its header and payload read), with its
+   * protocol name (`WRITE`) and length in bytes; the function returned is called once, with the
+   * errno of the reply (0 for success), when the reply is ready. Requests refused at the edge are
+   * reported at once with length 0. For metrics: the session reads no clock; the caller does.
+   */
+  readonly onRequest?: (command: string, bytes: number) => (errno: number) => void;
 }
 
 export type SessionPhase = 'handshake' | 'transmission' | 'closed';
@@ -157,6 +165,8 @@ export class Session {
   private metaContextExport: string | null = null;
   private open: OpenExport | null = null;
   private inFlight = 0;
+  /** Bytes the requests in flight hold: READ lengths and WRITE payloads (sessionInFlightBytesMax). */
+  private inFlightBytes = 0;
   private inputPaused = false;
   private shuttingDown = false;
   private connectionGone = false;
@@ -323,7 +333,7 @@ export class Session {
         case 'optionBusy':
           return;
         case 'requestHeader': {
-          if (this.inFlight >= nbdRequestsInFlightMax) return;
+          if (this.inFlightFull()) return;
           if (this.queue.length < requestHeaderBytes) return;
           const header = decodeRequestHeader(this.queue.take(requestHeaderBytes));
           if (!header.ok) {
@@ -361,7 +371,7 @@ export class Session {
     const blocked =
       this.parse.kind === 'optionBusy' ||
       this.parse.kind === 'stopped' ||
-      (this.parse.kind === 'requestHeader' && this.inFlight >= nbdRequestsInFlightMax);
+      (this.parse.kind === 'requestHeader' && this.inFlightFull());
     if (blocked && !this.inputPaused) {
       this.inputPaused = true;
       this.io.pauseInput();
@@ -369,6 +379,13 @@ export class Session {
       this.inputPaused = false;
       this.io.resumeInput();
     }
+  }
+
+  /** No new request is parsed at the count limit, or while the byte budget is spent (one always runs). */
+  private inFlightFull(): boolean {
+    return (
+      this.inFlight >= nbdRequestsInFlightMax || (this.inFlight > 0 && this.inFlightBytes >= sessionInFlightBytesMax)
+    );
   }
 
   private stopParsing(): void {
@@ -673,6 +690,26 @@ export class Session {
     this.logRequestError(header, errno, message);
     this.inFlight += 1;
     this.sendReply(this.errorReply(header.cookie, errno, message));
+    this.observe(header.type, 0)(errno);
+  }
+
+  /** options.onRequest made safe: an observer that throws is logged as a BUG and changes nothing else. */
+  private observe(type: number, bytes: number): (errno: number) => void {
+    const onRequest = this.options.onRequest;
+    if (onRequest === undefined) return ignoreOutcome;
+    try {
+      const done = onRequest(commandName(type), bytes);
+      return (errno) => {
+        try {
+          done(errno);
+        } catch (err) {
+          this.bug('reporting a request', err);
+        }
+      };
+    } catch (err) {
+      this.bug('reporting a request', err);
+      return ignoreOutcome;
+    }
   }
 
   private errorReply(cookie: bigint, errno: number, message: string): Uint8Array[] {
@@ -684,24 +721,34 @@ export class Session {
   private dispatch(header: RequestHeader, command: Command, payload: Uint8Array): void {
     const open = this.open;
     assert(open !== null);
+    // What this request holds until its reply reaches the kernel: its READ data or WRITE payload.
+    const heldBytes = command.type === 'read' || command.type === 'write' ? command.length : 0;
     this.inFlight += 1;
-    this.execute(open, header.cookie, command, payload)
+    this.inFlightBytes += heldBytes;
+    const done = this.observe(header.type, 'length' in command ? command.length : 0);
+    const outcome = { errno: nbdErrno.ok as number };
+    this.execute(open, header.cookie, command, payload, outcome)
       .catch((err: unknown) => {
         // execute() maps device failures itself; this is our own bug.
         this.bug(`running ${commandName(header.type)}`, err);
+        outcome.errno = nbdErrno.eio;
         return this.errorReply(header.cookie, nbdErrno.eio, 'internal error');
       })
-      .then((parts) => this.sendReply(parts))
+      .then((parts) => {
+        this.sendReply(parts, heldBytes);
+        done(outcome.errno);
+      })
       .catch((err: unknown) => this.bug('sending a reply', err));
   }
 
-  private sendReply(parts: readonly Uint8Array[]): void {
+  private sendReply(parts: readonly Uint8Array[], heldBytes = 0): void {
     let done = false;
     this.io.send(parts, () => {
       if (done) return;
       done = true;
       this.inFlight -= 1;
-      assert(this.inFlight >= 0);
+      this.inFlightBytes -= heldBytes;
+      assert(this.inFlight >= 0 && this.inFlightBytes >= 0);
       this.afterReply();
     });
   }
@@ -745,6 +792,8 @@ export class Session {
     cookie: bigint,
     command: Command,
     payload: Uint8Array,
+    /** Set to the errno replied when the command fails. */
+    outcome: { errno: number },
   ): Promise<Uint8Array[]> {
     const { device } = open;
     try {
@@ -779,6 +828,7 @@ export class Session {
       return [encodeSimpleReply(nbdErrno.ok, cookie)];
     } catch (err) {
       const mapped = nbdErrorOf(err);
+      outcome.errno = mapped.errno;
       const what = describeCommand(command);
       if (mapped.bug) this.bug(`${what} on export "${open.name}"`, err);
       else this.logError(`export "${open.name}": ${what}: ${errnoName(mapped.errno)}: ${errorMessage(err)}`);
@@ -855,6 +905,8 @@ export class Session {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
+
+const ignoreOutcome = (_errno: number): void => undefined;
 
 function isWireString(text: string): boolean {
   return !text.includes('\0') && new TextEncoder().encode(text).length <= 4096;

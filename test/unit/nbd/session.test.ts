@@ -480,6 +480,26 @@ describe('Session transmission', () => {
     expect(Buffer.from(device.peek(5 * 4096, 4096)).equals(Buffer.from(seededBytes(4096, 6)))).to.equal(true);
   });
 
+  it(`stops reading when requests in flight hold ${nbdLimits.sessionInFlightBytesMax / MiB} MiB, not a whole window of 32 MiB READs`, async () => {
+    const { client, provider, pipe } = setup({ exports: (p) => p.create('disk', 64 * MiB) });
+    await client.greet();
+    await client.go('disk');
+    const device = provider.device('disk');
+    const gate = new Gate();
+    device.beforeOperation = () => gate.wait();
+    // Without the byte budget all of these would run at once (the count limit is 64).
+    const count = 6;
+    const length = 32 * MiB;
+    for (let i = 0; i < count; i++) client.send({ type: cmd.read, flags: flag.df, offset: 0, length });
+    const window = nbdLimits.sessionInFlightBytesMax / length;
+    await waitFor('the session to pause its input', () => pipe.inputPaused());
+    expect(device.stats.inFlight).to.equal(window);
+    expect(pipe.session.inFlightCount).to.equal(window);
+    gate.open();
+    for (let i = 0; i < count; i++) expect((await client.readReply()).errno).to.equal(0);
+    expect(device.stats.inFlightHighWater).to.equal(window);
+  });
+
   it('answers a bug inside the device with EIO, logs it loudly and keeps serving', async () => {
     const { client, provider, pipe } = setup();
     await client.greet();
