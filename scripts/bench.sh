@@ -12,3 +12,4 @@ for spec in "8+3 1MiB" "4+2 1MiB" "4+2 4MiB"; do
 done
 node scripts/bench/meta_bench.mjs "${BENCH_META_COUNT:-300}"
 node scripts/bench/nbd_bench.mjs
+node scripts/bench/failover_bench.mjs
