@@ -5,6 +5,7 @@ export * from './cluster.js';
 export * from './codec_files.js';
 export * from './dev_cluster.js';
 export * from './frontend.js';
+export * from './health.js';
 export * from './stores.js';
 export * from './repair.js';
 export * from './volumes.js';

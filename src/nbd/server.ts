@@ -15,7 +15,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { unlink } from 'node:fs/promises';
 import { assert, errorMessage, type ExportProvider } from '../core/index.js';
 import { closeDeadlineMsDefault, closeLingerMs, connectionsMax, handshakeDeadlineMsDefault } from './limits.js';
-import { Session, type SessionIo } from './session.js';
+import { Session, type SessionIo, type SessionOptions } from './session.js';
 
 export interface NbdServerOptions {
   readonly provider: ExportProvider;
@@ -27,6 +27,8 @@ export interface NbdServerOptions {
   readonly handshakeDeadlineMs?: number;
   /** How long close() lets requests in flight finish before dropping connections. */
   readonly closeDeadlineMs?: number;
+  /** Passed to every Session: told when each request starts and ends (metrics). */
+  readonly onRequest?: SessionOptions['onRequest'];
 }
 
 export interface NbdServerAddress {
@@ -53,6 +55,7 @@ export class NbdServer {
   private readonly log: (line: string) => void;
   private readonly handshakeDeadlineMs: number;
   private readonly closeDeadlineMs: number;
+  private readonly onRequest: SessionOptions['onRequest'];
   private readonly listeners: Server[] = [];
   private readonly connections = new Set<Connection>();
   private tcpAddress: { host: string; port: number } | null = null;
@@ -66,6 +69,7 @@ export class NbdServer {
     this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
     this.handshakeDeadlineMs = options.handshakeDeadlineMs ?? handshakeDeadlineMsDefault;
     this.closeDeadlineMs = options.closeDeadlineMs ?? closeDeadlineMsDefault;
+    this.onRequest = options.onRequest;
     assert(this.handshakeDeadlineMs > 0 && this.closeDeadlineMs >= 0);
   }
 
@@ -185,7 +189,13 @@ export class NbdServer {
         setTimeout(() => socket.destroy(), closeLingerMs).unref();
       },
     };
-    const session = new Session(io, { provider: this.provider, readOnly: this.readOnly, log: this.log, label });
+    const session = new Session(io, {
+      provider: this.provider,
+      readOnly: this.readOnly,
+      log: this.log,
+      label,
+      ...(this.onRequest === undefined ? {} : { onRequest: this.onRequest }),
+    });
     const connection: Connection = { socket, session };
     this.connections.add(connection);
 

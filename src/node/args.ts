@@ -33,6 +33,8 @@ export interface DaemonConfig {
   readonly capacityBytes?: number;
   readonly authSecret?: string;
   readonly drainMs: number;
+  /** Where GET /metrics is served (Prometheus text); absent: no metrics endpoint. */
+  readonly metricsListen?: { readonly host: string; readonly port: number };
 }
 
 export type ParsedDaemonArgs =
@@ -66,6 +68,10 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     .option('auth-secret-file', {
       type: 'string',
       describe: 'file holding the shared secret clients must send (env CAIRN_NODE_SECRET)',
+    })
+    .option('metrics-listen', {
+      type: 'string',
+      describe: 'HOST:PORT serving Prometheus metrics at /metrics (default: off)',
     })
     .option('drain-timeout', {
       type: 'number',
@@ -128,6 +134,9 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     drainMs,
     ...(advertiseText === undefined ? {} : { advertise: advertiseText }),
     ...(args.capacity === undefined ? {} : { capacityBytes: checkCapacity(String(args.capacity)) }),
+    ...(args['metrics-listen'] === undefined
+      ? {}
+      : { metricsListen: parseHostPort(String(args['metrics-listen']), '--metrics-listen address') }),
     ...secretOf(args['auth-secret-file'] as string | undefined, env),
   };
   return { kind: 'run', config };

@@ -2,7 +2,8 @@
  * cairnd's life: open the shard directory, serve the shard API, register in etcd, print one
  * ready line; on SIGTERM or SIGINT stop accepting, let requests in flight finish (bounded),
  * revoke the lease so the node shows down at once, and return exit code 0. A second signal
- * during that ends the process at once (exit 1).
+ * during that ends the process at once (exit 1). Logs are JSON lines on stderr (src/metrics/log.ts);
+ * with --metrics-listen it also serves Prometheus metrics on that address (docs/metrics.md).
  *
  * What it keeps true: the ready line is printed only once the node is registered and serving,
  * so a script or test that waits for it can use the node. A start that fails (etcd unreachable,
@@ -13,13 +14,16 @@
  */
 import { Etcd3 } from 'etcd3';
 import { errorMessage } from '../core/index.js';
+import { createLogger, createNodeMetrics, serveMetrics, type MetricsServer } from '../metrics/index.js';
 import { FileShardStore } from '../shard/index.js';
 import type { DaemonConfig } from './args.js';
 import { NodeRegistration } from './registration.js';
 import { ShardServer } from './server.js';
 
 export interface DaemonIo {
+  /** The ready line, plain, for scripts and tests that wait for it. */
   out(line: string): void;
+  /** Logs: one JSON object per line (src/metrics/log.ts). */
   err(line: string): void;
 }
 
@@ -27,7 +31,8 @@ type StopSignal = 'SIGTERM' | 'SIGINT';
 
 /** Runs the node until SIGTERM/SIGINT; resolves with the exit code. Throws when the start fails. */
 export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<number> {
-  const log = (line: string): void => io.err(`cairnd ${config.name}: ${line}`);
+  const logger = createLogger({ name: 'cairnd', fields: { node: config.name, zone: config.zone }, write: io.err });
+  const log = logger.line;
   let onSignal: (signal: StopSignal) => void = () => undefined;
   const stopRequested = new Promise<StopSignal>((resolve) => (onSignal = resolve));
   let signals = 0;
@@ -46,14 +51,32 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     description: `node "${config.name}"`,
     ...(config.capacityBytes === undefined ? {} : { capacityBytes: config.capacityBytes }),
   });
+  const metrics =
+    config.metricsListen === undefined
+      ? undefined
+      : createNodeMetrics({
+          defaultLabels: { node: config.name, zone: config.zone },
+          onError: (what, err) => logger.warn(`metrics: ${what} failed: ${errorMessage(err)}`),
+        });
+  metrics?.usageFrom(() => store.usage());
   const server = new ShardServer({
     store,
     name: config.name,
     zone: config.zone,
     log,
     ...(config.authSecret === undefined ? {} : { authSecret: config.authSecret }),
+    ...(metrics === undefined ? {} : { onRequestDone: (done) => metrics.requestDone(done) }),
   });
   const bound = await server.listen(config.listenHost, config.listenPort);
+  let metricsServer: MetricsServer | undefined;
+  if (metrics !== undefined && config.metricsListen !== undefined) {
+    try {
+      metricsServer = await serveMetrics(metrics, { ...config.metricsListen, log });
+    } catch (err) {
+      await server.close(0);
+      throw err;
+    }
+  }
   const address = config.advertise ?? bound.address;
   const etcd = new Etcd3({ hosts: [...config.etcdEndpoints], dialTimeout: config.etcdTimeoutMs });
   const registration = new NodeRegistration({
@@ -74,12 +97,15 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     first = await Promise.race([started, stopRequested]);
   } catch (err) {
     await server.close(0);
+    await metricsServer?.close();
     await registration.stop().catch(() => undefined);
     etcd.close();
     throw err;
   }
   if (first === 'started') {
     io.out(`cairnd ${config.name} zone ${config.zone} serving on ${address}`);
+    if (metricsServer !== undefined)
+      logger.info(`metrics on http://${metricsServer.address}/metrics`, { metrics: metricsServer.address });
     first = await stopRequested;
   }
 
@@ -92,6 +118,7 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
       .catch((err: unknown) => log(`cannot revoke the lease; the alive key expires with it: ${errorMessage(err)}`)),
   ]);
   if (cut > 0) log(`cut off ${cut} requests still running after ${config.drainMs} ms`);
+  await metricsServer?.close();
   etcd.close();
   process.off('SIGTERM', handler);
   process.off('SIGINT', handler);

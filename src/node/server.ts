@@ -21,6 +21,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import {
   AssertionError,
   CairnError,
@@ -82,6 +83,28 @@ export interface ShardServerOptions {
   /** One line per error (without a trailing newline). */
   readonly log: (line: string) => void;
   readonly bodyBytesInFlightMax?: number;
+  /** Told about every request once its response is finished or its connection closed (metrics). */
+  readonly onRequestDone?: (done: ShardRequestDone) => void;
+}
+
+/** One request as metrics see it. */
+export interface ShardRequestDone {
+  readonly route: 'shard' | 'shard_list' | 'health' | 'other';
+  readonly method: string;
+  /** The status sent; 0 when the connection closed before a response was sent. */
+  readonly status: number;
+  readonly durationMs: number;
+  /** Shard data bytes stored (a 201 PUT), else 0. */
+  readonly bytesWritten: number;
+  /** Bytes of a 200 GET body, else 0. */
+  readonly bytesRead: number;
+}
+
+function routeOf(url: string): ShardRequestDone['route'] {
+  const path = url.split('?')[0] ?? '';
+  if (path === nodeHealthPath) return 'health';
+  if (path === nodeShardsPath) return 'shard_list';
+  return path.startsWith(`${nodeShardsPath}/`) ? 'shard' : 'other';
 }
 
 /** The one mapping from a thrown error to an HTTP status and a stable code. */
@@ -104,6 +127,9 @@ export class ShardServer {
   private readonly name: string;
   private readonly zone: string;
   private readonly log: (line: string) => void;
+  private readonly onRequestDone: ((done: ShardRequestDone) => void) | undefined;
+  /** Body bytes of GET answers, for onRequestDone (headers given to writeHead cannot be read back). */
+  private readonly bodyBytesSent = new WeakMap<ServerResponse, number>();
   private readonly secretDigest: Buffer | undefined;
   private readonly bodyBytesInFlightMax: number;
   private bodyBytesInFlight = 0;
@@ -116,6 +142,7 @@ export class ShardServer {
     this.name = options.name;
     this.zone = options.zone;
     this.log = options.log;
+    this.onRequestDone = options.onRequestDone;
     // Comparing fixed-length digests lets timingSafeEqual run whatever length the guess has.
     this.secretDigest = options.authSecret === undefined ? undefined : digest(options.authSecret);
     this.bodyBytesInFlightMax = options.bodyBytesInFlightMax ?? bodyBytesInFlightMaxDefault;
@@ -170,12 +197,14 @@ export class ShardServer {
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.requestsInFlight += 1;
+    const method = req.method ?? '';
+    const url = req.url ?? '';
+    const startedMs = performance.now();
     res.once('close', () => {
       this.requestsInFlight -= 1;
       if (this.requestsInFlight === 0) this.idle?.();
+      this.reportDone(method, url, req, res, startedMs);
     });
-    const method = req.method ?? '';
-    const url = req.url ?? '';
     try {
       if (this.draining) {
         res.setHeader('connection', 'close');
@@ -204,6 +233,25 @@ export class ShardServer {
       const body = JSON.stringify({ code, message });
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
+    }
+  }
+
+  private reportDone(method: string, url: string, req: IncomingMessage, res: ServerResponse, startedMs: number): void {
+    if (this.onRequestDone === undefined) return;
+    const status = res.headersSent ? res.statusCode : 0;
+    const sent = this.bodyBytesSent.get(res) ?? 0;
+    const received = Number(req.headers['content-length'] ?? 0);
+    try {
+      this.onRequestDone({
+        route: routeOf(url),
+        method,
+        status,
+        durationMs: performance.now() - startedMs,
+        bytesWritten: method === 'PUT' && status === 201 && Number.isSafeInteger(received) ? received : 0,
+        bytesRead: method === 'GET' && status === 200 && Number.isSafeInteger(sent) ? sent : 0,
+      });
+    } catch (err) {
+      this.log(`reporting ${method} ${url.slice(0, 200)}: ${errorMessage(err)}`);
     }
   }
 
@@ -307,6 +355,7 @@ export class ShardServer {
       [nodeHeaders.blockBytes]: String(read.header.blockBytes),
     });
     res.end(read.framed);
+    this.bodyBytesSent.set(res, read.framed.length);
   }
 
   private async head(key: string, res: ServerResponse): Promise<void> {

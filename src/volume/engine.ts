@@ -175,6 +175,9 @@ export class VolumeEngine {
     const current = this.records.get(e);
     if (current === undefined || current.generation !== rec.generation || rec.shards.length !== current.shards.length)
       return false;
+    // The watch also reports this writer's own commits: only a changed location is news.
+    if (rec.shards.every((s, i) => s.target === current.shards[i]!.target && s.key === current.shards[i]!.key))
+      return false;
     this.records.set(e, rec);
     return true;
   }

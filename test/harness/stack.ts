@@ -599,10 +599,11 @@ export class Stack {
   /**
    * Waits until the dev frontend has detached `volume` (its cache is dropped and its lock
    * released), counting only log lines after `since` (a devFrontendLog().length taken before the
-   * client disconnected). The next client then reads through the erasure-coded store.
+   * client disconnected). The next client then reads through the erasure-coded store. The
+   * message ends the line in plain text and ends the `msg` string in JSON logs.
    */
   waitForDevDetach(volume: string, since: number, deadlineMs = 30_000): Promise<RegExpMatchArray> {
-    return this.waitForDevFrontendLog(new RegExp(`detached volume ${volume}\\n`), since, deadlineMs);
+    return this.waitForDevFrontendLog(new RegExp(`detached volume ${volume}(?:\\n|")`), since, deadlineMs);
   }
 
   /** Starts another `cairnctl nbd serve` against this cluster on new ports. */
