@@ -14,6 +14,8 @@ import { errorMessage, formatBytes, parseSize, type ShardStore } from '../core/i
 import { planRebalance, planRepair, runRepair, runScrub, storeForTarget, type RepairProgress } from '../api/index.js';
 import { CodecPool } from '../codec/index.js';
 import { keys, type EtcdMeta } from '../meta/index.js';
+import { createFrontendMetrics, serveMetrics } from '../metrics/index.js';
+import { parseHostPort } from '../shard/index.js';
 import { clusterOptions, isJson, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
@@ -76,6 +78,10 @@ export function repairCommands(ctx: CliContext) {
           default: 24 * 3600 * 1000,
           describe: 'ms between background scrubs with --daemon (0: never)',
         })
+        .option('metrics-listen', {
+          type: 'string',
+          describe: 'HOST:PORT to serve Prometheus metrics (repair backlog and rate) on GET /metrics',
+        })
         .option('scrub-rate', {
           type: 'string',
           default: '10MiB',
@@ -88,10 +94,17 @@ export function repairCommands(ctx: CliContext) {
           : parseSize(String(argv['max-bytes-per-second']), '--max-bytes-per-second');
       await withMeta(argv, async (meta) => {
         const pool = argv['dry-run'] ? undefined : await CodecPool.start();
+        const metrics = argv['metrics-listen'] === undefined ? undefined : createFrontendMetrics();
+        const metricsServer =
+          metrics === undefined
+            ? undefined
+            : await serveMetrics(metrics, parseHostPort(String(argv['metrics-listen']), '--metrics-listen address'));
+        const repairMetrics = metrics?.repair();
         const stores = await targetStores(meta, ctx);
         try {
           const once = async () => {
             const plan = await planRepair(meta, argv['volume'] === undefined ? {} : { volume: String(argv['volume']) });
+            repairMetrics?.planned(plan.items.length, plan.unrecoverable.length);
             // A daemon speaks only when there is something to do.
             if (argv['daemon'] && plan.items.length === 0 && plan.unrecoverable.length === 0) return;
             if (argv['dry-run'] || pool === undefined) {
@@ -118,9 +131,11 @@ export function repairCommands(ctx: CliContext) {
             }
             const tty = process.stderr.isTTY === true && !isJson(argv);
             let lastPrint = 0;
+            const countProgress = repairMetrics?.progress();
             const report = await runRepair(meta, stores, pool, plan, {
               ...(maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond }),
               onProgress: (p) => {
+                countProgress?.(p);
                 if (isJson(argv)) return;
                 const now = Date.now();
                 if (tty) process.stderr.write(`\r${progressLine(p)}`);
@@ -168,6 +183,7 @@ export function repairCommands(ctx: CliContext) {
           );
         } finally {
           stores.close();
+          await metricsServer?.close();
           await pool?.close();
         }
       });
