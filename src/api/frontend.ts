@@ -9,6 +9,7 @@
  */
 import {
   CairnError,
+  DiskFullError,
   InvalidArgumentError,
   UnavailableError,
   errorMessage,
@@ -47,6 +48,11 @@ export const topologyRefreshMs = 2_000;
  * load) would be slow, and the lock would bounce between them.
  */
 export const detachLingerMs = 1_500;
+/**
+ * How long a target that refused a shard put (507 disk full, or unreachable) is left out of this
+ * frontend's placement. Longer than a flush's retry window (10 s), so the retry goes elsewhere.
+ */
+export const refusedTargetAvoidMs = 30_000;
 /** How long an attach waits for another frontend's lock: its lease TTL (10 s) and some margin. */
 export const lockWaitMsDefault = 12_000;
 const lockPollMs = 250;
@@ -114,6 +120,9 @@ class LiveTargets implements TargetStores {
 class LivePlacer implements ShardPlacer {
   private placer: Placer | undefined;
   private lastError: unknown;
+  private topology: Topology | undefined;
+  /** Targets that refused a shard put lately, until when (ms) placement leaves them out. */
+  private readonly avoided = new Map<string, number>();
 
   constructor(
     private readonly meta: EtcdMeta,
@@ -122,11 +131,47 @@ class LivePlacer implements ShardPlacer {
 
   async refresh(): Promise<void> {
     try {
-      this.placer = createPlacer(await readTopology(this.meta), policyOf(this.volume));
-      this.lastError = undefined;
+      this.topology = await readTopology(this.meta);
+      this.rebuild();
     } catch (err) {
       // Keep placing with the last good topology only if there is none to replace it: a policy
       // that cannot be met now must fail writes loudly, not place on stale targets.
+      this.topology = undefined;
+      this.placer = undefined;
+      this.lastError = err;
+    }
+  }
+
+  /** A full disk (507) or an unreachable node: leave it out of placement for a while. */
+  refused(target: string, err: unknown): void {
+    if (!(err instanceof DiskFullError || err instanceof UnavailableError)) return;
+    this.avoided.set(target, Date.now() + refusedTargetAvoidMs);
+    if (this.topology !== undefined) this.rebuild();
+  }
+
+  /** A placer over the topology minus avoided targets; over the whole topology if that cannot meet the policy. */
+  private rebuild(): void {
+    const topology = this.topology;
+    if (topology === undefined) return;
+    const now = Date.now();
+    for (const [t, until] of this.avoided) if (until <= now) this.avoided.delete(t);
+    const policy = policyOf(this.volume);
+    if (this.avoided.size > 0) {
+      try {
+        this.placer = createPlacer(
+          { targets: topology.targets.map((t) => (this.avoided.has(t.id) ? { ...t, up: false } : t)) },
+          policy,
+        );
+        this.lastError = undefined;
+        return;
+      } catch {
+        // Too few targets left without the avoided ones: place over all of them.
+      }
+    }
+    try {
+      this.placer = createPlacer(topology, policy);
+      this.lastError = undefined;
+    } catch (err) {
       this.placer = undefined;
       this.lastError = err;
     }

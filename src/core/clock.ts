@@ -48,3 +48,13 @@ export class ManualClock implements Clock {
     this.timers = this.timers.filter((t) => t.live);
   }
 }
+
+/** Resolves after `ms` on `clock` (a manual clock resolves it when advanced past). */
+export function sleepOn(clock: Clock, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = clock.every(Math.max(1, ms), () => {
+      stop();
+      resolve();
+    });
+  });
+}

@@ -122,6 +122,11 @@ export class VolumeEngine {
   private readonly log: (line: string) => void;
   private sequence = 0;
   private readonly changes = new Map<number, number>();
+  /**
+   * Extents whose last commit failed without being refused (a timeout): it may have landed, so
+   * their published record is unknown and they are not known holes. Cleared by their next commit.
+   */
+  private readonly uncertain = new Set<number>();
   private pendingDeletes: { dueMs: number; target: string; key: string }[] = [];
   private readonly stopDeleter: () => void;
   private closed = false;
@@ -163,7 +168,7 @@ export class VolumeEngine {
   }
 
   isHole(e: number): boolean {
-    return !this.records.has(e);
+    return !this.records.has(e) && !this.uncertain.has(e);
   }
 
   /**
@@ -215,10 +220,16 @@ export class VolumeEngine {
   private async readRangeOf(e: number, rec: ExtentRecord, offset: number, length: number): Promise<Uint8Array> {
     if (length === 0) return new Uint8Array(0);
     const direct = this.readDirect(e, rec, offset, length);
-    let timer: NodeJS.Timeout | undefined;
+    // The hedge runs on the injected clock, not setTimeout, so tests and the simulator drive it.
+    let stopHedge: (() => void) | undefined;
     const slow = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new SlowReadError()), this.options.shardReadHedgeMs ?? shardReadHedgeMsDefault);
-      timer.unref();
+      stopHedge = (this.options.clock ?? systemClock).every(
+        this.options.shardReadHedgeMs ?? shardReadHedgeMsDefault,
+        () => {
+          stopHedge?.();
+          reject(new SlowReadError());
+        },
+      );
     });
     try {
       return await Promise.race([direct, slow]);
@@ -229,7 +240,7 @@ export class VolumeEngine {
       const whole = await this.readDegraded(e, rec);
       return whole.slice(offset, offset + length);
     } finally {
-      clearTimeout(timer);
+      stopHedge?.();
     }
   }
 
@@ -337,8 +348,11 @@ export class VolumeEngine {
       } catch (err) {
         // Only a refused (fenced) commit is known to have published nothing; after a timeout
         // the commit may have landed, so its shards must stay (at worst they are garbage).
-        if (err instanceof FencedError)
+        if (err instanceof FencedError) {
           for (const u of updates) if (u.record !== null) this.scheduleDelete(u.record, 0);
+        } else {
+          for (const u of updates) this.uncertain.add(u.index);
+        }
         for (const u of updates) failed.set(u.index, err instanceof Error ? err : new Error(String(err)));
         throw new PersistError(
           `Cannot publish ${updates.length} extents of volume "${this.volume.name}": ${errorMessage(err)}`,
@@ -351,6 +365,7 @@ export class VolumeEngine {
         );
       }
       for (const u of updates) {
+        this.uncertain.delete(u.index);
         const old = this.records.get(u.index);
         if (u.record === null) this.records.delete(u.index);
         else this.records.set(u.index, u.record);
@@ -400,6 +415,9 @@ export class VolumeEngine {
     const results = await Promise.allSettled(
       shards.map((s, i) => this.options.targets.store(targets[i]!).put(keys[i]!, s)),
     );
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') this.options.placer.refused?.(targets[i]!, r.reason);
+    });
     const stored = results.filter((r) => r.status === 'fulfilled').length;
     this.stats.shardsWritten += stored;
     this.stats.shardWriteFailures += results.length - stored;

@@ -27,4 +27,10 @@ export interface TargetStores {
 /** Where the shards of a new generation of an extent go: one target name per shard, k+m long. */
 export interface ShardPlacer {
   place(extent: number): readonly string[];
+  /**
+   * Told that storing a shard on `target` failed with `err`. A placer may leave the target out of
+   * its next answers for a while, so a retried persist goes elsewhere (a full disk, a dead node
+   * whose lease has not expired yet). Optional; never throws.
+   */
+  refused?(target: string, err: unknown): void;
 }
