@@ -355,76 +355,90 @@ export async function runRepair(
   let topology = await readTopology(meta);
   const targetZones = new Map((await meta.listTargets()).map((t) => [t.name, t.zone]));
   await checkpoint('running');
-  for (const item of plan.items) {
-    if (options.dryRun) {
-      done += 1;
-      continue;
-    }
-    try {
-      let volume = volumes.get(item.volumeId);
-      if (volume === undefined) {
-        volume = await meta.requireVolume(item.volume);
-        volumes.set(item.volumeId, volume);
-      }
-      const current = await meta.getExtentWithRevision(item.volumeId, item.extent);
-      if (current === null) {
-        skippedChanged += 1;
+  // One lease for this run's moving marks: if the run dies, its marks expire with it.
+  const lease = meta.client.lease(30);
+  let leaseId: Promise<string> | undefined;
+  const movingLease = () => (leaseId ??= meta.call('grant the repair lease', () => lease.grant()));
+  try {
+    for (const item of plan.items) {
+      if (options.dryRun) {
+        done += 1;
         continue;
       }
-      const rec = current.record;
-      const { k, m } = volume.profile;
-      const drainSet = new Set(item.draining);
-      const missing = new Set(item.lost.filter((i) => !drainSet.has(i)));
-      // Sources: healthy shards first (data before parity), then the draining ones.
-      const order = [
-        ...Array.from({ length: k + m }, (_, i) => i).filter((i) => !item.lost.includes(i)),
-        ...item.draining,
-      ];
-      const { shards: sources, failures } = await readAnyK(stores, rec, k, missing, order);
-      await limiter.take([...sources.values()].reduce((s, b) => s + b.length, 0));
-      if (sources.size < k)
-        throw new Error(`only ${sources.size} of ${k} needed shards readable (${failures.join('; ')})`);
-      const destinations =
-        item.destinations ??
-        chooseDestinations(volume, item.extent, rec, item.lost, topology, (t) => targetZones.get(t));
-      if (typeof destinations === 'string') throw new Error(destinations);
-      const rebuilt = await rebuild(pool, volume, rec, sources, item.lost);
-      for (const [i, bytes] of rebuilt) {
-        await putShard(stores.store(destinations.get(i)!), rec.shards[i]!.key, bytes);
-        bytesWritten += bytes.length;
-        shardsRebuilt += 1;
-        await limiter.take(bytes.length);
+      try {
+        let volume = volumes.get(item.volumeId);
+        if (volume === undefined) {
+          volume = await meta.requireVolume(item.volume);
+          volumes.set(item.volumeId, volume);
+        }
+        const current = await meta.getExtentWithRevision(item.volumeId, item.extent);
+        if (current === null) {
+          skippedChanged += 1;
+          continue;
+        }
+        const rec = current.record;
+        const { k, m } = volume.profile;
+        const drainSet = new Set(item.draining);
+        const missing = new Set(item.lost.filter((i) => !drainSet.has(i)));
+        // Sources: healthy shards first (data before parity), then the draining ones.
+        const order = [
+          ...Array.from({ length: k + m }, (_, i) => i).filter((i) => !item.lost.includes(i)),
+          ...item.draining,
+        ];
+        const { shards: sources, failures } = await readAnyK(stores, rec, k, missing, order);
+        await limiter.take([...sources.values()].reduce((s, b) => s + b.length, 0));
+        if (sources.size < k)
+          throw new Error(`only ${sources.size} of ${k} needed shards readable (${failures.join('; ')})`);
+        const destinations =
+          item.destinations ??
+          chooseDestinations(volume, item.extent, rec, item.lost, topology, (t) => targetZones.get(t));
+        if (typeof destinations === 'string') throw new Error(destinations);
+        const rebuilt = await rebuild(pool, volume, rec, sources, item.lost);
+        const marks = [...rebuilt.keys()].map((i) => ({ target: destinations.get(i)!, key: rec.shards[i]!.key }));
+        await meta.markMoving(marks, await movingLease());
+        try {
+          for (const [i, bytes] of rebuilt) {
+            await putShard(stores.store(destinations.get(i)!), rec.shards[i]!.key, bytes);
+            bytesWritten += bytes.length;
+            shardsRebuilt += 1;
+            await limiter.take(bytes.length);
+          }
+          const next: ExtentRecord = {
+            ...rec,
+            shards: rec.shards.map((s, i) => (destinations.has(i) ? { target: destinations.get(i)!, key: s.key } : s)),
+          };
+          if (!(await meta.replaceExtent(item.volumeId, item.extent, current.modRevision, next))) {
+            // A writer published a new generation meanwhile: our copies are garbage, theirs is whole.
+            skippedChanged += 1;
+            for (const [i] of rebuilt)
+              await stores
+                .store(destinations.get(i)!)
+                .delete(rec.shards[i]!.key)
+                .catch(() => undefined);
+          } else {
+            // Moved off a draining target: the old copy can go now that the new location is published.
+            for (const i of item.draining)
+              await stores
+                .store(rec.shards[i]!.target)
+                .delete(rec.shards[i]!.key)
+                .catch(() => undefined);
+          }
+        } finally {
+          await meta.unmarkMoving(marks).catch(() => undefined);
+        }
+      } catch (err) {
+        failed += 1;
+        if (errors.length < 100) errors.push(`volume ${item.volume} extent ${item.extent}: ${errorMessage(err)}`);
       }
-      const next: ExtentRecord = {
-        ...rec,
-        shards: rec.shards.map((s, i) => (destinations.has(i) ? { target: destinations.get(i)!, key: s.key } : s)),
-      };
-      if (!(await meta.replaceExtent(item.volumeId, item.extent, current.modRevision, next))) {
-        // A writer published a new generation meanwhile: our copies are garbage, theirs is whole.
-        skippedChanged += 1;
-        for (const [i] of rebuilt)
-          await stores
-            .store(destinations.get(i)!)
-            .delete(rec.shards[i]!.key)
-            .catch(() => undefined);
-      } else {
-        // Moved off a draining target: the old copy can go now that the new location is published.
-        for (const i of item.draining)
-          await stores
-            .store(rec.shards[i]!.target)
-            .delete(rec.shards[i]!.key)
-            .catch(() => undefined);
+      done += 1;
+      options.onProgress?.(progress());
+      if (done % (options.checkpointEvery ?? 16) === 0) {
+        await checkpoint('running');
+        topology = await readTopology(meta).catch(() => topology);
       }
-    } catch (err) {
-      failed += 1;
-      if (errors.length < 100) errors.push(`volume ${item.volume} extent ${item.extent}: ${errorMessage(err)}`);
     }
-    done += 1;
-    options.onProgress?.(progress());
-    if (done % (options.checkpointEvery ?? 16) === 0) {
-      await checkpoint('running');
-      topology = await readTopology(meta).catch(() => topology);
-    }
+  } finally {
+    await lease.revoke().catch(() => undefined);
   }
   await checkpoint(failed > 0 ? 'failed' : 'done');
   return { ...progress(), errors, unrecoverable: plan.unrecoverable.length };

@@ -177,10 +177,6 @@ export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, S
   let orphansDeleted = 0;
   const errors: string[] = [];
   for (const volume of await meta.listVolumes()) {
-    const records = await meta.listExtents(volume.id);
-    const lock = await meta.getLock(volume.name);
-    const referenced = new Set<string>();
-    for (const rec of records.values()) for (const s of rec.shards) referenced.add(`${s.target}\u0000${s.key}`);
     for (const [target, store] of stores) {
       try {
         let startAfter: string | undefined;
@@ -191,9 +187,20 @@ export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, S
           });
           if (page.length === 0) break;
           startAfter = page.at(-1);
+          // Read the map and the lock AFTER listing: every shard on the page was stored before
+          // this read, so it is either published by now, or its writer still holds the lock, or
+          // its writer is gone for good. Read before listing, a writer that attached and
+          // published in between would have its new shards taken for orphans.
+          // Moving marks first, then the map: a repair marks a shard before storing it and unmarks
+          // it only after publishing, so a shard either shows a mark here or its record below.
+          const moving = await meta.listMoving();
+          const records = await meta.listExtents(volume.id);
+          const lock = await meta.getLock(volume.name);
+          const referenced = new Set<string>();
+          for (const rec of records.values()) for (const s of rec.shards) referenced.add(`${s.target}\u0000${s.key}`);
           for (const key of page) {
             shardsScanned += 1;
-            if (referenced.has(`${target}\u0000${key}`)) continue;
+            if (referenced.has(`${target}\u0000${key}`) || moving.has(`${target}\u0000${key}`)) continue;
             const parts = key.split('/');
             const extent = Number(parts[1]);
             const generation = Number(parts[2]);

@@ -467,6 +467,40 @@ export class EtcdMeta {
     return text === null ? null : (JSON.parse(text) as RepairCheckpoint);
   }
 
+  /** Marks shards being copied to new targets, under `leaseId`, so gc leaves them alone. */
+  async markMoving(entries: readonly { target: string; key: string }[], leaseId: string): Promise<void> {
+    if (entries.length === 0) return;
+    await this.call(`mark ${entries.length} shards moving`, () =>
+      this.client
+        .if(keys.cluster(), 'Create', '>', 0)
+        .then(...entries.map((e) => this.client.put(keys.moving(e.target, e.key)).value('1').lease(leaseId)))
+        .commit(),
+    );
+  }
+
+  async unmarkMoving(entries: readonly { target: string; key: string }[]): Promise<void> {
+    if (entries.length === 0) return;
+    await this.call(`unmark ${entries.length} shards moving`, () =>
+      this.client
+        .if(keys.cluster(), 'Create', '>', 0)
+        .then(...entries.map((e) => this.client.delete().key(keys.moving(e.target, e.key))))
+        .commit(),
+    );
+  }
+
+  /** Every shard being moved now, as `target + "\u0000" + key`. */
+  async listMoving(): Promise<Set<string>> {
+    const prefix = keys.movingPrefix();
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).keys());
+    return new Set(
+      all.map((k) => {
+        const rest = k.slice(prefix.length);
+        const slash = rest.indexOf('/');
+        return `${rest.slice(0, slash)}\u0000${rest.slice(slash + 1)}`;
+      }),
+    );
+  }
+
   async listExtents(volumeId: string): Promise<Map<number, ExtentRecord>> {
     const prefix = keys.extentsPrefix(volumeId);
     const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());

@@ -25,6 +25,9 @@ export const keys = {
   gcVolume: (volumeId: string) => `${rootPrefix}gc/volumes/${volumeId}`,
   repairProgress: () => `${rootPrefix}repair/progress`,
   repairerLock: () => `${rootPrefix}repair/leader`,
+  /** A shard a repair, drain or rebalance is copying to `target`; leased, removed once published. */
+  movingPrefix: () => `${rootPrefix}repair/moving/`,
+  moving: (target: string, key: string) => `${rootPrefix}repair/moving/${target}/${key}`,
 };
 
 export type TargetPolicy = 'node' | 's3' | 'any';
