@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE  := node
 BIN   := dist/src/bin
 
-.PHONY: all setup build typecheck lint format format-check test check bench demo wasm wasm-check k8s clean
+.PHONY: all setup build typecheck lint format format-check test check bench demo wasm wasm-check k8s sim clean
 
 all: build
 
@@ -38,6 +38,12 @@ check: typecheck lint format-check test
 # Full-size benchmarks: one JSON line per result (see docs/bench/).
 bench: build
 	@bash scripts/bench.sh
+
+# Seeded cluster simulations: one JSON line per failing seed, then "N passed, N failed".
+# A failure names its seed; replay it with: node scripts/sim.mjs --seed N
+SEEDS ?= 100
+sim: build
+	@$(NODE) scripts/sim.mjs --seeds $(SEEDS)
 
 demo: build
 	@bash scripts/demo.sh

@@ -1,0 +1,104 @@
+/**
+ * The extent map with a lock and seeded faults: a MemoryExtentMap (the twin of etcd's extent
+ * records) plus the volume lock's epoch, so a commit is fenced exactly as etcd's transaction is
+ * (it compares the lock's epoch), and transient commit failures, before the transaction applies
+ * (a timeout) or after (a lost reply: the records changed but the writer hears an error).
+ *
+ * What it keeps true:
+ * - Only the holder of the lock epoch publishes; any other writer's commit is refused with
+ *   FencedError and publishes nothing, also when it arrives late (a crashed writer's commit
+ *   delayed in flight).
+ * - A commit applies all its updates or none.
+ * - Every failure it throws is registered as injected, so the checker can recognise it.
+ * What it leaves out: the lock's lease mechanics (the world expires and takes over the lock by
+ * setting `lockEpoch`), and load() failures (a frontend that cannot load the map does not start).
+ */
+import { UnavailableError, assert } from '../core/index.js';
+import type { ExtentRecord } from '../meta/index.js';
+import { MemoryExtentMap, type ExtentMapStore } from '../volume/index.js';
+import { hang, type ProcessLife } from './faulty_store.js';
+import type { Prng } from './prng.js';
+import type { SimClock } from './sim_clock.js';
+
+export interface MapEnv {
+  readonly clock: SimClock;
+  /** The map stream: commit latency and failures. */
+  readonly rng: Prng;
+  readonly injected: WeakSet<object>;
+  /** Called after a commit applied, before its reply (lost or not) goes back. */
+  onCommit(epoch: number, updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): void;
+  /** Called when a commit is refused or fails, for the trace. */
+  onRefused(epoch: number, why: string): void;
+}
+
+export class SimExtentMap {
+  readonly inner = new MemoryExtentMap();
+  /** The epoch holding the volume lock; null while the lease has expired and nobody holds it. */
+  lockEpoch: number | null = null;
+  /** Probability that a commit times out before it applies. */
+  failBeforeP = 0;
+  /** Probability that a commit applies and its reply is lost. */
+  failAfterP = 0;
+  /** Commit latency, uniform in [0, latencyMs]. */
+  latencyMs = 0;
+
+  constructor(private readonly env: MapEnv) {}
+
+  /** The published records (what a fresh frontend would load). */
+  get records(): ReadonlyMap<number, ExtentRecord> {
+    return this.inner.records;
+  }
+
+  /** The map as the writer at `epoch` in process `life` reaches it. */
+  viewFor(epoch: number, life: ProcessLife): ExtentMapStore {
+    return {
+      load: () => this.inner.load(),
+      commit: (updates) => this.commit(epoch, life, updates),
+    };
+  }
+
+  private async commit(
+    epoch: number,
+    life: ProcessLife,
+    updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[],
+  ): Promise<void> {
+    await Promise.resolve();
+    if (this.latencyMs > 0) await this.env.clock.sleep(this.env.rng.int(this.latencyMs + 1));
+    // The transaction reaches etcd now, whether or not its sender is still alive: fencing is
+    // what keeps a dead writer's late commit out.
+    if (this.lockEpoch !== epoch) {
+      // MemoryExtentMap's own switch produces the refusal; it is set only for this one call
+      // (its check runs synchronously inside commit()), so the lock holder's commits never see it.
+      this.inner.fenced = true;
+      const refused = this.inner.commit(updates);
+      this.inner.fenced = false;
+      try {
+        await refused;
+      } catch (err) {
+        this.env.injected.add(err as object);
+        this.env.onRefused(epoch, `fenced (lock epoch ${this.lockEpoch ?? 'none'})`);
+        if (!life.alive) return hang();
+        throw err;
+      }
+      assert(false, 'a fenced commit applied');
+    }
+    if (this.failBeforeP > 0 && this.env.rng.chance(this.failBeforeP)) {
+      const err = new UnavailableError(`Cannot commit ${updates.length} extents: etcd did not answer in time`);
+      this.env.injected.add(err);
+      this.env.onRefused(epoch, 'timed out before applying');
+      if (!life.alive) return hang();
+      throw err;
+    }
+    await this.inner.commit(updates);
+    this.env.onCommit(epoch, updates);
+    if (!life.alive) return hang();
+    if (this.failAfterP > 0 && this.env.rng.chance(this.failAfterP)) {
+      const err = new UnavailableError(
+        `Cannot confirm the commit of ${updates.length} extents: etcd did not answer in time`,
+      );
+      this.env.injected.add(err);
+      this.env.onRefused(epoch, 'applied, reply lost');
+      throw err;
+    }
+  }
+}
