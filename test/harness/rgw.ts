@@ -38,6 +38,18 @@ export interface RgwHandle {
   readonly startMs: number;
   /** Stops radosgw and the OSD, then the monitor, each by pid with a SIGKILL fallback; removes dir. */
   stop(): Promise<void>;
+  /** The pid of the radosgw process serving now (it changes when startRadosgw() starts another). */
+  radosgwPid(): number;
+  /**
+   * Stops ONLY radosgw (SIGTERM by pid, SIGKILL after a short grace, then waits for the exit). The
+   * monitor and the memstore OSD keep running, so every object stays; S3 requests are refused.
+   */
+  stopRadosgw(): Promise<void>;
+  /**
+   * Starts radosgw again on the same port with the same config, after stopRadosgw(), and resolves
+   * once it answers HTTP. stop() stops it like the first one.
+   */
+  startRadosgw(): Promise<void>;
 }
 
 export interface RgwOptions {
@@ -323,6 +335,36 @@ export async function startRgw(options: RgwOptions = {}): Promise<RgwHandle> {
   }
   // From here on a daemon exiting is the test's business (a test may stop RGW on purpose).
   rejectEarlyExit = () => undefined;
+
+  // Restarting radosgw alone (fault tests): the newest radosgw child is the serving one; a restart
+  // appends a new child, so stop() (reverse start order) stops it before the OSD and monitor.
+  const rgwName = 'client.rgw.a';
+  const currentRgw = () => [...children].reverse().find((c) => c.name === rgwName);
+  const radosgwPid = (): number => currentRgw()?.child.pid ?? -1;
+  const stopRadosgw = async (): Promise<void> => {
+    const c = currentRgw();
+    if (c === undefined) return;
+    await stopProcess(c.child, rgwStopGraceMs);
+    if (c.child.pid !== undefined) livePids.delete(c.child.pid);
+  };
+  const startRadosgw = async (): Promise<void> => {
+    const c = currentRgw();
+    if (stopped !== undefined) throw new Error('Cannot start radosgw: the RGW handle was stopped');
+    if (c !== undefined && c.child.exitCode === null && c.child.signalCode === null)
+      throw new Error(`Cannot start radosgw: pid ${c.child.pid} still runs (call stopRadosgw() first)`);
+    daemon(rgwName, 'radosgw', ['-c', conf, '-n', rgwName, '--no-mon-config']);
+    const fresh = currentRgw()!;
+    await waitFor(
+      `the restarted RGW (pid ${fresh.child.pid}) to answer HTTP at ${endpoint}`,
+      () => {
+        if (fresh.child.exitCode !== null || fresh.child.signalCode !== null)
+          throw new Error(`radosgw exited: ${logTail(dir, rgwName)}`);
+        return answersHttp(endpoint);
+      },
+      rgwServingDeadlineMs,
+      50,
+    );
+  };
   return {
     endpoint,
     accessKeyId,
@@ -332,6 +374,9 @@ export async function startRgw(options: RgwOptions = {}): Promise<RgwHandle> {
     dir,
     startMs: Date.now() - started,
     stop,
+    radosgwPid,
+    stopRadosgw,
+    startRadosgw,
   };
 }
 
