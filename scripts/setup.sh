@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # nbdkit and nbd-server: real NBD clients and reference servers. fuse3, e2fsprogs: a real ext4 on
 # an export (nbdfuse + losetup + mkfs.ext4).
 DEBIAN_PACKAGES=(etcd-server etcd-client libisal-dev radosgw ceph-mon ceph-osd
-  libnbd-bin python3-libnbd qemu-utils fio nbdkit nbd-server fuse3 e2fsprogs)
+  libnbd-bin python3-libnbd qemu-utils fio nbdkit nbd-server fuse3 e2fsprogs iproute2)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
