@@ -591,8 +591,11 @@ describe('cairnd across etcd restarts', function () {
   });
 
   it('registers again (targets and alive) when etcd comes back without its data', async () => {
+    // A marker only this test writes proves the data is gone; the node's own records cannot,
+    // because it may register again within milliseconds of etcd becoming healthy.
+    await client.put('test/marker').value('before the restart');
     await restartEtcd(false);
-    expect(await client.get('cairn/v1/targets/phoenix-1').string()).to.equal(null);
+    expect(await client.get('test/marker').string()).to.equal(null);
     const alive = await waitFor(
       'alive/phoenix-1 to be written again',
       async () => (await client.get('cairn/v1/alive/phoenix-1').string()) ?? undefined,
