@@ -51,7 +51,7 @@ t1=$(now_ms)
 got=$(sha256sum < "$D/back.bin" | cut -c1-16)
 echo "   read it back in $((t1 - t0)) ms ($(rate $((SIZE_MIB * 1048576)) $((t1 - t0))), from the frontend's cache): sha256 $got... $([ "$got" = "$orig" ] && echo matches || echo DIFFERS)"
 [ "$got" = "$orig" ] || exit 1
-echo "   shard bytes on each node's disk (${SIZE_MIB} MiB at 1.5x = $((SIZE_MIB * 3 / 2)) MiB, plus 0.1% checksums):"
+echo "   shard bytes on each node's disk (${SIZE_MIB} MiB at 1.5x = $((SIZE_MIB * 3 / 2)) MiB, plus checksums, and shards of generations a later flush replaced, deleted after a 30 s grace):"
 total=0
 for n in a-1 a-2 b-1 b-2 c-1 c-2; do
   bytes=$(du -sb "$D/cluster/nodes/$n" | cut -f1)
