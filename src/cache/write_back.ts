@@ -33,7 +33,7 @@ import {
   type Clock,
   type WriteOptions,
 } from '../core/index.js';
-import { RangeSet, extentLength, splitByExtent, type ExtentGeometry } from '../extent/index.js';
+import { RangeSet, extentLength, splitByExtent, type ExtentGeometry, type ExtentPiece } from '../extent/index.js';
 import { FencedError } from '../meta/index.js';
 import { PersistError, type ExtentImage } from '../volume/index.js';
 
@@ -219,45 +219,45 @@ export class WriteBackCache implements BlockDevice {
     }
   }
 
-  async write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
-    this.checkRange(offset, data.length);
+  /**
+   * The one path every change takes: check the range and that writing is allowed, wait for room
+   * under dirtyBytesMax (the check again after the wait: a flush may have been fenced meanwhile),
+   * apply `change` to each extent's entry, and for FUA flush the extents touched.
+   */
+  private async mutate(
+    offset: number,
+    length: number,
+    options: WriteOptions,
+    change: (entry: Entry, piece: ExtentPiece) => void,
+  ): Promise<void> {
+    this.checkRange(offset, length);
     this.checkWritable();
-    const pieces = splitByExtent(this.g, offset, data.length);
+    const pieces = splitByExtent(this.g, offset, length);
     await this.makeRoom(pieces.map((p) => p.extent));
     this.checkWritable();
-    for (const p of pieces) {
-      const entry = this.entryFor(p.extent);
-      entry.data.set(data.subarray(p.bufferOffset, p.bufferOffset + p.length), p.offset);
-      this.markDirty(entry, p.offset, p.offset + p.length);
-    }
+    for (const p of pieces) change(this.entryFor(p.extent), p);
     this.evictClean();
     if (options.fua) await this.flush(new Set(pieces.map((p) => p.extent)));
   }
 
+  write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
+    return this.mutate(offset, data.length, options, (entry, p) => {
+      entry.data.set(data.subarray(p.bufferOffset, p.bufferOffset + p.length), p.offset);
+      this.markDirty(entry, p.offset, p.offset + p.length);
+    });
+  }
+
   async writeZeroes(offset: number, length: number, options: WriteOptions & { noHole?: boolean } = {}): Promise<void> {
     if (!options.noHole) return this.trim(offset, length, options);
-    this.checkRange(offset, length);
-    this.checkWritable();
-    const pieces = splitByExtent(this.g, offset, length);
-    await this.makeRoom(pieces.map((p) => p.extent));
-    this.checkWritable();
-    for (const p of pieces) {
-      const entry = this.entryFor(p.extent);
+    return this.mutate(offset, length, options, (entry, p) => {
       entry.data.fill(0, p.offset, p.offset + p.length);
       this.markDirty(entry, p.offset, p.offset + p.length);
-    }
-    if (options.fua) await this.flush(new Set(pieces.map((p) => p.extent)));
+    });
   }
 
   /** Whole extents become holes; partial ones are written with zeros. */
-  async trim(offset: number, length: number, options: WriteOptions = {}): Promise<void> {
-    this.checkRange(offset, length);
-    this.checkWritable();
-    const pieces = splitByExtent(this.g, offset, length);
-    await this.makeRoom(pieces.map((p) => p.extent));
-    this.checkWritable();
-    for (const p of pieces) {
-      const entry = this.entryFor(p.extent);
+  trim(offset: number, length: number, options: WriteOptions = {}): Promise<void> {
+    return this.mutate(offset, length, options, (entry, p) => {
       entry.data.fill(0, p.offset, p.offset + p.length);
       if (p.length === entry.data.length) {
         entry.dirty.clear();
@@ -270,8 +270,7 @@ export class WriteBackCache implements BlockDevice {
       } else {
         this.markDirty(entry, p.offset, p.offset + p.length);
       }
-    }
-    if (options.fua) await this.flush(new Set(pieces.map((p) => p.extent)));
+    });
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
