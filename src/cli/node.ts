@@ -2,8 +2,8 @@
 import type { Argv } from 'yargs';
 import { formatBytes } from '../core/index.js';
 import { listNodes } from '../node/index.js';
-import { planRepair, runRepair, storeForTarget } from '../api/index.js';
-import { CodecPool } from '../codec/index.js';
+import { planRepair, runRepair } from '../api/index.js';
+import { withRepairTools } from './repair.js';
 import { clusterOptions, isJson, table, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
@@ -61,17 +61,12 @@ export function nodeCommand(ctx: CliContext) {
               const record = await meta.setDraining(name, !argv['undo']);
               if (argv['undo'] || !argv['wait'])
                 return { target: record.name, draining: record.draining === true, moved: null };
-              const pool = await CodecPool.start();
-              const targets = new Map((await meta.listTargets()).map((t) => [t.name, storeForTarget(t, ctx.secrets)]));
-              try {
+              const report = await withRepairTools(meta, ctx, async (pool, stores) => {
                 const plan = await planRepair(meta);
                 const mine = { ...plan, items: plan.items.filter((i) => i.draining.length > 0) };
-                const report = await runRepair(meta, { store: (t) => targets.get(t)! }, pool, mine);
-                return { target: record.name, draining: true, moved: report };
-              } finally {
-                for (const s of targets.values()) s.close?.();
-                await pool.close();
-              }
+                return runRepair(meta, stores, pool, mine);
+              });
+              return { target: record.name, draining: true, moved: report };
             });
             emit(ctx.io, isJson(argv), result, (r) =>
               r.moved === null

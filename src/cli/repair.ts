@@ -44,6 +44,28 @@ async function targetStores(
   };
 }
 
+/** --max-bytes-per-second (alias --rate) in bytes, or undefined when not given. */
+export function rateFrom(argv: Record<string, unknown>): number | undefined {
+  const text = argv['max-bytes-per-second'];
+  return text === undefined ? undefined : parseSize(String(text), '--max-bytes-per-second');
+}
+
+/** Runs `work` with a codec pool and the stores of every registered target; closes both after. */
+export async function withRepairTools<T>(
+  meta: EtcdMeta,
+  ctx: CliContext,
+  work: (pool: CodecPool, stores: { store(target: string): ShardStore }) => Promise<T>,
+): Promise<T> {
+  const pool = await CodecPool.start();
+  const stores = await targetStores(meta, ctx);
+  try {
+    return await work(pool, stores);
+  } finally {
+    stores.close();
+    await pool.close();
+  }
+}
+
 function progressLine(p: RepairProgress): string {
   const width = 30;
   const fraction = p.extentsTotal === 0 ? 1 : p.extentsDone / p.extentsTotal;
@@ -88,10 +110,7 @@ export function repairCommands(ctx: CliContext) {
           describe: 'bytes per second a background scrub may read',
         }),
     handler: withErrors(ctx, async (argv) => {
-      const maxBytesPerSecond =
-        argv['max-bytes-per-second'] === undefined
-          ? undefined
-          : parseSize(String(argv['max-bytes-per-second']), '--max-bytes-per-second');
+      const maxBytesPerSecond = rateFrom(argv);
       await withMeta(argv, async (meta) => {
         const pool = argv['dry-run'] ? undefined : await CodecPool.start();
         const metrics = argv['metrics-listen'] === undefined ? undefined : createFrontendMetrics();
@@ -198,22 +217,14 @@ export function repairCommands(ctx: CliContext) {
         .option('volume', { type: 'string', describe: 'only this volume' })
         .option('max-bytes-per-second', rateOption),
     handler: withErrors(ctx, async (argv) => {
-      const maxBytesPerSecond =
-        argv['max-bytes-per-second'] === undefined
-          ? undefined
-          : parseSize(String(argv['max-bytes-per-second']), '--max-bytes-per-second');
+      const maxBytesPerSecond = rateFrom(argv);
       const report = await withMeta(argv, async (meta) => {
-        const pool = await CodecPool.start();
-        const stores = await targetStores(meta, ctx);
-        try {
-          return await runScrub(meta, stores, pool, {
+        return withRepairTools(meta, ctx, (pool, stores) =>
+          runScrub(meta, stores, pool, {
             ...(argv['volume'] === undefined ? {} : { volume: String(argv['volume']) }),
             ...(maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond }),
-          });
-        } finally {
-          stores.close();
-          await pool.close();
-        }
+          }),
+        );
       });
       emit(ctx.io, isJson(argv), report, (r) => [
         `Scrubbed ${r.extents} extents: ${r.shardsChecked} shards, ${formatBytes(r.bytesRead)} read and verified`,
@@ -234,10 +245,7 @@ export function repairCommands(ctx: CliContext) {
         .option('dry-run', { type: 'boolean', default: false })
         .option('max-bytes-per-second', rateOption),
     handler: withErrors(ctx, async (argv) => {
-      const maxBytesPerSecond =
-        argv['max-bytes-per-second'] === undefined
-          ? undefined
-          : parseSize(String(argv['max-bytes-per-second']), '--max-bytes-per-second');
+      const maxBytesPerSecond = rateFrom(argv);
       const result = await withMeta(argv, async (meta) => {
         const plan = await planRebalance(meta, {
           ...(argv['volume'] === undefined ? {} : { volume: String(argv['volume']) }),
@@ -249,24 +257,10 @@ export function repairCommands(ctx: CliContext) {
           moves: [...(i.destinations ?? [])].map(([shard, to]) => ({ shard, to })),
         }));
         if (argv['dry-run']) return { extentsScanned: plan.extentsScanned, planned: moves, report: null };
-        const pool = await CodecPool.start();
-        const stores = await targetStores(meta, ctx);
-        try {
-          return {
-            extentsScanned: plan.extentsScanned,
-            planned: moves,
-            report: await runRepair(
-              meta,
-              stores,
-              pool,
-              plan,
-              maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond },
-            ),
-          };
-        } finally {
-          stores.close();
-          await pool.close();
-        }
+        const report = await withRepairTools(meta, ctx, (pool, stores) =>
+          runRepair(meta, stores, pool, plan, maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond }),
+        );
+        return { extentsScanned: plan.extentsScanned, planned: moves, report };
       });
       const shards = result.planned.reduce((n, p) => n + p.moves.length, 0);
       emit(ctx.io, isJson(argv), result, (r) => [
