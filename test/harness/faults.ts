@@ -21,9 +21,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCairnd, type CairndHandle } from './cairnd.js';
-import { cairnctlPath, repoRoot } from './cli.js';
+import { cairnctlPath } from './cli.js';
 import { freePort, stopProcess } from './process.js';
-import { Frontend, killPid, pidRuns, runClient, runOk, waitUntil, type ClientResult, type DevNode } from './stack.js';
+import { killPid, pidRuns, runClient, runOk, waitUntil, type ClientResult, type DevNode } from './stack.js';
 
 const MiB = 1024 * 1024;
 
@@ -33,8 +33,6 @@ const etcdClusterStartDeadlineMs = 30_000;
 const etcdStopGraceMs = 5_000;
 /** One etcd HTTP call; a member without quorum hangs, so every call has this deadline. */
 const etcdHttpDeadlineMs = 2_000;
-const frontendStartDeadlineMs = 30_000;
-const outputCharsMax = 256_000;
 
 /** Awaits `promise`, or throws naming `what` once `deadlineMs` passed (the timer is always cleared). */
 export async function within<T>(promise: Promise<T>, what: string, deadlineMs: number): Promise<T> {
@@ -388,65 +386,8 @@ export async function waitNodesState(
 // ---------------------------------------------------------------------------------------------
 // Frontends.
 
-export interface FrontendProcessOptions {
-  /** --etcd value (one URL or a comma-separated list). */
-  readonly etcd: string;
-  /** Where the Unix socket goes. */
-  readonly dir: string;
-  readonly label: string;
-  readonly env?: NodeJS.ProcessEnv;
-  readonly readOnly?: boolean;
-  readonly forceTakeover?: boolean;
-  readonly flushAgeMs?: number;
-  readonly cacheSize?: string;
-  readonly dirtyMax?: string;
-}
-
-/** Starts `cairnctl nbd serve` (our child, stopped by pid through the Frontend handle). */
-export async function startFrontendProcess(options: FrontendProcessOptions): Promise<Frontend> {
-  const port = await freePort();
-  const socket = join(options.dir, `${options.label}.sock`);
-  const args = [
-    cairnctlPath,
-    'nbd',
-    'serve',
-    '--etcd',
-    options.etcd,
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--socket',
-    socket,
-    ...(options.readOnly ? ['--read-only'] : []),
-    ...(options.forceTakeover ? ['--force-takeover'] : []),
-    ...(options.flushAgeMs === undefined ? [] : ['--flush-age', String(options.flushAgeMs)]),
-    ...(options.cacheSize === undefined ? [] : ['--cache-size', options.cacheSize]),
-    ...(options.dirtyMax === undefined ? [] : ['--dirty-max', options.dirtyMax]),
-  ];
-  const child = spawn(process.execPath, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    cwd: repoRoot,
-    env: { ...process.env, ...options.env },
-  });
-  const fe = new Frontend(options.label, child, port, socket);
-  let stdout = '';
-  child.stdout?.on('data', (c: Buffer) => (stdout = (stdout + c.toString()).slice(-outputCharsMax)));
-  try {
-    await waitUntil(
-      `frontend ${options.label} (cairnctl nbd serve --etcd ${options.etcd}) to print its ready line`,
-      () => {
-        if (stdout.includes('cairnctl serving NBD')) return true;
-        if (!fe.running()) throw new Error(`it exited (${fe.exitCode()}) first: ${fe.logText().slice(-2000)}`);
-        return undefined;
-      },
-      frontendStartDeadlineMs,
-      () => `stdout: ${stdout.slice(-500)} log: ${fe.logText().slice(-1500)}`,
-    );
-  } catch (err) {
-    await fe.kill();
-    throw err;
-  }
-  return fe;
-}
+// startFrontendProcess lives in stack.ts, beside Stack.startFrontend which uses it.
+export { startFrontendProcess, type FrontendProcessOptions } from './stack.js';
 
 // ---------------------------------------------------------------------------------------------
 // Storage nodes by name.

@@ -608,45 +608,13 @@ export class Stack {
 
   /** Starts another `cairnctl nbd serve` against this cluster on new ports. */
   async startFrontend(options: FrontendOptions = {}): Promise<Frontend> {
-    const label = `fe${++this.frontendCount}`;
-    const port = await freePort();
-    const socket = join(this.dir, `${label}.sock`);
-    const args = [
-      cairnctlPath,
-      'nbd',
-      'serve',
-      '--etcd',
-      this.etcd,
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--socket',
-      socket,
-      ...(options.readOnly ? ['--read-only'] : []),
-      ...(options.forceTakeover ? ['--force-takeover'] : []),
-      ...(options.flushAgeMs === undefined ? [] : ['--flush-age', String(options.flushAgeMs)]),
-      ...(options.cacheSize === undefined ? [] : ['--cache-size', options.cacheSize]),
-      ...(options.dirtyMax === undefined ? [] : ['--dirty-max', options.dirtyMax]),
-    ];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: repoRoot });
-    const fe = new Frontend(label, child, port, socket);
+    const fe = await startFrontendProcess({
+      ...options,
+      etcd: this.etcd,
+      dir: this.dir,
+      label: `fe${++this.frontendCount}`,
+    });
     this.frontends.push(fe);
-    let stdout = '';
-    child.stdout?.on('data', (c: Buffer) => (stdout += c.toString()));
-    try {
-      await waitUntil(
-        `frontend ${label} (${describeCommand('cairnctl', args.slice(1))}) to print its ready line`,
-        () => {
-          if (stdout.includes('cairnctl serving NBD')) return true;
-          if (!fe.running()) throw new Error(`it exited (${fe.exitCode()}) first: ${fe.logText().slice(-2000)}`);
-          return undefined;
-        },
-        frontendStartDeadlineMs,
-        () => `stdout: ${stdout.slice(-500)} log: ${fe.logText().slice(-1500)}`,
-      );
-    } catch (err) {
-      await fe.kill();
-      throw err;
-    }
     return fe;
   }
 
@@ -718,6 +686,66 @@ export class Stack {
 }
 
 /** Runs `cairnctl dev up` in a new temp dir and returns the stack. */
+export interface FrontendProcessOptions {
+  /** --etcd value (one URL or a comma-separated list). */
+  readonly etcd: string;
+  /** Where the Unix socket goes. */
+  readonly dir: string;
+  readonly label: string;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly readOnly?: boolean;
+  readonly forceTakeover?: boolean;
+  readonly flushAgeMs?: number;
+  readonly cacheSize?: string;
+  readonly dirtyMax?: string;
+}
+
+/** Starts `cairnctl nbd serve` (our child, stopped by pid through the Frontend handle). */
+export async function startFrontendProcess(options: FrontendProcessOptions): Promise<Frontend> {
+  const port = await freePort();
+  const socket = join(options.dir, `${options.label}.sock`);
+  const args = [
+    cairnctlPath,
+    'nbd',
+    'serve',
+    '--etcd',
+    options.etcd,
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--socket',
+    socket,
+    ...(options.readOnly ? ['--read-only'] : []),
+    ...(options.forceTakeover ? ['--force-takeover'] : []),
+    ...(options.flushAgeMs === undefined ? [] : ['--flush-age', String(options.flushAgeMs)]),
+    ...(options.cacheSize === undefined ? [] : ['--cache-size', options.cacheSize]),
+    ...(options.dirtyMax === undefined ? [] : ['--dirty-max', options.dirtyMax]),
+  ];
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: repoRoot,
+    env: { ...process.env, ...options.env },
+  });
+  const fe = new Frontend(options.label, child, port, socket);
+  let stdout = '';
+  child.stdout?.on('data', (c: Buffer) => (stdout = (stdout + c.toString()).slice(-outputCharsMax)));
+  try {
+    await waitUntil(
+      `frontend ${options.label} (cairnctl nbd serve --etcd ${options.etcd}) to print its ready line`,
+      () => {
+        if (stdout.includes('cairnctl serving NBD')) return true;
+        if (!fe.running()) throw new Error(`it exited (${fe.exitCode()}) first: ${fe.logText().slice(-2000)}`);
+        return undefined;
+      },
+      frontendStartDeadlineMs,
+      () => `stdout: ${stdout.slice(-500)} log: ${fe.logText().slice(-1500)}`,
+    );
+  } catch (err) {
+    await fe.kill();
+    throw err;
+  }
+  return fe;
+}
+
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'cairn-stack-'));
   const r = await runClient(
