@@ -1,11 +1,10 @@
-/** Control-plane operations, thin, shared by the CLI and the daemons. */
-export * from './bench_codec.js';
-export * from './bench_isal.js';
+/**
+ * Control-plane operations shared by the CLI and the services: cluster init and topology,
+ * volumes, health, and the shard stores of registered targets. No long-running service lives
+ * here: the frontend is in frontend/, repair and gc in repair/, the dev cluster in dev/.
+ */
 export * from './cluster.js';
-export * from './codec_files.js';
-export * from './dev_cluster.js';
-export * from './frontend.js';
 export * from './health.js';
+export * from './nodes.js';
 export * from './stores.js';
-export * from './repair.js';
 export * from './volumes.js';

@@ -1,2 +1,3 @@
 /** The write-back cache: one per volume, shared by all its connections. */
+export * from './limits.js';
 export * from './write_back.js';

@@ -22,6 +22,7 @@
  */
 import {
   CairnError,
+  FencedError,
   InvalidArgumentError,
   assert,
   errorMessage,
@@ -33,8 +34,16 @@ import {
   type Clock,
   type WriteOptions,
 } from '../core/index.js';
+import {
+  cacheBytesMaxDefault,
+  dirtyBytesMaxDefault,
+  flushAgeMsDefault,
+  flushCheckMsDefault,
+  flushRetryMsDefault,
+  readRetriesMax,
+  readWholeExtentMinBytes,
+} from './limits.js';
 import { RangeSet, extentLength, splitByExtent, type ExtentGeometry, type ExtentPiece } from '../extent/index.js';
-import { FencedError } from '../meta/index.js';
 import { PersistError, type ExtentImage } from '../volume/index.js';
 
 /** What the cache needs from the volume engine. */
@@ -61,17 +70,6 @@ export interface WriteBackCacheOptions {
   readonly clock?: Clock;
   readonly log?: (line: string) => void;
 }
-
-export const dirtyBytesMaxDefault = 256 * 1024 * 1024;
-export const cacheBytesMaxDefault = 512 * 1024 * 1024;
-export const flushAgeMsDefault = 5_000;
-export const flushCheckMsDefault = 500;
-/** Long enough for the topology to be re-read (2 s) and an etcd leader election (about 1-2 s). */
-export const flushRetryMsDefault = 10_000;
-/** Read misses at least this large load the whole extent into the cache. */
-export const readWholeExtentMinBytes = 64 * 1024;
-/** Reads retried when a flush replaced the extent under them; more means a bug. */
-const readRetriesMax = 8;
 
 interface Entry {
   readonly extent: number;
@@ -118,6 +116,8 @@ export class WriteBackCache implements BlockDevice {
   private flushChain: Promise<void> = Promise.resolve();
   private useCounter = 0;
   private fenced: Error | undefined;
+  /** Set by markStale(): every request fails with it. */
+  private stale: Error | undefined;
   /** Where the last uncached read ended (extent * extentBytes + offset): one starting there is sequential. */
   private lastReadEnd = -1;
   private closed = false;
@@ -166,6 +166,7 @@ export class WriteBackCache implements BlockDevice {
   }
 
   private checkWritable(): void {
+    if (this.stale !== undefined) throw this.stale;
     if (this.options.readOnly) throw new InvalidArgumentError('The volume is attached read-only');
     if (this.fenced !== undefined) throw this.fenced;
     assert(!this.closed, 'write after close()');
@@ -273,7 +274,16 @@ export class WriteBackCache implements BlockDevice {
     });
   }
 
+  /**
+   * Makes every later request fail with `err`: the frontend calls it when what this cache serves
+   * can no longer be trusted (a read-only view whose volume a writer attached). Idempotent.
+   */
+  markStale(err: Error): void {
+    this.stale ??= err;
+  }
+
   async read(offset: number, length: number): Promise<Uint8Array> {
+    if (this.stale !== undefined) throw this.stale;
     this.checkRange(offset, length);
     const out = new Uint8Array(length);
     await Promise.all(
@@ -403,6 +413,7 @@ export class WriteBackCache implements BlockDevice {
    * published: clients such as nbdcopy skip holes, and would read zeros where data is in flight.
    */
   async blockStatus(offset: number, length: number): Promise<BlockStatusRun[]> {
+    if (this.stale !== undefined) throw this.stale;
     this.checkRange(offset, length);
     const runs: BlockStatusRun[] = [];
     for (const p of splitByExtent(this.g, offset, length)) {

@@ -1,7 +1,7 @@
 /** `cairnctl bench codec`: codec throughput next to its peers, one JSON line per result. */
 import type { Argv } from 'yargs';
 import { InvalidArgumentError, formatBytes, parseProfile, parseSize } from '../core/index.js';
-import { benchCodec, codecImpls, type CodecBenchLine, type CodecImpl } from '../api/index.js';
+import { benchCodec, codecImpls, type CodecBenchLine, type CodecImpl } from '../bench/index.js';
 import { table } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 

@@ -4,7 +4,7 @@
  */
 import type { Argv } from 'yargs';
 import { formatBytes, parseProfile } from '../core/index.js';
-import { decodeDir, encodeFile } from '../api/index.js';
+import { decodeDir, encodeFile } from './codec_files.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 

@@ -2,7 +2,8 @@
  * What every cairnctl command receives: where to print, how to get a codec, where secrets come
  * from, and how to start background work. Tests pass their own; bin/cairnctl.ts the real ones.
  */
-import type { CodecFactory, SecretSource } from '../api/index.js';
+import type { CodecFactory } from './codec_files.js';
+import type { SecretSource } from '../api/index.js';
 import { type Io, reportError } from './output.js';
 
 export interface CliContext {

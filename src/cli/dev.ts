@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { join } from 'node:path';
 import { parseProfile, parseSize } from '../core/index.js';
-import { devDown, devStatus, devUp } from '../api/index.js';
+import { devDown, devStatus, devUp } from '../dev/index.js';
 import { isJson, table } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';

@@ -1,6 +1,7 @@
 /** `cairnctl gc`: remove the shards of deleted volumes from every target. Safe to run any time. */
 import type { Argv } from 'yargs';
-import { collectGarbage, storeForTarget, sweepOrphans } from '../api/index.js';
+import { collectGarbage, sweepOrphans } from '../repair/index.js';
+import { storeForTarget } from '../api/index.js';
 import type { ShardStore } from '../core/index.js';
 import { clusterOptions, isJson, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';

@@ -6,16 +6,13 @@
  */
 import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
-import { rmSync } from 'node:fs';
-import { InvalidArgumentError, errorMessage, parseSize } from '../core/index.js';
-import { VolumeFrontend, readTopology } from '../api/index.js';
-import { createFrontendMetrics, createLogger, serveMetrics, type FrontendMetrics } from '../metrics/index.js';
-import { CodecPool } from '../codec/index.js';
-import { NbdServer } from '../nbd/index.js';
+import { InvalidArgumentError, formatBytes, parseSize } from '../core/index.js';
+import { cacheBytesMaxDefault, dirtyBytesMaxDefault, flushAgeMsDefault } from '../cache/index.js';
+import { lockWaitMsDefault, startFrontend } from '../frontend/index.js';
+import { createLogger } from '../metrics/index.js';
 import { parseHostPort } from '../shard/index.js';
 import { clusterOptions, endpointsFrom } from './common.js';
 import { type CliContext, withErrors } from './context.js';
-import { EtcdMeta } from '../meta/index.js';
 
 export function nbdCommand(ctx: CliContext) {
   return {
@@ -41,18 +38,22 @@ export function nbdCommand(ctx: CliContext) {
               })
               .option('lock-wait', {
                 type: 'number',
-                default: 12_000,
+                default: lockWaitMsDefault,
                 describe: "ms to wait for another frontend's lock to expire before refusing a volume",
               })
-              .option('cache-size', { type: 'string', default: '512MiB', describe: 'cache per volume (clean + dirty)' })
+              .option('cache-size', {
+                type: 'string',
+                default: formatBytes(cacheBytesMaxDefault),
+                describe: 'cache per volume (clean + dirty)',
+              })
               .option('dirty-max', {
                 type: 'string',
-                default: '256MiB',
+                default: formatBytes(dirtyBytesMaxDefault),
                 describe: 'dirty bytes per volume before writers wait for a flush',
               })
               .option('flush-age', {
                 type: 'number',
-                default: 5000,
+                default: flushAgeMsDefault,
                 describe: 'ms after which dirty data is flushed in the background',
               })
               .option('threads', { type: 'number', describe: 'codec worker threads (default: cores)' })
@@ -74,66 +75,34 @@ export function nbdCommand(ctx: CliContext) {
             const cacheBytesMax = parseSize(String(argv['cache-size']), '--cache-size');
             if (cacheBytesMax < dirtyBytesMax)
               throw new InvalidArgumentError('--cache-size must be at least --dirty-max');
+            const lockWaitMs = Number(argv['lock-wait']);
+            if (!Number.isSafeInteger(lockWaitMs) || lockWaitMs < 0)
+              throw new InvalidArgumentError(`--lock-wait must be a whole number of ms, not "${argv['lock-wait']}"`);
             const metricsListen =
               argv['metrics-listen'] === undefined
                 ? undefined
                 : parseHostPort(String(argv['metrics-listen']), '--metrics-listen address');
             const logger = createLogger({ name: 'cairnctl-nbd', write: (line) => ctx.io.err(line) });
             const log = logger.line;
-            const metrics =
-              metricsListen === undefined
-                ? undefined
-                : createFrontendMetrics({
-                    onError: (what, err) => logger.warn(`metrics: ${what} failed: ${errorMessage(err)}`),
-                  });
-            const meta = new EtcdMeta(endpointsFrom(argv), { timeoutMs: Number(argv['etcd-timeout']) });
-            await meta.requireCluster();
-            const pool = await CodecPool.start(
-              argv['threads'] === undefined ? {} : { threads: Number(argv['threads']) },
-            );
-            const frontend = new VolumeFrontend({
-              meta,
-              pool,
+            const serving = await startFrontend({
+              etcdEndpoints: endpointsFrom(argv),
+              etcdTimeoutMs: Number(argv['etcd-timeout']),
               secrets: ctx.secrets,
               owner: `${hostname()}/${process.pid}`,
+              ...(tcp === undefined ? {} : { tcp }),
+              ...(socket === undefined ? {} : { socket }),
               readOnly: Boolean(argv['read-only']),
               forceTakeover: Boolean(argv['force-takeover']),
-              lockWaitMs: Number(argv['lock-wait']),
+              lockWaitMs,
               cache: { dirtyBytesMax, cacheBytesMax, flushAgeMs: Number(argv['flush-age']) },
+              ...(argv['threads'] === undefined ? {} : { threads: Number(argv['threads']) }),
+              ...(metricsListen === undefined ? {} : { metricsListen }),
               log,
-              ...(metrics === undefined ? {} : { onFlush: (volume, extents) => metrics.flush(volume, extents) }),
+              warn: (line) => logger.warn(line),
             });
-            const server = new NbdServer({
-              provider: frontend,
-              readOnly: Boolean(argv['read-only']),
-              log,
-              ...(metrics === undefined ? {} : { onRequest: (command, bytes) => metrics.nbdRequest(command, bytes) }),
-            });
-            const where: string[] = [];
-            if (tcp !== undefined) {
-              await server.listenTcp(tcp.host, tcp.port);
-              where.push(`nbd://${listen}`);
-            }
-            if (socket !== undefined) {
-              // listenUnix replaces a stale socket file but refuses one a live server holds.
-              await server.listenUnix(socket);
-              where.push(`nbd+unix:///VOLUME?socket=${socket}`);
-            }
-            const metricsServer =
-              metrics === undefined || metricsListen === undefined
-                ? undefined
-                : await serveFrontendMetrics(metrics, metricsListen, { meta, frontend, server, log }).catch(
-                    async (err: unknown) => {
-                      await server.close();
-                      await frontend.close();
-                      await pool.close();
-                      meta.close();
-                      throw err;
-                    },
-                  );
-            ctx.io.out(`cairnctl serving NBD on ${where.join(' and ')} (pid ${process.pid})`);
-            if (metricsServer !== undefined)
-              logger.info(`metrics on http://${metricsServer.address}/metrics`, { metrics: metricsServer.address });
+            ctx.io.out(`cairnctl serving NBD on ${serving.where.join(' and ')} (pid ${process.pid})`);
+            if (serving.metricsAddress !== undefined)
+              logger.info(`metrics on http://${serving.metricsAddress}/metrics`, { metrics: serving.metricsAddress });
             await new Promise<void>((resolve) => {
               const stop = (signal: string) => {
                 log(`${signal}: stopping; flushing every volume`);
@@ -142,51 +111,10 @@ export function nbdCommand(ctx: CliContext) {
               process.once('SIGTERM', () => stop('SIGTERM'));
               process.once('SIGINT', () => stop('SIGINT'));
             });
-            try {
-              await server.close();
-              await frontend.close();
-            } catch (err) {
-              log(`shutdown: ${errorMessage(err)}`);
-            } finally {
-              await metricsServer?.close();
-              await pool.close();
-              meta.close();
-              if (socket !== undefined) rmSync(socket, { force: true });
-            }
+            await serving.stop();
           }),
         })
         .demandCommand(1, 'Name an action: serve'),
     handler: () => undefined,
   };
-}
-
-/**
- * Serves the frontend's metrics; gauges are read at each scrape from the frontend's status and,
- * for the health of the volumes it writes, the live topology (two etcd reads). When etcd does
- * not answer, that scrape has no health gauges rather than stale ones.
- */
-async function serveFrontendMetrics(
-  metrics: FrontendMetrics,
-  listen: { host: string; port: number },
-  from: { meta: EtcdMeta; frontend: VolumeFrontend; server: NbdServer; log: (line: string) => void },
-) {
-  metrics.snapshotFrom(async () => {
-    const topology = await readTopology(from.meta).catch((err: unknown) => {
-      from.log(`metrics: cannot read the topology for volume health: ${errorMessage(err)}`);
-      return undefined;
-    });
-    const volumes = await from.frontend.status(topology === undefined ? {} : { topology });
-    return {
-      volumes: volumes.map((v) => ({
-        name: v.name,
-        dirtyBytes: v.dirtyBytes,
-        cachedBytes: v.cachedBytes,
-        connections: v.handles,
-        readDegradedExtents: v.degradedExtents,
-        ...(v.health === undefined ? {} : { health: v.health }),
-      })),
-    };
-  });
-  metrics.connectionsFrom(() => from.server.connectionCount);
-  return serveMetrics(metrics, { ...listen, log: from.log });
 }

@@ -1,8 +1,8 @@
 /** `cairnctl node list`: storage nodes with zone, address, state, capacity and use. */
 import type { Argv } from 'yargs';
+import { listNodes } from '../api/index.js';
 import { formatBytes } from '../core/index.js';
-import { listNodes } from '../node/index.js';
-import { planRepair, runRepair } from '../api/index.js';
+import { planRepair, runRepair } from '../repair/index.js';
 import { withRepairTools } from './repair.js';
 import { clusterOptions, isJson, table, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';

@@ -11,7 +11,8 @@
 import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
 import { errorMessage, formatBytes, parseSize, type ShardStore } from '../core/index.js';
-import { planRebalance, planRepair, runRepair, runScrub, storeForTarget, type RepairProgress } from '../api/index.js';
+import { planRebalance, planRepair, runRepair, runScrub, type RepairProgress } from '../repair/index.js';
+import { storeForTarget } from '../api/index.js';
 import { CodecPool } from '../codec/index.js';
 import { keys, type EtcdMeta } from '../meta/index.js';
 import { createFrontendMetrics, serveMetrics } from '../metrics/index.js';

@@ -114,3 +114,16 @@ export class AuthRejectedError extends CairnError {
     super('EAUTH', message, { ...options, retryable: false });
   }
 }
+
+/**
+ * A commit, or a journal append, was refused because the writer no longer holds the volume's lock
+ * at its epoch: the lock expired or another writer took it over. Never retryable: the writer must
+ * stop and re-attach. Raised by the metadata adapters and the storage nodes; the engine, the
+ * cache and the simulator act on it, so it belongs to the shared vocabulary.
+ */
+export class FencedError extends CairnError {
+  override readonly name = 'FencedError';
+  constructor(message: string) {
+    super('EFENCED', message, { retryable: false });
+  }
+}

@@ -3,6 +3,7 @@ export * from './assert.js';
 export * from './checksum.js';
 export * from './clock.js';
 export * from './errors.js';
+export * from './extent_record.js';
 export * from './ids.js';
 export * from './limits.js';
 export * from './ports.js';

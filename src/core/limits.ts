@@ -32,9 +32,5 @@ export const nbdRequestBytesMax = 32 * MiB;
 export const nbdRequestsInFlightMax = 64;
 /** Longest export name or option payload we read during the handshake (the spec allows 4096). */
 export const nbdOptionBytesMax = 4096;
-/** Dirty bytes one volume's write-back cache may hold before writers wait for flushes. */
-export const cacheDirtyBytesMaxDefault = 256 * MiB;
-
-assert(nbdRequestBytesMax <= cacheDirtyBytesMaxDefault, 'one NBD write must fit in the cache');
 assert(extentBytesMax <= codecMemoryBytesMax / 4, 'codec memory must hold several extents at once');
 assert(checksumBlockBytes > 0 && (checksumBlockBytes & (checksumBlockBytes - 1)) === 0);

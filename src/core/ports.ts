@@ -144,3 +144,38 @@ export interface ExportProvider {
    */
   open(name: string, options: { readonly readOnly: boolean }): Promise<{ device: BlockDevice; close(): Promise<void> }>;
 }
+
+/**
+ * The k+m shards of one extent in codec memory, back to back: the data shards together are the
+ * extent's bytes padded to k * shardBytes. Valid from Codec.allocate() until Codec.release();
+ * views taken from it must not be used after release, nor touched while a codec job on it runs.
+ */
+export interface CodecBuffer {
+  readonly k: number;
+  readonly m: number;
+  /** Bytes in each shard. */
+  readonly shardBytes: number;
+  /** The k data shards as one view: the extent's bytes, then padding. */
+  data(): Uint8Array;
+  /** A view of shard i, 0 <= i < k + m. */
+  shard(i: number): Uint8Array;
+}
+
+/**
+ * Systematic Reed-Solomon as the volume engine uses it. The real implementation is the wasm
+ * worker pool (codec/pool.ts); the simulator supplies a deterministic one. Both keep the same
+ * promises, so the engine never needs to know which it has.
+ */
+export interface Codec {
+  /** A buffer for one extent; throws when codec memory is exhausted (the caller bounds its use). */
+  allocate(profile: { readonly k: number; readonly m: number }, shardBytes: number): CodecBuffer;
+  /** Returns the buffer; idempotent per buffer is NOT promised: release each once. */
+  release(buf: CodecBuffer): void;
+  /** Computes the m parity shards from the k data shards, in place. */
+  encode(buf: CodecBuffer): Promise<void>;
+  /**
+   * Rebuilds the shards in `wanted` (default: every missing one) from at least k present ones,
+   * in place. `present[i]` says shard i holds valid bytes.
+   */
+  reconstruct(buf: CodecBuffer, present: readonly boolean[], wanted?: readonly number[]): Promise<void>;
+}

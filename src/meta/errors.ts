@@ -27,13 +27,4 @@ export class VolumeLockedError extends CairnError {
   }
 }
 
-/**
- * A commit was refused because the writer no longer holds the lock at its epoch: the lock expired
- * or another writer took it over. Never retryable: the writer must stop and re-attach.
- */
-export class FencedError extends CairnError {
-  override readonly name = 'FencedError';
-  constructor(message: string) {
-    super('EFENCED', message, { retryable: false });
-  }
-}
+export { FencedError } from '../core/index.js';

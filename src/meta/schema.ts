@@ -3,7 +3,9 @@
  * under them, each with a decoder that checks what it reads. A value that does not decode is a
  * corrupt metadata error naming the key, never a crash or a silent default.
  */
-import { CairnError, checkProfile, type Profile } from '../core/index.js';
+import { CairnError, checkProfile, type ExtentRecord, type Profile } from '../core/index.js';
+
+export type { ExtentRecord, ExtentShardRef } from '../core/index.js';
 
 export const schemaVersion = 1;
 export const rootPrefix = 'cairn/v1/';
@@ -83,17 +85,6 @@ export interface VolumeRecord {
   readonly state: 'ready' | 'deleting';
   /** Shards of k+m that must be stored before a flush publishes (default k+m, at least k+1). */
   readonly durableShardsMin?: number;
-}
-
-export interface ExtentShardRef {
-  readonly target: string;
-  readonly key: string;
-}
-
-export interface ExtentRecord {
-  readonly generation: number;
-  readonly shardBytes: number;
-  readonly shards: readonly ExtentShardRef[];
 }
 
 export interface LockRecord {

@@ -20,7 +20,6 @@
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { errnoName } from '../nbd/index.js';
 import { metricSpecs, onDemandMetricKeys, type MetricComponent, type MetricKey, type MetricSpec } from './catalog.js';
 
 /** NBD commands as label values (protocol names, lowercase); anything else is "other". */
@@ -45,9 +44,9 @@ export function nbdCommandLabel(command: string): string {
   return (nbdCommandLabels as readonly string[]).includes(label) ? label : 'other';
 }
 
-/** An NBD errno as an outcome label: 0 -> `ok`, 5 -> `eio`. */
-export function nbdOutcomeLabel(errno: number): string {
-  return errno === 0 ? 'ok' : errnoName(errno).toLowerCase().replace(/\s+/g, '_');
+/** An NBD request's outcome as a label: `OK` -> `ok`, `EIO` -> `eio`, `errno 99` -> `errno_99`. */
+export function nbdOutcomeLabel(outcome: string): string {
+  return outcome.toLowerCase().replace(/\s+/g, '_');
 }
 
 function methodLabel(method: string): string {
@@ -317,7 +316,7 @@ export interface FrontendMetrics extends MetricsSource {
    * Call when an NBD request starts, with its protocol command name (`READ`) and length; call
    * the returned function once, with the errno of the reply (0 for success), when the reply is ready.
    */
-  nbdRequest(command: string, bytes: number): (errno: number) => void;
+  nbdRequest(command: string, bytes: number): (outcome: string) => void;
   /** Call when a flush of `extents` extents of `volume` starts; call the result with its outcome. */
   flush(volume: string, extents: number): (ok: boolean) => void;
   /** Read at every scrape for the per-volume cache and health gauges. */
@@ -356,13 +355,13 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
       const label = nbdCommandLabel(command);
       const started = nowMs();
       let done = false;
-      return (errno) => {
+      return (result) => {
         if (done) return;
         done = true;
-        const outcome = nbdOutcomeLabel(errno);
+        const outcome = nbdOutcomeLabel(result);
         requests.inc({ command: label, outcome });
         duration.observe({ command: label }, Math.max(0, nowMs() - started) / 1000);
-        if (errno === 0 && bytes > 0) requestBytes.inc({ command: label }, bytes);
+        if (outcome === 'ok' && bytes > 0) requestBytes.inc({ command: label }, bytes);
       };
     },
     flush(volume, extents) {

@@ -125,7 +125,11 @@ export interface SessionOptions {
    * errno of the reply (0 for success), when the reply is ready. Requests refused at the edge are
    * reported at once with length 0. For metrics: the session reads no clock; the caller does.
    */
-  readonly onRequest?: (command: string, bytes: number) => (errno: number) => void;
+  /**
+   * Told of each request as it starts; the returned function is called once with its outcome:
+   * 'OK' or the NBD errno's name ('EIO', 'ENOSPC'), as errnoName() spells it.
+   */
+  readonly onRequest?: (command: string, bytes: number) => (outcome: string) => void;
 }
 
 export type SessionPhase = 'handshake' | 'transmission' | 'closed';
@@ -701,7 +705,7 @@ export class Session {
       const done = onRequest(commandName(type), bytes);
       return (errno) => {
         try {
-          done(errno);
+          done(errno === 0 ? 'OK' : errnoName(errno));
         } catch (err) {
           this.bug('reporting a request', err);
         }

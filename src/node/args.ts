@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { InvalidArgumentError, checkName, errorMessage, parseSize } from '../core/index.js';
-import { etcdCallTimeoutMsDefault } from '../meta/deadline.js';
+import { etcdCallTimeoutMsDefault } from '../meta/index.js';
 import { parseHostPort } from '../shard/index.js';
 
 /**

@@ -28,8 +28,3 @@ export function checkShardPrefix(prefix: string): string {
   checkShardKey(prefix.endsWith('/') ? prefix.slice(0, -1) : prefix);
   return prefix;
 }
-
-/** The key Cairn uses for shard `shard` of `extent` at `generation` of `volume`. */
-export function shardKey(volume: string, extent: number, generation: number, shard: number): string {
-  return `${volume}/${extent}/${generation}/${shard}`;
-}

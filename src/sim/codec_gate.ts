@@ -12,11 +12,11 @@
  * submission order; pool rejections are never left unhandled while held.
  * What it leaves out: parallel coding inside one simulation (the gate releases one job at a time).
  */
-import { assert } from '../core/index.js';
+import { assert, type Codec } from '../core/index.js';
 import type { CodecPool, ExtentBuffer, WasmKernel } from '../codec/index.js';
 
-/** What VolumeEngine uses of a CodecPool. */
-export type EngineCodec = Pick<CodecPool, 'allocate' | 'release' | 'encode' | 'reconstruct'>;
+/** What VolumeEngine uses of a codec: the core Codec port. */
+export type EngineCodec = Codec;
 
 /** A codec whose completions the scheduler releases. */
 export interface SimCodec extends EngineCodec {

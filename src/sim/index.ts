@@ -12,3 +12,5 @@ export { SimClock, ProcessClock } from './sim_clock.js';
 export { VolumeModel, ExtentStates, judgeFailure } from './checker.js';
 export { GatedPool, KernelCodec, type SimCodec } from './codec_gate.js';
 export { World, configFromSeed, describeConfig, type WorldConfig } from './world.js';
+export * from './memory_device.js';
+export * from './memory_twins.js';

@@ -13,9 +13,9 @@
  * What it leaves out: the lock's lease mechanics (the world expires and takes over the lock by
  * setting `lockEpoch`), and load() failures (a frontend that cannot load the map does not start).
  */
-import { UnavailableError, assert } from '../core/index.js';
-import type { ExtentRecord } from '../meta/index.js';
-import { MemoryExtentMap, type ExtentMapStore } from '../volume/index.js';
+import { UnavailableError, assert, type ExtentRecord } from '../core/index.js';
+import { MemoryExtentMap } from './memory_twins.js';
+import { type ExtentMapStore } from '../volume/index.js';
 import { hang, type ProcessLife } from './faulty_store.js';
 import type { Prng } from './prng.js';
 import type { SimClock } from './sim_clock.js';

@@ -16,10 +16,9 @@
  *   below (a checksum mismatch nobody planted, a published shard deleted).
  * What it leaves out: performance, and concurrent client operations (see workload.ts).
  */
-import { CairnError, assert } from '../core/index.js';
+import { CairnError, FencedError, assert } from '../core/index.js';
 import type { CodecPool } from '../codec/index.js';
 import { WasmKernel } from '../codec/index.js';
-import { FencedError } from '../meta/index.js';
 import { PersistError } from '../volume/index.js';
 import { VolumeModel, extentStatesMax, judgeFailure, parseShardKey } from './checker.js';
 import { GatedPool, KernelCodec, type SimCodec } from './codec_gate.js';

@@ -25,11 +25,10 @@ import {
   targetId,
   zoneId,
   type BlockDevice,
+  type ExtentRecord,
   type Profile,
 } from '../core/index.js';
-import type { CodecPool } from '../codec/index.js';
 import { WriteBackCache } from '../cache/index.js';
-import type { ExtentRecord } from '../meta/index.js';
 import { createPlacer, type Placer, type PlacementPolicy, type Topology } from '../placement/index.js';
 import { framedBytes } from '../shard/index.js';
 import { VolumeEngine, type EngineVolume, type ShardPlacer } from '../volume/index.js';
@@ -541,8 +540,7 @@ export class World {
       map: this.map.viewFor(process.epoch, process),
       targets: new SimTargets(this.storeEnv, this.targets, process, { jitterMs: c.jitterMs }),
       placer: this.placer(),
-      // The engine types its codec as the pool class; it calls only what EngineCodec names.
-      pool: this.codec as unknown as CodecPool,
+      pool: this.codec,
       epoch: process.epoch,
       durableShardsMin: c.durableShardsMin,
       shardReadHedgeMs: c.shardReadHedgeMs,

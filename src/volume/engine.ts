@@ -22,14 +22,17 @@ import {
   UnavailableError,
   assert,
   errorMessage,
+  FencedError,
+  shardKey,
   type Clock,
+  type Codec,
+  type CodecBuffer,
+  type ExtentRecord,
   type Profile,
   systemClock,
 } from '../core/index.js';
-import type { CodecPool, ExtentBuffer } from '../codec/index.js';
 import { extentLength, shardBytesOf, splitByShard, type ExtentGeometry } from '../extent/index.js';
-import { FencedError, type ExtentRecord } from '../meta/index.js';
-import { shardKey } from '../shard/index.js';
+import { readAnyK, rebuildShards } from './degraded.js';
 import type { ExtentMapStore, ShardPlacer, TargetStores } from './ports.js';
 
 /** Extents encoded and stored at once by one persist(): bounds codec memory and sockets. */
@@ -77,7 +80,7 @@ export interface VolumeEngineOptions {
   readonly map: ExtentMapStore;
   readonly targets: TargetStores;
   readonly placer: ShardPlacer;
-  readonly pool: CodecPool;
+  readonly pool: Codec;
   /** The writer's fencing epoch (0 for a read-only engine, which never persists). */
   readonly epoch: number;
   readonly durableShardsMin?: number;
@@ -269,50 +272,26 @@ export class VolumeEngine {
 
   /** Reads any k whole shards of the extent (data shards first) and rebuilds its bytes. */
   private async readDegraded(e: number, rec: ExtentRecord): Promise<Uint8Array> {
-    const { k, m } = this.volume.profile;
-    const fetched = new Map<number, Uint8Array>();
-    const failures: string[] = [];
-    let next = 0;
-    // k readers; each takes the next untried shard until k have arrived or none are left.
-    const reader = async (): Promise<void> => {
-      while (fetched.size < k && next < k + m) {
-        const i = next++;
-        const ref = rec.shards[i]!;
-        try {
-          this.stats.shardReads += 1;
-          const bytes = await this.options.targets.store(ref.target).get(ref.key);
-          if (bytes.length !== rec.shardBytes) throw new Error(`has ${bytes.length} bytes, expected ${rec.shardBytes}`);
-          if (fetched.size < k) fetched.set(i, bytes);
-        } catch (err) {
-          this.stats.shardReadFailures += 1;
-          failures.push(`shard ${i} on ${ref.target}: ${errorMessage(err)}`);
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: k }, reader));
-    if (fetched.size < k) {
+    const { k } = this.volume.profile;
+    const { shards, failures } = await readAnyK(this.options.targets, rec, k, {
+      onRead: (ok) => {
+        this.stats.shardReads += 1;
+        if (!ok) this.stats.shardReadFailures += 1;
+      },
+    });
+    if (shards.size < k) {
       throw new ExtentUnreadableError(
-        `Cannot read extent ${e} of volume "${this.volume.name}": ${k} shards needed, ${fetched.size} readable (${failures.join('; ')})`,
+        `Cannot read extent ${e} of volume "${this.volume.name}": ${k} shards needed, ${shards.size} readable (${failures.join('; ')})`,
       );
     }
     const length = extentLength(this.volume, e);
-    const missingData = Array.from({ length: k }, (_, i) => i).filter((i) => !fetched.has(i));
-    if (missingData.length === 0) {
-      const out = new Uint8Array(length);
-      for (let i = 0; i < k && i * rec.shardBytes < length; i++) {
-        out.set(fetched.get(i)!.subarray(0, Math.min(rec.shardBytes, length - i * rec.shardBytes)), i * rec.shardBytes);
-      }
-      return out;
+    const dataShards = Array.from({ length: k }, (_, i) => i).filter((i) => i * rec.shardBytes < length);
+    const data = await rebuildShards(this.options.pool, this.volume.profile, rec.shardBytes, shards, dataShards);
+    const out = new Uint8Array(length);
+    for (const i of dataShards) {
+      out.set(data.get(i)!.subarray(0, Math.min(rec.shardBytes, length - i * rec.shardBytes)), i * rec.shardBytes);
     }
-    const buf = this.options.pool.allocate(this.volume.profile, rec.shardBytes);
-    try {
-      const present = Array.from({ length: k + m }, (_, i) => fetched.has(i));
-      for (const [i, bytes] of fetched) buf.shard(i).set(bytes);
-      await this.options.pool.reconstruct(buf, present, missingData);
-      return buf.data().slice(0, length);
-    } finally {
-      this.options.pool.release(buf);
-    }
+    return out;
   }
 
   /**
@@ -398,7 +377,7 @@ export class VolumeEngine {
     assert(targets.length === k + m, `placement gave ${targets.length} targets for ${k + m} shards`);
     const generation = this.nextGeneration();
     const keys = targets.map((_, i) => shardKey(this.volume.id, e, generation, i));
-    let buf: ExtentBuffer | undefined = this.options.pool.allocate(this.volume.profile, this.shardBytes);
+    let buf: CodecBuffer | undefined = this.options.pool.allocate(this.volume.profile, this.shardBytes);
     let shards: Uint8Array[];
     try {
       const region = buf.data();

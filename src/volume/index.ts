@@ -1,5 +1,4 @@
-/** The volume engine and its ports, with in-memory twins for tests and simulation. */
+/** The volume engine and the ports it is built on. In-memory twins of the ports live in sim/. */
+export * from './degraded.js';
 export * from './engine.js';
-export * from './memory_device.js';
-export * from './memory_twins.js';
 export type * from './ports.js';

@@ -1,10 +1,9 @@
 /**
  * The ports the volume engine is built on. Real adapters (etcd, nodes, S3, placement over the
- * live topology) are wired in api/frontend.ts; the in-memory twins live beside them for tests and
- * the simulator.
+ * live topology) are wired in frontend/; the in-memory twins live in sim/ for tests and the
+ * simulator.
  */
-import type { ShardStore } from '../core/index.js';
-import type { ExtentRecord } from '../meta/index.js';
+import type { ExtentRecord, ShardStore } from '../core/index.js';
 
 /** The published extent map of one volume. */
 export interface ExtentMapStore {

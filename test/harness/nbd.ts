@@ -12,7 +12,7 @@ import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NbdServer, Session, nbdWire as wire, type SessionIo } from '../../src/nbd/index.js';
-import { MemoryExportProvider } from '../../src/volume/memory_device.js';
+import { MemoryExportProvider } from '../../src/sim/memory_device.js';
 import { freePort } from './process.js';
 
 // ---------------------------------------------------------------------------------------------

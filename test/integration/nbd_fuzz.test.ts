@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { NbdServer, nbdWire as wire } from '../../src/nbd/index.js';
-import { MemoryExportProvider } from '../../src/volume/index.js';
+import { MemoryExportProvider } from '../../src/sim/index.js';
 import { connectPipe, nbdsh, RawNbdClient, runOk } from '../harness/nbd.js';
 import { waitFor } from '../harness/process.js';
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChecksumMismatchError, StorageIoError, UnavailableError, crc32Of } from '../../src/core/index.js';
 import { AuthRejectedError, DiskFullError } from '../../src/core/index.js';
-import { listNodes, type NodeStatus } from '../../src/node/index.js';
+import { listNodes, type NodeStatus } from '../../src/api/index.js';
 import { decodeAlive as parseAliveRecord, decodeTarget as parseTargetRecord } from '../../src/meta/index.js';
 import { NodeShardStore, framedBytes } from '../../src/shard/index.js';
 import { runCairnd, startCairnd, type CairndHandle, type CairndOptions } from '../harness/cairnd.js';

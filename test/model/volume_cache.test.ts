@@ -9,7 +9,8 @@ import { expect } from 'chai';
 import { CodecPool } from '../../src/codec/index.js';
 import { WriteBackCache } from '../../src/cache/index.js';
 import { FencedError } from '../../src/meta/index.js';
-import { MemoryExtentMap, MemoryTargets, VolumeEngine, roundRobinPlacer } from '../../src/volume/index.js';
+import { VolumeEngine } from '../../src/volume/index.js';
+import { MemoryExtentMap, MemoryTargets, roundRobinPlacer } from '../../src/sim/index.js';
 
 const KiB = 1024;
 

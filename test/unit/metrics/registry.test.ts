@@ -45,13 +45,13 @@ describe('createFrontendMetrics()', () => {
     const m = createFrontendMetrics({ processMetrics: false, nowMs: () => now });
     const write = m.nbdRequest('WRITE', 65536);
     now += 2; // 2 ms
-    write(0);
-    write(0); // a second call is ignored
+    write('OK');
+    write('OK'); // a second call is ignored
     const read = m.nbdRequest('READ', 4096);
     now += 30;
-    read(5); // EIO
-    m.nbdRequest('WRITE_ZEROES', 1 << 20)(0);
-    m.nbdRequest('command 77', 0)(22);
+    read('EIO');
+    m.nbdRequest('WRITE_ZEROES', 1 << 20)('OK');
+    m.nbdRequest('command 77', 0)('EINVAL');
     const s = samples(await m.text());
     expect(s.get('cairn_nbd_requests_total{command="write",outcome="ok"}')).to.equal(1);
     expect(s.get('cairn_nbd_requests_total{command="read",outcome="eio"}')).to.equal(1);
@@ -207,8 +207,8 @@ describe('label values', () => {
     expect(nbdCommandLabel('READ')).to.equal('read');
     expect(nbdCommandLabel('BLOCK_STATUS')).to.equal('block_status');
     expect(nbdCommandLabel('command 12345')).to.equal('other');
-    expect(nbdOutcomeLabel(0)).to.equal('ok');
-    expect(nbdOutcomeLabel(28)).to.equal('enospc');
-    expect(nbdOutcomeLabel(108)).to.equal('eshutdown');
+    expect(nbdOutcomeLabel('OK')).to.equal('ok');
+    expect(nbdOutcomeLabel('ENOSPC')).to.equal('enospc');
+    expect(nbdOutcomeLabel('ESHUTDOWN')).to.equal('eshutdown');
   });
 });

@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { AssertionError, CairnError, DiskFullError } from '../../../src/core/index.js';
-import { MemoryBlockDevice, MemoryExportProvider, memoryPageBytes } from '../../../src/volume/memory_device.js';
+import { MemoryBlockDevice, MemoryExportProvider, memoryPageBytes } from '../../../src/sim/memory_device.js';
 import { seededBytes } from '../../support/bytes.js';
 
 const page = memoryPageBytes;

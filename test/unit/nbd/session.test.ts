@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import { AssertionError, nbdRequestsInFlightMax, StorageIoError } from '../../../src/core/index.js';
 import { nbdLimits, nbdWire as wire } from '../../../src/nbd/index.js';
-import { MemoryExportProvider } from '../../../src/volume/memory_device.js';
+import { MemoryExportProvider } from '../../../src/sim/memory_device.js';
 import { RawNbdClient, sessionPipe, type SessionPipe, type Split } from '../../harness/nbd.js';
 import { waitFor } from '../../harness/process.js';
 import { seededBytes } from '../../support/bytes.js';

@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { nbdWire as wire } from '../../../src/nbd/index.js';
-import { MemoryExportProvider } from '../../../src/volume/memory_device.js';
+import { MemoryExportProvider } from '../../../src/sim/memory_device.js';
 import { RawNbdClient, sessionPipe } from '../../harness/nbd.js';
 import { seededBytes } from '../../support/bytes.js';
 

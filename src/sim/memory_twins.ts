@@ -3,10 +3,9 @@
  * memory shard stores that can be taken down, and a round-robin placer. For unit tests and the
  * simulator; never instead of etcd, nodes or S3 in integration tests.
  */
-import { UnavailableError, type ShardStore } from '../core/index.js';
-import { FencedError, type ExtentRecord } from '../meta/index.js';
+import { FencedError, UnavailableError, type ExtentRecord, type ShardStore } from '../core/index.js';
 import { MemoryShardStore } from '../shard/index.js';
-import type { ExtentMapStore, ShardPlacer, TargetStores } from './ports.js';
+import type { ExtentMapStore, ShardPlacer, TargetStores } from '../volume/index.js';
 
 export class MemoryExtentMap implements ExtentMapStore {
   readonly records = new Map<number, ExtentRecord>();

@@ -3,24 +3,34 @@
  *
  * Opening a volume for writing takes its etcd lock (fencing epoch), loads its extent map, and
  * builds one engine and one write-back cache that every connection to the volume shares; the
- * last connection to close flushes the cache and releases the lock. Read-only opens take no lock.
+ * last connection to close flushes the cache and releases the lock. An attach that finds another
+ * frontend's lock waits (up to lockWaitMs) for its lease to expire, as after that frontend died;
+ * forceTakeover takes it at once and fences the old holder.
+ *
+ * Read-only opens take no lock, and are refused while a writer holds the volume: a read-only view
+ * serves the map as it was when it attached, so beside a live writer it would serve old data and
+ * then fail once the writer's superseded shards are deleted. A writer that attaches later makes
+ * the read-only view fail every request (it watches the lock).
+ *
  * Targets and placement follow the live topology (re-read every few seconds), so a node that goes
- * down stops receiving new shards and one that joins starts to.
+ * down stops receiving new shards and one that joins starts to. Every timer runs on the injected
+ * Clock.
  */
 import {
   CairnError,
-  DiskFullError,
   InvalidArgumentError,
-  UnavailableError,
   errorMessage,
   formatBytes,
   formatProfile,
+  sleepOn,
+  systemClock,
   type BlockDevice,
+  type Clock,
+  type Codec,
   type ExportInfo,
   type ExportProvider,
-  type ShardStore,
+  type ExtentRecord,
 } from '../core/index.js';
-import type { CodecPool } from '../codec/index.js';
 import { WriteBackCache, type WriteBackCacheOptions } from '../cache/index.js';
 import {
   NotFoundError,
@@ -28,38 +38,22 @@ import {
   decodeExtent,
   keys,
   type EtcdMeta,
-  type ExtentRecord,
-  type TargetRecord,
   type VolumeLock,
   type VolumeRecord,
 } from '../meta/index.js';
-import { createPlacer, type Placer, type Topology } from '../placement/index.js';
-import { VolumeEngine, type ExtentMapStore, type ShardPlacer, type TargetStores } from '../volume/index.js';
-import { readTopology } from './cluster.js';
-import { assessExtentMap, livenessOf, type ExtentMapHealth } from './health.js';
-import { storeForTarget, type SecretSource } from './stores.js';
-import { policyOf } from './volumes.js';
-
-/** How often targets and topology are re-read from etcd. */
-export const topologyRefreshMs = 2_000;
-/**
- * How long a volume stays attached after its last connection closes. Clients such as nbdcopy
- * and qemu-img open several connections one after another; re-attaching for each (lock, map
- * load) would be slow, and the lock would bounce between them.
- */
-export const detachLingerMs = 1_500;
-/**
- * How long a target that refused a shard put (507 disk full, or unreachable) is left out of this
- * frontend's placement. Longer than a flush's retry window (10 s), so the retry goes elsewhere.
- */
-export const refusedTargetAvoidMs = 30_000;
-/** How long an attach waits for another frontend's lock: its lease TTL (10 s) and some margin. */
-export const lockWaitMsDefault = 12_000;
-const lockPollMs = 250;
+import type { Topology } from '../placement/index.js';
+import { VolumeEngine } from '../volume/index.js';
+import { assessExtentMap, livenessOf, type ExtentMapHealth, type SecretSource } from '../api/index.js';
+import { EtcdExtentMap } from './extent_map.js';
+import { LivePlacer } from './live_placer.js';
+import { LiveTargets } from './live_targets.js';
+import { detachLingerMs, lockPollMs, lockWaitMsDefault, topologyRefreshMs } from './limits.js';
 
 export interface FrontendOptions {
   readonly meta: EtcdMeta;
-  readonly pool: CodecPool;
+  readonly pool: Codec;
+  /** Time for refreshes, lingers and lock waits; the system clock unless a test injects one. */
+  readonly clock?: Clock;
   readonly secrets: SecretSource;
   /** Who this frontend is, written into volume locks: host and pid. */
   readonly owner: string;
@@ -75,118 +69,6 @@ export interface FrontendOptions {
   readonly onFlush?: (volume: string, extents: number) => (ok: boolean) => void;
 }
 
-/** Shard stores for every registered target, refreshed from etcd. */
-class LiveTargets implements TargetStores {
-  private stores = new Map<string, { record: TargetRecord; store: ShardStore }>();
-  private refreshedAt = 0;
-
-  constructor(
-    private readonly meta: EtcdMeta,
-    private readonly secrets: SecretSource,
-  ) {}
-
-  async refresh(): Promise<void> {
-    const records = await this.meta.listTargets();
-    const next = new Map<string, { record: TargetRecord; store: ShardStore }>();
-    for (const record of records) {
-      const old = this.stores.get(record.name);
-      if (old !== undefined && JSON.stringify(old.record) === JSON.stringify(record)) next.set(record.name, old);
-      else {
-        old?.store.close?.();
-        next.set(record.name, { record, store: storeForTarget(record, this.secrets) });
-      }
-    }
-    for (const [name, old] of this.stores) if (!next.has(name)) old.store.close?.();
-    this.stores = next;
-    this.refreshedAt = Date.now();
-  }
-
-  store(target: string): ShardStore {
-    const entry = this.stores.get(target);
-    if (entry === undefined)
-      throw new UnavailableError(
-        `Shard target "${target}" is not registered (targets last read ${Date.now() - this.refreshedAt} ms ago)`,
-      );
-    return entry.store;
-  }
-
-  close(): void {
-    for (const { store } of this.stores.values()) store.close?.();
-    this.stores.clear();
-  }
-}
-
-/** Placement over the live topology for one volume. */
-class LivePlacer implements ShardPlacer {
-  private placer: Placer | undefined;
-  private lastError: unknown;
-  private topology: Topology | undefined;
-  /** Targets that refused a shard put lately, until when (ms) placement leaves them out. */
-  private readonly avoided = new Map<string, number>();
-
-  constructor(
-    private readonly meta: EtcdMeta,
-    private readonly volume: VolumeRecord,
-  ) {}
-
-  async refresh(): Promise<void> {
-    try {
-      this.topology = await readTopology(this.meta);
-      this.rebuild();
-    } catch (err) {
-      // Keep placing with the last good topology only if there is none to replace it: a policy
-      // that cannot be met now must fail writes loudly, not place on stale targets.
-      this.topology = undefined;
-      this.placer = undefined;
-      this.lastError = err;
-    }
-  }
-
-  /** A full disk (507) or an unreachable node: leave it out of placement for a while. */
-  refused(target: string, err: unknown): void {
-    if (!(err instanceof DiskFullError || err instanceof UnavailableError)) return;
-    this.avoided.set(target, Date.now() + refusedTargetAvoidMs);
-    if (this.topology !== undefined) this.rebuild();
-  }
-
-  /** A placer over the topology minus avoided targets; over the whole topology if that cannot meet the policy. */
-  private rebuild(): void {
-    const topology = this.topology;
-    if (topology === undefined) return;
-    const now = Date.now();
-    for (const [t, until] of this.avoided) if (until <= now) this.avoided.delete(t);
-    const policy = policyOf(this.volume);
-    if (this.avoided.size > 0) {
-      try {
-        this.placer = createPlacer(
-          { targets: topology.targets.map((t) => (this.avoided.has(t.id) ? { ...t, up: false } : t)) },
-          policy,
-        );
-        this.lastError = undefined;
-        return;
-      } catch {
-        // Too few targets left without the avoided ones: place over all of them.
-      }
-    }
-    try {
-      this.placer = createPlacer(topology, policy);
-      this.lastError = undefined;
-    } catch (err) {
-      this.placer = undefined;
-      this.lastError = err;
-    }
-  }
-
-  place(extent: number): readonly string[] {
-    if (this.placer === undefined) {
-      throw new UnavailableError(
-        `Cannot place extent ${extent} of volume "${this.volume.name}": ${errorMessage(this.lastError ?? 'topology not read yet')}`,
-      );
-    }
-    return this.placer.place(this.volume.id, extent).map((p) => p.target);
-  }
-}
-
 interface OpenVolume {
   readonly record: VolumeRecord;
   readonly readOnly: boolean;
@@ -195,7 +77,8 @@ interface OpenVolume {
   readonly lock: VolumeLock | undefined;
   readonly stopRefresh: () => void;
   handles: number;
-  linger: NodeJS.Timeout | undefined;
+  /** Cancels the pending detach after the last connection closed, if one is pending. */
+  linger: (() => void) | undefined;
   /** Set once detach() started: the volume is never reused, re-armed or detached again. */
   detaching: Promise<void> | undefined;
 }
@@ -207,8 +90,11 @@ export class VolumeFrontend implements ExportProvider {
   private readonly targets: LiveTargets;
   private readonly log: (line: string) => void;
 
+  private readonly clock: Clock;
+
   constructor(private readonly options: FrontendOptions) {
-    this.targets = new LiveTargets(options.meta, options.secrets);
+    this.clock = options.clock ?? systemClock;
+    this.targets = new LiveTargets(options.meta, options.secrets, this.clock);
     this.log = options.log ?? (() => undefined);
   }
 
@@ -248,7 +134,7 @@ export class VolumeFrontend implements ExportProvider {
       );
     }
     vol.handles += 1;
-    clearTimeout(vol.linger);
+    vol.linger?.();
     vol.linger = undefined;
     let closed = false;
     return {
@@ -264,11 +150,13 @@ export class VolumeFrontend implements ExportProvider {
           .flush()
           .catch((err: unknown) => this.log(`volume ${name}: flush at disconnect failed: ${errorMessage(err)}`));
         if (vol.handles > 0 || vol.detaching !== undefined) return;
-        clearTimeout(vol.linger);
-        vol.linger = setTimeout(() => {
+        vol.linger?.();
+        const stop = this.clock.every(detachLingerMs, () => {
+          stop();
+          if (vol.linger === stop) vol.linger = undefined;
           if (vol.handles === 0) void this.detach(name, vol);
-        }, detachLingerMs);
-        vol.linger.unref();
+        });
+        vol.linger = stop;
       },
     };
   }
@@ -278,19 +166,35 @@ export class VolumeFrontend implements ExportProvider {
     const record = await meta.getVolume(name);
     if (record === null) throw new NotFoundError(`No volume named "${name}"`);
     await this.targets.refresh();
-    const placer = new LivePlacer(meta, record);
+    const placer = new LivePlacer(meta, record, this.clock);
     await placer.refresh();
-    const lock = readOnly
-      ? undefined
-      : await meta.acquireLock(name, this.options.owner, { takeover: this.options.forceTakeover ?? false });
+    // A read-only view watches the lock from before its check, so a writer that attaches at
+    // any later moment is seen: the view goes stale and fails every request from then on.
+    let markStale: ((err: Error) => void) | undefined;
+    let staleBeforeCache: Error | undefined;
+    const lockWatch = readOnly
+      ? await meta.client
+          .watch()
+          .key(keys.lock(name))
+          .create()
+          .then((w) => {
+            w.on('put', () => {
+              const err = new VolumeLockedError(
+                `Volume "${name}" was attached for writing elsewhere after this read-only attach; reconnect once the writer detaches`,
+                '',
+                0,
+              );
+              this.log(`volume ${name}: ${err.message}`);
+              if (markStale === undefined) staleBeforeCache = err;
+              else markStale(err);
+            });
+            return w;
+          })
+      : undefined;
+    const lock = readOnly ? undefined : await this.acquireWaiting(name);
     try {
-      const map: ExtentMapStore = {
-        load: () => meta.listExtents(record.id),
-        commit: async (updates) => {
-          if (lock === undefined) throw new InvalidArgumentError(`Volume "${name}" is attached read-only`);
-          await meta.commitExtents(lock, record.id, updates);
-        },
-      };
+      if (readOnly) await this.refuseLiveWriter(name);
+      const map = new EtcdExtentMap(meta, record, lock);
       const engine = await VolumeEngine.open({
         volume: {
           id: record.id,
@@ -328,6 +232,8 @@ export class VolumeFrontend implements ExportProvider {
         },
         { ...this.options.cache, readOnly, log: (line) => this.log(`volume ${name}: ${line}`) },
       );
+      markStale = (err) => cache.markStale(err);
+      if (staleBeforeCache !== undefined) cache.markStale(staleBeforeCache);
       // Repair publishes moved shards of a generation this engine holds; follow it.
       const watcher = await meta.client
         .watch()
@@ -344,12 +250,11 @@ export class VolumeFrontend implements ExportProvider {
           this.log(`volume ${name}: ignoring a bad extent record: ${errorMessage(err)}`);
         }
       });
-      const timer = setInterval(() => {
+      const stopTimer = this.clock.every(topologyRefreshMs, () => {
         Promise.all([this.targets.refresh(), placer.refresh()]).catch((err: unknown) =>
           this.log(`cannot refresh topology: ${errorMessage(err)}`),
         );
-      }, topologyRefreshMs);
-      timer.unref();
+      });
       lock?.lost.then((err) => this.log(`volume ${name}: ${errorMessage(err)}`)).catch(() => undefined);
       this.log(
         `attached volume ${name} ${readOnly ? 'read-only' : `for writing (epoch ${lock?.epoch})`}; ${engine.writtenExtents} extents written`,
@@ -361,8 +266,9 @@ export class VolumeFrontend implements ExportProvider {
         engine,
         lock,
         stopRefresh: () => {
-          clearInterval(timer);
+          stopTimer();
           void watcher?.cancel();
+          void lockWatch?.cancel();
         },
         handles: 0,
         linger: undefined,
@@ -370,6 +276,7 @@ export class VolumeFrontend implements ExportProvider {
       };
     } catch (err) {
       await lock?.release();
+      await lockWatch?.cancel();
       throw err;
     }
   }
@@ -379,7 +286,8 @@ export class VolumeFrontend implements ExportProvider {
    * to expire, as after that frontend died; --force-takeover takes it at once instead.
    */
   private async acquireWaiting(name: string): Promise<VolumeLock> {
-    const deadline = Date.now() + (this.options.lockWaitMs ?? lockWaitMsDefault);
+    const waitMs = this.options.lockWaitMs ?? lockWaitMsDefault;
+    const deadline = this.clock.now() + waitMs;
     let told = false;
     for (;;) {
       try {
@@ -387,15 +295,27 @@ export class VolumeFrontend implements ExportProvider {
           takeover: this.options.forceTakeover ?? false,
         });
       } catch (err) {
-        if (!(err instanceof VolumeLockedError) || Date.now() + lockPollMs > deadline) throw err;
-        if (!told)
-          this.log(
-            `volume ${name}: ${errorMessage(err)}; waiting up to ${this.options.lockWaitMs ?? lockWaitMsDefault} ms for its lease`,
-          );
+        if (!(err instanceof VolumeLockedError) || this.clock.now() + lockPollMs > deadline) throw err;
+        if (!told) this.log(`volume ${name}: ${errorMessage(err)}; waiting up to ${waitMs} ms for its lease`);
         told = true;
-        await new Promise((r) => setTimeout(r, lockPollMs));
+        await sleepOn(this.clock, lockPollMs);
       }
     }
+  }
+
+  /**
+   * A read-only attach beside a live writer would serve the map as it was at attach time and then
+   * fail once the writer's superseded shards are deleted; Cairn refuses it instead (docs/nbd.md).
+   */
+  private async refuseLiveWriter(name: string): Promise<void> {
+    const lock = await this.options.meta.getLock(name);
+    if (lock === null) return;
+    throw new VolumeLockedError(
+      `Cannot attach volume "${name}" read-only: it is attached for writing by ${lock.owner} (epoch ${lock.epoch}); ` +
+        'a read-only view would go stale as that writer flushes. Detach the writer first',
+      lock.owner,
+      lock.epoch,
+    );
   }
 
   private detach(name: string, vol: OpenVolume): Promise<void> {
@@ -410,7 +330,7 @@ export class VolumeFrontend implements ExportProvider {
 
   private async closeVolume(name: string, vol: OpenVolume): Promise<void> {
     this.open_.delete(name);
-    clearTimeout(vol.linger);
+    vol.linger?.();
     vol.stopRefresh();
     try {
       await vol.cache.close();

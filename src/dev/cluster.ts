@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { CairnError, InvalidArgumentError, errorMessage, formatProfile, type Profile } from '../core/index.js';
 import { EtcdMeta } from '../meta/index.js';
-import { initCluster } from './cluster.js';
+import { initCluster } from '../api/index.js';
 
 export interface DevNode {
   readonly name: string;

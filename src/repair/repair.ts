@@ -21,19 +21,17 @@ import {
   ChecksumMismatchError,
   ShardExistsError,
   ShardNotFoundError,
-  assert,
   errorMessage,
   type ShardStore,
 } from '../core/index.js';
 import type { CodecPool } from '../codec/index.js';
 import type { EtcdMeta, ExtentRecord, VolumeRecord } from '../meta/index.js';
 import { createPlacer, type Topology } from '../placement/index.js';
-import { reachableTargets, readTopology } from './cluster.js';
-import { policyOf } from './volumes.js';
+import { policyOf, reachableTargets, readTopology } from '../api/index.js';
+import { readAnyK, rebuildShards, type TargetStores } from '../volume/index.js';
 
-export interface RepairStores {
-  store(target: string): ShardStore;
-}
+/** Shard stores by target name: the volume layer's TargetStores port. */
+export type RepairStores = TargetStores;
 
 export interface RepairItem {
   readonly volume: string;
@@ -230,60 +228,6 @@ export function chooseDestinations(
   return out;
 }
 
-/** Reads shards of `rec` (preferring `prefer`) until k verified ones are in hand. */
-async function readAnyK(
-  stores: RepairStores,
-  rec: ExtentRecord,
-  k: number,
-  skip: ReadonlySet<number>,
-  order: readonly number[],
-): Promise<{ shards: Map<number, Uint8Array>; failures: string[] }> {
-  const shards = new Map<number, Uint8Array>();
-  const failures: string[] = [];
-  for (const i of order) {
-    if (shards.size >= k) break;
-    if (skip.has(i)) continue;
-    const ref = rec.shards[i]!;
-    try {
-      const bytes = await stores.store(ref.target).get(ref.key);
-      if (bytes.length !== rec.shardBytes) throw new Error(`has ${bytes.length} bytes, expected ${rec.shardBytes}`);
-      shards.set(i, bytes);
-    } catch (err) {
-      failures.push(`shard ${i} on ${ref.target}: ${errorMessage(err)}`);
-    }
-  }
-  return { shards, failures };
-}
-
-/** Rebuilds shards `wanted` of an extent from `sources` (k shards) on the codec pool. */
-async function rebuild(
-  pool: CodecPool,
-  volume: VolumeRecord,
-  rec: ExtentRecord,
-  sources: Map<number, Uint8Array>,
-  wanted: readonly number[],
-): Promise<Map<number, Uint8Array>> {
-  const { k, m } = volume.profile;
-  const out = new Map<number, Uint8Array>();
-  const toDecode = wanted.filter((i) => {
-    const have = sources.get(i);
-    if (have !== undefined) out.set(i, have);
-    return have === undefined;
-  });
-  if (toDecode.length === 0) return out;
-  assert(sources.size >= k, 'rebuild needs k sources');
-  const buf = pool.allocate(volume.profile, rec.shardBytes);
-  try {
-    const present = Array.from({ length: k + m }, (_, i) => sources.has(i));
-    for (const [i, bytes] of sources) buf.shard(i).set(bytes);
-    await pool.reconstruct(buf, present, toDecode);
-    for (const i of toDecode) out.set(i, buf.shard(i).slice());
-  } finally {
-    pool.release(buf);
-  }
-  return out;
-}
-
 /** Stores a rebuilt shard; an existing copy with the same bytes (an earlier, interrupted run) is fine. */
 async function putShard(store: ShardStore, key: string, bytes: Uint8Array): Promise<void> {
   try {
@@ -385,7 +329,7 @@ export async function runRepair(
           ...Array.from({ length: k + m }, (_, i) => i).filter((i) => !item.lost.includes(i)),
           ...item.draining,
         ];
-        const { shards: sources, failures } = await readAnyK(stores, rec, k, missing, order);
+        const { shards: sources, failures } = await readAnyK(stores, rec, k, { skip: missing, order, concurrency: 1 });
         await limiter.take([...sources.values()].reduce((s, b) => s + b.length, 0));
         if (sources.size < k)
           throw new Error(`only ${sources.size} of ${k} needed shards readable (${failures.join('; ')})`);
@@ -393,7 +337,7 @@ export async function runRepair(
           item.destinations ??
           chooseDestinations(volume, item.extent, rec, item.lost, topology, (t) => targetZones.get(t));
         if (typeof destinations === 'string') throw new Error(destinations);
-        const rebuilt = await rebuild(pool, volume, rec, sources, item.lost);
+        const rebuilt = await rebuildShards(pool, volume.profile, rec.shardBytes, sources, item.lost);
         const marks = [...rebuilt.keys()].map((i) => ({ target: destinations.get(i)!, key: rec.shards[i]!.key }));
         await meta.markMoving(marks, await movingLease());
         try {
@@ -507,7 +451,7 @@ export async function runScrub(
       continue;
     }
     try {
-      const rebuilt = await rebuild(pool, v, rec, sources, bad);
+      const rebuilt = await rebuildShards(pool, v.profile, rec.shardBytes, sources, bad);
       // Re-check that the extent is still this generation before touching its objects.
       const still = await meta.getExtentWithRevision(v.id, e);
       if (still?.modRevision !== current.modRevision) continue;

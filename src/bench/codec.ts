@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { InvalidArgumentError, checkProfile, type Profile } from '../core/index.js';
 import { CodecPool, WasmKernel, shardBytesFor, type ExtentBuffer } from '../codec/index.js';
-import { runIsalBench } from './bench_isal.js';
+import { runIsalBench } from './isal.js';
 
 export const codecImpls = ['cairn', 'cairn-pool', 'subspace', 'isa-l'] as const;
 export type CodecImpl = (typeof codecImpls)[number];

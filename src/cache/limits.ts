@@ -1,0 +1,24 @@
+/**
+ * The write-back cache's bounds and timings, with units and reasons. The CLI's defaults for
+ * `nbd serve` are these constants, so each default lives here only.
+ */
+import { MiB, assert, nbdRequestBytesMax } from '../core/index.js';
+
+/** Dirty bytes one volume may hold before writers wait for a flush (back-pressure). */
+export const dirtyBytesMaxDefault = 256 * MiB;
+/** Clean and dirty bytes one volume's cache may hold. */
+export const cacheBytesMaxDefault = 512 * MiB;
+/** Dirty data older than this is flushed by the background flusher. */
+export const flushAgeMsDefault = 5_000;
+/** How often the background flusher looks for old dirty data. */
+export const flushCheckMsDefault = 500;
+/** Long enough for the topology to be re-read (2 s) and an etcd leader election (about 1-2 s). */
+export const flushRetryMsDefault = 10_000;
+/** Read misses at least this large load the whole extent into the cache. */
+export const readWholeExtentMinBytes = 64 * 1024;
+/** Reads retried when a flush replaced the extent under them; more means a bug. */
+export const readRetriesMax = 8;
+
+assert(nbdRequestBytesMax <= dirtyBytesMaxDefault, 'one NBD write must fit in the dirty budget');
+assert(dirtyBytesMaxDefault <= cacheBytesMaxDefault, 'dirty bytes are part of the cache');
+assert(flushCheckMsDefault < flushAgeMsDefault);

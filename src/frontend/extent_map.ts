@@ -1,0 +1,28 @@
+/**
+ * The engine's ExtentMapStore over etcd: load() lists the volume's extent records; commit()
+ * publishes through the volume lock's fenced transactions (meta/etcd_meta.ts). A read-only attach
+ * has no lock and refuses to commit.
+ *
+ * What it keeps true: the port's contract, including what a commit that fails half-way (fenced
+ * or unanswered between batches) has published: it says so in the error's `published` list.
+ */
+import { InvalidArgumentError, type ExtentRecord } from '../core/index.js';
+import type { EtcdMeta, VolumeLock } from '../meta/index.js';
+import type { ExtentMapStore } from '../volume/index.js';
+
+export class EtcdExtentMap implements ExtentMapStore {
+  constructor(
+    private readonly meta: EtcdMeta,
+    private readonly volume: { readonly id: string; readonly name: string },
+    private readonly lock: VolumeLock | undefined,
+  ) {}
+
+  load(): Promise<Map<number, ExtentRecord>> {
+    return this.meta.listExtents(this.volume.id);
+  }
+
+  async commit(updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): Promise<void> {
+    if (this.lock === undefined) throw new InvalidArgumentError(`Volume "${this.volume.name}" is attached read-only`);
+    await this.meta.commitExtents(this.lock, this.volume.id, updates);
+  }
+}

@@ -1,0 +1,27 @@
+/**
+ * The frontend's bounds and timings, each with its unit and why it has its value. The CLI reads
+ * its defaults from here, so a default lives in one place.
+ */
+import { assert } from '../core/index.js';
+import { lockTtlSecondsDefault } from '../meta/index.js';
+
+/** How often targets and topology are re-read from etcd. */
+export const topologyRefreshMs = 2_000;
+/**
+ * How long a volume stays attached after its last connection closes. Clients such as nbdcopy
+ * and qemu-img open several connections one after another; re-attaching for each (lock, map
+ * load) would be slow, and the lock would bounce between them.
+ */
+export const detachLingerMs = 1_500;
+/**
+ * How long a target that refused a shard put (507 disk full, or unreachable) is left out of this
+ * frontend's placement. Longer than a flush's retry window (10 s), so the retry goes elsewhere.
+ */
+export const refusedTargetAvoidMs = 30_000;
+/** How long an attach waits for another frontend's lock: its lease TTL (10 s) and some margin. */
+export const lockWaitMsDefault = 12_000;
+/** How often a waiting attach asks for the lock again. */
+export const lockPollMs = 250;
+
+assert(lockWaitMsDefault > lockTtlSecondsDefault * 1000, 'an attach must outwait a dead holder lease');
+assert(lockPollMs < lockWaitMsDefault);

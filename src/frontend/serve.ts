@@ -1,0 +1,147 @@
+/**
+ * A serving frontend process, assembled: etcd metadata, the codec pool, the volume provider, the
+ * NBD server on TCP and/or a Unix socket, and optionally Prometheus metrics. `cairnctl nbd serve`
+ * parses its flags into FrontendServeOptions and calls startFrontend(); stop() undoes it all in
+ * order (stop accepting, flush and detach every volume, release locks, close the pool).
+ *
+ * What it keeps true: a start that fails half-way releases what it took before it throws.
+ */
+import { rmSync } from 'node:fs';
+import { errorMessage, type Clock } from '../core/index.js';
+import { CodecPool } from '../codec/index.js';
+import { EtcdMeta } from '../meta/index.js';
+import { NbdServer } from '../nbd/index.js';
+import { createFrontendMetrics, serveMetrics, type FrontendMetrics, type MetricsServer } from '../metrics/index.js';
+import { readTopology, type SecretSource } from '../api/index.js';
+import type { WriteBackCacheOptions } from '../cache/index.js';
+import { VolumeFrontend } from './provider.js';
+
+export interface FrontendServeOptions {
+  readonly etcdEndpoints: readonly string[];
+  readonly etcdTimeoutMs: number;
+  readonly secrets: SecretSource;
+  readonly owner: string;
+  readonly tcp?: { readonly host: string; readonly port: number };
+  readonly socket?: string;
+  readonly readOnly: boolean;
+  readonly forceTakeover: boolean;
+  readonly lockWaitMs: number;
+  readonly cache: Omit<WriteBackCacheOptions, 'readOnly' | 'log'>;
+  readonly threads?: number;
+  readonly metricsListen?: { readonly host: string; readonly port: number };
+  readonly clock?: Clock;
+  readonly log: (line: string) => void;
+  readonly warn: (line: string) => void;
+}
+
+export interface ServingFrontend {
+  /** Where clients connect: `nbd://HOST:PORT` and/or `nbd+unix:///VOLUME?socket=PATH`. */
+  readonly where: readonly string[];
+  /** The metrics address, when serving metrics. */
+  readonly metricsAddress: string | undefined;
+  /** Stops accepting, flushes and detaches every volume, releases everything. Never throws. */
+  stop(): Promise<void>;
+}
+
+export async function startFrontend(options: FrontendServeOptions): Promise<ServingFrontend> {
+  const { log } = options;
+  const metrics =
+    options.metricsListen === undefined
+      ? undefined
+      : createFrontendMetrics({
+          onError: (what, err) => options.warn(`metrics: ${what} failed: ${errorMessage(err)}`),
+        });
+  const meta = new EtcdMeta(options.etcdEndpoints, { timeoutMs: options.etcdTimeoutMs });
+  const undo: (() => Promise<void> | void)[] = [() => meta.close()];
+  const unwind = async (): Promise<void> => {
+    for (const step of undo.reverse()) {
+      try {
+        await step();
+      } catch (err) {
+        log(`shutdown: ${errorMessage(err)}`);
+      }
+    }
+    undo.length = 0;
+  };
+  try {
+    await meta.requireCluster();
+    const pool = await CodecPool.start(options.threads === undefined ? {} : { threads: options.threads });
+    undo.push(() => pool.close());
+    const frontend = new VolumeFrontend({
+      meta,
+      pool,
+      secrets: options.secrets,
+      owner: options.owner,
+      readOnly: options.readOnly,
+      forceTakeover: options.forceTakeover,
+      lockWaitMs: options.lockWaitMs,
+      cache: options.cache,
+      log,
+      ...(options.clock === undefined ? {} : { clock: options.clock }),
+      ...(metrics === undefined ? {} : { onFlush: (volume, extents) => metrics.flush(volume, extents) }),
+    });
+    undo.push(() => frontend.close());
+    const server = new NbdServer({
+      provider: frontend,
+      readOnly: options.readOnly,
+      log,
+      ...(metrics === undefined ? {} : { onRequest: (command, bytes) => metrics.nbdRequest(command, bytes) }),
+    });
+    undo.push(() => server.close());
+    const where: string[] = [];
+    if (options.tcp !== undefined) {
+      await server.listenTcp(options.tcp.host, options.tcp.port);
+      where.push(`nbd://${options.tcp.host}:${options.tcp.port}`);
+    }
+    if (options.socket !== undefined) {
+      const socket = options.socket;
+      // listenUnix replaces a stale socket file but refuses one a live server holds.
+      await server.listenUnix(socket);
+      undo.push(() => rmSync(socket, { force: true }));
+      where.push(`nbd+unix:///VOLUME?socket=${socket}`);
+    }
+    let metricsServer: MetricsServer | undefined;
+    if (metrics !== undefined && options.metricsListen !== undefined) {
+      metricsServer = await serveFrontendMetrics(metrics, options.metricsListen, { meta, frontend, server, log });
+      const m = metricsServer;
+      undo.push(() => m.close());
+    }
+    // Shut down in this order: metrics, socket file... then the NBD server stops accepting, the
+    // frontend flushes and detaches, the pool and etcd close last (undo runs in reverse).
+    return { where, metricsAddress: metricsServer?.address, stop: unwind };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}
+
+/**
+ * Serves the frontend's metrics; gauges are read at each scrape from the frontend's status and,
+ * for the health of the volumes it writes, the live topology (two etcd reads). When etcd does
+ * not answer, that scrape has no health gauges rather than stale ones.
+ */
+async function serveFrontendMetrics(
+  metrics: FrontendMetrics,
+  listen: { host: string; port: number },
+  from: { meta: EtcdMeta; frontend: VolumeFrontend; server: NbdServer; log: (line: string) => void },
+): Promise<MetricsServer> {
+  metrics.snapshotFrom(async () => {
+    const topology = await readTopology(from.meta).catch((err: unknown) => {
+      from.log(`metrics: cannot read the topology for volume health: ${errorMessage(err)}`);
+      return undefined;
+    });
+    const volumes = await from.frontend.status(topology === undefined ? {} : { topology });
+    return {
+      volumes: volumes.map((v) => ({
+        name: v.name,
+        dirtyBytes: v.dirtyBytes,
+        cachedBytes: v.cachedBytes,
+        connections: v.handles,
+        readDegradedExtents: v.degradedExtents,
+        ...(v.health === undefined ? {} : { health: v.health }),
+      })),
+    };
+  });
+  metrics.connectionsFrom(() => from.server.connectionCount);
+  return serveMetrics(metrics, { ...listen, log: from.log });
+}

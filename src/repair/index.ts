@@ -1,0 +1,3 @@
+/** Repair, scrub, drain, rebalance and garbage collection: the services that keep data whole. */
+export * from './gc.js';
+export * from './repair.js';
