@@ -123,7 +123,38 @@ export class AuthRejectedError extends CairnError {
  */
 export class FencedError extends CairnError {
   override readonly name = 'FencedError';
-  constructor(message: string) {
+  /**
+   * Extents whose new records a multi-batch commit did publish before the batch that was refused
+   * (ExtentMapStore.commit). Empty for a refusal of a whole commit, or of a journal append.
+   */
+  readonly published: readonly number[];
+  constructor(message: string, options: { published?: readonly number[] } = {}) {
     super('EFENCED', message, { retryable: false });
+    this.published = options.published ?? [];
   }
+}
+
+/**
+ * A multi-batch extent-map commit failed part-way for a reason other than fencing (etcd did not
+ * answer): the batches before it are published, the failing batch may or may not be, the rest
+ * are not. Retryable as its cause is.
+ */
+export class PartialCommitError extends CairnError {
+  override readonly name = 'PartialCommitError';
+  constructor(
+    message: string,
+    /** Extents whose new records are known to be published. */
+    readonly published: readonly number[],
+    cause: unknown,
+  ) {
+    super(cause instanceof CairnError ? cause.code : 'EUNAVAILABLE', message, {
+      retryable: cause instanceof CairnError ? cause.retryable : true,
+      cause,
+    });
+  }
+}
+
+/** The extents a failed extent-map commit is known to have published (none for other errors). */
+export function publishedBefore(err: unknown): readonly number[] {
+  return err instanceof FencedError || err instanceof PartialCommitError ? err.published : [];
 }

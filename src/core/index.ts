@@ -4,6 +4,7 @@ export * from './checksum.js';
 export * from './clock.js';
 export * from './errors.js';
 export * from './extent_record.js';
+export * from './failpoint.js';
 export * from './ids.js';
 export * from './limits.js';
 export * from './ports.js';

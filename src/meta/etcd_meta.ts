@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Etcd3, type Lease } from 'etcd3';
-import { InvalidArgumentError, assert, errorMessage } from '../core/index.js';
+import { InvalidArgumentError, PartialCommitError, assert, errorMessage, failpoint } from '../core/index.js';
 import { etcdCallTimeoutMsDefault, withDeadline } from './deadline.js';
 import { AlreadyExistsError, FencedError, NotFoundError, VolumeLockedError } from './errors.js';
 import {
@@ -367,14 +367,21 @@ export class EtcdMeta {
 
   /**
    * Publishes extent records for `lock`'s volume, each batch in one transaction that first checks
-   * the lock key still holds exactly `lock.record`. Throws FencedError, having published nothing
-   * in that batch, when the lock was lost or taken over.
+   * the lock key still holds exactly `lock.record` (batches of extentsPerTxnMax: etcd bounds the
+   * operations in one transaction). Throws FencedError, having published nothing in that batch or
+   * after it, when the lock was lost or taken over; its `published` lists the extents of earlier
+   * batches, which ARE published. Any other failure after the first batch is a PartialCommitError
+   * with the same list.
    */
   async commitExtents(lock: VolumeLock, volumeId: string, updates: readonly ExtentUpdate[]): Promise<void> {
     const lockKey = keys.lock(lock.volume);
+    const published: number[] = [];
     for (let start = 0; start < updates.length; start += extentsPerTxnMax) {
       const batch = updates.slice(start, start + extentsPerTxnMax);
-      const result = await this.call(`commit ${batch.length} extents of ${lock.volume}`, () =>
+      if (start > 0) await failpoint('meta.commit.between_batches');
+      let result: Awaited<ReturnType<ReturnType<Etcd3['if']>['commit']>>;
+      try {
+        result = await this.call(`commit ${batch.length} extents of ${lock.volume}`, () =>
         this.client
           .if(lockKey, 'Value', '==', lock.record)
           .then(
@@ -385,12 +392,23 @@ export class EtcdMeta {
             ),
           )
           .commit(),
-      );
-      if (!result.succeeded) {
-        throw new FencedError(
-          `Cannot commit extents of volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds its lock`,
+        );
+      } catch (err) {
+        if (published.length === 0) throw err;
+        throw new PartialCommitError(
+          `Cannot commit extents of volume "${lock.volume}" after ${published.length} of ${updates.length} were published: ${errorMessage(err)}`,
+          published,
+          err,
         );
       }
+      if (!result.succeeded) {
+        throw new FencedError(
+          `Cannot commit extents of volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds its lock` +
+            (published.length > 0 ? ` (${published.length} of ${updates.length} extents were published before)` : ''),
+          { published },
+        );
+      }
+      for (const u of batch) published.push(u.index);
     }
   }
 

@@ -7,10 +7,19 @@ import { FencedError, UnavailableError, type ExtentRecord, type ShardStore } fro
 import { MemoryShardStore } from '../shard/index.js';
 import type { ExtentMapStore, ShardPlacer, TargetStores } from '../volume/index.js';
 
+/**
+ * The extent map as etcd keeps it: commits apply in batches of `batchExtentsMax` (etcd's
+ * transactions are bounded), each batch fenced on its own, so a writer fenced between two
+ * batches has published the first and not the second, exactly as ExtentMapStore says.
+ */
 export class MemoryExtentMap implements ExtentMapStore {
   readonly records = new Map<number, ExtentRecord>();
   /** Set to make every later commit fail as a fenced writer's would. */
   fenced = false;
+  /** Extents per batch, as meta's extentsPerTxnMax. */
+  batchExtentsMax = 100;
+  /** Called before each batch after the first: a test may set `fenced` there (a takeover). */
+  betweenBatches: (() => void) | undefined;
   commits = 0;
 
   async load(): Promise<Map<number, ExtentRecord>> {
@@ -18,12 +27,23 @@ export class MemoryExtentMap implements ExtentMapStore {
   }
 
   async commit(updates: readonly { index: number; record: ExtentRecord | null }[]): Promise<void> {
-    if (this.fenced) throw new FencedError('Cannot commit extents: this writer no longer holds its lock');
-    this.commits += 1;
-    for (const u of updates) {
-      if (u.record === null) this.records.delete(u.index);
-      else this.records.set(u.index, u.record);
+    const published: number[] = [];
+    for (let start = 0; start < updates.length; start += this.batchExtentsMax) {
+      if (start > 0) this.betweenBatches?.();
+      if (this.fenced) {
+        throw new FencedError(
+          `Cannot commit extents: this writer no longer holds its lock (${published.length} of ${updates.length} published before)`,
+          { published },
+        );
+      }
+      const batch = updates.slice(start, start + this.batchExtentsMax);
+      for (const u of batch) {
+        if (u.record === null) this.records.delete(u.index);
+        else this.records.set(u.index, u.record);
+        published.push(u.index);
+      }
     }
+    this.commits += 1;
   }
 }
 

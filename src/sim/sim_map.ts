@@ -6,14 +6,21 @@
  *
  * What it keeps true:
  * - Only the holder of the lock epoch publishes; any other writer's commit is refused with
- *   FencedError and publishes nothing, also when it arrives late (a crashed writer's commit
- *   delayed in flight).
- * - A commit applies all its updates or none.
+ *   FencedError and publishes nothing from the refused batch on, also when it arrives late (a
+ *   crashed writer's commit delayed in flight).
+ * - A commit applies in batches of batchExtentsMax, as etcd's transactions do; each batch applies
+ *   all its updates or none, and a failure after the first batch names what was published.
  * - Every failure it throws is registered as injected, so the checker can recognise it.
  * What it leaves out: the lock's lease mechanics (the world expires and takes over the lock by
  * setting `lockEpoch`), and load() failures (a frontend that cannot load the map does not start).
  */
-import { UnavailableError, assert, type ExtentRecord } from '../core/index.js';
+import {
+  FencedError,
+  PartialCommitError,
+  UnavailableError,
+  errorMessage,
+  type ExtentRecord,
+} from '../core/index.js';
 import { MemoryExtentMap } from './memory_twins.js';
 import { type ExtentMapStore } from '../volume/index.js';
 import { hang, type ProcessLife } from './faulty_store.js';
@@ -39,8 +46,10 @@ export class SimExtentMap {
   failBeforeP = 0;
   /** Probability that a commit applies and its reply is lost. */
   failAfterP = 0;
-  /** Commit latency, uniform in [0, latencyMs]. */
+  /** Commit latency, uniform in [0, latencyMs], per batch. */
   latencyMs = 0;
+  /** Extents per transaction; a commit of more is several batches, each fenced on its own. */
+  batchExtentsMax = 100;
 
   constructor(private readonly env: MapEnv) {}
 
@@ -62,25 +71,49 @@ export class SimExtentMap {
     life: ProcessLife,
     updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[],
   ): Promise<void> {
+    // Batches, each its own transaction as in etcd: a takeover between two of them leaves the
+    // first published and refuses the second.
+    const published: number[] = [];
+    for (let start = 0; start < updates.length; start += this.batchExtentsMax) {
+      const batch = updates.slice(start, start + this.batchExtentsMax);
+      try {
+        await this.commitBatch(epoch, life, batch, published.length > 0);
+      } catch (err) {
+        if (published.length === 0) throw err;
+        const partial =
+          err instanceof FencedError
+            ? new FencedError(`${err.message} (${published.length} extents published before)`, { published })
+            : new PartialCommitError(
+                `Cannot commit extents after ${published.length} were published: ${errorMessage(err)}`,
+                published,
+                err,
+              );
+        this.env.injected.add(partial);
+        throw partial;
+      }
+      for (const u of batch) published.push(u.index);
+    }
+  }
+
+  private async commitBatch(
+    epoch: number,
+    life: ProcessLife,
+    updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[],
+    later: boolean,
+  ): Promise<void> {
     await Promise.resolve();
     if (this.latencyMs > 0) await this.env.clock.sleep(this.env.rng.int(this.latencyMs + 1));
+    else if (later) await this.env.clock.sleep(0);
     // The transaction reaches etcd now, whether or not its sender is still alive: fencing is
     // what keeps a dead writer's late commit out.
     if (this.lockEpoch !== epoch) {
-      // MemoryExtentMap's own switch produces the refusal; it is set only for this one call
-      // (its check runs synchronously inside commit()), so the lock holder's commits never see it.
-      this.inner.fenced = true;
-      const refused = this.inner.commit(updates);
-      this.inner.fenced = false;
-      try {
-        await refused;
-      } catch (err) {
-        this.env.injected.add(err as object);
-        this.env.onRefused(epoch, `fenced (lock epoch ${this.lockEpoch ?? 'none'})`);
-        if (!life.alive) return hang();
-        throw err;
-      }
-      assert(false, 'a fenced commit applied');
+      const err = new FencedError(
+        `Cannot commit extents: this writer (epoch ${epoch}) no longer holds its lock (lock epoch ${this.lockEpoch ?? 'none'})`,
+      );
+      this.env.injected.add(err);
+      this.env.onRefused(epoch, `fenced (lock epoch ${this.lockEpoch ?? 'none'})`);
+      if (!life.alive) return hang();
+      throw err;
     }
     if (this.failBeforeP > 0 && this.env.rng.chance(this.failBeforeP)) {
       const err = new UnavailableError(`Cannot commit ${updates.length} extents: etcd did not answer in time`);

@@ -63,6 +63,8 @@ export interface WorldConfig {
   readonly shardReadHedgeMs: number;
   /** How long the cache retries a failed flush (0: no retries). */
   readonly flushRetryMs: number;
+  /** Extents per map commit batch (etcd's is 100): small ones let a takeover land between batches. */
+  readonly mapBatchExtents: number;
 }
 
 /**
@@ -130,6 +132,8 @@ export function configFromSeed(rng: Prng, options: ConfigOptions = {}): WorldCon
     // Drawn last and only when asked, so turning clockedTimers on changes nothing else of a seed.
     shardReadHedgeMs: options.clockedTimers ? rng.pick([50, 300, 2000]) : hedgeNeverMs,
     flushRetryMs: options.clockedTimers ? rng.pick([0, 2000, 10_000]) : 0,
+    // Drawn after everything else, so it changes nothing else of a seed.
+    mapBatchExtents: rng.pick([2, 3, 100]),
   };
 }
 
@@ -140,7 +144,7 @@ export function describeConfig(c: WorldConfig): string {
     `(zonesRequired ${c.zonesRequired}), volume ${v.sizeBytes} B in extents of ${v.extentBytes} B, ` +
     `durableShardsMin ${c.durableShardsMin}, grace ${c.oldShardGraceMs} ms, dirty max ${c.dirtyBytesMax} B, ` +
     `cache max ${c.cacheBytesMax} B, flusher ${c.flushCheckMs === 0 ? 'off' : `${c.flushCheckMs}/${c.flushAgeMs} ms`}, ` +
-    `jitter ${c.jitterMs} ms, lease lag ${c.leaseLagMs} ms, commit latency ${c.mapLatencyMs} ms` +
+    `jitter ${c.jitterMs} ms, lease lag ${c.leaseLagMs} ms, commit latency ${c.mapLatencyMs} ms, commit batches of ${c.mapBatchExtents}` +
     (c.shardReadHedgeMs !== hedgeNeverMs ? `, read hedge ${c.shardReadHedgeMs} ms` : '') +
     (c.flushRetryMs > 0 ? `, flush retries ${c.flushRetryMs} ms` : '')
   );
@@ -237,6 +241,7 @@ export class World {
     };
     this.map = new SimExtentMap(mapEnv);
     this.map.latencyMs = config.mapLatencyMs;
+    this.map.batchExtentsMax = config.mapBatchExtents;
   }
 
   get k(): number {

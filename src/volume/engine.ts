@@ -23,6 +23,7 @@ import {
   assert,
   errorMessage,
   FencedError,
+  publishedBefore,
   shardKey,
   type Clock,
   type Codec,
@@ -325,17 +326,28 @@ export class VolumeEngine {
       try {
         await this.options.map.commit(updates);
       } catch (err) {
-        // Only a refused (fenced) commit is known to have published nothing; after a timeout
-        // the commit may have landed, so its shards must stay (at worst they are garbage).
-        if (err instanceof FencedError) {
-          for (const u of updates) if (u.record !== null) this.scheduleDelete(u.record, 0);
-        } else {
-          for (const u of updates) this.uncertain.add(u.index);
+        // A commit may land in batches: the extents it says were published are published, and
+        // their shards are live whatever happened to the rest (a new owner reads them). Of the
+        // rest, only a refused (fenced) batch and those after it are known unpublished; after a
+        // timeout the batch may have landed, so its shards must stay (at worst they are garbage).
+        const published = new Set(publishedBefore(err));
+        const committed: number[] = [];
+        for (const u of updates) {
+          if (published.has(u.index)) {
+            this.adopt(u.index, u.record);
+            committed.push(u.index);
+            continue;
+          }
+          if (err instanceof FencedError) {
+            if (u.record !== null) this.scheduleDelete(u.record, 0);
+          } else {
+            this.uncertain.add(u.index);
+          }
+          failed.set(u.index, err instanceof Error ? err : new Error(String(err)));
         }
-        for (const u of updates) failed.set(u.index, err instanceof Error ? err : new Error(String(err)));
         throw new PersistError(
-          `Cannot publish ${updates.length} extents of volume "${this.volume.name}": ${errorMessage(err)}`,
-          [],
+          `Cannot publish ${updates.length - committed.length} of ${updates.length} extents of volume "${this.volume.name}": ${errorMessage(err)}`,
+          committed,
           failed,
           {
             cause: err,
@@ -343,15 +355,7 @@ export class VolumeEngine {
           },
         );
       }
-      for (const u of updates) {
-        this.uncertain.delete(u.index);
-        const old = this.records.get(u.index);
-        if (u.record === null) this.records.delete(u.index);
-        else this.records.set(u.index, u.record);
-        this.changes.set(u.index, (this.changes.get(u.index) ?? 0) + 1);
-        if (old !== undefined) this.scheduleDelete(old, this.options.oldShardGraceMs ?? oldShardGraceMsDefault);
-        this.stats.extentsPersisted += 1;
-      }
+      for (const u of updates) this.adopt(u.index, u.record);
     }
     if (failed.size > 0) {
       const [first] = failed;
@@ -361,6 +365,17 @@ export class VolumeEngine {
         failed,
       );
     }
+  }
+
+  /** Takes a record this writer published as the extent's current one; the old one's shards go after the grace. */
+  private adopt(index: number, record: ExtentRecord | null): void {
+    this.uncertain.delete(index);
+    const old = this.records.get(index);
+    if (record === null) this.records.delete(index);
+    else this.records.set(index, record);
+    this.changes.set(index, (this.changes.get(index) ?? 0) + 1);
+    if (old !== undefined) this.scheduleDelete(old, this.options.oldShardGraceMs ?? oldShardGraceMsDefault);
+    this.stats.extentsPersisted += 1;
   }
 
   private nextGeneration(): number {

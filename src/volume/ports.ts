@@ -10,9 +10,15 @@ export interface ExtentMapStore {
   /** Every published extent record, read once when the volume is opened. */
   load(): Promise<Map<number, ExtentRecord>>;
   /**
-   * Publishes new records (null: the extent becomes a hole). Fenced: rejects with FencedError,
-   * publishing nothing of that batch, when the writer no longer holds the volume's lock. Each
-   * extent switches atomically from its old record to its new one.
+   * Publishes new records (null: the extent becomes a hole). Each extent switches atomically
+   * from its old record to its new one, but a commit of many extents may be applied in several
+   * batches, in the order given: a failure part-way leaves the earlier extents published.
+   *
+   * Fenced: rejects with FencedError when the writer no longer holds the volume's lock; nothing
+   * of the refused batch or after it is published, and the error's `published` lists the extents
+   * of earlier batches that were. Any other failure rejects with a retryable CairnError; when
+   * earlier batches landed it is a PartialCommitError listing them (the failing batch's outcome
+   * is unknown). publishedBefore(err) reads the list from either.
    */
   commit(updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): Promise<void>;
 }

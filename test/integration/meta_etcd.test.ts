@@ -5,12 +5,17 @@ import {
   EtcdMeta,
   FencedError,
   VolumeLockedError,
+  extentsPerTxnMax,
   keys,
   parseEndpoints,
   type ClusterConfig,
   type VolumeRecord,
 } from '../../src/meta/index.js';
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
+import { setFailpoint } from '../../src/core/index.js';
+import { CodecPool } from '../../src/codec/index.js';
+import { EtcdExtentMap } from '../../src/frontend/index.js';
+import { checkFencedMultiBatchCommit, fencedCommitVolume } from '../support/fenced_commit.js';
 import { freePort, waitFor } from '../harness/process.js';
 import { readFileSync } from 'node:fs';
 
@@ -118,6 +123,32 @@ describe('EtcdMeta against a real etcd', () => {
     const c = await meta.acquireLock('fenced', 'frontend-c');
     expect(c.epoch).to.equal(3);
     await c.release();
+  });
+
+  it('keeps the extents a fenced multi-batch commit published, and says which they were', async () => {
+    // 150 extents are two etcd transactions (extentsPerTxnMax = 100); another frontend takes the
+    // volume over between them. The first 100 are published and must stay readable.
+    const v = { ...volume('fence-batches'), id: fencedCommitVolume.id, extentBytes: 4096, profile: { k: 2, m: 1 } };
+    await meta.createVolume(v);
+    const a = await meta.acquireLock(v.name, 'frontend-a');
+    const other = new EtcdMeta([etcd.endpoint], { timeoutMs: 3000 });
+    const pool = await CodecPool.start({ threads: 1, memoryBytes: 16 * 1024 * 1024 });
+    const removeFailpoint = setFailpoint('meta.commit.between_batches', async () => {
+      await other.acquireLock(v.name, 'frontend-b', { takeover: true });
+    });
+    try {
+      const { published } = await checkFencedMultiBatchCommit({
+        map: new EtcdExtentMap(meta, v, a),
+        reload: () => other.listExtents(v.id),
+        codec: pool,
+        extents: extentsPerTxnMax + 50,
+      });
+      expect(published).to.equal(extentsPerTxnMax);
+    } finally {
+      removeFailpoint();
+      await pool.close();
+      other.close();
+    }
   });
 
   it('lets exactly one of two simultaneous writers take a free lock', async () => {
