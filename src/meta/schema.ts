@@ -205,6 +205,17 @@ export function decodeVolume(key: string, text: string): VolumeRecord {
       (v): v is 'ready' | 'deleting' => v === 'ready' || v === 'deleting',
       'ready or deleting',
     ),
+    ...(o['durableShardsMin'] === undefined
+      ? {}
+      : {
+          durableShardsMin: field(
+            key,
+            o,
+            'durableShardsMin',
+            (v): v is number => isCount(v) && v >= Math.min(p.k + 1, p.k + p.m) && v <= p.k + p.m,
+            `a shard count from ${Math.min(p.k + 1, p.k + p.m)} to ${p.k + p.m}`,
+          ),
+        }),
   };
 }
 

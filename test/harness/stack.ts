@@ -403,6 +403,8 @@ export interface FrontendOptions {
   readonly flushAgeMs?: number;
   readonly cacheSize?: string;
   readonly dirtyMax?: string;
+  /** --lock-wait in ms. */
+  readonly lockWaitMs?: number;
 }
 
 /** An extra `cairnctl nbd serve` on its own TCP port and Unix socket, our child, stopped by pid. */
@@ -698,6 +700,7 @@ export interface FrontendProcessOptions {
   readonly flushAgeMs?: number;
   readonly cacheSize?: string;
   readonly dirtyMax?: string;
+  readonly lockWaitMs?: number;
 }
 
 /** Starts `cairnctl nbd serve` (our child, stopped by pid through the Frontend handle). */
@@ -719,6 +722,7 @@ export async function startFrontendProcess(options: FrontendProcessOptions): Pro
     ...(options.flushAgeMs === undefined ? [] : ['--flush-age', String(options.flushAgeMs)]),
     ...(options.cacheSize === undefined ? [] : ['--cache-size', options.cacheSize]),
     ...(options.dirtyMax === undefined ? [] : ['--dirty-max', options.dirtyMax]),
+    ...(options.lockWaitMs === undefined ? [] : ['--lock-wait', String(options.lockWaitMs)]),
   ];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
