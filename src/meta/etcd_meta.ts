@@ -382,16 +382,16 @@ export class EtcdMeta {
       let result: Awaited<ReturnType<ReturnType<Etcd3['if']>['commit']>>;
       try {
         result = await this.call(`commit ${batch.length} extents of ${lock.volume}`, () =>
-        this.client
-          .if(lockKey, 'Value', '==', lock.record)
-          .then(
-            ...batch.map((u) =>
-              u.record === null
-                ? this.client.delete().key(keys.extent(volumeId, u.index))
-                : this.client.put(keys.extent(volumeId, u.index)).value(JSON.stringify(u.record)),
-            ),
-          )
-          .commit(),
+          this.client
+            .if(lockKey, 'Value', '==', lock.record)
+            .then(
+              ...batch.map((u) =>
+                u.record === null
+                  ? this.client.delete().key(keys.extent(volumeId, u.index))
+                  : this.client.put(keys.extent(volumeId, u.index)).value(JSON.stringify(u.record)),
+              ),
+            )
+            .commit(),
         );
       } catch (err) {
         if (published.length === 0) throw err;

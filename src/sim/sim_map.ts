@@ -14,13 +14,7 @@
  * What it leaves out: the lock's lease mechanics (the world expires and takes over the lock by
  * setting `lockEpoch`), and load() failures (a frontend that cannot load the map does not start).
  */
-import {
-  FencedError,
-  PartialCommitError,
-  UnavailableError,
-  errorMessage,
-  type ExtentRecord,
-} from '../core/index.js';
+import { FencedError, PartialCommitError, UnavailableError, errorMessage, type ExtentRecord } from '../core/index.js';
 import { MemoryExtentMap } from './memory_twins.js';
 import { type ExtentMapStore } from '../volume/index.js';
 import { hang, type ProcessLife } from './faulty_store.js';
