@@ -5,9 +5,6 @@
  */
 import { UnavailableError, errorMessage } from '../core/index.js';
 
-/** Default time an etcd call may take before it is reported as unavailable. */
-export const etcdCallTimeoutMsDefault = 5_000;
-
 export async function withDeadline<T>(
   work: Promise<T>,
   options: { timeoutMs: number; endpoints: readonly string[]; what: string },

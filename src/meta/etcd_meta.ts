@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { Etcd3, type Lease } from 'etcd3';
 import { InvalidArgumentError, PartialCommitError, assert, errorMessage, failpoint } from '../core/index.js';
-import { etcdCallTimeoutMsDefault, withDeadline } from './deadline.js';
+import { withDeadline } from './deadline.js';
 import { AlreadyExistsError, FencedError, NotFoundError, VolumeLockedError } from './errors.js';
 import {
   type AliveRecord,
@@ -27,11 +27,7 @@ import {
   decodeVolume,
   keys,
 } from './schema.js';
-
-/** etcd's default --max-txn-ops is 128; a commit of more extents is split into batches of this. */
-export const extentsPerTxnMax = 100;
-/** A lock holder that stops renewing loses the lock after this long. */
-export const lockTtlSecondsDefault = 10;
+import { etcdCallTimeoutMsDefault, extentsPerTxnMax, lockTtlSecondsDefault } from './limits.js';
 
 export interface EtcdMetaOptions {
   /** Per-call deadline. */

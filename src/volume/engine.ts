@@ -35,17 +35,13 @@ import {
 import { extentLength, shardBytesOf, splitByShard, type ExtentGeometry } from '../extent/index.js';
 import { readAnyK, rebuildShards } from './degraded.js';
 import type { ExtentMapStore, ShardPlacer, TargetStores } from './ports.js';
-
-/** Extents encoded and stored at once by one persist(): bounds codec memory and sockets. */
-export const persistExtentsInFlightMax = 4;
-/** A range read slower than this also starts a degraded read from any k shards. */
-export const shardReadHedgeMsDefault = 2_000;
-/** Superseded shards live this long after the commit that replaced them. */
-export const oldShardGraceMsDefault = 30_000;
-/** Superseded shard keys waiting for deletion; past this, older ones are left for gc. */
-export const pendingDeletesMax = 100_000;
-/** Degraded extents remembered for repair. */
-export const degradedExtentsMax = 10_000;
+import {
+  degradedExtentsMax,
+  oldShardGraceMsDefault,
+  pendingDeletesMax,
+  persistExtentsInFlightMax,
+  shardReadHedgeMsDefault,
+} from './limits.js';
 
 /** Fewer than k shards of an extent could be read. */
 export class ExtentUnreadableError extends CairnError {
