@@ -5,18 +5,25 @@
 #  3. SIGKILL of one storage node; the data read again from a second frontend with a cold
 #     cache, so every byte comes back through the erasure code; compared again.
 #  4. Where the shards went, and what a bad request gets.
-# Every process it starts is stopped by pid when it ends, however it ends.
+# Every process it starts is stopped by pid when it ends, however it ends, and the last step
+# checks that none is left: each carries this run's token in CAIRN_RUN_MARKER (inherited by every
+# child, detached or not; see test/harness/leftovers.ts), and scripts/leftovers.mjs looks for it.
 # DEMO_SIZE_MIB sets the data size (default 256).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# For commands in the foreground only: started with `&`, a shell function runs in a subshell and
+# $! is the subshell's pid, not node's. Background processes run node directly (see step 3).
 cairnctl() { node dist/src/bin/cairnctl.js "$@"; }
 now_ms() { date +%s%3N; }
 rate() { awk -v b="$1" -v ms="$2" 'BEGIN { if (ms < 1) ms = 1; printf "%.0f MiB/s", b / 1048576 / (ms / 1000) }'; }
 
 SIZE_MIB=${DEMO_SIZE_MIB:-256}
 D=$(mktemp -d "${TMPDIR:-/tmp}/cairn-demo.XXXXXX")
+MARKER="demo-$$-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+export CAIRN_RUN_MARKER="${CAIRN_RUN_MARKER:+$CAIRN_RUN_MARKER }$MARKER"
 EXTRA_PIDS=()
 cleanup() {
+  local status=$?
   for pid in "${EXTRA_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${EXTRA_PIDS[@]}"; do
     for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
@@ -24,6 +31,13 @@ cleanup() {
   done
   [ -f "$D/cluster/cluster.json" ] && node dist/src/bin/cairnctl.js dev down --dir "$D/cluster" > /dev/null 2>&1 || true
   rm -rf "$D"
+  if node scripts/leftovers.mjs "$MARKER"; then
+    echo "No process of the demo is left behind."
+  else
+    echo "The demo left the processes above behind (now stopped by pid): a bug in scripts/demo.sh." >&2
+    [ "$status" -ne 0 ] || status=1
+  fi
+  exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -65,7 +79,8 @@ echo "== 3. SIGKILL of storage node b-1, then a cold read through the erasure co
 B1=$(node -p "require('$D/cluster/cluster.json').nodes.find((n) => n.name === 'b-1').pid")
 kill -9 "$B1"
 PORT=$(free_port)
-cairnctl nbd serve --read-only --listen "127.0.0.1:$PORT" > "$D/ro.out" 2> "$D/ro.log" &
+# node itself, not the cairnctl function, so that $! is the frontend's own pid.
+node dist/src/bin/cairnctl.js nbd serve --read-only --listen "127.0.0.1:$PORT" > "$D/ro.out" 2> "$D/ro.log" &
 EXTRA_PIDS+=($!)
 for _ in $(seq 600); do grep -q 'serving NBD' "$D/ro.out" 2>/dev/null && break; sleep 0.05; done
 t0=$(now_ms)

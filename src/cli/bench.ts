@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { InvalidArgumentError, formatBytes, parseProfile, parseSize } from '../core/index.js';
 import { benchCodec, codecImpls, type CodecBenchLine, type CodecImpl } from '../bench/index.js';
-import { table } from './common.js';
+import { table, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 
 function parseImpls(text: string | undefined): readonly CodecImpl[] | undefined {
@@ -37,8 +37,8 @@ export function benchCommand(ctx: CliContext) {
             const lines: CodecBenchLine[] = [];
             await benchCodec(
               {
-                profile: parseProfile(String(argv['profile'])),
-                extentBytes: parseSize(String(argv['extent-size']), 'extent size'),
+                profile: parseProfile(stringArg(argv, 'profile')),
+                extentBytes: parseSize(stringArg(argv, 'extent-size'), 'extent size'),
                 minSeconds: Number(argv['seconds']),
                 repoRoot: ctx.repoRoot,
                 ...(impls === undefined ? {} : { impls }),

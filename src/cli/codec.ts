@@ -5,6 +5,7 @@
 import type { Argv } from 'yargs';
 import { formatBytes, parseProfile } from '../core/index.js';
 import { decodeDir, encodeFile } from './codec_files.js';
+import { stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -42,9 +43,9 @@ export function codecCommand(ctx: CliContext) {
               ),
           handler: withErrors(ctx, async (argv) => {
             const result = await encodeFile({
-              profile: parseProfile(String(argv['profile'])),
-              input: String(argv['input']),
-              outputDir: String(argv['output-dir']),
+              profile: parseProfile(stringArg(argv, 'profile')),
+              input: stringArg(argv, 'input'),
+              outputDir: stringArg(argv, 'output-dir'),
               force: Boolean(argv['force']),
               codec: ctx.codec,
             });
@@ -68,8 +69,8 @@ export function codecCommand(ctx: CliContext) {
               .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
           handler: withErrors(ctx, async (argv) => {
             const result = await decodeDir({
-              inputDir: String(argv['input-dir']),
-              output: String(argv['output']),
+              inputDir: stringArg(argv, 'input-dir'),
+              output: stringArg(argv, 'output'),
               codec: ctx.codec,
             });
             const names = (list: readonly number[]) => list.map((i) => `shard.${i}`).join(', ');

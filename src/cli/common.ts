@@ -4,7 +4,7 @@
  */
 import type { Argv } from 'yargs';
 import { EtcdMeta, etcdCallTimeoutMsDefault, parseEndpoints } from '../meta/index.js';
-import { InvalidArgumentError } from '../core/index.js';
+import { InvalidArgumentError, assert } from '../core/index.js';
 
 export function clusterOptions<T>(y: Argv<T>) {
   return y
@@ -38,6 +38,18 @@ export async function withMeta<T>(argv: Record<string, unknown>, work: (meta: Et
   } finally {
     meta.close();
   }
+}
+
+/**
+ * A string argument yargs requires or defaults: a `<positional>`, a demandOption option or one
+ * with a default. main.ts refuses a command line that lacks it (or gives it empty) before any
+ * handler runs; this asserts the same fact below that edge, so a missing argument can never reach
+ * etcd or the file system as the string "undefined".
+ */
+export function stringArg(argv: Record<string, unknown>, key: string): string {
+  const value = argv[key];
+  assert(typeof value === 'string' && value !== '', `argument ${key} reached a handler without a value`);
+  return value;
 }
 
 export const isJson = (argv: Record<string, unknown>): boolean => Boolean(argv['json']);

@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { join } from 'node:path';
 import { parseProfile, parseSize } from '../core/index.js';
 import { devDown, devStatus, devUp } from '../dev/index.js';
-import { isJson, table } from './common.js';
+import { isJson, table, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -35,11 +35,11 @@ export function devCommand(ctx: CliContext) {
               .option('json', { type: 'boolean', default: false }),
           handler: withErrors(ctx, async (argv) => {
             const cluster = await devUp({
-              dir: String(argv['dir']),
+              dir: stringArg(argv, 'dir'),
               zones: Number(argv['zones']),
               nodesPerZone: Number(argv['nodes-per-zone']),
-              profile: parseProfile(String(argv['profile'])),
-              extentBytes: parseSize(String(argv['extent-size']), 'extent size'),
+              profile: parseProfile(stringArg(argv, 'profile')),
+              extentBytes: parseSize(stringArg(argv, 'extent-size'), 'extent size'),
               cairndPath: bin('cairnd.js'),
               cairnctlPath: bin('cairnctl.js'),
               log: (line) => {
@@ -59,7 +59,7 @@ export function devCommand(ctx: CliContext) {
           builder: (a: Argv) =>
             a.option('dir', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
           handler: withErrors(ctx, async (argv) => {
-            const status = await devStatus(String(argv['dir']));
+            const status = await devStatus(stringArg(argv, 'dir'));
             emit(ctx.io, isJson(argv), status, (s) => [
               `etcd ${s.cluster.etcd} ${s.etcdHealthy ? 'healthy' : 'NOT healthy'}; NBD ${s.cluster.frontend.nbdUri}`,
               ...table(
@@ -79,7 +79,7 @@ export function devCommand(ctx: CliContext) {
               .option('purge', { type: 'boolean', default: false, describe: 'also delete the directory and its data' })
               .option('json', { type: 'boolean', default: false }),
           handler: withErrors(ctx, async (argv) => {
-            const result = await devDown(String(argv['dir']), Boolean(argv['purge']));
+            const result = await devDown(stringArg(argv, 'dir'), Boolean(argv['purge']));
             emit(ctx.io, isJson(argv), result, (r) => r.stopped.map((s) => `${s.what} (pid ${s.pid}): ${s.outcome}`));
           }),
         })

@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { formatBytes, formatProfile, parseProfile, parseSize } from '../core/index.js';
 import { initCluster } from '../api/index.js';
 import { checkTargetPolicy } from '../api/index.js';
-import { clusterOptions, isJson, withMeta } from './common.js';
+import { clusterOptions, isJson, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -25,10 +25,10 @@ export function initCommand(ctx: CliContext) {
     handler: withErrors(ctx, async (argv) => {
       const config = await withMeta(argv, (meta) =>
         initCluster(meta, {
-          defaultProfile: parseProfile(String(argv['profile'])),
-          extentBytes: parseSize(String(argv['extent-size']), 'extent size'),
+          defaultProfile: parseProfile(stringArg(argv, 'profile')),
+          extentBytes: parseSize(stringArg(argv, 'extent-size'), 'extent size'),
           zonesRequired: Number(argv['zones-required']),
-          targets: checkTargetPolicy(String(argv['targets'])),
+          targets: checkTargetPolicy(stringArg(argv, 'targets')),
           force: Boolean(argv['force']),
         }),
       );

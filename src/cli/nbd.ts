@@ -11,7 +11,7 @@ import { cacheBytesMaxDefault, dirtyBytesMaxDefault, flushAgeMsDefault } from '.
 import { lockWaitMsDefault, startFrontend } from '../frontend/index.js';
 import { createLogger } from '../metrics/index.js';
 import { parseHostPort } from '../shard/index.js';
-import { clusterOptions, endpointsFrom } from './common.js';
+import { clusterOptions, endpointsFrom, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 
 export function nbdCommand(ctx: CliContext) {
@@ -71,8 +71,8 @@ export function nbdCommand(ctx: CliContext) {
                 : String(argv['listen']);
             const tcp = listen === undefined ? undefined : parseHostPort(listen, '--listen address');
             const socket = argv['socket'] === undefined ? undefined : String(argv['socket']);
-            const dirtyBytesMax = parseSize(String(argv['dirty-max']), '--dirty-max');
-            const cacheBytesMax = parseSize(String(argv['cache-size']), '--cache-size');
+            const dirtyBytesMax = parseSize(stringArg(argv, 'dirty-max'), '--dirty-max');
+            const cacheBytesMax = parseSize(stringArg(argv, 'cache-size'), '--cache-size');
             if (cacheBytesMax < dirtyBytesMax)
               throw new InvalidArgumentError('--cache-size must be at least --dirty-max');
             const lockWaitMs = Number(argv['lock-wait']);

@@ -4,7 +4,7 @@ import { listNodes } from '../api/index.js';
 import { formatBytes } from '../core/index.js';
 import { planRepair, runRepair } from '../repair/index.js';
 import { withRepairTools } from './repair.js';
-import { clusterOptions, isJson, table, withMeta } from './common.js';
+import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -56,7 +56,7 @@ export function nodeCommand(ctx: CliContext) {
                 describe: 'move the shards now (else only mark it; the repairer moves them)',
               }),
           handler: withErrors(ctx, async (argv) => {
-            const name = String(argv['name']);
+            const name = stringArg(argv, 'name');
             const result = await withMeta(argv, async (meta) => {
               const record = await meta.setDraining(name, !argv['undo']);
               if (argv['undo'] || !argv['wait'])

@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { InvalidArgumentError } from '../core/index.js';
 import { explainVolumePlacement } from '../api/index.js';
-import { clusterOptions, isJson, withMeta } from './common.js';
+import { clusterOptions, isJson, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -20,11 +20,11 @@ export function placementCommand(ctx: CliContext) {
               .positional('volume', { type: 'string' })
               .positional('extent', { type: 'string', describe: 'extent index, from 0' }),
           handler: withErrors(ctx, async (argv) => {
-            const text = String(argv['extent']);
+            const text = stringArg(argv, 'extent');
             if (!/^\d+$/.test(text))
               throw new InvalidArgumentError(`Invalid extent "${text}": use an extent index such as 0`);
             const explanation = await withMeta(argv, (meta) =>
-              explainVolumePlacement(meta, String(argv['volume']), Number(text)),
+              explainVolumePlacement(meta, stringArg(argv, 'volume'), Number(text)),
             );
             emit(ctx.io, isJson(argv), explanation, (e) => e.lines);
           }),

@@ -17,7 +17,7 @@ import { CodecPool } from '../codec/index.js';
 import { keys, type EtcdMeta } from '../meta/index.js';
 import { createFrontendMetrics, serveMetrics } from '../metrics/index.js';
 import { parseHostPort } from '../shard/index.js';
-import { clusterOptions, isJson, withMeta } from './common.js';
+import { clusterOptions, isJson, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -180,7 +180,7 @@ export function repairCommands(ctx: CliContext) {
           };
           if (!argv['daemon']) return await once();
           const scrubEveryMs = Number(argv['scrub-interval']);
-          const scrubRate = parseSize(String(argv['scrub-rate']), '--scrub-rate');
+          const scrubRate = parseSize(stringArg(argv, 'scrub-rate'), '--scrub-rate');
           let lastScrub = Date.now();
           await runAsLeader(
             meta,

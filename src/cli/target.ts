@@ -8,7 +8,7 @@ import { checkName, errorMessage, formatBytes, parseSize, InvalidArgumentError }
 import { readTopology, storeForTarget } from '../api/index.js';
 import type { TargetRecord } from '../meta/index.js';
 import { S3ShardStore } from '../shard/index.js';
-import { clusterOptions, isJson, table, withMeta } from './common.js';
+import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -41,9 +41,9 @@ export function targetCommand(ctx: CliContext) {
               })
               .epilogue('Credentials: CAIRN_S3_CREDENTIALS_FILE (JSON) or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.'),
           handler: withErrors(ctx, async (argv) => {
-            const name = checkName(String(argv['name']), 'target');
-            const zone = checkName(String(argv['zone']), 'zone');
-            const endpoint = String(argv['endpoint']);
+            const name = checkName(stringArg(argv, 'name'), 'target');
+            const zone = checkName(stringArg(argv, 'zone'), 'zone');
+            const endpoint = stringArg(argv, 'endpoint');
             if (!/^https?:\/\/[^/]+/.test(endpoint))
               throw new InvalidArgumentError(
                 `Invalid --endpoint "${endpoint}": expected http://HOST:PORT or https://HOST`,
@@ -53,9 +53,9 @@ export function targetCommand(ctx: CliContext) {
               kind: 's3',
               zone,
               endpoint,
-              bucket: String(argv['bucket']),
-              region: String(argv['region']),
-              capacityBytes: parseSize(String(argv['capacity']), 'capacity'),
+              bucket: stringArg(argv, 'bucket'),
+              region: stringArg(argv, 'region'),
+              capacityBytes: parseSize(stringArg(argv, 'capacity'), 'capacity'),
               addedAt: new Date().toISOString(),
             };
             if (argv['verify']) {
@@ -120,7 +120,7 @@ export function targetCommand(ctx: CliContext) {
           describe: 'Unregister a target (its shards are not moved: drain first)',
           builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
           handler: withErrors(ctx, async (argv) => {
-            const name = String(argv['name']);
+            const name = stringArg(argv, 'name');
             await withMeta(argv, (meta) => meta.removeTarget(name));
             emit(ctx.io, isJson(argv), { removed: name }, () => [`Removed target ${name}`]);
           }),

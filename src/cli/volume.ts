@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { formatBytes, formatProfile, parseSize } from '../core/index.js';
 import { createVolume } from '../api/index.js';
 import type { VolumeRecord } from '../meta/index.js';
-import { clusterOptions, isJson, table, withMeta } from './common.js';
+import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -44,8 +44,8 @@ export function volumeCommand(ctx: CliContext) {
           handler: withErrors(ctx, async (argv) => {
             const volume = await withMeta(argv, (meta) =>
               createVolume(meta, {
-                name: String(argv['name']),
-                sizeBytes: parseSize(String(argv['size']), 'volume size'),
+                name: stringArg(argv, 'name'),
+                sizeBytes: parseSize(stringArg(argv, 'size'), 'volume size'),
                 ...(argv['profile'] === undefined ? {} : { profile: String(argv['profile']) }),
                 ...(argv['extent-size'] === undefined
                   ? {}
@@ -89,7 +89,7 @@ export function volumeCommand(ctx: CliContext) {
           describe: 'Show one volume',
           builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
           handler: withErrors(ctx, async (argv) => {
-            const volume = await withMeta(argv, (meta) => meta.requireVolume(String(argv['name'])));
+            const volume = await withMeta(argv, (meta) => meta.requireVolume(stringArg(argv, 'name')));
             emit(ctx.io, isJson(argv), volume, describeVolume);
           }),
         })
@@ -98,7 +98,7 @@ export function volumeCommand(ctx: CliContext) {
           describe: 'Delete a volume; its shards are removed in the background',
           builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
           handler: withErrors(ctx, async (argv) => {
-            const volume = await withMeta(argv, (meta) => meta.deleteVolume(String(argv['name'])));
+            const volume = await withMeta(argv, (meta) => meta.deleteVolume(stringArg(argv, 'name')));
             const gc = ctx.startBackgroundGc(argv);
             emit(ctx.io, isJson(argv), { deleted: volume.name, id: volume.id, gcPid: gc }, () => [
               `Deleted volume ${volume.name}; its shards are being removed in the background${gc === null ? ' (run cairnctl gc to finish)' : ` (pid ${gc})`}`,

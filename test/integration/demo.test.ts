@@ -1,27 +1,31 @@
 /**
  * `make demo`'s script, at a small size, so the first thing a new user runs never rots: it must
- * exit 0 and say what it showed.
+ * exit 0, say what it showed, and leave no process of its own behind (found by a marker in the
+ * environment, which even an orphan re-parented to init still carries).
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { repoRoot } from '../harness/cli.js';
+import { describeLeftovers, newRunMarker, reapLeftovers, withRunMarker } from '../harness/leftovers.js';
 
 describe('scripts/demo.sh', () => {
   it('starts a cluster, writes and reads a volume with nbdcopy, reads it again through the erasure code with a node killed, and stops everything', async () => {
+    const marker = newRunMarker('demo-test');
+    const env = withRunMarker(marker, { ...process.env, DEMO_SIZE_MIB: '4', DEMO_BENCH_SECONDS: '0.05' });
     const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(
-        'bash',
-        ['scripts/demo.sh'],
-        { cwd: repoRoot, timeout: 180_000, env: { ...process.env, DEMO_SIZE_MIB: '4', DEMO_BENCH_SECONDS: '0.05' } },
-        (err, out, errOut) =>
-          resolve({
-            code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1,
-            stdout: out,
-            stderr: errOut,
-          }),
+      execFile('bash', ['scripts/demo.sh'], { cwd: repoRoot, timeout: 180_000, env }, (err, out, errOut) =>
+        resolve({
+          code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1,
+          stdout: out,
+          stderr: errOut,
+        }),
       );
     });
+    // Before anything else: a leftover is stopped here, by pid, whatever else failed.
+    const left = await reapLeftovers(marker, { exitDeadlineMs: 5_000 });
+    expect(describeLeftovers(left), 'processes the demo left running').to.deep.equal([]);
     expect(code, stderr).to.equal(0);
+    expect(stdout).to.contain('No process of the demo is left behind.');
     // Written with nbdcopy, read back from the cache, then read cold with a node dead: all match.
     expect(stdout.match(/sha256 [0-9a-f]{16}\.\.\. matches/g) ?? [], stdout).to.have.length(2);
     expect(stdout).to.not.contain('DIFFERS');
