@@ -155,7 +155,7 @@ export interface MetricsSource {
 
 export type RepairOutcome = 'repaired' | 'skipped' | 'failed' | 'unrecoverable';
 
-/** Running totals of one repair run, as src/api/repair.ts reports them to onProgress. */
+/** Running totals of one repair run, as src/repair/repair.ts reports them to onProgress. */
 export interface RepairRunTotals {
   /** Extents finished in any way (repaired, skipped or failed). */
   readonly extentsDone: number;

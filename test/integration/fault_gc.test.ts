@@ -148,7 +148,7 @@ describe('`cairnctl gc` orphan sweep racing writers and repair (dev cluster, 4+2
     ).to.deep.equal([]);
   });
 
-  // KNOWN BUG (open, src/api/volumes.ts sweepOrphans vs src/api/repair.ts): fails. Repair puts the
+  // KNOWN BUG (open, src/repair/gc.ts sweepOrphans vs src/repair/repair.ts): fails. Repair puts the
   // rebuilt shard under the SAME key on its new node, then publishes the move with a CAS. In
   // between, the copy is unreferenced and of the published generation, so the sweep deletes it;
   // the CAS then publishes a record that points at a shard that does not exist.

@@ -260,7 +260,7 @@ stay.shutdown()
       expect(
         detaches,
         `"detached volume linger" lines for ${attaches} attaches: a volume must be detached once per attach ` +
-          `(extra detaches come from leaked linger timers in VolumeFrontend.open()'s close(), src/api/frontend.ts). Log:\n${log}`,
+          `(extra detaches come from leaked linger timers in VolumeFrontend.open()'s close(), src/frontend/provider.ts). Log:\n${log}`,
       ).to.equal(attaches);
     });
   });
