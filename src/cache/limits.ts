@@ -14,6 +14,14 @@ export const flushAgeMsDefault = 5_000;
 export const flushCheckMsDefault = 500;
 /** Long enough for the topology to be re-read (2 s) and an etcd leader election (about 1-2 s). */
 export const flushRetryMsDefault = 10_000;
+/**
+ * Journaled data older than this is folded into erasure-coded generations in the background.
+ * Long enough that many small writes to one extent fold once; short enough that the journal and
+ * the memory holding its data stay small.
+ */
+export const foldAgeMsDefault = 2_000;
+/** Extents one fold publishes at once: bounds its memory (one image each) and its burst of shard writes. */
+export const foldExtentsMax = 16;
 /** Read misses at least this large load the whole extent into the cache. */
 export const readWholeExtentMinBytes = 64 * 1024;
 /** Reads retried when a flush replaced the extent under them; more means a bug. */

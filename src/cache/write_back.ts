@@ -2,20 +2,35 @@
  * The write-back cache of one volume: a BlockDevice shared by every connection to the volume, so
  * advertising NBD multi-conn is honest (a FLUSH on any connection covers writes on all).
  *
- * Entries are whole extents. An entry holds the extent's bytes, the ranges written since the last
- * flush (dirty), and whether the rest of the bytes are the published ones (loaded). Writes land in
- * memory and are acknowledged at once; flush() publishes every dirty extent as a new generation.
+ * An entry per extent holds only what it must: the bytes clients wrote since the last flush
+ * (`dirty`, sparse), the bytes a flush made durable in the journal but not yet folded into an
+ * erasure-coded generation (`journaled`, sparse chunks tagged with their journal LSN), and, when
+ * the extent was read whole, its published bytes (`base`, a read cache). A 4 KiB write to a 4 MiB
+ * extent holds 4 KiB.
+ *
+ * With a journal (CacheJournal), FLUSH appends the dirty ranges of partly written extents to it
+ * and is answered when every replica has them; extents written whole (and whole-extent trims) go
+ * straight to new erasure-coded generations. In the background, and under memory pressure, the
+ * fold turns journaled extents into new generations (read the published bytes, lay the journaled
+ * chunks over them, persist with the highest LSN folded) and tells the journal what it may trim.
+ * Without a journal, FLUSH publishes every dirty extent as a new generation (read-modify-write
+ * when an extent is only partly dirty).
  *
  * What it keeps true:
  * - FLUSH persists every write acknowledged before it was called; FUA persists that write (its
  *   extents) before the reply. Flushes run one at a time, so a flush also waits for one already in
  *   flight that carries earlier writes.
- * - A failed flush loses nothing: the extents it could not publish are dirty again.
- * - Partial-extent writes need the old bytes (read-modify-write) only when the extent is not
- *   entirely dirty by flush time; small writes to one extent coalesce into one new generation.
- * - Dirty memory is bounded (dirtyBytesMax): a writer that would exceed it waits for a flush.
- *   Clean entries are a read cache, evicted least-recently-used beyond cacheBytesMax.
- * - Once a commit is fenced (another writer took the volume), every later write and flush fails.
+ * - A failed flush loses nothing: the bytes it could not make durable are dirty again, under any
+ *   written since (newer bytes win).
+ * - One publish of an extent at a time (a fold and a direct persist never race on one extent), so
+ *   generations are published in the order their bytes were written.
+ * - A published generation carries the highest journal LSN whose bytes it includes; replay skips
+ *   older records for that extent.
+ * - Dirty plus journaled memory is bounded (dirtyBytesMax): a writer that would exceed it waits
+ *   for a flush or a fold. Clean bases are a read cache, evicted least-recently-used beyond
+ *   cacheBytesMax.
+ * - Once a commit or an append is fenced (another writer took the volume), every later write and
+ *   flush fails.
  *
  * What it leaves out: sub-extent holes (block status is per extent), and persistence of dirty
  * data across a crash of this process (that is what FLUSH is for).
@@ -40,11 +55,41 @@ import {
   flushAgeMsDefault,
   flushCheckMsDefault,
   flushRetryMsDefault,
+  foldAgeMsDefault,
+  foldExtentsMax,
   readRetriesMax,
   readWholeExtentMinBytes,
 } from './limits.js';
-import { RangeSet, extentLength, splitByExtent, type ExtentGeometry, type ExtentPiece } from '../extent/index.js';
+import { SparseBytes, extentLength, splitByExtent, type ExtentGeometry, type ExtentPiece } from '../extent/index.js';
 import { PersistError, type ExtentImage } from '../volume/index.js';
+
+/** One range of a journal record: bytes at a volume offset. */
+export interface JournalWrite {
+  /** Byte offset in the volume. */
+  readonly offset: number;
+  readonly data: Uint8Array;
+}
+
+/**
+ * The volume's write-ahead journal, as the cache uses it. The frontend implements it over the
+ * replicated journal on storage nodes; tests and the simulator over memory.
+ */
+export interface CacheJournal {
+  /**
+   * Appends one record with `writes` and resolves with its LSN when it is durable on every
+   * replica. LSNs increase by one per record, in call order; `nextLsn` is the one the next call
+   * gets. Rejects with FencedError when a newer writer fenced this one (nothing of it counts), or
+   * a retryable CairnError when a replica failed (the journal may replace it; the caller retries).
+   */
+  append(writes: readonly JournalWrite[]): Promise<number>;
+  /** The LSN the next append will get. */
+  readonly nextLsn: number;
+  /**
+   * Every record up to `lsn` is folded into published generations: the journal may trim them.
+   * Never throws; trimming failures are the journal's to log and retry.
+   */
+  folded(lsn: number): void;
+}
 
 /** What the cache needs from the volume engine. */
 export interface CacheBackend {
@@ -55,6 +100,10 @@ export interface CacheBackend {
   readRange(e: number, offset: number, length: number): Promise<Uint8Array>;
   readWhole(e: number): Promise<Uint8Array>;
   persist(images: readonly ExtentImage[]): Promise<void>;
+  /** The volume's journal; without one, every flush publishes generations directly. */
+  readonly journal?: CacheJournal;
+  /** The journal LSN the published generation of extent e holds (its record's journalLsn), if any. */
+  publishedLsn?(e: number): number | undefined;
 }
 
 export interface WriteBackCacheOptions {
@@ -67,21 +116,43 @@ export interface WriteBackCacheOptions {
   readonly flushRetryMs?: number;
   /** How often the background flusher looks. 0 turns it off (tests drive flush() by hand). */
   readonly flushCheckMs?: number;
+  /** Journaled data older than this is folded in the background. */
+  readonly foldAgeMs?: number;
   readonly clock?: Clock;
   readonly log?: (line: string) => void;
 }
 
+/** Journaled bytes of one extent, not yet in a published generation. */
+interface JournaledChunk {
+  readonly start: number;
+  readonly data: Uint8Array;
+  readonly lsn: number;
+}
+
 interface Entry {
   readonly extent: number;
-  readonly data: Uint8Array;
-  /** True when every byte of data outside `dirty` equals the published generation. */
-  loaded: boolean;
-  readonly dirty: RangeSet;
+  /** extentLength of the extent. */
+  readonly length: number;
+  /** The published bytes of the whole extent, when read (a read cache; any version check is the caller's). */
+  base: Uint8Array | undefined;
+  /** Bytes written since the last flush took them. */
+  dirty: SparseBytes;
+  /** Durable in the journal, not yet folded, in LSN order (later chunks win where they overlap). */
+  journaled: JournaledChunk[];
+  journaledBytes: number;
   /** A whole-extent trim not yet published: the extent is to become a hole. */
   hole: boolean;
+  /**
+   * What a flush took from `dirty` and `hole` and has not made durable yet: still read (under
+   * `dirty`), until the flush journals or publishes it, or gives it back.
+   */
+  inflight: { readonly dirty: SparseBytes; readonly hole: boolean } | undefined;
   dirtySinceMs: number;
+  journaledSinceMs: number;
   lastUsed: number;
-  /** Being published: not evictable even when it looks clean. */
+  /** Being published (direct persist or fold): the tail of the extent's publish chain. */
+  publishing: Promise<void> | undefined;
+  /** Being flushed directly: block status says data even if the map still says hole. */
   flushing: boolean;
 }
 
@@ -92,6 +163,10 @@ export interface CacheStats {
   flushedExtents: number;
   readModifyWrites: number;
   backPressureWaits: number;
+  journalAppends: number;
+  journaledBytes: number;
+  folds: number;
+  foldedExtents: number;
 }
 
 export class WriteBackCache implements BlockDevice {
@@ -103,6 +178,10 @@ export class WriteBackCache implements BlockDevice {
     flushedExtents: 0,
     readModifyWrites: 0,
     backPressureWaits: 0,
+    journalAppends: 0,
+    journaledBytes: 0,
+    folds: 0,
+    foldedExtents: 0,
   };
   private readonly g: ExtentGeometry;
   private readonly entries = new Map<number, Entry>();
@@ -111,9 +190,13 @@ export class WriteBackCache implements BlockDevice {
   private readonly dirtyBytesMax: number;
   private readonly cacheBytesMax: number;
   private readonly flushAgeMs: number;
+  private readonly foldAgeMs: number;
   private readonly log: (line: string) => void;
   private readonly stopFlusher: () => void;
   private flushChain: Promise<void> = Promise.resolve();
+  private foldRun: Promise<void> | undefined;
+  /** LSNs of journal appends in flight: not yet in any entry, not foldable. */
+  private readonly appending = new Set<number>();
   private useCounter = 0;
   private fenced: Error | undefined;
   /** Set by markStale(): every request fails with it. */
@@ -133,9 +216,10 @@ export class WriteBackCache implements BlockDevice {
     this.cacheBytesMax = Math.max(options.cacheBytesMax ?? cacheBytesMaxDefault, this.dirtyBytesMax);
     assert(this.dirtyBytesMax >= this.g.extentBytes, 'the cache must hold at least one dirty extent');
     this.flushAgeMs = options.flushAgeMs ?? flushAgeMsDefault;
+    this.foldAgeMs = options.foldAgeMs ?? foldAgeMsDefault;
     this.log = options.log ?? (() => undefined);
     const checkMs = options.flushCheckMs ?? flushCheckMsDefault;
-    this.stopFlusher = checkMs > 0 ? this.clock.every(checkMs, () => this.backgroundFlush()) : () => undefined;
+    this.stopFlusher = checkMs > 0 ? this.clock.every(checkMs, () => this.background()) : () => undefined;
   }
 
   capabilities(): BlockDeviceCapabilities {
@@ -143,21 +227,38 @@ export class WriteBackCache implements BlockDevice {
     return { readOnly: !rw, flush: rw, fua: rw, trim: rw, writeZeroes: rw, multiConn: true };
   }
 
-  /** Bytes held by entries with unpublished changes (each holds its whole extent). */
+  /** Bytes of unpublished changes: dirty, journaled but not folded, and whole-extent images being trimmed. */
   get dirtyBytes(): number {
     let total = 0;
-    for (const e of this.entries.values()) if (this.isDirty(e)) total += e.data.length;
+    for (const e of this.entries.values()) total += e.dirty.bytes + e.journaledBytes;
+    return total;
+  }
+
+  /** Bytes journaled and not yet folded into generations. */
+  get journaledBytes(): number {
+    let total = 0;
+    for (const e of this.entries.values()) total += e.journaledBytes;
     return total;
   }
 
   get cachedBytes(): number {
     let total = 0;
-    for (const e of this.entries.values()) total += e.data.length;
+    for (const e of this.entries.values()) total += e.dirty.bytes + e.journaledBytes + (e.base?.length ?? 0);
     return total;
   }
 
   private isDirty(e: Entry): boolean {
     return e.dirty.size > 0 || e.hole;
+  }
+
+  private isClean(e: Entry): boolean {
+    return (
+      !this.isDirty(e) &&
+      e.journaled.length === 0 &&
+      e.inflight === undefined &&
+      e.publishing === undefined &&
+      !e.flushing
+    );
   }
 
   private checkRange(offset: number, length: number): void {
@@ -176,18 +277,23 @@ export class WriteBackCache implements BlockDevice {
     e.lastUsed = ++this.useCounter;
   }
 
-  /** The entry of extent e, created empty (not loaded, or loaded zeros for a hole) if absent. */
+  /** The entry of extent e, created empty if absent. */
   private entryFor(extent: number): Entry {
     let entry = this.entries.get(extent);
     if (entry === undefined) {
       entry = {
         extent,
-        data: new Uint8Array(extentLength(this.g, extent)),
-        loaded: this.backend.isHole(extent),
-        dirty: new RangeSet(),
+        length: extentLength(this.g, extent),
+        base: undefined,
+        dirty: new SparseBytes(),
+        journaled: [],
+        journaledBytes: 0,
         hole: false,
+        inflight: undefined,
         dirtySinceMs: 0,
+        journaledSinceMs: 0,
         lastUsed: 0,
+        publishing: undefined,
         flushing: false,
       };
       this.entries.set(extent, entry);
@@ -196,26 +302,22 @@ export class WriteBackCache implements BlockDevice {
     return entry;
   }
 
-  private markDirty(entry: Entry, start: number, end: number): void {
+  /** Takes `data` as the entry's bytes at `start`. Over a pending hole, the rest stays zeros. */
+  private markDirty(entry: Entry, start: number, data: Uint8Array): void {
     if (!this.isDirty(entry)) entry.dirtySinceMs = this.clock.now();
-    entry.dirty.add(start, end);
-    entry.hole = false;
+    entry.dirty.write(start, data);
   }
 
-  /** Waits (flushing) until `extents` more dirty extents fit under dirtyBytesMax. */
-  private async makeRoom(extents: readonly number[]): Promise<void> {
+  /** Waits (flushing, then folding) until `bytes` more unpublished bytes fit under dirtyBytesMax. */
+  private async makeRoom(bytes: number): Promise<void> {
     for (let round = 0; ; round++) {
-      const newBytes = extents
-        .filter((x) => {
-          const e = this.entries.get(x);
-          return e === undefined || !this.isDirty(e);
-        })
-        .reduce((sum, x) => sum + extentLength(this.g, x), 0);
-      if (newBytes === 0) return; // every extent is dirty already: no new memory
       const dirty = this.dirtyBytes;
-      if (dirty + newBytes <= this.dirtyBytesMax || dirty === 0) return;
+      if (dirty + bytes <= this.dirtyBytesMax || dirty === 0) return;
       this.stats.backPressureWaits += 1;
-      await this.flush();
+      // Flushing frees memory only without a journal (with one, it moves bytes to journaled);
+      // folding frees journaled bytes. Fold first when journaled bytes hold most of the budget.
+      if (this.backend.journal !== undefined && this.journaledBytes >= dirty / 2) await this.fold();
+      else await this.flush();
       assert(round < 1000, 'back-pressure never made room');
     }
   }
@@ -234,7 +336,7 @@ export class WriteBackCache implements BlockDevice {
     this.checkRange(offset, length);
     this.checkWritable();
     const pieces = splitByExtent(this.g, offset, length);
-    await this.makeRoom(pieces.map((p) => p.extent));
+    await this.makeRoom(length);
     this.checkWritable();
     for (const p of pieces) change(this.entryFor(p.extent), p);
     this.evictClean();
@@ -243,33 +345,36 @@ export class WriteBackCache implements BlockDevice {
 
   write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     return this.mutate(offset, data.length, options, (entry, p) => {
-      entry.data.set(data.subarray(p.bufferOffset, p.bufferOffset + p.length), p.offset);
-      this.markDirty(entry, p.offset, p.offset + p.length);
+      // A copy: the caller may reuse its buffer once the promise resolves.
+      this.markDirty(entry, p.offset, data.slice(p.bufferOffset, p.bufferOffset + p.length));
     });
   }
 
   async writeZeroes(offset: number, length: number, options: WriteOptions & { noHole?: boolean } = {}): Promise<void> {
     if (!options.noHole) return this.trim(offset, length, options);
     return this.mutate(offset, length, options, (entry, p) => {
-      entry.data.fill(0, p.offset, p.offset + p.length);
-      this.markDirty(entry, p.offset, p.offset + p.length);
+      this.markDirty(entry, p.offset, new Uint8Array(p.length));
     });
   }
 
   /** Whole extents become holes; partial ones are written with zeros. */
   trim(offset: number, length: number, options: WriteOptions = {}): Promise<void> {
     return this.mutate(offset, length, options, (entry, p) => {
-      entry.data.fill(0, p.offset, p.offset + p.length);
-      if (p.length === entry.data.length) {
-        entry.dirty.clear();
-        entry.loaded = true;
-        // A hole already published needs nothing; otherwise the flush publishes the hole. While a
-        // flush of this extent is in flight, isHole() still describes the generation before it,
-        // and that flush may be about to publish data: publish the hole after it, to be sure.
-        entry.hole = entry.flushing || !this.backend.isHole(p.extent);
+      if (p.length === entry.length) {
+        entry.dirty = new SparseBytes();
+        entry.base = undefined;
+        // A hole already published (with nothing journaled over it) needs nothing; otherwise the
+        // flush publishes the hole. While a publish of this extent is in flight, isHole()
+        // describes the generation before it, and that publish may be about to write data: publish
+        // the hole after it, to be sure.
+        entry.hole =
+          entry.flushing ||
+          entry.publishing !== undefined ||
+          entry.journaled.length > 0 ||
+          !this.backend.isHole(p.extent);
         if (entry.hole) entry.dirtySinceMs = this.clock.now();
       } else {
-        this.markDirty(entry, p.offset, p.offset + p.length);
+        this.markDirty(entry, p.offset, new Uint8Array(p.length));
       }
     });
   }
@@ -294,58 +399,88 @@ export class WriteBackCache implements BlockDevice {
     return out;
   }
 
+  /** True when the published bytes do not show through: a pending hole, in flight or not. */
+  private zeroBased(entry: Entry): boolean {
+    return entry.hole || entry.inflight?.hole === true;
+  }
+
+  /**
+   * Lays an entry's unpublished bytes of [offset, end) over `out` (at `at`), oldest first:
+   * journaled chunks (unless a hole supersedes them), the flush in flight, then dirty.
+   */
+  private overlay(entry: Entry, offset: number, end: number, out: Uint8Array, at: number): void {
+    if (!entry.hole) {
+      if (entry.inflight?.hole !== true) {
+        for (const c of entry.journaled) {
+          const from = Math.max(offset, c.start);
+          const to = Math.min(end, c.start + c.data.length);
+          if (from < to) out.set(c.data.subarray(from - c.start, to - c.start), at + from - offset);
+        }
+      }
+      entry.inflight?.dirty.copyInto(offset, end, out, at);
+    }
+    entry.dirty.copyInto(offset, end, out, at);
+  }
+
+  /** True when the entry's unpublished bytes alone decide [offset, end) (or it is a pending hole). */
+  private unpublishedCovers(entry: Entry, offset: number, end: number): boolean {
+    if (this.zeroBased(entry)) return true;
+    if (entry.dirty.covers(offset, end)) return true;
+    if (entry.journaled.length === 0 && entry.inflight === undefined) return false;
+    const all = new SparseBytes();
+    for (const c of entry.journaled) all.write(c.start, c.data);
+    for (const c of entry.inflight?.dirty.list() ?? []) all.write(c.start, c.data);
+    for (const c of entry.dirty.list()) all.write(c.start, c.data);
+    return all.covers(offset, end);
+  }
+
   private async readPiece(extent: number, offset: number, length: number, out: Uint8Array, at: number): Promise<void> {
     const end = offset + length;
     for (let attempt = 0; attempt < readRetriesMax; attempt++) {
       const entry = this.entries.get(extent);
-      if (entry !== undefined && (entry.loaded || entry.dirty.covers(offset, end))) {
-        this.stats.readHits += 1;
-        this.touch(entry);
-        out.set(entry.data.subarray(offset, end), at);
-        return;
+      if (entry !== undefined) {
+        if (this.zeroBased(entry)) {
+          // A pending whole-extent trim, with any writes since laid over zeros.
+          out.fill(0, at, at + length);
+          this.overlay(entry, offset, end, out, at);
+          this.stats.readHits += 1;
+          return;
+        }
+        if (entry.base !== undefined || this.unpublishedCovers(entry, offset, end)) {
+          this.stats.readHits += 1;
+          this.touch(entry);
+          if (entry.base !== undefined) out.set(entry.base.subarray(offset, end), at);
+          else out.fill(0, at, at + length);
+          this.overlay(entry, offset, end, out, at);
+          return;
+        }
       }
       if (entry === undefined && this.backend.isHole(extent)) {
         out.fill(0, at, at + length);
         return;
       }
       this.stats.readMisses += 1;
-      if (entry === undefined) {
-        const sequential = extent * this.g.extentBytes + offset === this.lastReadEnd;
-        this.lastReadEnd = extent * this.g.extentBytes + end;
-        if (length >= readWholeExtentMinBytes || sequential) {
-          // Large or sequential: read the whole extent once and keep it, so the next reads (and a
-          // later partial write's read-modify-write) need no store round trip.
-          const version = this.backend.versionOf(extent);
-          const whole = await this.load(extent);
-          // The entry may be gone already: when dirty entries fill cacheBytesMax, evictClean()
-          // drops a clean entry as soon as it is loaded, and a retry would load and lose it again.
-          // With no entry (nothing written since) and the same generation, the bytes loaded are
-          // still the published ones.
-          if (this.entries.has(extent) || whole === undefined || this.backend.versionOf(extent) !== version) continue;
-          out.set(whole.subarray(offset, end), at);
-          return;
-        }
+      const sequential = extent * this.g.extentBytes + offset === this.lastReadEnd;
+      this.lastReadEnd = extent * this.g.extentBytes + end;
+      const version = this.backend.versionOf(extent);
+      if (length >= readWholeExtentMinBytes || sequential) {
+        // Large or sequential: read the whole extent once and keep it, so the next reads (and a
+        // later fold's read of the published bytes) need no store round trip.
+        const whole = await this.load(extent);
+        if (whole === undefined || this.backend.versionOf(extent) !== version) continue;
+        out.set(whole.subarray(offset, end), at);
+      } else {
         // A small random read: fetch just its range. Loading 4 MiB for 4 KiB cost 1000x the
         // store traffic (measured: 52 -> 1968 IOPS on 4k random reads through to the store).
-        const version = this.backend.versionOf(extent);
         const base = await this.backend.readRange(extent, offset, length);
-        if (this.entries.has(extent) || this.backend.versionOf(extent) !== version) continue;
+        if (this.backend.versionOf(extent) !== version) continue;
         out.set(base, at);
-        return;
       }
-      // A partly dirty extent: read the published bytes, then lay the dirty ranges over them.
-      const version = this.backend.versionOf(extent);
-      const base = await this.backend.readRange(extent, offset, length);
+      // Lay over whatever was written or journaled meanwhile (or before, for a partly dirty extent).
       const now = this.entries.get(extent);
-      if (now !== undefined && now.loaded) continue;
-      if (this.backend.versionOf(extent) !== version) continue;
-      out.set(base, at);
       if (now !== undefined) {
-        for (const [s, e] of now.dirty.ranges()) {
-          const from = Math.max(s, offset);
-          const to = Math.min(e, end);
-          if (from < to) out.set(now.data.subarray(from, to), at + from - offset);
-        }
+        if (this.zeroBased(now)) continue;
+        this.overlay(now, offset, end, out, at);
       }
       return;
     }
@@ -353,8 +488,8 @@ export class WriteBackCache implements BlockDevice {
   }
 
   /**
-   * Loads the published bytes of an extent into its entry (coalescing concurrent loads). Resolves
-   * to the bytes read, or undefined when a flush replaced the generation meanwhile.
+   * Loads the published bytes of an extent as its entry's base (coalescing concurrent loads).
+   * Resolves to the bytes read, or undefined when a publish replaced the generation meanwhile.
    */
   private load(extent: number): Promise<Uint8Array | undefined> {
     let pending = this.loading.get(extent);
@@ -363,28 +498,8 @@ export class WriteBackCache implements BlockDevice {
         const version = this.backend.versionOf(extent);
         const whole = await this.backend.readWhole(extent);
         if (this.backend.versionOf(extent) !== version) return undefined; // replaced meanwhile: caller retries
-        const entry = this.entries.get(extent);
-        if (entry === undefined) {
-          this.entries.set(extent, {
-            extent,
-            data: whole,
-            loaded: true,
-            dirty: new RangeSet(),
-            hole: false,
-            dirtySinceMs: 0,
-            lastUsed: ++this.useCounter,
-            flushing: false,
-          });
-        } else if (!entry.loaded) {
-          // Keep what was written meanwhile; take the published bytes everywhere else.
-          let at = 0;
-          for (const [s, e] of entry.dirty.ranges()) {
-            entry.data.set(whole.subarray(at, s), at);
-            at = e;
-          }
-          entry.data.set(whole.subarray(at), at);
-          entry.loaded = true;
-        }
+        const entry = this.entryFor(extent);
+        if (!entry.hole) entry.base = whole;
         this.evictClean();
         return whole;
       })().finally(() => this.loading.delete(extent));
@@ -393,24 +508,24 @@ export class WriteBackCache implements BlockDevice {
     return pending;
   }
 
-  /** Drops least-recently-used clean entries while the cache holds more than cacheBytesMax. */
+  /** Drops bases (least recently used first) while the cache holds more than cacheBytesMax; forgets clean entries. */
   private evictClean(): void {
-    if (this.entries.size * this.g.extentBytes <= this.cacheBytesMax) return; // cannot be over
     let total = this.cachedBytes;
     if (total <= this.cacheBytesMax) return;
-    const clean = [...this.entries.values()]
-      .filter((e) => !this.isDirty(e) && !e.flushing)
+    const withBase = [...this.entries.values()]
+      .filter((e) => e.base !== undefined && e.publishing === undefined && !e.flushing)
       .sort((a, b) => a.lastUsed - b.lastUsed);
-    for (const e of clean) {
+    for (const e of withBase) {
       if (total <= this.cacheBytesMax) break;
-      this.entries.delete(e.extent);
-      total -= e.data.length;
+      total -= e.base!.length;
+      e.base = undefined;
+      if (this.isClean(e)) this.entries.delete(e.extent);
     }
   }
 
   /**
-   * Hole/data runs per extent. An extent being flushed is data even before its generation is
-   * published: clients such as nbdcopy skip holes, and would read zeros where data is in flight.
+   * Hole/data runs per extent. An extent being published is data even before its generation is:
+   * clients such as nbdcopy skip holes, and would read zeros where data is in flight.
    */
   async blockStatus(offset: number, length: number): Promise<BlockStatusRun[]> {
     if (this.stale !== undefined) throw this.stale;
@@ -421,7 +536,14 @@ export class WriteBackCache implements BlockDevice {
       const hole =
         entry === undefined
           ? this.backend.isHole(p.extent)
-          : entry.hole || (entry.dirty.size === 0 && !entry.flushing && this.backend.isHole(p.extent));
+          : entry.hole
+            ? entry.dirty.size === 0
+            : entry.dirty.size === 0 &&
+              entry.journaled.length === 0 &&
+              entry.inflight === undefined &&
+              !entry.flushing &&
+              entry.publishing === undefined &&
+              this.backend.isHole(p.extent);
       const last = runs.at(-1);
       if (last !== undefined && last.hole === hole) runs[runs.length - 1] = { ...last, length: last.length + p.length };
       else runs.push({ offset: offset + p.bufferOffset, length: p.length, hole, zero: hole });
@@ -431,13 +553,32 @@ export class WriteBackCache implements BlockDevice {
   }
 
   /**
-   * Publishes every dirty extent (or those in `only`). Resolves when every write acknowledged
-   * before the call, to those extents, is durable. Rejects, leaving the data dirty, on failure.
+   * Makes every dirty extent (or those in `only`) durable: journaled, or published as a new
+   * generation. Resolves when every write acknowledged before the call, to those extents, is
+   * durable. Rejects, leaving the data dirty, on failure.
    */
   flush(only?: ReadonlySet<number>): Promise<void> {
     if (this.options.readOnly) return Promise.resolve();
     const run = this.flushChain.then(() => this.flushNow(only));
     this.flushChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Runs `work` as the next publish of every entry in `entries`, after any publish of them in
+   * flight: one persist (one commit) for all of them, and never two publishes of one extent at once.
+   */
+  private publishing<T>(entries: readonly Entry[], work: () => Promise<T>): Promise<T> {
+    const before = Promise.all(entries.map((e) => e.publishing ?? Promise.resolve()));
+    const run = before.then(work);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    for (const e of entries) e.publishing = tail;
+    void tail.then(() => {
+      for (const e of entries) if (e.publishing === tail) e.publishing = undefined;
+    });
     return run;
   }
 
@@ -448,77 +589,264 @@ export class WriteBackCache implements BlockDevice {
     );
     if (candidates.length === 0) return;
     this.stats.flushes += 1;
-    for (const c of candidates) c.flushing = true;
-    try {
-      // Read-modify-write only for extents that are neither loaded nor entirely dirty.
-      await Promise.all(
-        candidates.map(async (c) => {
-          if (c.loaded || c.hole) return;
-          if (c.dirty.covers(0, c.data.length)) {
-            c.loaded = true;
-            return;
-          }
-          this.stats.readModifyWrites += 1;
-          for (let i = 0; i < readRetriesMax && !c.loaded; i++) await this.load(c.extent);
-          assert(c.loaded, `extent ${c.extent} could not be loaded for its flush`);
-        }),
-      );
-      // The snapshot: from here to the end of persist(), later writes go to the entries' new
-      // dirty ranges and into a later flush.
-      const saved = candidates.map((c) => ({ entry: c, dirty: c.dirty.clone(), hole: c.hole }));
-      const images: ExtentImage[] = candidates.map((c) => ({ extent: c.extent, data: c.hole ? null : c.data.slice() }));
-      for (const c of candidates) {
-        c.dirty.clear();
+    const journal = this.backend.journal;
+    // Whole-extent writes and trims skip the journal: they are already the extent's new image.
+    const direct = candidates.filter((c) => journal === undefined || c.hole || c.dirty.covers(0, c.length));
+    const viaJournal = candidates.filter((c) => !direct.includes(c));
+    // The snapshot: from here on, later writes go to fresh dirty sets and into a later flush.
+    const snaps = new Map(
+      candidates.map((c) => {
+        const snap = { dirty: c.dirty.detach(), hole: c.hole, since: c.dirtySinceMs };
+        c.inflight = snap;
         c.hole = false;
+        c.dirtySinceMs = 0;
+        return [c, snap] as const;
+      }),
+    );
+    const restore = (c: Entry): void => {
+      const s = snaps.get(c)!;
+      c.inflight = undefined;
+      // A whole-extent trim while the flush ran supersedes what it took: keep only what came after.
+      if (!c.hole) {
+        const newer = c.dirty.detach();
+        s.dirty.writeAll(newer);
+        c.dirty = s.dirty;
+        c.hole = s.hole;
       }
-      try {
-        await this.persistWithRetry(images);
-        this.stats.flushedExtents += images.length;
-      } catch (err) {
-        const failed =
-          err instanceof PersistError ? new Set(err.failed.keys()) : new Set(candidates.map((c) => c.extent));
-        for (const s of saved) {
-          if (!failed.has(s.entry.extent)) continue;
-          for (const [a, b] of s.dirty.ranges()) s.entry.dirty.add(a, b);
-          if (s.hole) {
-            if (s.entry.dirty.size === 0) s.entry.hole = true;
-            else s.entry.dirty.add(0, s.entry.data.length); // zeros + later writes, all unpublished
-          }
-          if (s.entry.dirtySinceMs === 0) s.entry.dirtySinceMs = this.clock.now();
-        }
+      c.dirtySinceMs = c.dirtySinceMs === 0 ? s.since || this.clock.now() : Math.min(c.dirtySinceMs, s.since);
+    };
+    const results = await Promise.allSettled([
+      viaJournal.length > 0 ? this.journalFlush(viaJournal, snaps, restore) : Promise.resolve(),
+      direct.length > 0 ? this.directFlush(direct, snaps, restore) : Promise.resolve(),
+    ]);
+    this.evictClean();
+    for (const r of results) {
+      if (r.status === 'rejected') {
+        const err: unknown = r.reason;
         const cause = err instanceof PersistError ? [...err.failed.values()][0] : err;
         if (cause instanceof FencedError || err instanceof FencedError) {
           this.fenced = cause instanceof FencedError ? cause : (err as FencedError);
           this.log(`volume fenced: ${errorMessage(this.fenced)}; writes will fail from now on`);
         }
-        throw err;
       }
+    }
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  /** Appends the snapshot's dirty ranges of `entries` as one journal record. */
+  private async journalFlush(
+    entries: readonly Entry[],
+    snaps: ReadonlyMap<Entry, { dirty: SparseBytes }>,
+    restore: (c: Entry) => void,
+  ): Promise<void> {
+    const journal = this.backend.journal!;
+    const writes: JournalWrite[] = [];
+    for (const c of entries) {
+      for (const chunk of snaps.get(c)!.dirty.list()) {
+        writes.push({ offset: c.extent * this.g.extentBytes + chunk.start, data: chunk.data });
+      }
+    }
+    // Every LSN this append may get (a retry may get a later one) is at least this one.
+    const lowest = journal.nextLsn;
+    this.appending.add(lowest);
+    let lsn: number;
+    try {
+      lsn = await this.withRetry('journal append', () => journal.append(writes));
+      assert(lsn >= lowest, `journal gave LSN ${lsn}, below ${lowest}`);
+    } catch (err) {
+      for (const c of entries) restore(c);
+      throw err;
     } finally {
-      for (const c of candidates) c.flushing = false;
-      this.evictClean();
+      this.appending.delete(lowest);
+    }
+    const now = this.clock.now();
+    for (const c of entries) {
+      const snap = snaps.get(c)!.dirty;
+      c.inflight = undefined;
+      if (c.journaled.length === 0) c.journaledSinceMs = now;
+      for (const chunk of snap.list()) {
+        c.journaled.push({ start: chunk.start, data: chunk.data, lsn });
+        c.journaledBytes += chunk.data.length;
+      }
+    }
+    this.stats.journalAppends += 1;
+    this.stats.journaledBytes += writes.reduce((s, w) => s + w.data.length, 0);
+  }
+
+  /** Publishes `entries` as new generations: whole-extent images, holes, or (without a journal) read-modify-write. */
+  private async directFlush(
+    entries: readonly Entry[],
+    snaps: ReadonlyMap<Entry, { dirty: SparseBytes; hole: boolean }>,
+    restore: (c: Entry) => void,
+  ): Promise<void> {
+    // Every record up to the last appended one is superseded for these extents: their images
+    // hold everything ever written to them (journaled chunks are laid under the dirty bytes).
+    const journalLsn = this.backend.journal === undefined ? undefined : this.backend.journal.nextLsn - 1;
+    let done = new Set<number>();
+    try {
+      await this.publishing(entries, async () => {
+        for (const c of entries) c.flushing = true;
+        try {
+          const images = await Promise.all(
+            entries.map(async (c): Promise<ExtentImage> => {
+              const snap = snaps.get(c)!;
+              // A hole; zeros with writes over them; or the writes over the published bytes.
+              let data: Uint8Array | null = null;
+              if (!snap.hole || snap.dirty.size > 0) {
+                data = new Uint8Array(c.length);
+                if (!snap.hole && !snap.dirty.covers(0, c.length)) {
+                  data.set(await this.publishedBytes(c));
+                  for (const j of c.journaled) data.set(j.data, j.start);
+                }
+                snap.dirty.copyInto(0, c.length, data, 0);
+              }
+              return { extent: c.extent, data, ...(journalLsn === undefined ? {} : { journalLsn }) };
+            }),
+          );
+          const byExtent = new Map(images.map((i) => [i.extent, i.data]));
+          try {
+            await this.persistWithRetry(images);
+            done = new Set(entries.map((c) => c.extent));
+          } catch (err) {
+            if (err instanceof PersistError) done = new Set(err.committed);
+            throw err;
+          } finally {
+            for (const c of entries) {
+              if (!done.has(c.extent)) continue;
+              c.base = byExtent.get(c.extent) ?? undefined;
+              c.inflight = undefined;
+              c.journaled = c.journaled.filter((j) => j.lsn > (journalLsn ?? Number.POSITIVE_INFINITY));
+              c.journaledBytes = c.journaled.reduce((s, j) => s + j.data.length, 0);
+              this.stats.flushedExtents += 1;
+            }
+          }
+        } finally {
+          for (const c of entries) c.flushing = false;
+        }
+      });
+    } catch (err) {
+      for (const c of entries) if (!done.has(c.extent)) restore(c);
+      throw err;
+    }
+  }
+
+  /** The published bytes of the entry's extent (zeros for a hole), from its base or the store. */
+  private async publishedBytes(c: Entry): Promise<Uint8Array> {
+    if (c.base !== undefined) return c.base;
+    this.stats.readModifyWrites += 1;
+    if (this.backend.isHole(c.extent)) return new Uint8Array(c.length);
+    return this.backend.readWhole(c.extent);
+  }
+
+  /**
+   * Folds journaled extents into new generations, oldest first, at most foldExtentsMax per call,
+   * then tells the journal what it may trim. One fold runs at a time; a call during one waits for
+   * it and returns.
+   */
+  fold(): Promise<void> {
+    if (this.foldRun !== undefined) return this.foldRun;
+    const run = this.foldNow().finally(() => {
+      if (this.foldRun === run) this.foldRun = undefined;
+    });
+    this.foldRun = run;
+    return run;
+  }
+
+  private async foldNow(): Promise<void> {
+    const journal = this.backend.journal;
+    if (journal === undefined || this.fenced !== undefined) return;
+    const picked = [...this.entries.values()]
+      .filter((e) => e.journaled.length > 0 && e.publishing === undefined)
+      .sort((a, b) => a.journaled[0]!.lsn - b.journaled[0]!.lsn)
+      .slice(0, foldExtentsMax);
+    if (picked.length === 0) {
+      this.reportFolded();
+      return;
+    }
+    this.stats.folds += 1;
+    let failure: unknown;
+    try {
+      await this.publishing(picked, async () => {
+        const work = picked
+          .map((c) => ({ c, chunks: c.journaled.slice() }))
+          .filter((w) => w.chunks.length > 0 && !w.c.hole && w.c.inflight?.hole !== true);
+        if (work.length === 0) return;
+        const images = await Promise.all(
+          work.map(async ({ c, chunks }): Promise<ExtentImage> => {
+            const data = new Uint8Array(c.length);
+            data.set(await this.publishedBytes(c));
+            for (const j of chunks) data.set(j.data, j.start);
+            return { extent: c.extent, data, journalLsn: chunks.at(-1)!.lsn };
+          }),
+        );
+        for (const { c } of work) c.flushing = true;
+        let done = new Set<number>();
+        try {
+          await this.persistWithRetry(images);
+          done = new Set(work.map((w) => w.c.extent));
+        } catch (err) {
+          if (err instanceof PersistError) done = new Set(err.committed);
+          throw err;
+        } finally {
+          work.forEach(({ c }, i) => {
+            c.flushing = false;
+            if (!done.has(c.extent)) return;
+            const lsn = images[i]!.journalLsn!;
+            c.base = images[i]!.data!;
+            c.journaled = c.journaled.filter((j) => j.lsn > lsn);
+            c.journaledBytes = c.journaled.reduce((s, j) => s + j.data.length, 0);
+            if (c.journaled.length > 0) c.journaledSinceMs = this.clock.now();
+            this.stats.foldedExtents += 1;
+          });
+        }
+      });
+    } catch (err) {
+      failure = err;
+      const cause = err instanceof PersistError ? [...err.failed.values()][0] : err;
+      if (cause instanceof FencedError) {
+        this.fenced ??= cause;
+        this.log(`volume fenced during a fold: ${errorMessage(cause)}; writes will fail from now on`);
+      }
+    }
+    this.evictClean();
+    this.reportFolded();
+    if (failure !== undefined) throw failure;
+  }
+  /** Tells the journal the highest LSN below which every record is folded. */
+  private reportFolded(): void {
+    const journal = this.backend.journal;
+    if (journal === undefined) return;
+    let lowest = journal.nextLsn;
+    for (const lsn of this.appending) lowest = Math.min(lowest, lsn);
+    for (const e of this.entries.values()) for (const j of e.journaled) lowest = Math.min(lowest, j.lsn);
+    journal.folded(lowest - 1);
+  }
+
+  /** Folds until nothing journaled is left (detach, shutdown). */
+  async foldAll(): Promise<void> {
+    for (let round = 0; this.journaledBytes > 0 && this.fenced === undefined; round++) {
+      await this.fold();
+      assert(round < 100_000, 'foldAll made no progress');
     }
   }
 
   /**
-   * persist(), retrying the extents that failed for retryable reasons (a target that just died and
-   * is still in the placement, an etcd leader change) with backoff, for up to flushRetryMs. A
-   * fenced writer, or any failure that is not retryable, ends the retries at once.
+   * Retries `work` on retryable failures (a target that just died and is still in the placement,
+   * an etcd leader change, a journal replica being replaced) with backoff, for up to
+   * flushRetryMs. A fenced writer, or any failure that is not retryable, ends the retries at once.
    */
-  private async persistWithRetry(images: readonly ExtentImage[]): Promise<void> {
+  private async withRetry<T>(what: string, work: () => Promise<T>): Promise<T> {
     const deadline = this.clock.now() + (this.options.flushRetryMs ?? flushRetryMsDefault);
-    let pending = images;
     let backoffMs = 100;
     for (;;) {
       try {
-        await this.backend.persist(pending);
-        return;
+        return await work();
       } catch (err) {
-        if (!(err instanceof PersistError)) throw err;
-        const causes = [...err.failed.values()];
+        const causes = err instanceof PersistError ? [...err.failed.values()] : [err];
         const retryable = causes.every((c) => c instanceof CairnError && c.retryable && !(c instanceof FencedError));
         if (!retryable || this.clock.now() + backoffMs > deadline) throw err;
-        this.log(`flush: ${err.failed.size} extents failed (${errorMessage(causes[0])}); retrying in ${backoffMs} ms`);
-        pending = pending.filter((i) => err.failed.has(i.extent));
+        this.log(`${what}: failed (${errorMessage(causes[0])}); retrying in ${backoffMs} ms`);
         // On the injected clock, not setTimeout: tests and the simulator drive time by hand.
         await sleepOn(this.clock, backoffMs);
         backoffMs = Math.min(backoffMs * 2, 2_000);
@@ -526,20 +854,67 @@ export class WriteBackCache implements BlockDevice {
     }
   }
 
-  private backgroundFlush(): void {
-    if (this.closed || this.fenced !== undefined) return;
-    const now = this.clock.now();
-    let due = this.dirtyBytes > this.dirtyBytesMax / 2;
-    for (const e of this.entries.values()) if (this.isDirty(e) && now - e.dirtySinceMs >= this.flushAgeMs) due = true;
-    if (due) this.flush().catch((err: unknown) => this.log(`background flush failed: ${errorMessage(err)}`));
+  private persistWithRetry(images: readonly ExtentImage[]): Promise<void> {
+    let pending = images;
+    return this.withRetry('flush', async () => {
+      try {
+        await this.backend.persist(pending);
+      } catch (err) {
+        if (err instanceof PersistError) pending = pending.filter((i) => err.failed.has(i.extent));
+        throw err;
+      }
+    });
   }
 
-  /** Flushes what is dirty and stops the background flusher. */
+  private background(): void {
+    if (this.closed || this.fenced !== undefined) return;
+    const now = this.clock.now();
+    let flushDue = this.dirtyBytes - this.journaledBytes > this.dirtyBytesMax / 2;
+    let foldDue = this.journaledBytes > this.dirtyBytesMax / 4;
+    for (const e of this.entries.values()) {
+      if (this.isDirty(e) && now - e.dirtySinceMs >= this.flushAgeMs) flushDue = true;
+      if (e.journaled.length > 0 && now - e.journaledSinceMs >= this.foldAgeMs) foldDue = true;
+    }
+    if (flushDue) this.flush().catch((err: unknown) => this.log(`background flush failed: ${errorMessage(err)}`));
+    if (foldDue && this.backend.journal !== undefined && this.foldRun === undefined)
+      this.fold().catch((err: unknown) => this.log(`background fold failed: ${errorMessage(err)}`));
+  }
+
+  /**
+   * Takes a record replayed from the journal at attach, in LSN order: its bytes are durable in the
+   * journal at `lsn`. The parts on extents whose published generation already holds `lsn` are
+   * skipped; the rest are read like journaled bytes and folded like them. Returns the bytes taken.
+   */
+  replayed(lsn: number, writes: readonly JournalWrite[]): number {
+    const now = this.clock.now();
+    let taken = 0;
+    for (const w of writes) {
+      for (const p of splitByExtent(this.g, w.offset, w.data.length)) {
+        if ((this.backend.publishedLsn?.(p.extent) ?? -1) >= lsn) continue;
+        taken += p.length;
+        const entry = this.entryFor(p.extent);
+        if (entry.journaled.length === 0) entry.journaledSinceMs = now;
+        entry.journaled.push({
+          start: p.offset,
+          data: w.data.subarray(p.bufferOffset, p.bufferOffset + p.length),
+          lsn,
+        });
+        entry.journaledBytes += p.length;
+      }
+    }
+    return taken;
+  }
+
+  /** Flushes what is dirty, folds what is journaled, and stops the background work. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.stopFlusher();
     try {
-      if (!this.options.readOnly && this.fenced === undefined) await this.flush();
+      if (!this.options.readOnly && this.fenced === undefined) {
+        await this.flush();
+        await this.foldRun?.catch(() => undefined);
+        await this.foldAll();
+      }
     } finally {
       this.closed = true;
     }

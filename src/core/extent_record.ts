@@ -21,6 +21,11 @@ export interface ExtentRecord {
   /** Bytes in each of the k+m shards (the extent's bytes / k, rounded up). */
   readonly shardBytes: number;
   readonly shards: readonly ExtentShardRef[];
+  /**
+   * The highest journal LSN whose bytes this generation holds for this extent: replaying the
+   * journal skips this extent in records up to it. Absent for a volume without a journal.
+   */
+  readonly journalLsn?: number;
 }
 
 /**

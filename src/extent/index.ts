@@ -1,2 +1,3 @@
 /** Extent arithmetic: volume offsets to extents to shard ranges, and dirty range sets. Pure. */
 export * from './extent.js';
+export * from './sparse_bytes.js';

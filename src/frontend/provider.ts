@@ -7,7 +7,8 @@
  * frontend's lock waits (up to lockWaitMs) for its lease to expire, as after that frontend died;
  * forceTakeover takes it at once and fences the old holder.
  *
- * Read-only opens take no lock, and are refused while a writer holds the volume: a read-only view
+ * Read-only opens take no lock, and are refused while a writer holds the volume (after waiting up
+ * to lockWaitMs for it to detach): a read-only view
  * serves the map as it was when it attached, so beside a live writer it would serve old data and
  * then fail once the writer's superseded shards are deleted. A writer that attaches later makes
  * the read-only view fail every request (it watches the lock).
@@ -308,7 +309,16 @@ export class VolumeFrontend implements ExportProvider {
    * fail once the writer's superseded shards are deleted; Cairn refuses it instead (docs/nbd.md).
    */
   private async refuseLiveWriter(name: string): Promise<void> {
-    const lock = await this.options.meta.getLock(name);
+    // A writer that is about to detach (clients gone, lingering) is waited for, like a lock.
+    const waitMs = this.options.lockWaitMs ?? lockWaitMsDefault;
+    const deadline = this.clock.now() + waitMs;
+    let lock = await this.options.meta.getLock(name);
+    if (lock !== null)
+      this.log(`volume ${name}: attached for writing by ${lock.owner}; waiting up to ${waitMs} ms for it to detach`);
+    while (lock !== null && this.clock.now() + lockPollMs <= deadline) {
+      await sleepOn(this.clock, lockPollMs);
+      lock = await this.options.meta.getLock(name);
+    }
     if (lock === null) return;
     throw new VolumeLockedError(
       `Cannot attach volume "${name}" read-only: it is attached for writing by ${lock.owner} (epoch ${lock.epoch}); ` +

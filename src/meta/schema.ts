@@ -222,7 +222,9 @@ export function decodeVolume(key: string, text: string): VolumeRecord {
 export function decodeExtent(key: string, text: string): ExtentRecord {
   const o = parse(key, text);
   const shards = field(key, o, 'shards', Array.isArray, 'a list');
+  const journalLsn = o['journalLsn'] === undefined ? undefined : field(key, o, 'journalLsn', isCount, 'an LSN');
   return {
+    ...(journalLsn === undefined ? {} : { journalLsn }),
     generation: field(key, o, 'generation', isCount, 'a generation'),
     shardBytes: field(key, o, 'shardBytes', isCount, 'a byte count'),
     shards: shards.map((s: unknown, i) => {

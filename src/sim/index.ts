@@ -14,3 +14,4 @@ export { GatedPool, KernelCodec, type SimCodec } from './codec_gate.js';
 export { World, configFromSeed, describeConfig, type WorldConfig } from './world.js';
 export * from './memory_device.js';
 export * from './memory_twins.js';
+export * from './memory_journal.js';

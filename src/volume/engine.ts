@@ -91,6 +91,8 @@ export interface VolumeEngineOptions {
 export interface ExtentImage {
   readonly extent: number;
   readonly data: Uint8Array | null;
+  /** The highest journal LSN this image holds for the extent (recorded in the published record). */
+  readonly journalLsn?: number;
 }
 
 export interface EngineStats {
@@ -168,7 +170,9 @@ export class VolumeEngine {
   }
 
   isHole(e: number): boolean {
-    return !this.records.has(e) && !this.uncertain.has(e);
+    if (this.uncertain.has(e)) return false;
+    const rec = this.records.get(e);
+    return rec === undefined || rec.shards.length === 0;
   }
 
   /**
@@ -192,8 +196,11 @@ export class VolumeEngine {
     return this.changes.get(e) ?? 0;
   }
 
+  /** Extents with a published generation holding data (hole records left out). */
   get writtenExtents(): number {
-    return this.records.size;
+    let n = 0;
+    for (const rec of this.records.values()) if (rec.shards.length > 0) n += 1;
+    return n;
   }
 
   /** Bytes [offset, offset + length) of extent `e`; zeros for a hole. */
@@ -201,7 +208,7 @@ export class VolumeEngine {
     assert(offset >= 0 && length >= 0 && offset + length <= extentLength(this.volume, e), `range outside extent ${e}`);
     for (let attempt = 0; ; attempt++) {
       const rec = this.records.get(e);
-      if (rec === undefined) return new Uint8Array(length);
+      if (rec === undefined || rec.shards.length === 0) return new Uint8Array(length);
       try {
         return await this.readRangeOf(e, rec, offset, length);
       } catch (err) {
@@ -305,11 +312,18 @@ export class VolumeEngine {
     const worker = async (): Promise<void> => {
       for (let image = queue.shift(); image !== undefined; image = queue.shift()) {
         if (image.data === null) {
-          stored.set(image.extent, null);
+          // A hole. With a journal it stays a record (no shards) carrying the LSN, so replay
+          // knows the journal's older bytes for this extent are gone; without one, the key goes.
+          stored.set(
+            image.extent,
+            image.journalLsn === undefined
+              ? null
+              : { generation: this.nextGeneration(), shardBytes: 0, shards: [], journalLsn: image.journalLsn },
+          );
           continue;
         }
         try {
-          stored.set(image.extent, await this.storeGeneration(image.extent, image.data));
+          stored.set(image.extent, await this.storeGeneration(image.extent, image.data, image.journalLsn));
         } catch (err) {
           failed.set(image.extent, err instanceof Error ? err : new Error(String(err)));
         }
@@ -381,7 +395,7 @@ export class VolumeEngine {
   }
 
   /** Encodes `data` (the extent's bytes) and stores its k+m shards; returns the record to publish. */
-  private async storeGeneration(e: number, data: Uint8Array): Promise<ExtentRecord> {
+  private async storeGeneration(e: number, data: Uint8Array, journalLsn: number | undefined): Promise<ExtentRecord> {
     const { k, m } = this.volume.profile;
     assert(data.length === extentLength(this.volume, e), `extent ${e} image has ${data.length} bytes`);
     const targets = this.options.placer.place(e);
@@ -423,7 +437,12 @@ export class VolumeEngine {
         `Cannot store extent ${e} of volume "${this.volume.name}": ${stored} of ${k + m} shards stored, ${this.durableShardsMin} required (${why.join('; ')})`,
       );
     }
-    return { generation, shardBytes: this.shardBytes, shards: targets.map((target, i) => ({ target, key: keys[i]! })) };
+    return {
+      generation,
+      shardBytes: this.shardBytes,
+      shards: targets.map((target, i) => ({ target, key: keys[i]! })),
+      ...(journalLsn === undefined ? {} : { journalLsn }),
+    };
   }
 
   private scheduleDelete(rec: ExtentRecord, delayMs: number): void {

@@ -64,7 +64,7 @@ describe('frontend attach: lock wait, read-only beside a writer, durable shards'
     const writer = nbdshProcess(writeAndHold, { byte: 0x11, length: 4096, offset: 0 }, { uri: w.uri('ro') });
     clients.push(writer);
     await writer.waitForOutput(/flushed/);
-    const r = await s.startFrontend({ readOnly: true });
+    const r = await s.startFrontend({ readOnly: true, lockWaitMs: 1000 });
     const info = await runClient('/usr/bin/nbdinfo', ['--size', r.uri('ro')], { deadlineMs: 20_000 });
     expect(info.code, info.stdout).to.not.equal(0);
     expect(r.logText()).to.match(/Cannot attach volume \\?"ro\\?" read-only: it is attached for writing by/);

@@ -49,7 +49,8 @@ describe('Full stack: frontend crash and fencing between two frontends', functio
     const f1 = await s.startFrontend({ flushAgeMs: noBackgroundFlushMs });
     // A frontend started now, without --force-takeover, must be refused the volume while f1's
     // lock lease lives (10 s), also after f1 died.
-    const plain = await s.startFrontend({ flushAgeMs: noBackgroundFlushMs });
+    // --lock-wait 0: refuse at once instead of waiting for the dead frontend's lease.
+    const plain = await s.startFrontend({ flushAgeMs: noBackgroundFlushMs, lockWaitMs: 0 });
     const writer = nbdshProcess(
       `
 a = open(A["a"], "rb").read(); b = open(A["b"], "rb").read()

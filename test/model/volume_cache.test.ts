@@ -10,7 +10,7 @@ import { CodecPool } from '../../src/codec/index.js';
 import { WriteBackCache } from '../../src/cache/index.js';
 import { FencedError } from '../../src/meta/index.js';
 import { VolumeEngine } from '../../src/volume/index.js';
-import { MemoryExtentMap, MemoryTargets, roundRobinPlacer } from '../../src/sim/index.js';
+import { MemoryExtentMap, MemoryJournal, MemoryTargets, roundRobinPlacer } from '../../src/sim/index.js';
 
 const KiB = 1024;
 
@@ -43,6 +43,9 @@ describe('model: write-back cache over the volume engine', function () {
   };
   const names = ['t0', 't1', 't2', 't3', 't4', 't5', 't6'];
 
+  /** The journal the next open() uses, or none: each model seed runs both ways. */
+  let journal: MemoryJournal | undefined;
+
   async function open(map: MemoryExtentMap, targets: MemoryTargets, epoch: number, dirtyBytesMax = 96 * KiB) {
     const engine = await VolumeEngine.open({
       volume,
@@ -62,14 +65,23 @@ describe('model: write-back cache over the volume engine', function () {
         readRange: (e, o, l) => engine.readRange(e, o, l),
         readWhole: (e) => engine.readWhole(e),
         persist: (i) => engine.persist(i),
+        ...(journal === undefined
+          ? {}
+          : { journal: journal.writer(epoch), publishedLsn: (e: number) => engine.record(e)?.journalLsn }),
       },
       { dirtyBytesMax, cacheBytesMax: dirtyBytesMax * 2, flushCheckMs: 0, flushRetryMs: 0 },
     );
+    // Attach replays what the journal holds beyond the published generations.
+    for (const r of journal?.unfolded() ?? []) cache.replayed(r.lsn, r.writes);
     return { engine, cache };
   }
 
-  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
-    it(`seed ${seed}: reads match the model, flushed data survives a crash and m lost targets`, async () => {
+  for (const [seed, withJournal] of [1, 2, 3, 4, 5, 6, 7, 8].flatMap((s) => [
+    [s, false] as const,
+    [s, true] as const,
+  ])) {
+    it(`seed ${seed}${withJournal ? ' (journal)' : ''}: reads match the model, flushed data survives a crash and m lost targets`, async () => {
+      journal = withJournal ? new MemoryJournal() : undefined;
       const rnd = prng(seed);
       const map = new MemoryExtentMap();
       const targets = new MemoryTargets(names);
@@ -91,7 +103,15 @@ describe('model: write-back cache over the volume engine', function () {
           const fua = rnd.next() < 0.1;
           await cache.write(offset, data, { fua });
           model.set(data, offset);
-          if (fua) {
+          if (fua && journal !== undefined) {
+            // FUA: this write is durable now (in the journal), whatever else is still dirty: a
+            // fresh attach (which replays the journal) reads it. Its writer must not fence ours.
+            const saved = journal.epoch;
+            const fresh = await open(map, targets, 0);
+            journal.epoch = saved;
+            const got = await fresh.cache.read(offset, length);
+            expect(Buffer.from(got).equals(Buffer.from(data)), `${where}: FUA write not durable`).to.equal(true);
+          } else if (fua) {
             // FUA: this write is durable now, whatever else is still dirty.
             const fresh = await open(map, targets, epoch + 100);
             const got = await fresh.engine.readRange(
@@ -119,6 +139,7 @@ describe('model: write-back cache over the volume engine', function () {
         } else if (op < 0.8) {
           await cache.flush();
           durable = model.slice();
+          if (journal !== undefined && rnd.next() < 0.5) await cache.fold();
         } else if (op < 0.88) {
           // Crash after a flush: only what the extent map publishes survives.
           await cache.flush();
@@ -133,7 +154,9 @@ describe('model: write-back cache over the volume engine', function () {
           durable = model.slice();
           targets.down.add(names[rnd.int(names.length)]!);
           targets.down.add(names[rnd.int(names.length)]!);
-          const fresh = await open(map, targets, epoch + 1);
+          const saved = journal?.epoch ?? 0;
+          const fresh = await open(map, targets, 0);
+          if (journal !== undefined) journal.epoch = saved;
           const all = await fresh.cache.read(0, volume.sizeBytes);
           expect(Buffer.from(all).equals(Buffer.from(durable)), `${where}: degraded read`).to.equal(true);
           targets.down.clear();
