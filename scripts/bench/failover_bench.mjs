@@ -36,15 +36,8 @@
 // Needs `make build`, etcd and nbdsh (make setup).
 import { writeFileSync } from 'node:fs';
 import { parseSize } from '../../dist/src/core/index.js';
-import {
-  killPid,
-  nbdshProcess,
-  pidRuns,
-  seededBytes,
-  sha256,
-  startStack,
-  waitUntil,
-} from '../../dist/test/harness/stack.js';
+import { killPid, pidRuns, waitFor } from '../../dist/src/dev/index.js';
+import { nbdshProcess, seededBytes, sha256, startStack } from '../../dist/test/harness/stack.js';
 
 const MiB = 1024 * 1024;
 const blockBytes = 4096;
@@ -401,7 +394,7 @@ async function main() {
     // 4. The peer: the same attach when nobody holds the volume.
     await standbyClient.call({ op: 'close' });
     // The standby detaches (and releases the lock) detachLingerMs after its last client left.
-    await waitUntil(
+    await waitFor(
       `frontend ${standby.label} to release the lock of ${volume}`,
       async () => (await stack.lockOf(volume)) === undefined,
       30_000,

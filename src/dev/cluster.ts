@@ -6,12 +6,14 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { CairnError, InvalidArgumentError, errorMessage, formatProfile, type Profile } from '../core/index.js';
 import { EtcdMeta } from '../meta/index.js';
 import { initCluster } from '../api/index.js';
+import { etcdArgs, etcdHealthy } from './etcd.js';
+import { freePort, pidAlive, stopPid, waitFor } from './processes.js';
 
+/** One storage node in cluster.json: `address` is host:port, `dataDir` absolute. */
 export interface DevNode {
   readonly name: string;
   readonly zone: string;
@@ -20,6 +22,10 @@ export interface DevNode {
   readonly dataDir: string;
 }
 
+/**
+ * The contents of DIR/cluster.json: what `dev up` started (etcd's client URL, every pid, the
+ * frontend's addresses), read by `dev status`, `dev down`, scripts/demo.sh and the test harness.
+ */
 export interface DevCluster {
   readonly etcd: string;
   readonly etcdPid: number;
@@ -42,46 +48,23 @@ export interface DevUpOptions {
   readonly frontendEnv?: Readonly<Record<string, string>>;
 }
 
+/** Each process (etcd, all the nodes, the frontend) gets this long to become ready. */
 const startDeadlineMs = 30_000;
+/** How often `dev up` looks whether a process it started is ready. */
+const startPollMs = 50;
+/** Time between SIGTERM and SIGKILL when `dev down` stops a process. */
 const stopGraceMs = 10_000;
+/** Revisions etcd keeps: docs/operations.md, a long-running cluster needs compaction. */
+const etcdCompactionRetentionRevisions = 1000;
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address !== null ? resolvePort(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
+/** Where the dev cluster's etcd keeps its data; its command line names it, so pidRuns finds it. */
+function etcdDataDir(dir: string): string {
+  return join(dir, 'etcd');
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitFor(
-  what: string,
-  check: () => Promise<boolean> | boolean,
-  deadlineMs = startDeadlineMs,
-): Promise<void> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > until) throw new CairnError('ETIMEDOUT', `Timed out after ${deadlineMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** Waits for a process `dev up` started: `startDeadlineMs`, polled every `startPollMs`. */
+function waitStarted(what: string, ready: () => Promise<boolean> | boolean): Promise<boolean> {
+  return waitFor(what, ready, startDeadlineMs, { intervalMs: startPollMs });
 }
 
 /** Starts a detached process whose output goes to `logPath`; returns its pid. */
@@ -149,37 +132,20 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
     const etcdLog = join(dir, 'etcd.log');
     const etcdPid = startDetached(
       'etcd',
-      [
-        '--name',
-        'dev',
-        '--logger',
-        'zap',
-        '--log-level',
-        'warn',
-        '--data-dir',
-        join(dir, 'etcd'),
-        '--listen-client-urls',
-        etcd,
-        '--advertise-client-urls',
-        etcd,
-        '--listen-peer-urls',
-        peer,
-        '--initial-advertise-peer-urls',
-        peer,
-        '--initial-cluster',
-        `dev=${peer}`,
-        '--auto-compaction-mode',
-        'revision',
-        '--auto-compaction-retention',
-        '1000',
-      ],
+      etcdArgs({
+        name: 'dev',
+        dataDir: etcdDataDir(dir),
+        clientUrl: etcd,
+        peerUrl: peer,
+        logLevel: 'warn',
+        compactionRetentionRevisions: etcdCompactionRetentionRevisions,
+      }),
       etcdLog,
     );
     pids.push(etcdPid);
-    await waitFor(`etcd at ${etcd} (${etcdLog}: ${logTail(etcdLog)})`, async () => {
+    await waitStarted(`etcd at ${etcd} (${etcdLog}: ${logTail(etcdLog)})`, async () => {
       if (!pidAlive(etcdPid)) throw new CairnError('EEXIT', `etcd exited: ${logTail(etcdLog)}`);
-      const body = (await (await fetch(`${etcd}/health`)).json()) as { health?: string };
-      return body.health === 'true';
+      return etcdHealthy(etcd);
     });
     options.log(`etcd ${etcd} (pid ${etcdPid})`);
     const meta = new EtcdMeta([etcd]);
@@ -219,7 +185,7 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
           nodes.push({ name, zone, pid, address, dataDir });
         }
       }
-      await waitFor('every storage node to register', async () => {
+      await waitStarted('every storage node to register', async () => {
         for (const n of nodes)
           if (!pidAlive(n.pid))
             throw new CairnError('EEXIT', `cairnd ${n.name} exited: ${logTail(join(nodesDir, `${n.name}.log`))}`);
@@ -240,7 +206,7 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
         { ...process.env, ...options.frontendEnv },
       );
       pids.push(frontendPid);
-      await waitFor(`the NBD frontend (${frontendLog})`, () => {
+      await waitStarted(`the NBD frontend (${frontendLog})`, () => {
         if (!pidAlive(frontendPid)) throw new CairnError('EEXIT', `the frontend exited: ${logTail(frontendLog)}`);
         return readFileSync(frontendLog, 'utf8').includes('serving NBD');
       });
@@ -263,46 +229,33 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
     }
   } catch (err) {
     // These pids are our own children from moments ago: no reuse check needed.
-    await stopPids(pids.reverse());
+    for (const pid of pids.reverse()) await stopPid(pid, { graceMs: stopGraceMs });
     throw err;
   }
 }
 
+/** A process cluster.json records, with what its command line contains while it runs (pidRuns). */
+export interface DevProcess {
+  readonly what: string;
+  readonly pid: number;
+  readonly needle: string;
+}
+
 /**
- * True when `pid` runs a command line containing `needle`. The recorded pids belong to processes
- * an earlier command started; if one exited and its pid was reused, we must not signal a stranger.
+ * The recorded processes, each with a needle only it has on its command line: the frontend its
+ * socket, a node its data dir, etcd its data dir. A recorded pid that no longer runs its needle
+ * exited and may have been reused: it is not ours to signal.
  */
-function pidRuns(pid: number, needle: string): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').includes(needle);
-  } catch {
-    return false;
-  }
-}
-
-async function stopPid(pid: number, needle?: string): Promise<'stopped' | 'killed' | 'gone' | 'not ours'> {
-  if (!pidAlive(pid)) return 'gone';
-  if (needle !== undefined && !pidRuns(pid, needle)) return 'not ours';
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return 'gone';
-  }
-  const until = Date.now() + stopGraceMs;
-  while (Date.now() < until) {
-    if (!pidAlive(pid)) return 'stopped';
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // exited just now
-  }
-  return 'killed';
-}
-
-async function stopPids(pids: readonly number[]): Promise<void> {
-  for (const pid of pids) await stopPid(pid);
+export function devProcesses(cluster: DevCluster): {
+  readonly frontend: DevProcess;
+  readonly nodes: readonly DevProcess[];
+  readonly etcd: DevProcess;
+} {
+  return {
+    frontend: { what: 'frontend', pid: cluster.frontend.pid, needle: cluster.frontend.socket },
+    nodes: cluster.nodes.map((n) => ({ what: `node ${n.name}`, pid: n.pid, needle: n.dataDir })),
+    etcd: { what: 'etcd', pid: cluster.etcdPid, needle: etcdDataDir(cluster.dir) },
+  };
 }
 
 export interface DevDownResult {
@@ -314,22 +267,16 @@ export interface DevDownResult {
  * and only when that pid still runs the command we started (see pidRuns).
  */
 export async function devDown(dir: string, purge: boolean): Promise<DevDownResult> {
-  const cluster = readDevCluster(dir);
+  const recorded = devProcesses(readDevCluster(dir));
+  const stop = async ({ what, pid, needle }: DevProcess) => ({
+    what,
+    pid,
+    outcome: await stopPid(pid, { graceMs: stopGraceMs, needle }),
+  });
   const stopped: { what: string; pid: number; outcome: string }[] = [];
-  stopped.push({
-    what: 'frontend',
-    pid: cluster.frontend.pid,
-    outcome: await stopPid(cluster.frontend.pid, cluster.frontend.socket),
-  });
-  const nodeOutcomes = await Promise.all(
-    cluster.nodes.map(async (n) => ({ what: `node ${n.name}`, pid: n.pid, outcome: await stopPid(n.pid, n.dataDir) })),
-  );
-  stopped.push(...nodeOutcomes);
-  stopped.push({
-    what: 'etcd',
-    pid: cluster.etcdPid,
-    outcome: await stopPid(cluster.etcdPid, join(cluster.dir, 'etcd')),
-  });
+  stopped.push(await stop(recorded.frontend));
+  stopped.push(...(await Promise.all(recorded.nodes.map(stop))));
+  stopped.push(await stop(recorded.etcd));
   rmSync(clusterFile(dir), { force: true });
   if (purge) rmSync(dir, { recursive: true, force: true });
   return { stopped };
@@ -341,6 +288,9 @@ export interface DevStatus {
   readonly etcdHealthy: boolean;
 }
 
+/** `dev status` asks etcd's /health for this long: a member without quorum hangs. */
+const statusEtcdDeadlineMs = 2000;
+
 export async function devStatus(dir: string): Promise<DevStatus> {
   const cluster = readDevCluster(dir);
   const processes = [
@@ -348,12 +298,11 @@ export async function devStatus(dir: string): Promise<DevStatus> {
     ...cluster.nodes.map((n) => ({ what: `node ${n.name} (zone ${n.zone})`, pid: n.pid, alive: pidAlive(n.pid) })),
     { what: 'frontend', pid: cluster.frontend.pid, alive: pidAlive(cluster.frontend.pid) },
   ];
-  let etcdHealthy = false;
+  let healthy = false;
   try {
-    const res = await fetch(`${cluster.etcd}/health`, { signal: AbortSignal.timeout(2000) });
-    etcdHealthy = ((await res.json()) as { health?: string }).health === 'true';
+    healthy = await etcdHealthy(cluster.etcd, statusEtcdDeadlineMs);
   } catch (err) {
     void errorMessage(err);
   }
-  return { cluster, processes, etcdHealthy };
+  return { cluster, processes, etcdHealthy: healthy };
 }

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { repoRoot } from './cli.js';
-import { exited, freePort, stopProcess } from './process.js';
+import { exited, freePort, stopChild } from '../../src/dev/index.js';
 
 export const cairndPath = resolve(repoRoot, 'dist/src/bin/cairnd.js');
 
@@ -106,7 +106,7 @@ export async function startCairnd(options: CairndOptions): Promise<CairndHandle>
     stderr: () => stderr,
     exit: () => exitCode,
     async stop(stopOptions = {}) {
-      await stopProcess(child, stopOptions.graceMs ?? 15_000);
+      await stopChild(child, stopOptions.graceMs ?? 15_000);
       if (ownDir && stopOptions.keepData !== true) rmSync(dataDir, { recursive: true, force: true });
     },
   };

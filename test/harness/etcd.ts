@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, stopProcess, waitFor } from './process.js';
+import { etcdArgs, etcdHealthy, freePort, stopChild, waitFor } from '../../src/dev/index.js';
 
 export interface EtcdHandle {
   /** Client URL, e.g. http://127.0.0.1:43121 */
@@ -27,30 +27,9 @@ export async function startEtcd(options: { name?: string; startDeadlineMs?: numb
   const name = options.name ?? 'cairn-test';
   const client = `http://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
-  const child = spawn(
-    'etcd',
-    [
-      '--name',
-      name,
-      '--logger',
-      'zap',
-      '--log-level',
-      'error',
-      '--data-dir',
-      dataDir,
-      '--listen-client-urls',
-      client,
-      '--advertise-client-urls',
-      client,
-      '--listen-peer-urls',
-      peer,
-      '--initial-advertise-peer-urls',
-      peer,
-      '--initial-cluster',
-      `${name}=${peer}`,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
+  const child = spawn('etcd', etcdArgs({ name, dataDir, clientUrl: client, peerUrl: peer, logLevel: 'error' }), {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString()).slice(-4000);
@@ -70,22 +49,14 @@ export async function startEtcd(options: { name?: string; startDeadlineMs?: numb
     dataDir,
     process: child,
     async stop() {
-      await stopProcess(child);
+      await stopChild(child);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
   try {
     await Promise.race([
       spawnError,
-      waitFor(
-        `etcd at ${client} to report healthy`,
-        async () => {
-          const res = await fetch(`${client}/health`);
-          const body = (await res.json()) as { health?: string };
-          return body.health === 'true';
-        },
-        options.startDeadlineMs ?? 15_000,
-      ),
+      waitFor(`etcd at ${client} to report healthy`, () => etcdHealthy(client), options.startDeadlineMs ?? 15_000),
     ]);
   } catch (err) {
     await handle.stop();

@@ -22,13 +22,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCairnd, type CairndHandle } from './cairnd.js';
 import { cairnctlPath } from './cli.js';
-import { freePort, stopProcess } from './process.js';
-import { killPid, pidRuns, runClient, runOk, waitUntil, type ClientResult, type DevNode } from './stack.js';
+import {
+  etcdArgs,
+  etcdHealthy,
+  freePort,
+  killPid,
+  pidRuns,
+  stopChild,
+  waitFor,
+  type DevNode,
+} from '../../src/dev/index.js';
+import { runClient, runOk, type ClientResult } from './stack.js';
 
 const MiB = 1024 * 1024;
 
 /** Three members on /dev/shm report healthy in about 2 s (INFRA.md); generous for 2 busy cores. */
 const etcdClusterStartDeadlineMs = 30_000;
+/** INFRA.md §1: 50/500 ms elects a new leader about 1-1.5 s after the old one dies. */
+const etcdRaft = { heartbeatIntervalMs: 50, electionTimeoutMs: 500 };
 /** Graceful etcd stop takes 1-2 s per member (leader transfer); then SIGKILL. */
 const etcdStopGraceMs = 5_000;
 /** One etcd HTTP call; a member without quorum hangs, so every call has this deadline. */
@@ -112,35 +123,15 @@ export async function startEtcdCluster(options: { size?: number } = {}): Promise
     const dataDir = join(root, name);
     const child = spawn(
       'etcd',
-      [
-        '--name',
+      etcdArgs({
         name,
-        '--logger',
-        'zap',
-        '--log-level',
-        'error',
-        '--data-dir',
         dataDir,
-        '--listen-client-urls',
         clientUrl,
-        '--advertise-client-urls',
-        clientUrl,
-        '--listen-peer-urls',
         peerUrl,
-        '--initial-advertise-peer-urls',
-        peerUrl,
-        '--initial-cluster',
-        initialCluster,
-        '--initial-cluster-state',
-        'new',
-        '--initial-cluster-token',
-        token,
-        // INFRA.md §1: 50/500 ms elects a new leader about 1-1.5 s after the old one dies.
-        '--heartbeat-interval',
-        '50',
-        '--election-timeout',
-        '500',
-      ],
+        logLevel: 'error',
+        cluster: { initialCluster, token },
+        raft: etcdRaft,
+      }),
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let stderr = '';
@@ -164,7 +155,7 @@ export async function startEtcdCluster(options: { size?: number } = {}): Promise
     endpoints,
     etcdArg: endpoints.join(','),
     async leader(deadlineMs = 15_000) {
-      return waitUntil(
+      return waitFor(
         `the live etcd members (${members
           .filter((m) => m.running())
           .map((m) => m.name)
@@ -191,28 +182,23 @@ export async function startEtcdCluster(options: { size?: number } = {}): Promise
     },
     stop() {
       stopped ??= (async () => {
-        await Promise.all(members.map((m) => stopProcess(m.child, etcdStopGraceMs)));
+        await Promise.all(members.map((m) => stopChild(m.child, etcdStopGraceMs)));
         rmSync(root, { recursive: true, force: true });
       })();
       return stopped;
     },
   };
   try {
-    await waitUntil(
+    await waitFor(
       `a new ${size}-member etcd cluster to report healthy on every member`,
       async () => {
         for (const m of members)
           if (!m.running()) throw new Error(`member ${m.name} exited: ${m.stderr().slice(-1500)}`);
-        const health = await Promise.all(
-          members.map(async (m) => {
-            const res = await fetch(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(etcdHttpDeadlineMs) });
-            return ((await res.json()) as { health?: string }).health === 'true';
-          }),
-        );
+        const health = await Promise.all(members.map((m) => etcdHealthy(m.clientUrl, etcdHttpDeadlineMs)));
         return health.every(Boolean);
       },
       etcdClusterStartDeadlineMs,
-      () => members.map((m) => `${m.name}: ${m.stderr().slice(-300)}`).join(' | '),
+      { seen: () => members.map((m) => `${m.name}: ${m.stderr().slice(-300)}`).join(' | ') },
     );
   } catch (err) {
     await cluster.stop();
@@ -371,15 +357,14 @@ export async function waitNodesState(
   deadlineMs = 30_000,
 ): Promise<void> {
   let last = new Map<string, string>();
-  await waitUntil(
+  await waitFor(
     `nodes ${names.join(', ')} to show as ${state}`,
     async () => {
       last = await nodeStates(etcd);
       return names.every((n) => last.get(n) === state);
     },
     deadlineMs,
-    () => `node list: ${JSON.stringify([...last])}`,
-    200,
+    { seen: () => `node list: ${JSON.stringify([...last])}`, intervalMs: 200 },
   );
 }
 

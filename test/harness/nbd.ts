@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NbdServer, Session, nbdWire as wire, type SessionIo } from '../../src/nbd/index.js';
 import { MemoryExportProvider } from '../../src/sim/memory_device.js';
-import { freePort } from './process.js';
+import { freePort } from '../../src/dev/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // In-process server.

@@ -22,7 +22,7 @@ import { get as httpGet } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, stopProcess, waitFor } from './process.js';
+import { freePort, stopChild, waitFor } from '../../src/dev/index.js';
 
 export interface RgwHandle {
   /** S3 endpoint, e.g. http://127.0.0.1:43121 */
@@ -252,7 +252,7 @@ export async function startRgw(options: RgwOptions = {}): Promise<RgwHandle> {
       // it leaves (with the OSD stopping beside it, it hung until SIGKILL), and the OSD reports
       // its exit to the monitor. Measured: 180 + 40 + 40 ms.
       for (const c of [...children].reverse()) {
-        await stopProcess(c.child, c.name === 'client.rgw.a' ? rgwStopGraceMs : stopGraceMs);
+        await stopChild(c.child, c.name === 'client.rgw.a' ? rgwStopGraceMs : stopGraceMs);
       }
       for (const c of children) if (c.child.pid !== undefined) livePids.delete(c.child.pid);
       rmSync(dir, { recursive: true, force: true });
@@ -278,12 +278,14 @@ export async function startRgw(options: RgwOptions = {}): Promise<RgwHandle> {
       'the OSD to report up',
       async () => /\b1 up\b/.test(await tool('ceph', [...cephArgs, 'osd', 'stat'])),
       osdUpDeadlineMs,
-      100,
+      { intervalMs: 100 },
     );
 
     // --no-mon-config: otherwise RGW asks the monitor for its config, with auth it cannot do here.
     daemon('client.rgw.a', 'radosgw', ['-c', conf, '-n', 'client.rgw.a', '--no-mon-config']);
-    await waitFor(`RGW to answer HTTP at ${endpoint}`, () => answersHttp(endpoint), rgwServingDeadlineMs, 50);
+    await waitFor(`RGW to answer HTTP at ${endpoint}`, () => answersHttp(endpoint), rgwServingDeadlineMs, {
+      intervalMs: 50,
+    });
     // As client.admin, so it does not fight the running radosgw for client.rgw.a's admin socket.
     await tool('radosgw-admin', [
       '-c',
@@ -312,7 +314,7 @@ export async function startRgw(options: RgwOptions = {}): Promise<RgwHandle> {
           (await client.send(new ListBucketsCommand({}), { abortSignal: AbortSignal.timeout(2_000) })).Buckets !==
           undefined,
         toolDeadlineMs,
-        50,
+        { intervalMs: 50 },
       );
     } finally {
       client.destroy();
@@ -344,7 +346,7 @@ export async function startRgw(options: RgwOptions = {}): Promise<RgwHandle> {
   const stopRadosgw = async (): Promise<void> => {
     const c = currentRgw();
     if (c === undefined) return;
-    await stopProcess(c.child, rgwStopGraceMs);
+    await stopChild(c.child, rgwStopGraceMs);
     if (c.child.pid !== undefined) livePids.delete(c.child.pid);
   };
   const startRadosgw = async (): Promise<void> => {
@@ -362,7 +364,7 @@ export async function startRgw(options: RgwOptions = {}): Promise<RgwHandle> {
         return answersHttp(endpoint);
       },
       rgwServingDeadlineMs,
-      50,
+      { intervalMs: 50 },
     );
   };
   return {

@@ -22,7 +22,18 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cairnctlPath, repoRoot } from './cli.js';
-import { freePort } from './process.js';
+import {
+  clusterFile,
+  devProcesses,
+  freePort,
+  killPid,
+  pidGone,
+  pidRuns,
+  readDevCluster,
+  waitFor,
+  type DevCluster,
+  type DevNode,
+} from '../../src/dev/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // Limits.
@@ -39,74 +50,6 @@ const frontendStopGraceMs = 20_000;
 const clientDeadlineMsDefault = 60_000;
 /** Output kept per process, for failure messages. */
 const outputCharsMax = 256_000;
-
-// ---------------------------------------------------------------------------------------------
-// Processes by pid.
-
-/** True when `pid` no longer runs (a zombie counts as gone: it runs nothing and holds no socket). */
-export function pidGone(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Field 3, after "pid (comm)"; comm may contain spaces and parentheses, so split at the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
-}
-
-/** True when `pid` runs a command line containing `needle` (guards against pid reuse). */
-export function pidRuns(pid: number, needle: string): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').includes(needle);
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Polls `condition` until it returns something other than undefined/false, or throws after
- * `deadlineMs` naming `what` and the last thing `seen()` reports. Polling is the waiting: the
- * interval only sets how soon after the condition holds we notice.
- */
-export async function waitUntil<T>(
-  what: string,
-  condition: () => T | undefined | false | Promise<T | undefined | false>,
-  deadlineMs: number,
-  seen: () => string = () => '',
-  intervalMs = 25,
-): Promise<T> {
-  const until = Date.now() + deadlineMs;
-  let lastError = '';
-  for (;;) {
-    try {
-      const value = await condition();
-      if (value !== undefined && value !== false) return value;
-    } catch (err) {
-      lastError = err instanceof Error ? err.message : String(err);
-    }
-    if (Date.now() > until) {
-      const extra = [lastError, seen()].filter((s) => s !== '').join('; ');
-      throw new Error(`Timed out after ${deadlineMs} ms waiting for ${what}${extra === '' ? '' : `: ${extra}`}`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
-/** SIGKILLs `pid` (not our child) and waits until it is gone. */
-export async function killPid(
-  pid: number,
-  what: string,
-  signal: NodeJS.Signals = 'SIGKILL',
-  deadlineMs = 15_000,
-): Promise<void> {
-  if (pidGone(pid)) return;
-  try {
-    process.kill(pid, signal);
-  } catch {
-    return;
-  }
-  await waitUntil(`${what} (pid ${pid}) to exit after ${signal}`, () => pidGone(pid), deadlineMs);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Client commands.
@@ -209,7 +152,7 @@ export class ClientProcess {
 
   /** Waits until stdout matches `pattern`; throws if the process exits first or the deadline passes. */
   async waitForOutput(pattern: RegExp, deadlineMs = 30_000): Promise<RegExpMatchArray> {
-    return waitUntil(
+    return waitFor(
       `${this.command} to print ${pattern}`,
       () => {
         const m = this.out.match(pattern);
@@ -380,22 +323,6 @@ export function expectSameBytes(actual: Uint8Array, expected: Uint8Array, step: 
 // ---------------------------------------------------------------------------------------------
 // The dev cluster.
 
-export interface DevNode {
-  readonly name: string;
-  readonly zone: string;
-  readonly pid: number;
-  readonly address: string;
-  readonly dataDir: string;
-}
-
-export interface DevClusterFile {
-  readonly etcd: string;
-  readonly etcdPid: number;
-  readonly nodes: readonly DevNode[];
-  readonly frontend: { readonly pid: number; readonly nbdUri: string; readonly socket: string };
-  readonly dir: string;
-}
-
 export interface FrontendOptions {
   readonly readOnly?: boolean;
   readonly forceTakeover?: boolean;
@@ -448,11 +375,11 @@ export class Frontend {
 
   /** Waits until the log, from character `since` on, matches `pattern`. */
   waitForLog(pattern: RegExp, since = 0, deadlineMs = 30_000): Promise<RegExpMatchArray> {
-    return waitUntil(
+    return waitFor(
       `frontend ${this.label} (pid ${this.pid}) to log ${pattern}`,
       () => this.log.slice(since).match(pattern) ?? undefined,
       deadlineMs,
-      () => `its log: ${this.log.slice(-2000)}`,
+      { seen: () => `its log: ${this.log.slice(-2000)}` },
     );
   }
 
@@ -496,7 +423,7 @@ export class Stack {
 
   constructor(
     readonly dir: string,
-    readonly cluster: DevClusterFile,
+    readonly cluster: DevCluster,
   ) {}
 
   get etcd(): string {
@@ -590,11 +517,11 @@ export class Stack {
 
   /** Waits until the dev frontend's log, from character `since` on, matches `pattern`. */
   waitForDevFrontendLog(pattern: RegExp, since: number, deadlineMs = 30_000): Promise<RegExpMatchArray> {
-    return waitUntil(
+    return waitFor(
       `the dev frontend to log ${pattern}`,
       () => this.devFrontendLog().slice(since).match(pattern) ?? undefined,
       deadlineMs,
-      () => `its log: ${this.devFrontendLog().slice(-2000)}`,
+      { seen: () => `its log: ${this.devFrontendLog().slice(-2000)}` },
     );
   }
 
@@ -671,12 +598,8 @@ export class Stack {
     });
     if (r.code !== 0) problems.push(`dev down: ${describeResult(r)}`);
     // dev down stops each recorded pid that still runs our command; anything left is SIGKILLed.
-    const recorded = [
-      { pid: this.cluster.frontend.pid, needle: this.cluster.frontend.socket },
-      ...this.cluster.nodes.map((n) => ({ pid: n.pid, needle: n.dataDir })),
-      { pid: this.cluster.etcdPid, needle: join(this.dir, 'etcd') },
-    ];
-    for (const { pid, needle } of recorded) {
+    const recorded = devProcesses(this.cluster);
+    for (const { pid, needle } of [recorded.frontend, ...recorded.nodes, recorded.etcd]) {
       if (!pidGone(pid) && pidRuns(pid, needle)) {
         problems.push(`pid ${pid} (${needle}) survived dev down; SIGKILLed`);
         await killPid(pid, needle).catch(() => undefined);
@@ -733,7 +656,7 @@ export async function startFrontendProcess(options: FrontendProcessOptions): Pro
   let stdout = '';
   child.stdout?.on('data', (c: Buffer) => (stdout = (stdout + c.toString()).slice(-outputCharsMax)));
   try {
-    await waitUntil(
+    await waitFor(
       `frontend ${options.label} (cairnctl nbd serve --etcd ${options.etcd}) to print its ready line`,
       () => {
         if (stdout.includes('cairnctl serving NBD')) return true;
@@ -741,7 +664,7 @@ export async function startFrontendProcess(options: FrontendProcessOptions): Pro
         return undefined;
       },
       frontendStartDeadlineMs,
-      () => `stdout: ${stdout.slice(-500)} log: ${fe.logText().slice(-1500)}`,
+      { seen: () => `stdout: ${stdout.slice(-500)} log: ${fe.logText().slice(-1500)}` },
     );
   } catch (err) {
     await fe.kill();
@@ -766,15 +689,14 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ],
     { deadlineMs: devUpDeadlineMs },
   );
-  if (r.code !== 0 || !existsSync(join(dir, 'cluster.json'))) {
+  if (r.code !== 0 || !existsSync(clusterFile(dir))) {
     // dev up stops what it started when it fails; stop anything it recorded all the same.
-    if (existsSync(join(dir, 'cluster.json')))
+    if (existsSync(clusterFile(dir)))
       await runClient(process.execPath, [cairnctlPath, 'dev', 'down', '--dir', dir], { deadlineMs: devDownDeadlineMs });
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`cairnctl dev up failed: ${describeResult(r)}`);
   }
-  const cluster = JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8')) as DevClusterFile;
-  return new Stack(dir, cluster);
+  return new Stack(dir, readDevCluster(dir));
 }
 
 /**
@@ -845,7 +767,7 @@ export class NbdLoopDevice {
       // nbdfuse stays in the foreground until the FUSE filesystem is unmounted.
       d.fuse = new ClientProcess('/usr/bin/nbdfuse', [fuseDir, uri], { deadlineMs: 10 * 60_000 });
       const file = join(fuseDir, 'nbd');
-      await waitUntil(
+      await waitFor(
         `nbdfuse (pid ${d.fuse.pid}) to show ${file}`,
         () => {
           if (!d.fuse!.running()) throw new Error(`nbdfuse exited: ${d.fuse!.stderr()}`);

@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { repoRoot } from '../harness/cli.js';
-import { pidGone } from '../harness/stack.js';
+import { pidGone } from '../../src/dev/index.js';
 
 interface Row {
   bench?: string;

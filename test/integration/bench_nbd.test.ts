@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../harness/cli.js';
+import { pidAlive } from '../../src/dev/index.js';
 
 interface Row {
   bench?: string;
@@ -22,15 +23,6 @@ interface Row {
 const targets = ['nbdkit-memory', 'cairn-hot', 'nbd-server', 'cairn-ec'];
 const jobs = ['randread-4k-qd32', 'seqread-1m-qd8', 'randwrite-4k-qd32', 'seqwrite-1m-qd8'];
 const runDeadlineMs = 300_000;
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function runBench(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {

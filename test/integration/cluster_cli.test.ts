@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
 import { startCairnd, type CairndHandle } from '../harness/cairnd.js';
 import { cairnctl, type CliRun } from '../harness/cli.js';
-import { freePort, waitFor } from '../harness/process.js';
+import { freePort, waitFor } from '../../src/dev/index.js';
 import { sharedRgw } from '../harness/rgw.js';
 import './_rgw_root_hooks.test.js';
 import { NodeShardStore } from '../../src/shard/index.js';
@@ -182,7 +182,7 @@ describe('cairnctl against a cluster of real processes', function () {
         return list.find((n) => n.name === 'c-2')?.state === 'down';
       },
       20_000,
-      200,
+      { intervalMs: 200 },
     );
     const text = await ctl(['placement', 'explain', 'pg-data', '7']);
     expect(text.stdout).to.contain('c-2');

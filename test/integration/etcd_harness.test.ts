@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { Etcd3 } from 'etcd3';
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
-import { pidAlive } from '../harness/process.js';
+import { pidAlive } from '../../src/dev/index.js';
 
 describe('test harness: real etcd', () => {
   let etcd: EtcdHandle;

@@ -21,13 +21,13 @@ import {
   waitNodesState,
   type EtcdCluster,
 } from '../harness/faults.js';
+import { waitFor } from '../../src/dev/index.js';
 import {
   describeResult,
   expectSameBytes,
   nbdshProcess,
   runOk,
   seededBytes,
-  waitUntil,
   type ClientProcess,
   type Frontend,
 } from '../harness/stack.js';
@@ -115,7 +115,7 @@ for line in sys.stdin:
     const send = async (cmd: string): Promise<FlushResult> => {
       const n = results().length;
       writer.write(`${cmd}\n`);
-      return waitUntil(
+      return waitFor(
         `the writer to answer "${cmd}"`,
         () => {
           if (!writer.running()) throw new Error(`the writer exited: ${writer.stderr().slice(-1500)}`);
@@ -151,7 +151,7 @@ for line in sys.stdin:
     // A lease nobody renews would expire, the lock key with it, and every later commit be fenced.
     let firstTtl: number | undefined;
     let lastTtl = 0;
-    await waitUntil(
+    await waitFor(
       `the lock lease ${lock!.lease} to be renewed after the leader change`,
       async () => {
         const { ttl } = await leaseTimeToLive(live, lock!.lease);
@@ -161,8 +161,10 @@ for line in sys.stdin:
         return ttl > firstTtl;
       },
       recoveryDeadlineMs,
-      () => `TTL first ${firstTtl}, last ${lastTtl}; frontend log: ${fe.logText().slice(-1500)}`,
-      250,
+      {
+        seen: () => `TTL first ${firstTtl}, last ${lastTtl}; frontend log: ${fe.logText().slice(-1500)}`,
+        intervalMs: 250,
+      },
     );
     await waitNodesState(cluster.etcdArg, fleet!.names(), 'up', 20_000);
 

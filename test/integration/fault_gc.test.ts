@@ -16,16 +16,8 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NodeFleet, extentMap, readExtents, tcpReceiveQueues, volumeIdOf, waitNodesState } from '../harness/faults.js';
 import { cairnctlPath } from '../harness/cli.js';
-import {
-  ClientProcess,
-  describeResult,
-  nbdsh,
-  runClient,
-  runOk,
-  seededBytes,
-  useStack,
-  waitUntil,
-} from '../harness/stack.js';
+import { waitFor } from '../../src/dev/index.js';
+import { ClientProcess, describeResult, nbdsh, runClient, runOk, seededBytes, useStack } from '../harness/stack.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -106,7 +98,7 @@ describe('`cairnctl gc` orphan sweep racing writers and repair (dev cluster, 4+2
     freeze(stallPid);
     const gc = gcProcess();
     // The sweep has read the map and the lock once its list request sits in a-0's socket.
-    await waitUntil(
+    await waitFor(
       "the sweep's list request to wait in the stopped a-0's socket",
       () => {
         if (!gc.running()) throw new Error(`gc exited first: ${gc.stdout()} ${gc.stderr()}`);
@@ -175,7 +167,7 @@ describe('`cairnctl gc` orphan sweep racing writers and repair (dev cluster, 4+2
       [cairnctlPath, 'repair', '--volume', 'fgcr', '--max-bytes-per-second', '512KiB', '--json', '--etcd', s.etcd],
       { deadlineMs: 90_000 },
     );
-    const copy = await waitUntil(
+    const copy = await waitFor(
       'repair to store a rebuilt shard on a live node',
       () => {
         if (!repair.running()) throw new Error(`repair exited first: ${repair.stdout()} ${repair.stderr()}`);
@@ -184,8 +176,7 @@ describe('`cairnctl gc` orphan sweep racing writers and repair (dev cluster, 4+2
         return undefined;
       },
       60_000,
-      () => '',
-      5,
+      { intervalMs: 5 },
     );
     freeze(repair.pid);
     const rec = (await extentMap([s.etcd], id)).get(copy.extent)!;

@@ -39,16 +39,15 @@ import {
   waitNodesState,
   type ExtentRecordView,
 } from '../harness/faults.js';
+import { pidRuns, waitFor } from '../../src/dev/index.js';
 import {
   describeResult,
   expectSameBytes,
   nbdshProcess,
-  pidRuns,
   runClient,
   runOk,
   seededBytes,
   useStack,
-  waitUntil,
   type ClientProcess,
   type Frontend,
 } from '../harness/stack.js';
@@ -319,15 +318,14 @@ sys.stdin.readline()
       }
     };
     const shardsAtLeast = (epoch: number, n: number): Promise<number> =>
-      waitUntil(
+      waitFor(
         `${n} shards of epoch ${epoch} on the nodes`,
         () => {
           const have = shardsOfEpoch(epoch);
           return have >= n ? have : undefined;
         },
         60_000,
-        () => `${shardsOfEpoch(epoch)} so far`,
-        5,
+        { seen: () => `${shardsOfEpoch(epoch)} so far`, intervalMs: 5 },
       );
 
     // Round 1: killed with about 40% of the flush's shards stored (before any commit).
@@ -356,15 +354,14 @@ sys.stdin.readline()
         process.kill(etcdPid, 'SIGSTOP');
         etcdStopped = true;
         await shardsAtLeast(epoch, shardsTotal);
-        return waitUntil(
+        return waitFor(
           "the commit transaction to sit in the stopped etcd's receive queue",
           () => {
             const queued = Math.max(0, ...tcpReceiveQueues(etcdPort));
             return queued >= 16 * 1024 ? queued : undefined;
           },
           20_000,
-          () => `receive queues on port ${etcdPort}: ${tcpReceiveQueues(etcdPort).join(', ')}`,
-          5,
+          { seen: () => `receive queues on port ${etcdPort}: ${tcpReceiveQueues(etcdPort).join(', ')}`, intervalMs: 5 },
         );
       },
       () => {
@@ -495,14 +492,14 @@ print(json.dumps({"stats": stats}), flush=True)
     };
     const batchLines = () => jsonLines<BatchLine>(writer).filter((l) => l.batch !== undefined);
     const waitBatches = (n: number, what: string) =>
-      waitUntil(
+      waitFor(
         `${what}: the writer to report ${n} batches`,
         () => {
           if (!writer.running()) throw new Error(`the writer exited: ${writer.stderr().slice(-1500)}`);
           return batchLines().length >= n;
         },
         60_000,
-        () => `last lines: ${JSON.stringify(batchLines().slice(-3))}`,
+        { seen: () => `last lines: ${JSON.stringify(batchLines().slice(-3))}` },
       );
 
     // Both kills land while the writer is in the middle of its work (writes, flushes in flight).
@@ -511,7 +508,7 @@ print(json.dumps({"stats": stats}), flush=True)
     await fleet.kill('b-3');
     const afterSecond = batchLines().length;
     // Keep writing until the cluster has settled: 3 flushes in a row succeed after the second kill.
-    await waitUntil(
+    await waitFor(
       'three successful flushes in a row after the second kill',
       () => {
         if (!writer.running()) throw new Error(`the writer exited: ${writer.stderr().slice(-1500)}`);
@@ -519,7 +516,7 @@ print(json.dumps({"stats": stats}), flush=True)
         return after.length >= 3 && after.slice(-3).every((l) => l.flush === true);
       },
       60_000,
-      () => `lines after the second kill: ${JSON.stringify(batchLines().slice(afterSecond).slice(-5))}`,
+      { seen: () => `lines after the second kill: ${JSON.stringify(batchLines().slice(afterSecond).slice(-5))}` },
     );
     writer.write('stop\n');
     const wr = await writer.exit();

@@ -17,14 +17,13 @@ import { join } from 'node:path';
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
 import { cairnctl, readExtents, startFrontendProcess, type ExtentReadResult } from '../harness/faults.js';
 import { sharedRgw, type RgwHandle } from '../harness/rgw.js';
-import { pidGone } from '../harness/stack.js';
+import { pidGone, waitFor } from '../../src/dev/index.js';
 import {
   describeResult,
   expectSameBytes,
   nbdshProcess,
   runOk,
   seededBytes,
-  waitUntil,
   type ClientProcess,
   type Frontend,
 } from '../harness/stack.js';
@@ -174,7 +173,7 @@ for line in sys.stdin:
     const send = async (cmd: string): Promise<CmdResult> => {
       const n = results().length;
       writer.write(`${cmd}\n`);
-      return waitUntil(
+      return waitFor(
         `the writer to answer "${cmd}"`,
         () => {
           if (!writer.running()) throw new Error(`the writer exited: ${writer.stderr().slice(-1500)}`);

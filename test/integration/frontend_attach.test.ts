@@ -4,7 +4,8 @@
  * volume's durability setting reaching the engine (--durable-shards).
  */
 import { expect } from 'chai';
-import { nbdshProcess, runClient, useStack, waitUntil, type ClientProcess } from '../harness/stack.js';
+import { waitFor } from '../../src/dev/index.js';
+import { nbdshProcess, runClient, useStack, type ClientProcess } from '../harness/stack.js';
 
 /** nbdsh: write A.pattern at A.offset, flush, say so, then hold the connection until stdin closes. */
 const writeAndHold = `
@@ -120,7 +121,7 @@ describe('frontend attach: lock wait, read-only beside a writer, durable shards'
     );
     expect(run.code, `${run.stderr}\nfrontend log: ${fe.logText().slice(-2000)}`).to.equal(0);
     expect(Date.now() - started, 'the flush did not need the retry window').to.be.lessThan(9_000);
-    await waitUntil('the frontend to log nothing fenced', () => !/fenced/.test(fe.logText()), 1000);
+    await waitFor('the frontend to log nothing fenced', () => !/fenced/.test(fe.logText()), 1000);
     await fe.stop();
   });
 });

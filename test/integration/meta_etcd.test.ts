@@ -16,7 +16,7 @@ import { setFailpoint } from '../../src/core/index.js';
 import { CodecPool } from '../../src/codec/index.js';
 import { EtcdExtentMap } from '../../src/frontend/index.js';
 import { checkFencedMultiBatchCommit, fencedCommitVolume } from '../support/fenced_commit.js';
-import { freePort, waitFor } from '../harness/process.js';
+import { freePort, waitFor } from '../../src/dev/index.js';
 import { readFileSync } from 'node:fs';
 
 const cluster: ClusterConfig = {

@@ -21,7 +21,7 @@ import { runInNewContext } from 'node:vm';
 import { NbdServer, nbdWire as wire } from '../../src/nbd/index.js';
 import { MemoryExportProvider } from '../../src/sim/index.js';
 import { connectPipe, nbdsh, RawNbdClient, runOk } from '../harness/nbd.js';
-import { waitFor } from '../harness/process.js';
+import { waitFor } from '../../src/dev/index.js';
 
 const { commandType: cmd, optionCode: opt } = wire;
 const KiB = 1024;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NbdServer, nbdWire as wire } from '../../src/nbd/index.js';
 import { connectPipe, RawNbdClient, runOk, startNbdServer, type NbdTestServer } from '../harness/nbd.js';
-import { waitFor } from '../harness/process.js';
+import { waitFor } from '../../src/dev/index.js';
 import { seededBytes } from '../support/bytes.js';
 
 const { commandType: cmd, nbdErrno: errno, optionCode: opt, optionReplyCode: rep } = wire;

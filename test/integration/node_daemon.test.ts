@@ -16,7 +16,7 @@ import { decodeAlive as parseAliveRecord, decodeTarget as parseTargetRecord } fr
 import { NodeShardStore, framedBytes } from '../../src/shard/index.js';
 import { runCairnd, startCairnd, type CairndHandle, type CairndOptions } from '../harness/cairnd.js';
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
-import { exited, freePort, stopProcess, waitFor } from '../harness/process.js';
+import { exited, freePort, stopChild, waitFor } from '../../src/dev/index.js';
 import { seededBytes } from '../support/bytes.js';
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
@@ -110,7 +110,9 @@ describe('cairnd (process) with a real etcd', function () {
       const node = await start('term-1');
       const killedAt = Date.now();
       process.kill(node.pid, 'SIGTERM');
-      await waitFor('alive/term-1 to disappear', async () => (await aliveValue('term-1')) === null, 5_000, 10);
+      await waitFor('alive/term-1 to disappear', async () => (await aliveValue('term-1')) === null, 5_000, {
+        intervalMs: 10,
+      });
       const goneMs = Date.now() - killedAt;
       expect(await node.exit()).to.equal(0);
       expect(goneMs).to.be.lessThan(3_000);
@@ -139,10 +141,9 @@ describe('cairnd (process) with a real etcd', function () {
         req.on('error', reject);
         req.write(data.subarray(0, 500_000));
         // Finish the body only after the node has taken the signal (its alive key is gone).
-        void waitFor('alive/drain-1 to disappear', async () => (await aliveValue('drain-1')) === null, 5_000, 10).then(
-          () => req.end(data.subarray(500_000)),
-          reject,
-        );
+        void waitFor('alive/drain-1 to disappear', async () => (await aliveValue('drain-1')) === null, 5_000, {
+          intervalMs: 10,
+        }).then(() => req.end(data.subarray(500_000)), reject);
       });
       // Signal only once the node holds the request (its headers are in), so it is in flight.
       await waitFor(
@@ -180,7 +181,7 @@ describe('cairnd (process) with a real etcd', function () {
           return s?.state === 'down' ? s : undefined;
         },
         20_000,
-        100,
+        { intervalMs: 100 },
       );
       expect(down.zone).to.equal('a');
     });
@@ -198,7 +199,7 @@ describe('cairnd (process) with a real etcd', function () {
           return now !== undefined && now.lease !== kv.lease && now.lease !== '0';
         },
         20_000,
-        50,
+        { intervalMs: 50 },
       );
       expect(parseTargetRecord('t', (await client.get('cairn/v1/targets/lost-1').string())!).address).to.equal(
         node.address,
@@ -545,7 +546,7 @@ describe('cairnd across etcd restarts', function () {
   after(async () => {
     await node?.stop();
     client?.close();
-    if (restarted !== undefined) await stopProcess(restarted);
+    if (restarted !== undefined) await stopChild(restarted);
     await etcd?.stop();
     for (const dir of freshDirs) rmSync(dir, { recursive: true, force: true });
   });
@@ -583,7 +584,7 @@ describe('cairnd across etcd restarts', function () {
         return Number(ttl.TTL) > 0 && (await client.get('cairn/v1/alive/phoenix-1').string()) !== null;
       },
       15_000,
-      100,
+      { intervalMs: 100 },
     );
     const store = new NodeShardStore({ name: node.name, address: node.address });
     await store.put('p/1', seededBytes(10, 1));
@@ -600,7 +601,7 @@ describe('cairnd across etcd restarts', function () {
       'alive/phoenix-1 to be written again',
       async () => (await client.get('cairn/v1/alive/phoenix-1').string()) ?? undefined,
       20_000,
-      100,
+      { intervalMs: 100 },
     );
     expect(parseAliveRecord('a', alive).pid).to.equal(node.pid);
     expect(parseTargetRecord('t', (await client.get('cairn/v1/targets/phoenix-1').string())!)).to.include({
@@ -614,7 +615,7 @@ describe('cairnd across etcd restarts', function () {
       'alive/phoenix-1 to disappear',
       async () => (await client.get('cairn/v1/alive/phoenix-1').string()) === null,
       5_000,
-      10,
+      { intervalMs: 10 },
     );
     expect(await node.exit()).to.equal(0);
   });

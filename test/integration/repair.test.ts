@@ -8,7 +8,8 @@ import { expect } from 'chai';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCairnd, type CairndHandle } from '../harness/cairnd.js';
-import { runOk, seededBytes, useStack, waitUntil, expectSameBytes } from '../harness/stack.js';
+import { waitFor } from '../../src/dev/index.js';
+import { runOk, seededBytes, useStack, expectSameBytes } from '../harness/stack.js';
 
 const MiB = 1024 * 1024;
 
@@ -52,7 +53,7 @@ describe('repair, scrub and drain on a cluster of real processes', function () {
     }
   };
   const waitDown = (name: string) =>
-    waitUntil(
+    waitFor(
       `${name} to show as down`,
       async () => {
         const nodes = JSON.parse((await stack().cairnctl('node list', ['node', 'list', '--json'])).stdout) as {
@@ -150,7 +151,7 @@ describe('repair, scrub and drain on a cluster of real processes', function () {
 
   it('rebalances onto a node that joins: only shards placement assigns to it move, by copy', async () => {
     spares.push(await startCairnd({ etcd: stack().etcd, name: 'c-3', zone: 'c' }));
-    await waitUntil(
+    await waitFor(
       'c-3 to be up',
       async () => {
         const nodes = JSON.parse((await stack().cairnctl('node list', ['node', 'list', '--json'])).stdout) as {

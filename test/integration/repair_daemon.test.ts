@@ -8,8 +8,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { startCairnd, type CairndHandle } from '../harness/cairnd.js';
 import { cairnctlPath } from '../harness/cli.js';
-import { freePort, stopProcess } from '../harness/process.js';
-import { runOk, seededBytes, useStack, waitUntil } from '../harness/stack.js';
+import { freePort, stopChild, waitFor } from '../../src/dev/index.js';
+import { runOk, seededBytes, useStack } from '../harness/stack.js';
 
 describe('the background repairer (cairnctl repair --daemon)', function () {
   const stack = useStack({ profile: '4+2', extentSize: '1MiB' });
@@ -17,7 +17,7 @@ describe('the background repairer (cairnctl repair --daemon)', function () {
   const daemons: { child: ChildProcess; log: string }[] = [];
 
   after(async () => {
-    await Promise.all(daemons.map((d) => stopProcess(d.child)));
+    await Promise.all(daemons.map((d) => stopChild(d.child)));
     await spare?.stop();
   });
 
@@ -46,13 +46,13 @@ describe('the background repairer (cairnctl repair --daemon)', function () {
       child.stderr?.on('data', (c: Buffer) => (d.log += c.toString()));
       daemons.push(d);
     }
-    await waitUntil(
+    await waitFor(
       'one daemon to report standby',
       () => (daemons.some((d) => d.log.includes('standby')) ? true : undefined),
       30_000,
     );
     await stack().killNode('b-2');
-    await waitUntil(
+    await waitFor(
       'no extent of volume d to reference b-2',
       async () => {
         const all = await stack().etcdGetPrefix(`cairn/v1/extents/${id}/`);
@@ -64,7 +64,7 @@ describe('the background repairer (cairnctl repair --daemon)', function () {
     // Leadership may move if a keepalive is late under load (that is the point of a standby),
     // so count what every daemon did: at least one repaired, and their metrics add up to it.
     // The report line follows the last etcd commit by a moment: wait for it.
-    await waitUntil(
+    await waitFor(
       'a daemon to report its repairs',
       () => (daemons.some((d) => d.log.includes('Repaired')) ? true : undefined),
       30_000,

@@ -26,7 +26,7 @@ import {
 } from '../../src/shard/index.js';
 import { seededBytes } from '../support/bytes.js';
 import { shardStoreContract } from '../support/shard_store_contract.js';
-import { freePort } from '../harness/process.js';
+import { freePort } from '../../src/dev/index.js';
 import { sharedRgw, startRgw, type RgwHandle } from '../harness/rgw.js';
 import './_rgw_root_hooks.test.js';
 

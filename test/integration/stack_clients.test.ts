@@ -7,17 +7,16 @@
  */
 import { expect } from 'chai';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { pidRuns, waitFor } from '../../src/dev/index.js';
 import {
   describeResult,
   differences,
   expectSameBytes,
   nbdsh,
-  pidRuns,
   runClient,
   runOk,
   seededBytes,
   useStack,
-  waitUntil,
 } from '../harness/stack.js';
 
 const MiB = 1024 * 1024;
@@ -248,11 +247,11 @@ stay.shutdown()
             .slice(mark)
             .matchAll(/(attached|detached) volume linger\b/g),
         ].at(-1)?.[1];
-      await waitUntil(
+      await waitFor(
         'volume linger to be detached and its lock released',
         async () => lastEvent() === 'detached' && (await s.lockOf('linger')) === undefined,
         30_000,
-        () => s.devFrontendLog().slice(mark).slice(-1500),
+        { seen: () => s.devFrontendLog().slice(mark).slice(-1500) },
       );
       const log = s.devFrontendLog().slice(mark);
       const attaches = (log.match(/attached volume linger for writing/g) ?? []).length;

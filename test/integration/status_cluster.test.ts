@@ -7,7 +7,8 @@
  */
 import { expect } from 'chai';
 import type { ClusterHealth, VolumeHealth } from '../../src/api/index.js';
-import { nbdsh, useStack, waitUntil, type Stack } from '../harness/stack.js';
+import { waitFor } from '../../src/dev/index.js';
+import { nbdsh, useStack, type Stack } from '../harness/stack.js';
 
 const MiB = 1 << 20;
 
@@ -40,7 +41,7 @@ describe('cairnctl status on a real cluster with nodes SIGKILLed', function () {
     return { extents: records.size, byTarget };
   };
   const waitDown = (s: Stack, names: string[]): Promise<ClusterHealth> =>
-    waitUntil(
+    waitFor(
       `cairnctl status to show ${names.join(', ')} down (the lease expires within ~5 s)`,
       async () => {
         const h = await status(s);
@@ -48,8 +49,7 @@ describe('cairnctl status on a real cluster with nodes SIGKILLed', function () {
         return names.every((n) => down.includes(n)) ? h : undefined;
       },
       30_000,
-      () => '',
-      250,
+      { intervalMs: 250 },
     );
 
   it('is healthy once data is written: 16 + 3 extents written, nothing at risk', async () => {

@@ -12,8 +12,8 @@ import { NodeShardStore } from '../../src/shard/index.js';
 import { runCairnd, startCairnd, type CairndHandle } from '../harness/cairnd.js';
 import { cairnctlPath } from '../harness/cli.js';
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
-import { freePort } from '../harness/process.js';
-import { ClientProcess, nbdsh, nbdshProcess, useStack, waitUntil } from '../harness/stack.js';
+import { freePort, waitFor } from '../../src/dev/index.js';
+import { ClientProcess, nbdsh, nbdshProcess, useStack } from '../harness/stack.js';
 
 const MiB = 1 << 20;
 
@@ -233,15 +233,14 @@ h.shutdown()
 
     // A node dies: each of the four extents has one shard on it (six nodes, 4+2).
     await s.killNode('c-2');
-    m = await waitUntil(
+    m = await waitFor(
       'the frontend to report the extents on c-2 as degraded',
       async () => {
         const now = await scrape(metrics);
         return now.get('cairn_volume_degraded_extents{volume="mv"}') === 4 ? now : undefined;
       },
       30_000,
-      () => '',
-      250,
+      { intervalMs: 250 },
     );
     expect(m.get('cairn_volume_at_risk_bytes{volume="mv"}')).to.equal(4 * MiB);
     expect(m.get('cairn_volume_unreadable_extents{volume="mv"}')).to.equal(0);

@@ -6,7 +6,7 @@ import { AssertionError, nbdRequestsInFlightMax, StorageIoError } from '../../..
 import { nbdLimits, nbdWire as wire } from '../../../src/nbd/index.js';
 import { MemoryExportProvider } from '../../../src/sim/memory_device.js';
 import { RawNbdClient, sessionPipe, type SessionPipe, type Split } from '../../harness/nbd.js';
-import { waitFor } from '../../harness/process.js';
+import { waitFor } from '../../../src/dev/index.js';
 import { seededBytes } from '../../support/bytes.js';
 
 const { commandType: cmd, commandFlag: flag, nbdErrno: errno, optionCode: opt, optionReplyCode: rep } = wire;
