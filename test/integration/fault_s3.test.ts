@@ -141,9 +141,13 @@ describe('S3 targets on a Ceph RGW that is stopped and restarted (2+1 volume, on
         )
         .map((r) => `extent ${r.extent} read other bytes`);
 
-    const writerFe = await frontend('writer', false);
-    const writer = nbdshProcess(
-      `
+    // A writer session: an nbdsh that runs "write P" / "flush" / "quit" from stdin on its own
+    // frontend. A read-only frontend is refused while a writer holds the volume, so the cold
+    // reads below happen while no writer is attached.
+    const session = async (label: string) => {
+      const fe = await frontend(label, false);
+      const writer = nbdshProcess(
+        `
 import time
 data = open(A["data"], "rb").read()
 P = A["phaseBytes"]
@@ -160,32 +164,42 @@ for line in sys.stdin:
     except nbd.Error as e:
         print(json.dumps({"cmd": cmd, "ok": False, "errno": e.errno, "message": e.string, "ms": int((time.time() - t) * 1000)}), flush=True)
 `,
-      { data: join(dir, 'data'), phaseBytes },
-      { uri: writerFe.uri('fcold'), deadlineMs: 140_000 },
-    );
-    clients.push(writer);
-    const results = (): CmdResult[] =>
-      writer
-        .stdout()
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as CmdResult);
-    const send = async (cmd: string): Promise<CmdResult> => {
-      const n = results().length;
-      writer.write(`${cmd}\n`);
-      return waitFor(
-        `the writer to answer "${cmd}"`,
-        () => {
-          if (!writer.running()) throw new Error(`the writer exited: ${writer.stderr().slice(-1500)}`);
-          return results()[n];
-        },
-        flushAnswerMs,
+        { data: join(dir, 'data'), phaseBytes },
+        { uri: fe.uri('fcold'), deadlineMs: 140_000 },
       );
+      clients.push(writer);
+      const results = (): CmdResult[] =>
+        writer
+          .stdout()
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as CmdResult);
+      const send = async (cmd: string): Promise<CmdResult> => {
+        const n = results().length;
+        writer.write(`${cmd}\n`);
+        return waitFor(
+          `the writer to answer "${cmd}"`,
+          () => {
+            if (!writer.running()) throw new Error(`the writer exited: ${writer.stderr().slice(-1500)}`);
+            return results()[n];
+          },
+          flushAnswerMs,
+        );
+      };
+      const end = async (): Promise<void> => {
+        writer.write('quit\n');
+        const wr = await writer.exit();
+        expect(wr.code, describeResult(wr)).to.equal(0);
+        await fe.stop();
+      };
+      return { fe, send, end };
     };
 
-    expect(await send('write 0'), `write+flush with RGW up; log: ${writerFe.logText().slice(-1500)}`).to.include({
+    const first = await session('writer');
+    expect(await first.send('write 0'), `write+flush with RGW up; log: ${first.fe.logText().slice(-1500)}`).to.include({
       ok: true,
     });
+    await first.end();
 
     // Stop only radosgw, by pid. The monitor and the memstore OSD keep the objects.
     const oldPid = s3.radosgwPid();
@@ -207,22 +221,26 @@ for line in sys.stdin:
     expect(reader.running(), 'the reader survives an unreachable S3').to.equal(true);
 
     // A FLUSH during the outage fails (after its retries); the data stays dirty in the cache.
-    const outageFlush = await send('write 1');
-    expect(outageFlush, `write+flush during the outage must fail; log: ${writerFe.logText().slice(-1500)}`).to.include({
-      ok: false,
-    });
+    const second = await session('writer2');
+    const outageFlush = await second.send('write 1');
+    expect(outageFlush, `write+flush during the outage must fail; log: ${second.fe.logText().slice(-1500)}`).to.include(
+      {
+        ok: false,
+      },
+    );
 
     // radosgw back on the same port.
     await s3.startRadosgw();
     const restartedPid = s3.radosgwPid();
     expect(restartedPid, 'a new radosgw process').to.not.equal(oldPid);
-    const attempts: CmdResult[] = [await send('flush')];
+    const attempts: CmdResult[] = [await second.send('flush')];
     // The first request on a pooled connection may meet the dead server's socket: allow one retry.
-    if (!attempts[0]!.ok) attempts.push(await send('flush'));
+    if (!attempts[0]!.ok) attempts.push(await second.send('flush'));
     expect(
       attempts.map((a) => (a.ok ? 'ok' : `${a.errno}: ${a.message}`)),
-      `FLUSH after the restart; log: ${writerFe.logText().slice(-1500)}`,
+      `FLUSH after the restart; log: ${second.fe.logText().slice(-1500)}`,
     ).to.satisfy((l: string[]) => l.at(-1) === 'ok');
+    await second.end();
 
     // The reader that failed before now reads every byte (no failure was cached), and so does a new one.
     const after = await readExtents(reader.uri('fcold'), volumeBytes, extentBytes);
@@ -231,10 +249,6 @@ for line in sys.stdin:
       after.filter((r) => r.sha === undefined).map((r) => `extent ${r.extent}: ${r.errno} ${r.message}`),
       'reads after the restart that failed',
     ).to.deep.equal([]);
-    writer.write('quit\n');
-    const wr = await writer.exit();
-    expect(wr.code, describeResult(wr)).to.equal(0);
-    await writerFe.stop();
     const cold = await frontend('cold', true);
     const out = join(dir, 'out');
     await runOk('nbdcopy from a new cold reader after the restart', '/usr/bin/nbdcopy', [cold.uri('fcold'), out], {
