@@ -40,37 +40,58 @@ export class MemoryJournal {
   }
 
   /** The journal as the writer at `epoch` reaches it; taking it fences every older writer. */
-  writer(epoch: number): CacheJournal & { readonly epoch: number } {
+  writer(epoch: number): MemoryJournalWriter {
     this.epoch = Math.max(this.epoch, epoch);
-    // LSNs a dead writer handed out but never made durable are not reused: a new writer starts
-    // after the highest LSN ever handed out, as the real one starts after the highest it replayed.
-    let next = this.lastLsn + 1;
-    const journal = this;
-    return {
-      epoch,
-      get nextLsn() {
-        return next;
-      },
-      async append(writes) {
-        const lsn = next++;
-        journal.lastLsn = Math.max(journal.lastLsn, lsn);
-        await Promise.resolve();
-        if (journal.epoch > epoch)
-          throw new FencedError(`Cannot append to the journal: epoch ${epoch} was fenced by ${journal.epoch}`);
-        if (journal.failNext > 0) {
-          journal.failNext -= 1;
-          next = lsn; // the LSN was not used: the retry gets it again
-          throw new UnavailableError(`Cannot append record ${lsn} to the journal: a replica did not answer`);
-        }
-        journal.appends += 1;
-        journal.records.push({ lsn, epoch, writes: writes.map((w) => ({ offset: w.offset, data: w.data.slice() })) });
-        return lsn;
-      },
-      folded(lsn) {
-        if (journal.epoch > epoch || lsn <= journal.foldedLsn) return;
-        journal.foldedLsn = lsn;
-        while (journal.records.length > 0 && journal.records[0]!.lsn <= lsn) journal.records.shift();
-      },
-    };
+    return new MemoryJournalWriter(this, epoch);
+  }
+
+  /** @internal Hands out the next LSN after `lsn` was used. */
+  used(lsn: number): void {
+    this.lastLsn = Math.max(this.lastLsn, lsn);
+  }
+}
+
+/** One writer's view of a MemoryJournal (CacheJournal). */
+export class MemoryJournalWriter implements CacheJournal {
+  // LSNs a dead writer handed out but never made durable are not reused: a new writer starts
+  // after the highest LSN ever handed out, as the real one starts after the highest it replayed.
+  private next: number;
+
+  constructor(
+    private readonly journal: MemoryJournal,
+    readonly epoch: number,
+  ) {
+    this.next = journal.headLsn + 1;
+  }
+
+  get nextLsn(): number {
+    return this.next;
+  }
+
+  async append(writes: readonly JournalWrite[]): Promise<number> {
+    const lsn = this.next++;
+    this.journal.used(lsn);
+    await Promise.resolve();
+    if (this.journal.epoch > this.epoch)
+      throw new FencedError(`Cannot append to the journal: epoch ${this.epoch} was fenced by ${this.journal.epoch}`);
+    if (this.journal.failNext > 0) {
+      this.journal.failNext -= 1;
+      this.next = lsn; // the LSN was not used: the retry gets it again
+      throw new UnavailableError(`Cannot append record ${lsn} to the journal: a replica did not answer`);
+    }
+    this.journal.appends += 1;
+    this.journal.records.push({
+      lsn,
+      epoch: this.epoch,
+      writes: writes.map((w) => ({ offset: w.offset, data: w.data.slice() })),
+    });
+    return lsn;
+  }
+
+  folded(lsn: number): void {
+    const j = this.journal;
+    if (j.epoch > this.epoch || lsn <= j.foldedLsn) return;
+    j.foldedLsn = lsn;
+    while (j.records.length > 0 && j.records[0]!.lsn <= lsn) j.records.shift();
   }
 }
