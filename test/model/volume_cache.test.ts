@@ -45,6 +45,9 @@ describe('model: write-back cache over the volume engine', function () {
 
   /** The journal the next open() uses, or none: each model seed runs both ways. */
   let journal: MemoryJournal | undefined;
+  afterEach(() => {
+    journal = undefined;
+  });
 
   async function open(map: MemoryExtentMap, targets: MemoryTargets, epoch: number, dirtyBytesMax = 96 * KiB) {
     const engine = await VolumeEngine.open({
