@@ -14,7 +14,14 @@ import {
   volumeName,
   type Profile,
 } from '../core/index.js';
-import { AlreadyExistsError, EtcdMeta, type TargetPolicy, type VolumeRecord, targetPolicies } from '../meta/index.js';
+import {
+  AlreadyExistsError,
+  EtcdMeta,
+  journalReplicasMax,
+  type TargetPolicy,
+  type VolumeRecord,
+  targetPolicies,
+} from '../meta/index.js';
 import { checkPolicy, explainPlacement, type PlacementExplanation, type PlacementPolicy } from '../placement/index.js';
 import { checkExtentBytes, checkZonesRequired, readTopology } from './cluster.js';
 
@@ -30,6 +37,8 @@ export interface CreateVolumeOptions {
   readonly targets?: string;
   /** Shards that must be stored before a flush publishes; default k+m, at least k+1. */
   readonly durableShardsMin?: number;
+  /** Journal replicas r (0: no journal); default m + 1. */
+  readonly journalReplicas?: number;
 }
 
 export function checkTargetPolicy(text: string): TargetPolicy {
@@ -75,6 +84,12 @@ export async function createVolume(meta: EtcdMeta, options: CreateVolumeOptions)
       `Invalid --durable-shards ${durableMin}: with profile ${k}+${m} use ${Math.min(k + 1, k + m)} to ${k + m} (fewer than k+1 would acknowledge data one failure from loss)`,
     );
   }
+  const r = options.journalReplicas;
+  if (r !== undefined && (!Number.isSafeInteger(r) || r < 0 || r > journalReplicasMax)) {
+    throw new InvalidArgumentError(
+      `Invalid --journal-replicas ${r}: use 0 (no journal) to ${journalReplicasMax}; the default, ${m + 1}, survives what the ${k}+${m} code survives`,
+    );
+  }
   const record: VolumeRecord = {
     name,
     id: EtcdMeta.newVolumeId(),
@@ -86,6 +101,7 @@ export async function createVolume(meta: EtcdMeta, options: CreateVolumeOptions)
     createdAt: new Date().toISOString(),
     state: 'ready',
     ...(durableMin === undefined ? {} : { durableShardsMin: durableMin }),
+    ...(r === undefined ? {} : { journalReplicas: r }),
   };
   // A taken name is the clearer refusal; the create below is still create-only against races.
   if ((await meta.getVolume(name)) !== null) throw new AlreadyExistsError(`Volume "${name}" already exists`);

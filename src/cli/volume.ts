@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { formatBytes, formatProfile, parseSize } from '../core/index.js';
 import { createVolume } from '../api/index.js';
-import type { VolumeRecord } from '../meta/index.js';
+import { journalReplicasOf, type VolumeRecord } from '../meta/index.js';
 import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
@@ -16,6 +16,7 @@ const describeVolume = (v: VolumeRecord): string[] => [
   `zones required: ${v.zonesRequired}`,
   `targets:        ${v.targets}`,
   `durable shards: ${v.durableShardsMin ?? v.profile.k + v.profile.m} of ${v.profile.k + v.profile.m} stored before a flush succeeds`,
+  `journal:        ${journalReplicasOf(v) === 0 ? 'off (every flush writes erasure-coded generations)' : `${journalReplicasOf(v)} replicas (small writes are durable once every replica has them)`}`,
   `created:        ${v.createdAt}`,
 ];
 
@@ -40,6 +41,11 @@ export function volumeCommand(ctx: CliContext) {
                 type: 'number',
                 describe: 'shards that must be stored before a flush succeeds (default K+M, at least K+1)',
               })
+              .option('journal-replicas', {
+                type: 'number',
+                describe:
+                  'nodes that must hold small writes before a FLUSH is answered (default M+1; 0: no journal, every flush writes erasure-coded generations)',
+              })
               .example('$0 volume create pg-data 20GiB --profile 4+2', ''),
           handler: withErrors(ctx, async (argv) => {
             const volume = await withMeta(argv, (meta) =>
@@ -53,6 +59,9 @@ export function volumeCommand(ctx: CliContext) {
                 ...(argv['zones-required'] === undefined ? {} : { zonesRequired: Number(argv['zones-required']) }),
                 ...(argv['targets'] === undefined ? {} : { targets: String(argv['targets']) }),
                 ...(argv['durable-shards'] === undefined ? {} : { durableShardsMin: Number(argv['durable-shards']) }),
+                ...(argv['journal-replicas'] === undefined
+                  ? {}
+                  : { journalReplicas: Number(argv['journal-replicas']) }),
               }),
             );
             emit(ctx.io, isJson(argv), volume, (v) => [

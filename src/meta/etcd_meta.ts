@@ -14,6 +14,7 @@ import { withDeadline } from './deadline.js';
 import { AlreadyExistsError, FencedError, NotFoundError, VolumeLockedError } from './errors.js';
 import {
   type AliveRecord,
+  type JournalLayout,
   type ClusterConfig,
   type ExtentRecord,
   type LockRecord,
@@ -22,6 +23,7 @@ import {
   decodeAlive,
   decodeCluster,
   decodeExtent,
+  decodeJournal,
   decodeLock,
   decodeTarget,
   decodeVolume,
@@ -455,6 +457,32 @@ export class EtcdMeta {
         .commit(),
     );
     return result.succeeded;
+  }
+
+  /** The volume's journal layout, or null when it has none yet. */
+  async getJournal(volumeId: string): Promise<JournalLayout | null> {
+    const key = keys.journal(volumeId);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    return text === null ? null : decodeJournal(key, text);
+  }
+
+  /**
+   * Writes the volume's journal layout, fenced like an extent commit: only while `lock` is still
+   * the volume's lock record. Throws FencedError otherwise, having written nothing.
+   */
+  async putJournal(lock: VolumeLock, volumeId: string, layout: JournalLayout): Promise<void> {
+    const key = keys.journal(volumeId);
+    const result = await this.call(`put ${key}`, () =>
+      this.client
+        .if(keys.lock(lock.volume), 'Value', '==', lock.record)
+        .then(this.client.put(key).value(JSON.stringify(layout)))
+        .commit(),
+    );
+    if (!result.succeeded) {
+      throw new FencedError(
+        `Cannot change the journal of volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds its lock`,
+      );
+    }
   }
 
   /** Marks a target as draining (placement stops choosing it; repair moves its shards), or not. */

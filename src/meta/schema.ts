@@ -8,6 +8,13 @@ import { CairnError, checkProfile, type ExtentRecord, type Profile } from '../co
 export type { ExtentRecord, ExtentShardRef } from '../core/index.js';
 
 export const schemaVersion = 1;
+/** The most journal replicas a volume may ask for. */
+export const journalReplicasMax = 16;
+
+/** A volume's journal replicas r: its setting, or m + 1 by default. */
+export function journalReplicasOf(v: { readonly profile: Profile; readonly journalReplicas?: number }): number {
+  return v.journalReplicas ?? v.profile.m + 1;
+}
 export const rootPrefix = 'cairn/v1/';
 
 export const keys = {
@@ -22,6 +29,8 @@ export const keys = {
   /** Zero-padded so etcd's byte order is numeric order: extent 42 -> .../000000000042. */
   extent: (volumeId: string, index: number) => `${rootPrefix}extents/${volumeId}/${String(index).padStart(12, '0')}`,
   lock: (volume: string) => `${rootPrefix}locks/${volume}`,
+  /** A volume's journal layout: its segments, their nodes, and the folded LSN. */
+  journal: (volumeId: string) => `${rootPrefix}journals/${volumeId}`,
   epoch: (volume: string) => `${rootPrefix}epochs/${volume}`,
   gcVolumesPrefix: () => `${rootPrefix}gc/volumes/`,
   gcVolume: (volumeId: string) => `${rootPrefix}gc/volumes/${volumeId}`,
@@ -85,6 +94,12 @@ export interface VolumeRecord {
   readonly state: 'ready' | 'deleting';
   /** Shards of k+m that must be stored before a flush publishes (default k+m, at least k+1). */
   readonly durableShardsMin?: number;
+  /**
+   * Journal replicas r: a FLUSH of small writes is answered once r nodes (in distinct zones where
+   * possible) have them; 0 turns the journal off (every flush writes erasure-coded generations).
+   * Absent: m + 1, so the journal survives what the erasure code survives.
+   */
+  readonly journalReplicas?: number;
 }
 
 export interface LockRecord {
@@ -205,6 +220,17 @@ export function decodeVolume(key: string, text: string): VolumeRecord {
       (v): v is 'ready' | 'deleting' => v === 'ready' || v === 'deleting',
       'ready or deleting',
     ),
+    ...(o['journalReplicas'] === undefined
+      ? {}
+      : {
+          journalReplicas: field(
+            key,
+            o,
+            'journalReplicas',
+            (v): v is number => isCount(v) && v <= journalReplicasMax,
+            `a replica count from 0 to ${journalReplicasMax}`,
+          ),
+        }),
     ...(o['durableShardsMin'] === undefined
       ? {}
       : {
@@ -216,6 +242,54 @@ export function decodeVolume(key: string, text: string): VolumeRecord {
             `a shard count from ${Math.min(p.k + 1, p.k + p.m)} to ${p.k + p.m}`,
           ),
         }),
+  };
+}
+
+/** One segment of a volume's journal: the same segment id on each of its replica nodes. */
+export interface JournalSegmentRecord {
+  readonly id: number;
+  /** The writer epoch that created it. */
+  readonly epoch: number;
+  /** The first LSN appended to it; its records run up to the next segment's firstLsn - 1. */
+  readonly firstLsn: number;
+  /** Target names of the nodes holding it. */
+  readonly replicas: readonly string[];
+}
+
+/**
+ * A volume's write-ahead journal layout. Changed only inside the volume's fenced transactions,
+ * so a deposed writer can never change it.
+ */
+export interface JournalLayout {
+  /** Every record up to this LSN is folded into published generations (0: none yet). */
+  readonly foldedLsn: number;
+  /** The highest LSN the writer had appended when this was written (for status). */
+  readonly headLsn: number;
+  /** Bytes of records after foldedLsn when this was written (for status). */
+  readonly unfoldedBytes: number;
+  /** Oldest first; the last is the one being appended to. */
+  readonly segments: readonly JournalSegmentRecord[];
+}
+
+export function decodeJournal(key: string, text: string): JournalLayout {
+  const o = parse(key, text);
+  const segments = field(key, o, 'segments', Array.isArray, 'a list');
+  return {
+    foldedLsn: field(key, o, 'foldedLsn', isCount, 'an LSN'),
+    headLsn: field(key, o, 'headLsn', isCount, 'an LSN'),
+    unfoldedBytes: field(key, o, 'unfoldedBytes', isCount, 'a byte count'),
+    segments: segments.map((x: unknown, i) => {
+      const e = (typeof x === 'object' && x !== null ? x : {}) as Json;
+      const where = `${key} segment ${i}`;
+      const replicas = field(where, e, 'replicas', Array.isArray, 'a list');
+      if (!replicas.every(isString)) throw new CorruptMetadataError(where, '"replicas" must be target names');
+      return {
+        id: field(where, e, 'id', isCount, 'a segment id'),
+        epoch: field(where, e, 'epoch', isCount, 'an epoch'),
+        firstLsn: field(where, e, 'firstLsn', isCount, 'an LSN'),
+        replicas: replicas as string[],
+      };
+    }),
   };
 }
 
