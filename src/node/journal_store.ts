@@ -187,6 +187,8 @@ interface VolumeJournal {
   epochWrites: Promise<void>;
   readonly segments: Map<number, Segment>;
   readonly inflight: Set<InflightAppend>;
+  /** Per segment, the end of the last admission turn (see inTurn); absent when none is running. */
+  readonly turns: Map<number, Promise<void>>;
 }
 
 export class JournalStore {
@@ -258,18 +260,21 @@ export class JournalStore {
   async create(req: CreateRequest): Promise<SegmentSpace> {
     this.checkOpen();
     checkIds(req.volume, req.segment, req.epoch);
-    const vol = await this.volumeFor(req.volume, true);
-    const entry = await this.admit(vol, req.epoch, `create journal segment ${req.segment} of volume ${req.volume}`);
-    try {
-      const seg = await this.segmentFor(vol, req.segment, true);
-      return { usedBytes: seg.queuedEnd, capacityBytes: seg.capacityBytes };
-    } finally {
-      this.release(vol, entry);
-    }
+    const vol = this.volumeFor(req.volume, true);
+    return this.inTurn(vol, req.segment, async () => {
+      const entry = await this.admit(vol, req.epoch, `create journal segment ${req.segment} of volume ${req.volume}`);
+      try {
+        const seg = await this.segmentFor(vol, req.segment, true);
+        return { usedBytes: seg.queuedEnd, capacityBytes: seg.capacityBytes };
+      } finally {
+        this.release(vol, entry);
+      }
+    });
   }
 
   /**
    * Appends one encoded record to a segment (created if needed). Resolves once it is fdatasync'd.
+   * Appends to one segment are taken in the order of the calls (a writer pipelines rising LSNs).
    * Throws InvalidArgumentError (the record's fields disagree with the request, or it is not a
    * record), ChecksumMismatchError (it was damaged on the way), JournalFencedError,
    * JournalLsnError, JournalSegmentFullError, UnavailableError (too much queued: retry),
@@ -282,39 +287,67 @@ export class JournalStore {
     checkRecordOf(req, what);
     if (this.queuedBytesNow + req.record.length > journalQueuedBytesMax)
       throw new UnavailableError(`${what}: ${this.queuedBytesNow} bytes are already queued for the disk; retry`);
-    const vol = await this.volumeFor(req.volume, true);
-    const entry = await this.admit(vol, req.epoch, what);
-    try {
-      const seg = await this.segmentFor(vol, req.segment, true);
-      if (seg.failed !== undefined)
-        throw new StorageIoError(`${what}: the segment failed earlier (${seg.failed.message}); use a new segment`);
-      const checksum = recordChecksum(req.record);
-      const last = seg.last;
-      if (last !== undefined && req.lsn <= last.lsn) {
-        if (
-          req.lsn === last.lsn &&
-          req.epoch === last.epoch &&
-          checksum === last.checksum &&
-          req.record.length === last.bytes
-        )
-          return await last.done; // a retry of the last record: its own outcome
-        throw new JournalLsnError(`${what}: the segment's last lsn is ${last.lsn}; lsns must rise within a segment`);
+    const vol = this.volumeFor(req.volume, true);
+    // Admission (epoch, LSN rule, room, queueing) in call order; the wait for the disk outside it.
+    const { entry, done } = await this.inTurn(vol, req.segment, async () => {
+      const entry = await this.admit(vol, req.epoch, what);
+      try {
+        const seg = await this.segmentFor(vol, req.segment, true);
+        if (seg.failed !== undefined)
+          throw new StorageIoError(`${what}: the segment failed earlier (${seg.failed.message}); use a new segment`);
+        const checksum = recordChecksum(req.record);
+        const last = seg.last;
+        if (last !== undefined && req.lsn <= last.lsn) {
+          const retry =
+            req.lsn === last.lsn &&
+            req.epoch === last.epoch &&
+            checksum === last.checksum &&
+            req.record.length === last.bytes;
+          // A retry of the last record gets that record's own outcome.
+          if (retry) return { entry, done: last.done };
+          throw new JournalLsnError(`${what}: the segment's last lsn is ${last.lsn}; lsns must rise within a segment`);
+        }
+        if (seg.queuedEnd + req.record.length > seg.capacityBytes)
+          throw new JournalSegmentFullError(
+            `${what}: ${req.record.length} bytes do not fit; ${seg.capacityBytes - seg.queuedEnd} of ${seg.capacityBytes} left`,
+          );
+        const done = new Promise<SegmentSpace>((resolve, reject) => {
+          seg.queue.push({ record: req.record, lsn: req.lsn, epoch: req.epoch, resolve, reject });
+        });
+        done.catch(() => undefined); // every waiter handles it; never unhandled
+        seg.last = { lsn: req.lsn, epoch: req.epoch, checksum, bytes: req.record.length, done };
+        seg.queuedEnd += req.record.length;
+        this.queuedBytesNow += req.record.length;
+        void this.commit(vol, seg);
+        return { entry, done };
+      } catch (err) {
+        this.release(vol, entry);
+        throw err;
       }
-      if (seg.queuedEnd + req.record.length > seg.capacityBytes)
-        throw new JournalSegmentFullError(
-          `${what}: ${req.record.length} bytes do not fit; ${seg.capacityBytes - seg.queuedEnd} of ${seg.capacityBytes} left`,
-        );
-      const done = new Promise<SegmentSpace>((resolve, reject) => {
-        seg.queue.push({ record: req.record, lsn: req.lsn, epoch: req.epoch, resolve, reject });
-      });
-      done.catch(() => undefined); // a failed retry's waiter handles it; never unhandled
-      seg.last = { lsn: req.lsn, epoch: req.epoch, checksum, bytes: req.record.length, done };
-      seg.queuedEnd += req.record.length;
-      this.queuedBytesNow += req.record.length;
-      void this.commit(vol, seg);
+    });
+    try {
       return await done;
     } finally {
       this.release(vol, entry);
+    }
+  }
+
+  /**
+   * Runs `fn` once every earlier call for the same segment has finished its turn, so appends to
+   * one segment are admitted in the order they arrived, whatever each one awaits (a segment
+   * being created, an epoch being written). Segments do not wait for each other.
+   */
+  private async inTurn<T>(vol: VolumeJournal, segment: number, fn: () => Promise<T>): Promise<T> {
+    const previous = vol.turns.get(segment);
+    let finish: () => void = () => undefined;
+    const mine = new Promise<void>((resolve) => (finish = resolve));
+    vol.turns.set(segment, mine);
+    try {
+      if (previous !== undefined) await previous;
+      return await fn();
+    } finally {
+      finish();
+      if (vol.turns.get(segment) === mine) vol.turns.delete(segment);
     }
   }
 
@@ -326,7 +359,7 @@ export class JournalStore {
   async fence(volume: string, epoch: number): Promise<number> {
     this.checkOpen();
     checkIds(volume, 0, epoch);
-    const vol = await this.volumeFor(volume, true);
+    const vol = this.volumeFor(volume, true);
     this.counters.fences += 1;
     if (epoch < vol.promisedEpoch) {
       this.counters.fencedRefusals += 1;
@@ -350,7 +383,7 @@ export class JournalStore {
       throw new InvalidArgumentError(`${what}: fromLsn must be a whole number >= 0`);
     if (!Number.isSafeInteger(req.maxBytes) || req.maxBytes < 1 || req.maxBytes > journalReadBytesMax)
       throw new InvalidArgumentError(`${what}: maxBytes must be from 1 to ${journalReadBytesMax}`);
-    const vol = await this.volumeFor(req.volume, false);
+    const vol = this.volumeFor(req.volume, false);
     const seg = vol?.segments.get(req.segment);
     if (vol === undefined || seg === undefined) throw new JournalSegmentNotFoundError(`${what}: no such segment`);
     this.counters.reads += 1;
@@ -401,7 +434,7 @@ export class JournalStore {
   async trim(req: TrimRequest): Promise<number> {
     this.checkOpen();
     checkIds(req.volume, 'segment' in req ? req.segment : 0, 0);
-    const vol = await this.volumeFor(req.volume, false);
+    const vol = this.volumeFor(req.volume, false);
     if (vol === undefined) return 0;
     this.counters.trims += 1;
     if ('segment' in req) {
@@ -497,6 +530,7 @@ export class JournalStore {
       epochWrites: Promise.resolve(),
       segments: new Map(),
       inflight: new Set(),
+      turns: new Map(),
     };
     for (const entry of await readdir(dir, { withFileTypes: true })) {
       if (!entry.isFile()) continue;
@@ -515,9 +549,9 @@ export class JournalStore {
     return vol;
   }
 
-  private async volumeFor(volume: string, create: true): Promise<VolumeJournal>;
-  private async volumeFor(volume: string, create: false): Promise<VolumeJournal | undefined>;
-  private async volumeFor(volume: string, create: boolean): Promise<VolumeJournal | undefined> {
+  private volumeFor(volume: string, create: true): VolumeJournal;
+  private volumeFor(volume: string, create: false): VolumeJournal | undefined;
+  private volumeFor(volume: string, create: boolean): VolumeJournal | undefined {
     const known = this.volumes.get(volume);
     if (known !== undefined || !create) return known;
     if (this.volumes.size >= journalVolumesMax)
@@ -534,6 +568,7 @@ export class JournalStore {
       epochWrites: Promise.resolve(),
       segments: new Map(),
       inflight: new Set(),
+      turns: new Map(),
     };
     this.volumes.set(volume, vol);
     return vol;

@@ -96,6 +96,15 @@ describe('JournalStore', function () {
     expect(stats.queuedBytes).to.equal(0);
   });
 
+  it('takes pipelined appends to one segment in call order while the segment is created and the epoch written', async () => {
+    const store = await openStore();
+    const lsns = Array.from({ length: 100 }, (_, i) => i + 1);
+    await Promise.all(lsns.map((lsn) => store.append(appendOf(lsn, 7, 100, 3))));
+    const read = await store.read({ volume, segment: 3, fromLsn: 0, maxBytes: 1 << 20 });
+    expect(decodeRecords(read.records).records.map((r) => r.lsn)).to.deep.equal(lsns);
+    expect(readFileSync(join(dir, volume, 'epoch'), 'utf8')).to.equal('7\n');
+  });
+
   it('refuses appends and fences below the highest epoch, and remembers it across a reopen', async () => {
     let store = await openStore();
     await store.append(appendOf(1, 3));
