@@ -33,7 +33,8 @@ export interface JournalReplica {
    * Appends one encoded record (record.ts) to a segment, creating the segment if needed.
    * Resolves once the record's bytes are fdatasync'd on the node (and every record before it in
    * the segment). Idempotent for a retry of the segment's last record (same LSN, epoch, bytes).
-   * The caller keeps ownership of `record` but must not change it until this settles.
+   * Appends made through one replica to one segment reach it in the order of the calls, so a
+   * writer may pipeline records of rising LSNs without waiting for each. The caller keeps ownership of `record` but must not change it until this settles.
    * Throws JournalFencedError, JournalLsnError (LSN not above the segment's last),
    * JournalSegmentFullError, InvalidArgumentError / ChecksumMismatchError (a bad record),
    * DiskFullError, StorageIoError.
