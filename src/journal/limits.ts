@@ -80,10 +80,19 @@ export const journalHelloDeadlineMs = 10_000;
  */
 export const journalQueuedBytesMax = 256 * MiB;
 /**
- * Bytes one group commit writes before its fdatasync. It also bounds how far unsynced bytes can
- * reach past a segment's durable end, which is the region a restart must treat as torn.
+ * Bytes one group commit writes before its fdatasync (one record at least, whatever its size).
+ * 4 MiB is a thousand 4 KiB records: more per fdatasync buys nothing, and the bound also limits
+ * how far unsynced bytes can reach past a segment's durable end (the region a restart must
+ * treat as possibly torn).
  */
-export const journalBatchBytesMax = 16 * MiB;
+export const journalBatchBytesMax = 4 * MiB;
+/**
+ * fdatasyncs one segment may have running at once. 1 is classic group commit: appends that
+ * arrive while an fdatasync runs wait and share the next one. Overlapping up to 4 (writes still
+ * one at a time, in order) measured no faster here for 4 KiB appends at QD32 (about 11,000 per
+ * second either way on a loaded 2-core VM), so the simpler schedule stays; the store supports more.
+ */
+export const journalSyncsInFlightMax = 1;
 /** Segments one volume may have on one node (a takeover or a replaced replica starts new ones). */
 export const journalSegmentsPerVolumeMax = 1024;
 /** Segments one node holds across all volumes: 4096 x 64 MiB = 256 GiB of journal at most. */
@@ -107,7 +116,7 @@ assert(journalSegmentBytesMin <= journalSegmentBytesDefault && journalSegmentByt
 assert(journalReadBytesMax >= journalRecordBytesMax, 'one record must fit one READ answer');
 assert(journalRequestBytesMax < 2 ** 32 && journalResponseBytesMax < 2 ** 32, 'a frame length travels as u32');
 assert(journalConnectionBytesInFlightMax >= journalRequestBytesMax, 'one largest request must fit the budget');
-assert(journalBatchBytesMax >= journalRecordBytesMax, 'one largest record must fit one group commit');
-assert(journalQueuedBytesMax >= journalBatchBytesMax);
+assert(journalQueuedBytesMax >= journalBatchBytesMax && journalQueuedBytesMax >= journalRecordBytesMax);
+assert(journalSyncsInFlightMax >= 1);
 assert(journalSegmentsPerVolumeMax <= journalSegmentsMax);
 assert(journalVolumeIdBytesMax < 256 && journalRecordRangesMax < 2 ** 16);

@@ -11,8 +11,8 @@
  * What it keeps true:
  * - Durable before acknowledged: append() resolves only after its record's bytes (and every
  *   record before it in the segment) are fdatasync'd. Group commit: appends that arrive while a
- *   segment's write + fdatasync is in flight queue up and share the next one, so under
- *   concurrency there are fewer fdatasyncs than appends (stats().fsyncs).
+ *   segment's fdatasync is in flight queue up and are written and fdatasync'd together next, so
+ *   under concurrency there are fewer fdatasyncs than appends (stats().fsyncs).
  * - Preallocated: a segment is created full size by writing zeros (not ftruncate, which leaves a
  *   sparse file, nor fallocate, whose unwritten extents still need a metadata update on first
  *   write), fsynced and renamed into place; appends then overwrite zeros inside the file, so
@@ -61,6 +61,7 @@ import {
   isJournalVolumeId,
   journalBatchBytesMax,
   journalEpochMax,
+  journalSyncsInFlightMax,
   journalOpenSegmentsMax,
   journalQueuedBytesMax,
   journalReadBytesMax,
@@ -93,11 +94,15 @@ const zeroChunkBytes = 1 * MiB;
 /** Bytes read per call when a segment is scanned at load. */
 const scanChunkBytes = 1 * MiB;
 /**
- * How far past a segment's valid end a crash can have left bytes: one group commit, which holds
- * at most journalBatchBytesMax (and at least one record). Loading looks for non-zero bytes here
- * to tell a clean end from a torn one, and the first append after a torn end zeros it.
+ * How far past a segment's valid end a crash can have left bytes: the rounds whose fdatasync
+ * had not returned, plus the one being written. A round holds at most journalBatchBytesMax, or
+ * one record when that record alone is larger. Loading looks for non-zero bytes there to tell a
+ * clean end from a torn one, and the first append after a torn end zeros it.
+ * Worked example, one fdatasync at a time: 2 rounds x max(4 MiB, 8 MiB + 65 KiB) = 16.1 MiB.
  */
-const unsyncedReachBytes = journalBatchBytesMax + journalRecordBytesMax;
+function unsyncedReachBytes(syncsInFlightMax: number): number {
+  return (syncsInFlightMax + 1) * Math.max(journalBatchBytesMax, journalRecordBytesMax);
+}
 const segmentFilePattern = /^(\d{16})\.log$/;
 const epochFileName = 'epoch';
 
@@ -108,6 +113,8 @@ export interface JournalStoreOptions {
   readonly segmentBytes?: number;
   /** One line per notable event (a torn tail found, a segment failed). */
   readonly log: (line: string) => void;
+  /** fdatasyncs one segment may have running at once (default journalSyncsInFlightMax). */
+  readonly syncsInFlightMax?: number;
 }
 
 /** Counters since open(), for STATS. */
@@ -121,6 +128,13 @@ export interface JournalStoreStats {
   reads: number;
   trims: number;
   tornTails: number;
+}
+
+/** One group commit: appends written together at [at, end), acknowledged by one fdatasync. */
+interface Round {
+  readonly batch: readonly PendingAppend[];
+  readonly at: number;
+  readonly end: number;
 }
 
 interface PendingAppend {
@@ -146,7 +160,9 @@ interface Segment {
   capacityBytes: number;
   /** Valid, fdatasync'd records end here. */
   durableEnd: number;
-  /** durableEnd plus the bytes queued behind it. */
+  /** Bytes written to the file, synced or not: durableEnd <= writtenEnd <= queuedEnd. */
+  writtenEnd: number;
+  /** durableEnd plus the bytes written or queued behind it. */
   queuedEnd: number;
   records: number;
   firstLsn: number | null;
@@ -160,7 +176,14 @@ interface Segment {
   /** True once a load has filled the fields above (LIST can answer without loading again). */
   known: boolean;
   queue: PendingAppend[];
+  /** Batches written and waiting for an fdatasync, in file order. */
+  rounds: Round[];
+  /** True while the writer loop (commit) runs. */
   committing: boolean;
+  /** fdatasyncs running on this segment's file. */
+  syncsInFlight: number;
+  /** Wakes the writer loop when an fdatasync finishes (it waits when journalSyncsInFlightMax run). */
+  syncSlot: (() => void) | undefined;
   /** Operations using `loaded` right now; a pinned segment is never closed. */
   pins: number;
   lastUseTick: number;
@@ -194,6 +217,7 @@ interface VolumeJournal {
 export class JournalStore {
   readonly dir: string;
   readonly segmentBytes: number;
+  private readonly syncsInFlightMax: number;
   private readonly description: string;
   private readonly log: (line: string) => void;
   private readonly volumes = new Map<string, VolumeJournal>();
@@ -219,6 +243,8 @@ export class JournalStore {
     this.description = options.description;
     this.log = options.log;
     this.segmentBytes = segmentBytes;
+    this.syncsInFlightMax = options.syncsInFlightMax ?? journalSyncsInFlightMax;
+    assert(Number.isSafeInteger(this.syncsInFlightMax) && this.syncsInFlightMax >= 1);
   }
 
   /**
@@ -758,12 +784,13 @@ export class JournalStore {
     this.openCount += 1;
     try {
       const size = (await file.stat()).size;
-      const scan = await scanSegment(file, size, vol.volume, what);
+      const scan = await scanSegment(file, size, vol.volume, what, unsyncedReachBytes(this.syncsInFlightMax));
       const wasKnown = seg.known;
       if (wasKnown && scan.end !== seg.durableEnd)
         this.log(`${what}: reloaded with ${scan.end} valid bytes where ${seg.durableEnd} were durable before`);
       seg.capacityBytes = size;
       seg.durableEnd = scan.end;
+      seg.writtenEnd = scan.end;
       seg.queuedEnd = scan.end;
       seg.records = scan.lsns.length;
       seg.firstLsn = scan.lsns[0] ?? null;
@@ -809,10 +836,12 @@ export class JournalStore {
   }
 
   /**
-   * Group commit: while the queue has appends, take as many as fit in one batch, write them at
-   * the durable end, fdatasync once, then acknowledge them all. Appends arriving meanwhile wait
-   * for the next round. A failed write or fdatasync fails the batch and everything queued, and
-   * marks the segment failed: what reached the disk is unknown until it is loaded again.
+   * Group commit, the writer side: while the queue has appends, take as many as fit in one batch
+   * (a round), write them after what was written before, and start one fdatasync for them; then
+   * take the next batch. Appends that arrive while an fdatasync runs share the next round. Writes
+   * are one at a time and in order; at most syncsInFlightMax fdatasyncs run at once (1, the default:
+   * the next round is written once the previous one is durable). sync() does the acknowledging.
+   * A failed write fails the segment (see fail()).
    */
   private async commit(vol: VolumeJournal, seg: Segment): Promise<void> {
     if (seg.committing) return;
@@ -820,7 +849,11 @@ export class JournalStore {
     let loaded: LoadedSegment | undefined;
     try {
       loaded = await this.pin(vol, seg);
-      while (seg.queue.length > 0) {
+      while (seg.queue.length > 0 && seg.failed === undefined) {
+        if (seg.syncsInFlight >= this.syncsInFlightMax) {
+          await new Promise<void>((resolve) => (seg.syncSlot = resolve));
+          continue;
+        }
         const batch: PendingAppend[] = [];
         let batchBytes = 0;
         while (seg.queue.length > 0) {
@@ -829,47 +862,30 @@ export class JournalStore {
           batch.push(seg.queue.shift()!);
           batchBytes += next.record.length;
         }
-        const at = seg.durableEnd;
+        const round: Round = { batch, at: seg.writtenEnd, end: seg.writtenEnd + batchBytes };
+        seg.rounds.push(round); // from here fail() answers for it
+        seg.writtenEnd = round.end;
         try {
           if (loaded.tornBytes > 0) {
-            await writeZeros(loaded.file, at, Math.min(loaded.tornBytes, seg.capacityBytes - at));
+            await writeZeros(loaded.file, round.at, Math.min(loaded.tornBytes, seg.capacityBytes - round.at));
             loaded.tornBytes = 0;
           }
           await writeAllAt(
             loaded.file,
             batch.map((p) => p.record),
-            at,
+            round.at,
           );
-          await loaded.file.datasync();
-          this.counters.fsyncs += 1;
         } catch (err) {
-          const failure = ioError(
-            `Cannot append to journal segment ${seg.id} of volume ${vol.volume} on ${this.description}`,
-            err,
-          );
-          this.fail(seg, failure, batch);
+          this.fail(seg, ioError(this.appendWhat(vol, seg), err));
           return;
         }
-        let offset = at;
-        for (const p of batch) {
-          loaded.lsns.push(p.lsn);
-          loaded.offsets.push(offset);
-          offset += p.record.length;
-        }
-        seg.durableEnd = offset;
-        seg.records += batch.length;
-        seg.firstLsn ??= batch[0]!.lsn;
-        seg.lastLsn = batch.at(-1)!.lsn;
-        seg.lastEpoch = batch.at(-1)!.epoch;
-        this.queuedBytesNow -= batchBytes;
-        this.counters.appends += batch.length;
-        this.counters.appendedBytes += batchBytes;
-        const space = spaceOf(seg);
-        for (const p of batch) p.resolve(space);
+        if (seg.failed !== undefined) return; // an fdatasync failed meanwhile; this round failed with it
+        seg.syncsInFlight += 1;
+        void this.sync(vol, seg, loaded, round);
       }
     } catch (err) {
       // pin() failed (the segment was trimmed, or its file could not be loaded).
-      this.fail(seg, err instanceof Error ? err : new Error(String(err)), []);
+      this.fail(seg, err instanceof Error ? err : new Error(String(err)));
     } finally {
       seg.committing = false;
       if (loaded !== undefined) this.unpin(seg);
@@ -877,14 +893,65 @@ export class JournalStore {
     }
   }
 
-  private fail(seg: Segment, failure: Error, batch: readonly PendingAppend[]): void {
-    const queued = seg.queue.splice(0);
-    const all = [...batch, ...queued];
+  /**
+   * Group commit, the acknowledging side: one fdatasync for `round`. It began after the writes of
+   * `round` and of every round before it had finished, so when it returns all of them are
+   * durable: they are added to the index and acknowledged, in file order.
+   */
+  private async sync(vol: VolumeJournal, seg: Segment, loaded: LoadedSegment, round: Round): Promise<void> {
+    try {
+      await loaded.file.datasync();
+      this.counters.fsyncs += 1;
+    } catch (err) {
+      this.fail(seg, ioError(this.appendWhat(vol, seg), err));
+    } finally {
+      seg.syncsInFlight -= 1;
+      const wake = seg.syncSlot;
+      seg.syncSlot = undefined;
+      wake?.();
+    }
+    while (seg.failed === undefined && seg.rounds.length > 0 && seg.rounds[0]!.at <= round.at) {
+      const done = seg.rounds.shift()!;
+      assert(done.at === seg.durableEnd, 'journal rounds must be acknowledged in file order');
+      let offset = done.at;
+      for (const p of done.batch) {
+        loaded.lsns.push(p.lsn);
+        loaded.offsets.push(offset);
+        offset += p.record.length;
+      }
+      const bytes = done.end - done.at;
+      seg.durableEnd = done.end;
+      seg.records += done.batch.length;
+      seg.firstLsn ??= done.batch[0]!.lsn;
+      seg.lastLsn = done.batch.at(-1)!.lsn;
+      seg.lastEpoch = done.batch.at(-1)!.epoch;
+      this.queuedBytesNow -= bytes;
+      this.counters.appends += done.batch.length;
+      this.counters.appendedBytes += bytes;
+      const space = spaceOf(seg);
+      for (const p of done.batch) p.resolve(space);
+    }
+    notifyIfIdle(seg);
+  }
+
+  private appendWhat(vol: VolumeJournal, seg: Segment): string {
+    return `Cannot append to journal segment ${seg.id} of volume ${vol.volume} on ${this.description}`;
+  }
+
+  /**
+   * A write or an fdatasync failed: what reached the disk is unknown until the segment is loaded
+   * again, so every append not yet acknowledged fails, and so does every later one (the writer
+   * moves to a new segment).
+   */
+  private fail(seg: Segment, failure: Error): void {
+    if (seg.failed !== undefined) return;
+    const all = [...seg.rounds.splice(0).flatMap((r) => r.batch), ...seg.queue.splice(0)];
     for (const p of all) {
       this.queuedBytesNow -= p.record.length;
       p.reject(failure);
     }
     seg.failed = failure;
+    seg.writtenEnd = seg.durableEnd;
     seg.queuedEnd = seg.durableEnd;
     seg.last = undefined;
     this.log(`journal segment ${seg.id}: ${failure.message}; ${all.length} appends failed`);
@@ -921,6 +988,7 @@ function newSegment(id: number, path: string): Segment {
     path,
     capacityBytes: 0,
     durableEnd: 0,
+    writtenEnd: 0,
     queuedEnd: 0,
     records: 0,
     firstLsn: null,
@@ -932,7 +1000,10 @@ function newSegment(id: number, path: string): Segment {
     loading: undefined,
     known: false,
     queue: [],
+    rounds: [],
     committing: false,
+    syncsInFlight: 0,
+    syncSlot: undefined,
     pins: 0,
     lastUseTick: 0,
     failed: undefined,
@@ -942,7 +1013,7 @@ function newSegment(id: number, path: string): Segment {
 }
 
 function isIdle(seg: Segment): boolean {
-  return seg.pins === 0 && !seg.committing && seg.queue.length === 0;
+  return seg.pins === 0 && !seg.committing && seg.queue.length === 0 && seg.syncsInFlight === 0;
 }
 
 function notifyIfIdle(seg: Segment): void {
@@ -1052,7 +1123,13 @@ interface ScanResult {
   readonly stopReason: string;
 }
 
-async function scanSegment(file: FileHandle, size: number, volume: string, what: string): Promise<ScanResult> {
+async function scanSegment(
+  file: FileHandle,
+  size: number,
+  volume: string,
+  what: string,
+  reachBytes: number,
+): Promise<ScanResult> {
   const lsns: number[] = [];
   const offsets: number[] = [];
   let window: Uint8Array = new Uint8Array(0);
@@ -1105,7 +1182,7 @@ async function scanSegment(file: FileHandle, size: number, volume: string, what:
     at += decoded.bytes;
   }
   // Clean only when everything an unsynced write can have reached past the valid end is zero.
-  const reach = Math.min(size - at, unsyncedReachBytes);
+  const reach = Math.min(size - at, reachBytes);
   let dirty = stopReason !== 'end';
   for (let from = at; !dirty && from < at + reach; from += scanChunkBytes) {
     const chunk = await readExactly(file, from, Math.min(scanChunkBytes, at + reach - from), what);

@@ -48,11 +48,12 @@ describe('JournalStore', function () {
   let lines: string[];
   const stores: JournalStore[] = [];
 
-  const openStore = async (): Promise<JournalStore> => {
+  const openStore = async (syncsInFlightMax?: number): Promise<JournalStore> => {
     const store = await JournalStore.open(dir, {
       description: 'node "t"',
       segmentBytes: journalSegmentBytesMin,
       log: (line) => lines.push(line),
+      ...(syncsInFlightMax === undefined ? {} : { syncsInFlightMax }),
     });
     stores.push(store);
     return store;
@@ -94,6 +95,19 @@ describe('JournalStore', function () {
     expect(stats.fsyncs - before).to.be.below(64);
     expect(stats.fsyncs - before).to.be.at.least(1);
     expect(stats.queuedBytes).to.equal(0);
+  });
+
+  it('acknowledges in file order when several fdatasyncs overlap, and a reopen finds every record', async () => {
+    let store = await openStore(4);
+    const lsns = Array.from({ length: 300 }, (_, i) => i + 1);
+    const acked: number[] = [];
+    await Promise.all(lsns.map((lsn) => store.append(appendOf(lsn, 1, 1000)).then(() => acked.push(lsn))));
+    expect(acked).to.deep.equal(lsns);
+    await store.close();
+    stores.length = 0;
+    store = await openStore(4);
+    const read = await store.read({ volume, segment: 1, fromLsn: 0, maxBytes: 1 << 20 });
+    expect(read).to.include({ count: 300, tail: 'clean' });
   });
 
   it('takes pipelined appends to one segment in call order while the segment is created and the epoch written', async () => {
