@@ -417,9 +417,12 @@ class JournalConnection {
 
   private async handle(header: JournalFrameHeader, op: string | undefined, payload: Uint8Array): Promise<Answer> {
     const { store, name, zone } = this.server.config;
-    if (op === undefined) throw new JournalProtocolError(`Journal op ${header.op} does not exist on node "${name}"`);
     if (op !== 'hello' && !this.helloDone)
-      throw new CairnError('EAUTH', `Node "${name}" refused ${op.toUpperCase()}: say HELLO first`);
+      throw new CairnError(
+        'EAUTH',
+        `Node "${name}" refused ${op?.toUpperCase() ?? `op ${header.op}`}: say HELLO first`,
+      );
+    if (op === undefined) throw new JournalProtocolError(`Journal op ${header.op} does not exist on node "${name}"`);
     if (this.server.isDraining)
       throw new UnavailableError(`Node "${name}" is shutting down its journal; retry elsewhere`);
     switch (op) {

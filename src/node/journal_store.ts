@@ -36,7 +36,7 @@
  * journal bytes in the node's usedBytes (segments are bounded and listed by LIST instead).
  */
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
   CairnError,
@@ -455,7 +455,8 @@ export class JournalStore {
 
   /**
    * Deletes one segment, or every segment of the volume whose records all lie below `belowLsn`
-   * (segments without records are kept). Resolves with how many were deleted. The epoch stays.
+   * (segments without records are kept). Resolves with how many were deleted. The epoch stays,
+   * and so does the volume's directory (a few bytes; removing it would race a new segment).
    */
   async trim(req: TrimRequest): Promise<number> {
     this.checkOpen();
@@ -975,7 +976,6 @@ export class JournalStore {
       if ((err as { code?: unknown }).code !== 'ENOENT')
         throw ioError(`Cannot delete journal segment ${seg.id} of volume ${vol.volume} on ${this.description}`, err);
     }
-    if (vol.segments.size === 0) await rmdir(vol.dir).catch(() => undefined); // kept: it holds the epoch file
     return true;
   }
 }

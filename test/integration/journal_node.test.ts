@@ -317,6 +317,10 @@ describe('cairnd journal (processes) with a real etcd', function () {
       rude.frame('fence', 9, encodeFenceRequest({ volume: 'steady', epoch: 99 }));
       expect(decodeErrorAnswer('fence', (await rude.next('FENCE before HELLO')).payload).code).to.equal('EAUTH');
       await rude.closedByNode();
+      const stranger = new RawJournalSocket(node.journalAddress);
+      stranger.write(encodeFrameHeader({ op: 99, status: 0, requestId: 3, payloadBytes: 0 }));
+      expect(decodeErrorAnswer('hello', (await stranger.next('op 99 before HELLO')).payload).code).to.equal('EAUTH');
+      await stranger.closedByNode();
 
       const before = goodAppends;
       await waitFor('the good client to keep appending', () => goodAppends >= before + 20);

@@ -266,5 +266,10 @@ describe('JournalStore', function () {
     expect(await store.trim({ volume, segment: 3 })).to.equal(1);
     expect((await store.list(volume)).volumes[0]).to.deep.equal({ volume, epoch: 2, segments: [] });
     expect(await rejection(store.append(appendOf(5, 1, 100, 5)))).to.be.instanceOf(JournalFencedError);
+    await store.append(appendOf(5, 2, 100, 5));
+    // A volume at epoch 0 has no epoch file: trimming its only segment must not break the next one.
+    await store.append(appendOf(1, 0, 100, 1, 'zero'));
+    expect(await store.trim({ volume: 'zero', segment: 1 })).to.equal(1);
+    await store.append(appendOf(2, 0, 100, 2, 'zero'));
   });
 });
