@@ -25,7 +25,15 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { AssertionError, CairnError, StorageIoError, UnavailableError, assert, errorMessage } from '../core/index.js';
+import {
+  AssertionError,
+  CairnError,
+  MiB,
+  StorageIoError,
+  UnavailableError,
+  assert,
+  errorMessage,
+} from '../core/index.js';
 import {
   JournalProtocolError,
   decodeAppendRequest,
@@ -62,6 +70,11 @@ import {
 import { formatHostPort } from '../shard/index.js';
 import type { JournalStore } from './journal_store.js';
 
+/**
+ * Answer bytes a LIST reserves in its connection's budget before its answer exists (LIST answers
+ * are JSON of at most some hundreds of KiB); a READ reserves the bytes it asked for.
+ */
+const listAnswerReserveBytes = 1 * MiB;
 /** Error lines one connection may log; after that they are counted and summed up at close. */
 const connectionErrorLogLinesMax = 50;
 /** After we end a connection, a client that does not close its side is dropped after this long. */
@@ -217,6 +230,15 @@ export class JournalServer {
 
 /** What an op handler returns: the answer's payload parts. */
 type Answer = readonly Uint8Array[];
+
+/**
+ * One request's share of its connection's in-flight budget: its payload, and the answer bytes it
+ * reserved before its answer existed. Both stay counted until the kernel has taken the answer.
+ */
+interface Ticket {
+  readonly requestBytes: number;
+  answerReserveBytes: number;
+}
 
 /** One client connection: the frame parser, the dispatcher, and the in-flight accounting. */
 class JournalConnection {
@@ -393,8 +415,11 @@ class JournalConnection {
   private dispatch(header: JournalFrameHeader, payload: Uint8Array): void {
     this.requestsInFlight += 1;
     const op = journalOpName(header.op);
-    void this.handle(header, op, payload).then(
-      (answer) => this.send({ ...header, status: frameStatus.ok }, answer, payload.length),
+    const ticket: Ticket = { requestBytes: payload.length, answerReserveBytes: 0 };
+    // handle() runs synchronously up to its first await, so a reservation it makes counts before
+    // parse() looks at the budget for the next frame.
+    void this.handle(header, op, payload, ticket).then(
+      (answer) => this.send({ ...header, status: frameStatus.ok }, answer, ticket),
       (err: unknown) => {
         if (err instanceof AssertionError) {
           this.server.config.log(`BUG in journal ${op ?? header.op}: ${err.stack ?? err.message}`);
@@ -409,13 +434,24 @@ class JournalConnection {
           this.note(
             `${(op ?? `op ${header.op}`).toUpperCase()} request ${header.requestId} -> ${wire.code}: ${wire.message}`,
           );
-        this.send({ ...header, status: frameStatus.error }, encodeErrorAnswer(wire), payload.length);
+        this.send({ ...header, status: frameStatus.error }, encodeErrorAnswer(wire), ticket);
         if (wire.code === 'EAUTH' || (op === 'hello' && !this.helloDone)) this.end();
       },
     );
   }
 
-  private async handle(header: JournalFrameHeader, op: string | undefined, payload: Uint8Array): Promise<Answer> {
+  /** Reserves answer bytes for a request whose answer may be large (see Ticket). */
+  private reserve(ticket: Ticket, bytes: number): void {
+    ticket.answerReserveBytes += bytes;
+    this.bytesInFlight += bytes;
+  }
+
+  private async handle(
+    header: JournalFrameHeader,
+    op: string | undefined,
+    payload: Uint8Array,
+    ticket: Ticket,
+  ): Promise<Answer> {
     const { store, name, zone } = this.server.config;
     if (op !== 'hello' && !this.helloDone)
       throw new CairnError(
@@ -458,12 +494,18 @@ class JournalConnection {
         const req = decodeFenceRequest(payload);
         return encodeFenceAnswer(await store.fence(req.volume, req.epoch));
       }
-      case 'read':
-        return encodeReadAnswer(await store.read(decodeReadRequest(payload)));
+      case 'read': {
+        const req = decodeReadRequest(payload);
+        this.reserve(ticket, Math.min(req.maxBytes, journalReadBytesMax));
+        return encodeReadAnswer(await store.read(req));
+      }
       case 'trim':
         return encodeCountAnswer(await store.trim(decodeTrimRequest(payload)));
-      case 'list':
-        return encodeJsonAnswer(await store.list(decodeListRequest(payload)));
+      case 'list': {
+        const volume = decodeListRequest(payload);
+        this.reserve(ticket, listAnswerReserveBytes);
+        return encodeJsonAnswer(await store.list(volume));
+      }
       case 'stats':
         if (payload.length !== 0) throw new JournalProtocolError('Malformed STATS request: it has no payload');
         return encodeJsonAnswer(this.server.stats());
@@ -473,20 +515,22 @@ class JournalConnection {
   }
 
   /**
-   * Writes one answer frame. `requestBytes` is the payload of the request it answers (undefined
-   * for the answer to a frame that was never dispatched): the request and its answer stay
-   * counted in flight until the kernel has taken the answer.
+   * Writes one answer frame. `ticket` is the request it answers (undefined for the answer to a
+   * frame that was never dispatched): the request and its answer stay counted in flight until
+   * the kernel has taken the answer.
    */
   private send(
     frame: { readonly op: number; readonly status: number; readonly requestId: number },
     answer: Answer,
-    requestBytes: number | undefined,
+    ticket: Ticket | undefined,
   ): void {
     const payloadBytes = answer.reduce((sum, part) => sum + part.length, 0);
-    this.bytesInFlight += payloadBytes;
+    // What the answer takes beyond what the request reserved for it.
+    const extra = Math.max(0, payloadBytes - (ticket?.answerReserveBytes ?? 0));
+    this.bytesInFlight += extra;
     const release = (): void => {
-      this.bytesInFlight -= payloadBytes + (requestBytes ?? 0);
-      if (requestBytes !== undefined) this.requestsInFlight -= 1;
+      this.bytesInFlight -= extra + (ticket === undefined ? 0 : ticket.requestBytes + ticket.answerReserveBytes);
+      if (ticket !== undefined) this.requestsInFlight -= 1;
       assert(this.bytesInFlight >= 0 && this.requestsInFlight >= 0, 'journal in-flight accounting went negative');
       this.server.onRequestDone();
       this.maybeResume();

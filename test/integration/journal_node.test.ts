@@ -22,6 +22,7 @@ import {
   encodeFenceRequest,
   encodeFrameHeader,
   encodeHelloRequest,
+  encodeReadRequest,
   encodeRecord,
   journalOps,
   readSegment,
@@ -79,6 +80,11 @@ class RawJournalSocket {
     });
     this.socket.on('error', () => undefined);
     this.socket.on('close', () => (this.closed = true));
+  }
+
+  /** Stops reading from the socket: answers pile up in the node. */
+  pause(): void {
+    this.socket.pause();
   }
 
   write(bytes: Uint8Array): void {
@@ -332,6 +338,33 @@ describe('cairnd journal (processes) with a real etcd', function () {
       await appending;
     }
     expect(node.process.exitCode).to.equal(null);
+  });
+
+  it('bounds what a client that never reads its answers can make the node hold', async () => {
+    const node = await start('jb-1', 'a');
+    const other = clientOf(node);
+    const mib = new Uint8Array(1 << 20);
+    for (let lsn = 1; lsn <= 12; lsn++)
+      await other.append({
+        volume: 'big',
+        segment: 1,
+        epoch: 1,
+        lsn,
+        record: encodeRecord({ volume: 'big', epoch: 1, lsn, ranges: [{ offset: 0, length: mib.length }], data: mib }),
+      });
+    const before = (await other.stats()).reads;
+    // 100 READs of 16 MiB each, pipelined, and not one answer read: 1.6 GB if the node served them all.
+    const hog = new RawJournalSocket(node.journalAddress);
+    hog.pause();
+    hog.frame('hello', 1, encodeHelloRequest({ protocolVersion: 1, clientName: 'hog', secret: '' }));
+    for (let id = 2; id < 102; id++)
+      hog.frame('read', id, encodeReadRequest({ volume: 'big', segment: 1, fromLsn: 0, maxBytes: 16 << 20 }));
+    // Each READ reserves its 16 MiB in the connection's 64 MiB budget before it runs: the node
+    // takes four, and reads no more from that socket until their answers leave.
+    await waitFor('the node to serve the first READs', async () => (await other.stats()).reads - before >= 4);
+    for (let lsn = 13; lsn <= 22; lsn++) await other.append(appendOf('big', 2, 1, lsn, 512)); // others go on
+    expect((await other.stats()).reads - before).to.equal(4);
+    hog.destroy();
   });
 
   it('refuses a journal client without the shared secret, and serves one with it', async () => {
