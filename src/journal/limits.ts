@@ -68,6 +68,12 @@ export const journalResponseBytesMax = journalReadBytesMax + journalFrameOverhea
 export const journalConnectionBytesInFlightMax = 64 * MiB;
 /** Requests one connection may have in flight before the node stops reading from it. */
 export const journalConnectionRequestsInFlightMax = 1024;
+/**
+ * READ and LIST answer bytes one node builds and sends at once, across connections. Appends are
+ * bounded node-wide by journalQueuedBytesMax; without this, 1024 connections each within their
+ * own budget could still hold 64 GiB of READ answers. Past it a READ is refused as retryable.
+ */
+export const journalServerAnswerBytesMax = 256 * MiB;
 /** Connections one node's journal server accepts at once. */
 export const journalConnectionsMax = 1024;
 /** A connection that has not said HELLO within this is closed (slow or stray clients). */
@@ -116,6 +122,7 @@ assert(journalSegmentBytesMin <= journalSegmentBytesDefault && journalSegmentByt
 assert(journalReadBytesMax >= journalRecordBytesMax, 'one record must fit one READ answer');
 assert(journalRequestBytesMax < 2 ** 32 && journalResponseBytesMax < 2 ** 32, 'a frame length travels as u32');
 assert(journalConnectionBytesInFlightMax >= journalRequestBytesMax, 'one largest request must fit the budget');
+assert(journalServerAnswerBytesMax >= journalReadBytesMax, 'one largest READ answer must fit the node-wide budget');
 assert(journalQueuedBytesMax >= journalBatchBytesMax && journalQueuedBytesMax >= journalRecordBytesMax);
 assert(journalSyncsInFlightMax >= 1);
 assert(journalSegmentsPerVolumeMax <= journalSegmentsMax);

@@ -62,6 +62,7 @@ import {
   journalProtocolVersion,
   journalReadBytesMax,
   journalRecordBytesMax,
+  journalServerAnswerBytesMax,
   journalRequestBytesMax,
   wireErrorOf,
   type JournalFrameHeader,
@@ -101,6 +102,8 @@ export class JournalServer {
   private readonly connections = new Set<JournalConnection>();
   private nextConnectionId = 1;
   private badFrames = 0;
+  /** READ and LIST answer bytes reserved across connections (journalServerAnswerBytesMax). */
+  private answerBytesReserved = 0;
   private draining = false;
   private idle: (() => void) | undefined;
 
@@ -199,6 +202,19 @@ export class JournalServer {
   /** @internal for JournalConnection */
   onRequestDone(): void {
     if (this.draining && this.requestsInFlight() === 0) this.idle?.();
+  }
+
+  /** @internal: false when `bytes` more answer bytes would pass the node-wide bound. */
+  reserveAnswer(bytes: number): boolean {
+    if (this.answerBytesReserved > 0 && this.answerBytesReserved + bytes > journalServerAnswerBytesMax) return false;
+    this.answerBytesReserved += bytes;
+    return true;
+  }
+
+  /** @internal */
+  releaseAnswer(bytes: number): void {
+    this.answerBytesReserved -= bytes;
+    assert(this.answerBytesReserved >= 0, 'journal answer reservations went negative');
   }
 
   /** @internal */
@@ -440,8 +456,15 @@ class JournalConnection {
     );
   }
 
-  /** Reserves answer bytes for a request whose answer may be large (see Ticket). */
+  /**
+   * Reserves answer bytes for a request whose answer may be large (see Ticket), or refuses it as
+   * retryable when the node as a whole is sending too much.
+   */
   private reserve(ticket: Ticket, bytes: number): void {
+    if (!this.server.reserveAnswer(bytes))
+      throw new UnavailableError(
+        `Node "${this.server.config.name}" is already sending ${journalServerAnswerBytesMax} bytes of journal reads; retry`,
+      );
     ticket.answerReserveBytes += bytes;
     this.bytesInFlight += bytes;
   }
@@ -530,6 +553,7 @@ class JournalConnection {
     this.bytesInFlight += extra;
     const release = (): void => {
       this.bytesInFlight -= extra + (ticket === undefined ? 0 : ticket.requestBytes + ticket.answerReserveBytes);
+      if (ticket !== undefined) this.server.releaseAnswer(ticket.answerReserveBytes);
       if (ticket !== undefined) this.requestsInFlight -= 1;
       assert(this.bytesInFlight >= 0 && this.requestsInFlight >= 0, 'journal in-flight accounting went negative');
       this.server.onRequestDone();
