@@ -59,6 +59,8 @@ export interface TargetRecord {
   readonly zone: string;
   /** host:port of a storage node. */
   readonly address?: string;
+  /** host:port of a storage node's journal protocol; absent for S3 targets and older nodes. */
+  readonly journal?: string;
   /** S3 endpoint URL and bucket of an S3 target. Credentials are never stored in etcd. */
   readonly endpoint?: string;
   readonly bucket?: string;
@@ -74,6 +76,8 @@ export interface AliveRecord {
   readonly name: string;
   readonly zone: string;
   readonly address: string;
+  /** host:port of the node's journal protocol; absent for nodes that serve none. */
+  readonly journal?: string;
   readonly capacityBytes: number;
   readonly usedBytes: number;
   readonly pid: number;
@@ -168,6 +172,7 @@ export function decodeTarget(key: string, text: string): TargetRecord {
   const optional = <T>(name: string, check: (v: unknown) => v is T): T | undefined =>
     o[name] === undefined ? undefined : field(key, o, name, check, 'valid');
   const address = optional('address', isString);
+  const journal = optional('journal', isString);
   const endpoint = optional('endpoint', isString);
   const bucket = optional('bucket', isString);
   const region = optional('region', isString);
@@ -179,6 +184,7 @@ export function decodeTarget(key: string, text: string): TargetRecord {
     zone: field(key, o, 'zone', isString, 'a string'),
     addedAt: field(key, o, 'addedAt', isString, 'a string'),
     ...(address === undefined ? {} : { address }),
+    ...(journal === undefined ? {} : { journal }),
     ...(endpoint === undefined ? {} : { endpoint }),
     ...(bucket === undefined ? {} : { bucket }),
     ...(region === undefined ? {} : { region }),
@@ -189,10 +195,12 @@ export function decodeTarget(key: string, text: string): TargetRecord {
 
 export function decodeAlive(key: string, text: string): AliveRecord {
   const o = parse(key, text);
+  const journal = o['journal'] === undefined ? undefined : field(key, o, 'journal', isString, 'a string');
   return {
     name: field(key, o, 'name', isString, 'a string'),
     zone: field(key, o, 'zone', isString, 'a string'),
     address: field(key, o, 'address', isString, 'a string'),
+    ...(journal === undefined ? {} : { journal }),
     capacityBytes: field(key, o, 'capacityBytes', isCount, 'a byte count'),
     usedBytes: field(key, o, 'usedBytes', isCount, 'a byte count'),
     pid: field(key, o, 'pid', isCount, 'a pid'),

@@ -8,8 +8,9 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { InvalidArgumentError, checkName, errorMessage, parseSize } from '../core/index.js';
+import { journalSegmentBytesDefault, journalSegmentBytesMax, journalSegmentBytesMin } from '../journal/index.js';
 import { etcdCallTimeoutMsDefault } from '../meta/index.js';
-import { parseHostPort } from '../shard/index.js';
+import { formatHostPort, parseHostPort } from '../shard/index.js';
 
 /**
  * Time SIGTERM allows requests in flight to finish. Below Kubernetes' default 30 s grace period,
@@ -35,6 +36,16 @@ export interface DaemonConfig {
   readonly drainMs: number;
   /** Where GET /metrics is served (Prometheus text); absent: no metrics endpoint. */
   readonly metricsListen?: { readonly host: string; readonly port: number };
+  /**
+   * Where the journal protocol listens. Default: the --listen host, port + 1 (4101 -> 4102), so
+   * firewalls and hostPorts can be written down; port 0 when --listen has port 0.
+   */
+  readonly journalListenHost: string;
+  readonly journalListenPort: number;
+  /** Host clients use for the journal: the --advertise host, else the journal listen host. */
+  readonly journalAdvertiseHost: string;
+  /** Size of each new journal segment file, in bytes. */
+  readonly journalSegmentBytes: number;
 }
 
 export type ParsedDaemonArgs =
@@ -44,8 +55,9 @@ export type ParsedDaemonArgs =
 
 const usage = `cairnd --etcd URL --name NAME --zone ZONE --data-dir DIR --listen HOST:PORT [options]
 
-Cairn storage node: stores shards in DIR, serves them over HTTP on HOST:PORT, and registers
-itself in etcd (cairn/v1/targets/NAME, and cairn/v1/alive/NAME under a 5 s lease).`;
+Cairn storage node: stores shards in DIR, serves them over HTTP on HOST:PORT, keeps volumes'
+write-ahead journals in DIR/journal~ and serves them on HOST:PORT+1 (--journal-listen), and
+registers itself in etcd (cairn/v1/targets/NAME, and cairn/v1/alive/NAME under a 5 s lease).`;
 
 /** Parses and validates argv (without node and script). Throws InvalidArgumentError. */
 export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<ParsedDaemonArgs> {
@@ -72,6 +84,14 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     .option('metrics-listen', {
       type: 'string',
       describe: 'HOST:PORT serving Prometheus metrics at /metrics (default: off)',
+    })
+    .option('journal-listen', {
+      type: 'string',
+      describe: 'HOST:PORT of the journal protocol (default: the --listen host and port + 1; port 0 if --listen has 0)',
+    })
+    .option('journal-segment-size', {
+      type: 'string',
+      describe: `size of each journal segment file, preallocated (default ${journalSegmentBytesDefault / 1024 / 1024}MiB)`,
     })
     .option('drain-timeout', {
       type: 'number',
@@ -123,6 +143,14 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
       `--listen ${String(args.listen)} is not an address clients can connect to: add --advertise HOST:PORT`,
     );
   }
+  const journal = journalListenOf(args['journal-listen'] as string | undefined, listenHost, listenPort);
+  const advertisedHost =
+    advertiseText === undefined ? undefined : parseHostPort(advertiseText, '--advertise address').host;
+  const journalAdvertiseHost = advertisedHost ?? journal.host;
+  if (journalAdvertiseHost === '0.0.0.0' || journalAdvertiseHost === '::')
+    throw new InvalidArgumentError(
+      `--journal-listen ${formatHostPort(journal.host, journal.port)} is not an address clients can connect to: add --advertise HOST:PORT (its host is used for the journal too)`,
+    );
   const config: DaemonConfig = {
     etcdEndpoints,
     etcdTimeoutMs,
@@ -132,6 +160,10 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     listenHost,
     listenPort,
     drainMs,
+    journalListenHost: journal.host,
+    journalListenPort: journal.port,
+    journalAdvertiseHost,
+    journalSegmentBytes: checkSegmentSize(args['journal-segment-size'] as string | undefined),
     ...(advertiseText === undefined ? {} : { advertise: advertiseText }),
     ...(args.capacity === undefined ? {} : { capacityBytes: checkCapacity(String(args.capacity)) }),
     ...(args['metrics-listen'] === undefined
@@ -140,6 +172,31 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     ...secretOf(args['auth-secret-file'] as string | undefined, env),
   };
   return { kind: 'run', config };
+}
+
+/** --journal-listen, or its default: the shard API's host and port + 1 (0 stays 0). */
+function journalListenOf(
+  text: string | undefined,
+  listenHost: string,
+  listenPort: number,
+): { host: string; port: number } {
+  if (text !== undefined) return parseHostPort(text, '--journal-listen address');
+  if (listenPort === 0) return { host: listenHost, port: 0 };
+  if (listenPort === 65535)
+    throw new InvalidArgumentError(
+      '--listen uses port 65535, so the journal has no default port (port + 1): add --journal-listen HOST:PORT',
+    );
+  return { host: listenHost, port: listenPort + 1 };
+}
+
+function checkSegmentSize(text: string | undefined): number {
+  if (text === undefined) return journalSegmentBytesDefault;
+  const bytes = parseSize(text, '--journal-segment-size');
+  if (bytes < journalSegmentBytesMin || bytes > journalSegmentBytesMax)
+    throw new InvalidArgumentError(
+      `Invalid --journal-segment-size "${text}": must be from ${journalSegmentBytesMin} bytes (one largest record) to ${journalSegmentBytesMax / 1024 / 1024}MiB`,
+    );
+  return bytes;
 }
 
 function checkEndpoint(text: string): string {

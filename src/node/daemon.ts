@@ -1,7 +1,8 @@
 /**
- * cairnd's life: open the shard directory, serve the shard API, register in etcd, print one
- * ready line; on SIGTERM or SIGINT stop accepting, let requests in flight finish (bounded),
- * revoke the lease so the node shows down at once, and return exit code 0. A second signal
+ * cairnd's life: open the shard directory and the journal (`<data dir>/journal~`), serve the
+ * shard API and the journal protocol (src/node/journal_server.ts, on its own port), register both
+ * addresses in etcd, print one ready line; on SIGTERM or SIGINT stop accepting, let requests in
+ * flight finish (bounded), revoke the lease so the node shows down at once, and return exit code 0. A second signal
  * during that ends the process at once (exit 1). Logs are JSON lines on stderr (src/metrics/log.ts);
  * with --metrics-listen it also serves Prometheus metrics on that address (docs/metrics.md).
  *
@@ -13,10 +14,13 @@
  * What it leaves out: tiering to S3, scrub and repair (they will run beside this, not in it).
  */
 import { Etcd3 } from 'etcd3';
+import { join } from 'node:path';
 import { errorMessage } from '../core/index.js';
 import { createLogger, createNodeMetrics, serveMetrics, type MetricsServer } from '../metrics/index.js';
-import { FileShardStore } from '../shard/index.js';
+import { FileShardStore, formatHostPort } from '../shard/index.js';
 import type { DaemonConfig } from './args.js';
+import { JournalServer } from './journal_server.js';
+import { JournalStore, journalDirName } from './journal_store.js';
 import { NodeRegistration } from './registration.js';
 import { ShardServer } from './server.js';
 
@@ -67,17 +71,33 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     ...(config.authSecret === undefined ? {} : { authSecret: config.authSecret }),
     ...(metrics === undefined ? {} : { onRequestDone: (done) => metrics.requestDone(done) }),
   });
+  const journalStore = await JournalStore.open(join(config.dataDir, journalDirName), {
+    description: `node "${config.name}"`,
+    segmentBytes: config.journalSegmentBytes,
+    log,
+  });
+  const journalServer = new JournalServer({
+    store: journalStore,
+    name: config.name,
+    zone: config.zone,
+    log,
+    ...(config.authSecret === undefined ? {} : { authSecret: config.authSecret }),
+  });
   const bound = await server.listen(config.listenHost, config.listenPort);
   let metricsServer: MetricsServer | undefined;
-  if (metrics !== undefined && config.metricsListen !== undefined) {
-    try {
+  let journalBound: { port: number };
+  try {
+    journalBound = await journalServer.listen(config.journalListenHost, config.journalListenPort);
+    if (metrics !== undefined && config.metricsListen !== undefined)
       metricsServer = await serveMetrics(metrics, { ...config.metricsListen, log });
-    } catch (err) {
-      await server.close(0);
-      throw err;
-    }
+  } catch (err) {
+    await server.close(0);
+    await journalServer.close(0);
+    await journalStore.close();
+    throw err;
   }
   const address = config.advertise ?? bound.address;
+  const journalAddress = formatHostPort(config.journalAdvertiseHost, journalBound.port);
   const etcd = new Etcd3({ hosts: [...config.etcdEndpoints], dialTimeout: config.etcdTimeoutMs });
   const registration = new NodeRegistration({
     etcd,
@@ -86,6 +106,7 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     name: config.name,
     zone: config.zone,
     address,
+    journal: journalAddress,
     usage: () => store.usage(),
     log,
   });
@@ -97,13 +118,15 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     first = await Promise.race([started, stopRequested]);
   } catch (err) {
     await server.close(0);
+    await journalServer.close(0);
+    await journalStore.close();
     await metricsServer?.close();
     await registration.stop().catch(() => undefined);
     etcd.close();
     throw err;
   }
   if (first === 'started') {
-    io.out(`cairnd ${config.name} zone ${config.zone} serving on ${address}`);
+    io.out(`cairnd ${config.name} zone ${config.zone} serving on ${address}, journal on ${journalAddress}`);
     if (metricsServer !== undefined)
       logger.info(`metrics on http://${metricsServer.address}/metrics`, { metrics: metricsServer.address });
     first = await stopRequested;
@@ -111,13 +134,16 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
 
   log(`${first}: stopping (waiting up to ${config.drainMs} ms for requests in flight)`);
   // Revoke while draining: clients should stop choosing this node as soon as it stops accepting.
-  const [cut] = await Promise.all([
+  const [cut, journalCut] = await Promise.all([
     server.close(config.drainMs),
+    journalServer.close(config.drainMs),
     registration
       .stop()
       .catch((err: unknown) => log(`cannot revoke the lease; the alive key expires with it: ${errorMessage(err)}`)),
   ]);
   if (cut > 0) log(`cut off ${cut} requests still running after ${config.drainMs} ms`);
+  if (journalCut > 0) log(`cut off ${journalCut} journal requests still running after ${config.drainMs} ms`);
+  await journalStore.close();
   await metricsServer?.close();
   etcd.close();
   process.off('SIGTERM', handler);

@@ -48,6 +48,8 @@ export interface RegistrationOptions {
   readonly zone: string;
   /** host:port where the shard API listens. */
   readonly address: string;
+  /** host:port where the journal protocol listens (written as `journal` in both records). */
+  readonly journal?: string;
   readonly usage: () => Promise<StoreUsage>;
   readonly log: (line: string) => void;
 }
@@ -114,7 +116,7 @@ export class NodeRegistration {
 
   /** Creates or updates `targets/<name>`, refusing another zone or kind. */
   private async writeTarget(capacityBytes: number): Promise<void> {
-    const { etcd, name, zone, address } = this.options;
+    const { etcd, name, zone, address, journal } = this.options;
     const key = targetKey(name);
     for (let attempt = 1; attempt <= targetWriteAttemptsMax; attempt++) {
       const found = await this.call(etcd.get(key).exec(), `read ${key}`);
@@ -126,6 +128,7 @@ export class NodeRegistration {
           kind: 'node',
           zone,
           address,
+          ...(journal === undefined ? {} : { journal }),
           capacityBytes,
           addedAt: new Date().toISOString(),
         };
@@ -142,8 +145,9 @@ export class NodeRegistration {
             `Cannot start node "${name}" in zone "${zone}": it is registered in zone "${old.zone}" (${key}); start it with --zone ${old.zone}, or remove the target first`,
           );
         }
-        if (old.address === address && old.capacityBytes === capacityBytes) return;
-        const record: TargetRecord = { ...old, address, capacityBytes };
+        if (old.address === address && old.journal === journal && old.capacityBytes === capacityBytes) return;
+        const { journal: _oldJournal, ...rest } = old;
+        const record: TargetRecord = { ...rest, address, ...(journal === undefined ? {} : { journal }), capacityBytes };
         txn = etcd.if(key, 'Mod', '==', kv.mod_revision).then(etcd.put(key).value(JSON.stringify(record)));
       }
       if ((await this.call(txn.commit(), `write ${key}`)).succeeded) return;
@@ -155,11 +159,12 @@ export class NodeRegistration {
   }
 
   private aliveRecord(usage: StoreUsage): AliveRecord {
-    const { name, zone, address } = this.options;
+    const { name, zone, address, journal } = this.options;
     return {
       name,
       zone,
       address,
+      ...(journal === undefined ? {} : { journal }),
       capacityBytes: usage.capacityBytes,
       usedBytes: usage.usedBytes,
       pid: process.pid,

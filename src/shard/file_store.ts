@@ -9,7 +9,9 @@
  *   file (rename() would silently replace a winner). The directory is fsynced before put()
  *   resolves. On any failure the temp file is removed: nothing partial is left behind.
  * - Temp names contain '~', a character keys may not hold, so a temp file can never be mistaken
- *   for a shard, and open() removes the temp files a crash left behind.
+ *   for a shard, and open() removes the temp files a crash left behind. Directories whose name
+ *   holds '~' are not the store's either (cairnd keeps its journal in `journal~`): list() and
+ *   the usage scan skip them.
  * - Every byte get() returns has passed its block's CRC-32; a range read is one pread of the
  *   blocks it touches.
  * - usedBytes is the sum of shard file sizes: scanned once at open(), then tracked per put/delete.
@@ -391,7 +393,7 @@ export class FileShardStore implements ShardStore {
       throw err;
     }
     const items = entries
-      .filter((e) => (e.isFile() && !e.name.includes('~')) || e.isDirectory())
+      .filter((e) => (e.isFile() || e.isDirectory()) && !e.name.includes('~'))
       .map((e) => ({ key: relDir === '' ? e.name : `${relDir}/${e.name}`, isDir: e.isDirectory() }))
       .map((e) => ({ ...e, sortKey: e.isDir ? `${e.key}/` : e.key }))
       .sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
@@ -493,8 +495,9 @@ async function scan(root: string): Promise<number> {
   for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
     for (const entry of await readdir(dir, { withFileTypes: true })) {
       const path = join(dir, entry.name);
-      if (entry.isDirectory()) pending.push(path);
-      else if (entry.isFile() && entry.name.includes('~')) await unlink(path).catch(() => undefined);
+      if (entry.isDirectory()) {
+        if (!entry.name.includes('~')) pending.push(path);
+      } else if (entry.isFile() && entry.name.includes('~')) await unlink(path).catch(() => undefined);
       else if (entry.isFile()) usedBytes += (await lstat(path)).size;
     }
   }

@@ -7,3 +7,4 @@ export { FileShardStore, keySegmentCharsMax } from './file_store.js';
 export type { FileShardStoreOptions, FramedRead, StoreUsage } from './file_store.js';
 export * from './node_store.js';
 export * from './s3_store.js';
+export * from './journal_client.js';

@@ -21,6 +21,12 @@ export interface CairndOptions {
   readonly dataDir?: string;
   /** Default: a free port. Pass the old port to restart a node where clients expect it. */
   readonly port?: number;
+  /**
+   * Port of the journal protocol. Default: another free port (not the shard port + 1, which a
+   * busy machine may have given to someone else). Pass the old one to restart a node in place.
+   * Ignored when extraArgs has --journal-listen.
+   */
+  readonly journalPort?: number;
   readonly extraArgs?: readonly string[];
   readonly env?: NodeJS.ProcessEnv;
   readonly startDeadlineMs?: number;
@@ -32,6 +38,9 @@ export interface CairndHandle {
   /** host:port of the shard API. */
   readonly address: string;
   readonly port: number;
+  /** host:port of the journal protocol, from the ready line. */
+  readonly journalAddress: string;
+  readonly journalPort: number;
   readonly pid: number;
   readonly dataDir: string;
   readonly process: ChildProcess;
@@ -48,6 +57,8 @@ export async function startCairnd(options: CairndOptions): Promise<CairndHandle>
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), `cairnd-${options.name}-`));
   const port = options.port ?? (await freePort());
+  const ownJournal = !(options.extraArgs ?? []).includes('--journal-listen');
+  const journalPort = ownJournal ? (options.journalPort ?? (await freePort())) : 0;
   const args = [
     cairndPath,
     ...(options.etcd === undefined ? [] : ['--etcd', options.etcd]),
@@ -59,6 +70,7 @@ export async function startCairnd(options: CairndOptions): Promise<CairndHandle>
     dataDir,
     '--listen',
     `127.0.0.1:${port}`,
+    ...(ownJournal ? ['--journal-listen', `127.0.0.1:${journalPort}`] : []),
     ...(options.extraArgs ?? []),
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
@@ -71,6 +83,7 @@ export async function startCairnd(options: CairndOptions): Promise<CairndHandle>
   const exitCode = done.then(() => child.exitCode ?? child.signalCode ?? -1);
   const address = `127.0.0.1:${port}`;
   const deadlineMs = options.startDeadlineMs ?? 20_000;
+  let journalAddress = '';
   const ready = new Promise<void>((resolveReady, reject) => {
     const timer = setTimeout(
       () =>
@@ -81,7 +94,9 @@ export async function startCairnd(options: CairndOptions): Promise<CairndHandle>
     );
     child.stdout?.on('data', (chunk: Buffer) => {
       stdout += chunk.toString();
-      if (stdout.includes(`serving on ${address}`)) {
+      const line = new RegExp(`serving on ${address.replace(/\./g, '\\.')}, journal on (\\S+)\\n`).exec(stdout);
+      if (line !== null) {
+        journalAddress = line[1]!;
         clearTimeout(timer);
         resolveReady();
       }
@@ -100,6 +115,12 @@ export async function startCairnd(options: CairndOptions): Promise<CairndHandle>
     zone: options.zone,
     address,
     port,
+    get journalAddress() {
+      return journalAddress;
+    },
+    get journalPort() {
+      return Number(journalAddress.slice(journalAddress.lastIndexOf(':') + 1));
+    },
     pid: child.pid ?? -1,
     dataDir,
     process: child,

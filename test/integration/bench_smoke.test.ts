@@ -60,6 +60,38 @@ describe('benchmarks at tiny size', () => {
     expect(run.stderr).to.contain('Unknown implementation "quantum"');
   });
 
+  it('scripts/bench/journal_bench.mjs measures journal appends at QD1 and QD32 next to local fdatasync', async () => {
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(
+        process.execPath,
+        ['scripts/bench/journal_bench.mjs', '--count', '20'],
+        { cwd: repoRoot, timeout: 60_000 },
+        (err, out, errOut) => (err ? reject(new Error(`${err.message}: ${errOut}`)) : resolve(out)),
+      );
+    });
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Row);
+    expect(lines.map((l) => `${l['impl'] ?? l.summary} ${l['qd'] ?? ''}`)).to.deep.equal([
+      'cairnd 1',
+      'local-fdatasync 1',
+      'cairnd 32',
+      'local-fdatasync 32',
+      'journal ',
+    ]);
+    for (const row of lines.slice(0, 4)) {
+      expect(row).to.include({ bench: 'journal-append-4k', count: 20, recordBytes: 4168 });
+      expect(row['iops'], String(row['impl'])).to.be.a('number').above(0);
+      expect(row['p99Ms'])
+        .to.be.a('number')
+        .at.least(row['p50Ms'] as number);
+    }
+    expect(lines[2]!['appendsPerFsync']).to.be.a('number').at.least(1);
+    expect(lines[4]!['qd1IopsOverPeer']).to.be.a('number').above(0);
+    expect(lines[4]!['qd32IopsOverPeer']).to.be.a('number').above(0);
+  });
+
   it('scripts/bench/meta_bench.mjs measures volume create next to a plain etcd put', async () => {
     const stdout = await new Promise<string>((resolve, reject) => {
       execFile(

@@ -1,0 +1,578 @@
+/**
+ * The storage node's journal server: the wire protocol of src/journal/wire.ts on its own TCP
+ * port, in front of a JournalStore. Each connection is persistent; requests are pipelined and
+ * answered as each completes, in any order, matched by request id.
+ *
+ * What it keeps true:
+ * - Everything a client sends is validated here, once: frame header (magic, reserved bytes,
+ *   payload bound), op, payload fields, the record inside an APPEND (by the store). A malformed
+ *   payload in a well-formed frame gets an error answer and the connection goes on; a frame
+ *   header that cannot be trusted (the stream cannot be re-synced) gets one EPROTO answer, a log
+ *   line with the reason, and the connection is closed. Nothing a client sends can throw out of
+ *   a socket callback or stop the server serving other connections; a broken assertion (a bug)
+ *   still ends the process, loudly.
+ * - HELLO comes first: it carries the protocol version and, when the node has a shared secret,
+ *   the secret (compared in constant time, as the shard API does). Any other op before a good
+ *   HELLO is answered EAUTH and the connection closed; so is a wrong secret. A connection that
+ *   says nothing for journalHelloDeadlineMs is closed.
+ * - Bounded: request payloads (journalRequestBytesMax), bytes and requests in flight per
+ *   connection (past either the server stops reading that socket until answers go out, so a
+ *   client that never reads its answers holds a bounded amount), connections per server.
+ * - Answers go out with TCP_NODELAY: a commit waits for its answer, not for Nagle.
+ *
+ * What it leaves out: TLS (run it on a private network; the shared secret only authenticates),
+ * per-client quotas.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import {
+  AssertionError,
+  CairnError,
+  MiB,
+  StorageIoError,
+  UnavailableError,
+  assert,
+  errorMessage,
+} from '../core/index.js';
+import {
+  JournalProtocolError,
+  decodeAppendRequest,
+  decodeCreateRequest,
+  decodeFenceRequest,
+  decodeFrameHeader,
+  decodeHelloRequest,
+  decodeListRequest,
+  decodeReadRequest,
+  decodeTrimRequest,
+  encodeCountAnswer,
+  encodeErrorAnswer,
+  encodeFenceAnswer,
+  encodeFrameHeader,
+  encodeHelloAnswer,
+  encodeJsonAnswer,
+  encodeReadAnswer,
+  encodeSegmentSpace,
+  frameStatus,
+  journalConnectionBytesInFlightMax,
+  journalConnectionRequestsInFlightMax,
+  journalConnectionsMax,
+  journalFrameHeaderBytes,
+  journalHelloDeadlineMs,
+  journalOpName,
+  journalProtocolVersion,
+  journalReadBytesMax,
+  journalRecordBytesMax,
+  journalServerAnswerBytesMax,
+  journalRequestBytesMax,
+  wireErrorOf,
+  type JournalFrameHeader,
+  type JournalStats,
+} from '../journal/index.js';
+import { formatHostPort } from '../shard/index.js';
+import type { JournalStore } from './journal_store.js';
+
+/**
+ * Answer bytes a LIST reserves in its connection's budget before its answer exists (LIST answers
+ * are JSON of at most some hundreds of KiB); a READ reserves the bytes it asked for.
+ */
+const listAnswerReserveBytes = 1 * MiB;
+/** Error lines one connection may log; after that they are counted and summed up at close. */
+const connectionErrorLogLinesMax = 50;
+/** After we end a connection, a client that does not close its side is dropped after this long. */
+const closeLingerMs = 2_000;
+/** TCP keepalive probes start after this much silence: a vanished writer frees its socket. */
+const keepAliveDelayMs = 30_000;
+
+export interface JournalServerOptions {
+  readonly store: JournalStore;
+  /** The node's name and zone, sent in the HELLO answer and used in messages. */
+  readonly name: string;
+  readonly zone: string;
+  /** When set, HELLO must carry this secret. */
+  readonly authSecret?: string;
+  /** One line per notable event (without a trailing newline). */
+  readonly log: (line: string) => void;
+  readonly helloDeadlineMs?: number;
+}
+
+export class JournalServer {
+  private readonly server: Server;
+  private readonly options: JournalServerOptions;
+  private readonly secretDigest: Buffer | undefined;
+  private readonly connections = new Set<JournalConnection>();
+  private nextConnectionId = 1;
+  private badFrames = 0;
+  /** READ and LIST answer bytes reserved across connections (journalServerAnswerBytesMax). */
+  private answerBytesReserved = 0;
+  private draining = false;
+  private idle: (() => void) | undefined;
+
+  constructor(options: JournalServerOptions) {
+    this.options = options;
+    this.secretDigest = options.authSecret === undefined ? undefined : digest(options.authSecret);
+    this.server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveDelayMs }, (socket) =>
+      this.accept(socket),
+    );
+    this.server.maxConnections = journalConnectionsMax;
+  }
+
+  /** Starts listening; resolves with the bound address (port 0 picks a free port). */
+  listen(host: string, port: number): Promise<{ host: string; port: number; address: string }> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void =>
+        reject(
+          new StorageIoError(`Cannot listen for the journal on ${formatHostPort(host, port)}: ${errorMessage(err)}`, {
+            cause: err,
+          }),
+        );
+      this.server.once('error', onError);
+      this.server.listen(port, host, () => {
+        this.server.off('error', onError);
+        const bound = this.server.address() as AddressInfo;
+        resolve({ host, port: bound.port, address: formatHostPort(host, bound.port) });
+      });
+    });
+  }
+
+  /** Counters of the store and of this server. */
+  stats(): JournalStats {
+    const store = this.options.store.stats();
+    return {
+      appends: store.appends,
+      appendedBytes: store.appendedBytes,
+      fsyncs: store.fsyncs,
+      creates: store.creates,
+      fences: store.fences,
+      fencedRefusals: store.fencedRefusals,
+      reads: store.reads,
+      trims: store.trims,
+      tornTails: store.tornTails,
+      queuedBytes: store.queuedBytes,
+      connections: this.connections.size,
+      badFrames: this.badFrames,
+    };
+  }
+
+  /**
+   * Stops accepting connections; requests already received finish for up to `drainMs` (new ones
+   * are answered EUNAVAILABLE, retryable); then every connection is closed. Resolves with the
+   * number of requests cut off.
+   */
+  async close(drainMs: number): Promise<number> {
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.requestsInFlight() > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => (this.idle = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs))),
+      ]);
+      clearTimeout(timer);
+    }
+    const cut = this.requestsInFlight();
+    for (const connection of this.connections) connection.destroy();
+    await closed;
+    return cut;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private requestsInFlight(): number {
+    let n = 0;
+    for (const c of this.connections) n += c.requestsInFlight;
+    return n;
+  }
+
+  private accept(socket: Socket): void {
+    try {
+      const connection = new JournalConnection(this, socket, this.nextConnectionId++);
+      this.connections.add(connection);
+      socket.once('close', () => {
+        this.connections.delete(connection);
+        connection.closed();
+        this.onRequestDone();
+      });
+    } catch (err) {
+      if (err instanceof AssertionError) throw err;
+      this.options.log(`journal: cannot accept a connection: ${errorMessage(err)}`);
+      socket.destroy();
+    }
+  }
+
+  /** @internal for JournalConnection */
+  onRequestDone(): void {
+    if (this.draining && this.requestsInFlight() === 0) this.idle?.();
+  }
+
+  /** @internal: false when `bytes` more answer bytes would pass the node-wide bound. */
+  reserveAnswer(bytes: number): boolean {
+    if (this.answerBytesReserved > 0 && this.answerBytesReserved + bytes > journalServerAnswerBytesMax) return false;
+    this.answerBytesReserved += bytes;
+    return true;
+  }
+
+  /** @internal */
+  releaseAnswer(bytes: number): void {
+    this.answerBytesReserved -= bytes;
+    assert(this.answerBytesReserved >= 0, 'journal answer reservations went negative');
+  }
+
+  /** @internal */
+  countBadFrame(): void {
+    this.badFrames += 1;
+  }
+
+  /** @internal */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** @internal */
+  get config(): JournalServerOptions {
+    return this.options;
+  }
+
+  /** @internal: true when `given` is the node's secret (or the node has none). */
+  secretMatches(given: string): boolean {
+    if (this.secretDigest === undefined) return true;
+    return timingSafeEqual(digest(given), this.secretDigest);
+  }
+
+  /** @internal */
+  get needsSecret(): boolean {
+    return this.secretDigest !== undefined;
+  }
+}
+
+/** What an op handler returns: the answer's payload parts. */
+type Answer = readonly Uint8Array[];
+
+/**
+ * One request's share of its connection's in-flight budget: its payload, and the answer bytes it
+ * reserved before its answer existed. Both stay counted until the kernel has taken the answer.
+ */
+interface Ticket {
+  readonly requestBytes: number;
+  answerReserveBytes: number;
+}
+
+/** One client connection: the frame parser, the dispatcher, and the in-flight accounting. */
+class JournalConnection {
+  requestsInFlight = 0;
+  private bytesInFlight = 0;
+  private helloDone = false;
+  private ending = false;
+  private readonly header = new Uint8Array(journalFrameHeaderBytes);
+  private headerFill = 0;
+  private frame: { header: JournalFrameHeader; payload: Uint8Array; fill: number } | undefined;
+  /** Bytes received while the budget was spent, parsed once answers free it. */
+  private stash: Uint8Array[] = [];
+  private paused = false;
+  private errorLines = 0;
+  private errorsUnlogged = 0;
+  private readonly helloTimer: NodeJS.Timeout;
+  private readonly peer: string;
+  private clientName = '';
+
+  constructor(
+    private readonly server: JournalServer,
+    private readonly socket: Socket,
+    private readonly id: number,
+  ) {
+    this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.guard(() => this.onData(chunk)));
+    socket.on('error', (err) => this.guard(() => this.note(`socket error: ${errorMessage(err)}`)));
+    this.helloTimer = setTimeout(
+      () =>
+        this.guard(() =>
+          this.fatal(`no HELLO within ${this.server.config.helloDeadlineMs ?? journalHelloDeadlineMs} ms`),
+        ),
+      this.server.config.helloDeadlineMs ?? journalHelloDeadlineMs,
+    );
+    this.helloTimer.unref();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  closed(): void {
+    clearTimeout(this.helloTimer);
+    if (this.errorsUnlogged > 0)
+      this.server.config.log(
+        `journal connection ${this.id} from ${this.peer}: ${this.errorsUnlogged} more errors not logged`,
+      );
+  }
+
+  /** Runs a socket callback: a bug ends the process loudly; anything else closes this connection only. */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      if (err instanceof AssertionError) {
+        this.server.config.log(`BUG in journal connection ${this.id}: ${err.stack ?? err.message}`);
+        process.nextTick(() => {
+          throw err;
+        });
+        return;
+      }
+      this.server.config.log(`journal connection ${this.id} from ${this.peer}: ${errorMessage(err)}; closing it`);
+      this.socket.destroy();
+    }
+  }
+
+  private note(line: string): void {
+    if (this.errorLines >= connectionErrorLogLinesMax) {
+      this.errorsUnlogged += 1;
+      return;
+    }
+    this.errorLines += 1;
+    const who = this.clientName === '' ? this.peer : `${this.peer} (${this.clientName})`;
+    this.server.config.log(`journal connection ${this.id} from ${who}: ${line}`);
+  }
+
+  private onData(chunk: Uint8Array): void {
+    if (this.ending) return; // after a fatal frame: discard
+    if (this.paused) {
+      this.stash.push(chunk);
+      return;
+    }
+    this.parse(chunk);
+  }
+
+  private overBudget(): boolean {
+    return (
+      this.requestsInFlight > 0 &&
+      (this.bytesInFlight >= journalConnectionBytesInFlightMax ||
+        this.requestsInFlight >= journalConnectionRequestsInFlightMax)
+    );
+  }
+
+  /** Parses frames out of `chunk`; stops (stashing the rest) when the in-flight budget is spent. */
+  private parse(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.length && !this.ending) {
+      if (this.frame === undefined) {
+        if (this.headerFill === 0 && this.overBudget()) {
+          this.stash.push(chunk.subarray(at));
+          this.pause();
+          return;
+        }
+        const n = Math.min(journalFrameHeaderBytes - this.headerFill, chunk.length - at);
+        this.header.set(chunk.subarray(at, at + n), this.headerFill);
+        this.headerFill += n;
+        at += n;
+        if (this.headerFill < journalFrameHeaderBytes) return;
+        this.headerFill = 0;
+        const decoded = decodeFrameHeader(this.header, journalRequestBytesMax);
+        if ('problem' in decoded) return this.fatal(decoded.problem, decoded.requestId);
+        if (decoded.header.status !== frameStatus.request)
+          return this.fatal('a frame with an answer status sent to the server', decoded.header.requestId);
+        this.bytesInFlight += decoded.header.payloadBytes;
+        this.frame = { header: decoded.header, payload: new Uint8Array(decoded.header.payloadBytes), fill: 0 };
+      }
+      const frame = this.frame;
+      const n = Math.min(frame.payload.length - frame.fill, chunk.length - at);
+      frame.payload.set(chunk.subarray(at, at + n), frame.fill);
+      frame.fill += n;
+      at += n;
+      if (frame.fill === frame.payload.length) {
+        this.frame = undefined;
+        this.dispatch(frame.header, frame.payload);
+      }
+    }
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || this.overBudget() || this.ending) return;
+    this.paused = false;
+    const stash = this.stash;
+    this.stash = [];
+    for (let i = 0; i < stash.length; i++) {
+      if (this.paused) {
+        this.stash.push(...stash.slice(i));
+        return;
+      }
+      this.parse(stash[i]!);
+    }
+    if (!this.paused) this.socket.resume();
+  }
+
+  /**
+   * The frame header cannot be trusted, so the stream cannot be followed further: answer once
+   * (EPROTO, naming the request when its id was readable), log why, and close.
+   */
+  private fatal(reason: string, requestId = 0): void {
+    if (this.ending) return;
+    this.server.countBadFrame();
+    this.note(`closing: ${reason}`);
+    const answer = encodeErrorAnswer(
+      wireErrorOf(new JournalProtocolError(`Journal protocol error: ${reason}; closing the connection`)),
+    );
+    this.send({ op: 0, status: frameStatus.error, requestId }, answer, undefined);
+    this.end();
+  }
+
+  private end(): void {
+    if (this.ending) return;
+    this.ending = true;
+    this.stash = [];
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), closeLingerMs).unref();
+  }
+
+  private dispatch(header: JournalFrameHeader, payload: Uint8Array): void {
+    this.requestsInFlight += 1;
+    const op = journalOpName(header.op);
+    const ticket: Ticket = { requestBytes: payload.length, answerReserveBytes: 0 };
+    // handle() runs synchronously up to its first await, so a reservation it makes counts before
+    // parse() looks at the budget for the next frame.
+    void this.handle(header, op, payload, ticket).then(
+      (answer) => this.send({ ...header, status: frameStatus.ok }, answer, ticket),
+      (err: unknown) => {
+        if (err instanceof AssertionError) {
+          this.server.config.log(`BUG in journal ${op ?? header.op}: ${err.stack ?? err.message}`);
+          process.nextTick(() => {
+            throw err;
+          });
+          return;
+        }
+        const wire = wireErrorOf(err);
+        if (wire.code === 'EINVAL' || wire.code === 'EPROTO') this.server.countBadFrame();
+        if (wire.code !== 'EFENCED' || this.errorLines === 0)
+          this.note(
+            `${(op ?? `op ${header.op}`).toUpperCase()} request ${header.requestId} -> ${wire.code}: ${wire.message}`,
+          );
+        this.send({ ...header, status: frameStatus.error }, encodeErrorAnswer(wire), ticket);
+        if (wire.code === 'EAUTH' || (op === 'hello' && !this.helloDone)) this.end();
+      },
+    );
+  }
+
+  /**
+   * Reserves answer bytes for a request whose answer may be large (see Ticket), or refuses it as
+   * retryable when the node as a whole is sending too much.
+   */
+  private reserve(ticket: Ticket, bytes: number): void {
+    if (!this.server.reserveAnswer(bytes))
+      throw new UnavailableError(
+        `Node "${this.server.config.name}" is already sending ${journalServerAnswerBytesMax} bytes of journal reads; retry`,
+      );
+    ticket.answerReserveBytes += bytes;
+    this.bytesInFlight += bytes;
+  }
+
+  private async handle(
+    header: JournalFrameHeader,
+    op: string | undefined,
+    payload: Uint8Array,
+    ticket: Ticket,
+  ): Promise<Answer> {
+    const { store, name, zone } = this.server.config;
+    if (op !== 'hello' && !this.helloDone)
+      throw new CairnError(
+        'EAUTH',
+        `Node "${name}" refused ${op?.toUpperCase() ?? `op ${header.op}`}: say HELLO first`,
+      );
+    if (op === undefined) throw new JournalProtocolError(`Journal op ${header.op} does not exist on node "${name}"`);
+    if (this.server.isDraining)
+      throw new UnavailableError(`Node "${name}" is shutting down its journal; retry elsewhere`);
+    switch (op) {
+      case 'hello': {
+        const hello = decodeHelloRequest(payload);
+        if (this.helloDone) throw new JournalProtocolError(`Node "${name}": HELLO was already said on this connection`);
+        if (hello.protocolVersion !== journalProtocolVersion)
+          throw new JournalProtocolError(
+            `Node "${name}" speaks journal protocol ${journalProtocolVersion}, the client ${hello.protocolVersion}`,
+          );
+        if (!this.server.secretMatches(hello.secret))
+          throw new CairnError(
+            'EAUTH',
+            `Node "${name}" refused the journal connection: ${hello.secret === '' ? 'no' : 'wrong'} shared secret`,
+          );
+        this.helloDone = true;
+        this.clientName = hello.clientName.replace(/[^\x20-\x7e]/g, '?');
+        clearTimeout(this.helloTimer);
+        return encodeHelloAnswer({
+          protocolVersion: journalProtocolVersion,
+          node: name,
+          zone,
+          segmentBytes: store.segmentBytes,
+          recordBytesMax: journalRecordBytesMax,
+          readBytesMax: journalReadBytesMax,
+        });
+      }
+      case 'create':
+        return encodeSegmentSpace(await store.create(decodeCreateRequest(payload)));
+      case 'append':
+        return encodeSegmentSpace(await store.append(decodeAppendRequest(payload)));
+      case 'fence': {
+        const req = decodeFenceRequest(payload);
+        return encodeFenceAnswer(await store.fence(req.volume, req.epoch));
+      }
+      case 'read': {
+        const req = decodeReadRequest(payload);
+        this.reserve(ticket, Math.min(req.maxBytes, journalReadBytesMax));
+        return encodeReadAnswer(await store.read(req));
+      }
+      case 'trim':
+        return encodeCountAnswer(await store.trim(decodeTrimRequest(payload)));
+      case 'list': {
+        const volume = decodeListRequest(payload);
+        this.reserve(ticket, listAnswerReserveBytes);
+        return encodeJsonAnswer(await store.list(volume));
+      }
+      case 'stats':
+        if (payload.length !== 0) throw new JournalProtocolError('Malformed STATS request: it has no payload');
+        return encodeJsonAnswer(this.server.stats());
+      default:
+        assert(false, `op ${op} has no handler`);
+    }
+  }
+
+  /**
+   * Writes one answer frame. `ticket` is the request it answers (undefined for the answer to a
+   * frame that was never dispatched): the request and its answer stay counted in flight until
+   * the kernel has taken the answer.
+   */
+  private send(
+    frame: { readonly op: number; readonly status: number; readonly requestId: number },
+    answer: Answer,
+    ticket: Ticket | undefined,
+  ): void {
+    const payloadBytes = answer.reduce((sum, part) => sum + part.length, 0);
+    // What the answer takes beyond what the request reserved for it.
+    const extra = Math.max(0, payloadBytes - (ticket?.answerReserveBytes ?? 0));
+    this.bytesInFlight += extra;
+    const release = (): void => {
+      this.bytesInFlight -= extra + (ticket === undefined ? 0 : ticket.requestBytes + ticket.answerReserveBytes);
+      if (ticket !== undefined) this.server.releaseAnswer(ticket.answerReserveBytes);
+      if (ticket !== undefined) this.requestsInFlight -= 1;
+      assert(this.bytesInFlight >= 0 && this.requestsInFlight >= 0, 'journal in-flight accounting went negative');
+      this.server.onRequestDone();
+      this.maybeResume();
+    };
+    if (this.socket.destroyed || !this.socket.writable) {
+      release();
+      return;
+    }
+    const parts = [encodeFrameHeader({ ...frame, payloadBytes }), ...answer.filter((p) => p.length > 0)];
+    this.socket.cork();
+    parts.forEach((part, i) => {
+      if (i < parts.length - 1) this.socket.write(part);
+      else this.socket.write(part, () => release());
+    });
+    this.socket.uncork();
+  }
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}

@@ -1,0 +1,59 @@
+import { expect } from 'chai';
+import { InvalidArgumentError } from '../../../src/core/index.js';
+import { journalSegmentBytesDefault } from '../../../src/journal/index.js';
+import { parseDaemonArgs, type DaemonConfig } from '../../../src/node/index.js';
+
+const base = ['--etcd', 'http://127.0.0.1:2379', '--name', 'n', '--zone', 'a', '--data-dir', '/d'];
+
+async function configOf(...args: string[]): Promise<DaemonConfig> {
+  const parsed = await parseDaemonArgs([...base, ...args], {});
+  if (parsed.kind !== 'run') throw new Error('expected a run config');
+  return parsed.config;
+}
+
+async function refusal(...args: string[]): Promise<string> {
+  try {
+    await parseDaemonArgs([...base, ...args], {});
+  } catch (err) {
+    expect(err).to.be.instanceOf(InvalidArgumentError);
+    return (err as Error).message;
+  }
+  throw new Error('expected the arguments to be refused');
+}
+
+describe('cairnd --journal-listen and --journal-segment-size', () => {
+  it('defaults the journal to the shard port + 1 on the same host, and to port 0 when the shard port is 0', async () => {
+    expect(await configOf('--listen', '127.0.0.1:4101')).to.include({
+      journalListenHost: '127.0.0.1',
+      journalListenPort: 4102,
+      journalAdvertiseHost: '127.0.0.1',
+      journalSegmentBytes: journalSegmentBytesDefault,
+    });
+    expect(await configOf('--listen', '127.0.0.1:0')).to.include({ journalListenPort: 0 });
+  });
+
+  it('takes an explicit address, and advertises the --advertise host for it', async () => {
+    expect(await configOf('--listen', '127.0.0.1:4101', '--journal-listen', '127.0.0.1:9000')).to.include({
+      journalListenPort: 9000,
+    });
+    expect(await configOf('--listen', '0.0.0.0:4101', '--advertise', '10.0.0.5:4101')).to.include({
+      journalListenHost: '0.0.0.0',
+      journalListenPort: 4102,
+      journalAdvertiseHost: '10.0.0.5',
+    });
+  });
+
+  it('refuses what clients could not use, with the reason', async () => {
+    expect(await refusal('--listen', '127.0.0.1:65535')).to.match(/add --journal-listen/);
+    expect(await refusal('--listen', '127.0.0.1:1', '--journal-listen', 'nowhere')).to.match(
+      /Invalid --journal-listen address "nowhere"/,
+    );
+    expect(await refusal('--listen', '127.0.0.1:1', '--journal-listen', '0.0.0.0:9')).to.match(/add --advertise/);
+    expect(await refusal('--listen', '127.0.0.1:1', '--journal-segment-size', '1MiB')).to.match(
+      /Invalid --journal-segment-size "1MiB"/,
+    );
+    expect(await configOf('--listen', '127.0.0.1:1', '--journal-segment-size', '32MiB')).to.include({
+      journalSegmentBytes: 32 * 1024 * 1024,
+    });
+  });
+});
