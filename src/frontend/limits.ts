@@ -3,6 +3,7 @@
  * its defaults from here, so a default lives in one place.
  */
 import { assert } from '../core/index.js';
+import { journalRecordBytesMax } from '../journal/index.js';
 import { lockTtlSecondsDefault } from '../meta/index.js';
 
 /** How often targets and topology are re-read from etcd. */
@@ -20,6 +21,13 @@ export const detachLingerMs = 1_500;
 export const refusedTargetAvoidMs = 30_000;
 /** How long an attach waits for another frontend's lock: its lease TTL (10 s) and some margin. */
 export const lockWaitMsDefault = 12_000;
+/**
+ * A journal segment with less room than this left after an append is rotated at once: the next
+ * record (up to journalRecordBytesMax) may not fit, and a full segment would fail a FLUSH.
+ */
+export const journalRotateBytesLeftMin = journalRecordBytesMax;
+/** Folds within this long of each other share one etcd write of the journal layout. */
+export const journalTrimDelayMs = 200;
 /** How often a waiting attach asks for the lock again. */
 export const lockPollMs = 250;
 

@@ -37,6 +37,7 @@ import {
   NotFoundError,
   VolumeLockedError,
   decodeExtent,
+  journalReplicasOf,
   keys,
   type EtcdMeta,
   type VolumeLock,
@@ -46,6 +47,7 @@ import type { Topology } from '../placement/index.js';
 import { VolumeEngine } from '../volume/index.js';
 import { assessExtentMap, livenessOf, type ExtentMapHealth, type SecretSource } from '../api/index.js';
 import { EtcdExtentMap } from './extent_map.js';
+import { JournalUnavailableError, VolumeJournal, type ReplayedRecord } from './journal.js';
 import { LivePlacer } from './live_placer.js';
 import { LiveTargets } from './live_targets.js';
 import { detachLingerMs, lockPollMs, lockWaitMsDefault, topologyRefreshMs } from './limits.js';
@@ -76,6 +78,7 @@ interface OpenVolume {
   readonly cache: WriteBackCache;
   readonly engine: VolumeEngine;
   readonly lock: VolumeLock | undefined;
+  readonly journal: VolumeJournal | undefined;
   readonly stopRefresh: () => void;
   handles: number;
   /** Cancels the pending detach after the last connection closed, if one is pending. */
@@ -193,6 +196,7 @@ export class VolumeFrontend implements ExportProvider {
           })
       : undefined;
     const lock = readOnly ? undefined : await this.acquireWaiting(name);
+    let opened: VolumeJournal | undefined;
     try {
       if (readOnly) await this.refuseLiveWriter(name);
       const map = new EtcdExtentMap(meta, record, lock);
@@ -213,9 +217,39 @@ export class VolumeFrontend implements ExportProvider {
         ...(record.durableShardsMin === undefined ? {} : { durableShardsMin: record.durableShardsMin }),
         log: this.log,
       });
+      // The journal: fence the old writer at the nodes, read what it left, start a segment.
+      const replayed: ReplayedRecord[] = [];
+      const journal =
+        lock === undefined || journalReplicasOf(record) === 0
+          ? undefined
+          : await VolumeJournal.open(
+              {
+                meta,
+                volume: record,
+                lock,
+                replicas: journalReplicasOf(record),
+                secrets: this.options.secrets,
+                clock: this.clock,
+                log: this.log,
+              },
+              (r) => replayed.push(r),
+            ).then(
+              (j) => (opened = j),
+              (err: unknown) => {
+                // Too few journal nodes (an S3-only cluster, say) and no journal left to replay:
+                // run without one, as a volume with --journal-replicas 0 does.
+                if (err instanceof JournalUnavailableError) {
+                  this.log(`volume ${name}: journal off: ${errorMessage(err)}`);
+                  return undefined;
+                }
+                throw err;
+              },
+            );
       const cache = new WriteBackCache(
         {
           geometry: engine.geometry,
+          publishedLsn: (e) => engine.record(e)?.journalLsn,
+          ...(journal === undefined ? {} : { journal }),
           isHole: (e) => engine.isHole(e),
           versionOf: (e) => engine.versionOf(e),
           readRange: (e, o, l) => engine.readRange(e, o, l),
@@ -233,6 +267,13 @@ export class VolumeFrontend implements ExportProvider {
         },
         { ...this.options.cache, readOnly, log: (line) => this.log(`volume ${name}: ${line}`) },
       );
+      if (journal !== undefined) {
+        let bytes = 0;
+        for (const r of replayed) bytes += cache.replayed(r.lsn, r.writes);
+        journal.foldAll = () => cache.foldAll();
+        if (replayed.length > 0)
+          this.log(`volume ${name}: replayed ${replayed.length} journal records (${bytes} bytes not yet folded)`);
+      }
       markStale = (err) => cache.markStale(err);
       if (staleBeforeCache !== undefined) cache.markStale(staleBeforeCache);
       // Repair publishes moved shards of a generation this engine holds; follow it.
@@ -266,6 +307,7 @@ export class VolumeFrontend implements ExportProvider {
         cache,
         engine,
         lock,
+        journal,
         stopRefresh: () => {
           stopTimer();
           void watcher?.cancel();
@@ -276,6 +318,7 @@ export class VolumeFrontend implements ExportProvider {
         detaching: undefined,
       };
     } catch (err) {
+      await opened?.close();
       await lock?.release();
       await lockWatch?.cancel();
       throw err;
@@ -345,8 +388,11 @@ export class VolumeFrontend implements ExportProvider {
     try {
       await vol.cache.close();
     } catch (err) {
-      this.log(`volume ${name}: final flush failed, unflushed writes are lost: ${errorMessage(err)}`);
+      this.log(
+        `volume ${name}: final flush or fold failed: ${errorMessage(err)}; writes that were flushed stay in the journal for the next attach, the rest are lost`,
+      );
     }
+    await vol.journal?.close();
     await vol.engine.close();
     await vol.lock?.release();
     this.log(`detached volume ${name}`);
