@@ -295,7 +295,13 @@ export class VolumeJournal implements CacheJournal {
           // depends on it any more), then append to a new segment on other nodes.
           const failed = new Set(err.failures.map((f) => f.replica));
           await this.rotate(failed, `replica ${[...failed].join(', ')} failed: ${errorMessage(err)}`);
-          await this.foldAll();
+          // Best effort: when the fold cannot publish now (too few shard targets), the records it
+          // would have covered keep their r - 1 surviving copies until a later fold; say so.
+          await this.foldAll().catch((foldErr: unknown) =>
+            this.log(
+              `volume ${this.volume.name}: cannot fold after losing a journal replica (${errorMessage(foldErr)}); records up to LSN ${lsn - 1} have ${this.current.replicas.length - failed.size} copies until they are folded`,
+            ),
+          );
           continue;
         }
         throw err;

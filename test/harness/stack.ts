@@ -414,6 +414,8 @@ export interface StackOptions {
   readonly profile?: string;
   /** Default extent size of new volumes (dev up --extent-size). */
   readonly extentSize?: string;
+  /** Storage nodes per zone (dev up --nodes-per-zone; default 2, three zones). */
+  readonly nodesPerZone?: number;
 }
 
 export class Stack {
@@ -686,6 +688,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       '--json',
       ...(options.profile === undefined ? [] : ['--profile', options.profile]),
       ...(options.extentSize === undefined ? [] : ['--extent-size', options.extentSize]),
+      ...(options.nodesPerZone === undefined ? [] : ['--nodes-per-zone', String(options.nodesPerZone)]),
     ],
     { deadlineMs: devUpDeadlineMs },
   );
