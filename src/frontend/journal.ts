@@ -20,7 +20,7 @@
  * What it leaves out: choosing the folding policy (the cache's), and reading the journal for a
  * read-only view (refused beside a writer; see provider.ts).
  */
-import { FencedError, UnavailableError, errorMessage, type Clock, systemClock } from '../core/index.js';
+import { FencedError, PlacementError, UnavailableError, errorMessage, type Clock, systemClock } from '../core/index.js';
 import type { CacheJournal, JournalWrite } from '../cache/index.js';
 import {
   JournalFencedError,
@@ -35,7 +35,7 @@ import {
 import type { EtcdMeta, JournalLayout, JournalSegmentRecord, VolumeLock, VolumeRecord } from '../meta/index.js';
 import { JournalNodeClient } from '../shard/index.js';
 import type { SecretSource } from '../api/index.js';
-import { journalRotateBytesLeftMin, journalTrimDelayMs } from './limits.js';
+import { journalCreateAttemptsMax, journalRotateBytesLeftMin, journalTrimDelayMs } from './limits.js';
 
 /** A record read back at attach, in the cache's terms. */
 export interface ReplayedRecord {
@@ -193,22 +193,24 @@ export class VolumeJournal implements CacheJournal {
       for (const lsn of [...records.keys()].sort((a, b) => a - b)) replay(records.get(lsn)!);
       const nextLsn = highest + 1;
       const segmentId = Math.max(0, ...existing.segments.map((s) => s.id)) + 1;
-      let chosen: JournalNode[];
+      let created: { journal: ReplicatedJournal; chosen: JournalNode[] };
       try {
-        chosen = chooseReplicas(nodes, options.replicas, new Set());
+        created = await createSegment({
+          volume: volume.id,
+          epoch: lock.epoch,
+          segment: segmentId,
+          r: options.replicas,
+          nodes,
+          avoid: new Set(),
+          clientOf,
+          log: (line) => log(`volume ${volume.name}: ${line}`),
+        });
       } catch (err) {
-        if (existing.segments.length === 0) throw new JournalUnavailableError(errorMessage(err), { cause: err });
+        if (existing.segments.length === 0 && err instanceof PlacementError)
+          throw new JournalUnavailableError(errorMessage(err), { cause: err });
         throw err;
       }
-      const current = new ReplicatedJournal({
-        volume: volume.id,
-        epoch: lock.epoch,
-        segment: segmentId,
-        replicas: chosen.map((n) => clientOf(n.name)),
-      });
-      await current.create().catch((err: unknown) => {
-        throw err instanceof JournalFencedError ? toFenced(err) : err;
-      });
+      const { journal: current, chosen } = created;
       const layout: JournalLayout = {
         foldedLsn: existing.foldedLsn,
         headLsn: highest,
@@ -312,27 +314,28 @@ export class VolumeJournal implements CacheJournal {
   /** Starts a new segment (on nodes other than `avoid` where possible) and records it in etcd. */
   private async rotate(avoid: ReadonlySet<string>, why: string): Promise<void> {
     const nodes = await journalNodes(this.meta);
-    const chosen = chooseReplicas(nodes, this.current.replicas.length, avoid);
     const id = Math.max(...this.layout.segments.map((s) => s.id)) + 1;
-    for (const n of chosen) {
-      if (!this.clients.has(n.name)) {
-        const secret = this.secrets.nodeSecret();
-        this.clients.set(
-          n.name,
-          new JournalNodeClient({
-            name: n.name,
-            address: n.address,
+    const { journal: next, chosen } = await createSegment({
+      volume: this.volume.id,
+      epoch: this.lock.epoch,
+      segment: id,
+      r: this.current.replicas.length,
+      nodes,
+      avoid,
+      clientOf: (name) => {
+        let c = this.clients.get(name);
+        if (c === undefined) {
+          const secret = this.secrets.nodeSecret();
+          c = new JournalNodeClient({
+            name,
+            address: nodes.get(name)!.address,
             ...(secret === undefined ? {} : { authSecret: secret }),
-          }),
-        );
-      }
-    }
-    const next = this.current.withSegment(
-      id,
-      chosen.map((n) => this.clients.get(n.name)!),
-    );
-    await next.create().catch((err: unknown) => {
-      throw err instanceof JournalFencedError ? toFenced(err) : err;
+          });
+          this.clients.set(name, c);
+        }
+        return c;
+      },
+      log: (line) => this.log(`volume ${this.volume.name}: ${line}`),
     });
     const segment: JournalSegmentRecord = {
       id,
@@ -433,6 +436,41 @@ function toFenced(err: JournalFencedError): FencedError {
   return new FencedError(err.message);
 }
 
+/**
+ * Creates segment `segment` on r nodes chosen by chooseReplicas(), choosing again without the
+ * nodes that failed (a node whose lease has not expired yet looks alive), a few times.
+ */
+async function createSegment(options: {
+  readonly volume: string;
+  readonly epoch: number;
+  readonly segment: number;
+  readonly r: number;
+  readonly nodes: ReadonlyMap<string, JournalNode>;
+  readonly avoid: ReadonlySet<string>;
+  readonly clientOf: (name: string) => JournalNodeClient;
+  readonly log: (line: string) => void;
+}): Promise<{ journal: ReplicatedJournal; chosen: JournalNode[] }> {
+  const avoid = new Set(options.avoid);
+  for (let attempt = 1; ; attempt++) {
+    const chosen = chooseReplicas(options.nodes, options.r, avoid);
+    const journal = new ReplicatedJournal({
+      volume: options.volume,
+      epoch: options.epoch,
+      segment: options.segment,
+      replicas: chosen.map((n) => options.clientOf(n.name)),
+    });
+    try {
+      await journal.create();
+      return { journal, chosen };
+    } catch (err) {
+      if (err instanceof JournalFencedError) throw toFenced(err);
+      if (!(err instanceof JournalReplicationError) || attempt >= journalCreateAttemptsMax) throw err;
+      for (const f of err.failures) avoid.add(f.replica);
+      options.log(`cannot create journal segment ${options.segment} (${errorMessage(err)}); choosing other nodes`);
+    }
+  }
+}
+
 /** Registered, live storage nodes that serve the journal protocol, by name. */
 async function journalNodes(meta: EtcdMeta): Promise<Map<string, JournalNode>> {
   const [targets, alive] = await Promise.all([meta.listTargets(), meta.listAlive()]);
@@ -449,7 +487,7 @@ async function journalNodes(meta: EtcdMeta): Promise<Map<string, JournalNode>> {
 
 /**
  * r nodes for a segment: zones first (one node per zone before a second in any), the nodes in
- * `avoid` last. Deterministic (by name) so two attaches choose alike. Throws UnavailableError
+ * `avoid` last. Deterministic (by name) so two attaches choose alike. Throws PlacementError
  * when fewer than r nodes serve the journal.
  */
 export function chooseReplicas(
@@ -461,7 +499,7 @@ export function chooseReplicas(
     (a, b) => Number(avoid.has(a.name)) - Number(avoid.has(b.name)) || a.name.localeCompare(b.name),
   );
   if (all.length < r)
-    throw new UnavailableError(
+    throw new PlacementError(
       `Cannot place a journal segment on ${r} nodes: ${all.length} live nodes serve the journal (${all.map((n) => n.name).join(', ') || 'none'})`,
     );
   const chosen: JournalNode[] = [];

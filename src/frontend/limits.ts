@@ -26,6 +26,8 @@ export const lockWaitMsDefault = 12_000;
  * record (up to journalRecordBytesMax) may not fit, and a full segment would fail a FLUSH.
  */
 export const journalRotateBytesLeftMin = journalRecordBytesMax;
+/** Node choices tried when creating a journal segment fails on some of them. */
+export const journalCreateAttemptsMax = 3;
 /** Folds within this long of each other share one etcd write of the journal layout. */
 export const journalTrimDelayMs = 200;
 /** How often a waiting attach asks for the lock again. */
