@@ -57,11 +57,14 @@ const cairnctlPath = join(repoRoot, 'dist/src/bin/cairnctl.js');
 const MiB = 1024 * 1024;
 
 const allTargets = ['nbdkit-memory', 'cairn-hot', 'nbd-server', 'cairn-ec'];
+// The commit path: a 4 KiB random write followed by a FLUSH, one at a time (fio --fsync=1), as a
+// database commits. seqwrite writes the working set once (not time-based), then flushes.
 const allJobs = {
   'randread-4k-qd32': { rw: 'randread', bs: '4k', iodepth: 32 },
   'seqread-1m-qd8': { rw: 'read', bs: '1M', iodepth: 8 },
+  'commit-4k-qd1-fsync': { rw: 'randwrite', bs: '4k', iodepth: 1, fsyncEvery: 1 },
   'randwrite-4k-qd32': { rw: 'randwrite', bs: '4k', iodepth: 32 },
-  'seqwrite-1m-qd8': { rw: 'write', bs: '1M', iodepth: 8 },
+  'seqwrite-1m-qd8': { rw: 'write', bs: '1M', iodepth: 8, once: true },
 };
 const isWrite = (job) => allJobs[job].rw.includes('write');
 
@@ -297,6 +300,20 @@ function cpuSeconds(pids) {
 }
 
 /** CPU seconds every process on the machine spent busy (all cores), from /proc/stat. */
+/** Bytes the processes `pids` caused to be written to storage (/proc/PID/io write_bytes). */
+function diskWriteBytes(pids) {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const m = /write_bytes: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+      total += m ? Number(m[1]) : 0;
+    } catch {
+      // gone
+    }
+  }
+  return total;
+}
+
 function machineBusySeconds() {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal: busy is everything but idle and iowait.
@@ -310,7 +327,12 @@ function machineBusySeconds() {
  * Runs one fio job with the nbd engine and returns its numbers. `seconds` null: not time-based
  * (the prefill writes the working set once). CPU is measured over fio's whole run for `cpu` pids.
  */
-async function fio(dir, uri, name, { rw, bs, iodepth, seconds, rampS = 0, endFsync = false, cpu = {} }) {
+async function fio(
+  dir,
+  uri,
+  name,
+  { rw, bs, iodepth, seconds, rampS = 0, endFsync = false, fsyncEvery = 0, cpu = {}, io = [] },
+) {
   const output = join(dir, `${name}.json`);
   rmSync(output, { force: true });
   const args = [
@@ -329,9 +351,11 @@ async function fio(dir, uri, name, { rw, bs, iodepth, seconds, rampS = 0, endFsy
   if (seconds !== null) args.push('--time_based', `--runtime=${seconds}`);
   if (rampS > 0) args.push(`--ramp_time=${rampS}`);
   if (endFsync) args.push('--end_fsync=1');
+  if (fsyncEvery > 0) args.push(`--fsync=${fsyncEvery}`);
   // Generous: a flush of the working set through to the nodes can take a while on 2 cores.
   const timeoutMs = ((seconds ?? 0) + rampS) * 1000 * 3 + 600_000;
   const before = Object.fromEntries(Object.entries(cpu).map(([k, pids]) => [k, cpuSeconds(pids)]));
+  const diskBefore = diskWriteBytes(io);
   const machineBefore = machineBusySeconds();
   const started = performance.now();
   const { code, stdout, stderr } = await new Promise((resolveRun, reject) => {
@@ -369,7 +393,10 @@ async function fio(dir, uri, name, { rw, bs, iodepth, seconds, rampS = 0, endFsy
   );
   // Everything on the machine, ours or not (out of nproc x 100): shows when others share the cores.
   cpuPct.machine = round(((machineBusySeconds() - machineBefore) / wallS) * 100, 0);
+  const diskBytes = diskWriteBytes(io) - diskBefore;
   return {
+    // Bytes the storage nodes wrote to their disks per byte the client wrote (0 when not measured).
+    writeAmplification: io.length > 0 && side.io_bytes > 0 ? round(diskBytes / side.io_bytes, 2) : undefined,
     iops: round(side.iops, 0),
     MBps: round(side.bw_bytes / 1e6, 1),
     latP99Ms: round((side.clat_ns.percentile?.['99.000000'] ?? NaN) / 1e6, 3),
@@ -391,6 +418,7 @@ function resultRow(target, job, r, extra = {}) {
     runtimeS: r.runtimeS,
     sizeBytes: opts.size,
     ...extra,
+    ...(r.writeAmplification === undefined ? {} : { writeAmplification: r.writeAmplification }),
     fioCpuPct: r.fioCpuPct,
   };
   for (const [k, v] of Object.entries(r.cpuPct)) row[`${k}CpuPct`] = v;
@@ -401,20 +429,23 @@ function resultRow(target, job, r, extra = {}) {
 // Targets.
 
 /** Runs the prefill and then `jobs` against one export; returns the rows. */
-async function runJobs(dir, target, uri, jobs, { endFsync, cpu }) {
+async function runJobs(dir, target, uri, jobs, { endFsync, cpu, io = [] }) {
   const rows = [];
   for (const job of jobs) {
-    const spec = allJobs[job];
-    const fsync = isWrite(job) && endFsync;
-    log(`${target}: ${job}${fsync ? ' (end_fsync)' : ''}, ${opts.seconds} s`);
-    // No ramp for jobs that end with a flush: bytes written during a ramp would be flushed
-    // inside the measured time without being counted.
+    const { once, ...spec } = allJobs[job];
+    const fsync = isWrite(job) && endFsync && spec.fsyncEvery === undefined;
+    log(
+      `${target}: ${job}${fsync ? ' (end_fsync)' : ''}, ${once ? `${opts.size / MiB} MiB once` : `${opts.seconds} s`}`,
+    );
+    // No ramp for jobs that flush: bytes written during a ramp would be flushed inside the
+    // measured time without being counted.
     const r = await fio(dir, uri, `${target}-${job}`, {
       ...spec,
-      seconds: opts.seconds,
-      rampS: fsync ? 0 : opts.rampS,
+      seconds: once ? null : opts.seconds,
+      rampS: fsync || spec.fsyncEvery !== undefined || once ? 0 : opts.rampS,
       endFsync: fsync,
       cpu,
+      io,
     });
     const row = resultRow(target, job, r, { endFsync: fsync });
     emit(row);
@@ -707,7 +738,16 @@ async function cairnHotTarget(dir, cluster) {
     try {
       const cpu = { server: [fe.pid], nodes: nodePids(cluster) };
       await prefill(dir, 'cairn-hot', fe.uri('hot'), cpu);
-      return await runJobs(dir, 'cairn-hot', fe.uri('hot'), opts.jobs, { endFsync: false, cpu });
+      return await runJobs(
+        dir,
+        'cairn-hot',
+        fe.uri('hot'),
+        opts.jobs.filter((j) => allJobs[j].fsyncEvery === undefined),
+        {
+          endFsync: false,
+          cpu,
+        },
+      );
     } finally {
       await hold.close();
     }
@@ -734,7 +774,11 @@ async function cairnEcTarget(dir, cluster) {
         const cpu = { server: [fe.pid], nodes: nodePids(cluster) };
         await prefill(dir, 'cairn-ec', fe.uri('ec'), cpu);
         rows.push(
-          ...(await runJobs(dir, 'cairn-ec', fe.uri('ec'), opts.jobs.filter(isWrite), { endFsync: true, cpu })),
+          ...(await runJobs(dir, 'cairn-ec', fe.uri('ec'), opts.jobs.filter(isWrite), {
+            endFsync: true,
+            cpu,
+            io: nodePids(cluster),
+          })),
         );
         await hold.flush();
       } finally {
@@ -811,7 +855,12 @@ try {
     emit({ summary: 'nbd', ratio: name, job, metric, value, target, met: value === null ? null : value >= target });
   };
   ratio('cairn-hot/nbdkit-memory', 'cairn-hot', 'nbdkit-memory', 'randread-4k-qd32', 'iops', 0.5);
-  ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'seqwrite-1m-qd8', 'MBps', 0.3);
+  // Through to the storage nodes against a plain file export (issue 9's targets).
+  ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'commit-4k-qd1-fsync', 'iops', 0.3);
+  ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'randwrite-4k-qd32', 'iops', 0.5);
+  ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'seqwrite-1m-qd8', 'MBps', 0.5);
+  ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'randread-4k-qd32', 'iops', 0.3);
+  ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'seqread-1m-qd8', 'MBps', 0.3);
 } catch (err) {
   log(`failed: ${err.stack ?? err.message}`);
   process.exitCode = 1;
