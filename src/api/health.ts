@@ -26,7 +26,14 @@
  */
 import { formatBytes, formatProfile, type Profile } from '../core/index.js';
 import { extentLength } from '../extent/index.js';
-import type { ClusterConfig, EtcdMeta, ExtentRecord, TargetPolicy, VolumeRecord } from '../meta/index.js';
+import type {
+  ClusterConfig,
+  EtcdMeta,
+  ExtentRecord,
+  JournalLayout,
+  TargetPolicy,
+  VolumeRecord,
+} from '../meta/index.js';
 import { assessPolicy, type Topology } from '../placement/index.js';
 import { readTopology } from './cluster.js';
 import { policyOf } from './volumes.js';
@@ -157,6 +164,18 @@ export interface VolumeHealth extends ExtentMapHealth {
   readonly writeBlocked: string | null;
   /** The frontend holding the volume's write lock, if any. */
   readonly attachedBy: { readonly owner: string; readonly epoch: number } | null;
+  /**
+   * The volume's write-ahead journal as its writer last recorded it (at each fold): bytes of
+   * records not yet folded into erasure-coded generations, and its segments' nodes. Null when
+   * the volume has no journal records.
+   */
+  readonly journal: {
+    readonly unfoldedBytes: number;
+    readonly foldedLsn: number;
+    readonly headLsn: number;
+    readonly segments: number;
+    readonly nodes: readonly string[];
+  } | null;
 }
 
 export interface ZoneHealth {
@@ -201,6 +220,7 @@ export interface VolumeInput {
   readonly record: VolumeRecord;
   readonly extents: ReadonlyMap<number, ExtentRecord>;
   readonly lock: { readonly owner: string; readonly epoch: number } | null;
+  readonly journal?: JournalLayout | null;
 }
 
 /** The health of one volume from its record, extent map, lock and the topology. Pure. */
@@ -229,6 +249,16 @@ export function volumeHealth(input: VolumeInput, topology: Topology): VolumeHeal
     state,
     writeBlocked: assessPolicy(topology, policyOf(record)).refusal,
     attachedBy: input.lock,
+    journal:
+      input.journal === undefined || input.journal === null || input.journal.segments.length === 0
+        ? null
+        : {
+            unfoldedBytes: input.journal.unfoldedBytes,
+            foldedLsn: input.journal.foldedLsn,
+            headLsn: input.journal.headLsn,
+            segments: input.journal.segments.length,
+            nodes: [...new Set(input.journal.segments.flatMap((s) => s.replicas))].sort(),
+          },
   };
 }
 
@@ -349,7 +379,8 @@ export async function readClusterHealth(meta: EtcdMeta, now: () => Date = () => 
   for (const record of records) {
     const extents = await meta.listExtents(record.id);
     const lock = await meta.getLock(record.name);
-    volumes.push({ record, extents, lock: lock === null ? null : { owner: lock.owner, epoch: lock.epoch } });
+    const journal = await meta.getJournal(record.id);
+    volumes.push({ record, extents, lock: lock === null ? null : { owner: lock.owner, epoch: lock.epoch }, journal });
   }
   return summarizeHealth(config, topology, volumes, now());
 }

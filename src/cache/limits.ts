@@ -15,11 +15,18 @@ export const flushCheckMsDefault = 500;
 /** Long enough for the topology to be re-read (2 s) and an etcd leader election (about 1-2 s). */
 export const flushRetryMsDefault = 10_000;
 /**
- * Journaled data older than this is folded into erasure-coded generations in the background.
- * Long enough that many small writes to one extent fold once; short enough that the journal and
- * the memory holding its data stay small.
+ * Journaled data older than this is folded into erasure-coded generations in the background, even
+ * without memory pressure, so the journal (and what an attach must replay) stays short. Folding
+ * sooner costs write amplification: a fold rewrites the whole extent (k+m shards) for whatever
+ * small writes it holds. Measured with 4 KiB random writes over 1 GiB: folding every 2 s wrote
+ * 865 bytes to the nodes' disks per byte written.
  */
-export const foldAgeMsDefault = 2_000;
+export const foldAgeMsDefault = 30_000;
+/**
+ * Journaled bytes, as a fraction of dirtyBytesMax, above which the background folds the extents
+ * that hold the most journaled bytes (the best bytes folded per byte rewritten).
+ */
+export const foldPressureFraction = 0.5;
 /** Extents one fold publishes at once: bounds its memory (one image each) and its burst of shard writes. */
 export const foldExtentsMax = 16;
 /** Read misses at least this large load the whole extent into the cache. */

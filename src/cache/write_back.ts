@@ -57,6 +57,7 @@ import {
   flushRetryMsDefault,
   foldAgeMsDefault,
   foldExtentsMax,
+  foldPressureFraction,
   readRetriesMax,
   readWholeExtentMinBytes,
 } from './limits.js';
@@ -314,10 +315,16 @@ export class WriteBackCache implements BlockDevice {
       const dirty = this.dirtyBytes;
       if (dirty + bytes <= this.dirtyBytesMax || dirty === 0) return;
       this.stats.backPressureWaits += 1;
-      // Flushing frees memory only without a journal (with one, it moves bytes to journaled);
-      // folding frees journaled bytes. Fold first when journaled bytes hold most of the budget.
-      if (this.backend.journal !== undefined && this.journaledBytes >= dirty / 2) await this.fold();
-      else await this.flush();
+      // Flush first: it frees whole-extent writes, and their journaled chunks too (the new
+      // generation supersedes them); partly written extents move to the journal. Then, when
+      // journaled bytes still hold most of the budget, fold the extents that hold the most.
+      if (dirty - this.journaledBytes > 0) await this.flush();
+      if (
+        this.backend.journal !== undefined &&
+        this.dirtyBytes + bytes > this.dirtyBytesMax &&
+        this.journaledBytes >= this.dirtyBytes / 2
+      )
+        await this.fold('fullest');
       assert(round < 1000, 'back-pressure never made room');
     }
   }
@@ -744,21 +751,23 @@ export class WriteBackCache implements BlockDevice {
    * then tells the journal what it may trim. One fold runs at a time; a call during one waits for
    * it and returns.
    */
-  fold(): Promise<void> {
+  fold(order: 'oldest' | 'fullest' = 'oldest'): Promise<void> {
     if (this.foldRun !== undefined) return this.foldRun;
-    const run = this.foldNow().finally(() => {
+    const run = this.foldNow(order).finally(() => {
       if (this.foldRun === run) this.foldRun = undefined;
     });
     this.foldRun = run;
     return run;
   }
 
-  private async foldNow(): Promise<void> {
+  private async foldNow(order: 'oldest' | 'fullest'): Promise<void> {
     const journal = this.backend.journal;
     if (journal === undefined || this.fenced !== undefined) return;
     const picked = [...this.entries.values()]
       .filter((e) => e.journaled.length > 0 && e.publishing === undefined)
-      .sort((a, b) => a.journaled[0]!.lsn - b.journaled[0]!.lsn)
+      .sort((a, b) =>
+        order === 'oldest' ? a.journaled[0]!.lsn - b.journaled[0]!.lsn : b.journaledBytes - a.journaledBytes,
+      )
       .slice(0, foldExtentsMax);
     if (picked.length === 0) {
       this.reportFolded();
@@ -870,14 +879,17 @@ export class WriteBackCache implements BlockDevice {
     if (this.closed || this.fenced !== undefined) return;
     const now = this.clock.now();
     let flushDue = this.dirtyBytes - this.journaledBytes > this.dirtyBytesMax / 2;
-    let foldDue = this.journaledBytes > this.dirtyBytesMax / 4;
+    const pressure = this.journaledBytes > this.dirtyBytesMax * foldPressureFraction;
+    let aged = false;
     for (const e of this.entries.values()) {
       if (this.isDirty(e) && now - e.dirtySinceMs >= this.flushAgeMs) flushDue = true;
-      if (e.journaled.length > 0 && now - e.journaledSinceMs >= this.foldAgeMs) foldDue = true;
+      if (e.journaled.length > 0 && now - e.journaledSinceMs >= this.foldAgeMs) aged = true;
     }
     if (flushDue) this.flush().catch((err: unknown) => this.log(`background flush failed: ${errorMessage(err)}`));
-    if (foldDue && this.backend.journal !== undefined && this.foldRun === undefined)
-      this.fold().catch((err: unknown) => this.log(`background fold failed: ${errorMessage(err)}`));
+    if ((pressure || aged) && this.backend.journal !== undefined && this.foldRun === undefined)
+      this.fold(pressure ? 'fullest' : 'oldest').catch((err: unknown) =>
+        this.log(`background fold failed: ${errorMessage(err)}`),
+      );
   }
 
   /**

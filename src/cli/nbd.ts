@@ -7,7 +7,7 @@
 import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
 import { InvalidArgumentError, formatBytes, parseSize } from '../core/index.js';
-import { cacheBytesMaxDefault, dirtyBytesMaxDefault, flushAgeMsDefault } from '../cache/index.js';
+import { cacheBytesMaxDefault, dirtyBytesMaxDefault, flushAgeMsDefault, foldAgeMsDefault } from '../cache/index.js';
 import { lockWaitMsDefault, startFrontend } from '../frontend/index.js';
 import { createLogger } from '../metrics/index.js';
 import { parseHostPort } from '../shard/index.js';
@@ -56,6 +56,12 @@ export function nbdCommand(ctx: CliContext) {
                 default: flushAgeMsDefault,
                 describe: 'ms after which dirty data is flushed in the background',
               })
+              .option('fold-age', {
+                type: 'number',
+                default: foldAgeMsDefault,
+                describe:
+                  'ms after which journaled writes are folded into erasure-coded generations even without memory pressure (sooner: shorter replay, more write amplification)',
+              })
               .option('threads', { type: 'number', describe: 'codec worker threads (default: cores)' })
               .option('metrics-listen', {
                 type: 'string',
@@ -94,7 +100,12 @@ export function nbdCommand(ctx: CliContext) {
               readOnly: Boolean(argv['read-only']),
               forceTakeover: Boolean(argv['force-takeover']),
               lockWaitMs,
-              cache: { dirtyBytesMax, cacheBytesMax, flushAgeMs: Number(argv['flush-age']) },
+              cache: {
+                dirtyBytesMax,
+                cacheBytesMax,
+                flushAgeMs: Number(argv['flush-age']),
+                foldAgeMs: Number(argv['fold-age']),
+              },
               ...(argv['threads'] === undefined ? {} : { threads: Number(argv['threads']) }),
               ...(metricsListen === undefined ? {} : { metricsListen }),
               log,

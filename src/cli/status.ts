@@ -70,13 +70,14 @@ export function statusText(h: ClusterHealth): string[] {
   else
     lines.push(
       ...table(
-        ['VOLUME', 'SIZE', 'PROFILE', 'WRITTEN', 'HEALTH', 'ATTACHED BY'],
+        ['VOLUME', 'SIZE', 'PROFILE', 'WRITTEN', 'HEALTH', 'JOURNAL (UNFOLDED)', 'ATTACHED BY'],
         h.volumes.map((v) => [
           v.name,
           formatBytes(v.sizeBytes),
           v.profile,
           `${v.writtenExtents}/${v.extents} extents`,
           healthText(v),
+          v.journal === null ? '-' : `${formatBytes(v.journal.unfoldedBytes)} on ${v.journal.nodes.join(',')}`,
           v.attachedBy === null ? '-' : `${v.attachedBy.owner} (epoch ${v.attachedBy.epoch})`,
         ]),
       ),

@@ -53,7 +53,7 @@ describe('statusText()', () => {
     expect(lines).to.include('b     1         1           0   b-1');
     const row = lines.find((l) => l.startsWith('data'));
     expect(row).to.match(
-      /^data\s+4 MiB\s+4\+2\s+3\/4 extents\s+degraded: 3 extents, 3 MiB at risk; flushes fail\s+host\/7 \(epoch 2\)$/,
+      /^data\s+4 MiB\s+4\+2\s+3\/4 extents\s+degraded: 3 extents, 3 MiB at risk; flushes fail\s+-\s+host\/7 \(epoch 2\)$/,
     );
     expect(lines).to.include('  data: 3 in zone b; extents 0-1, 3');
     expect(lines).to.include('Repair backlog: 3 extents');
