@@ -29,6 +29,8 @@ export const foldAgeMsDefault = 30_000;
 export const foldPressureFraction = 0.5;
 /** Extents one fold publishes at once: bounds its memory (one image each) and its burst of shard writes. */
 export const foldExtentsMax = 16;
+/** Extents loaded ahead of a sequential reader (fewer when the cache holds fewer). */
+export const readAheadExtentsMax = 4;
 /** Read misses at least this large load the whole extent into the cache. */
 export const readWholeExtentMinBytes = 64 * 1024;
 /** Reads retried when a flush replaced the extent under them; more means a bug. */

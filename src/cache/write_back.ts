@@ -58,10 +58,18 @@ import {
   foldAgeMsDefault,
   foldExtentsMax,
   foldPressureFraction,
+  readAheadExtentsMax,
   readRetriesMax,
   readWholeExtentMinBytes,
 } from './limits.js';
-import { SparseBytes, extentLength, splitByExtent, type ExtentGeometry, type ExtentPiece } from '../extent/index.js';
+import {
+  SparseBytes,
+  extentCount,
+  extentLength,
+  splitByExtent,
+  type ExtentGeometry,
+  type ExtentPiece,
+} from '../extent/index.js';
 import { PersistError, type ExtentImage } from '../volume/index.js';
 
 /** One range of a journal record: bytes at a volume offset. */
@@ -168,6 +176,7 @@ export interface CacheStats {
   journaledBytes: number;
   folds: number;
   foldedExtents: number;
+  readAheads: number;
 }
 
 export class WriteBackCache implements BlockDevice {
@@ -183,6 +192,7 @@ export class WriteBackCache implements BlockDevice {
     journaledBytes: 0,
     folds: 0,
     foldedExtents: 0,
+    readAheads: 0,
   };
   private readonly g: ExtentGeometry;
   private readonly entries = new Map<number, Entry>();
@@ -470,6 +480,7 @@ export class WriteBackCache implements BlockDevice {
       const sequential = extent * this.g.extentBytes + offset === this.lastReadEnd;
       this.lastReadEnd = extent * this.g.extentBytes + end;
       const version = this.backend.versionOf(extent);
+      if (sequential) this.readAhead(extent);
       if (length >= readWholeExtentMinBytes || sequential) {
         // Large or sequential: read the whole extent once and keep it, so the next reads (and a
         // later fold's read of the published bytes) need no store round trip.
@@ -492,6 +503,23 @@ export class WriteBackCache implements BlockDevice {
       return;
     }
     throw new Error(`Cannot read extent ${extent}: it kept changing under the read`);
+  }
+
+  /**
+   * A sequential reader will want the next extents: start loading them now (in the background,
+   * coalesced with any load already running), as many as the cache can hold beside the current
+   * one, at most readAheadExtentsMax. Holes and extents already cached are skipped.
+   */
+  private readAhead(extent: number): void {
+    const count = extentCount(this.g);
+    const room = Math.floor(this.cacheBytesMax / this.g.extentBytes) - 1;
+    const ahead = Math.min(readAheadExtentsMax, room);
+    for (let e = extent + 1; e <= extent + ahead && e < count; e++) {
+      const entry = this.entries.get(e);
+      if (entry?.base !== undefined || this.loading.has(e) || (entry === undefined && this.backend.isHole(e))) continue;
+      this.stats.readAheads += 1;
+      this.load(e).catch((err: unknown) => this.log(`read-ahead of extent ${e} failed: ${errorMessage(err)}`));
+    }
   }
 
   /**
