@@ -2,7 +2,8 @@
 import type { Argv } from 'yargs';
 import { collectGarbage, sweepOrphans } from '../repair/index.js';
 import { storeForTarget } from '../api/index.js';
-import type { ShardStore } from '../core/index.js';
+import { errorMessage, type ShardStore } from '../core/index.js';
+import { JournalNodeClient } from '../shard/index.js';
 import { clusterOptions, isJson, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
@@ -22,7 +23,29 @@ export function gcCommand(ctx: CliContext) {
         const stores = new Map<string, ShardStore>();
         try {
           for (const target of await meta.listTargets()) stores.set(target.name, storeForTarget(target, ctx.secrets));
-          const deleted = await collectGarbage(meta, stores);
+          const secret = ctx.secrets.nodeSecret();
+          const journalNodes = (await meta.listTargets()).filter((t) => t.kind === 'node' && t.journal !== undefined);
+          const deleted = await collectGarbage(meta, stores, {
+            // The journal segments of a deleted volume, on every node that serves the journal.
+            trimJournals: async (volumeId) => {
+              const failures: string[] = [];
+              for (const t of journalNodes) {
+                const client = new JournalNodeClient({
+                  name: t.name,
+                  address: t.journal!,
+                  ...(secret === undefined ? {} : { authSecret: secret }),
+                });
+                try {
+                  await client.trim({ volume: volumeId, belowLsn: Number.MAX_SAFE_INTEGER });
+                } catch (err) {
+                  failures.push(`node ${t.name}: ${errorMessage(err)}`);
+                } finally {
+                  client.close();
+                }
+              }
+              if (failures.length > 0) throw new Error(failures.join('; '));
+            },
+          });
           const orphans = argv['orphans']
             ? await sweepOrphans(meta, stores)
             : { shardsScanned: 0, orphansDeleted: 0, errors: [] };

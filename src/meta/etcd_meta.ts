@@ -276,6 +276,7 @@ export class EtcdMeta {
         .if(keys.gcVolume(volumeId), 'Create', '>', 0)
         .then(
           this.client.delete().prefix(keys.extentsPrefix(volumeId)),
+          this.client.delete().key(keys.journal(volumeId)),
           this.client.delete().key(keys.gcVolume(volumeId)),
         )
         .commit(),

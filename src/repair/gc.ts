@@ -17,7 +17,14 @@ export interface GcReport {
  * id's prefix, so shards that were written but never published go too), then forgets the volume.
  * A store that fails keeps the volume queued for the next run. Bounded work per call.
  */
-export async function collectGarbage(meta: EtcdMeta, stores: ReadonlyMap<string, ShardStore>): Promise<GcReport> {
+export async function collectGarbage(
+  meta: EtcdMeta,
+  stores: ReadonlyMap<string, ShardStore>,
+  options: {
+    /** Deletes every journal segment of a deleted volume on every node (resolves when done). */
+    readonly trimJournals?: (volumeId: string) => Promise<void>;
+  } = {},
+): Promise<GcReport> {
   const queued = await meta.listGcVolumes();
   let shardsDeleted = 0;
   const errors: string[] = [];
@@ -34,6 +41,14 @@ export async function collectGarbage(meta: EtcdMeta, stores: ReadonlyMap<string,
       } catch (err) {
         complete = false;
         errors.push(`target ${target}: ${errorMessage(err)}`);
+      }
+    }
+    if (options.trimJournals !== undefined) {
+      try {
+        await options.trimJournals(id);
+      } catch (err) {
+        complete = false;
+        errors.push(`journal of ${id}: ${errorMessage(err)}`);
       }
     }
     if (complete) await meta.finishGcVolume(id);
