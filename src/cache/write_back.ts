@@ -238,11 +238,16 @@ export class WriteBackCache implements BlockDevice {
     return { readOnly: !rw, flush: rw, fua: rw, trim: rw, writeZeroes: rw, multiConn: true };
   }
 
-  /** Bytes of unpublished changes: dirty, journaled but not folded, and whole-extent images being trimmed. */
+  /** Bytes written and not yet durable: dirty, and taken by a flush still in flight. */
   get dirtyBytes(): number {
     let total = 0;
-    for (const e of this.entries.values()) total += e.dirty.bytes + e.journaledBytes;
+    for (const e of this.entries.values()) total += e.dirty.bytes + (e.inflight?.dirty.bytes ?? 0);
     return total;
+  }
+
+  /** Bytes held that no published generation has: dirty and journaled. Bounded by dirtyBytesMax. */
+  get unpublishedBytes(): number {
+    return this.dirtyBytes + this.journaledBytes;
   }
 
   /** Bytes journaled and not yet folded into generations. */
@@ -322,7 +327,7 @@ export class WriteBackCache implements BlockDevice {
   /** Waits (flushing, then folding) until `bytes` more unpublished bytes fit under dirtyBytesMax. */
   private async makeRoom(bytes: number): Promise<void> {
     for (let round = 0; ; round++) {
-      const dirty = this.dirtyBytes;
+      const dirty = this.unpublishedBytes;
       if (dirty + bytes <= this.dirtyBytesMax || dirty === 0) return;
       this.stats.backPressureWaits += 1;
       // Flush first: it frees whole-extent writes, and their journaled chunks too (the new
@@ -331,8 +336,8 @@ export class WriteBackCache implements BlockDevice {
       if (dirty - this.journaledBytes > 0) await this.flush();
       if (
         this.backend.journal !== undefined &&
-        this.dirtyBytes + bytes > this.dirtyBytesMax &&
-        this.journaledBytes >= this.dirtyBytes / 2
+        this.unpublishedBytes + bytes > this.dirtyBytesMax &&
+        this.journaledBytes >= this.unpublishedBytes / 2
       )
         await this.fold('fullest');
       assert(round < 1000, 'back-pressure never made room');
@@ -906,7 +911,7 @@ export class WriteBackCache implements BlockDevice {
   private background(): void {
     if (this.closed || this.fenced !== undefined) return;
     const now = this.clock.now();
-    let flushDue = this.dirtyBytes - this.journaledBytes > this.dirtyBytesMax / 2;
+    let flushDue = this.dirtyBytes > this.dirtyBytesMax / 2;
     const pressure = this.journaledBytes > this.dirtyBytesMax * foldPressureFraction;
     let aged = false;
     for (const e of this.entries.values()) {

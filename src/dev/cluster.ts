@@ -163,6 +163,8 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
           const name = `${zone}-${i}`;
           const port = await freePort();
           const address = `127.0.0.1:${port}`;
+          // Its own free port for the journal: the default (shard port + 1) may be taken.
+          const journalPort = await freePort();
           const dataDir = join(nodesDir, name);
           const pid = startDetached(
             process.execPath,
@@ -178,6 +180,8 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
               dataDir,
               '--listen',
               address,
+              '--journal-listen',
+              `127.0.0.1:${journalPort}`,
             ],
             join(nodesDir, `${name}.log`),
           );

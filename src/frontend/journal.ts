@@ -27,6 +27,7 @@ import {
   JournalReplicationError,
   JournalSegmentFullError,
   ReplicatedJournal,
+  journalSegmentBytesDefault,
   journalRecordDataBytesMax,
   readSegment,
   type JournalRange,
@@ -49,6 +50,8 @@ interface JournalNode {
   readonly name: string;
   readonly zone: string;
   readonly address: string;
+  /** Free bytes it reported (capacity - used), for choosing among nodes. */
+  readonly freeBytes: number;
 }
 
 export interface VolumeJournalOptions {
@@ -480,14 +483,17 @@ async function journalNodes(meta: EtcdMeta): Promise<Map<string, JournalNode>> {
     const a = up.get(t.name);
     const address = a?.journal ?? t.journal;
     if (t.kind !== 'node' || t.draining === true || a === undefined || address === undefined) continue;
-    out.set(t.name, { name: t.name, zone: t.zone, address });
+    // A node that cannot hold a segment (a full disk, a tiny test node) is not a journal node.
+    const freeBytes = Math.max(0, a.capacityBytes - a.usedBytes);
+    if (freeBytes < journalSegmentBytesDefault) continue;
+    out.set(t.name, { name: t.name, zone: t.zone, address, freeBytes });
   }
   return out;
 }
 
 /**
  * r nodes for a segment: zones first (one node per zone before a second in any), the nodes in
- * `avoid` last. Deterministic (by name) so two attaches choose alike. Throws PlacementError
+ * `avoid` last, then the most free space, then by name. Throws PlacementError
  * when fewer than r nodes serve the journal.
  */
 export function chooseReplicas(
@@ -511,6 +517,7 @@ export function chooseReplicas(
         (a, b) =>
           Number(avoid.has(a.name)) - Number(avoid.has(b.name)) ||
           (zones.get(a.zone) ?? 0) - (zones.get(b.zone) ?? 0) ||
+          b.freeBytes - a.freeBytes ||
           a.name.localeCompare(b.name),
       )[0]!;
     chosen.push(pick);

@@ -424,6 +424,8 @@ export class VolumeFrontend implements ExportProvider {
       readOnly: boolean;
       handles: number;
       dirtyBytes: number;
+      /** Bytes flushed to the journal and not yet folded into generations. */
+      journaledBytes: number;
       cachedBytes: number;
       degradedExtents: number;
       health?: ExtentMapHealth;
@@ -440,6 +442,7 @@ export class VolumeFrontend implements ExportProvider {
         readOnly: v.readOnly,
         handles: v.handles,
         dirtyBytes: v.cache.dirtyBytes,
+        journaledBytes: v.cache.journaledBytes,
         cachedBytes: v.cache.cachedBytes,
         degradedExtents: v.engine.degraded.size,
         ...(liveness === undefined || v.readOnly
