@@ -1,19 +1,52 @@
 /**
- * Bugs planted on purpose, as BlockDevice wrappers around the cache, to prove the checker can
- * fail: a simulator that never reports anything proves nothing.
+ * Bugs planted on purpose, to prove the checker can fail: a simulator that never reports
+ * anything proves nothing. As BlockDevice wrappers around the cache:
  *
  * - 'flip-read-byte': the first non-empty read after `afterReads` reads returns one flipped byte.
  * - 'skip-flush': FLUSH resolves at once without publishing anything (a cache that lies about
  *   durability); caught when a crash or a probe looks at what was published.
  *
- * What it keeps true: with no bug named, the device is the cache itself (no wrapper at all).
- * What it leaves out: bugs below the cache (those would need wrappers of the engine's ports).
+ * And in the simulated journal (sim_journal.ts), for seeds with one:
+ * - 'ack-after-r-minus-1': an append resolves once all replicas but one have it. A FLUSH is then
+ *   answered while one replica lacks the record (down, partitioned, crashed before its fsync);
+ *   caught when an attach or a probe reads that replica before the record is folded.
+ * - 'replay-without-epoch-check': attach neither fences the replicas (so the writer it replaces
+ *   can still gather acknowledgements after the new one read the journal) nor applies the seal
+ *   (a record of a sealed segment at or past the next segment's first LSN is replayed, the first
+ *   one read for an LSN winning). Caught when a takeover lets the old writer's flush succeed with
+ *   records the new writer never read. The seal alone is not observable here: the journal never
+ *   hands out a failed append's LSN again, so a record past its seal is a copy of the one that
+ *   redid it; with 'reuse-failed-lsn' it would shadow a newer record.
+ * - 'reuse-failed-lsn': the LSN of an append that failed is handed out again, as
+ *   frontend/journal.ts does. When no new segment could be started, the failed record stays in
+ *   the current segment on the replicas that took it, and a whole-extent write published after
+ *   it carries journalLsn = nextLsn - 1, below it: replay lays the stale record over the newer
+ *   generation.
+ *
+ * What it keeps true: with no bug named, or a journal bug, the device is the cache itself (no
+ * wrapper at all).
+ * What it leaves out: bugs below the cache other than the journal's (those would need wrappers
+ * of the engine's ports).
  */
 import type { BlockDevice, BlockDeviceCapabilities, BlockStatusRun, WriteOptions } from '../core/index.js';
+import type { JournalBug } from './sim_journal.js';
 
-export type PlantedBug = 'flip-read-byte' | 'skip-flush';
+export type PlantedBug = 'flip-read-byte' | 'skip-flush' | JournalBug;
 
-export const plantedBugs: readonly PlantedBug[] = ['flip-read-byte', 'skip-flush'];
+export const plantedBugs: readonly PlantedBug[] = [
+  'flip-read-byte',
+  'skip-flush',
+  'ack-after-r-minus-1',
+  'replay-without-epoch-check',
+  'reuse-failed-lsn',
+];
+
+/** The bug when it is one of the journal's (planted in the world, not around the device). */
+export function journalBugOf(bug: PlantedBug | undefined): JournalBug | undefined {
+  return bug === 'ack-after-r-minus-1' || bug === 'replay-without-epoch-check' || bug === 'reuse-failed-lsn'
+    ? bug
+    : undefined;
+}
 
 class BuggyDevice implements BlockDevice {
   readonly sizeBytes: number;
@@ -65,5 +98,5 @@ class BuggyDevice implements BlockDevice {
 
 /** `device` with `bug` planted, or `device` itself when bug is undefined. */
 export function plantBug(device: BlockDevice, bug: PlantedBug | undefined, afterReads = 3): BlockDevice {
-  return bug === undefined ? device : new BuggyDevice(device, bug, afterReads);
+  return bug === undefined || journalBugOf(bug) !== undefined ? device : new BuggyDevice(device, bug, afterReads);
 }

@@ -11,6 +11,8 @@
  * - A commit applies in batches of batchExtentsMax, as etcd's transactions do; each batch applies
  *   all its updates or none, and a failure after the first batch names what was published.
  * - Every failure it throws is registered as injected, so the checker can recognise it.
+ * - A failpoint (MapEnv.failpoint) may kill the committing process just before a batch applies
+ *   (its shards stored, its commit never sent) or just after (committed, reply never heard).
  * What it leaves out: the lock's lease mechanics (the world expires and takes over the lock by
  * setting `lockEpoch`), and load() failures (a frontend that cannot load the map does not start).
  */
@@ -21,6 +23,9 @@ import { hang, type ProcessLife } from './faulty_store.js';
 import type { Prng } from './prng.js';
 import type { SimClock } from './sim_clock.js';
 
+/** Where in a commit batch a failpoint may kill the committing process. */
+export type CommitStage = 'before-commit' | 'after-commit';
+
 export interface MapEnv {
   readonly clock: SimClock;
   /** The map stream: commit latency and failures. */
@@ -30,6 +35,15 @@ export interface MapEnv {
   onCommit(epoch: number, updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): void;
   /** Called when a commit is refused or fails, for the trace. */
   onRefused(epoch: number, why: string): void;
+  /**
+   * Called at both stages of a batch of the writer at `epoch`; returns true when it killed that
+   * writer's process there (before: the batch is never sent).
+   */
+  failpoint?(
+    epoch: number,
+    stage: CommitStage,
+    updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[],
+  ): boolean;
 }
 
 export class SimExtentMap {
@@ -116,8 +130,10 @@ export class SimExtentMap {
       if (!life.alive) return hang();
       throw err;
     }
+    if (this.env.failpoint?.(epoch, 'before-commit', updates) === true) return hang();
     await this.inner.commit(updates);
     this.env.onCommit(epoch, updates);
+    this.env.failpoint?.(epoch, 'after-commit', updates);
     if (!life.alive) return hang();
     if (this.failAfterP > 0 && this.env.rng.chance(this.failAfterP)) {
       const err = new UnavailableError(

@@ -13,7 +13,12 @@
  * - after every fault heals, a FLUSH succeeds, the whole volume reads back, and every shard of a
  *   published generation is still stored (nothing was garbage-collected too early);
  * - no operation hangs (within its deadline of simulated time), and nothing anomalous happened
- *   below (a checksum mismatch nobody planted, a published shard deleted).
+ *   below (a checksum mismatch nobody planted, a published shard deleted);
+ * - with a journal: a FLUSH answered by journal appends is as durable as one that published
+ *   generations, through journal node crashes before fsync, torn records, partitioned and flaky
+ *   journal nodes, a frontend crash mid-fold (shards stored, commit not sent; or committed, journal
+ *   not trimmed), and a takeover while the old writer's flush is in flight (if that flush is
+ *   answered, what it covered must survive; a flush the old writer tries afterwards must fail).
  * What it leaves out: performance, and concurrent client operations (see workload.ts).
  */
 import { CairnError, FencedError, assert } from '../core/index.js';
@@ -22,12 +27,13 @@ import { WasmKernel } from '../codec/index.js';
 import { PersistError } from '../volume/index.js';
 import { VolumeModel, extentStatesMax, judgeFailure, parseShardKey } from './checker.js';
 import { GatedPool, KernelCodec, type SimCodec } from './codec_gate.js';
-import { plantBug, type PlantedBug } from './planted_bugs.js';
+import { journalBugOf, plantBug, type PlantedBug } from './planted_bugs.js';
 import { Prng } from './prng.js';
 import type { Outcome } from './scheduler.js';
 import { Trace } from './trace.js';
 import { Workload, type Op } from './workload.js';
 import { World, configFromSeed, describeConfig, type Frontend } from './world.js';
+import type { CommitStage } from './sim_map.js';
 
 export interface SimulationOptions {
   /** Client operations to run (default stepsDefault). */
@@ -110,8 +116,14 @@ export async function runSimulation(seed: number, options: SimulationOptions = {
       ? new GatedPool(options.pool)
       : new KernelCodec(options.kernel ?? (sharedKernel ??= new WasmKernel()));
   const trace = new Trace(options.log);
-  const world = new World(config, codec, trace, { store: root.fork('store'), map: root.fork('map') });
-  const sim = new Simulation(seed, world, root.fork('workload'), root.fork('faults'), options);
+  // Forked in this order (the journal's last), so adding a stream reshuffles none of the others.
+  const store = root.fork('store');
+  const map = root.fork('map');
+  const workload = root.fork('workload');
+  const faults = root.fork('faults');
+  const journal = root.fork('journal');
+  const world = new World(config, codec, trace, { store, map, journal }, journalBugOf(options.bug));
+  const sim = new Simulation(seed, world, workload, faults, options);
   try {
     await sim.run();
   } finally {
@@ -411,7 +423,7 @@ class Simulation {
       for (let attempt = 0; ; attempt++) {
         const mark = this.world.mark();
         const reader = await this.world.openReader();
-        const out = await this.settle(text, () => reader.engine.readWhole(e));
+        const out = await this.settle(text, () => reader.readExtent(e));
         reader.process.kill();
         if (out.ok) {
           const wrong = this.model.checkPublished(e, out.value);
@@ -456,7 +468,7 @@ class Simulation {
   private async injectFault(): Promise<void> {
     const r = this.faultRng;
     const w = this.world;
-    const kind = r.weighted<string>([
+    const kinds: [string, number][] = [
       ['target-crash', 22],
       ['zone-loss', 7],
       ['bit-flip', 16],
@@ -466,7 +478,18 @@ class Simulation {
       ['lease-expiry', 5],
       ['wipe', 3],
       ['heal', 8],
-    ]);
+    ];
+    // Journal faults only where there is a journal: a seed without one draws as it always did.
+    if (w.journal !== undefined)
+      kinds.push(
+        ['journal-crash-before-fsync', 14],
+        ['journal-partition', 7],
+        ['journal-flaky', 6],
+        ['takeover-during-flush', 8],
+        ['crash-mid-fold', 10],
+        ['fold', 8],
+      );
+    const kind = r.weighted<string>(kinds);
     this.faults += 1;
     const at = `#${this.step} t=${w.clock.now()} fault:`;
     switch (kind) {
@@ -524,10 +547,126 @@ class Simulation {
         this.trace.add(`${at} disk replaced ${name ?? 'skipped (no target may lose its shards)'}`);
         return;
       }
+      case 'journal-crash-before-fsync': {
+        // Aimed at the segment being appended to, so that the next append meets it.
+        const name = r.pick(this.fe.journal!.currentReplicas);
+        const ms = r.range(100, 5000);
+        const tornP = r.pick([0, 0.5, 1]);
+        w.armJournalCrash(name, ms, tornP);
+        this.trace.add(
+          `${at} journal node ${name} will crash between receiving its next append and its fsync (torn ${tornP * 100}%), down for ${ms} ms`,
+        );
+        return;
+      }
+      case 'journal-partition': {
+        const name = r.chance(0.7) ? r.pick(this.fe.journal!.currentReplicas) : r.pick(w.targetNames());
+        const ms = r.range(200, 8000);
+        w.partitionJournalNode(name, ms);
+        this.trace.add(`${at} journal node ${name} unreachable for ${ms} ms`);
+        return;
+      }
+      case 'journal-flaky': {
+        const name = r.pick(this.fe.journal!.currentReplicas);
+        const p = r.pick([0.1, 0.3, 0.6]);
+        const ms = r.range(1000, 10_000);
+        w.flakyJournalNode(name, p, ms);
+        this.trace.add(`${at} journal node ${name} loses ${p * 100}% of requests or replies for ${ms} ms`);
+        return;
+      }
+      case 'takeover-during-flush':
+        return this.takeoverDuringFlush(at);
+      case 'crash-mid-fold':
+        return this.crashMidFold(at);
+      case 'fold': {
+        this.trace.add(`${at} the writer folds what it journaled`);
+        const out = await this.settle('fold', () => this.fe.cache.fold());
+        if (!out.ok) {
+          this.say('fold', out);
+          this.justify('fold', out.error, this.model.allExtents());
+        }
+        return;
+      }
       default:
         this.faults -= 1;
         await this.healAndVerify('scheduled');
     }
+  }
+
+  /**
+   * A new writer takes the volume over while the old one's FLUSH is in flight (its journal append
+   * on the wire). The takeover fences the journal; the old flush then either fails (fenced) or,
+   * if every replica had its record before being fenced, succeeds, and then what it covered must
+   * survive (the checker is told, as the old writer's client was). A flush the old writer tries
+   * once the takeover is done must fail, and its bytes must never be read.
+   */
+  private async takeoverDuringFlush(at: string): Promise<void> {
+    const r = this.faultRng;
+    const old = this.fe;
+    const { sizeBytes, extentBytes } = this.world.config.volume;
+    if (old.cache.dirtyBytes - old.cache.journaledBytes === 0) {
+      // Something for the flush to journal: a small write inside one extent.
+      const offset = r.int(sizeBytes);
+      const length = Math.min(r.range(1, 600), sizeBytes - offset, extentBytes - (offset % extentBytes));
+      const data = r.bytes(length);
+      await this.mutate(`write [${offset}, +${length}) before the takeover`, offset, length, data, false, () =>
+        old.device.write(offset, data),
+      );
+      if (this.frontend !== old) return; // that write was fenced: a failover already happened
+    }
+    let settled = false;
+    const flushing = old.device.flush();
+    flushing.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    await this.world.scheduler.advance(r.int(2 * this.world.config.journalLatencyMs + 2));
+    this.trace.add(
+      `${at} takeover while p${old.process.id} flushes (its flush ${settled ? 'already answered' : 'in flight'})`,
+    );
+    this.frontend = await this.world.attach();
+    this.frontend.device = plantBug(this.frontend.cache, this.options.bug);
+    const out = await this.settle('flush by the replaced writer', () => flushing);
+    this.say('flush by the replaced writer', out);
+    if (out.ok) this.model.markPublished();
+    else this.justify('flush by the replaced writer', out.error, this.model.allExtents());
+    // Fenced now: nothing it flushes may count. A small write inside extent 0, and a flush.
+    const zombie = new Uint8Array(Math.min(64, extentBytes - 1, sizeBytes)).fill(0xee);
+    const later = await this.settle('write and flush by the replaced writer', async () => {
+      await old.device.write(0, zombie);
+      await old.device.flush();
+    });
+    this.say('write and flush by the replaced writer after the takeover', later);
+    if (later.ok)
+      this.fail('the replaced writer flushed after the takeover: it could still gather every acknowledgement');
+    old.process.kill();
+    this.model.crash();
+    await this.readAll('recovery after takeover', false, true);
+  }
+
+  /**
+   * The writer dies in the middle of a fold: its shards stored and the commit not sent, or the
+   * commit applied and the journal not yet trimmed (nor the reply heard). A fold that finds
+   * nothing to publish does not die; half the time the writer then dies anyway, before any trim.
+   */
+  private async crashMidFold(at: string): Promise<void> {
+    const r = this.faultRng;
+    const fe = this.fe;
+    const stage = r.pick<CommitStage>(['before-commit', 'after-commit']);
+    this.trace.add(
+      `${at} the writer will die ${stage === 'before-commit' ? 'between storing shards and committing' : 'after committing, before trimming'} in its next fold`,
+    );
+    this.world.armCommitCrash(fe.process, stage);
+    const out = await this.settle('fold', () => Promise.race([fe.cache.fold(), fe.process.died]));
+    this.world.disarmCommitCrash();
+    if (fe.process.alive) {
+      if (!out.ok) {
+        this.say('fold', out);
+        this.justify('fold', out.error, this.model.allExtents());
+      }
+      if (r.chance(0.5)) await this.crash('crash after a fold, before its trim');
+      return;
+    }
+    await this.crash(`crash mid-fold (${stage})`);
   }
 }
 

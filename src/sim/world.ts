@@ -13,13 +13,20 @@
  *   generation, so every extent is readable again once the transient faults heal; shards that a
  *   generation was published without (durableShardsMin < k+m) count towards those m.
  * - Every failure the world causes is logged or registered as injected, for the checker.
- * What it leaves out: repair (the engine only reports degraded extents), more than one
- * concurrent writer (a replaced writer is dead, not a zombie that keeps serving clients),
- * network partitions between a frontend and some targets only.
+ * - With a journal (journalReplicas > 0), every writer uses the simulated replicated journal
+ *   (sim_journal.ts) as its cache's CacheJournal: attach fences it, replays it into the new
+ *   cache before serving, and journal nodes share their storage node's fate (a node crash also
+ *   crashes its journal service, losing what it had not fsynced).
+ * What it leaves out: repair (the engine only reports degraded extents), more than one writer
+ * serving clients (a replaced writer lingers only while the simulation finishes a flush it had
+ * in flight, see Simulation's takeover fault), network partitions between a frontend and some
+ * shard targets only.
  */
 import {
+  FencedError,
   PlacementError,
   TiB,
+  errorMessage,
   assert,
   formatProfile,
   targetId,
@@ -28,17 +35,19 @@ import {
   type ExtentRecord,
   type Profile,
 } from '../core/index.js';
-import { WriteBackCache } from '../cache/index.js';
+import { WriteBackCache, type CacheBackend } from '../cache/index.js';
 import { createPlacer, type Placer, type PlacementPolicy, type Topology } from '../placement/index.js';
+import { extentCount } from '../extent/index.js';
 import { framedBytes } from '../shard/index.js';
-import { VolumeEngine, type EngineVolume, type ShardPlacer } from '../volume/index.js';
+import { VolumeEngine, type EngineVolume, type ExtentMapStore, type ShardPlacer } from '../volume/index.js';
 import { parseShardKey } from './checker.js';
 import type { SimCodec } from './codec_gate.js';
 import { SimTarget, SimTargets, type StoreEnv, type StoreEvent } from './faulty_store.js';
 import type { Prng } from './prng.js';
 import { Scheduler } from './scheduler.js';
 import { ProcessClock, SimClock } from './sim_clock.js';
-import { SimExtentMap, type MapEnv } from './sim_map.js';
+import { SimJournal, SimJournalWriter, type JournalBug, type JournalEnv, type ReplayRecord } from './sim_journal.js';
+import { SimExtentMap, type CommitStage, type MapEnv } from './sim_map.js';
 import type { Trace } from './trace.js';
 
 /** Everything about a world that the seed decides before the first operation. */
@@ -65,6 +74,16 @@ export interface WorldConfig {
   readonly flushRetryMs: number;
   /** Extents per map commit batch (etcd's is 100): small ones let a takeover land between batches. */
   readonly mapBatchExtents: number;
+  /** Replicas of the volume's journal segments, r; 0: no journal (every flush publishes generations). */
+  readonly journalReplicas: number;
+  /** Latency of a journal request and of its reply, each up to this. */
+  readonly journalLatencyMs: number;
+  /** Group commit delay of a journal node's fsync, up to this (drawn per node). */
+  readonly journalFsyncMs: number;
+  /** Bytes of one journal segment: small ones fill, and the writer moves to a new one. */
+  readonly journalSegmentBytes: number;
+  /** Journaled data older than this is folded by the background flusher. */
+  readonly foldAgeMs: number;
 }
 
 /**
@@ -115,7 +134,7 @@ export function configFromSeed(rng: Prng, options: ConfigOptions = {}): WorldCon
     return { name: `${zone}-${n}`, zone, usedBytes: rng.int(512) * 2 ** 30 };
   });
   const dirtyBytesMax = extentBytes * rng.range(1, 6);
-  return {
+  const config = {
     volume: { id: 'simvol', name: 'sim', sizeBytes, extentBytes, k, profile },
     zones,
     targets,
@@ -135,6 +154,31 @@ export function configFromSeed(rng: Prng, options: ConfigOptions = {}): WorldCon
     // Drawn after everything else, so it changes nothing else of a seed.
     mapBatchExtents: rng.pick([2, 3, 100]),
   };
+  // The journal, drawn after that for the same reason. Some seeds keep the journal-less path.
+  const journalReplicas = rng.chance(0.6) ? Math.min(targetCount, Math.max(2, rng.pick([m + 1, m + 1, 2, 3]))) : 0;
+  if (journalReplicas === 0) {
+    return { ...config, journalReplicas, journalLatencyMs: 0, journalFsyncMs: 0, journalSegmentBytes: 0, foldAgeMs: 0 };
+  }
+  // A segment of 2 holds about one volume's worth of records before the writer moves on.
+  const recordRoomBytes = sizeBytes + 4096;
+  return {
+    ...config,
+    journalReplicas,
+    journalLatencyMs: rng.pick([0, 1, 2, 5]),
+    journalFsyncMs: rng.pick([0, 1, 3]),
+    journalSegmentBytes: recordRoomBytes * rng.pick([2, 4, 32]),
+    foldAgeMs: rng.pick([300, 2000, 10_000]),
+  };
+}
+
+/**
+ * Room a journal segment must have left for the next record, in bytes: a record holds at most
+ * the volume's bytes (a flush journals the dirty ranges of partly written extents) and its
+ * header; one more range entry per write would take 16 bytes of each, which the workload never
+ * comes near.
+ */
+export function journalRecordRoomBytes(c: WorldConfig): number {
+  return c.volume.sizeBytes + 4096;
 }
 
 export function describeConfig(c: WorldConfig): string {
@@ -146,7 +190,10 @@ export function describeConfig(c: WorldConfig): string {
     `cache max ${c.cacheBytesMax} B, flusher ${c.flushCheckMs === 0 ? 'off' : `${c.flushCheckMs}/${c.flushAgeMs} ms`}, ` +
     `jitter ${c.jitterMs} ms, lease lag ${c.leaseLagMs} ms, commit latency ${c.mapLatencyMs} ms, commit batches of ${c.mapBatchExtents}` +
     (c.shardReadHedgeMs !== hedgeNeverMs ? `, read hedge ${c.shardReadHedgeMs} ms` : '') +
-    (c.flushRetryMs > 0 ? `, flush retries ${c.flushRetryMs} ms` : '')
+    (c.flushRetryMs > 0 ? `, flush retries ${c.flushRetryMs} ms` : '') +
+    (c.journalReplicas > 0
+      ? `, journal r=${c.journalReplicas} (latency ${c.journalLatencyMs} ms, fsync ${c.journalFsyncMs} ms, segments of ${c.journalSegmentBytes} B, fold age ${c.foldAgeMs} ms)`
+      : '')
   );
 }
 
@@ -154,6 +201,9 @@ export function describeConfig(c: WorldConfig): string {
 export class SimProcess {
   alive = true;
   readonly clock: ProcessClock;
+  /** Resolves when the process dies. */
+  readonly died: Promise<void>;
+  private onDeath: () => void = () => undefined;
 
   constructor(
     readonly id: number,
@@ -161,11 +211,13 @@ export class SimProcess {
     clock: SimClock,
   ) {
     this.clock = new ProcessClock(clock);
+    this.died = new Promise<void>((resolve) => (this.onDeath = resolve));
   }
 
   kill(): void {
     this.alive = false;
     this.clock.kill();
+    this.onDeath();
   }
 }
 
@@ -174,14 +226,25 @@ export interface Frontend {
   readonly process: SimProcess;
   readonly engine: VolumeEngine;
   readonly cache: WriteBackCache;
+  /** The cache's journal, when the world has one. */
+  readonly journal: SimJournalWriter | undefined;
   device: BlockDevice;
 }
 
-/** A reader opened on the published map with no cache, to check what a crash would reveal. */
+/**
+ * A reader opened on the published map, to check what a crash would reveal: with a journal, the
+ * records an attach would replay are laid over it (a read-only cache), as the map and the
+ * journal's disks were at one instant.
+ */
 export interface Reader {
   readonly process: SimProcess;
   readonly engine: VolumeEngine;
+  /** The whole extent e as a crash now could reveal it. */
+  readExtent(e: number): Promise<Uint8Array>;
 }
+
+/** Journal attaches a writer tries (one simulated second apart) before the run fails. */
+export const journalAttachAttemptsMax = 120;
 
 /** Store failure events kept for judging; older ones are dropped at each mark. */
 export const storeEventsMax = 1_000_000;
@@ -207,12 +270,20 @@ export class World {
   private readonly slowTokens = new Map<string, number>();
   private readonly flakyTokens = new Map<string, number>();
   private mapToken = 0;
+  /** The volume's journal, when the seed gives it one. */
+  readonly journal: SimJournal | undefined;
+  private readonly journalRng: Prng | undefined;
+  private readonly journalTokens = new Map<string, number>();
+  private readonly journalCrashMs = new Map<string, number>();
+  /** Armed failpoint: the process dies at this stage of its next commit of journaled extents. */
+  private commitCrash: { readonly process: SimProcess; readonly stage: CommitStage } | undefined;
 
   constructor(
     readonly config: WorldConfig,
     readonly codec: SimCodec,
     readonly trace: Trace,
-    streams: { readonly store: Prng; readonly map: Prng },
+    streams: { readonly store: Prng; readonly map: Prng; readonly journal?: Prng },
+    journalBug?: JournalBug,
   ) {
     for (const t of config.targets) this.targets.set(t.name, new SimTarget(t.name, t.zone, t.usedBytes));
     this.scheduler = new Scheduler(this.clock, codec);
@@ -238,10 +309,43 @@ export class World {
       injected: this.injected,
       onCommit: (epoch, updates) => this.onCommit(epoch, updates),
       onRefused: (epoch, why) => this.trace.add(`  map: commit by epoch ${epoch} refused: ${why}`),
+      failpoint: (epoch, stage, updates) => this.commitFailpoint(epoch, stage, updates),
     };
     this.map = new SimExtentMap(mapEnv);
     this.map.latencyMs = config.mapLatencyMs;
     this.map.batchExtentsMax = config.mapBatchExtents;
+    if (config.journalReplicas > 0) {
+      assert(streams.journal !== undefined, 'a journal needs its own stream');
+      this.journalRng = streams.journal;
+      const rng = streams.journal;
+      const env: JournalEnv = {
+        clock: this.clock,
+        rng,
+        injected: this.injected,
+        trace: (line) => this.trace.add(line),
+        anomaly: (message) => this.anomaly(message),
+        lockEpoch: () => this.map.lockEpoch,
+        nodeUp: (name) => this.targets.get(name)!.up,
+        nodeSlowMs: (name) => this.targets.get(name)!.slowMs,
+        liveNodes: () =>
+          [...this.targets.values()].filter((t) => t.registeredUp).map((t) => ({ name: t.name, zone: t.zone })),
+        degraded: () => this.topologyDegraded,
+        crashNode: (name) => this.crashJournalNode(name),
+        bug: journalBug,
+      };
+      this.journal = new SimJournal(
+        env,
+        {
+          volume: config.volume.id,
+          replicas: config.journalReplicas,
+          latencyMs: config.journalLatencyMs,
+          fsyncMs: config.journalFsyncMs,
+          segmentBytes: config.journalSegmentBytes,
+          rotateBytesLeftMin: journalRecordRoomBytes(config),
+        },
+        config.targets.map((t) => ({ name: t.name, zone: t.zone, fsyncMs: rng.int(config.journalFsyncMs + 1) })),
+      );
+    }
   }
 
   get k(): number {
@@ -417,6 +521,84 @@ export class World {
     const cause = `crash #${++this.faultIds}`;
     this.goDown(t, cause);
     this.clock.after(durationMs, () => this.comeUp(t, cause));
+    // The node's journal service dies with it: what it had not fsynced is gone.
+    const node = this.journal?.nodes.get(name);
+    if (node !== undefined) {
+      const lost = node.crash(this.journalRng!, 0.5);
+      if (lost.length > 0) this.trace.add(`  journal: node ${name} crashed before fsync of ${lost.join(', ')}`);
+    }
+  }
+
+  // ---- journal faults ----
+
+  /**
+   * The next append journal node `name` receives is lost by a crash before its fsync (a torn
+   * prefix of it stays on disk with probability tornP); the node is down for `durationMs`.
+   */
+  armJournalCrash(name: string, durationMs: number, tornP: number): void {
+    const node = this.journal?.nodes.get(name);
+    assert(node !== undefined, `no journal node ${name}`);
+    node.crashOnAppend = { tornP };
+    this.journalCrashMs.set(name, durationMs);
+  }
+
+  private crashJournalNode(name: string): void {
+    const t = this.targets.get(name)!;
+    const cause = `journal crash #${++this.faultIds}`;
+    this.goDown(t, cause);
+    this.clock.after(this.journalCrashMs.get(name) ?? 1000, () => this.comeUp(t, cause));
+  }
+
+  /** Journal node `name` is cut off from every frontend (its disk and fsyncs go on) for `durationMs`. */
+  partitionJournalNode(name: string, durationMs: number): void {
+    const node = this.journal!.nodes.get(name)!;
+    const token = ++this.faultIds;
+    node.unreachable = true;
+    this.journalTokens.set(`partition ${name}`, token);
+    this.clock.after(durationMs, () => {
+      if (this.journalTokens.get(`partition ${name}`) !== token) return;
+      node.unreachable = false;
+      this.trace.add(`  fault over: journal node ${name} is reachable again`);
+    });
+  }
+
+  /** Journal node `name` loses requests (and replies) with probability p for `durationMs`. */
+  flakyJournalNode(name: string, p: number, durationMs: number): void {
+    const node = this.journal!.nodes.get(name)!;
+    const token = ++this.faultIds;
+    node.flakyP = p;
+    this.journalTokens.set(`flaky ${name}`, token);
+    this.clock.after(durationMs, () => {
+      if (this.journalTokens.get(`flaky ${name}`) !== token) return;
+      node.flakyP = 0;
+      this.trace.add(`  fault over: journal node ${name} is reliable again`);
+    });
+  }
+
+  /** Arms a crash of `process` at `stage` of its next commit that publishes journaled extents (a fold). */
+  armCommitCrash(process: SimProcess, stage: CommitStage): void {
+    this.commitCrash = { process, stage };
+  }
+
+  disarmCommitCrash(): void {
+    this.commitCrash = undefined;
+  }
+
+  private commitFailpoint(
+    epoch: number,
+    stage: CommitStage,
+    updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[],
+  ): boolean {
+    const armed = this.commitCrash;
+    if (armed === undefined || armed.stage !== stage || armed.process.epoch !== epoch || !armed.process.alive)
+      return false;
+    if (!updates.some((u) => u.record?.journalLsn !== undefined)) return false;
+    this.commitCrash = undefined;
+    this.trace.add(
+      `  failpoint: process p${armed.process.id} dies ${stage === 'before-commit' ? 'with its shards stored, before the commit of' : 'after the commit of, before trimming for'} extents ${updates.map((u) => u.index).join(',')}`,
+    );
+    armed.process.kill();
+    return true;
   }
 
   loseZone(zone: string, durationMs: number): void {
@@ -528,6 +710,12 @@ export class World {
     this.mapToken = 0;
     this.map.failBeforeP = 0;
     this.map.failAfterP = 0;
+    for (const node of this.journal?.nodes.values() ?? []) {
+      node.unreachable = false;
+      node.flakyP = 0;
+      node.crashOnAppend = undefined;
+    }
+    this.journalTokens.clear();
   }
 
   // ---- frontends ----
@@ -538,11 +726,11 @@ export class World {
     return p;
   }
 
-  private engineOptions(process: SimProcess) {
+  private engineOptions(process: SimProcess, map?: ExtentMapStore) {
     const c = this.config;
     return {
       volume: c.volume,
-      map: this.map.viewFor(process.epoch, process),
+      map: map ?? this.map.viewFor(process.epoch, process),
       targets: new SimTargets(this.storeEnv, this.targets, process, { jitterMs: c.jitterMs }),
       placer: this.placer(),
       pool: this.codec,
@@ -555,7 +743,11 @@ export class World {
     };
   }
 
-  /** Takes the lock at a new epoch and opens an engine and cache on the published map. */
+  /**
+   * Takes the lock at a new epoch and opens an engine and cache on the published map; with a
+   * journal, attaches it (fencing the writer before, replaying what it left into the new cache)
+   * before the cache serves anything. The writer replaced is not killed here: the caller decides.
+   */
   async attach(): Promise<Frontend> {
     const epoch = ++this.epochs;
     assert(epoch < 2 ** 21, 'too many epochs for one simulation');
@@ -565,7 +757,8 @@ export class World {
     if (!opened.ok) throw opened.error;
     const engine = opened.value;
     const c = this.config;
-    const cache = new WriteBackCache(engine, {
+    const log = (line: string) => this.trace.add(`  [p${process.id}] ${line}`);
+    const options = {
       dirtyBytesMax: c.dirtyBytesMax,
       cacheBytesMax: c.cacheBytesMax,
       flushAgeMs: c.flushAgeMs,
@@ -574,18 +767,101 @@ export class World {
       // Clock, so in the simulation it would wait on the wall clock (and look hung).
       flushRetryMs: c.flushRetryMs,
       clock: process.clock,
-      log: (line) => this.trace.add(`  [p${process.id}] ${line}`),
-    });
-    this.trace.add(`  attach: process p${process.id} holds the lock at epoch ${epoch}`);
-    return { process, engine, cache, device: cache };
+      log,
+    };
+    if (this.journal === undefined) {
+      const cache = new WriteBackCache(engine, options);
+      this.trace.add(`  attach: process p${process.id} holds the lock at epoch ${epoch}`);
+      return { process, engine, cache, journal: undefined, device: cache };
+    }
+    const { writer, replay } = await this.openJournal(process, engine, log);
+    const cache = new WriteBackCache(
+      { ...this.backendOf(engine), journal: writer },
+      { ...options, foldAgeMs: c.foldAgeMs },
+    );
+    let taken = 0;
+    for (const r of replay) taken += cache.replayed(r.lsn, r.writes);
+    writer.foldAll = () => cache.foldAll();
+    this.trace.add(
+      `  attach: process p${process.id} holds the lock at epoch ${epoch}; journal replayed lsns ${replay.map((r) => r.lsn).join(',') || 'none'} (${taken} bytes not yet folded), next lsn ${writer.nextLsn}`,
+    );
+    return { process, engine, cache, journal: writer, device: cache };
   }
 
-  /** A read-only engine (epoch 0: it never persists) on the map as published now. */
+  /** The engine as the cache's backend, with the journal LSN of each published generation. */
+  private backendOf(engine: VolumeEngine): CacheBackend {
+    return {
+      geometry: engine.geometry,
+      isHole: (e) => engine.isHole(e),
+      versionOf: (e) => engine.versionOf(e),
+      readRange: (e, o, l) => engine.readRange(e, o, l),
+      readWhole: (e) => engine.readWhole(e),
+      persist: (images) => engine.persist(images),
+      publishedLsn: (e) => engine.record(e)?.journalLsn,
+    };
+  }
+
+  /**
+   * Attaches the journal for `process`, again a simulated second later while faults keep every
+   * replica of some segment (or r live nodes) out of reach. A failure the world did not cause
+   * ends the run.
+   */
+  private async openJournal(
+    process: SimProcess,
+    engine: VolumeEngine,
+    log: (line: string) => void,
+  ): Promise<{ writer: SimJournalWriter; replay: ReplayRecord[] }> {
+    const journal = this.journal!;
+    let publishedLsnMax = 0;
+    for (let e = 0; e < extentCount(this.config.volume); e++)
+      publishedLsnMax = Math.max(publishedLsnMax, engine.record(e)?.journalLsn ?? 0);
+    for (let attempt = 1; ; attempt++) {
+      const out = await this.scheduler.settle(
+        () => SimJournalWriter.open(journal, process.epoch, process, process.clock, log, publishedLsnMax),
+        600_000,
+      );
+      if (out.ok) return out.value;
+      if ('hung' in out) throw out.error;
+      const err = out.error;
+      if (!this.injected.has(err as object) || err instanceof FencedError || attempt >= journalAttachAttemptsMax)
+        throw err;
+      this.trace.add(`  attach: journal not ready (${errorMessage(err)}); again in 1000 ms`);
+      await this.scheduler.advance(1000);
+    }
+  }
+
+  /** A read-only engine (epoch 0: it never persists) on the map as published now, with the journal laid over. */
   async openReader(): Promise<Reader> {
     const process = this.newProcess(0);
-    const opened = await this.scheduler.settle(() => VolumeEngine.open(this.engineOptions(process)), 60_000);
+    const view = this.map.viewFor(0, process);
+    let replay: ReplayRecord[] = [];
+    const journal = this.journal;
+    // The map and the journal's disks at one instant: the journal is read as the map is loaded.
+    const map: ExtentMapStore = {
+      load: () => {
+        if (journal !== undefined) replay = journal.durableView(this.journalRng!);
+        return view.load();
+      },
+      commit: (updates) => view.commit(updates),
+    };
+    const opened = await this.scheduler.settle(() => VolumeEngine.open(this.engineOptions(process, map)), 60_000);
     if (!opened.ok) throw opened.error;
-    return { process, engine: opened.value };
+    const engine = opened.value;
+    if (journal === undefined) return { process, engine, readExtent: (e) => engine.readWhole(e) };
+    const cache = new WriteBackCache(this.backendOf(engine), {
+      readOnly: true,
+      dirtyBytesMax: this.config.dirtyBytesMax,
+      cacheBytesMax: this.config.cacheBytesMax,
+      flushCheckMs: 0,
+      clock: process.clock,
+    });
+    for (const r of replay) cache.replayed(r.lsn, r.writes);
+    const { extentBytes, sizeBytes } = this.config.volume;
+    return {
+      process,
+      engine,
+      readExtent: (e) => cache.read(e * extentBytes, Math.min(extentBytes, sizeBytes - e * extentBytes)),
+    };
   }
 
   /** Stops every process and lets the codec finish what it holds, so nothing outlives the run. */
