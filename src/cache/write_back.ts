@@ -333,13 +333,21 @@ export class WriteBackCache implements BlockDevice {
       // Flush first: it frees whole-extent writes, and their journaled chunks too (the new
       // generation supersedes them); partly written extents move to the journal. Then, when
       // journaled bytes still hold most of the budget, fold the extents that hold the most.
-      if (dirty - this.journaledBytes > 0) await this.flush();
+      // (A flush in flight holds bytes too: flush() waits for it.)
+      if (this.hasDirty() || this.dirtyBytes > 0) await this.flush();
       if (
         this.backend.journal !== undefined &&
         this.unpublishedBytes + bytes > this.dirtyBytesMax &&
         this.journaledBytes >= this.unpublishedBytes / 2
-      )
+      ) {
+        const before = this.journaledBytes;
         await this.fold('fullest');
+        if (this.journaledBytes >= before) {
+          // Nothing foldable now: wait for the publishes in flight (they supersede chunks).
+          const busy = [...this.entries.values()].filter((e) => e.publishing !== undefined).map((e) => e.publishing!);
+          if (busy.length > 0) await Promise.all(busy);
+        }
+      }
       assert(round < 1000, 'back-pressure never made room');
     }
   }
@@ -796,8 +804,9 @@ export class WriteBackCache implements BlockDevice {
   private async foldNow(order: 'oldest' | 'fullest'): Promise<void> {
     const journal = this.backend.journal;
     if (journal === undefined || this.fenced !== undefined) return;
+    // Not under a pending whole-extent trim: the flush publishing the hole supersedes those chunks.
     const picked = [...this.entries.values()]
-      .filter((e) => e.journaled.length > 0 && e.publishing === undefined)
+      .filter((e) => e.journaled.length > 0 && e.publishing === undefined && !this.zeroBased(e))
       .sort((a, b) =>
         order === 'oldest' ? a.journaled[0]!.lsn - b.journaled[0]!.lsn : b.journaledBytes - a.journaledBytes,
       )
@@ -865,12 +874,29 @@ export class WriteBackCache implements BlockDevice {
     journal.folded(lowest - 1);
   }
 
-  /** Folds until nothing journaled is left (detach, shutdown). */
+  /**
+   * Folds until nothing foldable is journaled (detach, shutdown, a journal replica lost). Extents
+   * being published meanwhile (a direct flush supersedes their chunks) are waited for; chunks
+   * under a pending whole-extent trim are left to the flush that publishes the hole.
+   */
   async foldAll(): Promise<void> {
     for (let round = 0; this.journaledBytes > 0 && this.fenced === undefined; round++) {
+      const before = this.journaledBytes;
       await this.fold();
+      if (this.journaledBytes < before) continue;
+      const busy = [...this.entries.values()]
+        .filter((e) => e.journaled.length > 0 && e.publishing !== undefined)
+        .map((e) => e.publishing!);
+      if (busy.length === 0) return;
+      await Promise.all(busy);
       assert(round < 100_000, 'foldAll made no progress');
     }
+  }
+
+  /** True when some extent has writes or a trim not yet flushed. */
+  private hasDirty(): boolean {
+    for (const e of this.entries.values()) if (this.isDirty(e)) return true;
+    return false;
   }
 
   /**

@@ -256,14 +256,13 @@ export class VolumeJournal implements CacheJournal {
   }
 
   async append(writes: readonly JournalWrite[]): Promise<number> {
-    const lsn = this.next;
     const ranges: JournalRange[] = writes.map((w) => ({ offset: w.offset, length: w.data.length }));
     const total = writes.reduce((s, w) => s + w.data.length, 0);
     if (total > journalRecordDataBytesMax) {
       // One record per part: LSNs stay consecutive, and the cache sees the last one.
       let start = 0;
       let bytes = 0;
-      let last = lsn;
+      let last = this.next;
       for (let i = 0; i <= writes.length; i++) {
         const w = writes[i];
         if (w === undefined || (bytes + w.data.length > journalRecordDataBytesMax && i > start)) {
@@ -282,9 +281,12 @@ export class VolumeJournal implements CacheJournal {
       at += w.data.length;
     }
     for (let attempt = 0; ; attempt++) {
+      // Every try takes a new LSN, used or not: a failed append may have landed on some replicas,
+      // and replay must never find two contents under one LSN (the simulator's planted
+      // 'reuse-failed-lsn' shows a stale record replayed over a newer generation otherwise).
+      const lsn = this.next++;
       try {
         const ack = await this.current.append({ lsn, ranges, data });
-        this.next = lsn + 1;
         this.recordBytes.set(lsn, ack.recordBytes);
         if (ack.bytesLeft < journalRotateBytesLeftMin) await this.rotate(new Set(), 'the segment is nearly full');
         return lsn;

@@ -18,7 +18,7 @@
  *   hands out a failed append's LSN again, so a record past its seal is a copy of the one that
  *   redid it; with 'reuse-failed-lsn' it would shadow a newer record.
  * - 'reuse-failed-lsn': the LSN of an append that failed is handed out again, as
- *   frontend/journal.ts does. When no new segment could be started, the failed record stays in
+ *   frontend/journal.ts did until this simulator caught it (it now takes a new LSN per try). When no new segment could be started, the failed record stays in
  *   the current segment on the replicas that took it, and a whole-extent write published after
  *   it carries journalLsn = nextLsn - 1, below it: replay lays the stale record over the newer
  *   generation.
