@@ -11,7 +11,7 @@ import { CairnError, InvalidArgumentError, errorMessage, formatProfile, type Pro
 import { EtcdMeta } from '../meta/index.js';
 import { initCluster } from '../api/index.js';
 import { etcdArgs, etcdHealthy } from './etcd.js';
-import { freePort, pidAlive, stopPid, waitFor } from './processes.js';
+import { freePort, freePorts, pidAlive, stopPid, waitFor } from './processes.js';
 
 /** One storage node in cluster.json: `address` is host:port, `dataDir` absolute. */
 export interface DevNode {
@@ -157,14 +157,16 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
       const nodes: DevNode[] = [];
       const nodesDir = join(dir, 'nodes');
       mkdirSync(nodesDir, { recursive: true });
+      // Two ports per node (shards, journal), all chosen at once so none is handed out twice; the
+      // journal's default (shard port + 1) may be taken.
+      const ports = await freePorts(2 * options.zones * options.nodesPerZone);
       for (let z = 0; z < options.zones; z++) {
         const zone = String.fromCharCode(97 + z);
         for (let i = 1; i <= options.nodesPerZone; i++) {
           const name = `${zone}-${i}`;
-          const port = await freePort();
+          const port = ports.pop()!;
           const address = `127.0.0.1:${port}`;
-          // Its own free port for the journal: the default (shard port + 1) may be taken.
-          const journalPort = await freePort();
+          const journalPort = ports.pop()!;
           const dataDir = join(nodesDir, name);
           const pid = startDetached(
             process.execPath,

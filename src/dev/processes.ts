@@ -12,7 +12,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { CairnError } from '../core/index.js';
 
 /** How often stopPid looks whether a signalled pid has exited. */
@@ -40,6 +40,34 @@ export function freePort(): Promise<number> {
       });
     });
   });
+}
+
+/**
+ * `count` distinct free loopback ports. All are held open until every one is chosen, so the
+ * kernel cannot hand the same port out twice (one freePort() after another can: a port is free
+ * again the moment its probe closes, before the process meant to use it has bound it).
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<Server>((resolveServer, reject) => {
+          const server = createServer();
+          server.unref();
+          server.on('error', reject);
+          server.listen(0, '127.0.0.1', () => resolveServer(server));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => {
+    const address = s.address();
+    if (address === null || typeof address !== 'object')
+      throw new CairnError('EADDR', 'Cannot read the port the kernel picked on 127.0.0.1');
+    return address.port;
+  });
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
 }
 
 /**

@@ -557,7 +557,10 @@ export function shardFilesOf(dataDir: string, volumeId: string): Map<string, str
 
 /** Files a put left half-done: temp names carry '~' (file_store.ts). */
 export function tempFilesUnder(dir: string): string[] {
-  return filesUnder(dir).filter((p) => p.slice(dir.length).includes('~'));
+  // journal~/ holds the node's journal segments (docs/journal.md), not temp files.
+  return filesUnder(dir).filter(
+    (p) => p.slice(dir.length).includes('~') && !p.slice(dir.length).includes('/journal~/'),
+  );
 }
 
 /** Generation of a shard key `<volume>/<extent>/<generation>/<shard>`. */
