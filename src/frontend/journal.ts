@@ -30,8 +30,8 @@ import {
   journalSegmentBytesDefault,
   journalRecordDataBytesMax,
   readSegment,
+  writesOfRecord,
   type JournalRange,
-  type JournalRecord,
 } from '../journal/index.js';
 import type { EtcdMeta, JournalLayout, JournalSegmentRecord, VolumeLock, VolumeRecord } from '../meta/index.js';
 import { JournalNodeClient } from '../shard/index.js';
@@ -62,21 +62,6 @@ export interface VolumeJournalOptions {
   readonly secrets: SecretSource;
   readonly clock?: Clock;
   readonly log?: (line: string) => void;
-}
-
-/** The writes a decoded record holds: its data ranges as views of its data, zero ranges as zeros. */
-export function writesOf(record: JournalRecord): JournalWrite[] {
-  const out: JournalWrite[] = [];
-  let at = 0;
-  for (const r of record.ranges) {
-    if (r.kind === 'zero') {
-      out.push({ offset: r.offset, data: new Uint8Array(r.length) });
-      continue;
-    }
-    out.push({ offset: r.offset, data: record.data.subarray(at, at + r.length) });
-    at += r.length;
-  }
-  return out;
 }
 
 export class VolumeJournal implements CacheJournal {
@@ -177,7 +162,7 @@ export class VolumeJournal implements CacheJournal {
               (r) => {
                 count += 1;
                 highest = Math.max(highest, r.lsn);
-                if (!records.has(r.lsn)) records.set(r.lsn, { lsn: r.lsn, epoch: r.epoch, writes: writesOf(r) });
+                if (!records.has(r.lsn)) records.set(r.lsn, { lsn: r.lsn, epoch: r.epoch, writes: writesOfRecord(r) });
               },
             );
             if (count > 0) live.push(seg);

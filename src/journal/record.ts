@@ -338,3 +338,21 @@ function isAllZero(bytes: Uint8Array): boolean {
   for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
   return true;
 }
+
+/**
+ * What a decoded record writes, range by range: data ranges as views of its data (no copy), zero
+ * ranges as new zero-filled arrays. Replay hands these to the cache in LSN order.
+ */
+export function writesOfRecord(record: JournalRecord): { readonly offset: number; readonly data: Uint8Array }[] {
+  const out: { offset: number; data: Uint8Array }[] = [];
+  let at = 0;
+  for (const r of record.ranges) {
+    if (r.kind === 'zero') {
+      out.push({ offset: r.offset, data: new Uint8Array(r.length) });
+      continue;
+    }
+    out.push({ offset: r.offset, data: record.data.subarray(at, at + r.length) });
+    at += r.length;
+  }
+  return out;
+}

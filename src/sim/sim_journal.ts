@@ -51,6 +51,7 @@ import {
   type RecordInput,
   type SegmentSpace,
   type TrimRequest,
+  writesOfRecord,
 } from '../journal/index.js';
 import { hang, type ProcessLife } from './faulty_store.js';
 import type { Prng } from './prng.js';
@@ -549,20 +550,6 @@ export interface ReplayRecord {
   readonly writes: readonly JournalWrite[];
 }
 
-function writesOf(record: JournalRecord): JournalWrite[] {
-  const out: JournalWrite[] = [];
-  let at = 0;
-  for (const r of record.ranges) {
-    if (r.kind === 'zero') {
-      out.push({ offset: r.offset, data: new Uint8Array(r.length) });
-      continue;
-    }
-    out.push({ offset: r.offset, data: record.data.subarray(at, at + r.length) });
-    at += r.length;
-  }
-  return out;
-}
-
 /**
  * The records a layout's segments hold for replay, given each segment's records as read from
  * one replica: after the folded LSN and before the segment's seal. With the planted bug
@@ -665,7 +652,7 @@ export class SimJournal {
     return replaySet(layout, perSegment, this.env.bug, () => undefined).map((r) => ({
       lsn: r.lsn,
       epoch: r.epoch,
-      writes: writesOf(r),
+      writes: writesOfRecord(r),
     }));
   }
 }
@@ -819,7 +806,7 @@ export class SimJournalWriter implements CacheJournal {
       );
       return {
         writer,
-        replay: records.map((r) => ({ lsn: r.lsn, epoch: r.epoch, writes: writesOf(r) })),
+        replay: records.map((r) => ({ lsn: r.lsn, epoch: r.epoch, writes: writesOfRecord(r) })),
       };
     } catch (err) {
       throw convert(err, env);
