@@ -328,14 +328,21 @@ sys.stdin.readline()
         { seen: () => `${shardsOfEpoch(epoch)} so far`, intervalMs: 5 },
       );
 
-    // Round 1: killed with about 40% of the flush's shards stored (before any commit).
-    const fe1 = await s.startFrontend({ flushAgeMs: noBackgroundFlushMs });
+    // Round 1: killed with about 40% of the flush's shards stored (before any commit). A dirty
+    // budget twice the data keeps the background flusher (it starts at half the budget) from
+    // publishing part of the writes early: the FLUSH must carry them all, in one commit.
+    const fe1 = await s.startFrontend({ flushAgeMs: noBackgroundFlushMs, dirtyMax: '512MiB', cacheSize: '1GiB' });
     const shardsTotal = extents * 6;
     const atKill1 = await writeFlushKill(fe1, 1, (epoch) => shardsAtLeast(epoch, Math.floor(shardsTotal * 0.4)));
     expect(atKill1, 'shards stored when the frontend died (fewer than all: the flush was in flight)').to.be.below(
       shardsTotal,
     );
-    const fe2 = await s.startFrontend({ forceTakeover: true, flushAgeMs: noBackgroundFlushMs });
+    const fe2 = await s.startFrontend({
+      forceTakeover: true,
+      flushAgeMs: noBackgroundFlushMs,
+      dirtyMax: '512MiB',
+      cacheSize: '1GiB',
+    });
     const round1 = await readVersions(fe2, () => [0, 1], 'after kill 1');
 
     // Round 2: version C, killed while its first commit transaction (100 extent records) sits
