@@ -59,6 +59,8 @@ export interface VolumeJournalOptions {
   readonly volume: VolumeRecord;
   readonly lock: VolumeLock;
   readonly replicas: number;
+  /** The highest journal LSN any published generation of the volume holds (its extent records). */
+  readonly lsnFloor?: number;
   readonly secrets: SecretSource;
   readonly clock?: Clock;
   readonly log?: (line: string) => void;
@@ -79,6 +81,7 @@ export class VolumeJournal implements CacheJournal {
   private readonly recordBytes = new Map<number, number>();
   private trimming: Promise<void> | undefined;
   private trimWanted = false;
+  private layoutChain: Promise<void> = Promise.resolve();
   private closed = false;
   /** Set by the frontend: folds every journaled extent (used before leaving a failed replica). */
   foldAll: () => Promise<void> = async () => undefined;
@@ -138,7 +141,9 @@ export class VolumeJournal implements CacheJournal {
         segments: [],
       };
       const records = new Map<number, ReplayedRecord>();
-      let highest = Math.max(existing.foldedLsn, existing.headLsn);
+      // Above every LSN a published generation holds too: a flush publishes a whole extent with
+      // the LSN of the last append try, which may have reached no replica (simulator seed 13).
+      let highest = Math.max(existing.foldedLsn, existing.headLsn, options.lsnFloor ?? 0);
       /** Segments that hold records after the folded LSN: the rest are dropped below. */
       const live: JournalSegmentRecord[] = [];
       for (const seg of existing.segments) {
@@ -333,8 +338,7 @@ export class VolumeJournal implements CacheJournal {
       firstLsn: this.next,
       replicas: chosen.map((n) => n.name),
     };
-    this.layout = { ...this.layout, headLsn: this.next - 1, segments: [...this.layout.segments, segment] };
-    await this.meta.putJournal(this.lock, this.volume.id, this.layout);
+    await this.writeLayout((l) => ({ ...l, headLsn: this.next - 1, segments: [...l.segments, segment] }));
     this.current = next;
     this.log(`volume ${this.volume.name}: journal segment ${id} on ${segment.replicas.join(', ')} (${why})`);
   }
@@ -367,19 +371,34 @@ export class VolumeJournal implements CacheJournal {
     });
   }
 
+  /**
+   * Writes the layout `next` computes from the current one, one write at a time: a trim and a
+   * rotation racing must not write a layout built from a copy taken before the other's write
+   * (that dropped the segment being appended to). A foldedLsn that advanced meanwhile is kept.
+   */
+  private writeLayout(next: (current: JournalLayout) => JournalLayout): Promise<void> {
+    const run = this.layoutChain.then(async () => {
+      const layout = next(this.layout);
+      await this.meta.putJournal(this.lock, this.volume.id, layout);
+      this.layout = { ...layout, foldedLsn: Math.max(layout.foldedLsn, this.layout.foldedLsn) };
+    });
+    this.layoutChain = run.catch(() => undefined);
+    return run;
+  }
+
   private async trim(): Promise<void> {
-    const segs = this.layout.segments;
-    const foldedLsn = this.layout.foldedLsn;
-    // A segment's records end where the next one's begin; the current one is never trimmed.
-    const gone = segs.filter((_, i) => i < segs.length - 1 && segs[i + 1]!.firstLsn - 1 <= foldedLsn);
-    const layout: JournalLayout = {
-      foldedLsn,
-      headLsn: this.next - 1,
-      unfoldedBytes: this.unfoldedBytes,
-      segments: segs.filter((s) => !gone.includes(s)),
-    };
-    await this.meta.putJournal(this.lock, this.volume.id, layout);
-    this.layout = { ...layout, foldedLsn: Math.max(layout.foldedLsn, this.layout.foldedLsn) };
+    let gone: JournalSegmentRecord[] = [];
+    await this.writeLayout((l) => {
+      const segs = l.segments;
+      // A segment's records end where the next one's begin; the current one is never trimmed.
+      gone = segs.filter((_, i) => i < segs.length - 1 && segs[i + 1]!.firstLsn - 1 <= l.foldedLsn);
+      return {
+        foldedLsn: l.foldedLsn,
+        headLsn: this.next - 1,
+        unfoldedBytes: this.unfoldedBytes,
+        segments: segs.filter((s) => !gone.includes(s)),
+      };
+    });
     for (const s of gone) {
       await Promise.allSettled(
         s.replicas.map((name) => this.clients.get(name)?.trim({ volume: this.volume.id, segment: s.id })),
@@ -396,9 +415,11 @@ export class VolumeJournal implements CacheJournal {
     this.closed = true;
     try {
       if (this.layout.foldedLsn >= this.next - 1) {
-        const segments = this.layout.segments;
-        this.layout = { foldedLsn: this.layout.foldedLsn, headLsn: this.next - 1, unfoldedBytes: 0, segments: [] };
-        await this.meta.putJournal(this.lock, this.volume.id, this.layout);
+        let segments: readonly JournalSegmentRecord[] = [];
+        await this.writeLayout((l) => {
+          segments = l.segments;
+          return { foldedLsn: l.foldedLsn, headLsn: this.next - 1, unfoldedBytes: 0, segments: [] };
+        });
         for (const s of segments) {
           await Promise.allSettled(
             s.replicas.map((name) => this.clients.get(name)?.trim({ volume: this.volume.id, segment: s.id })),

@@ -228,6 +228,7 @@ export class VolumeFrontend implements ExportProvider {
                 volume: record,
                 lock,
                 replicas: journalReplicasOf(record),
+                lsnFloor: engine.highestJournalLsn,
                 secrets: this.options.secrets,
                 clock: this.clock,
                 log: this.log,
@@ -271,8 +272,13 @@ export class VolumeFrontend implements ExportProvider {
         let bytes = 0;
         for (const r of replayed) bytes += cache.replayed(r.lsn, r.writes);
         journal.foldAll = () => cache.foldAll();
-        if (replayed.length > 0)
+        if (replayed.length > 0) {
           this.log(`volume ${name}: replayed ${replayed.length} journal records (${bytes} bytes not yet folded)`);
+          // Fold what was replayed before serving it: a record read from one replica may be on
+          // no other (an append that failed), and must not be served, then lost to a later attach
+          // that reads another replica (simulator seed 394).
+          await cache.foldAll();
+        }
       }
       markStale = (err) => cache.markStale(err);
       if (staleBeforeCache !== undefined) cache.markStale(staleBeforeCache);

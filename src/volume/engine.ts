@@ -196,6 +196,13 @@ export class VolumeEngine {
     return this.changes.get(e) ?? 0;
   }
 
+  /** The highest journal LSN a published generation holds (0 when none records one). */
+  get highestJournalLsn(): number {
+    let lsn = 0;
+    for (const rec of this.records.values()) lsn = Math.max(lsn, rec.journalLsn ?? 0);
+    return lsn;
+  }
+
   /** Extents with a published generation holding data (hole records left out). */
   get writtenExtents(): number {
     let n = 0;
