@@ -17,11 +17,11 @@
  *   records the new writer never read. The seal alone is not observable here: the journal never
  *   hands out a failed append's LSN again, so a record past its seal is a copy of the one that
  *   redid it; with 'reuse-failed-lsn' it would shadow a newer record.
- * - 'reuse-failed-lsn': the LSN of an append that failed is handed out again, as
- *   frontend/journal.ts did until this simulator caught it (it now takes a new LSN per try). When no new segment could be started, the failed record stays in
- *   the current segment on the replicas that took it, and a whole-extent write published after
- *   it carries journalLsn = nextLsn - 1, below it: replay lays the stale record over the newer
- *   generation.
+ * - 'reuse-failed-lsn': the LSN of an append try that failed is handed out again, as
+ *   frontend/journal.ts did until this simulator caught it. When no new segment could be
+ *   started, the failed record stays in the current segment on the replicas that took it, and a
+ *   whole-extent write published after it carries journalLsn = nextLsn - 1, below it: replay lays
+ *   the stale record over the newer generation.
  *
  * What it keeps true: with no bug named, or a journal bug, the device is the cache itself (no
  * wrapper at all).
