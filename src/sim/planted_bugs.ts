@@ -22,6 +22,11 @@
  *   started, the failed record stays in the current segment on the replicas that took it, and a
  *   whole-extent write published after it carries journalLsn = nextLsn - 1, below it: replay lays
  *   the stale record over the newer generation.
+ * - 'attach-reuses-published-lsn': attach starts the next LSN above the LSNs it replays only, as
+ *   frontend/journal.ts's open() does, not above the LSNs published generations hold. A failed
+ *   try's LSN that landed on no replica read may be the journalLsn of a generation published
+ *   after it; the new writer hands that LSN out again, and the next replay skips its record for
+ *   that extent (the generation already "holds" it): an acknowledged write is lost.
  *
  * What it keeps true: with no bug named, or a journal bug, the device is the cache itself (no
  * wrapper at all).
@@ -39,11 +44,15 @@ export const plantedBugs: readonly PlantedBug[] = [
   'ack-after-r-minus-1',
   'replay-without-epoch-check',
   'reuse-failed-lsn',
+  'attach-reuses-published-lsn',
 ];
 
 /** The bug when it is one of the journal's (planted in the world, not around the device). */
 export function journalBugOf(bug: PlantedBug | undefined): JournalBug | undefined {
-  return bug === 'ack-after-r-minus-1' || bug === 'replay-without-epoch-check' || bug === 'reuse-failed-lsn'
+  return bug === 'ack-after-r-minus-1' ||
+    bug === 'replay-without-epoch-check' ||
+    bug === 'reuse-failed-lsn' ||
+    bug === 'attach-reuses-published-lsn'
     ? bug
     : undefined;
 }

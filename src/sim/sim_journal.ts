@@ -67,7 +67,8 @@ import type { Prng } from './prng.js';
 import type { SimClock } from './sim_clock.js';
 
 /** Journal bugs planted on purpose (see planted_bugs.ts). */
-export type JournalBug = 'ack-after-r-minus-1' | 'replay-without-epoch-check' | 'reuse-failed-lsn';
+export type JournalBug =
+  'ack-after-r-minus-1' | 'replay-without-epoch-check' | 'reuse-failed-lsn' | 'attach-reuses-published-lsn';
 
 /** One segment as the layout names it. */
 export interface SimSegment {
@@ -805,7 +806,7 @@ export class SimJournalWriter implements CacheJournal {
         log,
         next,
         segment,
-        Math.max(highest, publishedLsnMax) + 1,
+        Math.max(highest, env.bug === 'attach-reuses-published-lsn' ? 0 : publishedLsnMax) + 1,
       );
       return {
         writer,

@@ -124,6 +124,12 @@ describe('sim: the journal', function () {
       why: "a failed append's stale record is replayed over a generation published after it (frontend/journal.ts did this; fixed)",
       caught: /probe: the published map holds other bytes for extent \d+/,
     },
+    {
+      bug: 'attach-reuses-published-lsn',
+      seed: 13,
+      why: "attach hands out again a failed try's LSN that a published generation holds, and replay skips the new record (frontend/journal.ts's open() does this)",
+      caught: /probe: the published map holds other bytes for extent \d+/,
+    },
   ];
   for (const { bug, seed, why, caught } of planted) {
     it(`catches ${bug} with seed ${seed}: ${why}`, async () => {
