@@ -27,6 +27,11 @@
  *   try's LSN that landed on no replica read may be the journalLsn of a generation published
  *   after it; the new writer hands that LSN out again, and the next replay skips its record for
  *   that extent (the generation already "holds" it): an acknowledged write is lost.
+ * - 'attach-keeps-old-segments': attach keeps the segments it read in the layout and starts its
+ *   own after them, copying nothing, as frontend/journal.ts's open() does. A record a dead writer
+ *   got onto some replicas only (its append failed) is replayed and served when the attach reads
+ *   one of those; a later attach reading another replica of that segment finds it gone, and
+ *   bytes the volume already returned vanish.
  *
  * What it keeps true: with no bug named, or a journal bug, the device is the cache itself (no
  * wrapper at all).
@@ -45,6 +50,7 @@ export const plantedBugs: readonly PlantedBug[] = [
   'replay-without-epoch-check',
   'reuse-failed-lsn',
   'attach-reuses-published-lsn',
+  'attach-keeps-old-segments',
 ];
 
 /** The bug when it is one of the journal's (planted in the world, not around the device). */
@@ -52,7 +58,8 @@ export function journalBugOf(bug: PlantedBug | undefined): JournalBug | undefine
   return bug === 'ack-after-r-minus-1' ||
     bug === 'replay-without-epoch-check' ||
     bug === 'reuse-failed-lsn' ||
-    bug === 'attach-reuses-published-lsn'
+    bug === 'attach-reuses-published-lsn' ||
+    bug === 'attach-keeps-old-segments'
     ? bug
     : undefined;
 }

@@ -68,7 +68,11 @@ import type { SimClock } from './sim_clock.js';
 
 /** Journal bugs planted on purpose (see planted_bugs.ts). */
 export type JournalBug =
-  'ack-after-r-minus-1' | 'replay-without-epoch-check' | 'reuse-failed-lsn' | 'attach-reuses-published-lsn';
+  | 'ack-after-r-minus-1'
+  | 'replay-without-epoch-check'
+  | 'reuse-failed-lsn'
+  | 'attach-reuses-published-lsn'
+  | 'attach-keeps-old-segments';
 
 /** One segment as the layout names it. */
 export interface SimSegment {
@@ -781,16 +785,28 @@ export class SimJournalWriter implements CacheJournal {
         segments.push({ id, epoch, firstLsn, replicas: names });
         return created;
       };
-      let segment = await start(layout.foldedLsn + 1);
-      for (const [i, r] of records.entries()) {
-        const ack = await segment.append({ lsn: r.lsn, ranges: r.ranges, data: r.data });
-        const following = records[i + 1];
-        if (following !== undefined && ack.bytesLeft < config.rotateBytesLeftMin) segment = await start(following.lsn);
+      const nextLsn = Math.max(highest, env.bug === 'attach-reuses-published-lsn' ? 0 : publishedLsnMax) + 1;
+      let segment: ReplicatedJournal;
+      let next: SimJournalLayout;
+      if (env.bug === 'attach-keeps-old-segments') {
+        // As frontend/journal.ts's open(): the segments read stay in the layout (those with
+        // records to replay), and this epoch's segment starts after them; nothing is copied.
+        const live = layout.segments.filter((_, i) => perSegment[i]!.some((r) => r.lsn > layout.foldedLsn));
+        segment = await start(nextLsn);
+        next = { foldedLsn: layout.foldedLsn, segments: [...live, ...segments] };
+      } else {
+        segment = await start(layout.foldedLsn + 1);
+        for (const [i, r] of records.entries()) {
+          const ack = await segment.append({ lsn: r.lsn, ranges: r.ranges, data: r.data });
+          const following = records[i + 1];
+          if (following !== undefined && ack.bytesLeft < config.rotateBytesLeftMin)
+            segment = await start(following.lsn);
+        }
+        next = { foldedLsn: layout.foldedLsn, segments };
       }
-      const next: SimJournalLayout = { foldedLsn: layout.foldedLsn, segments };
       await journal.putLayout(epoch, life, next);
-      // The old segments are out of the layout: delete them from their nodes (best effort).
-      for (const seg of layout.segments)
+      // The old segments out of the layout: delete them from their nodes (best effort).
+      for (const seg of layout.segments.filter((g) => !next.segments.includes(g)))
         for (const n of seg.replicas)
           void journal
             .replica(n, life)
@@ -798,16 +814,7 @@ export class SimJournalWriter implements CacheJournal {
             .catch(() => undefined);
       // Above every LSN replayed, and above every LSN a published generation holds: the writer
       // before may have published with the LSN of an append that failed (and was never read).
-      const writer = new SimJournalWriter(
-        journal,
-        epoch,
-        life,
-        clock,
-        log,
-        next,
-        segment,
-        Math.max(highest, env.bug === 'attach-reuses-published-lsn' ? 0 : publishedLsnMax) + 1,
-      );
+      const writer = new SimJournalWriter(journal, epoch, life, clock, log, next, segment, nextLsn);
       return {
         writer,
         replay: records.map((r) => ({ lsn: r.lsn, epoch: r.epoch, writes: writesOfRecord(r) })),

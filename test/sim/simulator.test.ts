@@ -130,6 +130,12 @@ describe('sim: the journal', function () {
       why: "attach hands out again a failed try's LSN that a published generation holds, and replay skips the new record (frontend/journal.ts's open() does this)",
       caught: /probe: the published map holds other bytes for extent \d+/,
     },
+    {
+      bug: 'attach-keeps-old-segments',
+      seed: 394,
+      why: "a record on some replicas only is served after one attach and gone at the next (frontend/journal.ts's open() keeps old segments, copies nothing)",
+      caught: /probe: the published map holds other bytes for extent \d+/,
+    },
   ];
   for (const { bug, seed, why, caught } of planted) {
     it(`catches ${bug} with seed ${seed}: ${why}`, async () => {
