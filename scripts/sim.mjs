@@ -10,8 +10,9 @@
 // The codec is the wasm kernel on this thread by default; --codec pool codes on the real
 // worker-thread pool (one trace either way: the simulator releases completions in order).
 // --bug plants a bug (flip-read-byte, skip-flush; and on seeds with a journal ack-after-r-minus-1,
-// replay-without-epoch-check, reuse-failed-lsn) to see the checker fail; --clocked-timers
-// simulates read hedging and flush retries, for code whose timers run on the injected Clock.
+// replay-without-epoch-check, reuse-failed-lsn, attach-reuses-published-lsn,
+// attach-keeps-old-segments) to see the checker fail; --clocked-timers simulates read hedging and
+// flush retries, for code whose timers run on the injected Clock.
 // Needs a build first (make build): it imports from dist/.
 import { CodecPool } from '../dist/src/codec/index.js';
 import { formatFailure, runSimulation } from '../dist/src/sim/index.js';

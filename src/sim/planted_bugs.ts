@@ -17,11 +17,21 @@
  *   records the new writer never read. The seal alone is not observable here: the journal never
  *   hands out a failed append's LSN again, so a record past its seal is a copy of the one that
  *   redid it; with 'reuse-failed-lsn' it would shadow a newer record.
- * - 'reuse-failed-lsn': the LSN of an append that failed is handed out again, as
- *   frontend/journal.ts did until this simulator caught it (it now takes a new LSN per try). When no new segment could be started, the failed record stays in
- *   the current segment on the replicas that took it, and a whole-extent write published after
- *   it carries journalLsn = nextLsn - 1, below it: replay lays the stale record over the newer
- *   generation.
+ * - 'reuse-failed-lsn': the LSN of an append try that failed is handed out again, as
+ *   frontend/journal.ts did until this simulator caught it. When no new segment could be
+ *   started, the failed record stays in the current segment on the replicas that took it, and a
+ *   whole-extent write published after it carries journalLsn = nextLsn - 1, below it: replay lays
+ *   the stale record over the newer generation.
+ * - 'attach-reuses-published-lsn': attach starts the next LSN above the LSNs it replays only, as
+ *   frontend/journal.ts's open() does, not above the LSNs published generations hold. A failed
+ *   try's LSN that landed on no replica read may be the journalLsn of a generation published
+ *   after it; the new writer hands that LSN out again, and the next replay skips its record for
+ *   that extent (the generation already "holds" it): an acknowledged write is lost.
+ * - 'attach-keeps-old-segments': attach keeps the segments it read in the layout and starts its
+ *   own after them, copying nothing, as frontend/journal.ts's open() does. A record a dead writer
+ *   got onto some replicas only (its append failed) is replayed and served when the attach reads
+ *   one of those; a later attach reading another replica of that segment finds it gone, and
+ *   bytes the volume already returned vanish.
  *
  * What it keeps true: with no bug named, or a journal bug, the device is the cache itself (no
  * wrapper at all).
@@ -39,11 +49,17 @@ export const plantedBugs: readonly PlantedBug[] = [
   'ack-after-r-minus-1',
   'replay-without-epoch-check',
   'reuse-failed-lsn',
+  'attach-reuses-published-lsn',
+  'attach-keeps-old-segments',
 ];
 
 /** The bug when it is one of the journal's (planted in the world, not around the device). */
 export function journalBugOf(bug: PlantedBug | undefined): JournalBug | undefined {
-  return bug === 'ack-after-r-minus-1' || bug === 'replay-without-epoch-check' || bug === 'reuse-failed-lsn'
+  return bug === 'ack-after-r-minus-1' ||
+    bug === 'replay-without-epoch-check' ||
+    bug === 'reuse-failed-lsn' ||
+    bug === 'attach-reuses-published-lsn' ||
+    bug === 'attach-keeps-old-segments'
     ? bug
     : undefined;
 }

@@ -14,11 +14,12 @@
  *   epoch than the node has seen are refused; fence() resolves only after every lower-epoch
  *   append the node let in has settled.
  * - A segment is authoritative for the LSNs from its firstLsn up to the next segment's firstLsn
- *   (the seal): a record of a sealed segment at or past the seal is a failed append that a later
- *   segment redid, and replay ignores it.
+ *   (the seal): replay ignores a record of a sealed segment at or past the seal. With a new LSN
+ *   for every append try none lands there; the rule guards replay should an LSN be reused.
  * - The LSN of a failed append is never handed out again (the record may be on some replicas
  *   of a segment that stays current): what is published or appended after it carries a higher
- *   LSN, so replaying it is harmless.
+ *   LSN, so replaying it is harmless. An attach starts above every LSN it replays and every LSN
+ *   a published generation holds (a failed try's LSN may be one, and found on no replica).
  * - Attach (SimJournalWriter.open) fences every replica of every segment, reads each segment
  *   from one fenced replica (a seeded choice: any of them must do), and appends what it read to
  *   new segments of its own epoch on r nodes before the layout names only those: from then on
@@ -28,7 +29,15 @@
  * to torn) records, reading several pages of a segment, and etcd failures of layout writes
  * (they are only fenced).
  */
-import { CairnError, FencedError, UnavailableError, assert, errorMessage, type Clock } from '../core/index.js';
+import {
+  CairnError,
+  FencedError,
+  PlacementError,
+  UnavailableError,
+  assert,
+  errorMessage,
+  type Clock,
+} from '../core/index.js';
 import type { CacheJournal, JournalWrite } from '../cache/index.js';
 import {
   JournalFencedError,
@@ -58,7 +67,12 @@ import type { Prng } from './prng.js';
 import type { SimClock } from './sim_clock.js';
 
 /** Journal bugs planted on purpose (see planted_bugs.ts). */
-export type JournalBug = 'ack-after-r-minus-1' | 'replay-without-epoch-check' | 'reuse-failed-lsn';
+export type JournalBug =
+  | 'ack-after-r-minus-1'
+  | 'replay-without-epoch-check'
+  | 'reuse-failed-lsn'
+  | 'attach-reuses-published-lsn'
+  | 'attach-keeps-old-segments';
 
 /** One segment as the layout names it. */
 export interface SimSegment {
@@ -509,8 +523,9 @@ export function causedByWorld(err: unknown, injected: WeakSet<object>): boolean 
 
 /**
  * r nodes for a segment: one per zone before a second in any, nodes in `avoid` last, by name
- * otherwise (the rule of frontend/journal.ts's chooseReplicas). Throws UnavailableError when
- * fewer than r nodes are live.
+ * otherwise (the rule of frontend/journal.ts's chooseReplicas, which also prefers free space;
+ * the simulated nodes have no shortage of it). Throws PlacementError when fewer than r nodes
+ * are live.
  */
 export function chooseJournalNodes(
   nodes: readonly { readonly name: string; readonly zone: string }[],
@@ -518,7 +533,7 @@ export function chooseJournalNodes(
   avoid: ReadonlySet<string>,
 ): string[] {
   if (nodes.length < r)
-    throw new UnavailableError(
+    throw new PlacementError(
       `Cannot place a journal segment on ${r} nodes: ${nodes.length} live nodes (${nodes.map((n) => n.name).join(', ') || 'none'})`,
     );
   const chosen: { name: string; zone: string }[] = [];
@@ -765,28 +780,33 @@ export class SimJournalWriter implements CacheJournal {
       // attach reads, it replays the same. A segment that fills is followed by another.
       const segments: SimSegment[] = [];
       const start = async (firstLsn: number): Promise<ReplicatedJournal> => {
-        const names = chooseJournalNodes(env.liveNodes(), config.replicas, new Set());
         const id = journal.newSegmentId();
-        const rj = new ReplicatedJournal({
-          volume: config.volume,
-          epoch,
-          segment: id,
-          replicas: names.map((n) => journal.replica(n, life)),
-        });
-        await rj.create();
+        const { segment: created, names } = await createSegment(journal, epoch, life, id, new Set(), log);
         segments.push({ id, epoch, firstLsn, replicas: names });
-        return rj;
+        return created;
       };
-      let segment = await start(layout.foldedLsn + 1);
-      for (const [i, r] of records.entries()) {
-        const ack = await segment.append({ lsn: r.lsn, ranges: r.ranges, data: r.data });
-        const following = records[i + 1];
-        if (following !== undefined && ack.bytesLeft < config.rotateBytesLeftMin) segment = await start(following.lsn);
+      const nextLsn = Math.max(highest, env.bug === 'attach-reuses-published-lsn' ? 0 : publishedLsnMax) + 1;
+      let segment: ReplicatedJournal;
+      let next: SimJournalLayout;
+      if (env.bug === 'attach-keeps-old-segments') {
+        // As frontend/journal.ts's open(): the segments read stay in the layout (those with
+        // records to replay), and this epoch's segment starts after them; nothing is copied.
+        const live = layout.segments.filter((_, i) => perSegment[i]!.some((r) => r.lsn > layout.foldedLsn));
+        segment = await start(nextLsn);
+        next = { foldedLsn: layout.foldedLsn, segments: [...live, ...segments] };
+      } else {
+        segment = await start(layout.foldedLsn + 1);
+        for (const [i, r] of records.entries()) {
+          const ack = await segment.append({ lsn: r.lsn, ranges: r.ranges, data: r.data });
+          const following = records[i + 1];
+          if (following !== undefined && ack.bytesLeft < config.rotateBytesLeftMin)
+            segment = await start(following.lsn);
+        }
+        next = { foldedLsn: layout.foldedLsn, segments };
       }
-      const next: SimJournalLayout = { foldedLsn: layout.foldedLsn, segments };
       await journal.putLayout(epoch, life, next);
-      // The old segments are out of the layout: delete them from their nodes (best effort).
-      for (const seg of layout.segments)
+      // The old segments out of the layout: delete them from their nodes (best effort).
+      for (const seg of layout.segments.filter((g) => !next.segments.includes(g)))
         for (const n of seg.replicas)
           void journal
             .replica(n, life)
@@ -794,16 +814,7 @@ export class SimJournalWriter implements CacheJournal {
             .catch(() => undefined);
       // Above every LSN replayed, and above every LSN a published generation holds: the writer
       // before may have published with the LSN of an append that failed (and was never read).
-      const writer = new SimJournalWriter(
-        journal,
-        epoch,
-        life,
-        clock,
-        log,
-        next,
-        segment,
-        Math.max(highest, publishedLsnMax) + 1,
-      );
+      const writer = new SimJournalWriter(journal, epoch, life, clock, log, next, segment, nextLsn);
       return {
         writer,
         replay: records.map((r) => ({ lsn: r.lsn, epoch: r.epoch, writes: writesOfRecord(r) })),
@@ -823,27 +834,18 @@ export class SimJournalWriter implements CacheJournal {
   }
 
   async append(writes: readonly JournalWrite[]): Promise<number> {
-    const lsn = this.next;
-    try {
-      return await this.appendAt(lsn, writes);
-    } catch (err) {
-      // The record may now be on some replicas of a segment that stays current (when no new
-      // segment could be started, or the new one failed too), where replay would find it. Its
-      // LSN is never handed out again: a later publish of its extents (journalLsn = nextLsn - 1)
-      // then covers it, and every later record lies above it. (The planted bug 'reuse-failed-lsn'
-      // hands it out again, as frontend/journal.ts does.)
-      if (this.journal.env.bug !== 'reuse-failed-lsn') this.next = Math.max(this.next, lsn + 1);
-      throw err;
-    }
-  }
-
-  private async appendAt(lsn: number, writes: readonly JournalWrite[]): Promise<number> {
     const ranges = writes.map((w) => ({ offset: w.offset, length: w.data.length }));
     const data = concat(writes.map((w) => w.data));
     for (let attempt = 0; ; attempt++) {
+      // Every try takes a new LSN, used or not, as frontend/journal.ts does: a failed try may
+      // have landed on some replicas of a segment that stays current, where replay finds it; a
+      // later publish of its extents (journalLsn = nextLsn - 1) and every later record then lie
+      // above it. (The planted bug 'reuse-failed-lsn' hands a failed try's LSN out again.)
+      const lsn = this.next;
+      if (this.journal.env.bug !== 'reuse-failed-lsn') this.next = lsn + 1;
       try {
         const bytesLeft = await this.appendTo(this.current, { lsn, ranges, data });
-        assert(this.next === lsn, `journal appends overlapped: lsn ${lsn} done, next is ${this.next}`);
+        assert(this.next <= lsn + 1, `journal appends overlapped: lsn ${lsn} done, next is ${this.next}`);
         this.next = lsn + 1;
         if (bytesLeft < this.journal.config.rotateBytesLeftMin) {
           // Best effort: when it fails, the next append finds the segment full and rotates then.
@@ -856,7 +858,7 @@ export class SimJournalWriter implements CacheJournal {
         if (err instanceof JournalFencedError || err instanceof FencedError || attempt >= 1)
           throw convert(err, this.journal.env);
         if (!(err instanceof JournalReplicationError)) throw convert(err, this.journal.env);
-        // Leave the failed replicas: a new segment on other nodes (sealing this one at `lsn`),
+        // Leave the failed replicas: a new segment on other nodes (sealing this one after `lsn`),
         // then fold what this one holds, so nothing acknowledged depends on it any more.
         const failed = new Set(err.failures.map((f) => f.replica));
         try {
@@ -925,14 +927,8 @@ export class SimJournalWriter implements CacheJournal {
 
   /** Starts a new segment on r nodes (not those in `avoid` where possible) and names it in the layout. */
   private async rotate(avoid: ReadonlySet<string>, why: string): Promise<void> {
-    const env = this.journal.env;
-    const names = chooseJournalNodes(env.liveNodes(), this.journal.config.replicas, avoid);
     const id = this.journal.newSegmentId();
-    const next = this.current.withSegment(
-      id,
-      names.map((n) => this.journal.replica(n, this.life)),
-    );
-    await next.create();
+    const { segment: next, names } = await createSegment(this.journal, this.epoch, this.life, id, avoid, this.log);
     const firstLsn = this.next;
     await this.updateLayout((l) => ({
       ...l,
@@ -984,6 +980,42 @@ export class SimJournalWriter implements CacheJournal {
   }
 }
 
+/** Node choices tried when creating a segment fails on some of them (frontend/limits.ts's journalCreateAttemptsMax). */
+export const journalCreateAttemptsMax = 3;
+
+/**
+ * Creates segment `id` on r nodes, choosing again without the nodes that failed (a node whose
+ * lease has not expired yet looks alive), up to journalCreateAttemptsMax times, as
+ * frontend/journal.ts's createSegment does.
+ */
+async function createSegment(
+  journal: SimJournal,
+  epoch: number,
+  life: ProcessLife,
+  id: number,
+  avoidFirst: ReadonlySet<string>,
+  log: (line: string) => void,
+): Promise<{ segment: ReplicatedJournal; names: string[] }> {
+  const avoid = new Set(avoidFirst);
+  for (let attempt = 1; ; attempt++) {
+    const names = chooseJournalNodes(journal.env.liveNodes(), journal.config.replicas, avoid);
+    const segment = new ReplicatedJournal({
+      volume: journal.config.volume,
+      epoch,
+      segment: id,
+      replicas: names.map((n) => journal.replica(n, life)),
+    });
+    try {
+      await segment.create();
+      return { segment, names };
+    } catch (err) {
+      if (!(err instanceof JournalReplicationError) || attempt >= journalCreateAttemptsMax) throw err;
+      for (const f of err.failures) avoid.add(f.replica);
+      log(`journal: cannot create segment ${id} (${errorMessage(err)}); choosing other nodes`);
+    }
+  }
+}
+
 /** Fisher-Yates with the journal stream. */
 function shuffle<T>(items: readonly T[], rng: Prng): T[] {
   const out = [...items];
@@ -1005,8 +1037,8 @@ function convert(err: unknown, env: JournalEnv): unknown {
     env.injected.add(fenced);
     return fenced;
   }
-  if (err instanceof UnavailableError && /Cannot place a journal segment/.test(err.message) && env.degraded())
-    env.injected.add(err);
+  // Too few live nodes for a segment is the world's doing only while some node is down.
+  if (err instanceof PlacementError && env.degraded()) env.injected.add(err);
   if (causedByWorld(err, env.injected) && typeof err === 'object' && err !== null) env.injected.add(err);
   return err;
 }

@@ -603,7 +603,7 @@ class Simulation {
     const r = this.faultRng;
     const old = this.fe;
     const { sizeBytes, extentBytes } = this.world.config.volume;
-    if (old.cache.dirtyBytes - old.cache.journaledBytes === 0) {
+    if (old.cache.dirtyBytes === 0) {
       // Something for the flush to journal: a small write inside one extent.
       const offset = r.int(sizeBytes);
       const length = Math.min(r.range(1, 600), sizeBytes - offset, extentBytes - (offset % extentBytes));
