@@ -230,6 +230,62 @@ export class VolumeJournal implements CacheJournal {
     }
   }
 
+  /**
+   * For a read-only view of a volume no writer holds: every record after the folded LSN, read
+   * (without fencing: there is no writer to fence) from the first replica of each segment that
+   * answers, deduplicated by LSN and handed to `replay` in LSN order. So a cold reader sees what a
+   * writer that died (or could not fold at detach) acknowledged. Throws UnavailableError naming the
+   * segment when no replica of one can be read.
+   */
+  static async replayReadOnly(
+    options: { readonly meta: EtcdMeta; readonly volume: VolumeRecord; readonly secrets: SecretSource },
+    replay: (record: ReplayedRecord) => void,
+  ): Promise<number> {
+    const { meta, volume } = options;
+    const layout = await meta.getJournal(volume.id);
+    if (layout === null || layout.segments.length === 0) return 0;
+    const nodes = await journalNodes(meta);
+    const secret = options.secrets.nodeSecret();
+    const records = new Map<number, ReplayedRecord>();
+    const clients: JournalNodeClient[] = [];
+    try {
+      for (const seg of layout.segments) {
+        const why: string[] = [];
+        let read = false;
+        for (const name of seg.replicas) {
+          const node = nodes.get(name);
+          if (node === undefined) {
+            why.push(`${name}: not live`);
+            continue;
+          }
+          const client = new JournalNodeClient({
+            name,
+            address: node.address,
+            ...(secret === undefined ? {} : { authSecret: secret }),
+          });
+          clients.push(client);
+          try {
+            await readSegment(client, { volume: volume.id, segment: seg.id, fromLsn: layout.foldedLsn + 1 }, (r) => {
+              if (!records.has(r.lsn)) records.set(r.lsn, { lsn: r.lsn, epoch: r.epoch, writes: writesOfRecord(r) });
+            });
+            read = true;
+            break;
+          } catch (err) {
+            why.push(`${name}: ${errorMessage(err)}`);
+          }
+        }
+        if (!read)
+          throw new UnavailableError(
+            `Cannot attach volume "${volume.name}" read-only: no replica of journal segment ${seg.id} can be read (${why.join('; ')}); flushed writes may be there`,
+          );
+      }
+    } finally {
+      for (const c of clients) c.close();
+    }
+    for (const lsn of [...records.keys()].sort((a, b) => a - b)) replay(records.get(lsn)!);
+    return records.size;
+  }
+
   get nextLsn(): number {
     return this.next;
   }

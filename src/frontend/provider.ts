@@ -268,6 +268,17 @@ export class VolumeFrontend implements ExportProvider {
         },
         { ...this.options.cache, readOnly, log: (line) => this.log(`volume ${name}: ${line}`) },
       );
+      if (readOnly && journalReplicasOf(record) > 0) {
+        // No writer holds the volume (checked above), but one that died, or could not fold at
+        // detach, may have left flushed writes in the journal: read them too.
+        let bytes = 0;
+        const n = await VolumeJournal.replayReadOnly(
+          { meta, volume: record, secrets: this.options.secrets },
+          (r) => (bytes += cache.replayed(r.lsn, r.writes)),
+        );
+        if (n > 0)
+          this.log(`volume ${name}: read-only view replayed ${n} journal records (${bytes} bytes not yet folded)`);
+      }
       if (journal !== undefined) {
         let bytes = 0;
         for (const r of replayed) bytes += cache.replayed(r.lsn, r.writes);

@@ -152,6 +152,18 @@ describe('the journal: acknowledged FLUSHes survive a SIGKILLed frontend, a lost
     await c.stop();
   });
 
+  it('shows a cold read-only frontend every acknowledged block a SIGKILLed writer left in the journal', async function () {
+    const s = stack();
+    await s.createVolume('jro', '64MiB');
+    const a = await s.startFrontend();
+    const run = await writeThenKill(a, 'jro', 'ro1', 150);
+    // The dead writer's lease must expire first (a read-only view is refused beside a writer).
+    const r = await s.startFrontend({ readOnly: true, lockWaitMs: 25_000 });
+    noneWrong(await wrongSlots(r, 'jro', expectedSlots('ro1', run.acks), inFlight('ro1', run.acks)));
+    expect(r.logText()).to.match(/read-only view replayed \d+ journal records/);
+    await r.stop();
+  });
+
   it('keeps acknowledging while a journal node is SIGKILLed mid-stream, and returns every acknowledged block after a takeover', async function () {
     const s = stack();
     await s.createVolume('jnode', '64MiB');
