@@ -69,7 +69,7 @@ import {
   type SegmentSpace,
   type TrimRequest,
 } from '../journal/index.js';
-import { parseHostPort } from './node_store.js';
+import { connectionError, parseHostPort } from './node_store.js';
 
 /** Per-request deadline by default: an fdatasync under load takes tens of ms; allow slow disks. */
 export const journalRequestTimeoutMsDefault = 10_000;
@@ -415,21 +415,4 @@ function safeDecodeError(payload: Uint8Array): ReturnType<typeof decodeErrorAnsw
 function withAction(what: string, err: unknown): unknown {
   if (!(err instanceof UnavailableError) || err.message.startsWith(what)) return err;
   return new UnavailableError(`${what}: ${err.message}`, { cause: err });
-}
-
-const connectionWords: Readonly<Record<string, string>> = {
-  ECONNREFUSED: 'connection refused',
-  ECONNRESET: 'connection reset',
-  EPIPE: 'connection closed',
-  EHOSTUNREACH: 'host unreachable',
-  ENETUNREACH: 'network unreachable',
-  ENOTFOUND: 'host not found',
-  EAI_AGAIN: 'host name lookup failed',
-  ETIMEDOUT: 'connection timed out',
-};
-
-function connectionError(where: string, err: unknown): UnavailableError {
-  const code = (err as { code?: unknown } | null)?.code;
-  const words = typeof code === 'string' ? connectionWords[code] : undefined;
-  return new UnavailableError(`${where}: ${words ?? errorMessage(err)}`, { cause: err });
 }

@@ -463,7 +463,8 @@ const connectionWords: Readonly<Record<string, string>> = {
   ETIMEDOUT: 'connection timed out',
 };
 
-function connectionError(where: string, err: unknown): UnavailableError {
+/** A socket-level failure reaching `where`, in words (`connection refused`), as a retryable UnavailableError. */
+export function connectionError(where: string, err: unknown): UnavailableError {
   const code = errnoOf(err);
   const words = code === undefined ? undefined : connectionWords[code];
   const text = words ?? (err instanceof Error ? err.message : String(err));
