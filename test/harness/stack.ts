@@ -332,6 +332,8 @@ export interface FrontendOptions {
   readonly dirtyMax?: string;
   /** --lock-wait in ms. */
   readonly lockWaitMs?: number;
+  /** --etcd-timeout in ms (the deadline of every etcd call the frontend makes). */
+  readonly etcdTimeoutMs?: number;
 }
 
 /** An extra `cairnctl nbd serve` on its own TCP port and Unix socket, our child, stopped by pid. */
@@ -613,19 +615,13 @@ export class Stack {
 }
 
 /** Runs `cairnctl dev up` in a new temp dir and returns the stack. */
-export interface FrontendProcessOptions {
+export interface FrontendProcessOptions extends FrontendOptions {
   /** --etcd value (one URL or a comma-separated list). */
   readonly etcd: string;
   /** Where the Unix socket goes. */
   readonly dir: string;
   readonly label: string;
   readonly env?: NodeJS.ProcessEnv;
-  readonly readOnly?: boolean;
-  readonly forceTakeover?: boolean;
-  readonly flushAgeMs?: number;
-  readonly cacheSize?: string;
-  readonly dirtyMax?: string;
-  readonly lockWaitMs?: number;
 }
 
 /** Starts `cairnctl nbd serve` (our child, stopped by pid through the Frontend handle). */
@@ -648,6 +644,7 @@ export async function startFrontendProcess(options: FrontendProcessOptions): Pro
     ...(options.cacheSize === undefined ? [] : ['--cache-size', options.cacheSize]),
     ...(options.dirtyMax === undefined ? [] : ['--dirty-max', options.dirtyMax]),
     ...(options.lockWaitMs === undefined ? [] : ['--lock-wait', String(options.lockWaitMs)]),
+    ...(options.etcdTimeoutMs === undefined ? [] : ['--etcd-timeout', String(options.etcdTimeoutMs)]),
   ];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
