@@ -334,7 +334,11 @@ export class WriteBackCache implements BlockDevice {
       // generation supersedes them); partly written extents move to the journal. Then, when
       // journaled bytes still hold most of the budget, fold the extents that hold the most.
       // (A flush in flight holds bytes too: flush() waits for it.)
-      if (this.hasDirty() || this.dirtyBytes > 0) await this.flush();
+      if (this.hasDirty() || this.dirtyBytes > 0) {
+        const whole = this.wholeDirtyExtents();
+        if (whole !== undefined) await this.flush(whole);
+        if (this.unpublishedBytes + bytes > this.dirtyBytesMax) await this.flush();
+      }
       if (
         this.backend.journal !== undefined &&
         this.unpublishedBytes + bytes > this.dirtyBytesMax &&
@@ -375,8 +379,11 @@ export class WriteBackCache implements BlockDevice {
 
   write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     return this.mutate(offset, data.length, options, (entry, p) => {
-      // A copy: the caller may reuse its buffer once the promise resolves.
-      this.markDirty(entry, p.offset, data.slice(p.bufferOffset, p.bufferOffset + p.length));
+      // A copy, since the caller may reuse its buffer once the promise resolves; unless the caller
+      // gave it up and it is most of its backing memory (a small view would pin a large buffer).
+      const piece = data.subarray(p.bufferOffset, p.bufferOffset + p.length);
+      const keep = options.adopt === true && data.byteLength * 2 >= data.buffer.byteLength;
+      this.markDirty(entry, p.offset, keep ? piece : piece.slice());
     });
   }
 
@@ -639,7 +646,7 @@ export class WriteBackCache implements BlockDevice {
     this.stats.flushes += 1;
     const journal = this.backend.journal;
     // Whole-extent writes and trims skip the journal: they are already the extent's new image.
-    const direct = candidates.filter((c) => journal === undefined || c.hole || c.dirty.covers(0, c.length));
+    const direct = candidates.filter((c) => journal === undefined || c.hole || this.wholeImage(c));
     const viaJournal = candidates.filter((c) => !direct.includes(c));
     // The snapshot: from here on, later writes go to fresh dirty sets and into a later flush.
     const snaps = new Map(
@@ -744,7 +751,8 @@ export class WriteBackCache implements BlockDevice {
               if (!snap.hole || snap.dirty.size > 0) {
                 data = new Uint8Array(c.length);
                 if (!snap.hole && !snap.dirty.covers(0, c.length)) {
-                  data.set(await this.publishedBytes(c));
+                  // Journaled chunks that, with the dirty bytes, cover the extent need no read.
+                  if (!this.wholeImage(c, snap.dirty)) data.set(await this.publishedBytes(c));
                   for (const j of c.journaled) data.set(j.data, j.start);
                 }
                 snap.dirty.copyInto(0, c.length, data, 0);
@@ -894,6 +902,32 @@ export class WriteBackCache implements BlockDevice {
   }
 
   /** True when some extent has writes or a trim not yet flushed. */
+  /**
+   * True when the entry's dirty bytes, with its journaled chunks under them, are the whole extent:
+   * it can be published as a new generation without reading the published one.
+   */
+  private wholeImage(e: Entry, dirty: SparseBytes = e.dirty): boolean {
+    if (dirty.covers(0, e.length)) return true;
+    if (e.journaled.length === 0) return false;
+    const all = new SparseBytes();
+    for (const c of e.journaled) all.write(c.start, c.data);
+    for (const c of dirty.list()) all.write(c.start, c.data);
+    return all.covers(0, e.length);
+  }
+
+  /**
+   * The dirty extents a flush that only makes room should take: those whose image is whole (they
+   * publish without a read and free their journaled chunks too). A partly written extent, such
+   * as the one a sequential writer is filling, stays dirty until FLUSH, its age, or a cache with
+   * nothing whole to flush: journaling it now would write it twice (journal, then fold).
+   * Undefined when there is none (the caller flushes everything).
+   */
+  private wholeDirtyExtents(): Set<number> | undefined {
+    const whole = new Set<number>();
+    for (const e of this.entries.values()) if (this.isDirty(e) && (e.hole || this.wholeImage(e))) whole.add(e.extent);
+    return whole.size > 0 ? whole : undefined;
+  }
+
   private hasDirty(): boolean {
     for (const e of this.entries.values()) if (this.isDirty(e)) return true;
     return false;
@@ -937,14 +971,19 @@ export class WriteBackCache implements BlockDevice {
   private background(): void {
     if (this.closed || this.fenced !== undefined) return;
     const now = this.clock.now();
-    let flushDue = this.dirtyBytes > this.dirtyBytesMax / 2;
+    const full = this.dirtyBytes > this.dirtyBytesMax / 2;
     const pressure = this.journaledBytes > this.dirtyBytesMax * foldPressureFraction;
+    let old = false;
     let aged = false;
     for (const e of this.entries.values()) {
-      if (this.isDirty(e) && now - e.dirtySinceMs >= this.flushAgeMs) flushDue = true;
+      if (this.isDirty(e) && now - e.dirtySinceMs >= this.flushAgeMs) old = true;
       if (e.journaled.length > 0 && now - e.journaledSinceMs >= this.foldAgeMs) aged = true;
     }
-    if (flushDue) this.flush().catch((err: unknown) => this.log(`background flush failed: ${errorMessage(err)}`));
+    // A cache half full of dirty bytes flushes its whole extents first; age flushes everything.
+    if (full || old) {
+      const only = old ? undefined : this.wholeDirtyExtents();
+      this.flush(only).catch((err: unknown) => this.log(`background flush failed: ${errorMessage(err)}`));
+    }
     if ((pressure || aged) && this.backend.journal !== undefined && this.foldRun === undefined)
       this.fold(pressure ? 'fullest' : 'oldest').catch((err: unknown) =>
         this.log(`background fold failed: ${errorMessage(err)}`),

@@ -181,6 +181,22 @@ describe('model: write-back cache over the volume engine', function () {
     });
   }
 
+  it('under memory pressure, a sequential writer publishes whole extents directly and journals nothing', async () => {
+    // Six 32 KiB extents written 20 KiB at a time (so the budget fills mid-extent) through a 96 KiB dirty budget: every wait for
+    // room must flush only the whole extents, never the one being filled (that would journal it,
+    // then fold it: written twice).
+    journal = new MemoryJournal();
+    const { engine, cache } = await open(new MemoryExtentMap(), new MemoryTargets(names), 1);
+    const data = new Uint8Array(6 * volume.extentBytes).map((_, i) => (i * 7 + (i >> 12)) & 0xff);
+    for (let off = 0; off < data.length; off += 20 * KiB) await cache.write(off, data.subarray(off, off + 20 * KiB));
+    expect(cache.stats.backPressureWaits, 'the budget was reached').to.be.above(0);
+    expect(journal.headLsn, 'journal appends').to.equal(0);
+    expect(engine.writtenExtents, 'extents published while writing').to.be.at.least(3);
+    await cache.flush();
+    expect(journal.headLsn, 'journal appends after the final flush').to.equal(0);
+    expect(Buffer.from(await cache.read(0, data.length)).equals(Buffer.from(data))).to.equal(true);
+  });
+
   it('refuses a flush with more than m targets down, keeps the old generation and loses nothing', async () => {
     const map = new MemoryExtentMap();
     const targets = new MemoryTargets(names);
