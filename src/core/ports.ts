@@ -95,6 +95,11 @@ export interface BlockStatusRun {
 export interface WriteOptions {
   /** Force unit access: the write is durable when the promise resolves. */
   readonly fua?: boolean;
+  /**
+   * The caller gives `data` up: the device may keep it instead of copying it (the NBD session
+   * passes each request's own payload). Without it, the caller may reuse its buffer at once.
+   */
+  readonly adopt?: boolean;
 }
 
 /**

@@ -805,7 +805,7 @@ export class Session {
         case 'read':
           return await this.executeRead(device, cookie, command);
         case 'write':
-          if (command.length > 0) await device.write(command.offset, payload, { fua: command.fua });
+          if (command.length > 0) await device.write(command.offset, payload, { fua: command.fua, adopt: true });
           break;
         case 'flush':
           await device.flush();
