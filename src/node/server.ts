@@ -1,7 +1,9 @@
 /**
  * The storage node's HTTP shard API (plain node:http, keep-alive), in front of a FileShardStore:
  *
- *   PUT    /v1/shards/<key>   body = shard data, header x-cairn-crc32 = CRC-32 of the body  -> 201
+ *   PUT    /v1/shards/<key>   body = the shard framed by the client (content-type
+ *                             application/vnd.cairn.shard: every block verified, stored as sent),
+ *                             or raw shard data with x-cairn-crc32 = CRC-32 of the body  -> 201
  *   GET    /v1/shards/<key>   optional `Range: bytes=a-b` over data bytes -> 200, body = the
  *                             framed blocks covering it, x-cairn-framed-span: firstBlock,start,end,dataBytes
  *   HEAD   /v1/shards/<key>   -> 200 with x-cairn-data-bytes, or 404
@@ -42,7 +44,9 @@ import {
   checkShardKey,
   checkShardPrefix,
   formatHostPort,
+  framedBytes,
   listLimitMax,
+  nodeFramedShardType,
   nodeHeaders,
   nodeHealthPath,
   nodeShardBytesMax,
@@ -307,8 +311,9 @@ export class ShardServer {
 
   private async put(key: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const what = `Cannot store shard ${key} on node "${this.name}"`;
+    const framed = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() === nodeFramedShardType;
     const crcText = req.headers[nodeHeaders.crc32];
-    if (typeof crcText !== 'string' || !/^[0-9a-fA-F]{1,8}$/.test(crcText)) {
+    if (!framed && (typeof crcText !== 'string' || !/^[0-9a-fA-F]{1,8}$/.test(crcText))) {
       throw new InvalidArgumentError(
         `${what}: the ${nodeHeaders.crc32} header (hex CRC-32 of the body) is missing or invalid`,
       );
@@ -317,7 +322,7 @@ export class ShardServer {
     if (lengthText === undefined || !/^\d+$/.test(lengthText))
       throw new HttpError(411, 'ELENGTH', `${what}: a Content-Length header is required`);
     const length = Number(lengthText);
-    if (length > nodeShardBytesMax) {
+    if (length > (framed ? framedBytes(nodeShardBytesMax) : nodeShardBytesMax)) {
       throw new HttpError(
         413,
         'ETOOLARGE',
@@ -330,7 +335,21 @@ export class ShardServer {
     this.bodyBytesInFlight += length;
     try {
       const body = await readBody(req, length, what);
-      if (crc32Of(body) !== Number.parseInt(crcText, 16)) {
+      if (framed) {
+        try {
+          await this.store.putFramed(key, body);
+        } catch (err) {
+          if (!(err instanceof ChecksumMismatchError)) throw err;
+          throw new HttpError(
+            400,
+            'EBODYCRC',
+            `${what}: the framed body fails its checksums (damaged in transit); nothing stored: ${errorMessage(err)}`,
+          );
+        }
+        res.writeHead(201, { 'content-length': 0 }).end();
+        return;
+      }
+      if (crc32Of(body) !== Number.parseInt(crcText as string, 16)) {
         throw new HttpError(
           400,
           'EBODYCRC',

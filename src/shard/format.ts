@@ -156,17 +156,47 @@ export function unframeSpan(
   what: string,
   blockBytes = checksumBlockBytes,
 ): Uint8Array {
+  const out = new Uint8Array(range.length);
+  let written = 0;
+  eachVerifiedBlock(framed, span, range, dataBytes, what, blockBytes, (data, blockStart) => {
+    const from = Math.max(range.offset, blockStart) - blockStart;
+    const to = Math.min(range.offset + range.length, blockStart + data.length) - blockStart;
+    out.set(data.subarray(from, to), written);
+    written += to - from;
+  });
+  return out;
+}
+
+/** Like unframeSpan(), without copying the data out: for a server that sends the blocks on. */
+export function verifySpan(
+  framed: Uint8Array,
+  span: FramedSpan,
+  range: ByteRange,
+  dataBytes: number,
+  what: string,
+  blockBytes = checksumBlockBytes,
+): void {
+  eachVerifiedBlock(framed, span, range, dataBytes, what, blockBytes, () => undefined);
+}
+
+/** Checks each block's CRC of the span covering `range`, handing every verified block to `visit`. */
+function eachVerifiedBlock(
+  framed: Uint8Array,
+  span: FramedSpan,
+  range: ByteRange,
+  dataBytes: number,
+  what: string,
+  blockBytes: number,
+  visit: (data: Uint8Array, blockStart: number) => void,
+): void {
   if (framed.length !== span.end - span.start) {
     throw new ChecksumMismatchError(`${what}: expected ${span.end - span.start} framed bytes, got ${framed.length}`);
   }
-  const out = new Uint8Array(range.length);
-  if (range.length === 0) return out;
+  if (range.length === 0) return;
   const view = new DataView(framed.buffer, framed.byteOffset, framed.byteLength);
   let at = 0;
   let block = span.firstBlock;
-  let written = 0;
-  while (written < range.length) {
-    const blockStart = block * blockBytes;
+  for (let blockStart = block * blockBytes; blockStart < range.offset + range.length; blockStart = block * blockBytes) {
     const length = Math.min(blockBytes, dataBytes - blockStart);
     assert(length > 0 && at + crcBytes + length <= framed.length, 'framed span shorter than the range');
     const data = framed.subarray(at + crcBytes, at + crcBytes + length);
@@ -175,18 +205,31 @@ export function unframeSpan(
         `${what}: checksum mismatch in block ${block} (bytes [${blockStart}, ${blockStart + length}))`,
       );
     }
-    const from = Math.max(range.offset, blockStart) - blockStart;
-    const to = Math.min(range.offset + range.length, blockStart + length) - blockStart;
-    out.set(data.subarray(from, to), written);
-    written += to - from;
+    visit(data, blockStart);
     at += crcBytes + length;
     block += 1;
   }
-  return out;
+}
+
+/**
+ * Checks a whole framed shard (header, size, every block) without copying it; returns its
+ * header. A node takes a shard its client framed this way and stores the bytes as they came.
+ */
+export function verifyFrame(framed: Uint8Array, what: string): FrameHeader {
+  return wholeFrame(framed, what, verifySpan).header;
 }
 
 /** Verifies a whole framed shard and returns its data. */
 export function decodeFrame(framed: Uint8Array, what: string): Uint8Array {
+  return wholeFrame(framed, what, unframeSpan).out;
+}
+
+/** Checks a whole shard's header and size, then runs `check` (verifySpan or unframeSpan) over its blocks. */
+function wholeFrame<T>(
+  framed: Uint8Array,
+  what: string,
+  check: (f: Uint8Array, s: FramedSpan, r: ByteRange, d: number, w: string, b: number) => T,
+): { header: FrameHeader; out: T } {
   const header = decodeHeader(framed, what);
   if (framed.length !== framedBytes(header.dataBytes, header.blockBytes)) {
     throw new ChecksumMismatchError(
@@ -195,5 +238,6 @@ export function decodeFrame(framed: Uint8Array, what: string): Uint8Array {
   }
   const range = { offset: 0, length: header.dataBytes };
   const span = framedSpan(range, header.dataBytes, header.blockBytes);
-  return unframeSpan(framed.subarray(span.start, span.end), span, range, header.dataBytes, what, header.blockBytes);
+  const out = check(framed.subarray(span.start, span.end), span, range, header.dataBytes, what, header.blockBytes);
+  return { header, out };
 }

@@ -26,7 +26,6 @@ import {
   StorageIoError,
   UnavailableError,
   checksumBlockBytes,
-  crc32Of,
   extentBytesMax,
   AuthRejectedError,
   DiskFullError,
@@ -36,7 +35,7 @@ import {
   type ShardStore,
   type ShardStoreCapabilities,
 } from '../core/index.js';
-import { checkRange, framedBytes, framedSpan, unframeSpan, type FramedSpan } from './format.js';
+import { checkRange, encodeFrame, framedBytes, framedSpan, unframeSpan, type FramedSpan } from './format.js';
 import { checkShardKey, checkShardPrefix } from './keys.js';
 import { listLimitMax } from './limits.js';
 
@@ -55,7 +54,7 @@ const idleSocketMs = 30_000;
 
 /** HTTP headers of the node protocol. */
 export const nodeHeaders = {
-  /** PUT: lowercase hex CRC-32 (IEEE) of the whole request body. */
+  /** PUT of raw data: lowercase hex CRC-32 (IEEE) of the whole request body. */
   crc32: 'x-cairn-crc32',
   /** GET: `firstBlock,start,end,dataBytes`: where the framed body sits in the shard. */
   framedSpan: 'x-cairn-framed-span',
@@ -64,6 +63,13 @@ export const nodeHeaders = {
   /** HEAD: bytes of shard data. */
   dataBytes: 'x-cairn-data-bytes',
 } as const;
+
+/**
+ * PUT body type of a shard the client framed itself (format.ts: header, then each block with its
+ * CRC-32): the node verifies every block and stores the bytes as sent. Any other body is raw
+ * shard data and must carry nodeHeaders.crc32; the node frames it.
+ */
+export const nodeFramedShardType = 'application/vnd.cairn.shard';
 
 export const nodeShardsPath = '/v1/shards';
 export const nodeHealthPath = '/v1/health';
@@ -191,13 +197,13 @@ export class NodeShardStore implements ShardStore {
         `${action} ${this.description}: ${data.length} bytes is more than the ${nodeShardBytesMax}-byte shard limit`,
       );
     }
-    const crc = crc32Of(data).toString(16).padStart(8, '0');
+    // Framed here, once: the checksums the node verifies are the ones it stores.
     const answer = await this.call({
       method: 'PUT',
       path: shardPath(key),
       action,
-      headers: { [nodeHeaders.crc32]: crc, 'content-type': 'application/octet-stream' },
-      body: data,
+      headers: { 'content-type': nodeFramedShardType },
+      body: encodeFrame(data),
       responseBytesMax: 64 * 1024,
     });
     this.expectStatus(answer, 201, action);

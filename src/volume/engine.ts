@@ -409,23 +409,23 @@ export class VolumeEngine {
     assert(targets.length === k + m, `placement gave ${targets.length} targets for ${k + m} shards`);
     const generation = this.nextGeneration();
     const keys = targets.map((_, i) => shardKey(this.volume.id, e, generation, i));
-    let buf: CodecBuffer | undefined = this.options.pool.allocate(this.volume.profile, this.shardBytes);
-    let shards: Uint8Array[];
+    // The shards go to the stores straight from codec memory (a copy of each cost 6 % of the
+    // frontend's CPU on a sequential write); the buffer returns to the pool once every put has
+    // settled. A put that failed may not have sent the bytes it was given, and a socket that
+    // still holds them after a timeout was destroyed; the node checks the checksum besides.
+    const buf: CodecBuffer = this.options.pool.allocate(this.volume.profile, this.shardBytes);
+    let results: PromiseSettledResult<void>[];
     try {
       const region = buf.data();
       region.set(data);
       region.fill(0, data.length); // the padding of the last data shard: the buffer may be reused
       await this.options.pool.encode(buf);
-      // Copy out of the shared codec memory before the network sees the bytes, so the buffer
-      // goes back to the pool at once and no socket ever holds a view of shared memory.
-      shards = Array.from({ length: k + m }, (_, i) => buf!.shard(i).slice());
+      results = await Promise.allSettled(
+        keys.map((key, i) => this.options.targets.store(targets[i]!).put(key, buf.shard(i))),
+      );
     } finally {
       this.options.pool.release(buf);
-      buf = undefined;
     }
-    const results = await Promise.allSettled(
-      shards.map((s, i) => this.options.targets.store(targets[i]!).put(keys[i]!, s)),
-    );
     results.forEach((r, i) => {
       if (r.status === 'rejected') this.options.placer.refused?.(targets[i]!, r.reason);
     });

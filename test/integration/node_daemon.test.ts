@@ -13,7 +13,13 @@ import { ChecksumMismatchError, StorageIoError, UnavailableError, crc32Of } from
 import { AuthRejectedError, DiskFullError } from '../../src/core/index.js';
 import { listNodes, type NodeStatus } from '../../src/api/index.js';
 import { decodeAlive as parseAliveRecord, decodeTarget as parseTargetRecord } from '../../src/meta/index.js';
-import { NodeShardStore, framedBytes } from '../../src/shard/index.js';
+import {
+  NodeShardStore,
+  encodeFrame,
+  frameHeaderBytes,
+  framedBytes,
+  nodeFramedShardType,
+} from '../../src/shard/index.js';
 import { runCairnd, startCairnd, type CairndHandle, type CairndOptions } from '../harness/cairnd.js';
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
 import { exited, freePort, stopChild, waitFor } from '../../src/dev/index.js';
@@ -312,6 +318,27 @@ describe('cairnd (process) with a real etcd', function () {
       expect(res.status).to.equal(400);
       expect(await res.json()).to.deep.include({ code: 'EBODYCRC' });
       expect((await fetch(url('/v1/shards/crc/1'), { method: 'HEAD', headers: auth })).status).to.equal(404);
+    });
+
+    it('stores a shard the client framed as sent, and refuses one with a damaged block (400, nothing stored)', async () => {
+      const good = storeFor(node, { authSecret: secret });
+      const data = seededBytes(10_000, 7);
+      const framed = Buffer.from(encodeFrame(data));
+      const put = (path: string, body: Buffer) =>
+        fetch(url(path), { method: 'PUT', body, headers: { ...auth, 'content-type': nodeFramedShardType } });
+      expect((await put('/v1/shards/framed/1', framed)).status).to.equal(201);
+      expect(Buffer.compare(Buffer.from(await good.get('framed/1')), Buffer.from(data))).to.equal(0);
+      // One bit flipped inside block 1's data: the node's check of that block refuses the put.
+      const damaged = Buffer.from(framed);
+      damaged[frameHeaderBytes + 4100 + 4 + 17]! ^= 0x10;
+      const res = await put('/v1/shards/framed/2', damaged);
+      expect(res.status).to.equal(400);
+      const body = (await res.json()) as { code: string; message: string };
+      expect(body.code).to.equal('EBODYCRC');
+      expect(body.message).to.match(/checksum mismatch in block 1/);
+      expect((await fetch(url('/v1/shards/framed/2'), { method: 'HEAD', headers: auth })).status).to.equal(404);
+      // A framed body whose header promises more data than it carries is refused too.
+      expect((await put('/v1/shards/framed/3', framed.subarray(0, framed.length - 1))).status).to.equal(400);
     });
 
     it('maps bad requests to 400, 404, 409, 411/413 and 416 with JSON {code, message}', async () => {
