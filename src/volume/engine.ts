@@ -106,6 +106,30 @@ export interface EngineStats {
 
 class SlowReadError extends Error {}
 
+/** The shards one direct read failed on, and those it still waits for (a hedge calls them slow). */
+class ShardReadLog {
+  readonly failed = new Set<number>();
+  /** Reads in flight per shard. */
+  private readonly inFlight = new Map<number, number>();
+
+  start(i: number): void {
+    this.inFlight.set(i, (this.inFlight.get(i) ?? 0) + 1);
+  }
+
+  end(i: number, ok: boolean): void {
+    const left = (this.inFlight.get(i) ?? 0) - 1;
+    assert(left >= 0, `shard ${i} read ended more often than it started`);
+    if (left === 0) this.inFlight.delete(i);
+    else this.inFlight.set(i, left);
+    if (!ok) this.failed.add(i);
+  }
+
+  /** Shards with a read still in flight. */
+  get waiting(): number[] {
+    return [...this.inFlight.keys()];
+  }
+}
+
 export class VolumeEngine {
   readonly volume: EngineVolume;
   readonly shardBytes: number;
@@ -233,7 +257,8 @@ export class VolumeEngine {
 
   private async readRangeOf(e: number, rec: ExtentRecord, offset: number, length: number): Promise<Uint8Array> {
     if (length === 0) return new Uint8Array(0);
-    const direct = this.readDirect(e, rec, offset, length);
+    const log = new ShardReadLog();
+    const direct = this.readDirect(e, rec, offset, length, log);
     // The hedge runs on the injected clock, not setTimeout, so tests and the simulator drive it.
     let stopHedge: (() => void) | undefined;
     const slow = new Promise<never>((_, reject) => {
@@ -249,28 +274,58 @@ export class VolumeEngine {
       return await Promise.race([direct, slow]);
     } catch (err) {
       direct.catch(() => undefined);
-      const why = err instanceof SlowReadError ? 'slow shard' : errorMessage(err);
-      this.noteDegraded(e, why);
-      const whole = await this.readDegraded(e, rec);
+      const hedged = err instanceof SlowReadError;
+      this.noteDegraded(e, hedged ? 'slow shard' : errorMessage(err));
+      // The shards that failed, and on a hedge those still being read, are tried last: k others
+      // may answer at once, while a slow one would hold its reader's place until it is done.
+      const last = new Set(hedged ? [...log.failed, ...log.waiting] : log.failed);
+      const whole = await this.readDegraded(e, rec, last);
       return whole.slice(offset, offset + length);
     } finally {
       stopHedge?.();
     }
   }
 
-  private async readDirect(e: number, rec: ExtentRecord, offset: number, length: number): Promise<Uint8Array> {
+  private async readDirect(
+    e: number,
+    rec: ExtentRecord,
+    offset: number,
+    length: number,
+    log: ShardReadLog,
+  ): Promise<Uint8Array> {
     const out = new Uint8Array(length);
     await Promise.all(
       splitByShard(rec.shardBytes, offset, length).map(async (p) => {
-        const ref = rec.shards[p.shard];
-        assert(ref !== undefined, `extent ${e} has no shard ${p.shard}`);
-        this.stats.shardReads += 1;
-        const bytes = await this.options.targets.store(ref.target).get(ref.key, { offset: p.offset, length: p.length });
-        assert(bytes.length === p.length, 'store returned a different length than asked');
-        out.set(bytes, p.bufferOffset);
+        out.set(
+          await this.readShardRange(e, rec, p.shard, { offset: p.offset, length: p.length }, log),
+          p.bufferOffset,
+        );
       }),
     );
     return out;
+  }
+
+  /** Bytes [range.offset, range.offset + range.length) of shard i of `rec`, counted in the stats and `log`. */
+  private async readShardRange(
+    e: number,
+    rec: ExtentRecord,
+    i: number,
+    range: { readonly offset: number; readonly length: number },
+    log: ShardReadLog,
+  ): Promise<Uint8Array> {
+    const ref = rec.shards[i];
+    assert(ref !== undefined, `extent ${e} has no shard ${i}`);
+    this.stats.shardReads += 1;
+    log.start(i);
+    let ok = false;
+    try {
+      const bytes = await this.options.targets.store(ref.target).get(ref.key, range);
+      assert(bytes.length === range.length, 'store returned a different length than asked');
+      ok = true;
+      return bytes;
+    } finally {
+      log.end(i, ok);
+    }
   }
 
   private noteDegraded(e: number, why: string): void {
@@ -281,10 +336,14 @@ export class VolumeEngine {
     );
   }
 
-  /** Reads any k whole shards of the extent (data shards first) and rebuilds its bytes. */
-  private async readDegraded(e: number, rec: ExtentRecord): Promise<Uint8Array> {
+  /**
+   * Reads any k whole shards of the extent (data shards first, the shards in `last` after all
+   * others) and rebuilds its bytes.
+   */
+  private async readDegraded(e: number, rec: ExtentRecord, last: ReadonlySet<number>): Promise<Uint8Array> {
     const { k } = this.volume.profile;
     const { shards, failures } = await readAnyK(this.options.targets, rec, k, {
+      last,
       onRead: (ok) => {
         this.stats.shardReads += 1;
         if (!ok) this.stats.shardReadFailures += 1;
