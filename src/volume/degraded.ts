@@ -14,8 +14,10 @@ import type { TargetStores } from './ports.js';
 export interface ReadAnyKOptions {
   /** Shard indexes not to read (known lost or being replaced). */
   readonly skip?: ReadonlySet<number>;
-  /** The order to try shards in; default data shards first, then parity, then the shards in `last`. */
+  /** The order to try shards in; default shardReadOrder() for `zone`, then the shards in `last`. */
   readonly order?: readonly number[];
+  /** The reader's zone, for the default order: shards in it first of their kind. */
+  readonly zone?: string;
   /**
    * Shards the default order tries after all others: a shard a read just found failing or slow.
    * Still tried (a failure may be passing), but only when the others cannot make k.
@@ -27,8 +29,31 @@ export interface ReadAnyKOptions {
   readonly onRead?: (ok: boolean, target: string) => void;
 }
 
-function defaultOrder(rec: ExtentRecord, options: ReadAnyKOptions): number[] {
-  const order = rec.shards.map((_, i) => i);
+/**
+ * The order a reader in `zone` tries the shards of `rec`: data shards in its zone, the other data
+ * shards, parity in its zone, the other parity, each group in shard order. Without a zone it is
+ * data shards then parity, 0 to k+m-1. Read k at a time, as readAnyK does by default, the first
+ * k reads are the data shards, so parity is read only after a data shard failed.
+ *
+ * @example
+ * // 2+1 with shard 0 in zone b and shards 1, 2 in zone a, read from zone a:
+ * shardReadOrder(rec, 2, 'a', zoneOf); // [1, 0, 2]
+ */
+export function shardReadOrder(
+  rec: ExtentRecord,
+  k: number,
+  zone: string | undefined,
+  zoneOf: (target: string) => string | undefined,
+): number[] {
+  const all = rec.shards.map((_, i) => i);
+  if (zone === undefined) return all;
+  const local = all.map((i) => zoneOf(rec.shards[i]!.target) === zone);
+  const group = (data: boolean, inZone: boolean) => all.filter((i) => i < k === data && local[i] === inZone);
+  return [...group(true, true), ...group(true, false), ...group(false, true), ...group(false, false)];
+}
+
+function defaultOrder(targets: TargetStores, rec: ExtentRecord, k: number, options: ReadAnyKOptions): number[] {
+  const order = shardReadOrder(rec, k, options.zone, (t) => targets.zoneOf(t));
   const last = options.last;
   if (last === undefined || last.size === 0) return order;
   return [...order.filter((i) => !last.has(i)), ...order.filter((i) => last.has(i))];
@@ -44,7 +69,9 @@ export async function readAnyK(
   k: number,
   options: ReadAnyKOptions = {},
 ): Promise<{ shards: Map<number, Uint8Array>; failures: string[] }> {
-  const order = (options.order ?? defaultOrder(rec, options)).filter((i) => !(options.skip?.has(i) ?? false));
+  const order = (options.order ?? defaultOrder(targets, rec, k, options)).filter(
+    (i) => !(options.skip?.has(i) ?? false),
+  );
   const shards = new Map<number, Uint8Array>();
   const failures: string[] = [];
   let next = 0;

@@ -1,8 +1,8 @@
 /**
  * A small written volume for read tests: one memory target per shard, shard i of every extent on
  * a target in zones[i], so which shards a read touched shows per target. Two extents (the second
- * 7000 bytes short) are written by one engine, then the volume is opened by a reader, with the
- * targets' read counters cleared.
+ * 7000 bytes short) are written by an engine without a zone, then the volume is opened by a
+ * reader in the zone asked for, with the targets' read counters cleared.
  */
 import { expect } from 'chai';
 import type { Codec, ManualClock, Profile } from '../../src/core/index.js';
@@ -33,6 +33,8 @@ export async function writeZonedVolume(options: {
   readonly codec: Codec;
   readonly profile: Profile;
   readonly zones: readonly string[];
+  /** The reader's zone; absent: no zone. */
+  readonly zone?: string;
   /** The reader's clock (its read hedge); the system clock when absent. */
   readonly clock?: ManualClock;
 }): Promise<ZonedVolume> {
@@ -51,6 +53,7 @@ export async function writeZonedVolume(options: {
   const engine = await VolumeEngine.open({
     ...common,
     epoch: 0,
+    ...(options.zone === undefined ? {} : { zone: options.zone }),
     ...(options.clock === undefined ? {} : { clock: options.clock }),
   });
   targets.gets.clear();
