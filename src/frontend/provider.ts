@@ -67,6 +67,8 @@ export interface FrontendOptions {
   /** How long to wait for another frontend's lock to expire before refusing. */
   readonly lockWaitMs?: number;
   readonly cache?: Omit<WriteBackCacheOptions, 'readOnly' | 'log'>;
+  /** The zone this frontend runs in: reads prefer shards there (VolumeEngineOptions.zone). */
+  readonly zone?: string;
   readonly log?: (line: string) => void;
   /** Told when each persist of a volume's dirty extents starts; the result is called when it ends (metrics). */
   readonly onFlush?: (volume: string, extents: number) => (ok: boolean) => void;
@@ -214,6 +216,7 @@ export class VolumeFrontend implements ExportProvider {
         placer,
         pool,
         epoch: lock?.epoch ?? 0,
+        ...(this.options.zone === undefined ? {} : { zone: this.options.zone }),
         ...(record.durableShardsMin === undefined ? {} : { durableShardsMin: record.durableShardsMin }),
         log: this.log,
       });
