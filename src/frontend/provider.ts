@@ -448,6 +448,9 @@ export class VolumeFrontend implements ExportProvider {
       journaledBytes: number;
       cachedBytes: number;
       degradedExtents: number;
+      /** Shard reads since the volume was attached, and those of them from another zone. */
+      shardReads: number;
+      crossZoneShardReads: number;
       health?: ExtentMapHealth;
     }[]
   > {
@@ -465,6 +468,8 @@ export class VolumeFrontend implements ExportProvider {
         journaledBytes: v.cache.journaledBytes,
         cachedBytes: v.cache.cachedBytes,
         degradedExtents: v.engine.degraded.size,
+        shardReads: v.engine.stats.shardReads,
+        crossZoneShardReads: v.engine.stats.crossZoneShardReads,
         ...(liveness === undefined || v.readOnly
           ? {}
           : {

@@ -163,6 +163,8 @@ async function serveFrontendMetrics(
         cachedBytes: v.cachedBytes,
         connections: v.handles,
         readDegradedExtents: v.degradedExtents,
+        shardReads: v.shardReads,
+        crossZoneShardReads: v.crossZoneShardReads,
         ...(v.health === undefined ? {} : { health: v.health }),
       })),
     };
