@@ -2,11 +2,12 @@
  * `cairnctl nbd serve`: the frontend process. Serves every volume as an NBD export of the same
  * name, over TCP and/or a Unix socket, until SIGTERM or SIGINT; then stops accepting, flushes
  * every volume's cache and releases its lock. Logs are JSON lines on stderr (src/metrics/log.ts);
- * with --metrics-listen it serves Prometheus metrics (docs/metrics.md).
+ * with --metrics-listen it serves Prometheus metrics (docs/metrics.md); with --zone its reads
+ * prefer shards in that zone (docs/operations.md).
  */
 import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
-import { InvalidArgumentError, formatBytes, parseSize } from '../core/index.js';
+import { InvalidArgumentError, formatBytes, parseSize, zoneId } from '../core/index.js';
 import { cacheBytesMaxDefault, dirtyBytesMaxDefault, flushAgeMsDefault, foldAgeMsDefault } from '../cache/index.js';
 import { lockWaitMsDefault, startFrontend } from '../frontend/index.js';
 import { createLogger } from '../metrics/index.js';
@@ -63,6 +64,11 @@ export function nbdCommand(ctx: CliContext) {
                   'ms after which journaled writes are folded into erasure-coded generations even without memory pressure (sooner: shorter replay, more write amplification)',
               })
               .option('threads', { type: 'number', describe: 'codec worker threads (default: cores)' })
+              .option('zone', {
+                type: 'string',
+                describe:
+                  'the zone this frontend runs in: reads prefer shards there, and decode from k shards in it rather than read a data shard in another zone (default: no preference)',
+              })
               .option('metrics-listen', {
                 type: 'string',
                 describe: 'HOST:PORT serving Prometheus metrics at /metrics (default: off)',
@@ -88,6 +94,7 @@ export function nbdCommand(ctx: CliContext) {
               argv['metrics-listen'] === undefined
                 ? undefined
                 : parseHostPort(String(argv['metrics-listen']), '--metrics-listen address');
+            const zone = argv['zone'] === undefined ? undefined : zoneId(String(argv['zone']));
             const logger = createLogger({ name: 'cairnctl-nbd', write: (line) => ctx.io.err(line) });
             const log = logger.line;
             const serving = await startFrontend({
@@ -107,6 +114,7 @@ export function nbdCommand(ctx: CliContext) {
                 foldAgeMs: Number(argv['fold-age']),
               },
               ...(argv['threads'] === undefined ? {} : { threads: Number(argv['threads']) }),
+              ...(zone === undefined ? {} : { zone }),
               ...(metricsListen === undefined ? {} : { metricsListen }),
               log,
               warn: (line) => logger.warn(line),

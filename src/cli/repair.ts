@@ -11,7 +11,14 @@
 import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
 import { errorMessage, formatBytes, parseSize, type ShardStore } from '../core/index.js';
-import { planRebalance, planRepair, runRepair, runScrub, type RepairProgress } from '../repair/index.js';
+import {
+  planRebalance,
+  planRepair,
+  runRepair,
+  runScrub,
+  type RepairProgress,
+  type RepairStores,
+} from '../repair/index.js';
 import { storeForTarget } from '../api/index.js';
 import { CodecPool } from '../codec/index.js';
 import { keys, type EtcdMeta } from '../meta/index.js';
@@ -25,7 +32,7 @@ import { emit } from './output.js';
 async function targetStores(
   meta: EtcdMeta,
   ctx: CliContext,
-): Promise<{ store(target: string): ShardStore; close(): void }> {
+): Promise<{ store(target: string): ShardStore; zoneOf(target: string): string | undefined; close(): void }> {
   const records = new Map((await meta.listTargets()).map((t) => [t.name, t]));
   const open = new Map<string, ShardStore>();
   return {
@@ -39,6 +46,7 @@ async function targetStores(
       }
       return s;
     },
+    zoneOf: (target) => records.get(target)?.zone,
     close() {
       for (const s of open.values()) s.close?.();
     },
@@ -55,7 +63,7 @@ export function rateFrom(argv: Record<string, unknown>): number | undefined {
 export async function withRepairTools<T>(
   meta: EtcdMeta,
   ctx: CliContext,
-  work: (pool: CodecPool, stores: { store(target: string): ShardStore }) => Promise<T>,
+  work: (pool: CodecPool, stores: RepairStores) => Promise<T>,
 ): Promise<T> {
   const pool = await CodecPool.start();
   const stores = await targetStores(meta, ctx);

@@ -1,7 +1,7 @@
 /**
  * The shard stores of every registered target, re-read from etcd on refresh(): a target added
  * while the frontend runs becomes usable, a changed address gets a new client, a removed target's
- * client is closed. Implements the engine's TargetStores port.
+ * client is closed. Implements the engine's TargetStores port, zones included.
  *
  * What it keeps true: store() never returns a closed client; an unknown target is an
  * UnavailableError naming it and how old the list is.
@@ -45,6 +45,11 @@ class LiveTargets implements TargetStores {
         `Shard target "${target}" is not registered (targets last read ${Math.round(this.clock.now() - this.refreshedAt)} ms ago)`,
       );
     return entry.store;
+  }
+
+  /** The zone `target` was registered in at the last refresh(), or undefined when unknown. */
+  zoneOf(target: string): string | undefined {
+    return this.stores.get(target)?.record.zone;
   }
 
   close(): void {

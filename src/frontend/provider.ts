@@ -67,6 +67,8 @@ export interface FrontendOptions {
   /** How long to wait for another frontend's lock to expire before refusing. */
   readonly lockWaitMs?: number;
   readonly cache?: Omit<WriteBackCacheOptions, 'readOnly' | 'log'>;
+  /** The zone this frontend runs in: reads prefer shards there (VolumeEngineOptions.zone). */
+  readonly zone?: string;
   readonly log?: (line: string) => void;
   /** Told when each persist of a volume's dirty extents starts; the result is called when it ends (metrics). */
   readonly onFlush?: (volume: string, extents: number) => (ok: boolean) => void;
@@ -214,6 +216,7 @@ export class VolumeFrontend implements ExportProvider {
         placer,
         pool,
         epoch: lock?.epoch ?? 0,
+        ...(this.options.zone === undefined ? {} : { zone: this.options.zone }),
         ...(record.durableShardsMin === undefined ? {} : { durableShardsMin: record.durableShardsMin }),
         log: this.log,
       });
@@ -445,6 +448,9 @@ export class VolumeFrontend implements ExportProvider {
       journaledBytes: number;
       cachedBytes: number;
       degradedExtents: number;
+      /** Shard reads since the volume was attached, and those of them from another zone. */
+      shardReads: number;
+      crossZoneShardReads: number;
       health?: ExtentMapHealth;
     }[]
   > {
@@ -462,6 +468,8 @@ export class VolumeFrontend implements ExportProvider {
         journaledBytes: v.cache.journaledBytes,
         cachedBytes: v.cache.cachedBytes,
         degradedExtents: v.engine.degraded.size,
+        shardReads: v.engine.stats.shardReads,
+        crossZoneShardReads: v.engine.stats.crossZoneShardReads,
         ...(liveness === undefined || v.readOnly
           ? {}
           : {

@@ -28,6 +28,8 @@ export interface FrontendServeOptions {
   readonly lockWaitMs: number;
   readonly cache: Omit<WriteBackCacheOptions, 'readOnly' | 'log'>;
   readonly threads?: number;
+  /** The zone this frontend runs in (`--zone`): reads prefer shards there. Absent: no preference. */
+  readonly zone?: string;
   readonly metricsListen?: { readonly host: string; readonly port: number };
   readonly clock?: Clock;
   readonly log: (line: string) => void;
@@ -65,6 +67,7 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
   };
   try {
     await meta.requireCluster();
+    if (options.zone !== undefined) await checkZone(meta, options.zone, { log, warn: options.warn });
     const pool = await CodecPool.start(options.threads === undefined ? {} : { threads: options.threads });
     undo.push(() => pool.close());
     const frontend = new VolumeFrontend({
@@ -76,6 +79,7 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
       forceTakeover: options.forceTakeover,
       lockWaitMs: options.lockWaitMs,
       cache: options.cache,
+      ...(options.zone === undefined ? {} : { zone: options.zone }),
       log,
       ...(options.clock === undefined ? {} : { clock: options.clock }),
       ...(metrics === undefined ? {} : { onFlush: (volume, extents) => metrics.flush(volume, extents) }),
@@ -116,6 +120,27 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
 }
 
 /**
+ * Warns when no registered target is in the frontend's zone: every read then crosses zones, which
+ * is allowed (targets may be added later) but more likely a mistyped --zone.
+ */
+async function checkZone(
+  meta: EtcdMeta,
+  zone: string,
+  out: { log: (line: string) => void; warn: (line: string) => void },
+): Promise<void> {
+  const targets = await meta.listTargets();
+  const inZone = targets.filter((t) => t.zone === zone).length;
+  if (inZone > 0) {
+    out.log(`zone ${zone}: reads prefer the ${inZone} registered targets in it`);
+    return;
+  }
+  const zones = [...new Set(targets.map((t) => t.zone))].sort();
+  out.warn(
+    `--zone ${zone}: no registered target is in zone "${zone}" (zones: ${zones.join(', ') || 'none'}); reads will prefer no shard`,
+  );
+}
+
+/**
  * Serves the frontend's metrics; gauges are read at each scrape from the frontend's status and,
  * for the health of the volumes it writes, the live topology (two etcd reads). When etcd does
  * not answer, that scrape has no health gauges rather than stale ones.
@@ -138,6 +163,8 @@ async function serveFrontendMetrics(
         cachedBytes: v.cachedBytes,
         connections: v.handles,
         readDegradedExtents: v.degradedExtents,
+        shardReads: v.shardReads,
+        crossZoneShardReads: v.crossZoneShardReads,
         ...(v.health === undefined ? {} : { health: v.health }),
       })),
     };

@@ -202,6 +202,20 @@ export const metricSpecs = {
     labels: ['volume'],
     component: 'frontend',
   },
+  volumeShardReads: {
+    name: 'cairn_volume_shard_reads_total',
+    type: 'counter',
+    help: 'Shard reads (a range or a whole shard, from a store) made for the volume since it was attached.',
+    labels: ['volume'],
+    component: 'frontend',
+  },
+  volumeCrossZoneShardReads: {
+    name: 'cairn_volume_cross_zone_shard_reads_total',
+    type: 'counter',
+    help: "Of the volume's shard reads, those from a target outside the frontend's --zone (0 without --zone).",
+    labels: ['volume'],
+    component: 'frontend',
+  },
   repairBacklog: {
     name: 'cairn_repair_backlog_extents',
     type: 'gauge',

@@ -9,10 +9,11 @@
  *   buckets.
  * - Label values come from bounded sets: an NBD command or HTTP method outside the known lists
  *   becomes "other", so a client sending junk cannot grow the registry without bound.
- * - Gauges fed by a snapshot are refreshed once per scrape, before the text is rendered, and are
- *   reset first: a volume that was detached disappears instead of showing stale values. A
- *   snapshot source that fails leaves those gauges empty for that scrape (the error is passed to
- *   `onError`), never the previous values.
+ * - Gauges fed by a snapshot (and the per-volume shard read counters, running totals of the
+ *   volume's engine) are refreshed once per scrape, before the text is rendered, and are reset
+ *   first: a volume that was detached disappears instead of showing stale values. A snapshot
+ *   source that fails leaves them empty for that scrape (the error is passed to `onError`), never
+ *   the previous values.
  *
  * What it leaves out: serving the text over HTTP (http.ts) and reading any Cairn state itself;
  * the wiring (src/node/daemon.ts, src/cli/nbd.ts) says where numbers come from.
@@ -303,6 +304,9 @@ export interface VolumeSnapshot {
   readonly cachedBytes: number;
   readonly connections: number;
   readonly readDegradedExtents: number;
+  /** Shard reads since the volume was attached (absent: not reported), and those from another zone. */
+  readonly shardReads?: number;
+  readonly crossZoneShardReads?: number;
   /** Absent for volumes attached read-only (their writer reports them) or when etcd was unreachable. */
   readonly health?: VolumeHealthSnapshot;
 }
@@ -346,6 +350,12 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
     atRisk: r.gauge('volumeAtRisk'),
     backlog: r.gauge('repairBacklog'),
   };
+  // Running totals of each attached volume's engine, set at each scrape like the gauges: a
+  // volume attached again starts from 0, which Prometheus reads as a counter reset.
+  const perVolumeTotals = {
+    shardReads: r.counter('volumeShardReads'),
+    crossZoneShardReads: r.counter('volumeCrossZoneShardReads'),
+  };
   const connections = r.gauge('nbdConnections');
   let repair: RepairMetrics | undefined;
   return {
@@ -380,6 +390,7 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
     snapshotFrom(source) {
       r.onScrape(async () => {
         for (const g of Object.values(perVolume)) g.reset();
+        for (const c of Object.values(perVolumeTotals)) c.reset();
         let snapshot: FrontendSnapshot;
         try {
           snapshot = await source();
@@ -393,6 +404,9 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
           perVolume.cached.set(volume, v.cachedBytes);
           perVolume.connections.set(volume, v.connections);
           perVolume.readDegraded.set(volume, v.readDegradedExtents);
+          if (v.shardReads !== undefined) perVolumeTotals.shardReads.inc(volume, v.shardReads);
+          if (v.crossZoneShardReads !== undefined)
+            perVolumeTotals.crossZoneShardReads.inc(volume, v.crossZoneShardReads);
           const h = v.health;
           if (h === undefined) continue;
           perVolume.written.set(volume, h.writtenExtents);

@@ -141,6 +141,10 @@ export class SimTargets implements TargetStores {
     private readonly latency: LatencyOptions,
   ) {}
 
+  zoneOf(target: string): string | undefined {
+    return this.targets.get(target)?.zone;
+  }
+
   store(target: string): ShardStore {
     let view = this.views.get(target);
     if (view === undefined) {

@@ -47,19 +47,52 @@ export class MemoryExtentMap implements ExtentMapStore {
   }
 }
 
-/** Memory stores by name; `down` makes a store's calls fail as an unreachable node's would. */
+/**
+ * Memory stores by name; `down` makes a store's calls fail as an unreachable node's would, and
+ * `stalled` makes its reads never answer. `zones` gives targets a zone (none by default); `gets` counts the get() calls each target
+ * answered or refused, so a test can see which shards a read touched.
+ */
 export class MemoryTargets implements TargetStores {
   readonly stores = new Map<string, MemoryShardStore>();
   readonly down = new Set<string>();
+  /** Targets whose get() never settles: a node that took the request and never answers. */
+  readonly stalled = new Set<string>();
+  readonly zones: Map<string, string>;
+  /** get() calls per target, answered or refused. */
+  readonly gets = new Map<string, number>();
+  /** Bytes returned by get() per target. */
+  readonly getBytes = new Map<string, number>();
 
-  constructor(names: readonly string[]) {
+  constructor(names: readonly string[], zones: Readonly<Record<string, string>> = {}) {
     for (const n of names) this.stores.set(n, new MemoryShardStore(n));
+    this.zones = new Map(Object.entries(zones));
+  }
+
+  zoneOf(target: string): string | undefined {
+    return this.stores.has(target) ? this.zones.get(target) : undefined;
   }
 
   store(target: string): ShardStore {
     const store = this.stores.get(target);
     if (store === undefined) throw new UnavailableError(`No shard target named "${target}"`);
-    if (!this.down.has(target)) return store;
+    const countGet = () => this.gets.set(target, (this.gets.get(target) ?? 0) + 1);
+    if (!this.down.has(target)) {
+      return {
+        description: store.description,
+        capabilities: () => store.capabilities(),
+        put: (key, data) => store.put(key, data),
+        get: async (key, range) => {
+          countGet();
+          if (this.stalled.has(target)) return new Promise<never>(() => undefined);
+          const bytes = await store.get(key, range);
+          this.getBytes.set(target, (this.getBytes.get(target) ?? 0) + bytes.length);
+          return bytes;
+        },
+        head: (key) => store.head(key),
+        delete: (key) => store.delete(key),
+        list: (prefix, options) => store.list(prefix, options),
+      };
+    }
     const fail = async (): Promise<never> => {
       throw new UnavailableError(`Cannot reach memory target "${target}": it is down`);
     };
@@ -67,7 +100,10 @@ export class MemoryTargets implements TargetStores {
       description: store.description,
       capabilities: () => store.capabilities(),
       put: fail,
-      get: fail,
+      get: async () => {
+        countGet();
+        return fail();
+      },
       head: fail,
       delete: fail,
       list: fail,

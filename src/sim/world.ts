@@ -84,6 +84,8 @@ export interface WorldConfig {
   readonly journalSegmentBytes: number;
   /** Journaled data older than this is folded by the background flusher. */
   readonly foldAgeMs: number;
+  /** The zone the frontend processes run in: their reads prefer it. Absent: no preference. */
+  readonly frontendZone?: string;
 }
 
 /**
@@ -116,6 +118,14 @@ const profiles: readonly Profile[] = [
 const extentSizes: readonly number[] = [8192, 12288, 16384, 20000, 32768, 65536];
 
 export function configFromSeed(rng: Prng, options: ConfigOptions = {}): WorldConfig {
+  const config = configWithoutZone(rng, options);
+  // Drawn after everything else, so it changes nothing else of a seed: half the seeds give the
+  // frontend a zone, so its reads decode from shards there instead of reading another zone.
+  const frontendZone = rng.chance(0.5) ? rng.pick(config.zones) : undefined;
+  return frontendZone === undefined ? config : { ...config, frontendZone };
+}
+
+function configWithoutZone(rng: Prng, options: ConfigOptions): WorldConfig {
   const profile = rng.pick(profiles);
   const { k, m } = profile;
   const extentBytes = rng.pick(extentSizes);
@@ -193,7 +203,8 @@ export function describeConfig(c: WorldConfig): string {
     (c.flushRetryMs > 0 ? `, flush retries ${c.flushRetryMs} ms` : '') +
     (c.journalReplicas > 0
       ? `, journal r=${c.journalReplicas} (latency ${c.journalLatencyMs} ms, fsync ${c.journalFsyncMs} ms, segments of ${c.journalSegmentBytes} B, fold age ${c.foldAgeMs} ms)`
-      : '')
+      : '') +
+    (c.frontendZone === undefined ? '' : `, frontend in zone ${c.frontendZone}`)
   );
 }
 
@@ -735,6 +746,7 @@ export class World {
       placer: this.placer(),
       pool: this.codec,
       epoch: process.epoch,
+      ...(c.frontendZone === undefined ? {} : { zone: c.frontendZone }),
       durableShardsMin: c.durableShardsMin,
       shardReadHedgeMs: c.shardReadHedgeMs,
       oldShardGraceMs: c.oldShardGraceMs,

@@ -13,6 +13,10 @@
  * - Reads take only the data-shard ranges they need. A missing, slow or corrupt shard makes the
  *   read fetch any k whole shards and decode; the extent is reported as degraded. Never-written
  *   extents read as zeros without touching any store.
+ * - Given the frontend's zone, reads stay in it where they can: a range whose data shard is in
+ *   another zone is decoded from the same range of k shards in the zone when the zone holds k
+ *   shards of the extent, and degraded reads try shards in the zone first. Without a zone, reads
+ *   are as if no target had one.
  * - Superseded shards are deleted after a grace period, so reads already in flight finish.
  *
  * What it leaves out: caching and request coalescing (cache/), repair (it only reports).
@@ -32,7 +36,7 @@ import {
   type Profile,
   systemClock,
 } from '../core/index.js';
-import { extentLength, shardBytesOf, splitByShard, type ExtentGeometry } from '../extent/index.js';
+import { extentLength, shardBytesOf, splitByShard, type ExtentGeometry, type ShardPiece } from '../extent/index.js';
 import { readAnyK, rebuildShards } from './degraded.js';
 import type { ExtentMapStore, ShardPlacer, TargetStores } from './ports.js';
 import {
@@ -41,6 +45,7 @@ import {
   pendingDeletesMax,
   persistExtentsInFlightMax,
   shardReadHedgeMsDefault,
+  zoneDecodesInFlightMax,
 } from './limits.js';
 
 /** Fewer than k shards of an extent could be read. */
@@ -80,6 +85,11 @@ export interface VolumeEngineOptions {
   readonly pool: Codec;
   /** The writer's fencing epoch (0 for a read-only engine, which never persists). */
   readonly epoch: number;
+  /**
+   * The zone this engine's process runs in (`cairnctl nbd serve --zone`): reads prefer shards in
+   * it, as targets.zoneOf() reports them. Absent: no preference, and no read counts as cross-zone.
+   */
+  readonly zone?: string;
   readonly durableShardsMin?: number;
   readonly shardReadHedgeMs?: number;
   readonly oldShardGraceMs?: number;
@@ -96,7 +106,12 @@ export interface ExtentImage {
 }
 
 export interface EngineStats {
+  /** Shard reads started: ranges and whole shards, direct, decoded in the zone, and degraded. */
   shardReads: number;
+  /** Of shardReads, those from a target outside the engine's zone (0 without a zone). */
+  crossZoneShardReads: number;
+  /** Range reads answered by decoding shards in the engine's zone instead of reading another zone. */
+  zoneDecodedReads: number;
   degradedReads: number;
   shardReadFailures: number;
   extentsPersisted: number;
@@ -106,11 +121,37 @@ export interface EngineStats {
 
 class SlowReadError extends Error {}
 
+/** The shards one direct read failed on, and those it still waits for (a hedge calls them slow). */
+class ShardReadLog {
+  readonly failed = new Set<number>();
+  /** Reads in flight per shard: a decode in the zone may read two windows of one shard. */
+  private readonly inFlight = new Map<number, number>();
+
+  start(i: number): void {
+    this.inFlight.set(i, (this.inFlight.get(i) ?? 0) + 1);
+  }
+
+  end(i: number, ok: boolean): void {
+    const left = (this.inFlight.get(i) ?? 0) - 1;
+    assert(left >= 0, `shard ${i} read ended more often than it started`);
+    if (left === 0) this.inFlight.delete(i);
+    else this.inFlight.set(i, left);
+    if (!ok) this.failed.add(i);
+  }
+
+  /** Shards with a read still in flight. */
+  get waiting(): number[] {
+    return [...this.inFlight.keys()];
+  }
+}
+
 export class VolumeEngine {
   readonly volume: EngineVolume;
   readonly shardBytes: number;
   readonly stats: EngineStats = {
     shardReads: 0,
+    crossZoneShardReads: 0,
+    zoneDecodedReads: 0,
     degradedReads: 0,
     shardReadFailures: 0,
     extentsPersisted: 0,
@@ -123,6 +164,7 @@ export class VolumeEngine {
   private readonly durableShardsMin: number;
   private readonly log: (line: string) => void;
   private sequence = 0;
+  private zoneDecodesInFlight = 0;
   private readonly changes = new Map<number, number>();
   /**
    * Extents whose last commit failed without being refused (a timeout): it may have landed, so
@@ -233,7 +275,8 @@ export class VolumeEngine {
 
   private async readRangeOf(e: number, rec: ExtentRecord, offset: number, length: number): Promise<Uint8Array> {
     if (length === 0) return new Uint8Array(0);
-    const direct = this.readDirect(e, rec, offset, length);
+    const log = new ShardReadLog();
+    const direct = this.readDirect(e, rec, offset, length, log);
     // The hedge runs on the injected clock, not setTimeout, so tests and the simulator drive it.
     let stopHedge: (() => void) | undefined;
     const slow = new Promise<never>((_, reject) => {
@@ -249,25 +292,136 @@ export class VolumeEngine {
       return await Promise.race([direct, slow]);
     } catch (err) {
       direct.catch(() => undefined);
-      const why = err instanceof SlowReadError ? 'slow shard' : errorMessage(err);
-      this.noteDegraded(e, why);
-      const whole = await this.readDegraded(e, rec);
+      const hedged = err instanceof SlowReadError;
+      this.noteDegraded(e, hedged ? 'slow shard' : errorMessage(err));
+      // The shards that failed, and on a hedge those still being read, are tried last: k others
+      // may answer at once, while a slow one would hold its reader's place until it is done.
+      const last = new Set(hedged ? [...log.failed, ...log.waiting] : log.failed);
+      const whole = await this.readDegraded(e, rec, last);
       return whole.slice(offset, offset + length);
     } finally {
       stopHedge?.();
     }
   }
 
-  private async readDirect(e: number, rec: ExtentRecord, offset: number, length: number): Promise<Uint8Array> {
+  private async readDirect(
+    e: number,
+    rec: ExtentRecord,
+    offset: number,
+    length: number,
+    log: ShardReadLog,
+  ): Promise<Uint8Array> {
+    const pieces = splitByShard(rec.shardBytes, offset, length);
+    const sources = this.zoneSources(rec, pieces);
+    if (sources !== undefined) return this.readDecodedInZone(e, rec, pieces, sources, length, log);
     const out = new Uint8Array(length);
     await Promise.all(
-      splitByShard(rec.shardBytes, offset, length).map(async (p) => {
-        const ref = rec.shards[p.shard];
-        assert(ref !== undefined, `extent ${e} has no shard ${p.shard}`);
-        this.stats.shardReads += 1;
-        const bytes = await this.options.targets.store(ref.target).get(ref.key, { offset: p.offset, length: p.length });
-        assert(bytes.length === p.length, 'store returned a different length than asked');
-        out.set(bytes, p.bufferOffset);
+      pieces.map(async (p) => {
+        out.set(
+          await this.readShardRange(e, rec, p.shard, { offset: p.offset, length: p.length }, log),
+          p.bufferOffset,
+        );
+      }),
+    );
+    return out;
+  }
+
+  /** Bytes [range.offset, range.offset + range.length) of shard i of `rec`, counted in the stats and `log`. */
+  private async readShardRange(
+    e: number,
+    rec: ExtentRecord,
+    i: number,
+    range: { readonly offset: number; readonly length: number },
+    log: ShardReadLog,
+  ): Promise<Uint8Array> {
+    const ref = rec.shards[i];
+    assert(ref !== undefined, `extent ${e} has no shard ${i}`);
+    this.countShardRead(ref.target);
+    log.start(i);
+    let ok = false;
+    try {
+      const bytes = await this.options.targets.store(ref.target).get(ref.key, range);
+      assert(bytes.length === range.length, 'store returned a different length than asked');
+      ok = true;
+      return bytes;
+    } finally {
+      log.end(i, ok);
+    }
+  }
+
+  private countShardRead(target: string): void {
+    this.stats.shardReads += 1;
+    if (!this.inZone(target)) this.stats.crossZoneShardReads += 1;
+  }
+
+  /** True when there is no zone to prefer, or `target` is in it. */
+  private inZone(target: string): boolean {
+    return this.options.zone === undefined || this.options.targets.zoneOf(target) === this.options.zone;
+  }
+
+  /**
+   * The k shards in the engine's zone to decode `pieces` from, or undefined to read the pieces
+   * directly: when there is no zone, every piece's data shard is in it already, the zone holds
+   * fewer than k shards of the extent, or zoneDecodesInFlightMax decodes are running. Data shards
+   * first: their bytes need no decoding.
+   */
+  private zoneSources(rec: ExtentRecord, pieces: readonly ShardPiece[]): number[] | undefined {
+    const { k } = this.volume.profile;
+    if (this.options.zone === undefined || this.zoneDecodesInFlight >= zoneDecodesInFlightMax) return undefined;
+    if (pieces.every((p) => this.inZone(rec.shards[p.shard]!.target))) return undefined;
+    const local = rec.shards.map((_, i) => i).filter((i) => this.inZone(rec.shards[i]!.target));
+    return local.length >= k ? local.slice(0, k) : undefined;
+  }
+
+  /**
+   * Reads `pieces` by decoding: Reed-Solomon codes each byte position on its own, so bytes
+   * [a, b) of any k shards decode to bytes [a, b) of the others. The pieces' positions within
+   * their shards are merged into windows; each window is read from the k `sources` (one range
+   * read each) and the missing data shards' bytes of it decoded. Worked example, a 4+2 extent of
+   * 1 MiB (256 KiB shards) and 8 KiB read at 252 KiB: pieces shard 0 [252, 256) KiB and shard 1
+   * [0, 4) KiB give two windows of 4 KiB, so 2 x 4 reads of 4 KiB; a read covering a whole shard
+   * gives one window, the whole shard, read from each of the 4 sources.
+   */
+  private async readDecodedInZone(
+    e: number,
+    rec: ExtentRecord,
+    pieces: readonly ShardPiece[],
+    sources: readonly number[],
+    length: number,
+    log: ShardReadLog,
+  ): Promise<Uint8Array> {
+    const { k } = this.volume.profile;
+    assert(sources.length === k, `decoding needs ${k} sources, given ${sources.length}`);
+    this.stats.zoneDecodedReads += 1;
+    this.zoneDecodesInFlight += 1;
+    try {
+      return await this.decodeWindows(e, rec, pieces, sources, length, log);
+    } finally {
+      this.zoneDecodesInFlight -= 1;
+    }
+  }
+
+  private async decodeWindows(
+    e: number,
+    rec: ExtentRecord,
+    pieces: readonly ShardPiece[],
+    sources: readonly number[],
+    length: number,
+    log: ShardReadLog,
+  ): Promise<Uint8Array> {
+    const out = new Uint8Array(length);
+    await Promise.all(
+      positionWindows(pieces).map(async (w) => {
+        const read = new Map<number, Uint8Array>();
+        await Promise.all(sources.map(async (i) => read.set(i, await this.readShardRange(e, rec, i, w, log))));
+        const inWindow = pieces.filter((p) => p.offset >= w.offset && p.offset + p.length <= w.offset + w.length);
+        const wanted = [...new Set(inWindow.map((p) => p.shard))];
+        const decoded = await rebuildShards(this.options.pool, this.volume.profile, w.length, read, wanted);
+        for (const p of inWindow) {
+          const bytes = decoded.get(p.shard);
+          assert(bytes !== undefined && bytes.length === w.length, `shard ${p.shard} of extent ${e} not decoded`);
+          out.set(bytes.subarray(p.offset - w.offset, p.offset - w.offset + p.length), p.bufferOffset);
+        }
       }),
     );
     return out;
@@ -281,12 +435,17 @@ export class VolumeEngine {
     );
   }
 
-  /** Reads any k whole shards of the extent (data shards first) and rebuilds its bytes. */
-  private async readDegraded(e: number, rec: ExtentRecord): Promise<Uint8Array> {
+  /**
+   * Reads any k whole shards of the extent (data shards first, those in the engine's zone first
+   * of each kind, the shards in `last` after all others) and rebuilds its bytes.
+   */
+  private async readDegraded(e: number, rec: ExtentRecord, last: ReadonlySet<number>): Promise<Uint8Array> {
     const { k } = this.volume.profile;
     const { shards, failures } = await readAnyK(this.options.targets, rec, k, {
-      onRead: (ok) => {
-        this.stats.shardReads += 1;
+      ...(this.options.zone === undefined ? {} : { zone: this.options.zone }),
+      last,
+      onRead: (ok, target) => {
+        this.countShardRead(target);
         if (!ok) this.stats.shardReadFailures += 1;
       },
     });
@@ -483,4 +642,21 @@ export class VolumeEngine {
       options.deletePendingNow ? Number.POSITIVE_INFINITY : (this.options.clock ?? systemClock).now(),
     );
   }
+}
+
+/**
+ * The byte positions `pieces` cover within their shards, merged: sorted, disjoint, touching
+ * windows joined. Pieces of one range are consecutive in the extent, so at most two windows come
+ * out, and a window holds each piece it overlaps whole.
+ */
+function positionWindows(pieces: readonly ShardPiece[]): { offset: number; length: number }[] {
+  const sorted = [...pieces].sort((a, b) => a.offset - b.offset);
+  const windows: { offset: number; length: number }[] = [];
+  for (const p of sorted) {
+    const last = windows.at(-1);
+    if (last !== undefined && p.offset <= last.offset + last.length)
+      last.length = Math.max(last.length, p.offset + p.length - last.offset);
+    else windows.push({ offset: p.offset, length: p.length });
+  }
+  return windows;
 }

@@ -12,3 +12,10 @@ export const oldShardGraceMsDefault = 30_000;
 export const pendingDeletesMax = 100_000;
 /** Degraded extents remembered for repair. */
 export const degradedExtentsMax = 10_000;
+/**
+ * Range reads one engine decodes from shards in its zone at once; past this a read goes to the
+ * data shard in the other zone instead of waiting. Each decode holds codec memory for k+m windows
+ * of at most a shard: at 4+2 with 4 MiB extents, 8 whole-extent reads hold 48 MiB of the codec
+ * pool's 256 MiB default.
+ */
+export const zoneDecodesInFlightMax = 8;

@@ -23,10 +23,16 @@ export interface ExtentMapStore {
   commit(updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): Promise<void>;
 }
 
-/** Shard stores by target name. */
+/** Shard stores by target name, and the zone each target is in. */
 export interface TargetStores {
   /** The store of `target`; throws UnavailableError naming it when the target is unknown. */
   store(target: string): ShardStore;
+  /**
+   * The zone `target` is registered in, or undefined when the target is unknown. Synchronous and
+   * without I/O (the answer comes from what the stores last learnt); never throws. Reads use it
+   * to prefer shards in the reader's own zone.
+   */
+  zoneOf(target: string): string | undefined;
 }
 
 /** Where the shards of a new generation of an extent go: one target name per shard, k+m long. */

@@ -130,6 +130,51 @@ describe('createFrontendMetrics()', () => {
     expect(s.keys().filter((k) => k.includes('volume="a"'))).to.deep.equal([]);
   });
 
+  it("exports each volume's shard reads and cross-zone shard reads as the engine's running totals", async () => {
+    let snapshot: FrontendSnapshot = {
+      volumes: [
+        {
+          name: 'a',
+          dirtyBytes: 0,
+          cachedBytes: 0,
+          connections: 1,
+          readDegradedExtents: 0,
+          shardReads: 40,
+          crossZoneShardReads: 3,
+        },
+        { name: 'b', dirtyBytes: 0, cachedBytes: 0, connections: 1, readDegradedExtents: 0 },
+      ],
+    };
+    const m = createFrontendMetrics({ processMetrics: false });
+    m.snapshotFrom(async () => snapshot);
+    let s = samples(await m.text());
+    expect(s.get('cairn_volume_shard_reads_total{volume="a"}')).to.equal(40);
+    expect(s.get('cairn_volume_cross_zone_shard_reads_total{volume="a"}')).to.equal(3);
+    expect(s.has('cairn_volume_shard_reads_total{volume="b"}'), 'not reported, not exported').to.equal(false);
+
+    // The totals are set, not added: a second scrape shows the engine's count, not a sum.
+    snapshot = {
+      volumes: [
+        {
+          name: 'a',
+          dirtyBytes: 0,
+          cachedBytes: 0,
+          connections: 1,
+          readDegradedExtents: 0,
+          shardReads: 45,
+          crossZoneShardReads: 3,
+        },
+      ],
+    };
+    s = samples(await m.text());
+    expect(s.get('cairn_volume_shard_reads_total{volume="a"}')).to.equal(45);
+    expect(s.get('cairn_volume_cross_zone_shard_reads_total{volume="a"}')).to.equal(3);
+
+    snapshot = { volumes: [] };
+    s = samples(await m.text());
+    expect(s.has('cairn_volume_shard_reads_total{volume="a"}'), 'a detached volume disappears').to.equal(false);
+  });
+
   it('leaves snapshot gauges out of a scrape whose source failed, and says why', async () => {
     const errors: string[] = [];
     const m = createFrontendMetrics({ processMetrics: false, onError: (what) => errors.push(what) });
