@@ -28,6 +28,7 @@ import { constants as fsConstants } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, rmdir, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import {
+  CairnError,
   ChecksumMismatchError,
   DiskFullError,
   InvalidArgumentError,
@@ -82,6 +83,20 @@ export interface StoreUsage {
 }
 
 /** A verified span of a shard's framed bytes, as the node's HTTP API sends it. */
+/**
+ * Shard files kept open for reads (with their checked headers): a read then costs one pread, not
+ * an open, two reads and a close (measured: open and close were 35 % of a node's CPU on 4 KiB
+ * random reads). Shards never change once written, and a delete closes its entry.
+ */
+const openShardsMax = 256;
+
+interface OpenShard {
+  readonly file: FileHandle;
+  readonly header: FrameHeader;
+  users: number;
+  evicted: boolean;
+}
+
 export interface FramedRead {
   readonly header: FrameHeader;
   readonly span: FramedSpan;
@@ -113,6 +128,8 @@ export class FileShardStore implements ShardStore {
   private usedBytes: number;
   /** Bytes of puts in progress, counted against a configured capacity before they are written. */
   private reservedBytes = 0;
+  /** Open shard files, least recently used first (see openShardsMax). */
+  private readonly openShards = new Map<string, Promise<OpenShard>>();
 
   private constructor(dir: string, usedBytes: number, options: FileShardStoreOptions) {
     this.dir = dir;
@@ -144,6 +161,11 @@ export class FileShardStore implements ShardStore {
       if (err instanceof StorageIoError) throw err;
       throw new StorageIoError(`Cannot open shard directory ${root}: ${ioWords(err)}`, { cause: err });
     }
+  }
+
+  /** Closes the shard files kept open for reads; those a read still uses close when it ends. */
+  async close(): Promise<void> {
+    await Promise.all([...this.openShards.keys()].map((key) => this.evict(key)));
   }
 
   capabilities(): ShardStoreCapabilities {
@@ -219,6 +241,7 @@ export class FileShardStore implements ShardStore {
 
   async delete(key: string): Promise<void> {
     const path = this.pathOf(key);
+    void this.evict(key);
     let sizeBytes: number;
     try {
       const stat = await lstat(path);
@@ -360,16 +383,16 @@ export class FileShardStore implements ShardStore {
   }
 
   private async readSpan(key: string, range: ByteRange | undefined, what: string): Promise<FramedRead> {
-    const path = this.pathOf(key);
-    let file: FileHandle;
+    let shard: OpenShard;
     try {
-      file = await open(path, 'r');
+      shard = await this.acquire(key, what);
     } catch (err) {
       if (isMissing(err)) throw new ShardNotFoundError(`${what}: no such shard`, { cause: err });
+      if (err instanceof CairnError) throw err;
       throw new StorageIoError(`${what}: ${ioWords(err)}`, { cause: err });
     }
     try {
-      const header = decodeHeader(await readAt(file, 0, frameHeaderBytes, what), what);
+      const header = shard.header;
       const want = range ?? { offset: 0, length: header.dataBytes };
       try {
         checkRange(want, header.dataBytes);
@@ -380,14 +403,62 @@ export class FileShardStore implements ShardStore {
         );
       }
       const span = framedSpan(want, header.dataBytes, header.blockBytes);
-      const framed = await readAt(file, span.start, span.end - span.start, what);
+      const framed = await readAt(shard.file, span.start, span.end - span.start, what);
       return { header, span, framed };
-    } catch (err) {
-      if (isMissing(err)) throw new ShardNotFoundError(`${what}: no such shard`, { cause: err });
-      throw err;
     } finally {
-      await file.close();
+      this.release(shard);
     }
+  }
+
+  /** The open file and header of shard `key`, from the cache or opened now; release() it after use. */
+  private async acquire(key: string, what: string): Promise<OpenShard> {
+    for (;;) {
+      let pending = this.openShards.get(key);
+      if (pending !== undefined) {
+        this.openShards.delete(key); // to the most recently used end
+        this.openShards.set(key, pending);
+      } else {
+        const opening = (async (): Promise<OpenShard> => {
+          const file = await open(this.pathOf(key), 'r');
+          try {
+            const header = decodeHeader(await readAt(file, 0, frameHeaderBytes, what), what);
+            return { file, header, users: 0, evicted: false };
+          } catch (err) {
+            await file.close().catch(() => undefined);
+            throw err;
+          }
+        })();
+        pending = opening;
+        this.openShards.set(key, opening);
+        opening.catch(() => {
+          if (this.openShards.get(key) === opening) this.openShards.delete(key);
+        });
+        while (this.openShards.size > openShardsMax) void this.evict(this.openShards.keys().next().value as string);
+      }
+      const shard = await pending;
+      if (shard.evicted) continue; // closed while we waited: open it again
+      shard.users += 1;
+      return shard;
+    }
+  }
+
+  private release(shard: OpenShard): void {
+    shard.users -= 1;
+    if (shard.evicted && shard.users === 0) void shard.file.close().catch(() => undefined);
+  }
+
+  /** Forgets the open file of `key`; it closes now, or once no read uses it. */
+  private evict(key: string): Promise<void> {
+    const pending = this.openShards.get(key);
+    if (pending === undefined) return Promise.resolve();
+    this.openShards.delete(key);
+    return pending.then(
+      async (shard) => {
+        shard.evicted = true;
+        if (shard.users === 0) await shard.file.close().catch(() => undefined);
+      },
+      () => undefined,
+    );
   }
 
   /**

@@ -24,7 +24,7 @@ import {
   ShardExistsError,
   StorageIoError,
 } from '../../../src/core/index.js';
-import { DiskFullError } from '../../../src/core/index.js';
+import { DiskFullError, ShardNotFoundError } from '../../../src/core/index.js';
 import { FileShardStore, frameHeaderBytes, framedBytes } from '../../../src/shard/index.js';
 import { seededBytes } from '../../support/bytes.js';
 import { shardStoreContract } from '../../support/shard_store_contract.js';
@@ -151,6 +151,7 @@ describe('FileShardStore', () => {
       // The disk is still usable, and the first shard still reads back.
       await store.put('v/1/1/2', seededBytes(1000, 3));
       expect(Buffer.from(await store.get('v/1/1/0')).equals(Buffer.from(seededBytes(600 * 1024, 1)))).to.equal(true);
+      await store.close(); // its open shard files would keep the tmpfs busy
     });
 
     it('fails cleanly when a shard is larger than the whole disk', async () => {
@@ -159,6 +160,30 @@ describe('FileShardStore', () => {
       expect(err).to.be.instanceOf(DiskFullError);
       expect(filesUnder(join(mountDir!, 'big'))).to.deep.equal([]);
     });
+  });
+
+  it('reads through its open-file cache: a deleted and re-written key reads its new bytes; 300 shards all read', async () => {
+    const store = await FileShardStore.open(tempDir());
+    await store.put('c/1/1/0', seededBytes(5000, 1));
+    expect(
+      Buffer.from(await store.get('c/1/1/0', { offset: 10, length: 100 })).equals(
+        Buffer.from(seededBytes(5000, 1).subarray(10, 110)),
+      ),
+    ).to.equal(true);
+    await store.delete('c/1/1/0');
+    expect(await rejection(store.get('c/1/1/0'))).to.be.instanceOf(ShardNotFoundError);
+    await store.put('c/1/1/0', seededBytes(7000, 2));
+    expect(Buffer.from(await store.get('c/1/1/0')).equals(Buffer.from(seededBytes(7000, 2)))).to.equal(true);
+    // More shards than the cache keeps open, read twice, concurrently: every one reads its own bytes.
+    const keys = Array.from({ length: 300 }, (_, i) => `c/2/${i}/0`);
+    await Promise.all(keys.map((k, i) => store.put(k, seededBytes(100 + i, i))));
+    for (let round = 0; round < 2; round++) {
+      const got = await Promise.all(keys.map((k) => store.get(k)));
+      got.forEach((g, i) =>
+        expect(Buffer.from(g).equals(Buffer.from(seededBytes(100 + i, i))), keys[i]).to.equal(true),
+      );
+    }
+    await store.close();
   });
 
   it('lists keys in string order across subdirectories ("a-c" < "a.x" < "a/b" < "a0")', async () => {
