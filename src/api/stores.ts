@@ -68,6 +68,8 @@ export function storeForTarget(target: TargetRecord, secrets: SecretSource): Sha
       name: target.name,
       address: target.address,
       ...(authSecret === undefined ? {} : { authSecret }),
+      // Shard reads and writes go on the node's binary connection when it serves one.
+      ...(target.journal === undefined ? {} : { journalAddress: target.journal }),
     });
   }
   if (target.endpoint === undefined || target.bucket === undefined) {

@@ -7,7 +7,8 @@
  *
  *   frame = 16-byte header + payload (little-endian)
  *     [0, 4)   magic "CRJW"
- *     [4, 5)   op: 1 HELLO, 2 CREATE, 3 APPEND, 4 FENCE, 5 READ, 6 TRIM, 7 LIST, 8 STATS
+ *     [4, 5)   op: 1 HELLO, 2 CREATE, 3 APPEND, 4 FENCE, 5 READ, 6 TRIM, 7 LIST, 8 STATS,
+ *              9 SHARD_GET, 10 SHARD_PUT
  *     [5, 6)   status: 0 in a request; in an answer 0 ok, 1 error
  *     [6, 8)   zero
  *     [8, 12)  request id (u32), chosen by the client, echoed in the answer; clients never use 0,
@@ -29,6 +30,12 @@
  *             -> u32 segmentsDeleted
  *     LIST    str volume ('' for every volume) -> JSON (JournalListAnswer)
  *     STATS   (empty) -> JSON (JournalStats)
+ *   and the shard ops, the node's shard store on the same connection (the HTTP API's GET and
+ *   PUT without a request per shard):
+ *     SHARD_GET  str key, u8 ranged, u64 offset, u64 length (both 0 when not ranged)
+ *                -> u32 blockBytes, u64 dataBytes, u32 firstBlock, u64 start, u64 end,
+ *                   the framed blocks [start, end) of the shard covering the range (the rest)
+ *     SHARD_PUT  str key, the shard framed as on disk (the rest) -> (empty)
  *   error answer: str code, u8 retryable, u32 nodeEpoch (EFENCED: the node's epoch, else 0),
  *                 str message (at most journalErrorMessageBytesMax)
  *
@@ -45,6 +52,9 @@ import {
   ChecksumMismatchError,
   DiskFullError,
   InvalidArgumentError,
+  RangeOutsideError,
+  ShardExistsError,
+  ShardNotFoundError,
   StorageIoError,
   UnavailableError,
   assert,
@@ -80,6 +90,8 @@ export const journalOps = {
   trim: 6,
   list: 7,
   stats: 8,
+  shardGet: 9,
+  shardPut: 10,
 } as const;
 export type JournalOpName = keyof typeof journalOps;
 const opNames = new Map<number, JournalOpName>(
@@ -513,6 +525,76 @@ export function decodeReadAnswer(bytes: Uint8Array): ReadAnswer {
   return { tail, more: more === 1, nextLsn, count, records: r.rest() };
 }
 
+/** Longest shard key on the wire (the shard layer checks the key itself). */
+export const journalShardKeyBytesMax = 1024;
+
+export interface ShardGetRequest {
+  readonly key: string;
+  /** Data bytes wanted; the whole shard when absent. */
+  readonly range?: { readonly offset: number; readonly length: number };
+}
+
+export interface ShardGetAnswer {
+  readonly blockBytes: number;
+  readonly dataBytes: number;
+  readonly firstBlock: number;
+  /** Where `framed` sits in the shard's framed form. */
+  readonly start: number;
+  readonly end: number;
+  readonly framed: Uint8Array;
+}
+
+export function encodeShardGetRequest(req: ShardGetRequest): Uint8Array[] {
+  const w = new Writer().str(req.key, journalShardKeyBytesMax).u8(req.range === undefined ? 0 : 1);
+  return [
+    w
+      .u64(req.range?.offset ?? 0)
+      .u64(req.range?.length ?? 0)
+      .done(),
+  ];
+}
+
+export function decodeShardGetRequest(bytes: Uint8Array): ShardGetRequest {
+  const r = requestReader('shardGet', bytes);
+  const key = r.str('key', journalShardKeyBytesMax);
+  const ranged = r.u8('ranged');
+  const offset = r.u64('offset');
+  const length = r.u64('length');
+  r.end();
+  if (ranged > 1) throw new InvalidArgumentError('Malformed SHARD_GET request: ranged is not 0 or 1');
+  return ranged === 1 ? { key, range: { offset, length } } : { key };
+}
+
+export function encodeShardGetAnswer(a: ShardGetAnswer): Uint8Array[] {
+  return [new Writer().u32(a.blockBytes).u64(a.dataBytes).u32(a.firstBlock).u64(a.start).u64(a.end).done(), a.framed];
+}
+
+export function decodeShardGetAnswer(bytes: Uint8Array): ShardGetAnswer {
+  const r = answerReader('shardGet', bytes);
+  const answer = {
+    blockBytes: r.u32('blockBytes'),
+    dataBytes: r.u64('dataBytes'),
+    firstBlock: r.u32('firstBlock'),
+    start: r.u64('start'),
+    end: r.u64('end'),
+    framed: r.rest(),
+  };
+  if (answer.end < answer.start || answer.framed.length !== answer.end - answer.start)
+    throw new JournalProtocolError(
+      `Malformed SHARD_GET answer: ${answer.framed.length} framed bytes for the span [${answer.start}, ${answer.end})`,
+    );
+  return answer;
+}
+
+export function encodeShardPutRequest(key: string, framed: Uint8Array): Uint8Array[] {
+  return [new Writer().str(key, journalShardKeyBytesMax).done(), framed];
+}
+
+export function decodeShardPutRequest(bytes: Uint8Array): { key: string; framed: Uint8Array } {
+  const r = requestReader('shardPut', bytes);
+  return { key: r.str('key', journalShardKeyBytesMax), framed: r.rest() };
+}
+
 export type TrimRequest =
   { readonly volume: string; readonly segment: number } | { readonly volume: string; readonly belowLsn: number };
 
@@ -771,6 +853,12 @@ export function errorFromWire(error: WireError, epoch = 0): CairnError {
       return new DiskFullError(message);
     case 'ECHECKSUM':
       return new ChecksumMismatchError(message);
+    case 'ENOENT':
+      return new ShardNotFoundError(message);
+    case 'EEXIST':
+      return new ShardExistsError(message);
+    case 'ERANGE':
+      return new RangeOutsideError(message);
     case 'EIO':
       return new StorageIoError(message, { retryable });
     case 'EUNAVAILABLE':

@@ -78,9 +78,11 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
   });
   const journalServer = new JournalServer({
     store: journalStore,
+    shards: store,
     name: config.name,
     zone: config.zone,
     log,
+    ...(metrics === undefined ? {} : { onShardRequestDone: (done) => metrics.requestDone(done) }),
     ...(config.authSecret === undefined ? {} : { authSecret: config.authSecret }),
   });
   const bound = await server.listen(config.listenHost, config.listenPort);
@@ -144,6 +146,7 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
   if (cut > 0) log(`cut off ${cut} requests still running after ${config.drainMs} ms`);
   if (journalCut > 0) log(`cut off ${journalCut} journal requests still running after ${config.drainMs} ms`);
   await journalStore.close();
+  await store.close();
   await metricsServer?.close();
   etcd.close();
   process.off('SIGTERM', handler);

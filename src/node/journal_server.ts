@@ -20,11 +20,16 @@
  *   client that never reads its answers holds a bounded amount), connections per server.
  * - Answers go out with TCP_NODELAY: a commit waits for its answer, not for Nagle.
  *
+ * - The same connection carries the node's shard store (SHARD_GET, SHARD_PUT): a frontend reads
+ *   and writes shards without an HTTP request per shard, under the same HELLO, validation and
+ *   budgets; a put's framed shard is verified block by block before it is stored.
+ *
  * What it leaves out: TLS (run it on a private network; the shared secret only authenticates),
  * per-client quotas.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import {
   AssertionError,
   CairnError,
@@ -43,6 +48,8 @@ import {
   decodeHelloRequest,
   decodeListRequest,
   decodeReadRequest,
+  decodeShardGetRequest,
+  decodeShardPutRequest,
   decodeTrimRequest,
   encodeCountAnswer,
   encodeErrorAnswer,
@@ -52,6 +59,7 @@ import {
   encodeJsonAnswer,
   encodeReadAnswer,
   encodeSegmentSpace,
+  encodeShardGetAnswer,
   frameStatus,
   journalConnectionBytesInFlightMax,
   journalConnectionRequestsInFlightMax,
@@ -64,12 +72,15 @@ import {
   journalRecordBytesMax,
   journalServerAnswerBytesMax,
   journalRequestBytesMax,
+  journalResponseBytesMax,
+  journalFrameOverheadBytes,
   wireErrorOf,
   type JournalFrameHeader,
   type JournalStats,
 } from '../journal/index.js';
-import { formatHostPort } from '../shard/index.js';
+import { checkShardKey, formatHostPort, type FileShardStore } from '../shard/index.js';
 import type { JournalStore } from './journal_store.js';
+import { statusOf, type ShardRequestDone } from './server.js';
 
 /**
  * Answer bytes a LIST reserves in its connection's budget before its answer exists (LIST answers
@@ -93,6 +104,10 @@ export interface JournalServerOptions {
   /** One line per notable event (without a trailing newline). */
   readonly log: (line: string) => void;
   readonly helloDeadlineMs?: number;
+  /** The node's shard store, served by SHARD_GET and SHARD_PUT; without it those are refused. */
+  readonly shards?: FileShardStore;
+  /** Told of every shard op done, as the HTTP API reports its requests (for the node's metrics). */
+  readonly onShardRequestDone?: (done: ShardRequestDone) => void;
 }
 
 export class JournalServer {
@@ -217,6 +232,45 @@ export class JournalServer {
     assert(this.answerBytesReserved >= 0, 'journal answer reservations went negative');
   }
 
+  /**
+   * @internal Runs a shard op on the node's shard store and reports it as the HTTP API reports a
+   * request (same route, method and status words), so the node's metrics count both.
+   */
+  async shardOp(
+    method: 'GET' | 'PUT',
+    requestBytes: number,
+    work: (shards: FileShardStore) => Promise<Answer>,
+  ): Promise<Answer> {
+    const shards = this.options.shards;
+    if (shards === undefined)
+      throw new CairnError('ENOTSUP', `Node "${this.options.name}" serves no shards on its journal connection`);
+    const started = performance.now();
+    let status = 0;
+    let bytes = 0;
+    try {
+      const answer = await work(shards);
+      status = method === 'PUT' ? 201 : 200;
+      bytes = answer.reduce((sum, part) => sum + part.length, 0);
+      return answer;
+    } catch (err) {
+      status = statusOf(err).status;
+      throw err;
+    } finally {
+      try {
+        this.options.onShardRequestDone?.({
+          route: 'shard',
+          method,
+          status,
+          durationMs: performance.now() - started,
+          bytesWritten: method === 'PUT' && status === 201 ? requestBytes : 0,
+          bytesRead: method === 'GET' && status === 200 ? bytes : 0,
+        });
+      } catch (err) {
+        this.options.log(`reporting a shard ${method}: ${errorMessage(err)}`);
+      }
+    }
+  }
+
   /** @internal */
   countBadFrame(): void {
     this.badFrames += 1;
@@ -262,6 +316,8 @@ class JournalConnection {
   private bytesInFlight = 0;
   private helloDone = false;
   private ending = false;
+  /** True while the socket is corked until the end of the tick (see send()). */
+  private corked = false;
   private readonly header = new Uint8Array(journalFrameHeaderBytes);
   private headerFill = 0;
   private frame: { header: JournalFrameHeader; payload: Uint8Array; fill: number } | undefined;
@@ -532,6 +588,33 @@ class JournalConnection {
       case 'stats':
         if (payload.length !== 0) throw new JournalProtocolError('Malformed STATS request: it has no payload');
         return encodeJsonAnswer(this.server.stats());
+      case 'shardGet':
+        return this.server.shardOp('GET', 0, async (shards) => {
+          const req = decodeShardGetRequest(payload);
+          checkShardKey(req.key);
+          const read = await shards.getFramed(req.key, req.range);
+          if (read.framed.length > journalResponseBytesMax - journalFrameOverheadBytes)
+            throw new CairnError(
+              'ETOOLARGE',
+              `Cannot read shard ${req.key} from node "${name}": ${read.framed.length} framed bytes do not fit one frame; use the HTTP API`,
+            );
+          this.reserve(ticket, read.framed.length);
+          return encodeShardGetAnswer({
+            blockBytes: read.header.blockBytes,
+            dataBytes: read.header.dataBytes,
+            firstBlock: read.span.firstBlock,
+            start: read.span.start,
+            end: read.span.end,
+            framed: read.framed,
+          });
+        });
+      case 'shardPut':
+        return this.server.shardOp('PUT', payload.length, async (shards) => {
+          const req = decodeShardPutRequest(payload);
+          checkShardKey(req.key);
+          await shards.putFramed(req.key, req.framed);
+          return [];
+        });
       default:
         assert(false, `op ${op} has no handler`);
     }
@@ -564,12 +647,19 @@ class JournalConnection {
       return;
     }
     const parts = [encodeFrameHeader({ ...frame, payloadBytes }), ...answer.filter((p) => p.length > 0)];
-    this.socket.cork();
+    // Answers ready in one tick leave in one write: the first corks the socket until the tick ends.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     parts.forEach((part, i) => {
       if (i < parts.length - 1) this.socket.write(part);
       else this.socket.write(part, () => release());
     });
-    this.socket.uncork();
   }
 }
 

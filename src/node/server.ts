@@ -112,7 +112,7 @@ function routeOf(url: string): ShardRequestDone['route'] {
 }
 
 /** The one mapping from a thrown error to an HTTP status and a stable code. */
-function statusOf(err: unknown): { status: number; code: string } {
+export function statusOf(err: unknown): { status: number; code: string } {
   if (err instanceof HttpError) return { status: err.status, code: err.code };
   if (err instanceof RangeOutsideError) return { status: 416, code: err.code };
   if (err instanceof InvalidArgumentError) return { status: 400, code: err.code };

@@ -5,6 +5,7 @@ export * from './limits.js';
 export { MemoryShardStore } from './memory_store.js';
 export { FileShardStore, keySegmentCharsMax } from './file_store.js';
 export type { FileShardStoreOptions, FramedRead, StoreUsage } from './file_store.js';
+export * from './net.js';
 export * from './node_store.js';
 export * from './s3_store.js';
 export * from './journal_client.js';

@@ -41,6 +41,7 @@ import {
   decodeListAnswer,
   decodeReadAnswer,
   decodeSegmentSpace,
+  decodeShardGetAnswer,
   decodeStatsAnswer,
   encodeAppendRequest,
   encodeCreateRequest,
@@ -49,6 +50,8 @@ import {
   encodeHelloRequest,
   encodeListRequest,
   encodeReadRequest,
+  encodeShardGetRequest,
+  encodeShardPutRequest,
   encodeTrimRequest,
   errorFromWire,
   frameStatus,
@@ -67,9 +70,11 @@ import {
   type ReadAnswer,
   type ReadRequest,
   type SegmentSpace,
+  type ShardGetAnswer,
+  type ShardGetRequest,
   type TrimRequest,
 } from '../journal/index.js';
-import { connectionError, parseHostPort } from './node_store.js';
+import { connectionError, parseHostPort } from './net.js';
 
 /** Per-request deadline by default: an fdatasync under load takes tens of ms; allow slow disks. */
 export const journalRequestTimeoutMsDefault = 10_000;
@@ -108,6 +113,8 @@ interface Connection {
   /** Set once `ready` resolved: requests then go out synchronously, in call order. */
   hello: HelloAnswer | undefined;
   failed: CairnError | undefined;
+  /** True while the socket is corked until the end of the tick (see send()). */
+  corked: boolean;
   header: Uint8Array;
   headerFill: number;
   frame: { header: JournalFrameHeader; payload: Uint8Array; fill: number } | undefined;
@@ -186,6 +193,21 @@ export class JournalNodeClient implements JournalReplica {
     return decodeListAnswer(await this.call('list', encodeListRequest(volume), what, 0));
   }
 
+  /**
+   * The framed blocks of shard `key` covering `range` (the whole shard when absent), as the node
+   * read and verified them; the caller verifies them again (unframeSpan) as it takes the data.
+   */
+  async shardGet(request: ShardGetRequest): Promise<ShardGetAnswer> {
+    const what = `Cannot read shard ${request.key} from ${this.description}`;
+    return decodeShardGetAnswer(await this.call('shardGet', encodeShardGetRequest(request), what, 0));
+  }
+
+  /** Stores shard `key`, framed by the caller (encodeFrame); the node verifies every block. */
+  async shardPut(key: string, framed: Uint8Array): Promise<void> {
+    const what = `Cannot store shard ${key} on ${this.description}`;
+    await this.call('shardPut', encodeShardPutRequest(key, framed), what, 0);
+  }
+
   /** The node's journal counters (appends, fsyncs, ...). */
   async stats(): Promise<JournalStats> {
     return decodeStatsAnswer(await this.call('stats', [], `Cannot read the journal stats of ${this.description}`, 0));
@@ -255,6 +277,7 @@ export class JournalNodeClient implements JournalReplica {
       ready,
       hello: undefined,
       failed: undefined,
+      corked: false,
       header: new Uint8Array(journalFrameHeaderBytes),
       headerFill: 0,
       frame: undefined,
@@ -318,10 +341,17 @@ export class JournalNodeClient implements JournalReplica {
       connection.pending.set(requestId, { op, what, epoch, resolve, reject, timer });
       const payloadBytes = parts.reduce((sum, p) => sum + p.length, 0);
       const socket = connection.socket;
-      socket.cork();
+      // Frames sent in one tick leave in one write: the first corks the socket until the tick ends.
+      if (!connection.corked) {
+        connection.corked = true;
+        socket.cork();
+        process.nextTick(() => {
+          connection.corked = false;
+          socket.uncork();
+        });
+      }
       socket.write(encodeFrameHeader({ op: journalOps[op], status: frameStatus.request, requestId, payloadBytes }));
       for (const part of parts) if (part.length > 0) socket.write(part);
-      socket.uncork();
     });
   }
 

@@ -35,6 +35,14 @@ import {
   type ShardStore,
   type ShardStoreCapabilities,
 } from '../core/index.js';
+import {
+  journalFrameOverheadBytes,
+  journalRequestBytesMax,
+  journalResponseBytesMax,
+  type ShardGetAnswer,
+} from '../journal/index.js';
+import { JournalNodeClient } from './journal_client.js';
+import { connectionError, errnoOf, parseHostPort } from './net.js';
 import { checkRange, encodeFrame, framedBytes, framedSpan, unframeSpan, type FramedSpan } from './format.js';
 import { checkShardKey, checkShardPrefix } from './keys.js';
 import { listLimitMax } from './limits.js';
@@ -71,6 +79,11 @@ export const nodeHeaders = {
  */
 export const nodeFramedShardType = 'application/vnd.cairn.shard';
 
+/** Largest framed shard a put sends on the binary connection (one frame); larger ones use HTTP. */
+const binaryPutBytesMax = journalRequestBytesMax - journalFrameOverheadBytes;
+/** Largest framed span a get asks for on the binary connection; a whole shard is tried there too. */
+const binaryGetBytesMax = journalResponseBytesMax - journalFrameOverheadBytes;
+
 export const nodeShardsPath = '/v1/shards';
 export const nodeHealthPath = '/v1/health';
 
@@ -93,21 +106,13 @@ export interface NodeShardStoreOptions {
   readonly authSecret?: string;
   readonly timeoutMs?: number;
   readonly concurrency?: number;
-}
-
-/** Splits `host:port` (IPv6 hosts in brackets). Throws InvalidArgumentError naming `what`. */
-export function parseHostPort(text: string, what: string): { host: string; port: number } {
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
-  const port = Number(match?.[3]);
-  if (match === null || !Number.isInteger(port) || port > 65535) {
-    throw new InvalidArgumentError(`Invalid ${what} "${text}": expected HOST:PORT, e.g. 127.0.0.1:4101`);
-  }
-  return { host: match[1] ?? match[2] ?? '', port };
-}
-
-/** Formats a host and port as `host:port`, bracketing IPv6 hosts. */
-export function formatHostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  /**
+   * host:port of the node's binary connection (its journal server, `journal` in its etcd target
+   * record). When set, shard reads and writes that fit one frame go there, pipelined on one
+   * persistent connection, instead of one HTTP request each; the rest (HEAD, DELETE, LIST) stay
+   * on HTTP.
+   */
+  readonly journalAddress?: string;
 }
 
 /**
@@ -166,6 +171,8 @@ export class NodeShardStore implements ShardStore {
   private readonly timeoutMs: number;
   private readonly agent: Agent;
   private readonly queue: PQueue;
+  /** The node's binary connection, for shard GET and PUT, when it has one. */
+  private readonly binary: JournalNodeClient | undefined;
 
   constructor(options: NodeShardStoreOptions) {
     const { host, port } = parseHostPort(options.address, `address of node "${options.name}"`);
@@ -183,6 +190,15 @@ export class NodeShardStore implements ShardStore {
       throw new InvalidArgumentError(`Invalid concurrency ${concurrency} for ${this.description}`);
     this.agent = new Agent({ keepAlive: true, maxSockets: concurrency, timeout: idleSocketMs });
     this.queue = new PQueue({ concurrency });
+    this.binary =
+      options.journalAddress === undefined
+        ? undefined
+        : new JournalNodeClient({
+            name: options.name,
+            address: options.journalAddress,
+            timeoutMs: this.timeoutMs,
+            ...(options.authSecret === undefined ? {} : { authSecret: options.authSecret }),
+          });
   }
 
   capabilities(): ShardStoreCapabilities {
@@ -198,12 +214,17 @@ export class NodeShardStore implements ShardStore {
       );
     }
     // Framed here, once: the checksums the node verifies are the ones it stores.
+    const framed = encodeFrame(data);
+    if (this.binary !== undefined && framed.length <= binaryPutBytesMax) {
+      await this.binary.shardPut(key, framed);
+      return;
+    }
     const answer = await this.call({
       method: 'PUT',
       path: shardPath(key),
       action,
       headers: { 'content-type': nodeFramedShardType },
-      body: encodeFrame(data),
+      body: framed,
       responseBytesMax: 64 * 1024,
     });
     this.expectStatus(answer, 201, action);
@@ -222,19 +243,37 @@ export class NodeShardStore implements ShardStore {
         return new Uint8Array(0);
       }
     }
-    const headers: Record<string, string> = {};
-    if (range !== undefined) headers.range = `bytes=${range.offset}-${range.offset + range.length - 1}`;
-    const answer = await this.call({
-      method: 'GET',
-      path: shardPath(key),
-      action,
-      headers,
-      responseBytesMax: framedBytes(nodeShardBytesMax),
-    });
-    this.expectStatus(answer, 200, action);
     const what = `${action} ${this.description}`;
-    const sent = parseSpanHeader(answer.headers[nodeHeaders.framedSpan], what);
-    const blockBytes = Number(answer.headers[nodeHeaders.blockBytes] ?? checksumBlockBytes);
+    let sent: FramedSpan & { dataBytes: number };
+    let blockBytes: number;
+    let body: Uint8Array;
+    let got: ShardGetAnswer | undefined;
+    if (this.binary !== undefined && (range === undefined || framedBytes(range.length) <= binaryGetBytesMax)) {
+      got = await this.binary.shardGet(range === undefined ? { key } : { key, range }).catch((err: unknown) => {
+        // A whole shard too large for one frame: the node says so, and HTTP carries it.
+        if (err instanceof CairnError && err.code === 'ETOOLARGE') return undefined;
+        throw err;
+      });
+    }
+    if (got !== undefined) {
+      sent = { firstBlock: got.firstBlock, start: got.start, end: got.end, dataBytes: got.dataBytes };
+      blockBytes = got.blockBytes;
+      body = got.framed;
+    } else {
+      const headers: Record<string, string> = {};
+      if (range !== undefined) headers.range = `bytes=${range.offset}-${range.offset + range.length - 1}`;
+      const answer = await this.call({
+        method: 'GET',
+        path: shardPath(key),
+        action,
+        headers,
+        responseBytesMax: framedBytes(nodeShardBytesMax),
+      });
+      this.expectStatus(answer, 200, action);
+      sent = parseSpanHeader(answer.headers[nodeHeaders.framedSpan], what);
+      blockBytes = Number(answer.headers[nodeHeaders.blockBytes] ?? checksumBlockBytes);
+      body = answer.body;
+    }
     if (!Number.isSafeInteger(blockBytes) || blockBytes <= 0)
       throw new ChecksumMismatchError(`${what}: the node sent an invalid block size`);
     const want = range ?? { offset: 0, length: sent.dataBytes };
@@ -252,7 +291,7 @@ export class NodeShardStore implements ShardStore {
         `${what}: the node sent framed bytes [${sent.start}, ${sent.end}), expected [${expected.start}, ${expected.end})`,
       );
     }
-    return unframeSpan(answer.body, expected, want, sent.dataBytes, what, blockBytes);
+    return unframeSpan(body, expected, want, sent.dataBytes, what, blockBytes);
   }
 
   async head(key: string): Promise<ShardStat | null> {
@@ -322,6 +361,7 @@ export class NodeShardStore implements ShardStore {
   /** Closes idle keep-alive connections; requests still running finish. */
   close(): void {
     this.agent.destroy();
+    this.binary?.close();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -446,33 +486,9 @@ function parseJson(body: Buffer): unknown {
   }
 }
 
-function errnoOf(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
 /** A request failed on a reused keep-alive socket before any answer: worth one retry. */
 class StaleSocketError extends Error {
   constructor(readonly error: UnavailableError) {
     super(error.message);
   }
-}
-
-const connectionWords: Readonly<Record<string, string>> = {
-  ECONNREFUSED: 'connection refused',
-  ECONNRESET: 'connection reset',
-  EPIPE: 'connection closed',
-  EHOSTUNREACH: 'host unreachable',
-  ENETUNREACH: 'network unreachable',
-  ENOTFOUND: 'host not found',
-  EAI_AGAIN: 'host name lookup failed',
-  ETIMEDOUT: 'connection timed out',
-};
-
-/** A socket-level failure reaching `where`, in words (`connection refused`), as a retryable UnavailableError. */
-export function connectionError(where: string, err: unknown): UnavailableError {
-  const code = errnoOf(err);
-  const words = code === undefined ? undefined : connectionWords[code];
-  const text = words ?? (err instanceof Error ? err.message : String(err));
-  return new UnavailableError(`${where}: ${text}`, { cause: err });
 }

@@ -19,11 +19,14 @@ import {
   ReplicatedJournal,
   decodeErrorAnswer,
   decodeFrameHeader,
+  decodeShardGetAnswer,
   encodeFenceRequest,
   encodeFrameHeader,
   encodeHelloRequest,
   encodeReadRequest,
   encodeRecord,
+  encodeShardGetRequest,
+  encodeShardPutRequest,
   journalOps,
   readSegment,
   type JournalFrameHeader,
@@ -32,7 +35,7 @@ import {
 } from '../../src/journal/index.js';
 import { decodeAlive, decodeTarget } from '../../src/meta/index.js';
 import { journalDirName, segmentFileName } from '../../src/node/journal_store.js';
-import { JournalNodeClient } from '../../src/shard/index.js';
+import { JournalNodeClient, encodeFrame, frameHeaderBytes } from '../../src/shard/index.js';
 import { startCairnd, type CairndHandle, type CairndOptions } from '../harness/cairnd.js';
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
 import { exited, waitFor } from '../../src/dev/index.js';
@@ -297,6 +300,27 @@ describe('cairnd journal (processes) with a real etcd', function () {
       expect((await soft.next('STATS after the bad one')).header).to.include({ requestId: 3, status: 0 });
       soft.frame('read', 4, [new Uint8Array([0xff, 0xff])]);
       expect(decodeErrorAnswer('read', (await soft.next('garbage READ')).payload).code).to.equal('EINVAL');
+      // Shard ops: a put whose framed block was damaged is refused (nothing stored), a get with a
+      // key that could escape the store and a truncated get are EINVAL; the connection stays.
+      const framed = encodeFrame(new Uint8Array(9000).fill(7));
+      const damaged = Buffer.from(framed);
+      damaged[frameHeaderBytes + 4 + 100]! ^= 1;
+      soft.frame('shardPut', 10, encodeShardPutRequest('v1/e0/g1/s0', damaged));
+      expect(decodeErrorAnswer('shardPut', (await soft.next('damaged SHARD_PUT')).payload)).to.include({
+        code: 'ECHECKSUM',
+      });
+      soft.frame('shardGet', 11, encodeShardGetRequest({ key: 'v1/e0/g1/s0' }));
+      expect(decodeErrorAnswer('shardGet', (await soft.next('SHARD_GET of nothing')).payload).code).to.equal('ENOENT');
+      soft.frame('shardPut', 12, encodeShardPutRequest('v1/e0/g1/s0', framed));
+      expect((await soft.next('SHARD_PUT')).header).to.include({ requestId: 12, status: 0 });
+      soft.frame('shardGet', 13, encodeShardGetRequest({ key: 'v1/e0/g1/s0', range: { offset: 4000, length: 200 } }));
+      const got = decodeShardGetAnswer((await soft.next('SHARD_GET')).payload);
+      expect(got).to.include({ dataBytes: 9000, firstBlock: 0, blockBytes: 4096 });
+      soft.frame('shardGet', 14, encodeShardGetRequest({ key: '../etc/passwd' }));
+      expect(decodeErrorAnswer('shardGet', (await soft.next('escaping key')).payload).code).to.equal('EINVAL');
+      const get = Buffer.concat(encodeShardGetRequest({ key: 'v1/e0/g1/s0' }));
+      soft.frame('shardGet', 15, [get.subarray(0, get.length - 3)]);
+      expect(decodeErrorAnswer('shardGet', (await soft.next('truncated SHARD_GET')).payload).code).to.equal('EINVAL');
       const unknownOp = encodeFrameHeader({ op: 99, status: 0, requestId: 5, payloadBytes: 3 });
       soft.write(Buffer.concat([unknownOp, Buffer.from([1, 2, 3])]));
       expect(decodeErrorAnswer('stats', (await soft.next('op 99')).payload).code).to.equal('EPROTO');
