@@ -87,7 +87,9 @@ describe('sim: the journal', function () {
   };
   const seen = new Set<string>();
 
-  for (const seed of [2, 8, 11, 43]) {
+  // Seed 15 joined when flushes that only make room began to skip partly written extents: the
+  // four before no longer journal enough to fill a segment.
+  for (const seed of [2, 8, 11, 43, 15]) {
     it(`seed ${seed} (journal): a FLUSH through the journal survives crashes, takeovers and journal faults`, async () => {
       const result = await runSimulation(seed, {
         pool,
