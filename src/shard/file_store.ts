@@ -30,6 +30,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import {
   CairnError,
   ChecksumMismatchError,
+  checksumBlockBytes,
   DiskFullError,
   InvalidArgumentError,
   RangeOutsideError,
@@ -97,6 +98,12 @@ interface OpenShard {
   evicted: boolean;
 }
 
+/** A cache slot: the open in progress, then the open file. */
+interface OpenSlot {
+  readonly opening: Promise<OpenShard>;
+  shard: OpenShard | undefined;
+}
+
 export interface FramedRead {
   readonly header: FrameHeader;
   readonly span: FramedSpan;
@@ -129,7 +136,7 @@ export class FileShardStore implements ShardStore {
   /** Bytes of puts in progress, counted against a configured capacity before they are written. */
   private reservedBytes = 0;
   /** Open shard files, least recently used first (see openShardsMax). */
-  private readonly openShards = new Map<string, Promise<OpenShard>>();
+  private readonly openShards = new Map<string, OpenSlot>();
 
   private constructor(dir: string, usedBytes: number, options: FileShardStoreOptions) {
     this.dir = dir;
@@ -182,10 +189,16 @@ export class FileShardStore implements ShardStore {
    * size and every block (verifyFrame). A node takes PUTs this way: the checksums are computed
    * once, by the frontend, and the node neither computes them again nor copies the bytes.
    */
-  async putFramed(key: string, framed: Uint8Array): Promise<void> {
+  async putFramed(key: string, framed: Uint8Array): Promise<FrameHeader> {
     const what = `Cannot store shard ${key} on ${this.description}`;
-    verifyFrame(framed, what);
+    const header = verifyFrame(framed, what);
+    // Reads assume Cairn's block size (a block of gigabytes would make every small read huge).
+    if (header.blockBytes !== checksumBlockBytes)
+      throw new InvalidArgumentError(
+        `${what}: its checksum blocks are ${header.blockBytes} bytes; shards use ${checksumBlockBytes}`,
+      );
     await this.storeFramed(key, framed, what);
+    return header;
   }
 
   private async storeFramed(key: string, framed: Uint8Array, what: string): Promise<void> {
@@ -210,9 +223,9 @@ export class FileShardStore implements ShardStore {
    * The framed blocks covering `range` (the whole shard when absent), verified block by block,
    * for a server that sends them on so its client can verify them again. Throws like get().
    */
-  async getFramed(key: string, range?: ByteRange): Promise<FramedRead> {
+  async getFramed(key: string, range?: ByteRange, beforeRead?: (framedBytes: number) => void): Promise<FramedRead> {
     const what = `Cannot read shard ${key} from ${this.description}`;
-    const read = await this.readSpan(key, range, what);
+    const read = await this.readSpan(key, range, what, beforeRead);
     const want = range ?? { offset: 0, length: read.header.dataBytes };
     verifySpan(read.framed, read.span, want, read.header.dataBytes, what, read.header.blockBytes);
     return read;
@@ -241,7 +254,17 @@ export class FileShardStore implements ShardStore {
 
   async delete(key: string): Promise<void> {
     const path = this.pathOf(key);
+    // Evicted before the unlink and again after it: a read that opened the file meanwhile (its
+    // slot is gone when its open completes) uses it once and does not cache it.
     void this.evict(key);
+    try {
+      await this.unlinkShard(key, path);
+    } finally {
+      void this.evict(key);
+    }
+  }
+
+  private async unlinkShard(key: string, path: string): Promise<void> {
     let sizeBytes: number;
     try {
       const stat = await lstat(path);
@@ -382,7 +405,13 @@ export class FileShardStore implements ShardStore {
     }
   }
 
-  private async readSpan(key: string, range: ByteRange | undefined, what: string): Promise<FramedRead> {
+  /** `beforeRead` sees the framed size once it is known, before any data is read, and may refuse. */
+  private async readSpan(
+    key: string,
+    range: ByteRange | undefined,
+    what: string,
+    beforeRead?: (framedBytes: number) => void,
+  ): Promise<FramedRead> {
     let shard: OpenShard;
     try {
       shard = await this.acquire(key, what);
@@ -403,6 +432,7 @@ export class FileShardStore implements ShardStore {
         );
       }
       const span = framedSpan(want, header.dataBytes, header.blockBytes);
+      beforeRead?.(span.end - span.start);
       const framed = await readAt(shard.file, span.start, span.end - span.start, what);
       return { header, span, framed };
     } finally {
@@ -413,32 +443,57 @@ export class FileShardStore implements ShardStore {
   /** The open file and header of shard `key`, from the cache or opened now; release() it after use. */
   private async acquire(key: string, what: string): Promise<OpenShard> {
     for (;;) {
-      let pending = this.openShards.get(key);
-      if (pending !== undefined) {
+      const slot = this.openShards.get(key);
+      if (slot !== undefined) {
         this.openShards.delete(key); // to the most recently used end
-        this.openShards.set(key, pending);
-      } else {
-        const opening = (async (): Promise<OpenShard> => {
-          const file = await open(this.pathOf(key), 'r');
-          try {
-            const header = decodeHeader(await readAt(file, 0, frameHeaderBytes, what), what);
-            return { file, header, users: 0, evicted: false };
-          } catch (err) {
-            await file.close().catch(() => undefined);
-            throw err;
-          }
-        })();
-        pending = opening;
-        this.openShards.set(key, opening);
-        opening.catch(() => {
-          if (this.openShards.get(key) === opening) this.openShards.delete(key);
-        });
-        while (this.openShards.size > openShardsMax) void this.evict(this.openShards.keys().next().value as string);
+        this.openShards.set(key, slot);
+        const shard = await slot.opening;
+        if (shard.evicted) continue; // closed while we waited: open it again
+        shard.users += 1;
+        return shard;
       }
-      const shard = await pending;
-      if (shard.evicted) continue; // closed while we waited: open it again
+      const opening = this.openShard(key, what);
+      const mine: OpenSlot = { opening, shard: undefined };
+      this.openShards.set(key, mine);
+      let shard: OpenShard;
+      try {
+        shard = await opening;
+      } catch (err) {
+        if (this.openShards.get(key) === mine) this.openShards.delete(key);
+        throw err;
+      }
       shard.users += 1;
+      if (this.openShards.get(key) !== mine) {
+        // Evicted while it opened (a delete began or ended meanwhile): this read only.
+        shard.evicted = true;
+        return shard;
+      }
+      mine.shard = shard;
+      this.trimOpenShards();
       return shard;
+    }
+  }
+
+  private async openShard(key: string, what: string): Promise<OpenShard> {
+    const file = await open(this.pathOf(key), 'r');
+    try {
+      const header = decodeHeader(await readAt(file, 0, frameHeaderBytes, what), what);
+      return { file, header, users: 0, evicted: false };
+    } catch (err) {
+      await file.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Closes idle open files, least recently used first, while more than openShardsMax are open. */
+  private trimOpenShards(): void {
+    let excess = this.openShards.size - openShardsMax;
+    for (const [key, slot] of this.openShards) {
+      if (excess <= 0) return;
+      // Files being opened or read stay: the cache may hold more than the limit for a moment.
+      if (slot.shard === undefined || slot.shard.users > 0) continue;
+      void this.evict(key);
+      excess -= 1;
     }
   }
 
@@ -449,10 +504,10 @@ export class FileShardStore implements ShardStore {
 
   /** Forgets the open file of `key`; it closes now, or once no read uses it. */
   private evict(key: string): Promise<void> {
-    const pending = this.openShards.get(key);
-    if (pending === undefined) return Promise.resolve();
+    const slot = this.openShards.get(key);
+    if (slot === undefined) return Promise.resolve();
     this.openShards.delete(key);
-    return pending.then(
+    return slot.opening.then(
       async (shard) => {
         shard.evicted = true;
         if (shard.users === 0) await shard.file.close().catch(() => undefined);

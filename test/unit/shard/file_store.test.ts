@@ -174,6 +174,16 @@ describe('FileShardStore', () => {
     expect(await rejection(store.get('c/1/1/0'))).to.be.instanceOf(ShardNotFoundError);
     await store.put('c/1/1/0', seededBytes(7000, 2));
     expect(Buffer.from(await store.get('c/1/1/0')).equals(Buffer.from(seededBytes(7000, 2)))).to.equal(true);
+    // A read racing a delete may see the old bytes, but must not leave the unlinked file cached.
+    for (let i = 0; i < 20; i++) {
+      await store.put('c/3/1/0', seededBytes(5000, 10 + i));
+      const deleting = store.delete('c/3/1/0');
+      const racing = store.get('c/3/1/0').catch(() => undefined);
+      await Promise.all([deleting, racing]);
+      expect(await rejection(store.get('c/3/1/0')), `round ${i}`).to.be.instanceOf(ShardNotFoundError);
+    }
+    await store.put('c/3/1/0', seededBytes(6000, 99));
+    expect(Buffer.from(await store.get('c/3/1/0')).equals(Buffer.from(seededBytes(6000, 99)))).to.equal(true);
     // More shards than the cache keeps open, read twice, concurrently: every one reads its own bytes.
     const keys = Array.from({ length: 300 }, (_, i) => `c/2/${i}/0`);
     await Promise.all(keys.map((k, i) => store.put(k, seededBytes(100 + i, i))));
