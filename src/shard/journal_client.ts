@@ -55,6 +55,7 @@ import {
   encodeTrimRequest,
   errorFromWire,
   frameStatus,
+  journalConnectionBytesInFlightMax,
   journalFrameHeaderBytes,
   journalOps,
   journalProtocolVersion,
@@ -75,6 +76,9 @@ import {
   type TrimRequest,
 } from '../journal/index.js';
 import { connectionError, parseHostPort } from './net.js';
+
+/** Requests are refused (retryably) while this much is queued unsent: the node's own per-connection budget. */
+const journalClientUnsentBytesMax = journalConnectionBytesInFlightMax;
 
 /** Per-request deadline by default: an fdatasync under load takes tens of ms; allow slow disks. */
 export const journalRequestTimeoutMsDefault = 10_000;
@@ -331,12 +335,25 @@ export class JournalNodeClient implements JournalReplica {
     timeoutMs: number,
   ): Promise<Uint8Array> {
     if (connection.failed !== undefined) return Promise.reject(withAction(what, connection.failed));
+    if (connection.socket.writableLength > journalClientUnsentBytesMax)
+      return Promise.reject(
+        new UnavailableError(
+          `${what} at ${this.address}: ${connection.socket.writableLength} bytes already wait to be sent (the node is not reading)`,
+        ),
+      );
     const requestId = this.allocateId(connection);
     return new Promise<Uint8Array>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (connection.pending.get(requestId)?.timer !== timer) return;
         connection.pending.delete(requestId);
         reject(new UnavailableError(`${what} at ${this.address}: no answer within ${timeoutMs} ms`));
+        // A node that does not answer in time is stuck or gone: drop the connection, and with it
+        // whatever still waits in its send buffer (a stalled node stops reading; frames that
+        // timed out would pile up here and run there later). The next request reconnects.
+        this.fail(
+          connection,
+          new UnavailableError(`${this.description} at ${this.address} did not answer within ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       connection.pending.set(requestId, { op, what, epoch, resolve, reject, timer });
       const payloadBytes = parts.reduce((sum, p) => sum + p.length, 0);
