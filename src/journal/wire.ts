@@ -98,6 +98,11 @@ const opNames = new Map<number, JournalOpName>(
   (Object.entries(journalOps) as [JournalOpName, number][]).map(([name, code]) => [code, name]),
 );
 
+/** How an op is named in messages and logs: `APPEND`, `SHARD_PUT`. */
+export function opLabel(op: JournalOpName): string {
+  return op.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
+}
+
 /** The name of op code `op`, or undefined for a code the protocol does not have. */
 export function journalOpName(op: number): JournalOpName | undefined {
   return opNames.get(op);
@@ -273,9 +278,9 @@ class Reader {
 }
 
 const requestReader = (op: JournalOpName, bytes: Uint8Array): Reader =>
-  new Reader(bytes, (reason) => new InvalidArgumentError(`Malformed ${op.toUpperCase()} request: ${reason}`));
+  new Reader(bytes, (reason) => new InvalidArgumentError(`Malformed ${opLabel(op)} request: ${reason}`));
 const answerReader = (op: JournalOpName, bytes: Uint8Array): Reader =>
-  new Reader(bytes, (reason) => new JournalProtocolError(`Malformed ${op.toUpperCase()} answer: ${reason}`));
+  new Reader(bytes, (reason) => new JournalProtocolError(`Malformed ${opLabel(op)} answer: ${reason}`));
 
 /** The volume id field; InvalidArgumentError naming it when it is not a valid id. */
 function volumeField(r: Reader, allowEmpty = false): string {
@@ -714,10 +719,10 @@ function parseJsonAnswer(op: JournalOpName, bytes: Uint8Array): Record<string, u
   try {
     value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
   } catch {
-    throw new JournalProtocolError(`Malformed ${op.toUpperCase()} answer: not JSON`);
+    throw new JournalProtocolError(`Malformed ${opLabel(op)} answer: not JSON`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value))
-    throw new JournalProtocolError(`Malformed ${op.toUpperCase()} answer: not an object`);
+    throw new JournalProtocolError(`Malformed ${opLabel(op)} answer: not an object`);
   return value as Record<string, unknown>;
 }
 

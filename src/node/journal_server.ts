@@ -68,6 +68,7 @@ import {
   journalHelloDeadlineMs,
   journalOpName,
   journalProtocolVersion,
+  opLabel,
   journalReadBytesMax,
   journalRecordBytesMax,
   journalServerAnswerBytesMax,
@@ -76,11 +77,12 @@ import {
   journalFrameOverheadBytes,
   wireErrorOf,
   type JournalFrameHeader,
+  type JournalOpName,
   type JournalStats,
 } from '../journal/index.js';
 import { checkShardKey, formatHostPort, type FileShardStore } from '../shard/index.js';
 import type { JournalStore } from './journal_store.js';
-import { statusOf, type ShardRequestDone } from './server.js';
+import { bodyBytesInFlightMaxDefault, statusOf, type ShardRequestDone } from './server.js';
 
 /**
  * Answer bytes a LIST reserves in its connection's budget before its answer exists (LIST answers
@@ -117,6 +119,8 @@ export class JournalServer {
   private readonly connections = new Set<JournalConnection>();
   private nextConnectionId = 1;
   private badFrames = 0;
+  /** SHARD_PUT bytes being stored, across connections (reservePutBytes). */
+  private putBytesInFlight = 0;
   /** READ and LIST answer bytes reserved across connections (journalServerAnswerBytesMax). */
   private answerBytesReserved = 0;
   private draining = false;
@@ -238,8 +242,7 @@ export class JournalServer {
    */
   async shardOp(
     method: 'GET' | 'PUT',
-    requestBytes: number,
-    work: (shards: FileShardStore) => Promise<Answer>,
+    work: (shards: FileShardStore) => Promise<{ answer: Answer; dataBytesStored?: number; framedBytesSent?: number }>,
   ): Promise<Answer> {
     const shards = this.options.shards;
     if (shards === undefined)
@@ -247,10 +250,12 @@ export class JournalServer {
     const started = performance.now();
     let status = 0;
     let bytes = 0;
+    let stored = 0;
     try {
-      const answer = await work(shards);
+      const { answer, dataBytesStored, framedBytesSent } = await work(shards);
       status = method === 'PUT' ? 201 : 200;
-      bytes = answer.reduce((sum, part) => sum + part.length, 0);
+      bytes = framedBytesSent ?? 0;
+      stored = dataBytesStored ?? 0;
       return answer;
     } catch (err) {
       status = statusOf(err).status;
@@ -262,13 +267,28 @@ export class JournalServer {
           method,
           status,
           durationMs: performance.now() - started,
-          bytesWritten: method === 'PUT' && status === 201 ? requestBytes : 0,
+          bytesWritten: stored,
           bytesRead: method === 'GET' && status === 200 ? bytes : 0,
         });
       } catch (err) {
         this.options.log(`reporting a shard ${method}: ${errorMessage(err)}`);
       }
     }
+  }
+
+  /** @internal Counts a SHARD_PUT's bytes against the node-wide bound, or refuses it (retryable). */
+  reservePutBytes(bytes: number): void {
+    if (this.putBytesInFlight + bytes > bodyBytesInFlightMaxDefault)
+      throw new UnavailableError(
+        `Node "${this.options.name}" is receiving too many shards at once (${this.putBytesInFlight} bytes); retry`,
+      );
+    this.putBytesInFlight += bytes;
+  }
+
+  /** @internal */
+  releasePutBytes(bytes: number): void {
+    this.putBytesInFlight -= bytes;
+    assert(this.putBytesInFlight >= 0, 'shard put bytes in flight went negative');
   }
 
   /** @internal */
@@ -504,7 +524,7 @@ class JournalConnection {
         if (wire.code === 'EINVAL' || wire.code === 'EPROTO') this.server.countBadFrame();
         if (wire.code !== 'EFENCED' || this.errorLines === 0)
           this.note(
-            `${(op ?? `op ${header.op}`).toUpperCase()} request ${header.requestId} -> ${wire.code}: ${wire.message}`,
+            `${op === undefined ? `OP ${header.op}` : opLabel(op)} request ${header.requestId} -> ${wire.code}: ${wire.message}`,
           );
         this.send({ ...header, status: frameStatus.error }, encodeErrorAnswer(wire), ticket);
         if (wire.code === 'EAUTH' || (op === 'hello' && !this.helloDone)) this.end();
@@ -527,7 +547,7 @@ class JournalConnection {
 
   private async handle(
     header: JournalFrameHeader,
-    op: string | undefined,
+    op: JournalOpName | undefined,
     payload: Uint8Array,
     ticket: Ticket,
   ): Promise<Answer> {
@@ -535,7 +555,7 @@ class JournalConnection {
     if (op !== 'hello' && !this.helloDone)
       throw new CairnError(
         'EAUTH',
-        `Node "${name}" refused ${op?.toUpperCase() ?? `op ${header.op}`}: say HELLO first`,
+        `Node "${name}" refused ${op === undefined ? `op ${header.op}` : opLabel(op)}: say HELLO first`,
       );
     if (op === undefined) throw new JournalProtocolError(`Journal op ${header.op} does not exist on node "${name}"`);
     if (this.server.isDraining)
@@ -589,31 +609,42 @@ class JournalConnection {
         if (payload.length !== 0) throw new JournalProtocolError('Malformed STATS request: it has no payload');
         return encodeJsonAnswer(this.server.stats());
       case 'shardGet':
-        return this.server.shardOp('GET', 0, async (shards) => {
+        return this.server.shardOp('GET', async (shards) => {
           const req = decodeShardGetRequest(payload);
           checkShardKey(req.key);
-          const read = await shards.getFramed(req.key, req.range);
-          if (read.framed.length > journalResponseBytesMax - journalFrameOverheadBytes)
-            throw new CairnError(
-              'ETOOLARGE',
-              `Cannot read shard ${req.key} from node "${name}": ${read.framed.length} framed bytes do not fit one frame; use the HTTP API`,
-            );
-          this.reserve(ticket, read.framed.length);
-          return encodeShardGetAnswer({
-            blockBytes: read.header.blockBytes,
-            dataBytes: read.header.dataBytes,
-            firstBlock: read.span.firstBlock,
-            start: read.span.start,
-            end: read.span.end,
-            framed: read.framed,
+          // Refused or reserved once its size is known, before the node reads a byte of it.
+          const read = await shards.getFramed(req.key, req.range, (framedBytes) => {
+            if (framedBytes > journalResponseBytesMax - journalFrameOverheadBytes)
+              throw new CairnError(
+                'ETOOLARGE',
+                `Cannot read shard ${req.key} from node "${name}": ${framedBytes} framed bytes do not fit one frame; use the HTTP API`,
+              );
+            this.reserve(ticket, framedBytes);
           });
+          return {
+            answer: encodeShardGetAnswer({
+              blockBytes: read.header.blockBytes,
+              dataBytes: read.header.dataBytes,
+              firstBlock: read.span.firstBlock,
+              start: read.span.start,
+              end: read.span.end,
+              framed: read.framed,
+            }),
+            framedBytesSent: read.framed.length,
+          };
         });
       case 'shardPut':
-        return this.server.shardOp('PUT', payload.length, async (shards) => {
+        return this.server.shardOp('PUT', async (shards) => {
           const req = decodeShardPutRequest(payload);
           checkShardKey(req.key);
-          await shards.putFramed(req.key, req.framed);
-          return [];
+          // Across connections, shard bodies held at once are bounded as the HTTP API's are.
+          this.server.reservePutBytes(payload.length);
+          try {
+            const header = await shards.putFramed(req.key, req.framed);
+            return { answer: [], dataBytesStored: header.dataBytes };
+          } finally {
+            this.server.releasePutBytes(payload.length);
+          }
         });
       default:
         assert(false, `op ${op} has no handler`);

@@ -43,6 +43,7 @@ import {
 import {
   checkShardKey,
   checkShardPrefix,
+  dataBytesOfFramed,
   formatHostPort,
   framedBytes,
   listLimitMax,
@@ -109,6 +110,11 @@ function routeOf(url: string): ShardRequestDone['route'] {
   if (path === nodeHealthPath) return 'health';
   if (path === nodeShardsPath) return 'shard_list';
   return path.startsWith(`${nodeShardsPath}/`) ? 'shard' : 'other';
+}
+
+/** True for a PUT whose body is a shard the client framed (content-type nodeFramedShardType). */
+function isFramedPut(req: IncomingMessage): boolean {
+  return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() === nodeFramedShardType;
 }
 
 /** The one mapping from a thrown error to an HTTP status and a stable code. */
@@ -251,7 +257,13 @@ export class ShardServer {
         method,
         status,
         durationMs: performance.now() - startedMs,
-        bytesWritten: method === 'PUT' && status === 201 && Number.isSafeInteger(received) ? received : 0,
+        // Shard data bytes: a framed body's length less its header and block checksums.
+        bytesWritten:
+          method === 'PUT' && status === 201 && Number.isSafeInteger(received)
+            ? isFramedPut(req)
+              ? Math.max(0, dataBytesOfFramed(received))
+              : received
+            : 0,
         bytesRead: method === 'GET' && status === 200 && Number.isSafeInteger(sent) ? sent : 0,
       });
     } catch (err) {
@@ -311,7 +323,7 @@ export class ShardServer {
 
   private async put(key: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const what = `Cannot store shard ${key} on node "${this.name}"`;
-    const framed = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() === nodeFramedShardType;
+    const framed = isFramedPut(req);
     const crcText = req.headers[nodeHeaders.crc32];
     if (!framed && (typeof crcText !== 'string' || !/^[0-9a-fA-F]{1,8}$/.test(crcText))) {
       throw new InvalidArgumentError(

@@ -725,8 +725,11 @@ sys.stdin.readline()
       await writer.exit();
 
       const nodeLog = fleet.stderr('a-4');
-      const refused = (nodeLog.match(/-> 507 ENOSPC/g) ?? []).length;
-      expect(refused, `a-4 should have refused shard puts with 507 (its log: ${nodeLog.slice(-1500)})`).to.be.above(0);
+      // Refused over HTTP (507) or over the binary connection the frontend uses (SHARD_PUT).
+      const refused = (nodeLog.match(/-> 507 ENOSPC|SHARD_PUT request \d+ -> ENOSPC/g) ?? []).length;
+      expect(refused, `a-4 should have refused shard puts with ENOSPC (its log: ${nodeLog.slice(-1500)})`).to.be.above(
+        0,
+      );
       expect(tempFilesUnder(dir), `temp files left on the full node ${dir}`).to.deep.equal([]);
       // Every shard file on the full node is whole: the node serves each one, CRC-checked.
       const id = await volumeIdOf([s.etcd], 'ffull');

@@ -116,6 +116,26 @@ describe('cairnd --metrics-listen (a real process)', function () {
     expect((await fetch(`http://${address}/other`)).status).to.equal(404);
     expect((await fetch(`http://${address}/metrics`, { method: 'POST' })).status).to.equal(405);
 
+    // Shard ops on the binary connection (what frontends use) count as the HTTP ones do.
+    const binary = new NodeShardStore({
+      name: node.name,
+      address: node.address,
+      journalAddress: node.journalAddress,
+      timeoutMs: 5_000,
+    });
+    try {
+      await binary.put('vol/0/2/0', shard);
+      expect(await binary.get('vol/0/2/0', { offset: 0, length: 100 })).to.deep.equal(shard.subarray(0, 100));
+    } finally {
+      binary.close();
+    }
+    const after = await scrape(address);
+    expect(after.get(`cairn_node_http_requests_total{route="shard",method="PUT",status="201",${l}}`)).to.equal(2);
+    expect(after.get(`cairn_node_http_requests_total{route="shard",method="GET",status="200",${l}}`)).to.equal(2);
+    expect(after.get(`cairn_node_shard_written_bytes_total{${l}}`)).to.equal(20_000);
+    // The range read sent block 0, framed: 4 + 4096 bytes.
+    expect(after.get(`cairn_node_shard_read_bytes_total{${l}}`)).to.equal(10_000 + 3 * 4 + 4 + 4096);
+
     // Logs: JSON on stderr, with the node's name and zone; the ready line stayed plain on stdout
     // (startCairnd waited for it).
     const logs = jsonLogLines(node.stderr());
