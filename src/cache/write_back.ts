@@ -908,7 +908,7 @@ export class WriteBackCache implements BlockDevice {
    */
   private wholeImage(e: Entry, dirty: SparseBytes = e.dirty): boolean {
     if (dirty.covers(0, e.length)) return true;
-    if (e.journaled.length === 0) return false;
+    if (e.journaled.length === 0 || e.journaledBytes + dirty.bytes < e.length) return false;
     const all = new SparseBytes();
     for (const c of e.journaled) all.write(c.start, c.data);
     for (const c of dirty.list()) all.write(c.start, c.data);

@@ -568,10 +568,9 @@ export class VolumeEngine {
     assert(targets.length === k + m, `placement gave ${targets.length} targets for ${k + m} shards`);
     const generation = this.nextGeneration();
     const keys = targets.map((_, i) => shardKey(this.volume.id, e, generation, i));
-    // The shards go to the stores straight from codec memory (a copy of each cost 6 % of the
-    // frontend's CPU on a sequential write); the buffer returns to the pool once every put has
-    // settled. A put that failed may not have sent the bytes it was given, and a socket that
-    // still holds them after a timeout was destroyed; the node checks the checksum besides.
+    // The shards go to the stores as views of codec memory (a copy of each cost 6 % of the
+    // frontend's CPU on a sequential write: every store frames its own copy anyway); the buffer
+    // returns to the pool once every put has settled (a store keeps no view after that).
     const buf: CodecBuffer = this.options.pool.allocate(this.volume.profile, this.shardBytes);
     let results: PromiseSettledResult<void>[];
     try {
@@ -580,7 +579,8 @@ export class VolumeEngine {
       region.fill(0, data.length); // the padding of the last data shard: the buffer may be reused
       await this.options.pool.encode(buf);
       results = await Promise.allSettled(
-        keys.map((key, i) => this.options.targets.store(targets[i]!).put(key, buf.shard(i))),
+        // async: a target store() cannot name throws into its own result, not past the others.
+        keys.map(async (key, i) => this.options.targets.store(targets[i]!).put(key, buf.shard(i))),
       );
     } finally {
       this.options.pool.release(buf);
