@@ -427,6 +427,8 @@ export class WriteBackCache implements BlockDevice {
   async read(offset: number, length: number): Promise<Uint8Array> {
     if (this.stale !== undefined) throw this.stale;
     this.checkRange(offset, length);
+    const clean = this.cleanCachedView(offset, length);
+    if (clean !== undefined) return clean;
     const out = new Uint8Array(length);
     await Promise.all(
       splitByExtent(this.g, offset, length).map((p) =>
@@ -434,6 +436,23 @@ export class WriteBackCache implements BlockDevice {
       ),
     );
     return out;
+  }
+
+  /**
+   * A read inside one extent whose cached published bytes nothing unpublished overlaps: a view of
+   * them, without a copy (bases are never changed in place, only replaced). Else undefined.
+   */
+  private cleanCachedView(offset: number, length: number): Uint8Array | undefined {
+    const extent = Math.floor(offset / this.g.extentBytes);
+    const start = offset - extent * this.g.extentBytes;
+    const end = start + length;
+    const entry = this.entries.get(extent);
+    if (entry?.base === undefined || end > entry.base.length || length === 0 || this.zeroBased(entry)) return undefined;
+    if (entry.dirty.intersects(start, end) || entry.inflight?.dirty.intersects(start, end) === true) return undefined;
+    for (const c of entry.journaled) if (c.start < end && c.start + c.data.length > start) return undefined;
+    this.stats.readHits += 1;
+    this.touch(entry);
+    return entry.base.subarray(start, end);
   }
 
   /** True when the published bytes do not show through: a pending hole, in flight or not. */

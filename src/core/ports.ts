@@ -56,6 +56,13 @@ export interface ShardStore {
    */
   get(key: string, range?: ByteRange): Promise<Uint8Array>;
 
+  /**
+   * Optional: get() of a non-empty `range`, writing the bytes into `out` at `at` instead of a new
+   * array (the read path then copies each byte once less). On failure `out` may hold part of
+   * the range. Callers without it use get().
+   */
+  getInto?(key: string, range: ByteRange, out: Uint8Array, at: number): Promise<void>;
+
   /** Size of the shard, or null when there is none. Does not read or verify the data. */
   head(key: string): Promise<ShardStat | null>;
 
@@ -114,6 +121,7 @@ export interface WriteOptions {
 export interface BlockDevice {
   readonly sizeBytes: number;
   capabilities(): BlockDeviceCapabilities;
+  /** The bytes of the range; the caller must not change them (they may be a view of a cache). */
   read(offset: number, length: number): Promise<Uint8Array>;
   /** Durable only after flush(), unless options.fua. */
   write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
