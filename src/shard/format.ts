@@ -157,14 +157,29 @@ export function unframeSpan(
   blockBytes = checksumBlockBytes,
 ): Uint8Array {
   const out = new Uint8Array(range.length);
-  let written = 0;
+  unframeSpanInto(framed, span, range, dataBytes, what, blockBytes, out, 0);
+  return out;
+}
+
+/** unframeSpan() into `out` at `at` (range.length bytes), for a caller that has the buffer. */
+export function unframeSpanInto(
+  framed: Uint8Array,
+  span: FramedSpan,
+  range: ByteRange,
+  dataBytes: number,
+  what: string,
+  blockBytes: number,
+  out: Uint8Array,
+  at: number,
+): void {
+  assert(at >= 0 && at + range.length <= out.length, 'unframeSpanInto: the range does not fit the buffer');
+  let written = at;
   eachVerifiedBlock(framed, span, range, dataBytes, what, blockBytes, (data, blockStart) => {
     const from = Math.max(range.offset, blockStart) - blockStart;
     const to = Math.min(range.offset + range.length, blockStart + data.length) - blockStart;
     out.set(data.subarray(from, to), written);
     written += to - from;
   });
-  return out;
 }
 
 /** Like unframeSpan(), without copying the data out: for a server that sends the blocks on. */

@@ -43,7 +43,15 @@ import {
 } from '../journal/index.js';
 import { JournalNodeClient } from './journal_client.js';
 import { connectionError, errnoOf, parseHostPort } from './net.js';
-import { checkRange, encodeFrame, framedBytes, framedSpan, unframeSpan, type FramedSpan } from './format.js';
+import {
+  checkRange,
+  encodeFrame,
+  framedBytes,
+  framedSpan,
+  unframeSpan,
+  unframeSpanInto,
+  type FramedSpan,
+} from './format.js';
 import { checkShardKey, checkShardPrefix } from './keys.js';
 import { listLimitMax } from './limits.js';
 
@@ -243,6 +251,37 @@ export class NodeShardStore implements ShardStore {
         return new Uint8Array(0);
       }
     }
+    const f = await this.fetchSpan(key, range, action);
+    return unframeSpan(f.body, f.expected, f.want, f.dataBytes, f.what, f.blockBytes);
+  }
+
+  async getInto(key: string, range: ByteRange, out: Uint8Array, at: number): Promise<void> {
+    if (range.length === 0) {
+      await this.get(key, range);
+      return;
+    }
+    checkShardKey(key);
+    checkRange(range, Number.MAX_SAFE_INTEGER);
+    const f = await this.fetchSpan(key, range, `Cannot read shard ${key} from`);
+    unframeSpanInto(f.body, f.expected, f.want, f.dataBytes, f.what, f.blockBytes, out, at);
+  }
+
+  /**
+   * The framed blocks of `range` (the whole shard when absent, never empty), from the binary
+   * connection or HTTP, with the span they must be: checked against what the node said it sent.
+   */
+  private async fetchSpan(
+    key: string,
+    range: ByteRange | undefined,
+    action: string,
+  ): Promise<{
+    body: Uint8Array;
+    expected: FramedSpan;
+    want: ByteRange;
+    dataBytes: number;
+    blockBytes: number;
+    what: string;
+  }> {
     const what = `${action} ${this.description}`;
     let sent: FramedSpan & { dataBytes: number };
     let blockBytes: number;
@@ -291,7 +330,7 @@ export class NodeShardStore implements ShardStore {
         `${what}: the node sent framed bytes [${sent.start}, ${sent.end}), expected [${expected.start}, ${expected.end})`,
       );
     }
-    return unframeSpan(body, expected, want, sent.dataBytes, what, blockBytes);
+    return { body, expected, want, dataBytes: sent.dataBytes, blockBytes, what };
   }
 
   async head(key: string): Promise<ShardStat | null> {

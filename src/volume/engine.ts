@@ -316,23 +316,25 @@ export class VolumeEngine {
     if (sources !== undefined) return this.readDecodedInZone(e, rec, pieces, sources, length, log);
     const out = new Uint8Array(length);
     await Promise.all(
-      pieces.map(async (p) => {
-        out.set(
-          await this.readShardRange(e, rec, p.shard, { offset: p.offset, length: p.length }, log),
-          p.bufferOffset,
-        );
-      }),
+      pieces.map((p) =>
+        this.readShardRange(e, rec, p.shard, { offset: p.offset, length: p.length }, log, out, p.bufferOffset),
+      ),
     );
     return out;
   }
 
-  /** Bytes [range.offset, range.offset + range.length) of shard i of `rec`, counted in the stats and `log`. */
+  /**
+   * Bytes [range.offset, range.offset + range.length) of shard i of `rec`, counted in the stats
+   * and `log`: returned, or written into `out` at `at` when given (then returns `out`).
+   */
   private async readShardRange(
     e: number,
     rec: ExtentRecord,
     i: number,
     range: { readonly offset: number; readonly length: number },
     log: ShardReadLog,
+    out?: Uint8Array,
+    at = 0,
   ): Promise<Uint8Array> {
     const ref = rec.shards[i];
     assert(ref !== undefined, `extent ${e} has no shard ${i}`);
@@ -340,10 +342,17 @@ export class VolumeEngine {
     log.start(i);
     let ok = false;
     try {
-      const bytes = await this.options.targets.store(ref.target).get(ref.key, range);
+      const store = this.options.targets.store(ref.target);
+      if (out !== undefined && store.getInto !== undefined && range.length > 0) {
+        await store.getInto(ref.key, range, out, at);
+        ok = true;
+        return out;
+      }
+      const bytes = await store.get(ref.key, range);
       assert(bytes.length === range.length, 'store returned a different length than asked');
+      if (out !== undefined) out.set(bytes, at);
       ok = true;
-      return bytes;
+      return out ?? bytes;
     } finally {
       log.end(i, ok);
     }

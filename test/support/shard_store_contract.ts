@@ -70,6 +70,16 @@ export function shardStoreContract(name: string, make: () => Promise<ContractSub
           Buffer.from(got).equals(Buffer.from(data.subarray(offset, offset + length))),
           `[${offset}, +${length})`,
         ).to.equal(true);
+        if (store.getInto !== undefined) {
+          // getInto writes the same bytes at the offset asked, and nothing around them.
+          const out = new Uint8Array(length + 20).fill(0xee);
+          await store.getInto(`${prefix}/r`, { offset, length }, out, 10);
+          expect(
+            Buffer.from(out.subarray(10, 10 + length)).equals(Buffer.from(data.subarray(offset, offset + length))),
+            `getInto [${offset}, +${length})`,
+          ).to.equal(true);
+          expect([...out.subarray(0, 10), ...out.subarray(10 + length)].every((b) => b === 0xee)).to.equal(true);
+        }
       }
     });
 
@@ -140,6 +150,10 @@ export function shardStoreContract(name: string, make: () => Promise<ContractSub
       expect(await rejection(store.get(`${prefix}/rot`, { offset: 4990, length: 20 }))).to.be.instanceOf(
         ChecksumMismatchError,
       );
+      if (store.getInto !== undefined)
+        expect(
+          await rejection(store.getInto(`${prefix}/rot`, { offset: 4990, length: 20 }, new Uint8Array(20), 0)),
+        ).to.be.instanceOf(ChecksumMismatchError);
       const clean = await store.get(`${prefix}/rot`, { offset: 8192, length: 4096 });
       expect(Buffer.from(clean).equals(Buffer.from(data.subarray(8192)))).to.equal(true);
     });
