@@ -66,7 +66,7 @@ import { listLimitDefault, listLimitMax } from './limits.js';
 const fileNameBytesMax = 255;
 const tempSuffixChars = 21;
 export const keySegmentCharsMax = fileNameBytesMax - tempSuffixChars;
-/** A put opens first and makes the directory only when missing; a concurrent delete may remove it between mkdir and open: retry that. */
+/** A concurrent delete may remove a directory between put()'s mkdir and its open; retry that. */
 const putDirectoryAttemptsMax = 4;
 
 export interface FileShardStoreOptions {
@@ -362,16 +362,16 @@ export class FileShardStore implements ShardStore {
     try {
       for (let attempt = 1; file === undefined; attempt++) {
         try {
-          // The directory usually exists: open first, mkdir only when it does not (a recursive
-          // mkdir per put cost the nodes 7 % of their CPU on a sequential write).
-          if (attempt > 1) createdDir = (await mkdir(parent, { recursive: true })) ?? createdDir;
+          // mkdir first: a shard's directory is its generation's (<volume>/<extent>/<generation>),
+          // new for nearly every put, so opening first would only add a failed open.
+          createdDir = (await mkdir(parent, { recursive: true })) ?? createdDir;
           file = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
         } catch (err) {
           const code = errnoOf(err);
           if (code === 'ENOTDIR' || (code === 'EEXIST' && createdDir === undefined && !(await isDirectory(parent)))) {
             throw new InvalidArgumentError(`${what}: a shard already exists at a prefix of this key`, { cause: err });
           }
-          // ENOENT: no directory yet, or a concurrent delete removed the (empty) one after our mkdir.
+          // ENOENT: a concurrent delete removed the (empty) directory after our mkdir.
           if (code !== 'ENOENT' || attempt >= putDirectoryAttemptsMax) throw err;
         }
       }
