@@ -483,6 +483,8 @@ export class WriteBackCache implements BlockDevice {
     if (this.zeroBased(entry)) return true;
     if (entry.dirty.covers(offset, end)) return true;
     if (entry.journaled.length === 0 && entry.inflight === undefined) return false;
+    // Too few bytes to cover the range: no need to lay them out (this runs on every read miss).
+    if (entry.journaledBytes + (entry.inflight?.dirty.bytes ?? 0) + entry.dirty.bytes < end - offset) return false;
     const all = new SparseBytes();
     for (const c of entry.journaled) all.write(c.start, c.data);
     for (const c of entry.inflight?.dirty.list() ?? []) all.write(c.start, c.data);
