@@ -23,6 +23,11 @@ export const flushRetryMsDefault = 10_000;
  */
 export const foldAgeMsDefault = 30_000;
 /**
+ * Extent image bytes per second folds by age may re-encode (`--fold-rate`): 16 extents of 4 MiB
+ * a second, about what one core encodes and sends with room to spare for the workload.
+ */
+export const foldBytesPerSecondDefault = 64 * 1024 * 1024;
+/**
  * Journaled bytes, as a fraction of dirtyBytesMax, above which the background folds the extents
  * that hold the most journaled bytes (the best bytes folded per byte rewritten).
  */

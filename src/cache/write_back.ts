@@ -127,6 +127,12 @@ export interface WriteBackCacheOptions {
   readonly flushCheckMs?: number;
   /** Journaled data older than this is folded in the background. */
   readonly foldAgeMs?: number;
+  /**
+   * Bytes of extent images per second that folds by age may re-encode (0 or absent: no limit),
+   * so background folding leaves the disks and cores to the workload. Folds under memory
+   * pressure are not limited: writers wait for them.
+   */
+  readonly foldBytesPerSecond?: number;
   readonly clock?: Clock;
   readonly log?: (line: string) => void;
 }
@@ -175,6 +181,8 @@ export interface CacheStats {
   journalAppends: number;
   journaledBytes: number;
   folds: number;
+  /** Bytes of extent images folds re-encoded. */
+  foldedBytes: number;
   foldedExtents: number;
   readAheads: number;
 }
@@ -191,6 +199,7 @@ export class WriteBackCache implements BlockDevice {
     journalAppends: 0,
     journaledBytes: 0,
     folds: 0,
+    foldedBytes: 0,
     foldedExtents: 0,
     readAheads: 0,
   };
@@ -202,6 +211,9 @@ export class WriteBackCache implements BlockDevice {
   private readonly cacheBytesMax: number;
   private readonly flushAgeMs: number;
   private readonly foldAgeMs: number;
+  private readonly foldBytesPerSecond: number;
+  /** Folds by age wait until then (the fold rate limit); see foldBytesPerSecond. */
+  private foldNotBeforeMs = 0;
   private readonly log: (line: string) => void;
   private readonly stopFlusher: () => void;
   private flushChain: Promise<void> = Promise.resolve();
@@ -228,6 +240,8 @@ export class WriteBackCache implements BlockDevice {
     assert(this.dirtyBytesMax >= this.g.extentBytes, 'the cache must hold at least one dirty extent');
     this.flushAgeMs = options.flushAgeMs ?? flushAgeMsDefault;
     this.foldAgeMs = options.foldAgeMs ?? foldAgeMsDefault;
+    this.foldBytesPerSecond = options.foldBytesPerSecond ?? 0;
+    assert(Number.isFinite(this.foldBytesPerSecond) && this.foldBytesPerSecond >= 0, 'fold rate must be >= 0');
     this.log = options.log ?? (() => undefined);
     const checkMs = options.flushCheckMs ?? flushCheckMsDefault;
     this.stopFlusher = checkMs > 0 ? this.clock.every(checkMs, () => this.background()) : () => undefined;
@@ -878,6 +892,7 @@ export class WriteBackCache implements BlockDevice {
             c.journaledBytes = c.journaled.reduce((s, j) => s + j.data.length, 0);
             if (c.journaled.length > 0) c.journaledSinceMs = this.clock.now();
             this.stats.foldedExtents += 1;
+            this.stats.foldedBytes += images[i]!.data!.length;
           });
         }
       });
@@ -1005,10 +1020,19 @@ export class WriteBackCache implements BlockDevice {
       const only = old ? undefined : this.wholeDirtyExtents();
       this.flush(only).catch((err: unknown) => this.log(`background flush failed: ${errorMessage(err)}`));
     }
-    if ((pressure || aged) && this.backend.journal !== undefined && this.foldRun === undefined)
-      this.fold(pressure ? 'fullest' : 'oldest').catch((err: unknown) =>
-        this.log(`background fold failed: ${errorMessage(err)}`),
+    const limited = !pressure && now < this.foldNotBeforeMs;
+    if ((pressure || aged) && !limited && this.backend.journal !== undefined && this.foldRun === undefined) {
+      const before = this.stats.foldedBytes;
+      this.fold(pressure ? 'fullest' : 'oldest').then(
+        () => {
+          // Under the rate limit, the next fold by age waits as long as this one's bytes take.
+          if (this.foldBytesPerSecond > 0)
+            this.foldNotBeforeMs =
+              this.clock.now() + ((this.stats.foldedBytes - before) / this.foldBytesPerSecond) * 1000;
+        },
+        (err: unknown) => this.log(`background fold failed: ${errorMessage(err)}`),
       );
+    }
   }
 
   /**

@@ -8,7 +8,13 @@
 import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
 import { InvalidArgumentError, formatBytes, parseSize, zoneId } from '../core/index.js';
-import { cacheBytesMaxDefault, dirtyBytesMaxDefault, flushAgeMsDefault, foldAgeMsDefault } from '../cache/index.js';
+import {
+  cacheBytesMaxDefault,
+  dirtyBytesMaxDefault,
+  flushAgeMsDefault,
+  foldAgeMsDefault,
+  foldBytesPerSecondDefault,
+} from '../cache/index.js';
 import { lockWaitMsDefault, startFrontend } from '../frontend/index.js';
 import { createLogger } from '../metrics/index.js';
 import { parseHostPort } from '../shard/index.js';
@@ -63,6 +69,12 @@ export function nbdCommand(ctx: CliContext) {
                 describe:
                   'ms after which journaled writes are folded into erasure-coded generations even without memory pressure (sooner: shorter replay, more write amplification)',
               })
+              .option('fold-rate', {
+                type: 'string',
+                default: formatBytes(foldBytesPerSecondDefault),
+                describe:
+                  'extent bytes per second that folds by age may re-encode, so background folding leaves room for the workload (0: no limit; folds under memory pressure are never limited)',
+              })
               .option('threads', { type: 'number', describe: 'codec worker threads (default: cores)' })
               .option('zone', {
                 type: 'string',
@@ -85,6 +97,7 @@ export function nbdCommand(ctx: CliContext) {
             const socket = argv['socket'] === undefined ? undefined : String(argv['socket']);
             const dirtyBytesMax = parseSize(stringArg(argv, 'dirty-max'), '--dirty-max');
             const cacheBytesMax = parseSize(stringArg(argv, 'cache-size'), '--cache-size');
+            const foldBytesPerSecond = parseSize(stringArg(argv, 'fold-rate'), '--fold-rate');
             if (cacheBytesMax < dirtyBytesMax)
               throw new InvalidArgumentError('--cache-size must be at least --dirty-max');
             const lockWaitMs = Number(argv['lock-wait']);
@@ -112,6 +125,7 @@ export function nbdCommand(ctx: CliContext) {
                 cacheBytesMax,
                 flushAgeMs: Number(argv['flush-age']),
                 foldAgeMs: Number(argv['fold-age']),
+                foldBytesPerSecond,
               },
               ...(argv['threads'] === undefined ? {} : { threads: Number(argv['threads']) }),
               ...(zone === undefined ? {} : { zone }),

@@ -10,7 +10,8 @@ import { CodecPool } from '../../src/codec/index.js';
 import { WriteBackCache } from '../../src/cache/index.js';
 import { FencedError } from '../../src/meta/index.js';
 import { VolumeEngine } from '../../src/volume/index.js';
-import { MemoryExtentMap, MemoryJournal, MemoryTargets, roundRobinPlacer } from '../../src/sim/index.js';
+import { waitFor } from '../../src/dev/index.js';
+import { MemoryExtentMap, MemoryJournal, MemoryTargets, SimClock, roundRobinPlacer } from '../../src/sim/index.js';
 
 const KiB = 1024;
 
@@ -195,6 +196,87 @@ describe('model: write-back cache over the volume engine', function () {
     await cache.flush();
     expect(journal.headLsn, 'journal appends after the final flush').to.equal(0);
     expect(Buffer.from(await cache.read(0, data.length)).equals(Buffer.from(data))).to.equal(true);
+  });
+
+  it('limits folds by age to --fold-rate, but not folds under memory pressure', async () => {
+    journal = new MemoryJournal();
+    const clock = new SimClock();
+    const map = new MemoryExtentMap();
+    const targets = new MemoryTargets(names);
+    const engine = await VolumeEngine.open({
+      volume,
+      map,
+      targets,
+      placer: roundRobinPlacer(names, 6),
+      pool,
+      epoch: 1,
+      oldShardGraceMs: 0,
+      shardReadHedgeMs: 60_000,
+      clock,
+    });
+    // One 32 KiB extent image per second; age 1 s; the background looks every 100 ms.
+    const cache = new WriteBackCache(
+      {
+        geometry: volume,
+        isHole: (e) => engine.isHole(e),
+        versionOf: (e) => engine.versionOf(e),
+        readRange: (e, o, l) => engine.readRange(e, o, l),
+        readWhole: (e) => engine.readWhole(e),
+        persist: (i) => engine.persist(i),
+        journal: journal.writer(1),
+        publishedLsn: (e: number) => engine.record(e)?.journalLsn,
+      },
+      {
+        dirtyBytesMax: 96 * KiB,
+        cacheBytesMax: 192 * KiB,
+        flushCheckMs: 100,
+        flushAgeMs: 3_600_000,
+        foldAgeMs: 1000,
+        foldBytesPerSecond: volume.extentBytes,
+        flushRetryMs: 0,
+        clock,
+      },
+    );
+    /** Runs the clock to `ms`, firing what is due, and lets the work it starts finish. */
+    const runTo = async (ms: number) => {
+      while (clock.fireNext(ms)) await settle();
+      clock.moveTo(ms);
+      await settle();
+    };
+    const settle = async () => {
+      for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    };
+    const partial = async (extents: number[]) => {
+      for (const e of extents) await cache.write(e * volume.extentBytes + 100, new Uint8Array(512).fill(e + 1));
+      await cache.flush();
+    };
+    /** Waits (deadline 10 s) until folds have re-encoded `bytes`. */
+    const foldedTo = (bytes: number, what: string) =>
+      waitFor(what, () => (cache.stats.foldedBytes >= bytes ? true : undefined), 10_000, {
+        seen: () => `${cache.stats.foldedBytes} bytes folded`,
+        intervalMs: 2,
+      });
+    try {
+      await partial([0, 1]);
+      await runTo(1100); // aged: one fold of both extents (64 KiB): the next fold by age waits 2 s
+      await foldedTo(2 * volume.extentBytes, 'the first fold by age');
+      expect(cache.stats.folds).to.equal(1);
+      await partial([2]);
+      await runTo(2300); // aged, but within the 2 s the last fold bought: no fold starts
+      expect(cache.stats.folds, 'folds started by 2.3 s').to.equal(1);
+      await runTo(3300); // past the wait: folded
+      await foldedTo(3 * volume.extentBytes, 'the fold after the wait');
+      expect(cache.stats.folds, 'folds started by 3.3 s').to.equal(2);
+      // Memory pressure folds at once, whatever the rate: journaled bytes past half the budget.
+      await partial([3]); // the next fold by age waits until 4.3 s
+      for (const e of [4, 5]) await cache.write(e * volume.extentBytes + 1000, new Uint8Array(25 * KiB).fill(9));
+      await cache.flush(); // 50 KiB more journaled: past 48 KiB
+      await runTo(3400);
+      await foldedTo(4 * volume.extentBytes, 'a fold under pressure');
+      expect(Buffer.from(await cache.read(5 * volume.extentBytes + 1000, 10)).every((b) => b === 9)).to.equal(true);
+    } finally {
+      await cache.close();
+    }
   });
 
   it('refuses a flush with more than m targets down, keeps the old generation and loses nothing', async () => {
