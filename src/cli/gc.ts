@@ -36,7 +36,7 @@ export function gcCommand(ctx: CliContext) {
                   ...(secret === undefined ? {} : { authSecret: secret }),
                 });
                 try {
-                  await client.trim({ volume: volumeId, belowLsn: Number.MAX_SAFE_INTEGER });
+                  await client.trim({ volume: volumeId, deleted: true });
                 } catch (err) {
                   failures.push(`node ${t.name}: ${errorMessage(err)}`);
                 } finally {

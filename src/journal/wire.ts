@@ -26,7 +26,8 @@
  *     READ    str volume, u64 segment, u64 fromLsn, u32 maxBytes
  *             -> u8 tail (0 clean, 1 torn, 2 corrupt), u8 more, u16 0, u32 count, u64 nextLsn,
  *                records (the rest: whole records back to back, as on disk)
- *     TRIM    str volume, u8 mode (1 one segment, 2 every segment wholly below an LSN), u64 value
+ *     TRIM    str volume, u8 mode (1 one segment, 2 every segment wholly below an LSN, 3 everything of
+ *             a deleted volume: its segments, empty ones too, and its epoch; value 0), u64 value
  *             -> u32 segmentsDeleted
  *     LIST    str volume ('' for every volume) -> JSON (JournalListAnswer)
  *     STATS   (empty) -> JSON (JournalStats)
@@ -600,13 +601,20 @@ export function decodeShardPutRequest(bytes: Uint8Array): { key: string; framed:
   return { key: r.str('key', journalShardKeyBytesMax), framed: r.rest() };
 }
 
+/**
+ * One segment; every segment wholly below an LSN; or (`deleted`) everything the node keeps of a
+ * volume that no longer exists: every segment, empty ones too, and its epoch.
+ */
 export type TrimRequest =
-  { readonly volume: string; readonly segment: number } | { readonly volume: string; readonly belowLsn: number };
+  | { readonly volume: string; readonly segment: number }
+  | { readonly volume: string; readonly belowLsn: number }
+  | { readonly volume: string; readonly deleted: true };
 
 export function encodeTrimRequest(req: TrimRequest): Uint8Array[] {
   const w = new Writer().str(req.volume, journalVolumeIdBytesMax);
   if ('segment' in req) w.u8(1).u64(req.segment);
-  else w.u8(2).u64(req.belowLsn);
+  else if ('belowLsn' in req) w.u8(2).u64(req.belowLsn);
+  else w.u8(3).u64(0);
   return [w.done()];
 }
 
@@ -614,11 +622,14 @@ export function decodeTrimRequest(bytes: Uint8Array): TrimRequest {
   const r = requestReader('trim', bytes);
   const volume = volumeField(r);
   const mode = r.u8('mode');
-  const value = r.u64(mode === 1 ? 'segment' : 'belowLsn');
+  const value = r.u64(mode === 1 ? 'segment' : mode === 2 ? 'belowLsn' : 'value');
   r.end();
   if (mode === 1) return { volume, segment: value };
   if (mode === 2) return { volume, belowLsn: value };
-  throw new InvalidArgumentError(`Malformed TRIM request: mode ${mode} is not 1 (segment) or 2 (below an LSN)`);
+  if (mode === 3 && value === 0) return { volume, deleted: true };
+  throw new InvalidArgumentError(
+    `Malformed TRIM request: mode ${mode} is not 1 (segment), 2 (below an LSN) or 3 (a deleted volume, value 0)`,
+  );
 }
 
 export function encodeCountAnswer(count: number): Uint8Array[] {

@@ -36,7 +36,7 @@
  * journal bytes in the node's usedBytes (segments are bounded and listed by LIST instead).
  */
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
   CairnError,
@@ -468,6 +468,7 @@ export class JournalStore {
       const seg = vol.segments.get(req.segment);
       return seg === undefined ? 0 : (await this.deleteSegment(vol, seg)) ? 1 : 0;
     }
+    if ('deleted' in req) return this.forget(vol);
     if (!Number.isSafeInteger(req.belowLsn) || req.belowLsn < 0)
       throw new InvalidArgumentError(
         `Cannot trim the journal of volume ${req.volume}: belowLsn must be a whole number >= 0`,
@@ -959,6 +960,25 @@ export class JournalStore {
   }
 
   /** Removes a segment: waits for its commits, closes it, unlinks the file. */
+  /**
+   * Deletes everything kept of a volume that no longer exists (gc): every segment, empty ones
+   * too, its epoch and its directory; returns the segments deleted. A writer still appending for
+   * it (fenced in etcd already) finds its segment gone.
+   */
+  private async forget(vol: VolumeJournal): Promise<number> {
+    let deleted = 0;
+    for (const seg of [...vol.segments.values()]) if (await this.deleteSegment(vol, seg)) deleted += 1;
+    await vol.epochWrites.catch(() => undefined);
+    if (this.volumes.get(vol.volume) === vol) this.volumes.delete(vol.volume);
+    try {
+      await rm(vol.dir, { recursive: true, force: true });
+      await fsyncDir(this.dir);
+    } catch (err) {
+      throw ioError(`Cannot delete the journal of volume ${vol.volume} on ${this.description}`, err);
+    }
+    return deleted;
+  }
+
   private async deleteSegment(vol: VolumeJournal, seg: Segment): Promise<boolean> {
     if (vol.segments.get(seg.id) !== seg) return false;
     vol.segments.delete(seg.id);

@@ -375,7 +375,7 @@ export class SimJournalNode {
       const gone =
         'segment' in req
           ? seg.id === req.segment
-          : seg.durable.length > 0 && seg.queued.length === 0 && this.lastLsn(seg) < req.belowLsn;
+          : 'deleted' in req || (seg.durable.length > 0 && seg.queued.length === 0 && this.lastLsn(seg) < req.belowLsn);
       if (gone) {
         this.segments.delete(seg.id);
         n += 1;

@@ -12,11 +12,12 @@
  */
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NodeFleet, extentMap, readExtents, tcpReceiveQueues, volumeIdOf, waitNodesState } from '../harness/faults.js';
 import { cairnctlPath } from '../harness/cli.js';
 import { waitFor } from '../../src/dev/index.js';
+import { journalDirName } from '../../src/node/journal_store.js';
 import { ClientProcess, describeResult, nbdsh, runClient, runOk, seededBytes, useStack } from '../harness/stack.js';
 
 const MiB = 1024 * 1024;
@@ -76,6 +77,47 @@ describe('`cairnctl gc` orphan sweep racing writers and repair (dev cluster, 4+2
     });
     await s.waitForDevDetach(volume, mark);
   }
+
+  it('deletes every journal segment SIGKILLed writers left (one with records, one empty) once the volume is deleted', async () => {
+    const s = stack();
+    await s.createVolume('fgcj', '8MiB');
+    const id = await volumeIdOf([s.etcd], 'fgcj');
+    /** Segment files of the volume on every node. */
+    const segmentFiles = (): string[] =>
+      fleet.names().flatMap((n) => {
+        const dir = join(fleet.info(n).dataDir, journalDirName, id);
+        return existsSync(dir) ? readdirSync(dir).map((f) => `${n}/${f}`) : [];
+      });
+    // Writer 1 journals small writes and dies; writer 2 takes over (replays, folds, opens its own
+    // segment) and dies without writing: its segment stays empty.
+    const first = await s.startFrontend({ flushAgeMs: 600_000 });
+    await nbdsh(
+      'small writes and a FLUSH (journaled)',
+      'for i in range(8): h.pwrite(b"\\x5a" * 4096, i * 1048576 + 8192)\nh.flush()\n',
+      {},
+      { uri: first.uri('fgcj') },
+    );
+    await first.kill();
+    const second = await s.startFrontend({ forceTakeover: true, flushAgeMs: 600_000 });
+    await nbdsh('attach', 'print(h.get_size())\n', {}, { uri: second.uri('fgcj') });
+    await second.kill();
+    expect(segmentFiles().length, `segment files before: ${segmentFiles().join(', ')}`).to.be.at.least(3);
+    // The dead writer's lease must expire before the volume can be deleted.
+    await waitFor(
+      'the dead writer lock to expire',
+      async () => ((await s.lockOf('fgcj')) === undefined ? true : undefined),
+      30_000,
+    );
+    await runOk('volume delete', process.execPath, [cairnctlPath, 'volume', 'delete', 'fgcj', '--etcd', s.etcd], {
+      deadlineMs: 30_000,
+    });
+    const r = await runClient(process.execPath, [cairnctlPath, 'gc', '--json', '--etcd', s.etcd], {
+      deadlineMs: 90_000,
+    });
+    expect(r.code, `gc: ${describeResult(r)}`).to.equal(0);
+    expect((JSON.parse(r.stdout) as GcReport).errors).to.deep.equal([]);
+    expect(segmentFiles(), 'journal segment files left on the nodes').to.deep.equal([]);
+  });
 
   // KNOWN BUG (open, src/api/volumes.ts sweepOrphans): fails. The sweep reads the volume's extent
   // map and lock once, then lists and deletes target by target. A writer that attaches after that

@@ -94,6 +94,13 @@ describe('journal wire protocol', () => {
       volume: 'v1',
       belowLsn: 40,
     });
+    expect(decodeTrimRequest(join(encodeTrimRequest({ volume: 'v1', deleted: true })))).to.deep.equal({
+      volume: 'v1',
+      deleted: true,
+    });
+    const forget = join(encodeTrimRequest({ volume: 'v1', deleted: true }));
+    forget[forget.length - 8] = 1; // mode 3 takes value 0 only
+    expect(() => decodeTrimRequest(forget)).to.throw(InvalidArgumentError, /mode 3/);
     expect(decodeListRequest(join(encodeListRequest(undefined)))).to.equal(undefined);
     expect(decodeListRequest(join(encodeListRequest('v1')))).to.equal('v1');
   });

@@ -3,7 +3,7 @@
  * rule, torn tails and damaged records at load, reads in pages, trim, and what survives a reopen.
  */
 import { expect } from 'chai';
-import { mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync, closeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChecksumMismatchError, InvalidArgumentError } from '../../../src/core/index.js';
@@ -271,5 +271,15 @@ describe('JournalStore', function () {
     await store.append(appendOf(1, 0, 100, 1, 'zero'));
     expect(await store.trim({ volume: 'zero', segment: 1 })).to.equal(1);
     await store.append(appendOf(2, 0, 100, 2, 'zero'));
+  });
+
+  it('forgets a deleted volume whole: every segment (an empty one too), its epoch and its directory', async () => {
+    const store = await openStore();
+    await store.append(appendOf(1, 3, 100, 1));
+    await store.create({ volume, segment: 2, epoch: 3 }); // empty: an LSN trim would keep it
+    expect(await store.trim({ volume, deleted: true })).to.equal(2);
+    expect((await store.list(volume)).volumes).to.deep.equal([]);
+    expect(existsSync(join(dir, volume)), 'the volume directory').to.equal(false);
+    expect(await store.trim({ volume, deleted: true })).to.equal(0);
   });
 });
