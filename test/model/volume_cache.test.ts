@@ -198,6 +198,40 @@ describe('model: write-back cache over the volume engine', function () {
     expect(Buffer.from(await cache.read(0, data.length)).equals(Buffer.from(data))).to.equal(true);
   });
 
+  it('reads ahead for a sequential reader: the next extents load in the background, then read from memory', async () => {
+    const map = new MemoryExtentMap();
+    const targets = new MemoryTargets(names);
+    const data = new Uint8Array(6 * volume.extentBytes).map((_, i) => (i * 13 + 5) & 0xff);
+    const writer = await open(map, targets, 1);
+    await writer.cache.write(0, data);
+    await writer.cache.flush();
+    await writer.cache.close();
+    // A fresh cache that holds the six extents: 4 KiB sequential reads, each a miss at first.
+    const { cache } = await open(map, targets, 2, 96 * KiB);
+    const read = async (offset: number, length: number) =>
+      expect(
+        Buffer.from(await cache.read(offset, length)).equals(Buffer.from(data.subarray(offset, offset + length))),
+        `[${offset}, +${length})`,
+      ).to.equal(true);
+    await read(0, 4 * KiB);
+    await read(4 * KiB, 4 * KiB); // sequential: loads extent 0 and starts loading 1.. ahead
+    expect(cache.stats.readAheads, 'extents read ahead').to.be.at.least(1);
+    await waitFor(
+      'the read-ahead to load extent 1',
+      async () => {
+        const before = cache.stats.readMisses;
+        await cache.read(volume.extentBytes + 100, 1);
+        return cache.stats.readMisses === before ? true : undefined;
+      },
+      10_000,
+      { intervalMs: 2 },
+    );
+    const misses = cache.stats.readMisses;
+    for (let off = 8 * KiB; off < 2 * volume.extentBytes; off += 4 * KiB) await read(off, 4 * KiB);
+    expect(cache.stats.readMisses, 'misses after the read-ahead (extents 0 and 1 in memory)').to.equal(misses);
+    await cache.close();
+  });
+
   it('limits folds by age to --fold-rate, but not folds under memory pressure', async () => {
     journal = new MemoryJournal();
     const clock = new SimClock();
