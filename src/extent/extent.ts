@@ -138,6 +138,9 @@ export class RangeSet {
 
   /** Removes [start, end) from the set. */
   remove(start: number, end: number): void {
+    assert(start <= end, 'range ends before it starts');
+    // An empty range removes nothing: cutting at it would split one range into two that touch.
+    if (start === end) return;
     const starts: number[] = [];
     const ends: number[] = [];
     for (let i = 0; i < this.starts.length; i++) {

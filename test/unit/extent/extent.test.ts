@@ -51,6 +51,14 @@ describe('RangeSet', () => {
     expect(s.bytes).to.equal(20);
   });
 
+  it('removes nothing for an empty range (it split [10, 40) into two touching ranges, and covers(14, 16) said no)', () => {
+    const s = new RangeSet();
+    s.add(10, 40);
+    s.remove(15, 15);
+    expect(s.ranges()).to.deep.equal([[10, 40]]);
+    expect(s.covers(14, 16)).to.equal(true);
+  });
+
   it('agrees with a bitmap model under random adds and removes', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.boolean(), fc.nat(200), fc.nat(50))), fc.nat(200), fc.nat(60), (ops, qs, ql) => {
