@@ -497,13 +497,21 @@ export class WriteBackCache implements BlockDevice {
     if (this.zeroBased(entry)) return true;
     if (entry.dirty.covers(offset, end)) return true;
     if (entry.journaled.length === 0 && entry.inflight === undefined) return false;
-    // Too few bytes to cover the range: no need to lay them out (this runs on every read miss).
-    if (entry.journaledBytes + (entry.inflight?.dirty.bytes ?? 0) + entry.dirty.bytes < end - offset) return false;
+    return this.layersCover(entry, [entry.inflight?.dirty, entry.dirty], offset, end);
+  }
+
+  /**
+   * True when the entry's journaled chunks, with `layers` (dirty sets) laid over them, hold every
+   * byte of [start, end). Returns at once when they hold too few bytes (it runs on read misses).
+   */
+  private layersCover(e: Entry, layers: readonly (SparseBytes | undefined)[], start: number, end: number): boolean {
+    let held = e.journaledBytes;
+    for (const l of layers) held += l?.bytes ?? 0;
+    if (held < end - start) return false;
     const all = new SparseBytes();
-    for (const c of entry.journaled) all.write(c.start, c.data);
-    for (const c of entry.inflight?.dirty.list() ?? []) all.write(c.start, c.data);
-    for (const c of entry.dirty.list()) all.write(c.start, c.data);
-    return all.covers(offset, end);
+    for (const c of e.journaled) all.write(c.start, c.data);
+    for (const l of layers) for (const c of l?.list() ?? []) all.write(c.start, c.data);
+    return all.covers(start, end);
   }
 
   private async readPiece(extent: number, offset: number, length: number, out: Uint8Array, at: number): Promise<void> {
@@ -944,11 +952,7 @@ export class WriteBackCache implements BlockDevice {
    */
   private wholeImage(e: Entry, dirty: SparseBytes = e.dirty): boolean {
     if (dirty.covers(0, e.length)) return true;
-    if (e.journaled.length === 0 || e.journaledBytes + dirty.bytes < e.length) return false;
-    const all = new SparseBytes();
-    for (const c of e.journaled) all.write(c.start, c.data);
-    for (const c of dirty.list()) all.write(c.start, c.data);
-    return all.covers(0, e.length);
+    return e.journaled.length > 0 && this.layersCover(e, [dirty], 0, e.length);
   }
 
   /**

@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import { CodecPool } from '../../src/codec/index.js';
-import { WriteBackCache } from '../../src/cache/index.js';
+import { WriteBackCache, type WriteBackCacheOptions } from '../../src/cache/index.js';
 import { FencedError } from '../../src/meta/index.js';
 import { VolumeEngine } from '../../src/volume/index.js';
 import { waitFor } from '../../src/dev/index.js';
@@ -50,7 +50,13 @@ describe('model: write-back cache over the volume engine', function () {
     journal = undefined;
   });
 
-  async function open(map: MemoryExtentMap, targets: MemoryTargets, epoch: number, dirtyBytesMax = 96 * KiB) {
+  async function open(
+    map: MemoryExtentMap,
+    targets: MemoryTargets,
+    epoch: number,
+    dirtyBytesMax = 96 * KiB,
+    extra: { clock?: SimClock; cache?: Partial<WriteBackCacheOptions> } = {},
+  ) {
     const engine = await VolumeEngine.open({
       volume,
       map,
@@ -60,6 +66,7 @@ describe('model: write-back cache over the volume engine', function () {
       epoch,
       oldShardGraceMs: 0,
       shardReadHedgeMs: 60_000,
+      ...(extra.clock === undefined ? {} : { clock: extra.clock }),
     });
     const cache = new WriteBackCache(
       {
@@ -73,7 +80,14 @@ describe('model: write-back cache over the volume engine', function () {
           ? {}
           : { journal: journal.writer(epoch), publishedLsn: (e: number) => engine.record(e)?.journalLsn }),
       },
-      { dirtyBytesMax, cacheBytesMax: dirtyBytesMax * 2, flushCheckMs: 0, flushRetryMs: 0 },
+      {
+        dirtyBytesMax,
+        cacheBytesMax: dirtyBytesMax * 2,
+        flushCheckMs: 0,
+        flushRetryMs: 0,
+        ...(extra.clock === undefined ? {} : { clock: extra.clock }),
+        ...extra.cache,
+      },
     );
     // Attach replays what the journal holds beyond the published generations.
     for (const r of journal?.unfolded() ?? []) cache.replayed(r.lsn, r.writes);
@@ -235,42 +249,11 @@ describe('model: write-back cache over the volume engine', function () {
   it('limits folds by age to --fold-rate, but not folds under memory pressure', async () => {
     journal = new MemoryJournal();
     const clock = new SimClock();
-    const map = new MemoryExtentMap();
-    const targets = new MemoryTargets(names);
-    const engine = await VolumeEngine.open({
-      volume,
-      map,
-      targets,
-      placer: roundRobinPlacer(names, 6),
-      pool,
-      epoch: 1,
-      oldShardGraceMs: 0,
-      shardReadHedgeMs: 60_000,
-      clock,
-    });
     // One 32 KiB extent image per second; age 1 s; the background looks every 100 ms.
-    const cache = new WriteBackCache(
-      {
-        geometry: volume,
-        isHole: (e) => engine.isHole(e),
-        versionOf: (e) => engine.versionOf(e),
-        readRange: (e, o, l) => engine.readRange(e, o, l),
-        readWhole: (e) => engine.readWhole(e),
-        persist: (i) => engine.persist(i),
-        journal: journal.writer(1),
-        publishedLsn: (e: number) => engine.record(e)?.journalLsn,
-      },
-      {
-        dirtyBytesMax: 96 * KiB,
-        cacheBytesMax: 192 * KiB,
-        flushCheckMs: 100,
-        flushAgeMs: 3_600_000,
-        foldAgeMs: 1000,
-        foldBytesPerSecond: volume.extentBytes,
-        flushRetryMs: 0,
-        clock,
-      },
-    );
+    const { cache } = await open(new MemoryExtentMap(), new MemoryTargets(names), 1, 96 * KiB, {
+      clock,
+      cache: { flushCheckMs: 100, flushAgeMs: 3_600_000, foldAgeMs: 1000, foldBytesPerSecond: volume.extentBytes },
+    });
     /** Runs the clock to `ms`, firing what is due, and lets the work it starts finish. */
     const runTo = async (ms: number) => {
       while (clock.fireNext(ms)) await settle();
