@@ -196,8 +196,11 @@ describe('the journal: acknowledged FLUSHes survive a SIGKILLed frontend, a lost
       seen: () => `${acked(writer).length}; ${writer.stdout().slice(-300)} ${a.logText().slice(-2000)}`,
     });
     process.kill(a.pid, 'SIGSTOP');
-    const acksAtStop = acked(writer);
     const b = await s.startFrontend({ forceTakeover: true });
+    // Read the acknowledgements only now: replies A sent before the stop may still sit in the
+    // writer's socket and stdout pipe (CI once counted two of those as acknowledged after the stop).
+    // Starting B takes long enough for the writer to drain them; it then waits on the stopped A.
+    const acksAtStop = acked(writer);
     // B attaches (fencing A at the nodes and in etcd) when a client connects.
     const want = expectedSlots('s1', acksAtStop);
     noneWrong(await wrongSlots(b, 'jstop', want, inFlight('s1', acksAtStop)));
