@@ -11,9 +11,14 @@ import { crc32 } from 'node:zlib';
 import { assert, assertByteCount } from './assert.js';
 import { checksumBlockBytes } from './limits.js';
 
-/** CRC-32 of the whole buffer, as an unsigned 32-bit integer. */
-export function crc32Of(bytes: Uint8Array): number {
-  return crc32(bytes) >>> 0;
+/**
+ * CRC-32 of the whole buffer, as an unsigned 32-bit integer. A non-zero `seed` starts the CRC
+ * from that value instead of 0 (as if `seed` were the CRC of bytes before these): the same bytes
+ * under two seeds give two different CRCs, which is how a shard's blocks are tied to the record
+ * that names them (see shard/format.ts).
+ */
+export function crc32Of(bytes: Uint8Array, seed = 0): number {
+  return crc32(bytes, seed) >>> 0;
 }
 
 /** Number of checksum blocks covering `length` bytes. */

@@ -7,6 +7,8 @@
  * shard key is derived from (volume id, extent, generation, shard) alone, so two generations never
  * share an object and a key says what it holds.
  */
+import { assert, assertByteCount } from './assert.js';
+import { crc32Of } from './checksum.js';
 
 /** Where one shard of a published generation lives: a target name and the object key there. */
 export interface ExtentShardRef {
@@ -26,6 +28,44 @@ export interface ExtentRecord {
    * journal skips this extent in records up to it. Absent for a volume without a journal.
    */
   readonly journalLsn?: number;
+  /**
+   * The end-to-end check (u32, never 0): shard i is framed with shardSeed(seed, i, shardBytes),
+   * so a reader verifies every block it reads against this record, not only against what a node
+   * says. Absent on records written before seeds existed (their shards verify with seed 0).
+   */
+  readonly seed?: number;
+}
+
+/**
+ * What a reader that has a shard's extent record knows the shard must be: its size and seed. A
+ * store given one checks the shard against it instead of against what the node says.
+ */
+export interface ShardExpectation {
+  readonly dataBytes: number;
+  readonly seed: number;
+}
+
+/**
+ * The seed shard `shard` of a generation with extent seed `extentSeed` is framed with, for
+ * shards of `dataBytes` bytes: never 0 (0 means "none"), different for each shard of a stripe
+ * and each size. Worked example: extentSeed 0x12345678, shard 2, dataBytes 1048576 gives the
+ * CRC-32 of the 16 bytes 78 56 34 12 | 02 00 00 00 | 00 00 10 00 00 00 00 00, or 1 if that is 0.
+ */
+export function shardSeed(extentSeed: number, shard: number, dataBytes: number): number {
+  assert(Number.isInteger(extentSeed) && extentSeed > 0 && extentSeed < 2 ** 32, `extent seed ${extentSeed}`);
+  assert(Number.isInteger(shard) && shard >= 0 && shard < 2 ** 32, `shard index ${shard}`);
+  assertByteCount(dataBytes);
+  const bytes = new Uint8Array(16);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, extentSeed, true);
+  view.setUint32(4, shard, true);
+  view.setBigUint64(8, BigInt(dataBytes), true);
+  return crc32Of(bytes) || 1;
+}
+
+/** What shard `shard` of `rec` must be for a reader: seed 0 for a record written before seeds. */
+export function expectationOf(rec: ExtentRecord, shard: number): ShardExpectation {
+  return { dataBytes: rec.shardBytes, seed: rec.seed === undefined ? 0 : shardSeed(rec.seed, shard, rec.shardBytes) };
 }
 
 /**

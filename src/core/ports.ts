@@ -5,6 +5,7 @@
  * Every implementation keeps the same promises, checked by one contract test suite
  * (test/integration/shard_store_contract.test.ts) that runs against all of them.
  */
+import type { ShardExpectation } from './extent_record.js';
 
 /** A half-open byte range [offset, offset + length) within a shard's data. */
 export interface ByteRange {
@@ -23,6 +24,12 @@ export interface ShardStoreCapabilities {
   readonly rangeRead: boolean;
   /** True when put() is create-only on the server side (not check-then-write). */
   readonly atomicCreate: boolean;
+}
+
+/** How put() frames a shard. */
+export interface ShardPutOptions {
+  /** The starting value of every block CRC (shardSeed() of the shard's record); default 0, none. */
+  readonly seed?: number;
 }
 
 /**
@@ -47,21 +54,23 @@ export interface ShardStore {
    * Throws ShardExistsError when the key exists (whatever its bytes), so a retry of a put that
    * did succeed is recognisable: the caller compares with head() if it needs to.
    */
-  put(key: string, data: Uint8Array): Promise<void>;
+  put(key: string, data: Uint8Array, options?: ShardPutOptions): Promise<void>;
 
   /**
    * Reads the whole shard, or `range` of it, verifying the checksum of every block the bytes come
-   * from; a mismatch throws ChecksumMismatchError and returns nothing. A range past the end is an
+   * from: against `expect` (the size and seed the shard's extent record implies) when given,
+   * else against the seed the shard was stored with. A mismatch throws ChecksumMismatchError and
+   * returns nothing. A range past the end is an
    * InvalidArgumentError. The returned array belongs to the caller.
    */
-  get(key: string, range?: ByteRange): Promise<Uint8Array>;
+  get(key: string, range?: ByteRange, expect?: ShardExpectation): Promise<Uint8Array>;
 
   /**
    * Optional: get() of a non-empty `range`, writing the bytes into `out` at `at` instead of a new
    * array (the read path then copies each byte once less). On failure `out` may hold part of
    * the range. Callers without it use get().
    */
-  getInto?(key: string, range: ByteRange, out: Uint8Array, at: number): Promise<void>;
+  getInto?(key: string, range: ByteRange, out: Uint8Array, at: number, expect?: ShardExpectation): Promise<void>;
 
   /** Size of the shard, or null when there is none. Does not read or verify the data. */
   head(key: string): Promise<ShardStat | null>;

@@ -34,7 +34,7 @@
  *   and the shard ops, the node's shard store on the same connection (the HTTP API's GET and
  *   PUT without a request per shard):
  *     SHARD_GET  str key, u8 ranged, u64 offset, u64 length (both 0 when not ranged)
- *                -> u32 blockBytes, u64 dataBytes, u32 firstBlock, u64 start, u64 end,
+ *                -> u32 blockBytes, u64 dataBytes, u32 firstBlock, u64 start, u64 end, u32 seed,
  *                   the framed blocks [start, end) of the shard covering the range (the rest)
  *     SHARD_PUT  str key, the shard framed as on disk (the rest) -> (empty)
  *   error answer: str code, u8 retryable, u32 nodeEpoch (EFENCED: the node's epoch, else 0),
@@ -547,6 +547,8 @@ export interface ShardGetAnswer {
   /** Where `framed` sits in the shard's framed form. */
   readonly start: number;
   readonly end: number;
+  /** The seed the node's stored header says the block CRCs start from. */
+  readonly seed: number;
   readonly framed: Uint8Array;
 }
 
@@ -572,7 +574,8 @@ export function decodeShardGetRequest(bytes: Uint8Array): ShardGetRequest {
 }
 
 export function encodeShardGetAnswer(a: ShardGetAnswer): Uint8Array[] {
-  return [new Writer().u32(a.blockBytes).u64(a.dataBytes).u32(a.firstBlock).u64(a.start).u64(a.end).done(), a.framed];
+  const w = new Writer().u32(a.blockBytes).u64(a.dataBytes).u32(a.firstBlock).u64(a.start).u64(a.end);
+  return [w.u32(a.seed).done(), a.framed];
 }
 
 export function decodeShardGetAnswer(bytes: Uint8Array): ShardGetAnswer {
@@ -583,6 +586,7 @@ export function decodeShardGetAnswer(bytes: Uint8Array): ShardGetAnswer {
     firstBlock: r.u32('firstBlock'),
     start: r.u64('start'),
     end: r.u64('end'),
+    seed: r.u32('seed'),
     framed: r.rest(),
   };
   if (answer.end < answer.start || answer.framed.length !== answer.end - answer.start)

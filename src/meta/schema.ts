@@ -142,6 +142,7 @@ function field<T>(key: string, o: Json, name: string, check: (v: unknown) => v i
 
 const isString = (v: unknown): v is string => typeof v === 'string';
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isSeed = (v: unknown): v is number => isCount(v) && v > 0 && v < 2 ** 32;
 const isPolicy = (v: unknown): v is TargetPolicy => targetPolicies.includes(v as TargetPolicy);
 const isProfile = (v: unknown): v is Profile => {
   if (typeof v !== 'object' || v === null) return false;
@@ -305,8 +306,10 @@ export function decodeExtent(key: string, text: string): ExtentRecord {
   const o = parse(key, text);
   const shards = field(key, o, 'shards', Array.isArray, 'a list');
   const journalLsn = o['journalLsn'] === undefined ? undefined : field(key, o, 'journalLsn', isCount, 'an LSN');
+  const seed = o['seed'] === undefined ? undefined : field(key, o, 'seed', isSeed, 'a seed (1 to 2^32 - 1)');
   return {
     ...(journalLsn === undefined ? {} : { journalLsn }),
+    ...(seed === undefined ? {} : { seed }),
     generation: field(key, o, 'generation', isCount, 'a generation'),
     shardBytes: field(key, o, 'shardBytes', isCount, 'a byte count'),
     shards: shards.map((s: unknown, i) => {

@@ -628,6 +628,7 @@ class JournalConnection {
               firstBlock: read.span.firstBlock,
               start: read.span.start,
               end: read.span.end,
+              seed: read.header.seed,
               framed: read.framed,
             }),
             framedBytesSent: read.framed.length,

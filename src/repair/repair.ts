@@ -22,6 +22,7 @@ import {
   ShardExistsError,
   ShardNotFoundError,
   errorMessage,
+  expectationOf,
   type ShardStore,
 } from '../core/index.js';
 import type { CodecPool } from '../codec/index.js';
@@ -228,16 +229,21 @@ export function chooseDestinations(
   return out;
 }
 
-/** Stores a rebuilt shard; an existing copy with the same bytes (an earlier, interrupted run) is fine. */
-async function putShard(store: ShardStore, key: string, bytes: Uint8Array): Promise<void> {
+/**
+ * Stores rebuilt shard `i` of `rec`, framed with the seed the record implies; an existing copy
+ * that is that shard (an earlier, interrupted run) is fine.
+ */
+async function putShard(store: ShardStore, rec: ExtentRecord, i: number, bytes: Uint8Array): Promise<void> {
+  const key = rec.shards[i]!.key;
+  const expect = expectationOf(rec, i);
   try {
-    await store.put(key, bytes);
+    await store.put(key, bytes, { seed: expect.seed });
   } catch (err) {
     if (!(err instanceof ShardExistsError)) throw err;
-    const existing = await store.get(key).catch(() => null);
+    const existing = await store.get(key, undefined, expect).catch(() => null);
     if (existing !== null && Buffer.from(existing).equals(Buffer.from(bytes))) return;
     await store.delete(key);
-    await store.put(key, bytes);
+    await store.put(key, bytes, { seed: expect.seed });
   }
 }
 
@@ -342,7 +348,7 @@ export async function runRepair(
         await meta.markMoving(marks, await movingLease());
         try {
           for (const [i, bytes] of rebuilt) {
-            await putShard(stores.store(destinations.get(i)!), rec.shards[i]!.key, bytes);
+            await putShard(stores.store(destinations.get(i)!), rec, i, bytes);
             bytesWritten += bytes.length;
             shardsRebuilt += 1;
             await limiter.take(bytes.length);
@@ -433,7 +439,7 @@ export async function runScrub(
       if (!up.has(ref.target)) continue;
       shardsChecked += 1;
       try {
-        const bytes = await stores.store(ref.target).get(ref.key);
+        const bytes = await stores.store(ref.target).get(ref.key, undefined, expectationOf(rec, i));
         bytesRead += bytes.length;
         await limiter.take(bytes.length);
         good.set(i, bytes);
@@ -459,7 +465,7 @@ export async function runScrub(
         const ref = rec.shards[i]!;
         const store = stores.store(ref.target);
         await store.delete(ref.key);
-        await store.put(ref.key, bytes);
+        await store.put(ref.key, bytes, { seed: expectationOf(rec, i).seed });
         await limiter.take(bytes.length);
         healed += 1;
       }

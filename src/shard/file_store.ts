@@ -40,11 +40,14 @@ import {
   assert,
   formatBytes,
   type ByteRange,
+  type ShardExpectation,
+  type ShardPutOptions,
   type ShardStat,
   type ShardStore,
   type ShardStoreCapabilities,
 } from '../core/index.js';
 import {
+  checkExpectation,
   checkRange,
   decodeHeader,
   encodeFrame,
@@ -179,9 +182,9 @@ export class FileShardStore implements ShardStore {
     return { rangeRead: true, atomicCreate: true };
   }
 
-  async put(key: string, data: Uint8Array): Promise<void> {
+  async put(key: string, data: Uint8Array, options: ShardPutOptions = {}): Promise<void> {
     const what = `Cannot store shard ${key} on ${this.description}`;
-    await this.storeFramed(key, encodeFrame(data), what);
+    await this.storeFramed(key, encodeFrame(data, options.seed), what);
   }
 
   /**
@@ -212,11 +215,12 @@ export class FileShardStore implements ShardStore {
     }
   }
 
-  async get(key: string, range?: ByteRange): Promise<Uint8Array> {
+  async get(key: string, range?: ByteRange, expect?: ShardExpectation): Promise<Uint8Array> {
     const what = `Cannot read shard ${key} from ${this.description}`;
     const read = await this.readSpan(key, range, what);
+    checkExpectation(read.header, expect, what);
     const want = range ?? { offset: 0, length: read.header.dataBytes };
-    return unframeSpan(read.framed, read.span, want, read.header.dataBytes, what, read.header.blockBytes);
+    return unframeSpan(read.framed, read.span, want, read.header, what);
   }
 
   /**
@@ -227,7 +231,7 @@ export class FileShardStore implements ShardStore {
     const what = `Cannot read shard ${key} from ${this.description}`;
     const read = await this.readSpan(key, range, what, beforeRead);
     const want = range ?? { offset: 0, length: read.header.dataBytes };
-    verifySpan(read.framed, read.span, want, read.header.dataBytes, what, read.header.blockBytes);
+    verifySpan(read.framed, read.span, want, read.header, what);
     return read;
   }
 

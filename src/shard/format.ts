@@ -9,14 +9,27 @@
  *     [6, 8)   reserved, 0
  *     [8, 12)  blockBytes
  *     [12, 20) dataBytes (u64)
- *     [20, 28) reserved, 0
+ *     [20, 24) seed (u32): the starting value of every block CRC; 0 for a shard no record names
+ *     [24, 28) reserved, 0
  *     [28, 32) CRC-32 of bytes [0, 28)
- *   block i: [crc32 u32][data bytes [i * blockBytes, min(dataBytes, (i + 1) * blockBytes))]
+ *   block i: [CRC-32 of the block's data, started from seed (u32)][data bytes [i * blockBytes,
+ *            min(dataBytes, (i + 1) * blockBytes))]
  *
  * Worked example, blockBytes 4096, dataBytes 10000: 3 blocks (4096, 4096, 1808 bytes), framed
  * size 32 + 3 * 4 + 10000 = 10044. Data range [5000, 5100) lies in block 1, which starts at
  * 32 + 1 * 4100 = 4132 and ends at 8232; its data begins 4 bytes in, so the range is framed bytes
  * [4132 + 4 + 904, 4132 + 4 + 1004).
+ *
+ * The seed is the end-to-end check. The writer of an extent draws a random seed for the extent,
+ * records it in the extent record, and frames each shard with a seed derived from it, the
+ * shard's index and its size (shardSeed() in core/extent_record.ts). A node verifies blocks with the seed in the header
+ * it stores; a reader that has the record verifies them with the seed the record implies. So a
+ * shard that a node holds intact but that is not the one the record names (a stale generation,
+ * another extent's or shard's bytes, a PUT of other data under the key, which the node frames
+ * with seed 0, a shard of another size) fails the reader's check although it passes the node's.
+ * Version-1 shards written before seeds existed have 0 in these bytes, and their records no seed:
+ * they verify exactly as they always did. CRCs are not a MAC: a writer who knows the seed can
+ * forge a block (see docs/operations.md); the seed catches every mistake, not an attacker.
  *
  * Pure: no I/O. Stores (file, node, S3) decide how to read the framed bytes.
  */
@@ -28,7 +41,7 @@ import {
   checksumBlockBytes,
   crc32Of,
 } from '../core/index.js';
-import type { ByteRange } from '../core/index.js';
+import type { ByteRange, ShardExpectation } from '../core/index.js';
 
 export const frameHeaderBytes = 32;
 export const frameVersion = 1;
@@ -38,6 +51,8 @@ const crcBytes = 4;
 export interface FrameHeader {
   readonly blockBytes: number;
   readonly dataBytes: number;
+  /** The starting value of every block CRC (0: none). */
+  readonly seed: number;
 }
 
 export function blocksIn(dataBytes: number, blockBytes = checksumBlockBytes): number {
@@ -64,16 +79,17 @@ export function dataBytesOfFramed(totalBytes: number, blockBytes = checksumBlock
   return -1;
 }
 
-/** Frames `data` into a new buffer: header, then [crc, block] pairs. */
-export function encodeFrame(data: Uint8Array, blockBytes = checksumBlockBytes): Uint8Array {
+/** Frames `data` into a new buffer: header, then [crc, block] pairs, every CRC started from `seed`. */
+export function encodeFrame(data: Uint8Array, seed = 0, blockBytes = checksumBlockBytes): Uint8Array {
+  assert(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32, `frame seed ${seed}`);
   const out = new Uint8Array(framedBytes(data.length, blockBytes));
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  writeHeader(view, { blockBytes, dataBytes: data.length });
+  writeHeader(view, { blockBytes, dataBytes: data.length, seed });
   const n = blocksIn(data.length, blockBytes);
   let at = frameHeaderBytes;
   for (let i = 0; i < n; i++) {
     const block = data.subarray(i * blockBytes, Math.min(data.length, (i + 1) * blockBytes));
-    view.setUint32(at, crc32Of(block), true);
+    view.setUint32(at, crc32Of(block, seed), true);
     out.set(block, at + crcBytes);
     at += crcBytes + block.length;
   }
@@ -86,6 +102,7 @@ function writeHeader(view: DataView, header: FrameHeader): void {
   view.setUint16(4, frameVersion, true);
   view.setUint32(8, header.blockBytes, true);
   view.setBigUint64(12, BigInt(header.dataBytes), true);
+  view.setUint32(20, header.seed, true);
   view.setUint32(28, crc32Of(new Uint8Array(view.buffer, view.byteOffset, 28)), true);
 }
 
@@ -104,7 +121,7 @@ export function decodeHeader(bytes: Uint8Array, what: string): FrameHeader {
   const dataBytes = Number(view.getBigUint64(12, true));
   if (blockBytes === 0 || !Number.isSafeInteger(dataBytes))
     throw new ChecksumMismatchError(`${what}: shard header is inconsistent`);
-  return { blockBytes, dataBytes };
+  return { blockBytes, dataBytes, seed: view.getUint32(20, true) };
 }
 
 /** Where the blocks covering a data range sit in the framed object. */
@@ -145,19 +162,19 @@ export function checkRange(range: ByteRange, dataBytes: number): void {
 }
 
 /**
- * Verifies the framed blocks in `framed` (exactly the span framedSpan() named) and returns the
- * data `range` as a new array. Throws ChecksumMismatchError naming the first bad block.
+ * Verifies the framed blocks in `framed` (exactly the span framedSpan() named) against `shape`
+ * (the shard's size, block size and seed) and returns the data `range` as a new array. Throws
+ * ChecksumMismatchError naming the first bad block.
  */
 export function unframeSpan(
   framed: Uint8Array,
   span: FramedSpan,
   range: ByteRange,
-  dataBytes: number,
+  shape: FrameHeader,
   what: string,
-  blockBytes = checksumBlockBytes,
 ): Uint8Array {
   const out = new Uint8Array(range.length);
-  unframeSpanInto(framed, span, range, dataBytes, what, blockBytes, out, 0);
+  unframeSpanInto(framed, span, range, shape, what, out, 0);
   return out;
 }
 
@@ -166,15 +183,14 @@ export function unframeSpanInto(
   framed: Uint8Array,
   span: FramedSpan,
   range: ByteRange,
-  dataBytes: number,
+  shape: FrameHeader,
   what: string,
-  blockBytes: number,
   out: Uint8Array,
   at: number,
 ): void {
   assert(at >= 0 && at + range.length <= out.length, 'unframeSpanInto: the range does not fit the buffer');
   let written = at;
-  eachVerifiedBlock(framed, span, range, dataBytes, what, blockBytes, (data, blockStart) => {
+  eachVerifiedBlock(framed, span, range, shape, what, (data, blockStart) => {
     const from = Math.max(range.offset, blockStart) - blockStart;
     const to = Math.min(range.offset + range.length, blockStart + data.length) - blockStart;
     out.set(data.subarray(from, to), written);
@@ -187,27 +203,53 @@ export function verifySpan(
   framed: Uint8Array,
   span: FramedSpan,
   range: ByteRange,
-  dataBytes: number,
+  shape: FrameHeader,
   what: string,
-  blockBytes = checksumBlockBytes,
 ): void {
-  eachVerifiedBlock(framed, span, range, dataBytes, what, blockBytes, () => undefined);
+  eachVerifiedBlock(framed, span, range, shape, what, () => undefined);
 }
+
+/** The shape a framed shard must have to meet `expect`: its size and seed, blocks as stored. */
+export function expectedShape(stored: FrameHeader, expect: ShardExpectation | undefined): FrameHeader {
+  return expect === undefined
+    ? stored
+    : { blockBytes: stored.blockBytes, dataBytes: expect.dataBytes, seed: expect.seed };
+}
+
+/**
+ * Throws ChecksumMismatchError when a shard's stored size or seed is not what its record says:
+ * the node holds a shard intact, but not the one the reader's record names.
+ */
+export function checkExpectation(stored: FrameHeader, expect: ShardExpectation | undefined, what: string): void {
+  if (expect === undefined) return;
+  if (stored.dataBytes !== expect.dataBytes) {
+    throw new ChecksumMismatchError(
+      `${what}: the shard holds ${stored.dataBytes} bytes, its extent record says ${expect.dataBytes} (not the shard the record names)`,
+    );
+  }
+  if (stored.seed !== expect.seed) {
+    throw new ChecksumMismatchError(
+      `${what}: the shard was framed with seed ${hex(stored.seed)}, its extent record implies ${hex(expect.seed)} (not the shard the record names)`,
+    );
+  }
+}
+
+const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
 
 /** Checks each block's CRC of the span covering `range`, handing every verified block to `visit`. */
 function eachVerifiedBlock(
   framed: Uint8Array,
   span: FramedSpan,
   range: ByteRange,
-  dataBytes: number,
+  shape: FrameHeader,
   what: string,
-  blockBytes: number,
   visit: (data: Uint8Array, blockStart: number) => void,
 ): void {
   if (framed.length !== span.end - span.start) {
     throw new ChecksumMismatchError(`${what}: expected ${span.end - span.start} framed bytes, got ${framed.length}`);
   }
   if (range.length === 0) return;
+  const { blockBytes, dataBytes, seed } = shape;
   const view = new DataView(framed.buffer, framed.byteOffset, framed.byteLength);
   let at = 0;
   let block = span.firstBlock;
@@ -215,7 +257,7 @@ function eachVerifiedBlock(
     const length = Math.min(blockBytes, dataBytes - blockStart);
     assert(length > 0 && at + crcBytes + length <= framed.length, 'framed span shorter than the range');
     const data = framed.subarray(at + crcBytes, at + crcBytes + length);
-    if (view.getUint32(at, true) !== crc32Of(data)) {
+    if (view.getUint32(at, true) !== crc32Of(data, seed)) {
       throw new ChecksumMismatchError(
         `${what}: checksum mismatch in block ${block} (bytes [${blockStart}, ${blockStart + length}))`,
       );
@@ -230,22 +272,24 @@ function eachVerifiedBlock(
  * Checks a whole framed shard (header, size, every block) without copying it; returns its
  * header. A node takes a shard its client framed this way and stores the bytes as they came.
  */
-export function verifyFrame(framed: Uint8Array, what: string): FrameHeader {
-  return wholeFrame(framed, what, verifySpan).header;
+export function verifyFrame(framed: Uint8Array, what: string, expect?: ShardExpectation): FrameHeader {
+  return wholeFrame(framed, what, expect, verifySpan).header;
 }
 
-/** Verifies a whole framed shard and returns its data. */
-export function decodeFrame(framed: Uint8Array, what: string): Uint8Array {
-  return wholeFrame(framed, what, unframeSpan).out;
+/** Verifies a whole framed shard (against `expect` when given) and returns its data. */
+export function decodeFrame(framed: Uint8Array, what: string, expect?: ShardExpectation): Uint8Array {
+  return wholeFrame(framed, what, expect, unframeSpan).out;
 }
 
 /** Checks a whole shard's header and size, then runs `check` (verifySpan or unframeSpan) over its blocks. */
 function wholeFrame<T>(
   framed: Uint8Array,
   what: string,
-  check: (f: Uint8Array, s: FramedSpan, r: ByteRange, d: number, w: string, b: number) => T,
+  expect: ShardExpectation | undefined,
+  check: (f: Uint8Array, s: FramedSpan, r: ByteRange, shape: FrameHeader, w: string) => T,
 ): { header: FrameHeader; out: T } {
   const header = decodeHeader(framed, what);
+  checkExpectation(header, expect, what);
   if (framed.length !== framedBytes(header.dataBytes, header.blockBytes)) {
     throw new ChecksumMismatchError(
       `${what}: shard is ${framed.length} bytes, its header implies ${framedBytes(header.dataBytes, header.blockBytes)}`,
@@ -253,6 +297,6 @@ function wholeFrame<T>(
   }
   const range = { offset: 0, length: header.dataBytes };
   const span = framedSpan(range, header.dataBytes, header.blockBytes);
-  const out = check(framed.subarray(span.start, span.end), span, range, header.dataBytes, what, header.blockBytes);
+  const out = check(framed.subarray(span.start, span.end), span, range, header, what);
   return { header, out };
 }

@@ -4,9 +4,16 @@
  * corrupt()) matches theirs.
  */
 import { ShardExistsError, ShardNotFoundError } from '../core/index.js';
-import type { ByteRange, ShardStat, ShardStore, ShardStoreCapabilities } from '../core/index.js';
+import type {
+  ByteRange,
+  ShardExpectation,
+  ShardPutOptions,
+  ShardStat,
+  ShardStore,
+  ShardStoreCapabilities,
+} from '../core/index.js';
 import { checkShardKey, checkShardPrefix } from './keys.js';
-import { decodeHeader, encodeFrame, framedSpan, frameHeaderBytes, unframeSpan } from './format.js';
+import { checkExpectation, decodeHeader, encodeFrame, framedSpan, frameHeaderBytes, unframeSpan } from './format.js';
 import { listLimitDefault, listLimitMax } from './limits.js';
 
 export class MemoryShardStore implements ShardStore {
@@ -21,23 +28,24 @@ export class MemoryShardStore implements ShardStore {
     return { rangeRead: true, atomicCreate: true };
   }
 
-  async put(key: string, data: Uint8Array): Promise<void> {
+  async put(key: string, data: Uint8Array, options: ShardPutOptions = {}): Promise<void> {
     checkShardKey(key);
     if (this.shards.has(key))
       throw new ShardExistsError(`Cannot store shard ${key} on ${this.description}: it already exists`);
-    this.shards.set(key, encodeFrame(data));
+    this.shards.set(key, encodeFrame(data, options.seed));
   }
 
-  async get(key: string, range?: ByteRange): Promise<Uint8Array> {
+  async get(key: string, range?: ByteRange, expect?: ShardExpectation): Promise<Uint8Array> {
     checkShardKey(key);
     const framed = this.shards.get(key);
     if (framed === undefined)
       throw new ShardNotFoundError(`Cannot read shard ${key} from ${this.description}: no such shard`);
     const what = `Cannot read shard ${key} from ${this.description}`;
-    const { dataBytes } = decodeHeader(framed.subarray(0, frameHeaderBytes), what);
-    const want = range ?? { offset: 0, length: dataBytes };
-    const span = framedSpan(want, dataBytes);
-    return unframeSpan(framed.subarray(span.start, span.end), span, want, dataBytes, what);
+    const header = decodeHeader(framed.subarray(0, frameHeaderBytes), what);
+    checkExpectation(header, expect, what);
+    const want = range ?? { offset: 0, length: header.dataBytes };
+    const span = framedSpan(want, header.dataBytes, header.blockBytes);
+    return unframeSpan(framed.subarray(span.start, span.end), span, want, header, what);
   }
 
   async head(key: string): Promise<ShardStat | null> {

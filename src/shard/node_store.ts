@@ -31,6 +31,8 @@ import {
   DiskFullError,
   RangeOutsideError,
   type ByteRange,
+  type ShardExpectation,
+  type ShardPutOptions,
   type ShardStat,
   type ShardStore,
   type ShardStoreCapabilities,
@@ -44,12 +46,15 @@ import {
 import { JournalNodeClient } from './journal_client.js';
 import { connectionError, errnoOf, parseHostPort } from './net.js';
 import {
+  checkExpectation,
   checkRange,
   encodeFrame,
+  expectedShape,
   framedBytes,
   framedSpan,
   unframeSpan,
   unframeSpanInto,
+  type FrameHeader,
   type FramedSpan,
 } from './format.js';
 import { checkShardKey, checkShardPrefix } from './keys.js';
@@ -72,7 +77,7 @@ const idleSocketMs = 30_000;
 export const nodeHeaders = {
   /** PUT of raw data: lowercase hex CRC-32 (IEEE) of the whole request body. */
   crc32: 'x-cairn-crc32',
-  /** GET: `firstBlock,start,end,dataBytes`: where the framed body sits in the shard. */
+  /** GET: `firstBlock,start,end,dataBytes,seed`: where the framed body sits in the shard, and its seed. */
   framedSpan: 'x-cairn-framed-span',
   /** GET: checksum block size of the shard (4096 for every shard Cairn writes). */
   blockBytes: 'x-cairn-block-bytes',
@@ -213,7 +218,7 @@ export class NodeShardStore implements ShardStore {
     return { rangeRead: true, atomicCreate: true };
   }
 
-  async put(key: string, data: Uint8Array): Promise<void> {
+  async put(key: string, data: Uint8Array, options: ShardPutOptions = {}): Promise<void> {
     checkShardKey(key);
     const action = `Cannot store shard ${key} on`;
     if (data.length > nodeShardBytesMax) {
@@ -222,7 +227,7 @@ export class NodeShardStore implements ShardStore {
       );
     }
     // Framed here, once: the checksums the node verifies are the ones it stores.
-    const framed = encodeFrame(data);
+    const framed = encodeFrame(data, options.seed);
     if (this.binary !== undefined && framed.length <= binaryPutBytesMax) {
       await this.binary.shardPut(key, framed);
       return;
@@ -238,7 +243,7 @@ export class NodeShardStore implements ShardStore {
     this.expectStatus(answer, 201, action);
   }
 
-  async get(key: string, range?: ByteRange): Promise<Uint8Array> {
+  async get(key: string, range?: ByteRange, expect?: ShardExpectation): Promise<Uint8Array> {
     checkShardKey(key);
     const action = `Cannot read shard ${key} from`;
     if (range !== undefined) {
@@ -251,39 +256,41 @@ export class NodeShardStore implements ShardStore {
         return new Uint8Array(0);
       }
     }
-    const f = await this.fetchSpan(key, range, action);
-    return unframeSpan(f.body, f.expected, f.want, f.dataBytes, f.what, f.blockBytes);
+    const f = await this.fetchSpan(key, range, action, expect);
+    return unframeSpan(f.body, f.expected, f.want, f.shape, f.what);
   }
 
-  async getInto(key: string, range: ByteRange, out: Uint8Array, at: number): Promise<void> {
+  async getInto(key: string, range: ByteRange, out: Uint8Array, at: number, expect?: ShardExpectation): Promise<void> {
     if (range.length === 0) {
-      await this.get(key, range);
+      await this.get(key, range, expect);
       return;
     }
     checkShardKey(key);
     checkRange(range, Number.MAX_SAFE_INTEGER);
-    const f = await this.fetchSpan(key, range, `Cannot read shard ${key} from`);
-    unframeSpanInto(f.body, f.expected, f.want, f.dataBytes, f.what, f.blockBytes, out, at);
+    const f = await this.fetchSpan(key, range, `Cannot read shard ${key} from`, expect);
+    unframeSpanInto(f.body, f.expected, f.want, f.shape, f.what, out, at);
   }
 
   /**
    * The framed blocks of `range` (the whole shard when absent, never empty), from the binary
-   * connection or HTTP, with the span they must be: checked against what the node said it sent.
+   * connection or HTTP, with the span they must be: checked against what the node said it sent,
+   * and the shape (size, seed) to verify its blocks with: `expect`'s when given, which the
+   * node's must then equal, else the node's.
    */
   private async fetchSpan(
     key: string,
     range: ByteRange | undefined,
     action: string,
+    expect: ShardExpectation | undefined,
   ): Promise<{
     body: Uint8Array;
     expected: FramedSpan;
     want: ByteRange;
-    dataBytes: number;
-    blockBytes: number;
+    shape: FrameHeader;
     what: string;
   }> {
     const what = `${action} ${this.description}`;
-    let sent: FramedSpan & { dataBytes: number };
+    let sent: SentSpan;
     let blockBytes: number;
     let body: Uint8Array;
     let got: ShardGetAnswer | undefined;
@@ -295,7 +302,7 @@ export class NodeShardStore implements ShardStore {
       });
     }
     if (got !== undefined) {
-      sent = { firstBlock: got.firstBlock, start: got.start, end: got.end, dataBytes: got.dataBytes };
+      sent = { firstBlock: got.firstBlock, start: got.start, end: got.end, dataBytes: got.dataBytes, seed: got.seed };
       blockBytes = got.blockBytes;
       body = got.framed;
     } else {
@@ -330,7 +337,10 @@ export class NodeShardStore implements ShardStore {
         `${what}: the node sent framed bytes [${sent.start}, ${sent.end}), expected [${expected.start}, ${expected.end})`,
       );
     }
-    return { body, expected, want, dataBytes: sent.dataBytes, blockBytes, what };
+    const stored = { blockBytes, dataBytes: sent.dataBytes, seed: sent.seed };
+    checkExpectation(stored, expect, what);
+    // Verified with the record's seed, not the node's word for it: the node only says where.
+    return { body, expected, want, shape: expectedShape(stored, expect), what };
   }
 
   async head(key: string): Promise<ShardStat | null> {
@@ -501,12 +511,14 @@ function shardPath(key: string): string {
   return `${nodeShardsPath}/${key}`;
 }
 
-function parseSpanHeader(value: string | string[] | undefined, what: string): FramedSpan & { dataBytes: number } {
+/** The node's `firstBlock,start,end,dataBytes,seed` header (a node before seeds sends no seed: 0). */
+function parseSpanHeader(value: string | string[] | undefined, what: string): SentSpan {
   const parts = typeof value === 'string' ? value.split(',').map(Number) : [];
-  const [firstBlock, start, end, dataBytes] = parts;
+  const [firstBlock, start, end, dataBytes, seed = 0] = parts;
   if (
-    parts.length !== 4 ||
+    (parts.length !== 4 && parts.length !== 5) ||
     !parts.every((n) => Number.isSafeInteger(n) && n >= 0) ||
+    seed >= 2 ** 32 ||
     firstBlock === undefined ||
     start === undefined ||
     end === undefined ||
@@ -514,8 +526,11 @@ function parseSpanHeader(value: string | string[] | undefined, what: string): Fr
   ) {
     throw new ChecksumMismatchError(`${what}: the node sent no valid ${nodeHeaders.framedSpan} header`);
   }
-  return { firstBlock, start, end, dataBytes };
+  return { firstBlock, start, end, dataBytes, seed };
 }
+
+/** What the node says it sent: the span, and the size and seed of the shard it came from. */
+type SentSpan = FramedSpan & { dataBytes: number; seed: number };
 
 function parseJson(body: Buffer): unknown {
   try {

@@ -52,6 +52,8 @@ import {
   zoneId,
   type ByteRange,
   type ShardStat,
+  type ShardExpectation,
+  type ShardPutOptions,
   type ShardStore,
   type ShardStoreCapabilities,
   type TargetId,
@@ -68,6 +70,7 @@ import {
   framedBytes,
   framedSpan,
   unframeSpan,
+  type FrameHeader,
 } from './format.js';
 import { checkShardKey, checkShardPrefix } from './keys.js';
 import { listLimitDefault, listLimitMax } from './limits.js';
@@ -238,7 +241,7 @@ export class S3ShardStore implements ShardStore {
     }
   }
 
-  async put(key: string, data: Uint8Array): Promise<void> {
+  async put(key: string, data: Uint8Array, options: ShardPutOptions = {}): Promise<void> {
     checkShardKey(key);
     const what = `Cannot store shard ${key} on ${this.description}`;
     if (data.length > s3ShardBytesMax) {
@@ -247,7 +250,7 @@ export class S3ShardStore implements ShardStore {
       );
     }
     await this.checkCreateOnly();
-    const framed = encodeFrame(data);
+    const framed = encodeFrame(data, options.seed);
     try {
       await this.putFramed(key, framed);
     } catch (err) {
@@ -255,15 +258,17 @@ export class S3ShardStore implements ShardStore {
     }
   }
 
-  async get(key: string, range?: ByteRange): Promise<Uint8Array> {
+  async get(key: string, range?: ByteRange, expect?: ShardExpectation): Promise<Uint8Array> {
     checkShardKey(key);
     const what = `Cannot read shard ${key} from ${this.description}`;
     try {
-      if (range === undefined) return decodeFrame(await this.getObject(key, undefined, what), what);
+      if (range === undefined) return decodeFrame(await this.getObject(key, undefined, what), what, expect);
       // Offsets must be safe and non-negative before they become a Range header.
       checkRange(range, Number.MAX_SAFE_INTEGER);
       if (range.length === 0) return await this.getEmptyRange(key, range, what);
-      return await this.getRange(key, range, what);
+      // A range read carries no header: without a record to say the seed, the header tells it.
+      const seed = expect?.seed ?? (await this.headerOf(key, what)).seed;
+      return await this.getRange(key, range, what, seed, expect);
     } catch (err) {
       throw this.failure(err, what, 'get');
     }
@@ -428,10 +433,13 @@ export class S3ShardStore implements ShardStore {
    * the 32-byte header answers both, and its own CRC vouches for the size it states.
    */
   private async getEmptyRange(key: string, range: ByteRange, what: string): Promise<Uint8Array> {
-    const header = await this.getObject(key, { start: 0, end: frameHeaderBytes }, what);
-    const { dataBytes } = decodeHeader(header.bytes, what);
-    checkRange(range, dataBytes);
+    checkRange(range, (await this.headerOf(key, what)).dataBytes);
     return new Uint8Array(0);
+  }
+
+  /** The shard's header, read on its own (its CRC vouches for it). */
+  private async headerOf(key: string, what: string): Promise<FrameHeader> {
+    return decodeHeader((await this.getObject(key, { start: 0, end: frameHeaderBytes }, what)).bytes, what);
   }
 
   /**
@@ -447,7 +455,13 @@ export class S3ShardStore implements ShardStore {
    * 32 + 4100 = 4132 to 4132 + 4100 - 1 = 8231; Content-Range "bytes 4132-8231/10044" gives
    * dataBytes 10000; framedSpan() agrees on [4132, 8232).
    */
-  private async getRange(key: string, range: ByteRange, what: string): Promise<Uint8Array> {
+  private async getRange(
+    key: string,
+    range: ByteRange,
+    what: string,
+    seed: number,
+    expect: ShardExpectation | undefined,
+  ): Promise<Uint8Array> {
     const firstBlock = Math.floor(range.offset / checksumBlockBytes);
     const lastBlock = Math.floor((range.offset + range.length - 1) / checksumBlockBytes);
     const start = frameHeaderBytes + firstBlock * framedBlockBytes;
@@ -455,12 +469,13 @@ export class S3ShardStore implements ShardStore {
     const got = await this.getObject(key, { start, end }, what);
     if (got.totalBytes === undefined) {
       // The server ignored Range and sent the whole object (allowed by HTTP): cut it here.
-      const dataBytes = this.dataBytesOf(got.bytes.length, what);
+      const dataBytes = this.dataBytesOf(got.bytes.length, what, expect);
       checkRange(range, dataBytes);
       const span = framedSpan(range, dataBytes);
-      return unframeSpan(got.bytes.subarray(span.start, span.end), span, range, dataBytes, what);
+      const shape = { blockBytes: checksumBlockBytes, dataBytes, seed };
+      return unframeSpan(got.bytes.subarray(span.start, span.end), span, range, shape, what);
     }
-    const dataBytes = this.dataBytesOf(got.totalBytes, what);
+    const dataBytes = this.dataBytesOf(got.totalBytes, what, expect);
     checkRange(range, dataBytes);
     const span = framedSpan(range, dataBytes);
     if (got.start !== span.start) {
@@ -468,13 +483,19 @@ export class S3ShardStore implements ShardStore {
         `${what}: asked for framed bytes from ${span.start}, the server sent from ${got.start}`,
       );
     }
-    return unframeSpan(got.bytes, span, range, dataBytes, what);
+    return unframeSpan(got.bytes, span, range, { blockBytes: checksumBlockBytes, dataBytes, seed }, what);
   }
 
-  private dataBytesOf(totalBytes: number, what: string): number {
+  /** The data size of an object of `totalBytes`; it must be the one `expect` names, when given. */
+  private dataBytesOf(totalBytes: number, what: string, expect?: ShardExpectation): number {
     const dataBytes = dataBytesOfFramed(totalBytes);
     if (dataBytes < 0) {
       throw new ChecksumMismatchError(`${what}: an object of ${totalBytes} bytes is not a framed shard`);
+    }
+    if (expect !== undefined && dataBytes !== expect.dataBytes) {
+      throw new ChecksumMismatchError(
+        `${what}: the shard holds ${dataBytes} bytes, its extent record says ${expect.dataBytes} (not the shard the record names)`,
+      );
     }
     return dataBytes;
   }

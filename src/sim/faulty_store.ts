@@ -22,6 +22,8 @@ import {
   ShardNotFoundError,
   UnavailableError,
   type ByteRange,
+  type ShardExpectation,
+  type ShardPutOptions,
   type ShardStat,
   type ShardStore,
   type ShardStoreCapabilities,
@@ -206,12 +208,12 @@ export class FaultyShardStore implements ShardStore {
     return true;
   }
 
-  async put(key: string, data: Uint8Array): Promise<void> {
+  async put(key: string, data: Uint8Array, options?: ShardPutOptions): Promise<void> {
     if (!(await this.arrive('put', key))) return hang();
     // A flaky target sometimes stores the shard and then loses the reply.
     const lostReply = this.target.flakyP > 0 && this.env.rng.chance(this.target.flakyP / 2);
     try {
-      await this.target.inner.put(key, data);
+      await this.target.inner.put(key, data, options);
     } catch (err) {
       this.env.logFailure({ op: 'put', target: this.target.name, key, reason: 'other' });
       throw err;
@@ -225,10 +227,10 @@ export class FaultyShardStore implements ShardStore {
     }
   }
 
-  async get(key: string, range?: ByteRange): Promise<Uint8Array> {
+  async get(key: string, range?: ByteRange, expect?: ShardExpectation): Promise<Uint8Array> {
     if (!(await this.arrive('get', key))) return hang();
     try {
-      return await this.target.inner.get(key, range);
+      return await this.target.inner.get(key, range, expect);
     } catch (err) {
       let reason: FailReason = 'other';
       if (err instanceof ChecksumMismatchError) {

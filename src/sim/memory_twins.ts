@@ -80,11 +80,11 @@ export class MemoryTargets implements TargetStores {
       return {
         description: store.description,
         capabilities: () => store.capabilities(),
-        put: (key, data) => store.put(key, data),
-        get: async (key, range) => {
+        put: (key, data, options) => store.put(key, data, options),
+        get: async (key, range, expect) => {
           countGet();
           if (this.stalled.has(target)) return new Promise<never>(() => undefined);
-          const bytes = await store.get(key, range);
+          const bytes = await store.get(key, range, expect);
           this.getBytes.set(target, (this.getBytes.get(target) ?? 0) + bytes.length);
           return bytes;
         },

@@ -116,13 +116,14 @@ export async function runSimulation(seed: number, options: SimulationOptions = {
       ? new GatedPool(options.pool)
       : new KernelCodec(options.kernel ?? (sharedKernel ??= new WasmKernel()));
   const trace = new Trace(options.log);
-  // Forked in this order (the journal's last), so adding a stream reshuffles none of the others.
+  // Forked in this order (new streams last), so adding a stream reshuffles none of the others.
   const store = root.fork('store');
   const map = root.fork('map');
   const workload = root.fork('workload');
   const faults = root.fork('faults');
   const journal = root.fork('journal');
-  const world = new World(config, codec, trace, { store, map, journal }, journalBugOf(options.bug));
+  const seeds = root.fork('extent-seeds');
+  const world = new World(config, codec, trace, { store, map, journal, seeds }, journalBugOf(options.bug));
   const sim = new Simulation(seed, world, workload, faults, options);
   try {
     await sim.run();

@@ -283,6 +283,8 @@ export class World {
   private mapToken = 0;
   /** The volume's journal, when the seed gives it one. */
   readonly journal: SimJournal | undefined;
+  /** Extent seeds for the engines, from their own stream: the same seed draws the same ones. */
+  private readonly seedSource: (() => number) | undefined;
   private readonly journalRng: Prng | undefined;
   private readonly journalTokens = new Map<string, number>();
   private readonly journalCrashMs = new Map<string, number>();
@@ -293,9 +295,11 @@ export class World {
     readonly config: WorldConfig,
     readonly codec: SimCodec,
     readonly trace: Trace,
-    streams: { readonly store: Prng; readonly map: Prng; readonly journal?: Prng },
+    streams: { readonly store: Prng; readonly map: Prng; readonly journal?: Prng; readonly seeds?: Prng },
     journalBug?: JournalBug,
   ) {
+    const seeds = streams.seeds;
+    if (seeds !== undefined) this.seedSource = () => seeds.nextU32() || 1;
     for (const t of config.targets) this.targets.set(t.name, new SimTarget(t.name, t.zone, t.usedBytes));
     this.scheduler = new Scheduler(this.clock, codec);
     this.policy = {
@@ -752,6 +756,7 @@ export class World {
       oldShardGraceMs: c.oldShardGraceMs,
       clock: process.clock,
       log: (line: string) => this.trace.add(`  [p${process.id}] ${line}`),
+      ...(this.seedSource === undefined ? {} : { seedSource: this.seedSource }),
     };
   }
 

@@ -8,7 +8,7 @@
  * than k shards are kept; the codec buffer is always released. What it leaves out: choosing
  * which shards are lost (the caller passes `skip`) and publishing anything.
  */
-import { assert, errorMessage, type Codec, type ExtentRecord, type Profile } from '../core/index.js';
+import { assert, errorMessage, expectationOf, type Codec, type ExtentRecord, type Profile } from '../core/index.js';
 import type { TargetStores } from './ports.js';
 
 export interface ReadAnyKOptions {
@@ -85,7 +85,7 @@ export async function readAnyK(
       assert(ref !== undefined, `record has no shard ${i}`);
       inFlight += 1;
       try {
-        const bytes = await targets.store(ref.target).get(ref.key);
+        const bytes = await targets.store(ref.target).get(ref.key, undefined, expectationOf(rec, i));
         if (bytes.length !== rec.shardBytes) throw new Error(`has ${bytes.length} bytes, expected ${rec.shardBytes}`);
         options.onRead?.(true, ref.target);
         if (shards.size < k) shards.set(i, bytes);

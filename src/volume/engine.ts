@@ -21,14 +21,17 @@
  *
  * What it leaves out: caching and request coalescing (cache/), repair (it only reports).
  */
+import { randomBytes } from 'node:crypto';
 import {
   CairnError,
   UnavailableError,
   assert,
   errorMessage,
+  expectationOf,
   FencedError,
   publishedBefore,
   shardKey,
+  shardSeed,
   type Clock,
   type Codec,
   type CodecBuffer,
@@ -95,6 +98,13 @@ export interface VolumeEngineOptions {
   readonly oldShardGraceMs?: number;
   readonly clock?: Clock;
   readonly log?: (line: string) => void;
+  /** Draws extent seeds (u32, never 0); crypto-random by default, the simulator's rng in it. */
+  readonly seedSource?: () => number;
+}
+
+/** A crypto-random u32 that is not 0. */
+function randomSeed(): number {
+  return randomBytes(4).readUInt32LE(0) || 1;
 }
 
 /** The full bytes of an extent to publish, or null to make it a hole. */
@@ -343,12 +353,14 @@ export class VolumeEngine {
     let ok = false;
     try {
       const store = this.options.targets.store(ref.target);
+      // Every block is checked against this record (size and seed), not only the node's header.
+      const expect = expectationOf(rec, i);
       if (out !== undefined && store.getInto !== undefined && range.length > 0) {
-        await store.getInto(ref.key, range, out, at);
+        await store.getInto(ref.key, range, out, at, expect);
         ok = true;
         return out;
       }
-      const bytes = await store.get(ref.key, range);
+      const bytes = await store.get(ref.key, range, expect);
       assert(bytes.length === range.length, 'store returned a different length than asked');
       if (out !== undefined) out.set(bytes, at);
       ok = true;
@@ -563,6 +575,14 @@ export class VolumeEngine {
     this.stats.extentsPersisted += 1;
   }
 
+  /**
+   * A new extent seed (random, never 0): two generations of one extent, even two writers', do
+   * not share a seed, so a shard of one fails the reader's check of the other.
+   */
+  private nextSeed(): number {
+    return (this.options.seedSource ?? randomSeed)();
+  }
+
   private nextGeneration(): number {
     this.sequence += 1;
     assert(this.sequence < 2 ** 32, 'generation counter exhausted');
@@ -577,6 +597,7 @@ export class VolumeEngine {
     assert(targets.length === k + m, `placement gave ${targets.length} targets for ${k + m} shards`);
     const generation = this.nextGeneration();
     const keys = targets.map((_, i) => shardKey(this.volume.id, e, generation, i));
+    const seed = this.nextSeed();
     // The shards go to the stores as views of codec memory (a copy of each cost 6 % of the
     // frontend's CPU on a sequential write: every store frames its own copy anyway); the buffer
     // returns to the pool once every put has settled (a store keeps no view after that).
@@ -589,7 +610,9 @@ export class VolumeEngine {
       await this.options.pool.encode(buf);
       results = await Promise.allSettled(
         // async: a target store() cannot name throws into its own result, not past the others.
-        keys.map(async (key, i) => this.options.targets.store(targets[i]!).put(key, buf.shard(i))),
+        keys.map(async (key, i) =>
+          this.options.targets.store(targets[i]!).put(key, buf.shard(i), { seed: shardSeed(seed, i, this.shardBytes) }),
+        ),
       );
     } finally {
       this.options.pool.release(buf);
@@ -617,6 +640,7 @@ export class VolumeEngine {
       shardBytes: this.shardBytes,
       shards: targets.map((target, i) => ({ target, key: keys[i]! })),
       ...(journalLsn === undefined ? {} : { journalLsn }),
+      seed,
     };
   }
 

@@ -22,7 +22,7 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { get as httpGet } from 'node:http';
+import { get as httpGet, request as httpRequest } from 'node:http';
 import {
   NodeFleet,
   cairnctlJson,
@@ -40,6 +40,8 @@ import {
   type ExtentRecordView,
 } from '../harness/faults.js';
 import { pidRuns, waitFor } from '../../src/dev/index.js';
+import { crc32Of } from '../../src/core/index.js';
+import { nodeHeaders, nodeShardsPath } from '../../src/shard/index.js';
 import {
   describeResult,
   expectSameBytes,
@@ -91,6 +93,48 @@ function httpStatus(address: string, path: string): Promise<number> {
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
   });
+}
+
+/** One request to a node's shard API; resolves with the status and body. */
+function nodeHttp(
+  address: string,
+  method: 'GET' | 'PUT' | 'DELETE',
+  key: string,
+  body?: Uint8Array,
+): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | number> = {};
+    if (body !== undefined) {
+      headers['content-length'] = body.length;
+      headers[nodeHeaders.crc32] = crc32Of(body).toString(16).padStart(8, '0');
+    }
+    const req = httpRequest(
+      `http://${address}${nodeShardsPath}/${key}`,
+      { method, agent: false, timeout: 10_000, headers },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`${method} ${key} on ${address} timed out`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The data of a whole-shard GET's body: [CRC, block] pairs of 4 KiB blocks, CRCs dropped. */
+function dataOfBlocks(framed: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  for (let at = 0; at < framed.length; at += 4 + blockBytes) parts.push(framed.subarray(at + 4, at + 4 + blockBytes));
+  return Buffer.concat(parts);
+}
+
+/** Deletes shard `key` on the node and PUTs `data` under it as raw data (the node frames it). */
+async function replaceShard(address: string, key: string, data: Uint8Array): Promise<void> {
+  expect((await nodeHttp(address, 'DELETE', key)).status, `DELETE ${key}`).to.be.oneOf([200, 204]);
+  const put = await nodeHttp(address, 'PUT', key, data);
+  expect(put.status, `PUT ${key}: ${put.body.toString()}`).to.equal(201);
 }
 
 interface FioJob {
@@ -164,14 +208,18 @@ describe('Faults on a 9-node cluster (4+2, zones a, b, c of 3 nodes): nothing fl
   async function coldCopy(volume: string, label: string): Promise<{ out: Buffer; fe: Frontend }> {
     const fe = await coldReader();
     const path = stack().path(`${label}.out`);
-    await runOk(
-      `nbdcopy ${volume} from a cold read-only frontend (${label})`,
-      '/usr/bin/nbdcopy',
-      [fe.uri(volume), path],
-      {
-        deadlineMs: 120_000,
-      },
-    );
+    try {
+      await runOk(
+        `nbdcopy ${volume} from a cold read-only frontend (${label})`,
+        '/usr/bin/nbdcopy',
+        [fe.uri(volume), path],
+        {
+          deadlineMs: 120_000,
+        },
+      );
+    } catch (err) {
+      throw new Error(`${String(err)}\nthe reader's log: ${fe.logText().slice(-3000)}`);
+    }
     return { out: readFileSync(path), fe };
   }
 
@@ -218,6 +266,48 @@ describe('Faults on a 9-node cluster (4+2, zones a, b, c of 3 nodes): nothing fl
     expect(again, `second scrub report ${JSON.stringify(again)}`).to.include({ corrupt: 0, missing: 0, healed: 0 });
 
     const second = await coldCopy('fscrub', 'scrub-2');
+    expectSameBytes(second.out, data, 'cold read after scrub', MiB);
+    expect(second.fe.logText(), 'after scrub no read should need parity').to.not.match(/read degraded/);
+  });
+
+  // -------------------------------------------------------------------------------------------
+
+  it("shards replaced through a node's API by bytes that pass its checks (a GET's framed bytes PUT back; the data with 16 bytes changed): reads return the right bytes, scrub finds and heals both", async () => {
+    const s = stack();
+    const data = seededBytes('fault-integrity', 8 * MiB);
+    await s.createVolume('fint', '8MiB');
+    await fill('fint', data);
+    const id = await volumeIdOf([s.etcd], 'fint');
+    const map = await extentMap([s.etcd], id);
+    const replaced: string[] = [];
+    // Extent 2, data shard 0: what a GET returns (framed) PUT back as if it were the data.
+    const a = map.get(2)!.shards[0]!;
+    const framed = await nodeHttp(fleet.info(a.target).address, 'GET', a.key);
+    expect(framed.status, `GET ${a.key}`).to.equal(200);
+    await replaceShard(fleet.info(a.target).address, a.key, framed.body);
+    replaced.push(`${a.target}/${a.key}`);
+    // Extent 5, data shard 1: its real data with 16 bytes changed, PUT as data.
+    const b = map.get(5)!.shards[1]!;
+    const real = dataOfBlocks((await nodeHttp(fleet.info(b.target).address, 'GET', b.key)).body);
+    real.fill(0x5a, 1000, 1016);
+    await replaceShard(fleet.info(b.target).address, b.key, real);
+    replaced.push(`${b.target}/${b.key}`);
+    // The nodes vouch for both: their own checks pass.
+    for (const ref of [a, b]) {
+      const got = await nodeHttp(fleet.info(ref.target).address, 'GET', ref.key);
+      expect(got.status, `the node serves ${ref.key} as valid`).to.equal(200);
+    }
+
+    const first = await coldCopy('fint', 'integrity-1');
+    expectSameBytes(first.out, data, `cold read with shards replaced (${replaced.join(', ')})`, MiB);
+    expect(first.fe.logText()).to.match(/extent 2 read degraded/);
+    expect(first.fe.logText()).to.match(/extent 5 read degraded/);
+
+    const healed = await cairnctlJson<Record<string, unknown>>('scrub', s.etcd, ['scrub', '--volume', 'fint']);
+    expect(healed, `scrub report ${JSON.stringify(healed)}`).to.include({ corrupt: 2, healed: 2 });
+    const again = await cairnctlJson<Record<string, unknown>>('scrub again', s.etcd, ['scrub', '--volume', 'fint']);
+    expect(again, `second scrub report ${JSON.stringify(again)}`).to.include({ corrupt: 0, missing: 0, healed: 0 });
+    const second = await coldCopy('fint', 'integrity-2');
     expectSameBytes(second.out, data, 'cold read after scrub', MiB);
     expect(second.fe.logText(), 'after scrub no read should need parity').to.not.match(/read degraded/);
   });

@@ -1,9 +1,10 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { ChecksumMismatchError } from '../../../src/core/index.js';
+import { ChecksumMismatchError, crc32Of, shardSeed } from '../../../src/core/index.js';
 import {
   dataBytesOfFramed,
   decodeFrame,
+  decodeHeader,
   encodeFrame,
   framedBytes,
   framedSpan,
@@ -20,15 +21,18 @@ describe('shard framing', () => {
 
   it('round-trips any data and any range', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 20_000 }), fc.nat(), fc.nat(), (size, a, b) => {
+      fc.property(fc.integer({ min: 0, max: 20_000 }), fc.nat(), fc.nat(), fc.nat(), (size, a, b, seed) => {
         const data = seededBytes(size, size + 3);
-        const framed = encodeFrame(data);
+        const framed = encodeFrame(data, seed);
         expect(dataBytesOfFramed(framed.length)).to.equal(size);
-        expect(Buffer.from(decodeFrame(framed, 'x')).equals(Buffer.from(data))).to.equal(true);
+        expect(Buffer.from(decodeFrame(framed, 'x', { dataBytes: size, seed })).equals(Buffer.from(data))).to.equal(
+          true,
+        );
         const offset = size === 0 ? 0 : a % size;
         const length = size === 0 ? 0 : b % (size - offset + 1);
         const span = framedSpan({ offset, length }, size);
-        const got = unframeSpan(framed.subarray(span.start, span.end), span, { offset, length }, size, 'x');
+        const shape = { blockBytes: 4096, dataBytes: size, seed };
+        const got = unframeSpan(framed.subarray(span.start, span.end), span, { offset, length }, shape, 'x');
         expect(Buffer.from(got).equals(Buffer.from(data.subarray(offset, offset + length)))).to.equal(true);
       }),
       { numRuns: 200 },
@@ -42,5 +46,36 @@ describe('shard framing', () => {
       bad[at] = bad[at]! ^ 1;
       expect(() => decodeFrame(bad, 'shard 7'), `byte ${at}`).to.throw(ChecksumMismatchError, 'shard 7');
     }
+  });
+
+  it('ties every block to its seed: the same bytes under another seed, or another size, fail the check', () => {
+    const data = seededBytes(9000, 2);
+    const seed = shardSeed(0x12345678, 2, 9000);
+    const framed = encodeFrame(data, seed);
+    expect(decodeHeader(framed, 'x').seed).to.equal(seed);
+    // The node's own check (the header's seed) passes; the record's expectation decides.
+    expect(Buffer.from(decodeFrame(framed, 'x')).equals(Buffer.from(data))).to.equal(true);
+    expect(() => decodeFrame(framed, 'x', { dataBytes: 9000, seed: seed ^ 1 })).to.throw(ChecksumMismatchError, /seed/);
+    expect(() => decodeFrame(framed, 'x', { dataBytes: 9001, seed })).to.throw(ChecksumMismatchError, /9000 bytes/);
+    // A range read checked with another seed fails on its block CRC, whatever the node says.
+    const range = { offset: 5000, length: 100 };
+    const span = framedSpan(range, 9000);
+    const bytes = framed.subarray(span.start, span.end);
+    expect(() => unframeSpan(bytes, span, range, { blockBytes: 4096, dataBytes: 9000, seed: 0 }, 'x')).to.throw(
+      ChecksumMismatchError,
+      /block 1/,
+    );
+    // Unseeded frames (written before seeds) keep the CRCs they always had.
+    const plain = encodeFrame(data);
+    expect(new DataView(plain.buffer).getUint32(32, true)).to.equal(crc32Of(data.subarray(0, 4096)));
+  });
+
+  it('derives shard seeds as its worked example says, never 0, different per shard and size', () => {
+    const bytes = Buffer.from('78563412' + '02000000' + '0000100000000000', 'hex');
+    expect(shardSeed(0x12345678, 2, 1048576)).to.equal(crc32Of(bytes) || 1);
+    const seen = new Set<number>();
+    for (let shard = 0; shard < 6; shard++) for (const size of [4096, 1048576]) seen.add(shardSeed(7, shard, size));
+    expect(seen.size).to.equal(12);
+    expect(seen.has(0)).to.equal(false);
   });
 });
