@@ -1,3 +1,4 @@
 /** Repair, scrub, drain, rebalance and garbage collection: the services that keep data whole. */
 export * from './gc.js';
 export * from './repair.js';
+export * from './scrub.js';
