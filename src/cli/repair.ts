@@ -220,7 +220,8 @@ export function repairCommands(ctx: CliContext) {
 
   const scrub = {
     command: 'scrub',
-    describe: 'Read every shard, verify every checksum, and rewrite corrupt shards from parity',
+    describe:
+      'Read every shard, verify every block against its extent record and every stripe against its parity, and rewrite bad blocks from the good ones (exit 1 if any could not be healed)',
     builder: (y: Argv) =>
       clusterOptions(y)
         .option('volume', { type: 'string', describe: 'only this volume' })
@@ -237,7 +238,8 @@ export function repairCommands(ctx: CliContext) {
       });
       emit(ctx.io, isJson(argv), report, (r) => [
         `Scrubbed ${r.extents} extents: ${r.shardsChecked} shards, ${formatBytes(r.bytesRead)} read and verified`,
-        `corrupt: ${r.corrupt}, missing: ${r.missing}, rewritten from parity: ${r.healed}`,
+        `corrupt: ${r.corrupt}, missing: ${r.missing}, wrong by parity: ${r.inconsistent} (parity checked on ${r.parityChecked} extents)`,
+        `rewritten: ${r.healed} shards (${r.blocksRebuilt} blocks rebuilt)`,
         ...r.unhealed.map((u) => `  not healed: ${u}`),
       ]);
       if (report.unhealed.length > 0) ctx.exitCode = 1;

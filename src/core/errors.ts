@@ -49,6 +49,15 @@ export class ChecksumMismatchError extends CairnError {
   }
 }
 
+/**
+ * A shard is intact but is not the one its extent record names: another size, or framed with
+ * another seed (a stale generation, another shard's bytes, data PUT under its key). Every block
+ * of it is wrong for the reader.
+ */
+export class ShardMismatchError extends ChecksumMismatchError {
+  override readonly name: string = 'ShardMismatchError';
+}
+
 /** A local file or directory operation failed (missing file, full disk, permissions). */
 export class StorageIoError extends CairnError {
   override readonly name: string = 'StorageIoError';

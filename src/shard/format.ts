@@ -36,6 +36,7 @@
 import {
   ChecksumMismatchError,
   InvalidArgumentError,
+  ShardMismatchError,
   assert,
   assertByteCount,
   checksumBlockBytes,
@@ -223,12 +224,12 @@ export function expectedShape(stored: FrameHeader, expect: ShardExpectation | un
 export function checkExpectation(stored: FrameHeader, expect: ShardExpectation | undefined, what: string): void {
   if (expect === undefined) return;
   if (stored.dataBytes !== expect.dataBytes) {
-    throw new ChecksumMismatchError(
+    throw new ShardMismatchError(
       `${what}: the shard holds ${stored.dataBytes} bytes, its extent record says ${expect.dataBytes} (not the shard the record names)`,
     );
   }
   if (stored.seed !== expect.seed) {
-    throw new ChecksumMismatchError(
+    throw new ShardMismatchError(
       `${what}: the shard was framed with seed ${hex(stored.seed)}, its extent record implies ${hex(expect.seed)} (not the shard the record names)`,
     );
   }

@@ -41,6 +41,7 @@ import {
   CairnError,
   ChecksumMismatchError,
   InvalidArgumentError,
+  ShardMismatchError,
   ShardExistsError,
   ShardNotFoundError,
   StorageIoError,
@@ -493,7 +494,7 @@ export class S3ShardStore implements ShardStore {
       throw new ChecksumMismatchError(`${what}: an object of ${totalBytes} bytes is not a framed shard`);
     }
     if (expect !== undefined && dataBytes !== expect.dataBytes) {
-      throw new ChecksumMismatchError(
+      throw new ShardMismatchError(
         `${what}: the shard holds ${dataBytes} bytes, its extent record says ${expect.dataBytes} (not the shard the record names)`,
       );
     }

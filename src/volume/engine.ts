@@ -41,6 +41,7 @@ import {
 } from '../core/index.js';
 import { extentLength, shardBytesOf, splitByShard, type ExtentGeometry, type ShardPiece } from '../extent/index.js';
 import { readAnyK, rebuildShards } from './degraded.js';
+import { blocksOf, readShardBlocks, rebuildBadBlocks, type BlockwiseShard } from './blockwise.js';
 import type { ExtentMapStore, ShardPlacer, TargetStores } from './ports.js';
 import {
   degradedExtentsMax,
@@ -470,18 +471,64 @@ export class VolumeEngine {
         if (!ok) this.stats.shardReadFailures += 1;
       },
     });
-    if (shards.size < k) {
-      throw new ExtentUnreadableError(
-        `Cannot read extent ${e} of volume "${this.volume.name}": ${k} shards needed, ${shards.size} readable (${failures.join('; ')})`,
-      );
-    }
     const length = extentLength(this.volume, e);
     const dataShards = Array.from({ length: k }, (_, i) => i).filter((i) => i * rec.shardBytes < length);
-    const data = await rebuildShards(this.options.pool, this.volume.profile, rec.shardBytes, shards, dataShards);
+    const data =
+      shards.size >= k
+        ? await rebuildShards(this.options.pool, this.volume.profile, rec.shardBytes, shards, dataShards)
+        : await this.readBlockwise(e, rec, shards, failures);
     const out = new Uint8Array(length);
     for (const i of dataShards) {
       out.set(data.get(i)!.subarray(0, Math.min(rec.shardBytes, length - i * rec.shardBytes)), i * rec.shardBytes);
     }
+    return out;
+  }
+
+  /**
+   * The data shards of `rec` when fewer than k shards read whole (`whole`): the others are read
+   * again block by block, and each bad block of a data shard is rebuilt from k good blocks of its
+   * position. Throws ExtentUnreadableError when some position has fewer than k good blocks.
+   */
+  private async readBlockwise(
+    e: number,
+    rec: ExtentRecord,
+    whole: ReadonlyMap<number, Uint8Array>,
+    failures: readonly string[],
+  ): Promise<Map<number, Uint8Array>> {
+    const { k } = this.volume.profile;
+    const blocks = blocksOf(rec.shardBytes);
+    const reads = new Map<number, BlockwiseShard>();
+    await Promise.all(
+      rec.shards.map(async (ref, i) => {
+        const got = whole.get(i);
+        if (got !== undefined) {
+          reads.set(i, { bytes: got, bad: new Set(), state: 'good' });
+          return;
+        }
+        this.countShardRead(ref.target);
+        const read = await readShardBlocks(this.options.targets.store(ref.target), rec, i).catch(() => undefined);
+        if (read !== undefined) reads.set(i, read);
+        // A data shard that cannot be reached at all is rebuilt everywhere.
+        else if (i < k)
+          reads.set(i, {
+            bytes: new Uint8Array(rec.shardBytes),
+            bad: new Set(Array.from({ length: blocks }, (_, b) => b)),
+            state: 'missing',
+          });
+      }),
+    );
+    const result = await rebuildBadBlocks(this.options.pool, this.volume.profile, rec.shardBytes, reads, (i) => i < k);
+    if (result.unfixable.length > 0) {
+      const [worst] = result.unfixable;
+      throw new ExtentUnreadableError(
+        `Cannot read extent ${e} of volume "${this.volume.name}": ${whole.size} of ${k} needed shards read whole, and block ${worst!.block} is good on ${worst!.good} shards (${failures.join('; ')})`,
+      );
+    }
+    this.log(
+      `volume ${this.volume.name}: extent ${e} read block by block: ${result.blocksRebuilt} blocks of data shards rebuilt from the good blocks of their position`,
+    );
+    const out = new Map<number, Uint8Array>();
+    for (let i = 0; i < k; i++) out.set(i, reads.get(i)!.bytes);
     return out;
   }
 

@@ -1,4 +1,5 @@
 /** The volume engine and the ports it is built on. In-memory twins of the ports live in sim/. */
+export * from './blockwise.js';
 export * from './degraded.js';
 export * from './engine.js';
 export * from './limits.js';

@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { CodecPool } from '../../../src/codec/index.js';
 import { ManualClock } from '../../../src/core/index.js';
-import { readAnyK, shardReadHedgeMsDefault } from '../../../src/volume/index.js';
+import { ExtentUnreadableError, readAnyK, shardReadHedgeMsDefault } from '../../../src/volume/index.js';
 import { writeZonedVolume, zonedShardBytes, type ZonedVolume } from '../../support/zoned_volume.js';
 
 describe('degraded reads', function () {
@@ -78,6 +78,32 @@ describe('degraded reads', function () {
       expect(v.getsOf([1]), 'the slow shard is not asked again').to.equal(1);
       expect(v.getsOf([4])).to.equal(1);
       expect(v.getsOf([5])).to.equal(0);
+    });
+
+    /** Flips a bit in data block `block` of shard `shard` of extent 0 (framed: 32-byte header, then [CRC, 4096 bytes] blocks). */
+    function corruptBlock(v: ZonedVolume, shard: number, block: number): void {
+      const key = v.engine.record(0)!.shards[shard]!.key;
+      v.targets.stores.get(v.names[shard]!)!.corrupt(key, 32 + block * 4100 + 4 + 9);
+    }
+
+    it('reads every byte when three shards are each bad in a different block: whole, only three shards read, block by block, five of six', async () => {
+      const v = await volume();
+      corruptBlock(v, 0, 0);
+      corruptBlock(v, 1, 1);
+      corruptBlock(v, 4, 2);
+      await v.expectRange(0, 0, 4 * zonedShardBytes);
+      expect(v.engine.degraded.has(0)).to.equal(true);
+    });
+
+    it('fails, and returns nothing, when a block position has fewer than k good blocks', async () => {
+      const v = await volume();
+      for (const shard of [0, 1, 2]) corruptBlock(v, shard, 1);
+      const err = await v.engine.readRange(0, 0, 4 * zonedShardBytes).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(ExtentUnreadableError);
+      expect(String(err)).to.match(/block 1 is good on 3 shards/);
     });
   });
 });
