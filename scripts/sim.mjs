@@ -9,7 +9,7 @@
 // One seed (--seed): prints every trace line as it happens and the verdict; exits 1 on failure.
 // The codec is the wasm kernel on this thread by default; --codec pool codes on the real
 // worker-thread pool (one trace either way: the simulator releases completions in order).
-// --bug plants a bug (flip-read-byte, skip-flush; and on seeds with a journal ack-after-r-minus-1,
+// --bug plants a bug (flip-read-byte, skip-flush, skip-end-to-end-check; and on seeds with a journal ack-after-r-minus-1,
 // replay-without-epoch-check, reuse-failed-lsn, attach-reuses-published-lsn,
 // attach-keeps-old-segments) to see the checker fail; --clocked-timers simulates read hedging and
 // flush retries, for code whose timers run on the injected Clock.

@@ -69,6 +69,16 @@ export class MemoryShardStore implements ShardStore {
       .slice(0, limit);
   }
 
+  /**
+   * Test hook: replaces stored shard `key` with `data` framed under `seed` (0: as the node frames
+   * a plain PUT). The result is intact as far as this store can tell: a shard other than the one
+   * its record names (simulates data PUT under the key, or a misplaced shard).
+   */
+  replace(key: string, data: Uint8Array, seed = 0): void {
+    if (!this.shards.has(key)) throw new ShardNotFoundError(`no shard ${key}`);
+    this.shards.set(key, encodeFrame(data, seed));
+  }
+
   /** Test hook: flips bit `bit` of framed byte `at` of a stored shard (simulates bit rot). */
   corrupt(key: string, at: number, bit = 0): void {
     const framed = this.shards.get(key);

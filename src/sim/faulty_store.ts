@@ -3,7 +3,8 @@
  * (crashed node, lost zone), flaky (calls reject with UnavailableError with some probability,
  * sometimes after the put landed: a lost reply), slow (every call waits a seeded number of
  * simulated milliseconds, which also reorders completions), corrupted (a bit flipped in a stored
- * shard) or wiped (its disk replaced). The volume engine reaches them through SimTargets, one per
+ * shard, or a shard replaced by other bytes that pass the target's own checks), missing one
+ * shard (deleted from a live target) or wiped (its disk replaced). The volume engine reaches them through SimTargets, one per
  * frontend process, so a call made by a process that has since crashed never completes.
  *
  * What it keeps true:
@@ -71,6 +72,8 @@ export interface StoreEnv {
   classifyMissing(target: string, key: string): 'lost' | 'superseded' | 'published';
   /** True when `key` belongs to the currently published generation of its extent. */
   isPublished(key: string): boolean;
+  /** The planted bug 'skip-end-to-end-check': reads do not pass the record's expectation on. */
+  readonly skipEndToEndCheck?: boolean;
 }
 
 /** One shard target and its fault switches. */
@@ -108,6 +111,18 @@ export class SimTarget {
     this.corrupted.clear();
     this.inner = new MemoryShardStore(this.name);
     return lost;
+  }
+
+  /**
+   * A wrong shard that looks valid: its data with one byte changed, stored as a plain PUT would
+   * store it (seed 0). This target's own checks pass; only the record's check catches it.
+   */
+  async substitute(key: string, at: number): Promise<void> {
+    const data = await this.inner.get(key);
+    const i = at % Math.max(1, data.length);
+    if (data.length > 0) data[i] = data[i]! ^ 0x01;
+    this.inner.replace(key, data);
+    this.corrupted.add(key);
   }
 
   /** Bit rot: flips bit `bit` of framed byte `at` of the stored shard `key`. */
@@ -230,7 +245,8 @@ export class FaultyShardStore implements ShardStore {
   async get(key: string, range?: ByteRange, expect?: ShardExpectation): Promise<Uint8Array> {
     if (!(await this.arrive('get', key))) return hang();
     try {
-      return await this.target.inner.get(key, range, expect);
+      // The planted bug 'skip-end-to-end-check': the store checks the shard against itself only.
+      return await this.target.inner.get(key, range, this.env.skipEndToEndCheck === true ? undefined : expect);
     } catch (err) {
       let reason: FailReason = 'other';
       if (err instanceof ChecksumMismatchError) {

@@ -6,6 +6,12 @@
  * - 'skip-flush': FLUSH resolves at once without publishing anything (a cache that lies about
  *   durability); caught when a crash or a probe looks at what was published.
  *
+ * Below the cache, in the simulated targets (faulty_store.ts):
+ * - 'skip-end-to-end-check': reads do not pass the extent record's size and seed to the store, so
+ *   a shard is checked only against itself, as readers did before records carried a seed. Caught
+ *   when a seed replaces a shard by other bytes its target accepts (a 'wrong shard' fault) and a
+ *   read returns them.
+ *
  * And in the simulated journal (sim_journal.ts), for seeds with one:
  * - 'ack-after-r-minus-1': an append resolves once all replicas but one have it. A FLUSH is then
  *   answered while one replica lacks the record (down, partitioned, crashed before its fsync);
@@ -33,19 +39,19 @@
  *   one of those; a later attach reading another replica of that segment finds it gone, and
  *   bytes the volume already returned vanish.
  *
- * What it keeps true: with no bug named, or a journal bug, the device is the cache itself (no
- * wrapper at all).
- * What it leaves out: bugs below the cache other than the journal's (those would need wrappers
- * of the engine's ports).
+ * What it keeps true: with no bug named, or a bug below the cache, the device is the cache itself
+ * (no wrapper at all).
+ * What it leaves out: other bugs below the cache (each needs a hook in the engine's ports).
  */
 import type { BlockDevice, BlockDeviceCapabilities, BlockStatusRun, WriteOptions } from '../core/index.js';
 import type { JournalBug } from './sim_journal.js';
 
-export type PlantedBug = 'flip-read-byte' | 'skip-flush' | JournalBug;
+export type PlantedBug = 'flip-read-byte' | 'skip-flush' | 'skip-end-to-end-check' | JournalBug;
 
 export const plantedBugs: readonly PlantedBug[] = [
   'flip-read-byte',
   'skip-flush',
+  'skip-end-to-end-check',
   'ack-after-r-minus-1',
   'replay-without-epoch-check',
   'reuse-failed-lsn',
@@ -112,7 +118,8 @@ class BuggyDevice implements BlockDevice {
   }
 }
 
-/** `device` with `bug` planted, or `device` itself when bug is undefined. */
+/** `device` with `bug` planted, or `device` itself when there is no bug or it lives below the cache. */
 export function plantBug(device: BlockDevice, bug: PlantedBug | undefined, afterReads = 3): BlockDevice {
-  return bug === undefined || journalBugOf(bug) !== undefined ? device : new BuggyDevice(device, bug, afterReads);
+  if (bug === undefined || bug === 'skip-end-to-end-check' || journalBugOf(bug) !== undefined) return device;
+  return new BuggyDevice(device, bug, afterReads);
 }

@@ -123,8 +123,11 @@ export async function runSimulation(seed: number, options: SimulationOptions = {
   const faults = root.fork('faults');
   const journal = root.fork('journal');
   const seeds = root.fork('extent-seeds');
-  const world = new World(config, codec, trace, { store, map, journal, seeds }, journalBugOf(options.bug));
-  const sim = new Simulation(seed, world, workload, faults, options);
+  const integrity = root.fork('integrity');
+  const world = new World(config, codec, trace, { store, map, journal, seeds }, journalBugOf(options.bug), {
+    skipEndToEndCheck: options.bug === 'skip-end-to-end-check',
+  });
+  const sim = new Simulation(seed, world, workload, faults, options, integrity);
   try {
     await sim.run();
   } finally {
@@ -134,6 +137,8 @@ export async function runSimulation(seed: number, options: SimulationOptions = {
 }
 
 class Simulation {
+  /** Chance that a 'bit-flip' fault is a wrong shard or a vanished one instead (0 for half the seeds). */
+  private readonly integrityFaultP: number;
   private readonly model: VolumeModel;
   private readonly workload: Workload;
   private readonly steps: number;
@@ -152,7 +157,10 @@ class Simulation {
     workloadRng: Prng,
     private readonly faultRng: Prng,
     private readonly options: SimulationOptions,
+    /** Integrity faults' own stream: whether this seed has them, and which each time. */
+    private readonly integrity: Prng,
   ) {
+    this.integrityFaultP = integrity.chance(0.5) ? 0.5 : 0;
     this.model = new VolumeModel(world.config.volume);
     this.workload = new Workload(workloadRng, world.config.volume);
     this.steps = options.steps ?? stepsDefault;
@@ -509,8 +517,21 @@ class Simulation {
         return;
       }
       case 'bit-flip': {
-        const what = w.corruptRandomShard(r);
-        this.trace.add(`${at} bit flip ${what ?? 'skipped (no shard may be damaged further)'}`);
+        // Half the seeds also see the damage only the extent record can tell, or a shard gone
+        // from a live node; drawn from their own stream, so the other seeds run as before.
+        const how = this.integrity.chance(this.integrityFaultP)
+          ? this.integrity.pick(['substitute', 'vanish'] as const)
+          : 'flip';
+        if (how === 'flip') {
+          const what = w.corruptRandomShard(r);
+          this.trace.add(`${at} bit flip ${what ?? 'skipped (no shard may be damaged further)'}`);
+        } else if (how === 'substitute') {
+          const what = await w.substituteRandomShard(r);
+          this.trace.add(`${at} wrong shard: ${what ?? 'skipped (no shard may be damaged further)'}`);
+        } else {
+          const what = await w.vanishRandomShard(r);
+          this.trace.add(`${at} shard gone: ${what ?? 'skipped (no shard may be damaged further)'}`);
+        }
         return;
       }
       case 'slow': {

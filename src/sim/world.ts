@@ -33,6 +33,7 @@ import {
   zoneId,
   type BlockDevice,
   type ExtentRecord,
+  type ExtentShardRef,
   type Profile,
 } from '../core/index.js';
 import { WriteBackCache, type CacheBackend } from '../cache/index.js';
@@ -297,6 +298,7 @@ export class World {
     readonly trace: Trace,
     streams: { readonly store: Prng; readonly map: Prng; readonly journal?: Prng; readonly seeds?: Prng },
     journalBug?: JournalBug,
+    options: { readonly skipEndToEndCheck?: boolean } = {},
   ) {
     const seeds = streams.seeds;
     if (seeds !== undefined) this.seedSource = () => seeds.nextU32() || 1;
@@ -317,6 +319,7 @@ export class World {
       classifyMissing: (_target, key) =>
         this.lost.has(key) ? 'lost' : this.isPublished(key) ? 'published' : 'superseded',
       isPublished: (key) => this.isPublished(key),
+      ...(options.skipEndToEndCheck === true ? { skipEndToEndCheck: true } : {}),
     };
     const mapEnv: MapEnv = {
       clock: this.clock,
@@ -668,10 +671,10 @@ export class World {
   }
 
   /**
-   * Flips one bit in a random stored shard of a published generation that has fewer than m
-   * damaged shards. Returns what it did, or null when no shard may be damaged further.
+   * A random stored, undamaged shard of a published generation that has fewer than m damaged
+   * shards, or null when no shard may be damaged further.
    */
-  corruptRandomShard(rng: Prng): string | null {
+  private pickDamageable(rng: Prng): { e: number; rec: ExtentRecord; ref: ExtentShardRef; i: number } | null {
     const candidates: { e: number; rec: ExtentRecord }[] = [];
     for (const [e, rec] of this.map.records) if (this.damageOf(rec) < this.m) candidates.push({ e, rec });
     if (candidates.length === 0) return null;
@@ -683,11 +686,49 @@ export class World {
         return t !== undefined && t.keys.has(ref.key) && !t.corrupted.has(ref.key);
       });
     if (healthy.length === 0) return null;
-    const { ref, i } = rng.pick(healthy);
+    return { e, rec, ...rng.pick(healthy) };
+  }
+
+  /**
+   * Flips one bit in a random stored shard of a published generation that has fewer than m
+   * damaged shards. Returns what it did, or null when no shard may be damaged further.
+   */
+  corruptRandomShard(rng: Prng): string | null {
+    const pick = this.pickDamageable(rng);
+    if (pick === null) return null;
+    const { e, rec, ref, i } = pick;
     const at = rng.int(framedBytes(rec.shardBytes));
     const bit = rng.int(8);
     this.targets.get(ref.target)!.corrupt(ref.key, at, bit);
     return `bit ${bit} of framed byte ${at} of shard ${i} of extent ${e} (${ref.key} on ${ref.target})`;
+  }
+
+  /**
+   * Replaces a random shard (as corruptRandomShard() picks them) with other bytes that pass its
+   * target's own checks, as a plain PUT under its key would. Returns what it did, or null.
+   */
+  async substituteRandomShard(rng: Prng): Promise<string | null> {
+    const pick = this.pickDamageable(rng);
+    if (pick === null) return null;
+    const { e, rec, ref, i } = pick;
+    const at = rng.int(Math.max(1, rec.shardBytes));
+    await this.targets.get(ref.target)!.substitute(ref.key, at);
+    return `shard ${i} of extent ${e} (${ref.key} on ${ref.target}) replaced by its bytes with byte ${at} changed, framed as a plain PUT`;
+  }
+
+  /**
+   * Deletes a random shard (as corruptRandomShard() picks them) from its live target: a shard
+   * that disappears while its node stays up. Returns what it did, or null.
+   */
+  async vanishRandomShard(rng: Prng): Promise<string | null> {
+    const pick = this.pickDamageable(rng);
+    if (pick === null) return null;
+    const { e, ref, i } = pick;
+    const t = this.targets.get(ref.target)!;
+    await t.inner.delete(ref.key);
+    t.keys.delete(ref.key);
+    this.lost.add(ref.key);
+    return `shard ${i} of extent ${e} (${ref.key}) deleted from ${ref.target}, which stays up`;
   }
 
   /**

@@ -106,8 +106,27 @@ describe('sim: the journal', function () {
     expect(Object.keys(faults).filter((what) => !seen.has(what))).to.deep.equal([]);
   });
 
+  it('seed 4: a shard replaced by bytes its target accepts, and a shard gone from a live target, never reach a reader', async () => {
+    const seen = { wrong: false, gone: false };
+    const result = await runSimulation(4, {
+      pool,
+      log: (line) => {
+        if (/wrong shard: shard \d+/.test(line)) seen.wrong = true;
+        if (/shard gone: shard \d+/.test(line)) seen.gone = true;
+      },
+    });
+    expect(seen, 'the seed injects both faults').to.deep.equal({ wrong: true, gone: true });
+    expect(result.ok, formatFailure(result)).to.equal(true);
+  });
+
   /** Each bug with a seed that catches it; without the bug the seed passes. */
   const planted: readonly { bug: PlantedBug; seed: number; why: string; caught: RegExp }[] = [
+    {
+      bug: 'skip-end-to-end-check',
+      seed: 21,
+      why: 'a shard replaced by other bytes its target accepts is read as valid when the record is not checked',
+      caught: /probe: the published map holds other bytes for extent \d+/,
+    },
     {
       bug: 'ack-after-r-minus-1',
       seed: 8,
