@@ -21,12 +21,17 @@
  * What it keeps true: assessExtentMap() and summarizeHealth() are pure (records in, numbers out);
  * readClusterHealth() does the etcd reads, each under EtcdMeta's deadline.
  *
+ * Shards missing from targets that are up come from the last shard census (repair/census.ts),
+ * recorded in etcd: each counts as lost, like a shard on a down target, until a census finds it
+ * back.
+ *
  * What it leaves out: repairing anything, and extents a read found corrupt on live targets (the
  * frontend adds those it knows of as `readDegraded`).
  */
 import { formatBytes, formatProfile, type Profile } from '../core/index.js';
 import { extentLength } from '../extent/index.js';
 import type {
+  CensusRecord,
   ClusterConfig,
   EtcdMeta,
   ExtentRecord,
@@ -66,7 +71,7 @@ export interface ExtentMapHealth {
   readonly atRiskBytes: number;
   /** Bytes in unreadable extents (a part of atRiskBytes). */
   readonly unreadableBytes: number;
-  /** Shards of written extents on down or unregistered targets. */
+  /** Shards of written extents on down or unregistered targets, or missing from live ones (census). */
   readonly missingShards: number;
   /** missingShards by the zone of the target; every zone of the topology appears, 0 included. */
   readonly missingShardsByZone: Readonly<Record<string, number>>;
@@ -87,6 +92,8 @@ export interface ExtentMapInput {
   readonly liveness: ReadonlyMap<string, TargetState>;
   /** Extents a read found degraded (missing, slow or corrupt shard), e.g. VolumeEngine.degraded. */
   readonly readDegraded?: ReadonlySet<number>;
+  /** Shard keys the last census found missing on live targets: lost like a down target's. */
+  readonly absent?: ReadonlySet<string>;
 }
 
 /** Counts what each written extent lost. Pure; one pass over the records. */
@@ -109,7 +116,7 @@ export function assessExtentMap(input: ExtentMapInput): ExtentMapHealth {
     let lost = 0;
     for (const shard of record.shards) {
       const target = input.liveness.get(shard.target);
-      if (target?.up === true) continue;
+      if (target?.up === true && input.absent?.has(shard.key) !== true) continue;
       lost += 1;
       const zone = target?.zone ?? unregisteredZone;
       byZone[zone] = (byZone[zone] ?? 0) + 1;
@@ -164,6 +171,11 @@ export interface VolumeHealth extends ExtentMapHealth {
   readonly writeBlocked: string | null;
   /** The frontend holding the volume's write lock, if any. */
   readonly attachedBy: { readonly owner: string; readonly epoch: number } | null;
+  /**
+   * The last shard census: when it ran and how many published shards live targets lacked (they
+   * count as missing above until a census finds them back). Null when none ran.
+   */
+  readonly census: { readonly checkedAt: string; readonly absentShards: number } | null;
   /**
    * The volume's write-ahead journal as its writer last recorded it (at each fold): bytes of
    * records not yet folded into erasure-coded generations, and its segments' nodes. Null when
@@ -221,6 +233,8 @@ export interface VolumeInput {
   readonly extents: ReadonlyMap<number, ExtentRecord>;
   readonly lock: { readonly owner: string; readonly epoch: number } | null;
   readonly journal?: JournalLayout | null;
+  /** The volume's last shard census (runCensus), if any ran. */
+  readonly census?: CensusRecord | null;
 }
 
 /** The health of one volume from its record, extent map, lock and the topology. Pure. */
@@ -232,6 +246,7 @@ export function volumeHealth(input: VolumeInput, topology: Topology): VolumeHeal
     profile: record.profile,
     extents: input.extents,
     liveness: livenessOf(topology),
+    ...(input.census === undefined || input.census === null ? {} : { absent: new Set(input.census.absent) }),
   });
   const state: VolumeState = map.unreadableExtents > 0 ? 'unreadable' : map.degradedExtents > 0 ? 'degraded' : 'ok';
   return {
@@ -249,6 +264,10 @@ export function volumeHealth(input: VolumeInput, topology: Topology): VolumeHeal
     state,
     writeBlocked: assessPolicy(topology, policyOf(record)).refusal,
     attachedBy: input.lock,
+    census:
+      input.census === undefined || input.census === null
+        ? null
+        : { checkedAt: input.census.checkedAt, absentShards: input.census.absentCount },
     journal:
       input.journal === undefined || input.journal === null || input.journal.segments.length === 0
         ? null
@@ -350,6 +369,11 @@ function verdictOf(
       `${formatBytes(totals.atRiskBytes)} at risk in ${plural(totals.degradedExtents, 'degraded extent')} of ` +
         `${plural(totals.degradedVolumes, 'volume')} (${names((v) => v.state === 'degraded')})`,
     );
+  const absent = vols.reduce((n, v) => n + (v.census?.absentShards ?? 0), 0);
+  if (absent > 0)
+    problems.push(
+      `${plural(absent, 'shard')} missing from nodes that are up (found by the shard census; repair rebuilds them in place)`,
+    );
   if (totals.writeBlockedVolumes > 0) {
     // "Cannot meet placement policy 4+2 (...): 6 distinct usable targets needed, 5 of 6 usable": the numbers.
     const reason = (vols.find((v) => v.writeBlocked !== null)?.writeBlocked ?? '').replace(/^[^:]*: /, '');
@@ -380,7 +404,14 @@ export async function readClusterHealth(meta: EtcdMeta, now: () => Date = () => 
     const extents = await meta.listExtents(record.id);
     const lock = await meta.getLock(record.name);
     const journal = await meta.getJournal(record.id);
-    volumes.push({ record, extents, lock: lock === null ? null : { owner: lock.owner, epoch: lock.epoch }, journal });
+    const census = await meta.getCensus(record.id);
+    volumes.push({
+      record,
+      extents,
+      lock: lock === null ? null : { owner: lock.owner, epoch: lock.epoch },
+      journal,
+      census,
+    });
   }
   return summarizeHealth(config, topology, volumes, now());
 }

@@ -85,6 +85,7 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(devCommand(ctx))
     .command(repairCommands(ctx).repair)
     .command(repairCommands(ctx).scrub)
+    .command(repairCommands(ctx).census)
     .command(repairCommands(ctx).rebalance)
     .command(gcCommand(ctx))
     .command(codecCommand(ctx))

@@ -12,12 +12,16 @@ import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
 import { errorMessage, formatBytes, parseSize, type ShardStore } from '../core/index.js';
 import {
+  censusIntervalMsDefault,
   planRebalance,
   planRepair,
+  runCensus,
   runRepair,
   runScrub,
+  type CensusReport,
   type RepairProgress,
   type RepairStores,
+  type ScrubReport,
 } from '../repair/index.js';
 import { storeForTarget } from '../api/index.js';
 import { CodecPool } from '../codec/index.js';
@@ -27,6 +31,7 @@ import { parseHostPort } from '../shard/index.js';
 import { clusterOptions, isJson, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
+import { extentRanges } from './status.js';
 
 /** Shard stores for every registered target, opened on first use. */
 async function targetStores(
@@ -117,6 +122,12 @@ export function repairCommands(ctx: CliContext) {
           type: 'string',
           default: '10MiB',
           describe: 'bytes per second a background scrub may read',
+        })
+        .option('census-interval', {
+          type: 'number',
+          default: censusIntervalMsDefault,
+          describe:
+            'ms between shard censuses with --daemon: list every live node against the extent map, no data read, and rebuild shards missing from live nodes (0: never)',
         }),
     handler: withErrors(ctx, async (argv) => {
       const maxBytesPerSecond = rateFrom(argv);
@@ -189,13 +200,20 @@ export function repairCommands(ctx: CliContext) {
           if (!argv['daemon']) return await once();
           const scrubEveryMs = Number(argv['scrub-interval']);
           const scrubRate = parseSize(stringArg(argv, 'scrub-rate'), '--scrub-rate');
+          const censusEveryMs = Number(argv['census-interval']);
           let lastScrub = Date.now();
+          let lastCensus = 0;
           await runAsLeader(
             meta,
             Number(argv['interval']),
             async () => {
               try {
                 await once();
+                if (censusEveryMs > 0 && pool !== undefined && Date.now() - lastCensus >= censusEveryMs) {
+                  lastCensus = Date.now();
+                  const r = await censusAndHeal(meta, stores, pool, { maxBytesPerSecond: scrubRate });
+                  if (r.census.absentShards > 0 || r.census.unlisted.length > 0) ctx.io.err(censusLines(r).join('\n'));
+                }
                 if (scrubEveryMs > 0 && pool !== undefined && Date.now() - lastScrub >= scrubEveryMs) {
                   lastScrub = Date.now();
                   const r = await runScrub(meta, stores, pool, { maxBytesPerSecond: scrubRate });
@@ -245,6 +263,32 @@ export function repairCommands(ctx: CliContext) {
       if (report.unhealed.length > 0) ctx.exitCode = 1;
     }),
   };
+  const census = {
+    command: 'census',
+    describe:
+      'List every live node against the extent map (no data read) to find published shards missing from nodes that are up; record the result for status, and with --heal rebuild them in place',
+    builder: (y: Argv) =>
+      clusterOptions(y)
+        .option('volume', { type: 'string', describe: 'only this volume' })
+        .option('heal', { type: 'boolean', default: false, describe: 'rebuild the missing shards from the others' })
+        .option('max-bytes-per-second', rateOption),
+    handler: withErrors(ctx, async (argv) => {
+      const maxBytesPerSecond = rateFrom(argv);
+      const volume = argv['volume'] === undefined ? {} : { volume: String(argv['volume']) };
+      const result = await withMeta(argv, async (meta) =>
+        withRepairTools(meta, ctx, (pool, stores) =>
+          argv['heal']
+            ? censusAndHeal(meta, stores, pool, {
+                ...volume,
+                ...(maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond }),
+              })
+            : runCensus(meta, stores, volume).then((c) => ({ census: c, heal: null })),
+        ),
+      );
+      emit(ctx.io, isJson(argv), result, censusLines);
+      if (result.census.unlisted.length > 0 || (result.heal?.unhealed.length ?? 0) > 0) ctx.exitCode = 1;
+    }),
+  };
   const rebalance = {
     command: 'rebalance',
     describe:
@@ -282,7 +326,7 @@ export function repairCommands(ctx: CliContext) {
       if (result.report !== null && result.report.failed > 0) ctx.exitCode = 1;
     }),
   };
-  return { repair, scrub, rebalance };
+  return { repair, scrub, census, rebalance };
 }
 
 /**
@@ -325,4 +369,43 @@ async function runAsLeader(
   } finally {
     await lease.revoke().catch(() => undefined);
   }
+}
+
+/** A census, then a scrub of the extents it found shards missing from, then a census of those volumes again. */
+async function censusAndHeal(
+  meta: EtcdMeta,
+  stores: RepairStores,
+  pool: CodecPool,
+  options: { volume?: string; maxBytesPerSecond?: number },
+): Promise<{ census: CensusReport; heal: ScrubReport | null }> {
+  const census = await runCensus(meta, stores, options.volume === undefined ? {} : { volume: options.volume });
+  const only = new Map(census.volumes.filter((v) => v.extents.size > 0).map((v) => [v.volumeId, v.extents]));
+  if (only.size === 0) return { census, heal: null };
+  const heal = await runScrub(meta, stores, pool, {
+    only,
+    ...(options.maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond: options.maxBytesPerSecond }),
+  });
+  // Record what is still missing, so status stops counting what was rebuilt.
+  for (const v of census.volumes) if (v.extents.size > 0) await runCensus(meta, stores, { volume: v.volume });
+  return { census, heal };
+}
+
+function censusLines(r: { census: CensusReport; heal: ScrubReport | null }): string[] {
+  const c = r.census;
+  return [
+    `Census of ${c.volumes.length} volumes: ${c.targetsListed} node listings, ${c.keysListed} shards listed in ${c.durationMs} ms; ${c.absentShards} published shards missing from live nodes`,
+    ...c.volumes
+      .filter((v) => v.record.absentCount > 0)
+      .map(
+        (v) =>
+          `  ${v.volume}: ${v.record.absentCount} missing in extents ${extentRanges([...v.extents].sort((a, b) => a - b).slice(0, 20))}`,
+      ),
+    ...c.unlisted.map((u) => `  not listed: ${u}`),
+    ...(r.heal === null
+      ? []
+      : [
+          `rebuilt in place: ${r.heal.healed} shards (${r.heal.blocksRebuilt} blocks)`,
+          ...r.heal.unhealed.map((u) => `  not healed: ${u}`),
+        ]),
+  ];
 }

@@ -84,13 +84,20 @@ export function statusText(h: ClusterHealth): string[] {
     );
   const missing = h.volumes.filter((v) => v.missingShards > 0);
   if (missing.length > 0) {
-    lines.push('', 'Shards missing (their targets are down or gone), by zone:');
+    lines.push(
+      '',
+      'Shards missing (their targets are down or gone, or a census found them gone from a live one), by zone:',
+    );
     for (const v of missing) {
       const zones = Object.entries(v.missingShardsByZone)
         .filter(([, n]) => n > 0)
         .map(([zone, n]) => `${n} in zone ${zone}`);
       const more = v.affectedExtents.length < v.degradedExtents + v.unreadableExtents ? ', ...' : '';
-      lines.push(`  ${v.name}: ${zones.join(', ')}; extents ${extentRanges(v.affectedExtents)}${more}`);
+      const census =
+        v.census !== null && v.census.absentShards > 0
+          ? ` (${v.census.absentShards} of them missing from live nodes, census at ${v.census.checkedAt})`
+          : '';
+      lines.push(`  ${v.name}: ${zones.join(', ')}; extents ${extentRanges(v.affectedExtents)}${more}${census}`);
     }
     lines.push(`Repair backlog: ${h.totals.repairBacklogExtents} extents`);
   }

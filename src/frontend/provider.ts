@@ -39,6 +39,7 @@ import {
   decodeExtent,
   journalReplicasOf,
   keys,
+  type CensusRecord,
   type EtcdMeta,
   type VolumeLock,
   type VolumeRecord,
@@ -438,7 +439,13 @@ export class VolumeFrontend implements ExportProvider {
    * topology, volumes attached for writing also get their health from the engine's extent map
    * (src/api/health.ts); read-only ones are left to their writer.
    */
-  async status(options: { readonly topology?: Topology } = {}): Promise<
+  async status(
+    options: {
+      readonly topology?: Topology;
+      /** The volume's last shard census, so shards missing from live targets count as lost. */
+      readonly census?: (volumeId: string) => Promise<CensusRecord | null>;
+    } = {},
+  ): Promise<
     {
       name: string;
       readOnly: boolean;
@@ -460,6 +467,7 @@ export class VolumeFrontend implements ExportProvider {
       // A settled promise wins the race against the already-resolved undefined; a pending one loses.
       const v = await Promise.race([p, Promise.resolve(undefined)]).catch(() => undefined);
       if (v === undefined) continue;
+      const census = liveness === undefined || v.readOnly ? null : await options.census?.(v.record.id);
       out.push({
         name: v.record.name,
         readOnly: v.readOnly,
@@ -480,6 +488,7 @@ export class VolumeFrontend implements ExportProvider {
                 extents: publishedExtents(v.engine),
                 liveness,
                 readDegraded: v.engine.degraded,
+                ...(census === undefined || census === null ? {} : { absent: new Set(census.absent) }),
               }),
             }),
       });

@@ -142,7 +142,8 @@ async function checkZone(
 
 /**
  * Serves the frontend's metrics; gauges are read at each scrape from the frontend's status and,
- * for the health of the volumes it writes, the live topology (two etcd reads). When etcd does
+ * for the health of the volumes it writes, the live topology (two etcd reads) and each such
+ * volume's last shard census (one read each). When etcd does
  * not answer, that scrape has no health gauges rather than stale ones.
  */
 async function serveFrontendMetrics(
@@ -155,7 +156,9 @@ async function serveFrontendMetrics(
       from.log(`metrics: cannot read the topology for volume health: ${errorMessage(err)}`);
       return undefined;
     });
-    const volumes = await from.frontend.status(topology === undefined ? {} : { topology });
+    const volumes = await from.frontend.status(
+      topology === undefined ? {} : { topology, census: (volumeId) => from.meta.getCensus(volumeId).catch(() => null) },
+    );
     return {
       volumes: volumes.map((v) => ({
         name: v.name,

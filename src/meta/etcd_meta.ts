@@ -15,6 +15,7 @@ import { AlreadyExistsError, FencedError, NotFoundError, VolumeLockedError } fro
 import {
   type AliveRecord,
   type JournalLayout,
+  type CensusRecord,
   type ClusterConfig,
   type ExtentRecord,
   type LockRecord,
@@ -24,6 +25,7 @@ import {
   decodeCluster,
   decodeExtent,
   decodeJournal,
+  decodeCensus,
   decodeLock,
   decodeTarget,
   decodeVolume,
@@ -277,6 +279,7 @@ export class EtcdMeta {
         .then(
           this.client.delete().prefix(keys.extentsPrefix(volumeId)),
           this.client.delete().key(keys.journal(volumeId)),
+          this.client.delete().key(keys.census(volumeId)),
           this.client.delete().key(keys.gcVolume(volumeId)),
         )
         .commit(),
@@ -461,6 +464,18 @@ export class EtcdMeta {
   }
 
   /** The volume's journal layout, or null when it has none yet. */
+  /** The last census of a volume's shards, or null when none ran since it was created. */
+  async getCensus(volumeId: string): Promise<CensusRecord | null> {
+    const key = keys.census(volumeId);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    return text === null ? null : decodeCensus(key, text);
+  }
+
+  async putCensus(volumeId: string, record: CensusRecord): Promise<void> {
+    const key = keys.census(volumeId);
+    await this.call(`put ${key}`, () => this.client.put(key).value(JSON.stringify(record)).exec());
+  }
+
   async getJournal(volumeId: string): Promise<JournalLayout | null> {
     const key = keys.journal(volumeId);
     const text = await this.call(`get ${key}`, () => this.client.get(key).string());

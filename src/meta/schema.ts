@@ -32,6 +32,8 @@ export const keys = {
   /** A volume's journal layout: its segments, their nodes, and the folded LSN. */
   journal: (volumeId: string) => `${rootPrefix}journals/${volumeId}`,
   epoch: (volume: string) => `${rootPrefix}epochs/${volume}`,
+  /** The last shard census of a volume: its published shards that live targets do not hold. */
+  census: (volumeId: string) => `${rootPrefix}census/${volumeId}`,
   gcVolumesPrefix: () => `${rootPrefix}gc/volumes/`,
   gcVolume: (volumeId: string) => `${rootPrefix}gc/volumes/${volumeId}`,
   repairProgress: () => `${rootPrefix}repair/progress`,
@@ -327,5 +329,37 @@ export function decodeLock(key: string, text: string): LockRecord {
     owner: field(key, o, 'owner', isString, 'a string'),
     epoch: field(key, o, 'epoch', isCount, 'an epoch'),
     acquiredAt: field(key, o, 'acquiredAt', isString, 'a string'),
+  };
+}
+
+/** Keys of absent shards a census record lists; the count covers them all. */
+export const censusAbsentListedMax = 10_000;
+
+/**
+ * What the last census of a volume found: the published shards (current generations only) that
+ * their target, up at the time, did not list. A key stays listed until the next census.
+ */
+export interface CensusRecord {
+  readonly checkedAt: string;
+  /** Targets listed (up, holding published shards of the volume). */
+  readonly targetsListed: number;
+  /** Published shards on those targets. */
+  readonly shardsExpected: number;
+  /** Shards missing, all of them (absent lists at most censusAbsentListedMax). */
+  readonly absentCount: number;
+  /** Shard keys missing, sorted. */
+  readonly absent: readonly string[];
+}
+
+export function decodeCensus(key: string, text: string): CensusRecord {
+  const o = parse(key, text);
+  const absent = field(key, o, 'absent', Array.isArray, 'a list');
+  if (!absent.every(isString)) throw new CorruptMetadataError(key, '"absent" must be shard keys');
+  return {
+    checkedAt: field(key, o, 'checkedAt', isString, 'a time'),
+    targetsListed: field(key, o, 'targetsListed', isCount, 'a count'),
+    shardsExpected: field(key, o, 'shardsExpected', isCount, 'a count'),
+    absentCount: field(key, o, 'absentCount', isCount, 'a count'),
+    absent: absent as string[],
   };
 }

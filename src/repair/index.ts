@@ -1,4 +1,5 @@
 /** Repair, scrub, drain, rebalance and garbage collection: the services that keep data whole. */
+export * from './census.js';
 export * from './gc.js';
 export * from './repair.js';
 export * from './scrub.js';

@@ -48,6 +48,8 @@ export interface ScrubReport {
 
 export interface ScrubOptions {
   readonly volume?: string;
+  /** Only these extents, by volume id (a census's findings); every extent when absent. */
+  readonly only?: ReadonlyMap<string, ReadonlySet<number>>;
   readonly maxBytesPerSecond?: number;
   readonly onExtent?: (done: number, total: number) => void;
 }
@@ -74,7 +76,11 @@ export async function runScrub(
     unhealed: [] as string[],
   };
   const all: { v: VolumeRecord; e: number }[] = [];
-  for (const v of volumes) for (const e of (await meta.listExtents(v.id)).keys()) all.push({ v, e });
+  for (const v of volumes) {
+    const only = options.only?.get(v.id);
+    if (options.only !== undefined && only === undefined) continue;
+    for (const e of (await meta.listExtents(v.id)).keys()) if (only?.has(e) ?? true) all.push({ v, e });
+  }
   for (const { v, e } of all) {
     const current = await meta.getExtentWithRevision(v.id, e);
     report.extents += 1;

@@ -5,7 +5,7 @@
  * nodes killed: every read still returns the bytes written.
  */
 import { expect } from 'chai';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { startCairnd, type CairndHandle } from '../harness/cairnd.js';
@@ -195,6 +195,39 @@ describe('repair, scrub and drain on a cluster of real processes', function () {
     const second = await ctl(['scrub', '--volume', 'r']);
     expect(second, JSON.stringify(second)).to.include({ corrupt: 0, inconsistent: 0, healed: 0 });
     await readBack('after parity scrub');
+  });
+
+  it('a census finds three shards deleted from live nodes: status counts them at risk, --heal rebuilds them in place', async () => {
+    // Two shards of extent 9 and one of extent 10: both extents degraded, both still readable.
+    const where = [
+      { e: 9, i: 0 },
+      { e: 9, i: 3 },
+      { e: 10, i: 5 },
+    ];
+    const goneRefs = await Promise.all(where.map(async ({ e, i }) => (await extentRecord(e)).shards[i]!));
+    for (const ref of goneRefs) rmSync(shardFile(ref.target, ref.key));
+    type Status = { volumes: { name: string; atRiskBytes: number; missingShards: number; census: unknown }[] };
+    const volumeOf = (st: Status) => st.volumes.find((v) => v.name === 'r')!;
+    // Liveness alone cannot see it: every node holding them is up.
+    expect(volumeOf((await ctl(['status'])) as unknown as Status).atRiskBytes).to.equal(0);
+
+    const census = await ctl(['census', '--volume', 'r']);
+    expect(census['census'], JSON.stringify(census)).to.include({ absentShards: 3 });
+    const found = (census['census'] as { volumes: { record: { absent: string[] } }[] }).volumes[0]!.record.absent;
+    // The found keys are listed sorted.
+    expect(found).to.deep.equal(goneRefs.map((r) => r.key).sort());
+    const after = volumeOf((await ctl(['status'])) as unknown as Status);
+    expect(after, JSON.stringify(after)).to.include({ atRiskBytes: 2 * MiB, missingShards: 3 });
+    expect(after.census).to.include({ absentShards: 3 });
+    const text = (await stack().cairnctl('status', ['status'])).stdout;
+    expect(text, text).to.match(/3 shards missing from nodes that are up/);
+
+    const healed = await ctl(['census', '--volume', 'r', '--heal']);
+    expect(healed['heal'], JSON.stringify(healed)).to.include({ missing: 3, healed: 3 });
+    const clean = volumeOf((await ctl(['status'])) as unknown as Status);
+    expect(clean, JSON.stringify(clean)).to.include({ atRiskBytes: 0, missingShards: 0 });
+    for (const ref of goneRefs) expect(existsSync(shardFile(ref.target, ref.key)), ref.key).to.equal(true);
+    await readBack('after census heal');
   });
 
   it('drains a node: its shards move elsewhere and it holds none afterwards', async () => {

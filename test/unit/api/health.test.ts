@@ -75,6 +75,27 @@ describe('assessExtentMap()', () => {
       ...(readDegraded === undefined ? {} : { readDegraded }),
     });
 
+  it('counts shards a census found missing from live targets as lost: three of one extent make it unreadable', () => {
+    const h = assessExtentMap({
+      sizeBytes: 16 * MiB,
+      extentBytes: MiB,
+      profile,
+      extents: extents(16),
+      liveness: livenessOf(topology([])),
+      absent: new Set(['v/3/1/0', 'v/3/1/1', 'v/3/1/2', 'v/7/1/4', 'v/99/1/0']),
+    });
+    expect(h).to.deep.include({
+      degradedExtents: 1,
+      unreadableExtents: 1,
+      atRiskBytes: 2 * MiB,
+      unreadableBytes: MiB,
+      missingShards: 4,
+    });
+    // Shard i of extent e sits on node (e + i) % 6: extent 3's 0, 1, 2 on b-2, c-1, c-2; extent 7's 4 on c-2.
+    expect(h.missingShardsByZone).to.deep.equal({ a: 0, b: 1, c: 3 });
+    expect(h.affectedExtents).to.deep.equal([3, 7]);
+  });
+
   it('finds nothing at risk when every target is up, and lists every zone with 0', () => {
     const h = assess([]);
     expect(h).to.deep.include({
