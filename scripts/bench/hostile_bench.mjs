@@ -5,7 +5,9 @@
 //   slow bodies   PUTs declaring 64 MiB that send one byte a second (from 127.0.0.2)
 //   idle flood    connections that never send a byte (from 127.0.0.3-127.0.0.10)
 //   unread GETs   connections pipelining 10 GETs of a 1 MiB shard and reading nothing (127.0.0.11)
-// Each attacker reopens what the node closes, until the phase ends (an unread-GET attacker reads
+// The attackers run in a child process of their own (this script with --attack-port), so their
+// work does not stall the verifiers' event loop; on two shared cores they still compete for CPU.
+// Each attacker reopens what the node closes (after 100 ms), until the phase ends (an unread-GET attacker reads
 // nothing, so it never sees its close: the node's limit hits, reported from its metrics, are
 // the record of what the node cut). The verifiers connect from
 // 127.0.0.1, so the node's per-client shares are what keeps them served.
@@ -23,6 +25,7 @@
 //   --idle-timeout       the node's --idle-timeout (default: the node's own, 60000)
 //   --bound-ms           the longest a verifier may keep failing (default 2000): `withinBound`
 // Needs `make build`; starts its own etcd and cairnd.
+import { fork } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -171,38 +174,10 @@ async function limitHits(metricsPort) {
   return hits;
 }
 
-const workDir = mkdtempSync(join(tmpdir(), 'cairn-hostile-bench-'));
-const etcd = await startEtcd({ name: 'hostile-bench' });
-let node;
-const stores = [];
-try {
-  const metricsPort = await freePort();
-  node = await startCairnd({
-    etcd: etcd.endpoint,
-    name: 'bench-h',
-    zone: 'a',
-    dataDir: join(workDir, 'node'),
-    extraArgs: ['--metrics-listen', `127.0.0.1:${metricsPort}`, ...nodeArgs],
-  });
-  for (const id of [1, 2])
-    stores.push(new NodeShardStore({ name: node.name, address: node.address, timeoutMs: 10_000 }));
-  await stores[0].put('hostile/target', new Uint8Array(shardBytes).fill(9));
-
-  const phase = async (name) => {
-    let rssMax = rssMiB(node.pid);
-    const sampler = setInterval(() => (rssMax = Math.max(rssMax, rssMiB(node.pid))), 200);
-    const until = performance.now() + seconds * 1000;
-    const rows = await Promise.all(stores.map((store, i) => verify(store, i + 1, until)));
-    clearInterval(sampler);
-    rows.forEach((row, i) =>
-      console.log(JSON.stringify({ bench: 'hostile-verify', phase: name, client: i + 1, ...row })),
-    );
-    return { rows, rssMax };
-  };
-
-  const baseline = await phase('baseline');
+/** The attacks, in the child process: runs until the parent says stop, then reports. */
+function runAttacks(port) {
   const slow = attack(
-    node.port,
+    port,
     slowCount,
     () => '127.0.0.2',
     (socket) => {
@@ -213,13 +188,13 @@ try {
     },
   );
   const idle = attack(
-    node.port,
+    port,
     idleCount,
     (slot) => `127.0.0.${3 + (slot % 8)}`,
     () => undefined,
   );
   const unread = attack(
-    node.port,
+    port,
     pipelineCount,
     () => '127.0.0.11',
     (socket) => {
@@ -227,41 +202,98 @@ try {
       socket.write('GET /v1/shards/hostile/target HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(10));
     },
   );
-  const attacked = await phase('attack');
-  slow.stop();
-  idle.stop();
-  unread.stop();
-  const hits = await limitHits(metricsPort);
-  console.log(
-    JSON.stringify({
-      bench: 'hostile-attack',
-      seconds,
-      slowBodies: slow.stats,
-      idleFlood: idle.stats,
-      unreadPipelines: unread.stats,
-      limitHits: hits,
-    }),
-  );
-  const sum = (rows, field) => rows.reduce((s, r) => s + r[field], 0);
-  const longestFailMs = Math.max(...attacked.rows.map((r) => r.longestFailMs));
-  console.log(
-    JSON.stringify({
-      summary: 'hostile',
-      throughputRatio: round(sum(attacked.rows, 'MiBps') / Math.max(1e-9, sum(baseline.rows, 'MiBps')), 3),
-      baselineMiBps: round(sum(baseline.rows, 'MiBps')),
-      attackMiBps: round(sum(attacked.rows, 'MiBps')),
-      failuresDuringAttack: sum(attacked.rows, 'failures'),
-      mismatches: sum(baseline.rows, 'mismatches') + sum(attacked.rows, 'mismatches'),
-      longestFailMs,
-      maxLatencyMsDuringAttack: Math.max(...attacked.rows.map((r) => r.maxLatencyMs)),
-      boundMs,
-      withinBound: longestFailMs <= boundMs,
-      nodeRssMaxMiB: { baseline: round(baseline.rssMax, 0), attack: round(attacked.rssMax, 0) },
-    }),
-  );
-} finally {
-  for (const s of stores) s.close();
-  await node?.stop();
-  await etcd.stop();
-  rmSync(workDir, { recursive: true, force: true });
+  process.send({ started: true });
+  process.on('message', () => {
+    slow.stop();
+    idle.stop();
+    unread.stop();
+    process.send({ slowBodies: slow.stats, idleFlood: idle.stats, unreadPipelines: unread.stats }, () =>
+      process.exit(0),
+    );
+  });
+}
+
+const attackPort = option('--attack-port', undefined);
+if (attackPort !== undefined) runAttacks(Number(attackPort));
+else await main();
+
+async function main() {
+  const workDir = mkdtempSync(join(tmpdir(), 'cairn-hostile-bench-'));
+  const etcd = await startEtcd({ name: 'hostile-bench' });
+  let node;
+  let attacker;
+  const stores = [];
+  try {
+    const metricsPort = await freePort();
+    node = await startCairnd({
+      etcd: etcd.endpoint,
+      name: 'bench-h',
+      zone: 'a',
+      dataDir: join(workDir, 'node'),
+      extraArgs: ['--metrics-listen', `127.0.0.1:${metricsPort}`, ...nodeArgs],
+    });
+    for (const id of [1, 2])
+      stores.push(new NodeShardStore({ name: node.name, address: node.address, timeoutMs: 10_000 }));
+    await stores[0].put('hostile/target', new Uint8Array(shardBytes).fill(9));
+
+    const phase = async (name) => {
+      let rssMax = rssMiB(node.pid);
+      const sampler = setInterval(() => (rssMax = Math.max(rssMax, rssMiB(node.pid))), 200);
+      const until = performance.now() + seconds * 1000;
+      const rows = await Promise.all(stores.map((store, i) => verify(store, i + 1, until)));
+      clearInterval(sampler);
+      rows.forEach((row, i) =>
+        console.log(JSON.stringify({ bench: 'hostile-verify', phase: name, client: i + 1, ...row })),
+      );
+      return { rows, rssMax };
+    };
+
+    const baseline = await phase('baseline');
+    attacker = fork(new URL(import.meta.url).pathname, [...args, '--attack-port', String(node.port)], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    await new Promise((resolve, reject) => {
+      attacker.once('message', resolve);
+      attacker.once('exit', (code) => reject(new Error(`the attacker exited early (${code})`)));
+    });
+    const attacked = await phase('attack');
+    const attackStats = await new Promise((resolve) => {
+      attacker.removeAllListeners('exit');
+      attacker.once('message', resolve);
+      attacker.send({ stop: true });
+    });
+    await new Promise((resolve) => (attacker.exitCode === null ? attacker.once('exit', resolve) : resolve()));
+    const hits = await limitHits(metricsPort);
+    console.log(
+      JSON.stringify({
+        bench: 'hostile-attack',
+        seconds,
+        ...attackStats,
+        limitHits: hits,
+      }),
+    );
+    const sum = (rows, field) => rows.reduce((s, r) => s + r[field], 0);
+    const longestFailMs = Math.max(...attacked.rows.map((r) => r.longestFailMs));
+    console.log(
+      JSON.stringify({
+        summary: 'hostile',
+        throughputRatio: round(sum(attacked.rows, 'MiBps') / Math.max(1e-9, sum(baseline.rows, 'MiBps')), 3),
+        baselineMiBps: round(sum(baseline.rows, 'MiBps')),
+        attackMiBps: round(sum(attacked.rows, 'MiBps')),
+        failuresDuringAttack: sum(attacked.rows, 'failures'),
+        mismatches: sum(baseline.rows, 'mismatches') + sum(attacked.rows, 'mismatches'),
+        longestFailMs,
+        maxLatencyMsDuringAttack: Math.max(...attacked.rows.map((r) => r.maxLatencyMs)),
+        boundMs,
+        withinBound: longestFailMs <= boundMs,
+        nodeRssMaxMiB: { baseline: round(baseline.rssMax, 0), attack: round(attacked.rssMax, 0) },
+      }),
+    );
+  } finally {
+    if (attacker !== undefined && attacker.exitCode === null) attacker.kill('SIGKILL');
+    for (const s of stores) s.close();
+    await node?.stop();
+    await etcd.stop();
+    rmSync(workDir, { recursive: true, force: true });
+  }
 }
