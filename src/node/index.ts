@@ -11,4 +11,11 @@ export {
 } from './server.js';
 export { JournalServer, type JournalServerOptions } from './journal_server.js';
 export { JournalStore, journalDirName } from './journal_store.js';
-export { checkNodeLimits, nodeLimitNames, nodeLimitsDefault, type NodeLimitName, type NodeLimits } from './limits.js';
+export {
+  checkNodeLimits,
+  nodeConnectionRequestsPipelinedMax,
+  nodeLimitNames,
+  nodeLimitsDefault,
+  type NodeLimitName,
+  type NodeLimits,
+} from './limits.js';

@@ -64,6 +64,12 @@ export const nodeResponseBytesPerClientMaxDefault = 256 * MiB;
  * connection until its answers are taken.
  */
 export const nodeConnectionRequestsQueuedMax = 16;
+/**
+ * Requests one HTTP connection may have waiting at all. Stopping the socket cannot stop node:http
+ * parsing the chunk already read (64 KiB holds some 1400 short GETs, each a few KiB of objects
+ * while it waits), so a connection past this many is closed: no client Cairn ships pipelines.
+ */
+export const nodeConnectionRequestsPipelinedMax = 128;
 /** Lines a refusing limit logs per nodeLimitLogIntervalMs; the rest are counted in the next line. */
 export const nodeLimitLogIntervalMs = 10_000;
 
@@ -102,6 +108,7 @@ export const nodeLimitNames = [
   'response_bytes',
   'response_bytes_per_client',
   'unread_responses',
+  'pipelined_requests',
   'idle',
 ] as const;
 export type NodeLimitName = (typeof nodeLimitNames)[number];
@@ -131,4 +138,5 @@ export function checkNodeLimits(limits: Partial<NodeLimits> = {}): NodeLimits {
 assert(nodePutBytesPerClientMaxDefault <= nodePutBytesMaxDefault);
 assert(nodeResponseBytesPerClientMaxDefault <= nodeResponseBytesMaxDefault);
 assert(nodeConnectionsPerClientMaxDefault <= nodeConnectionsMaxDefault);
+assert(nodeConnectionRequestsQueuedMax < nodeConnectionRequestsPipelinedMax);
 assert(nodeBodyRateMinBytesPerSDefault > 0 && nodeBodyRateWindowMsDefault > 0);

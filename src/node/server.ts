@@ -23,8 +23,9 @@
  * client (refused with a 503 and a log line); idle connections and connections whose client
  * stopped reading (closed after the idle timeout); GET bodies held in memory, in total and per
  * client (the response budget). A connection's requests run one at a time, in order, so a
- * client pipelining requests it never reads holds one response, and past
- * nodeConnectionRequestsQueuedMax waiting requests the node stops reading it. Every request
+ * client pipelining requests it never reads holds one response; past
+ * nodeConnectionRequestsQueuedMax waiting requests the node stops reading it, and past
+ * nodeConnectionRequestsPipelinedMax it closes it. Every request
  * counted in flight is uncounted exactly once: when its response closes or its connection does
  * (a queued pipelined response never closes on its own when the connection goes).
  *
@@ -68,7 +69,13 @@ import {
 } from '../shard/index.js';
 
 import { ClientBudget, LimitLog, clientOf } from './client_limits.js';
-import { checkNodeLimits, nodeConnectionRequestsQueuedMax, type NodeLimitName, type NodeLimits } from './limits.js';
+import {
+  checkNodeLimits,
+  nodeConnectionRequestsPipelinedMax,
+  nodeConnectionRequestsQueuedMax,
+  type NodeLimitName,
+  type NodeLimits,
+} from './limits.js';
 
 /**
  * Headers of a request must arrive within this (Node's own check); bodies are bounded by rate
@@ -385,6 +392,14 @@ export class ShardServer {
     };
     res.once('close', slot.release);
     connection.slots.push(slot);
+    if (connection.slots.length > nodeConnectionRequestsPipelinedMax) {
+      this.limitLog.hit(
+        'pipelined_requests',
+        `closed a connection from ${connection.client} with more than ${nodeConnectionRequestsPipelinedMax} requests waiting`,
+      );
+      socket.destroy();
+      return;
+    }
     if (connection.slots.length > nodeConnectionRequestsQueuedMax && !connection.paused) {
       connection.paused = true;
       socket.pause();

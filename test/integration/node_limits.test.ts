@@ -13,8 +13,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MiB, crc32Of } from '../../src/core/index.js';
 import { waitFor } from '../../src/dev/index.js';
-import { encodeFrameHeader, encodeHelloRequest, journalOps, journalProtocolVersion } from '../../src/journal/index.js';
-import { JournalServer, JournalStore, ShardServer, type NodeLimitName, type NodeLimits } from '../../src/node/index.js';
+import {
+  encodeFrameHeader,
+  encodeHelloRequest,
+  encodeShardGetRequest,
+  journalOps,
+  journalProtocolVersion,
+} from '../../src/journal/index.js';
+import {
+  JournalServer,
+  JournalStore,
+  ShardServer,
+  nodeConnectionRequestsPipelinedMax,
+  type NodeLimitName,
+  type NodeLimits,
+} from '../../src/node/index.js';
 import { FileShardStore } from '../../src/shard/index.js';
 
 const hostile = '127.0.0.1';
@@ -215,8 +228,9 @@ describe('storage node limits against hostile clients', function () {
       heldMax = Math.max(heldMax, server!.stats().responseBytesInFlight);
       return server!.stats().connections === 0 || undefined;
     });
-    // At most the client's share (three framed 4 MiB answers) was held at any time we looked.
-    expect(heldMax).to.be.at.most(12 * MiB);
+    // At most the greedy client's share (two framed 4 MiB answers fit it) and the other client's
+    // one answer, if it was not yet released, were held at any time we looked.
+    expect(heldMax).to.be.at.most(12 * MiB + during.body.length);
     expect(hits).to.include('unread_responses');
     await waitFor('everything to be released', () => {
       const s = server!.stats();
@@ -241,6 +255,19 @@ describe('storage node limits against hostile clients', function () {
     await waitFor('requestsInFlight to return to 0', async () => (await healthInFlight(port)) === 0 || undefined);
     expect(await server!.close(60_000)).to.equal(0);
     server = undefined;
+  });
+
+  it('closes a connection that pipelines more requests than it may have waiting', async () => {
+    const port = await startShardServer({});
+    await store.put('big/0', Buffer.alloc(4 * MiB, 3));
+    const [greedy] = await open(port, 1);
+    greedy!.socket.pause();
+    greedy!.socket.write(
+      'GET /v1/shards/big/0 HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(nodeConnectionRequestsPipelinedMax + 10),
+    );
+    await waitFor('the connection to be closed', () => server!.stats().connections === 0 || undefined);
+    await waitFor('its requests to be uncounted', () => server!.stats().requestsInFlight === 0 || undefined);
+    expect(hits).to.include('pipelined_requests');
   });
 
   describe('the journal connection', () => {
@@ -268,6 +295,37 @@ describe('storage node limits against hostile clients', function () {
       const [other] = await open(port, 1, friendly);
       await waitFor('another client to be admitted', () => journal!.stats().connections === 3);
       expect(other!.closed()).to.equal(false);
+    });
+
+    /** The frames of a HELLO request (id 1), for a raw client. */
+    function helloFrames(): Buffer {
+      const hello = Buffer.concat(
+        encodeHelloRequest({ protocolVersion: journalProtocolVersion, clientName: 'raw', secret: '' }),
+      );
+      return Buffer.concat([
+        encodeFrameHeader({ op: journalOps.hello, status: 0, requestId: 1, payloadBytes: hello.length }),
+        hello,
+      ]);
+    }
+
+    it('closes a connection that leaves its answers unread for the idle timeout', async () => {
+      const port = await startJournal({ idleTimeoutMs: 500 });
+      await store.put('big/0', Buffer.alloc(4 * MiB, 3));
+      const [greedy] = await open(port, 1);
+      greedy!.socket.pause(); // it reads nothing
+      const get = Buffer.concat(encodeShardGetRequest({ key: 'big/0' }));
+      const gets = Array.from({ length: 20 }, (_, i) =>
+        Buffer.concat([
+          encodeFrameHeader({ op: journalOps.shardGet, status: 0, requestId: i + 2, payloadBytes: get.length }),
+          get,
+        ]),
+      );
+      greedy!.socket.write(Buffer.concat([helloFrames(), ...gets]));
+      await waitFor(
+        'the connection to be cut',
+        () => (hits.includes('unread_responses') && journal!.stats().connections === 0) || undefined,
+      );
+      expect(lines.some((l) => l.includes('limit unread_responses'))).to.equal(true);
     });
 
     it('closes a connection whose frame payload arrives slower than the minimum rate', async () => {
