@@ -14,3 +14,4 @@ node scripts/bench/meta_bench.mjs "${BENCH_META_COUNT:-300}"
 node scripts/bench/journal_bench.mjs --count "${BENCH_JOURNAL_COUNT:-4000}"
 node scripts/bench/nbd_bench.mjs
 node scripts/bench/failover_bench.mjs
+node scripts/bench/hostile_bench.mjs --seconds "${BENCH_HOSTILE_SECONDS:-20}"

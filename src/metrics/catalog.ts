@@ -89,6 +89,41 @@ export const metricSpecs = {
     labels: [],
     component: 'node',
   },
+  nodeLimitHits: {
+    name: 'cairn_node_limit_hits_total',
+    type: 'counter',
+    help: 'Times a limit against clients refused a request or connection, or closed a connection, by limit.',
+    labels: ['limit'],
+    component: 'node',
+  },
+  nodeConnections: {
+    name: 'cairn_node_connections',
+    type: 'gauge',
+    help: 'Open client connections, by server (http: the shard API, journal: the binary connection).',
+    labels: ['server'],
+    component: 'node',
+  },
+  nodeRequestsInFlight: {
+    name: 'cairn_node_requests_in_flight',
+    type: 'gauge',
+    help: 'Shard API requests received and not yet answered (running or waiting behind another on their connection).',
+    labels: [],
+    component: 'node',
+  },
+  nodePutInFlight: {
+    name: 'cairn_node_put_in_flight_bytes',
+    type: 'gauge',
+    help: 'Shard body bytes held by PUTs in progress, both servers (the PUT budget in use).',
+    labels: [],
+    component: 'node',
+  },
+  nodeResponseInFlight: {
+    name: 'cairn_node_response_in_flight_bytes',
+    type: 'gauge',
+    help: 'GET body bytes of the shard API held until the kernel takes them (the response budget in use).',
+    labels: [],
+    component: 'node',
+  },
 
   // -- the frontend: NBD ----------------------------------------------------------------------
   nbdRequests: {

@@ -240,8 +240,21 @@ export interface NodeRequestDone {
   readonly bytesRead: number;
 }
 
+/** What the node's servers hold now, read at every scrape. */
+export interface NodeLoadSnapshot {
+  readonly httpConnections: number;
+  readonly journalConnections: number;
+  readonly requestsInFlight: number;
+  readonly putBytesInFlight: number;
+  readonly responseBytesInFlight: number;
+}
+
 export interface NodeMetrics extends MetricsSource {
   requestDone(done: NodeRequestDone): void;
+  /** A limit against clients bit (a name from nodeLimitNames in src/node/limits.ts). */
+  limitHit(limit: string): void;
+  /** Read at every scrape for the connection, in-flight and budget gauges. */
+  loadFrom(source: () => NodeLoadSnapshot): void;
   /** Read at every scrape for cairn_node_capacity_bytes and cairn_node_used_bytes. */
   usageFrom(source: () => Promise<{ capacityBytes: number; usedBytes: number }>): void;
   repair(): RepairMetrics;
@@ -255,10 +268,27 @@ export function createNodeMetrics(options: MetricsOptions = {}): NodeMetrics {
   const read = r.counter('nodeShardBytesRead');
   const capacity = r.gauge('nodeCapacity');
   const used = r.gauge('nodeUsed');
+  const limitHits = r.counter('nodeLimitHits');
+  const connections = r.gauge('nodeConnections');
+  const inFlight = r.gauge('nodeRequestsInFlight');
+  const putBytes = r.gauge('nodePutInFlight');
+  const responseBytes = r.gauge('nodeResponseInFlight');
   let repair: RepairMetrics | undefined;
   return {
     contentType: r.registry.contentType,
     text: () => r.text(),
+    limitHit: (limit) => limitHits.inc({ limit: /^[a-z_]{1,32}$/.test(limit) ? limit : 'other' }),
+    loadFrom(source) {
+      r.onScrape(() => {
+        const load = source();
+        connections.set({ server: 'http' }, load.httpConnections);
+        connections.set({ server: 'journal' }, load.journalConnections);
+        inFlight.set(load.requestsInFlight);
+        putBytes.set(load.putBytesInFlight);
+        responseBytes.set(load.responseBytesInFlight);
+        return Promise.resolve();
+      });
+    },
     requestDone(done) {
       const route = routeLabel(done.route);
       const method = methodLabel(done.method);

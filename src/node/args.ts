@@ -11,6 +11,7 @@ import { InvalidArgumentError, checkName, errorMessage, parseSize } from '../cor
 import { journalSegmentBytesDefault, journalSegmentBytesMax, journalSegmentBytesMin } from '../journal/index.js';
 import { etcdCallTimeoutMsDefault } from '../meta/index.js';
 import { formatHostPort, parseHostPort } from '../shard/index.js';
+import { checkNodeLimits, nodeLimitsDefault, type NodeLimits } from './limits.js';
 
 /**
  * Time SIGTERM allows requests in flight to finish. Below Kubernetes' default 30 s grace period,
@@ -46,6 +47,8 @@ export interface DaemonConfig {
   readonly journalAdvertiseHost: string;
   /** Size of each new journal segment file, in bytes. */
   readonly journalSegmentBytes: number;
+  /** Bounds against slow, idle and greedy clients (src/node/limits.ts). */
+  readonly limits: NodeLimits;
 }
 
 export type ParsedDaemonArgs =
@@ -98,6 +101,7 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
       default: drainMsDefault,
       describe: 'ms SIGTERM waits for requests in flight',
     })
+    .options(limitOptions())
     .strict()
     .help()
     .version(false)
@@ -151,7 +155,9 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     throw new InvalidArgumentError(
       `--journal-listen ${formatHostPort(journal.host, journal.port)} is not an address clients can connect to: add --advertise HOST:PORT (its host is used for the journal too)`,
     );
+  const limits = limitsOf(args);
   const config: DaemonConfig = {
+    limits,
     etcdEndpoints,
     etcdTimeoutMs,
     name,
@@ -172,6 +178,100 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     ...secretOf(args['auth-secret-file'] as string | undefined, env),
   };
   return { kind: 'run', config };
+}
+
+/**
+ * The flag of each limit in NodeLimits: a count (connections, milliseconds) or a size with units
+ * (bytes). One table declares the options, parses them and names them in messages.
+ */
+const limitFlags: readonly { field: keyof NodeLimits; flag: string; size: boolean; describe: string }[] = [
+  {
+    field: 'connectionsMax',
+    flag: 'max-connections',
+    size: false,
+    describe: 'connections each server accepts at once; more are refused (503) with a log line',
+  },
+  {
+    field: 'connectionsPerClientMax',
+    flag: 'max-connections-per-client',
+    size: false,
+    describe: 'connections one remote address may hold on each server',
+  },
+  {
+    field: 'idleTimeoutMs',
+    flag: 'idle-timeout',
+    size: false,
+    describe: 'ms after which an idle connection, or one whose client stopped reading, is closed',
+  },
+  { field: 'putBytesMax', flag: 'put-budget', size: true, describe: 'shard bodies held in memory at once' },
+  {
+    field: 'putBytesPerClientMax',
+    flag: 'put-budget-per-client',
+    size: true,
+    describe: 'share of the PUT budget one remote address may hold',
+  },
+  {
+    field: 'bodyRateMinBytesPerS',
+    flag: 'body-rate-min',
+    size: true,
+    describe: 'bytes per second a body must bring over each --body-rate-window, else 408',
+  },
+  {
+    field: 'bodyRateWindowMs',
+    flag: 'body-rate-window',
+    size: false,
+    describe: 'ms over which a body rate is measured (and the grace before the first check)',
+  },
+  { field: 'responseBytesMax', flag: 'response-budget', size: true, describe: 'GET bodies held in memory until sent' },
+  {
+    field: 'responseBytesPerClientMax',
+    flag: 'response-budget-per-client',
+    size: true,
+    describe: 'share of the response budget one remote address may hold',
+  },
+];
+
+function limitOptions(): Record<string, { type: 'string'; describe: string }> {
+  const options: Record<string, { type: 'string'; describe: string }> = {};
+  for (const { field, flag, size, describe } of limitFlags) {
+    const fallback = nodeLimitsDefault[field];
+    options[flag] = { type: 'string', describe: `${describe} (default ${size ? sizeText(fallback) : fallback})` };
+  }
+  return options;
+}
+
+/** The limit flags as NodeLimits, each checked; a per-client share above its whole is refused too. */
+function limitsOf(args: Record<string, unknown>): NodeLimits {
+  const limits: Record<string, number> = {};
+  for (const { field, flag, size } of limitFlags) {
+    const text = args[flag] as string | undefined;
+    if (text === undefined) {
+      limits[field] = nodeLimitsDefault[field];
+      continue;
+    }
+    const value = size ? parseSize(text, `--${flag}`) : /^\d+$/.test(text) ? Number(text) : Number.NaN;
+    if (!Number.isSafeInteger(value) || value <= 0)
+      throw new InvalidArgumentError(`Invalid --${flag} "${text}": expected a whole number above 0`);
+    limits[field] = value;
+  }
+  try {
+    return checkNodeLimits(limits);
+  } catch (err) {
+    // Name the flags, not the fields.
+    let message = errorMessage(err).replace('Invalid node limits', 'Invalid limits');
+    for (const { field, flag } of limitFlags) message = message.replace(new RegExp(`\\b${field}\\b`, 'g'), `--${flag}`);
+    throw new InvalidArgumentError(message);
+  }
+}
+
+function sizeText(bytes: number): string {
+  const units: [string, number][] = [
+    ['GiB', 1024 ** 3],
+    ['MiB', 1024 ** 2],
+    ['KiB', 1024],
+  ];
+  for (const [unit, n] of units) if (bytes % n === 0) return `${bytes / n}${unit}`;
+  return `${bytes}`;
 }
 
 /** --journal-listen, or its default: the shard API's host and port + 1 (0 stays 0). */

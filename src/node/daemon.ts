@@ -22,7 +22,7 @@ import type { DaemonConfig } from './args.js';
 import { JournalServer } from './journal_server.js';
 import { JournalStore, journalDirName } from './journal_store.js';
 import { NodeRegistration } from './registration.js';
-import { ShardServer } from './server.js';
+import { ShardServer, sharedPutBudget } from './server.js';
 
 export interface DaemonIo {
   /** The ready line, plain, for scripts and tests that wait for it. */
@@ -63,11 +63,17 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
           onError: (what, err) => logger.warn(`metrics: ${what} failed: ${errorMessage(err)}`),
         });
   metrics?.usageFrom(() => store.usage());
+  // One PUT budget for both servers: a client's shard bodies count once, whichever way they come.
+  const putBudget = sharedPutBudget(config.limits);
+  const onLimit = metrics === undefined ? {} : { onLimit: metrics.limitHit };
   const server = new ShardServer({
     store,
     name: config.name,
     zone: config.zone,
     log,
+    limits: config.limits,
+    putBudget,
+    ...onLimit,
     ...(config.authSecret === undefined ? {} : { authSecret: config.authSecret }),
     ...(metrics === undefined ? {} : { onRequestDone: (done) => metrics.requestDone(done) }),
   });
@@ -82,8 +88,21 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     name: config.name,
     zone: config.zone,
     log,
+    limits: config.limits,
+    putBudget,
+    ...onLimit,
     ...(metrics === undefined ? {} : { onShardRequestDone: (done) => metrics.requestDone(done) }),
     ...(config.authSecret === undefined ? {} : { authSecret: config.authSecret }),
+  });
+  metrics?.loadFrom(() => {
+    const http = server.stats();
+    return {
+      httpConnections: http.connections,
+      journalConnections: journalServer.stats().connections,
+      requestsInFlight: http.requestsInFlight,
+      putBytesInFlight: http.putBytesInFlight,
+      responseBytesInFlight: http.responseBytesInFlight,
+    };
   });
   const bound = await server.listen(config.listenHost, config.listenPort);
   let metricsServer: MetricsServer | undefined;

@@ -17,7 +17,11 @@
  *   says nothing for journalHelloDeadlineMs is closed.
  * - Bounded: request payloads (journalRequestBytesMax), bytes and requests in flight per
  *   connection (past either the server stops reading that socket until answers go out, so a
- *   client that never reads its answers holds a bounded amount), connections per server.
+ *   client that never reads its answers holds a bounded amount); connections per server and per
+ *   client (refused with a log line); a frame's payload must arrive at the node's minimum body
+ *   rate, and a connection whose client leaves answers unread for the idle timeout is closed
+ *   (so it cannot hold the node-wide answer budget); SHARD_PUT bodies count against the node's
+ *   PUT budget, shared with the HTTP API, with the same per-client share.
  * - Answers go out with TCP_NODELAY: a commit waits for its answer, not for Nagle.
  *
  * - The same connection carries the node's shard store (SHARD_GET, SHARD_PUT): a frontend reads
@@ -25,7 +29,8 @@
  *   budgets; a put's framed shard is verified block by block before it is stored.
  *
  * What it leaves out: TLS (run it on a private network; the shared secret only authenticates),
- * per-client quotas.
+ * a per-client share of the answer budget (the unread-answer timeout frees it instead), and an
+ * idle timeout: frontends keep their journal connections open while idle.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -82,7 +87,9 @@ import {
 } from '../journal/index.js';
 import { checkShardKey, formatHostPort, type FileShardStore } from '../shard/index.js';
 import type { JournalStore } from './journal_store.js';
-import { bodyBytesInFlightMaxDefault, statusOf, type ShardRequestDone } from './server.js';
+import { ClientBudget, LimitLog, clientOf } from './client_limits.js';
+import { checkNodeLimits, type NodeLimitName, type NodeLimits } from './limits.js';
+import { sharedPutBudget, statusOf, type ShardRequestDone } from './server.js';
 
 /**
  * Answer bytes a LIST reserves in its connection's budget before its answer exists (LIST answers
@@ -110,6 +117,15 @@ export interface JournalServerOptions {
   readonly shards?: FileShardStore;
   /** Told of every shard op done, as the HTTP API reports its requests (for the node's metrics). */
   readonly onShardRequestDone?: (done: ShardRequestDone) => void;
+  /**
+   * Bounds against clients (limits.ts): connections (at most journalConnectionsMax), the body
+   * rate for frame payloads, the idle timeout for unread answers. Absent fields take defaults.
+   */
+  readonly limits?: Partial<NodeLimits>;
+  /** The node's PUT budget, shared with the shard API (sharedPutBudget); else its own. */
+  readonly putBudget?: ClientBudget;
+  /** Told every time a limit refuses or cuts a client (metrics); the log line is rate-limited. */
+  readonly onLimit?: (limit: NodeLimitName) => void;
 }
 
 export class JournalServer {
@@ -119,8 +135,13 @@ export class JournalServer {
   private readonly connections = new Set<JournalConnection>();
   private nextConnectionId = 1;
   private badFrames = 0;
-  /** SHARD_PUT bytes being stored, across connections (reservePutBytes). */
-  private putBytesInFlight = 0;
+  /** SHARD_PUT bytes being stored, across connections and the shard API (reservePutBytes). */
+  private readonly putBudget: ClientBudget;
+  private readonly connectionCount: ClientBudget;
+  /** @internal for JournalConnection */
+  readonly limits: NodeLimits;
+  /** @internal for JournalConnection */
+  readonly limitLog: LimitLog;
   /** READ and LIST answer bytes reserved across connections (journalServerAnswerBytesMax). */
   private answerBytesReserved = 0;
   private draining = false;
@@ -129,10 +150,17 @@ export class JournalServer {
   constructor(options: JournalServerOptions) {
     this.options = options;
     this.secretDigest = options.authSecret === undefined ? undefined : digest(options.authSecret);
+    this.limits = checkNodeLimits(options.limits);
+    this.putBudget = options.putBudget ?? sharedPutBudget(this.limits);
+    const connectionsMax = Math.min(this.limits.connectionsMax, journalConnectionsMax);
+    this.connectionCount = new ClientBudget(
+      connectionsMax,
+      Math.min(this.limits.connectionsPerClientMax, connectionsMax),
+    );
+    this.limitLog = new LimitLog((line) => options.log(`journal on node "${options.name}": ${line}`), options.onLimit);
     this.server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveDelayMs }, (socket) =>
       this.accept(socket),
     );
-    this.server.maxConnections = journalConnectionsMax;
   }
 
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */
@@ -203,17 +231,32 @@ export class JournalServer {
   }
 
   private accept(socket: Socket): void {
+    const client = clientOf(socket);
+    const refusal = this.connectionCount.take(client, 1);
+    if (refusal !== undefined) {
+      const limit: NodeLimitName = refusal === 'client' ? 'connections_per_client' : 'connections';
+      const cap = refusal === 'client' ? this.connectionCount.perClientMax : this.connectionCount.max;
+      this.limitLog.hit(
+        limit,
+        `refused a connection from ${client}: ${cap} ${refusal === 'client' ? 'from that client' : 'in total'} are open`,
+      );
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return;
+    }
     try {
-      const connection = new JournalConnection(this, socket, this.nextConnectionId++);
+      const connection = new JournalConnection(this, socket, this.nextConnectionId++, client);
       this.connections.add(connection);
       socket.once('close', () => {
         this.connections.delete(connection);
+        this.connectionCount.give(client, 1);
         connection.closed();
         this.onRequestDone();
       });
     } catch (err) {
       if (err instanceof AssertionError) throw err;
       this.options.log(`journal: cannot accept a connection: ${errorMessage(err)}`);
+      this.connectionCount.give(client, 1);
       socket.destroy();
     }
   }
@@ -276,19 +319,24 @@ export class JournalServer {
     }
   }
 
-  /** @internal Counts a SHARD_PUT's bytes against the node-wide bound, or refuses it (retryable). */
-  reservePutBytes(bytes: number): void {
-    if (this.putBytesInFlight + bytes > bodyBytesInFlightMaxDefault)
-      throw new UnavailableError(
-        `Node "${this.options.name}" is receiving too many shards at once (${this.putBytesInFlight} bytes); retry`,
-      );
-    this.putBytesInFlight += bytes;
+  /**
+   * @internal Counts a SHARD_PUT's bytes against the node's PUT budget and the client's share of
+   * it, or refuses it (retryable).
+   */
+  reservePutBytes(client: string, bytes: number): void {
+    const refusal = this.putBudget.take(client, bytes);
+    if (refusal === undefined) return;
+    const line =
+      refusal === 'client'
+        ? `Node "${this.options.name}" is receiving too many shards from ${client} at once (${this.putBudget.usedBy(client)} bytes, its share is ${this.putBudget.perClientMax}); retry`
+        : `Node "${this.options.name}" is receiving too many shards at once (${this.putBudget.inUse} bytes); retry`;
+    this.limitLog.hit(refusal === 'client' ? 'put_bytes_per_client' : 'put_bytes', line);
+    throw new UnavailableError(line);
   }
 
   /** @internal */
-  releasePutBytes(bytes: number): void {
-    this.putBytesInFlight -= bytes;
-    assert(this.putBytesInFlight >= 0, 'shard put bytes in flight went negative');
+  releasePutBytes(client: string, bytes: number): void {
+    this.putBudget.give(client, bytes);
   }
 
   /** @internal */
@@ -347,6 +395,10 @@ class JournalConnection {
   private errorLines = 0;
   private errorsUnlogged = 0;
   private readonly helloTimer: NodeJS.Timeout;
+  /** Checks, once a window, that a frame being received moves at the minimum body rate. */
+  private readonly rateTimer: NodeJS.Timeout;
+  /** The frame (and its fill) the last rate check saw; a frame gets one window of grace. */
+  private rateMark: { frame: object | undefined; fill: number } = { frame: undefined, fill: 0 };
   private readonly peer: string;
   private clientName = '';
 
@@ -354,11 +406,22 @@ class JournalConnection {
     private readonly server: JournalServer,
     private readonly socket: Socket,
     private readonly id: number,
+    private readonly client: string,
   ) {
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.guard(() => this.onData(chunk)));
     socket.on('error', (err) => this.guard(() => this.note(`socket error: ${errorMessage(err)}`)));
+    // Inactivity with answers unsent means the client stopped reading them: they hold the
+    // node-wide answer budget, so the connection goes. Idle with nothing unsent is fine.
+    socket.setTimeout(this.server.limits.idleTimeoutMs);
+    socket.on('timeout', () => this.guard(() => this.onTimeout()));
+    const { bodyRateMinBytesPerS, bodyRateWindowMs } = this.server.limits;
+    this.rateTimer = setInterval(
+      () => this.guard(() => this.checkRate(Math.ceil((bodyRateMinBytesPerS * bodyRateWindowMs) / 1000))),
+      bodyRateWindowMs,
+    );
+    this.rateTimer.unref();
     this.helloTimer = setTimeout(
       () =>
         this.guard(() =>
@@ -375,6 +438,7 @@ class JournalConnection {
 
   closed(): void {
     clearTimeout(this.helloTimer);
+    clearInterval(this.rateTimer);
     if (this.errorsUnlogged > 0)
       this.server.config.log(
         `journal connection ${this.id} from ${this.peer}: ${this.errorsUnlogged} more errors not logged`,
@@ -406,6 +470,33 @@ class JournalConnection {
     this.errorLines += 1;
     const who = this.clientName === '' ? this.peer : `${this.peer} (${this.clientName})`;
     this.server.config.log(`journal connection ${this.id} from ${who}: ${line}`);
+  }
+
+  private onTimeout(): void {
+    if (this.socket.writableLength === 0 || this.ending) return;
+    this.server.limitLog.hit(
+      'unread_responses',
+      `closed connection ${this.id} from ${this.peer}: ${this.socket.writableLength} answer bytes unread for ${this.server.limits.idleTimeoutMs} ms`,
+    );
+    this.socket.destroy();
+  }
+
+  /**
+   * A frame whose payload brought fewer than `perWindow` bytes (or the rest of it) since the
+   * last check is too slow: it holds its payload buffer and in-flight budget for nothing.
+   * Not while this server itself stopped reading the socket.
+   */
+  private checkRate(perWindow: number): void {
+    const frame = this.frame;
+    const mark = this.rateMark;
+    this.rateMark = { frame, fill: frame?.fill ?? 0 };
+    if (frame === undefined || mark.frame !== frame || this.paused || this.ending) return;
+    if (frame.fill - mark.fill >= Math.min(perWindow, frame.payload.length - mark.fill)) return;
+    this.server.limitLog.hit('slow_body', `connection ${this.id} from ${this.peer}: a frame payload stalled`);
+    this.fatal(
+      `a ${frame.payload.length}-byte payload came slower than ${this.server.limits.bodyRateMinBytesPerS} bytes/s (${frame.fill} bytes arrived)`,
+      frame.header.requestId,
+    );
   }
 
   private onData(chunk: Uint8Array): void {
@@ -639,12 +730,12 @@ class JournalConnection {
           const req = decodeShardPutRequest(payload);
           checkShardKey(req.key);
           // Across connections, shard bodies held at once are bounded as the HTTP API's are.
-          this.server.reservePutBytes(payload.length);
+          this.server.reservePutBytes(this.client, payload.length);
           try {
             const header = await shards.putFramed(req.key, req.framed);
             return { answer: [], dataBytesStored: header.dataBytes };
           } finally {
-            this.server.releasePutBytes(payload.length);
+            this.server.releasePutBytes(this.client, payload.length);
           }
         });
       default:

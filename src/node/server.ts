@@ -15,26 +15,37 @@
  * What it keeps true: every request is validated here (key, range, body size, checksum, secret)
  * and any failure is answered as JSON `{code, message}` with the status from one switch
  * (statusOf), logged as one line. Client input never crashes the process; a broken assertion
- * (a bug) still does. A body whose CRC does not match is refused and nothing is stored. Bodies
- * are bounded per request (the largest shard) and in total (bodyBytesInFlightMax).
+ * (a bug) still does. A body whose CRC does not match is refused and nothing is stored.
+ *
+ * Bounded against hostile or broken clients (limits.ts names each bound): bodies per request
+ * (the largest shard), in total and per client (the PUT budget, shared with the journal
+ * server), and in time (a minimum rate per window, else 408); connections in total and per
+ * client (refused with a 503 and a log line); idle connections and connections whose client
+ * stopped reading (closed after the idle timeout); GET bodies held in memory, in total and per
+ * client (the response budget). A connection's requests run one at a time, in order, so a
+ * client pipelining requests it never reads holds one response; past
+ * nodeConnectionRequestsQueuedMax waiting requests the node stops reading it, and past
+ * nodeConnectionRequestsPipelinedMax it closes it. Every request
+ * counted in flight is uncounted exactly once: when its response closes or its connection does
+ * (a queued pipelined response never closes on its own when the connection goes).
  *
  * What it leaves out: TLS, and streaming bodies to disk (a shard is written whole, framed).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import {
   AssertionError,
   CairnError,
   ChecksumMismatchError,
-  GiB,
   InvalidArgumentError,
   ShardExistsError,
   ShardNotFoundError,
   StorageIoError,
   UnavailableError,
   DiskFullError,
+  assert,
   RangeOutsideError,
   crc32Of,
   errorMessage,
@@ -57,16 +68,20 @@ import {
   type NodeHealth,
 } from '../shard/index.js';
 
+import { ClientBudget, LimitLog, clientOf } from './client_limits.js';
+import {
+  checkNodeLimits,
+  nodeConnectionRequestsPipelinedMax,
+  nodeConnectionRequestsQueuedMax,
+  type NodeLimitName,
+  type NodeLimits,
+} from './limits.js';
+
 /**
- * Request bodies held in memory at once, across all requests. 64 MiB shards from many clients
- * would otherwise exhaust memory; past this a PUT is answered 503 (retryable) before its body
- * is read.
+ * Headers of a request must arrive within this (Node's own check); bodies are bounded by rate
+ * instead (NodeLimits.bodyRateMinBytesPerS), since a 64 MiB body on a slow link may need minutes.
  */
-export const bodyBytesInFlightMaxDefault = 1 * GiB;
-/** Idle keep-alive connections stay open this long; clients close theirs sooner (30 s). */
-const keepAliveTimeoutMs = 60_000;
-/** A whole request (headers and body) must arrive within this, against slow or stuck clients. */
-const requestTimeoutMs = 120_000;
+const headersTimeoutMs = 60_000;
 
 /** A protocol-level failure with its own status (route, method, missing header). */
 class HttpError extends CairnError {
@@ -74,6 +89,8 @@ class HttpError extends CairnError {
     readonly status: number,
     code: string,
     message: string,
+    /** True when a limit refused the request: its LimitLog line stands for the usual error line. */
+    readonly byLimit = false,
   ) {
     super(code, message, { retryable: status === 503 });
   }
@@ -87,9 +104,52 @@ export interface ShardServerOptions {
   readonly authSecret?: string;
   /** One line per error (without a trailing newline). */
   readonly log: (line: string) => void;
-  readonly bodyBytesInFlightMax?: number;
+  /** Bounds against clients; each absent field takes its default from limits.ts. */
+  readonly limits?: Partial<NodeLimits>;
+  /**
+   * The node's PUT budget, when the journal server shares it (see sharedPutBudget); otherwise
+   * this server makes its own from `limits`.
+   */
+  readonly putBudget?: ClientBudget;
   /** Told about every request once its response is finished or its connection closed (metrics). */
   readonly onRequestDone?: (done: ShardRequestDone) => void;
+  /** Told every time a limit refuses or cuts a client (metrics); the log line is rate-limited. */
+  readonly onLimit?: (limit: NodeLimitName) => void;
+}
+
+/** What a ShardServer holds now (metrics and tests). */
+export interface ShardServerStats {
+  readonly connections: number;
+  readonly requestsInFlight: number;
+  readonly putBytesInFlight: number;
+  readonly responseBytesInFlight: number;
+}
+
+/** One PUT budget for a node's two servers, so HTTP and journal shard bodies count together. */
+export function sharedPutBudget(limits: Partial<NodeLimits> = {}): ClientBudget {
+  const full = checkNodeLimits(limits);
+  return new ClientBudget(full.putBytesMax, full.putBytesPerClientMax);
+}
+
+/**
+ * One request on a connection, from the moment its headers arrive until its response closes or
+ * its connection does. `run` starts it; `release` uncounts it (idempotent) and runs `cleanups`.
+ */
+interface RequestSlot {
+  readonly res: ServerResponse;
+  readonly run: () => void;
+  readonly release: () => void;
+  readonly cleanups: (() => void)[];
+  started: boolean;
+}
+
+/** One admitted connection: its client and its requests, the first running, the rest waiting. */
+interface HttpConnection {
+  readonly socket: Socket;
+  readonly client: string;
+  readonly slots: RequestSlot[];
+  /** True while this server has stopped reading the socket (too many requests waiting). */
+  paused: boolean;
 }
 
 /** One request as metrics see it. */
@@ -141,8 +201,14 @@ export class ShardServer {
   /** Body bytes of GET answers, for onRequestDone (headers given to writeHead cannot be read back). */
   private readonly bodyBytesSent = new WeakMap<ServerResponse, number>();
   private readonly secretDigest: Buffer | undefined;
-  private readonly bodyBytesInFlightMax: number;
-  private bodyBytesInFlight = 0;
+  private readonly limits: NodeLimits;
+  private readonly putBudget: ClientBudget;
+  private readonly responseBudget: ClientBudget;
+  private readonly connectionCount: ClientBudget;
+  private readonly connections = new Map<Socket, HttpConnection>();
+  /** Sockets refused at the connection cap: their 503 is on its way, any request on them is dropped. */
+  private readonly refused = new WeakSet<Socket>();
+  private readonly limitLog: LimitLog;
   private requestsInFlight = 0;
   private draining = false;
   private idle: (() => void) | undefined;
@@ -155,13 +221,34 @@ export class ShardServer {
     this.onRequestDone = options.onRequestDone;
     // Comparing fixed-length digests lets timingSafeEqual run whatever length the guess has.
     this.secretDigest = options.authSecret === undefined ? undefined : digest(options.authSecret);
-    this.bodyBytesInFlightMax = options.bodyBytesInFlightMax ?? bodyBytesInFlightMaxDefault;
+    this.limits = checkNodeLimits(options.limits);
+    this.putBudget = options.putBudget ?? sharedPutBudget(this.limits);
+    this.responseBudget = new ClientBudget(this.limits.responseBytesMax, this.limits.responseBytesPerClientMax);
+    this.connectionCount = new ClientBudget(this.limits.connectionsMax, this.limits.connectionsPerClientMax);
+    this.limitLog = new LimitLog((line) => this.log(`node "${this.name}": ${line}`), options.onLimit);
     this.server = createServer(
-      { keepAliveTimeout: keepAliveTimeoutMs, requestTimeout: requestTimeoutMs },
-      (req, res) => {
-        void this.serve(req, res);
+      {
+        keepAliveTimeout: this.limits.idleTimeoutMs,
+        headersTimeout: Math.min(headersTimeoutMs, this.limits.idleTimeoutMs),
+        // Bodies are bounded by their rate (readBody), not by one deadline for every size.
+        requestTimeout: 0,
       },
+      (req, res) => this.serve(req, res),
     );
+    // Every connection gets the idle timeout; onTimeout decides what inactivity means.
+    this.server.timeout = this.limits.idleTimeoutMs;
+    this.server.on('timeout', (socket: Socket) => this.onTimeout(socket));
+    this.server.on('connection', (socket: Socket) => this.accept(socket));
+  }
+
+  /** What this server holds now. */
+  stats(): ShardServerStats {
+    return {
+      connections: this.connectionCount.inUse,
+      requestsInFlight: this.requestsInFlight,
+      putBytesInFlight: this.putBudget.inUse,
+      responseBytesInFlight: this.responseBudget.inUse,
+    };
   }
 
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */
@@ -205,22 +292,146 @@ export class ShardServer {
 
   // ---------------------------------------------------------------------------------------------
 
-  private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /**
+   * Admits a connection, or refuses it at the cap with a 503 (retryable) and closes it. Runs
+   * after node:http's own listener, so a refused socket is remembered and its requests dropped.
+   */
+  private accept(socket: Socket): void {
+    const client = clientOf(socket);
+    const refusal = this.connectionCount.take(client, 1);
+    if (refusal !== undefined) {
+      this.refused.add(socket);
+      const limit: NodeLimitName = refusal === 'client' ? 'connections_per_client' : 'connections';
+      const cap = refusal === 'client' ? this.limits.connectionsPerClientMax : this.limits.connectionsMax;
+      const message = `node "${this.name}" has ${refusal === 'client' ? `${cap} connections from ${client}` : `${cap} connections`} open, its limit; retry later`;
+      this.limitLog.hit(
+        limit,
+        `refused a connection from ${client}: ${cap} ${refusal === 'client' ? 'from that client' : 'in total'} are open`,
+      );
+      const body = JSON.stringify({ code: 'EBUSY', message });
+      socket.on('error', () => undefined);
+      socket.end(
+        `HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+      socket.destroySoon();
+      return;
+    }
+    const connection: HttpConnection = { socket, client, slots: [], paused: false };
+    this.connections.set(socket, connection);
+    socket.once('close', () => {
+      this.connections.delete(socket);
+      this.connectionCount.give(client, 1);
+      // Responses still queued behind others never close on their own: uncount them here.
+      for (const slot of [...connection.slots]) slot.release();
+    });
+  }
+
+  /**
+   * A connection moved no bytes for the idle timeout. Closed when it has no request (idle) or
+   * when its running request's response is written and not taken (its client stopped reading);
+   * left alone while the node itself is working on its request or a body is arriving (bodies
+   * have their own rate bound).
+   */
+  private onTimeout(socket: Socket): void {
+    const connection = this.connections.get(socket);
+    const head = connection?.slots[0];
+    if (connection === undefined || head === undefined) {
+      if (connection !== undefined)
+        this.limitLog.hit(
+          'idle',
+          `closed a connection from ${connection.client} idle for ${this.limits.idleTimeoutMs} ms`,
+        );
+      socket.destroy();
+      return;
+    }
+    if (head.res.writableEnded && !head.res.writableFinished) {
+      this.limitLog.hit(
+        'unread_responses',
+        `closed a connection from ${connection.client} that read none of its response for ${this.limits.idleTimeoutMs} ms`,
+      );
+      socket.destroy();
+    }
+  }
+
+  /**
+   * Queues a request on its connection: it runs once those before it have finished, so one
+   * connection holds at most one response in memory. Too many waiting stop reading the socket.
+   */
+  private serve(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket;
+    const connection = this.connections.get(socket);
+    if (connection === undefined || this.refused.has(socket)) {
+      res.destroy();
+      return;
+    }
     this.requestsInFlight += 1;
     const method = req.method ?? '';
     const url = req.url ?? '';
     const startedMs = performance.now();
-    res.once('close', () => {
-      this.requestsInFlight -= 1;
-      if (this.requestsInFlight === 0) this.idle?.();
-      this.reportDone(method, url, req, res, startedMs);
-    });
+    let released = false;
+    const slot: RequestSlot = {
+      res,
+      started: false,
+      cleanups: [],
+      run: () => {
+        slot.started = true;
+        void this.handle(req, res, method, url, connection.client, slot);
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        for (const cleanup of slot.cleanups) cleanup();
+        this.requestsInFlight -= 1;
+        assert(this.requestsInFlight >= 0, 'requests in flight went negative');
+        const at = connection.slots.indexOf(slot);
+        if (at !== -1) connection.slots.splice(at, 1);
+        if (this.requestsInFlight === 0) this.idle?.();
+        this.reportDone(method, url, req, res, startedMs);
+        this.next(connection);
+      },
+    };
+    res.once('close', slot.release);
+    connection.slots.push(slot);
+    if (connection.slots.length > nodeConnectionRequestsPipelinedMax) {
+      this.limitLog.hit(
+        'pipelined_requests',
+        `closed a connection from ${connection.client} with more than ${nodeConnectionRequestsPipelinedMax} requests waiting`,
+      );
+      socket.destroy();
+      return;
+    }
+    if (connection.slots.length > nodeConnectionRequestsQueuedMax && !connection.paused) {
+      connection.paused = true;
+      socket.pause();
+    }
+    this.next(connection);
+  }
+
+  /** Starts the connection's first request if it is waiting; reads the socket again when few wait. */
+  private next(connection: HttpConnection): void {
+    const head = connection.slots[0];
+    if (head !== undefined && !head.started && !connection.socket.destroyed) head.run();
+    if (connection.paused && connection.slots.length <= nodeConnectionRequestsQueuedMax / 2) {
+      connection.paused = false;
+      // node:http pauses the socket itself when its own write queue is long; it resumes it then.
+      if ((connection.socket as Socket & { _paused?: boolean })._paused !== true) connection.socket.resume();
+    }
+  }
+
+  private async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    url: string,
+    client: string,
+    slot: RequestSlot,
+  ): Promise<void> {
     try {
       if (this.draining) {
         res.setHeader('connection', 'close');
         throw new HttpError(503, 'EUNAVAILABLE', `node "${this.name}" is shutting down`);
       }
-      await this.route(method, url, req, res);
+      await this.route(method, url, req, res, client, slot);
     } catch (err) {
       if (err instanceof AssertionError) {
         // A bug, not a client's mistake: die loudly rather than keep serving from a broken state.
@@ -232,7 +443,7 @@ export class ShardServer {
       }
       const { status, code } = statusOf(err);
       const message = errorMessage(err);
-      if (!(method === 'HEAD' && status === 404))
+      if (!(method === 'HEAD' && status === 404) && !(err instanceof HttpError && err.byLimit))
         this.log(`${method} ${url.slice(0, 200)} -> ${status} ${code}: ${message}`);
       if (res.headersSent) {
         res.destroy();
@@ -271,7 +482,14 @@ export class ShardServer {
     }
   }
 
-  private async route(method: string, url: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async route(
+    method: string,
+    url: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    client: string,
+    slot: RequestSlot,
+  ): Promise<void> {
     const queryAt = url.indexOf('?');
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
     const query = queryAt === -1 ? '' : url.slice(queryAt + 1);
@@ -292,9 +510,9 @@ export class ShardServer {
       const key = checkShardKey(path.slice(nodeShardsPath.length + 1));
       switch (method) {
         case 'PUT':
-          return this.put(key, req, res);
+          return this.put(key, req, res, client);
         case 'GET':
-          return this.get(key, req, res);
+          return this.get(key, req, res, client, slot);
         case 'HEAD':
           return this.head(key, res);
         case 'DELETE':
@@ -321,7 +539,7 @@ export class ShardServer {
     }
   }
 
-  private async put(key: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async put(key: string, req: IncomingMessage, res: ServerResponse, client: string): Promise<void> {
     const what = `Cannot store shard ${key} on node "${this.name}"`;
     const framed = isFramedPut(req);
     const crcText = req.headers[nodeHeaders.crc32];
@@ -341,12 +559,14 @@ export class ShardServer {
         `${what}: ${length} bytes is more than the ${nodeShardBytesMax}-byte shard limit`,
       );
     }
-    if (this.bodyBytesInFlight + length > this.bodyBytesInFlightMax) {
-      throw new HttpError(503, 'EBUSY', `${what}: node "${this.name}" is receiving too much at once; retry`);
-    }
-    this.bodyBytesInFlight += length;
+    this.take(this.putBudget, client, length, 'put_bytes', `${what}: node "${this.name}" is receiving too much`);
     try {
-      const body = await readBody(req, length, what);
+      const body = await readBody(req, length, what, this.limits);
+      if (body === 'slow') {
+        const line = `${what}: the body came slower than ${this.limits.bodyRateMinBytesPerS} bytes/s over ${this.limits.bodyRateWindowMs} ms; aborted`;
+        this.limitLog.hit('slow_body', `${line} (client ${client})`);
+        throw new HttpError(408, 'ESLOWBODY', line, true);
+      }
       if (framed) {
         try {
           await this.store.putFramed(key, body);
@@ -370,15 +590,53 @@ export class ShardServer {
       }
       await this.store.put(key, body);
     } finally {
-      this.bodyBytesInFlight -= length;
+      this.putBudget.give(client, length);
     }
     res.writeHead(201, { 'content-length': 0 }).end();
   }
 
-  private async get(key: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /**
+   * Takes `bytes` from `budget` for `client`, or refuses the request with 503 (retryable) and
+   * says which limit bit: the node's whole budget or the client's share of it.
+   */
+  private take(
+    budget: ClientBudget,
+    client: string,
+    bytes: number,
+    limit: 'put_bytes' | 'response_bytes',
+    what: string,
+  ): void {
+    const refusal = budget.take(client, bytes);
+    if (refusal === undefined) return;
+    const name: NodeLimitName = refusal === 'client' ? `${limit}_per_client` : limit;
+    const line =
+      refusal === 'client'
+        ? `${what}: client ${client} already holds ${budget.usedBy(client)} of its ${budget.perClientMax}-byte share; retry`
+        : `${what}: ${budget.inUse} of ${budget.max} bytes are in flight; retry`;
+    this.limitLog.hit(name, line);
+    throw new HttpError(503, 'EBUSY', line, true);
+  }
+
+  private async get(
+    key: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    client: string,
+    slot: RequestSlot,
+  ): Promise<void> {
     const rangeText = req.headers.range;
     const range = rangeText === undefined ? undefined : parseRange(rangeText, key, this.name);
-    const read = await this.store.getFramed(key, range);
+    // The answer is counted from before it is read until the kernel has taken it (the slot's release).
+    const read = await this.store.getFramed(key, range, (framedBytes) => {
+      this.take(
+        this.responseBudget,
+        client,
+        framedBytes,
+        'response_bytes',
+        `Cannot read shard ${key} from node "${this.name}": it is sending too much`,
+      );
+      slot.cleanups.push(() => this.responseBudget.give(client, framedBytes));
+    });
     res.writeHead(200, {
       'content-type': 'application/octet-stream',
       'content-length': read.framed.length,
@@ -455,13 +713,38 @@ function parseRange(text: string, key: string, node: string): ByteRange {
   return { offset: first, length: last - first + 1 };
 }
 
-/** Reads exactly `length` body bytes into one buffer; Node's parser enforces Content-Length. */
-function readBody(req: IncomingMessage, length: number, what: string): Promise<Buffer> {
+/**
+ * Reads exactly `length` body bytes into one buffer; Node's parser enforces Content-Length.
+ * Resolves 'slow' (and stops reading) when a window of `bodyRateWindowMs` brings fewer than
+ * `bodyRateMinBytesPerS` bytes a second and the body is not complete: the caller answers 408.
+ */
+function readBody(
+  req: IncomingMessage,
+  length: number,
+  what: string,
+  limits: Pick<NodeLimits, 'bodyRateMinBytesPerS' | 'bodyRateWindowMs'>,
+): Promise<Buffer | 'slow'> {
   return new Promise((resolve, reject) => {
     const body = Buffer.allocUnsafe(length);
     let received = 0;
+    // Worked example: 64 KiB/s over a 10 s window asks 640 KiB of every window (or the rest).
+    const perWindow = Math.ceil((limits.bodyRateMinBytesPerS * limits.bodyRateWindowMs) / 1000);
+    let receivedAtCheck = 0;
+    const timer = setInterval(() => {
+      if (received - receivedAtCheck < Math.min(perWindow, length - receivedAtCheck)) {
+        clearInterval(timer);
+        req.removeAllListeners('data');
+        req.pause();
+        resolve('slow');
+        return;
+      }
+      receivedAtCheck = received;
+    }, limits.bodyRateWindowMs);
+    timer.unref();
+    const settle = (): void => clearInterval(timer);
     req.on('data', (chunk: Buffer) => {
       if (received + chunk.length > length) {
+        settle();
         req.destroy();
         reject(new HttpError(413, 'ETOOLARGE', `${what}: the body is longer than its Content-Length`));
         return;
@@ -470,13 +753,16 @@ function readBody(req: IncomingMessage, length: number, what: string): Promise<B
       received += chunk.length;
     });
     req.on('end', () => {
+      settle();
       if (received === length) resolve(body);
       else reject(new InvalidArgumentError(`${what}: the body ended after ${received} of ${length} bytes`));
     });
-    req.on('error', (err) =>
-      reject(new InvalidArgumentError(`${what}: the body could not be read: ${errorMessage(err)}`, { cause: err })),
-    );
+    req.on('error', (err) => {
+      settle();
+      reject(new InvalidArgumentError(`${what}: the body could not be read: ${errorMessage(err)}`, { cause: err }));
+    });
     req.on('close', () => {
+      settle();
       if (received < length)
         reject(
           new InvalidArgumentError(`${what}: the client closed the connection after ${received} of ${length} bytes`),

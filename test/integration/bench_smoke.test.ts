@@ -7,6 +7,22 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { cairnctl, repoRoot } from '../harness/cli.js';
 
+/** Runs a bench script with node from the repository root; resolves with its JSON lines. */
+function scriptRows(args: readonly string[]): Promise<Row[]> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [...args], { cwd: repoRoot, timeout: 60_000 }, (err, out, errOut) =>
+      err
+        ? reject(new Error(`${err.message}: ${errOut}`))
+        : resolve(
+            out
+              .trim()
+              .split('\n')
+              .map((l) => JSON.parse(l) as Row),
+          ),
+    );
+  });
+}
+
 interface Row {
   impl?: string;
   k?: number;
@@ -61,18 +77,7 @@ describe('benchmarks at tiny size', () => {
   });
 
   it('scripts/bench/journal_bench.mjs measures journal appends at QD1 and QD32 next to local fdatasync', async () => {
-    const stdout = await new Promise<string>((resolve, reject) => {
-      execFile(
-        process.execPath,
-        ['scripts/bench/journal_bench.mjs', '--count', '20'],
-        { cwd: repoRoot, timeout: 60_000 },
-        (err, out, errOut) => (err ? reject(new Error(`${err.message}: ${errOut}`)) : resolve(out)),
-      );
-    });
-    const lines = stdout
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as Row);
+    const lines = await scriptRows(['scripts/bench/journal_bench.mjs', '--count', '20']);
     expect(lines.map((l) => `${l['impl'] ?? l.summary} ${l['qd'] ?? ''}`)).to.deep.equal([
       'cairnd 1',
       'local-fdatasync 1',
@@ -92,19 +97,33 @@ describe('benchmarks at tiny size', () => {
     expect(lines[4]!['qd32IopsOverPeer']).to.be.a('number').above(0);
   });
 
+  it('scripts/bench/hostile_bench.mjs runs two verifying clients without and then under slow-body, idle and unread-GET attacks', async () => {
+    const lines = await scriptRows([
+      'scripts/bench/hostile_bench.mjs',
+      ...['--seconds', '1', '--slow', '2', '--idle', '8', '--pipelines', '2'],
+      ...['--body-rate-window', '200', '--idle-timeout', '400'],
+    ]);
+    expect(lines.map((l) => `${String(l['bench'] ?? l.summary)} ${String(l['phase'] ?? '')}`)).to.deep.equal([
+      'hostile-verify baseline',
+      'hostile-verify baseline',
+      'hostile-verify attack',
+      'hostile-verify attack',
+      'hostile-attack ',
+      'hostile ',
+    ]);
+    for (const row of lines.slice(0, 4)) {
+      expect(row['ops'], JSON.stringify(row)).to.be.a('number').above(0);
+      expect(row['mismatches']).to.equal(0);
+    }
+    const summary = lines[5]!;
+    expect(summary['throughputRatio']).to.be.a('number').above(0);
+    expect(summary['mismatches']).to.equal(0);
+    expect(summary['longestFailMs']).to.be.a('number').at.least(0);
+    expect(summary['withinBound']).to.be.a('boolean');
+  });
+
   it('scripts/bench/meta_bench.mjs measures volume create next to a plain etcd put', async () => {
-    const stdout = await new Promise<string>((resolve, reject) => {
-      execFile(
-        process.execPath,
-        ['scripts/bench/meta_bench.mjs', '3'],
-        { cwd: repoRoot, timeout: 60_000 },
-        (err, out, errOut) => (err ? reject(new Error(`${err.message}: ${errOut}`)) : resolve(out)),
-      );
-    });
-    const lines = stdout
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as Row);
+    const lines = await scriptRows(['scripts/bench/meta_bench.mjs', '3']);
     expect(lines.map((l) => l['bench'] ?? l.summary)).to.deep.equal(['volume-create', 'etcd-put-peer', 'meta']);
     expect(lines[0]).to.include({ count: 3 });
     expect(lines[0]!['p50Ms']).to.be.a('number').above(0);

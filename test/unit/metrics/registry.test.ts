@@ -221,6 +221,32 @@ describe('createFrontendMetrics()', () => {
 });
 
 describe('createNodeMetrics()', () => {
+  it('counts limit hits by limit and reads connections, requests in flight and budgets at each scrape', async () => {
+    const m = createNodeMetrics({ processMetrics: false });
+    let load = {
+      httpConnections: 3,
+      journalConnections: 1,
+      requestsInFlight: 2,
+      putBytesInFlight: 10,
+      responseBytesInFlight: 20,
+    };
+    m.loadFrom(() => load);
+    m.limitHit('slow_body');
+    m.limitHit('slow_body');
+    m.limitHit('Not A Label {x}');
+    let s = samples(await m.text());
+    expect(s.get('cairn_node_limit_hits_total{limit="slow_body"}')).to.equal(2);
+    expect(s.get('cairn_node_limit_hits_total{limit="other"}')).to.equal(1);
+    expect(s.get('cairn_node_connections{server="http"}')).to.equal(3);
+    expect(s.get('cairn_node_connections{server="journal"}')).to.equal(1);
+    expect(s.get('cairn_node_requests_in_flight')).to.equal(2);
+    expect(s.get('cairn_node_put_in_flight_bytes')).to.equal(10);
+    expect(s.get('cairn_node_response_in_flight_bytes')).to.equal(20);
+    load = { ...load, requestsInFlight: 0 };
+    s = samples(await m.text());
+    expect(s.get('cairn_node_requests_in_flight')).to.equal(0);
+  });
+
   it('counts shard API requests by route, method and status, with the node and zone on every series', async () => {
     const m = createNodeMetrics({ processMetrics: false, defaultLabels: { node: 'b-1', zone: 'b' } });
     m.usageFrom(async () => ({ capacityBytes: 1000, usedBytes: 250 }));

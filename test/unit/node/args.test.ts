@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { InvalidArgumentError } from '../../../src/core/index.js';
 import { journalSegmentBytesDefault } from '../../../src/journal/index.js';
-import { parseDaemonArgs, type DaemonConfig } from '../../../src/node/index.js';
+import { nodeLimitsDefault, parseDaemonArgs, type DaemonConfig } from '../../../src/node/index.js';
 
 const base = ['--etcd', 'http://127.0.0.1:2379', '--name', 'n', '--zone', 'a', '--data-dir', '/d'];
 
@@ -55,5 +55,55 @@ describe('cairnd --journal-listen and --journal-segment-size', () => {
     expect(await configOf('--listen', '127.0.0.1:1', '--journal-segment-size', '32MiB')).to.include({
       journalSegmentBytes: 32 * 1024 * 1024,
     });
+  });
+});
+
+describe('cairnd limit flags', () => {
+  it('defaults every limit to src/node/limits.ts', async () => {
+    expect((await configOf('--listen', '127.0.0.1:0')).limits).to.deep.equal(nodeLimitsDefault);
+  });
+
+  it('takes sizes with units, counts and milliseconds', async () => {
+    const { limits } = await configOf(
+      '--listen',
+      '127.0.0.1:0',
+      '--put-budget',
+      '2GiB',
+      '--put-budget-per-client',
+      '512MiB',
+      '--body-rate-min',
+      '1MiB',
+      '--body-rate-window',
+      '5000',
+      '--max-connections',
+      '100',
+      '--max-connections-per-client',
+      '10',
+      '--idle-timeout',
+      '1000',
+      '--response-budget',
+      '64MiB',
+      '--response-budget-per-client',
+      '16MiB',
+    );
+    expect(limits).to.deep.equal({
+      putBytesMax: 2 * 1024 ** 3,
+      putBytesPerClientMax: 512 * 1024 ** 2,
+      bodyRateMinBytesPerS: 1024 ** 2,
+      bodyRateWindowMs: 5000,
+      connectionsMax: 100,
+      connectionsPerClientMax: 10,
+      idleTimeoutMs: 1000,
+      responseBytesMax: 64 * 1024 ** 2,
+      responseBytesPerClientMax: 16 * 1024 ** 2,
+    });
+  });
+
+  it('refuses a zero, and a per-client share above its whole, naming the flags', async () => {
+    expect(await refusal('--listen', '127.0.0.1:0', '--max-connections', '0')).to.match(/--max-connections/);
+    expect(await refusal('--listen', '127.0.0.1:0', '--put-budget', '0')).to.match(/--put-budget/);
+    expect(await refusal('--listen', '127.0.0.1:0', '--put-budget', '1MiB')).to.match(
+      /--put-budget-per-client .* is above --put-budget/,
+    );
   });
 });
