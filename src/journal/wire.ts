@@ -33,8 +33,10 @@
  *     STATS   (empty) -> JSON (JournalStats)
  *   and the shard ops, the node's shard store on the same connection (the HTTP API's GET and
  *   PUT without a request per shard):
- *     SHARD_GET  str key, u8 ranged, u64 offset, u64 length (both 0 when not ranged)
- *                -> u32 blockBytes, u64 dataBytes, u32 firstBlock, u64 start, u64 end, u32 seed,
+ *     SHARD_GET  str key, u8 flags (bit 0: ranged; bit 1: send the seed), u64 offset, u64 length
+ *                (both 0 when not ranged)
+ *                -> u32 blockBytes, u64 dataBytes, u32 firstBlock, u64 start, u64 end,
+ *                   u32 seed (only when asked: clients from before seeds do not ask),
  *                   the framed blocks [start, end) of the shard covering the range (the rest)
  *     SHARD_PUT  str key, the shard framed as on disk (the rest) -> (empty)
  *   error answer: str code, u8 retryable, u32 nodeEpoch (EFENCED: the node's epoch, else 0),
@@ -538,7 +540,12 @@ export interface ShardGetRequest {
   readonly key: string;
   /** Data bytes wanted; the whole shard when absent. */
   readonly range?: { readonly offset: number; readonly length: number };
+  /** The answer carries the shard's seed (every client since seeds asks; older ones did not). */
+  readonly withSeed?: boolean;
 }
+
+const shardGetRanged = 1;
+const shardGetWithSeed = 2;
 
 export interface ShardGetAnswer {
   readonly blockBytes: number;
@@ -553,7 +560,8 @@ export interface ShardGetAnswer {
 }
 
 export function encodeShardGetRequest(req: ShardGetRequest): Uint8Array[] {
-  const w = new Writer().str(req.key, journalShardKeyBytesMax).u8(req.range === undefined ? 0 : 1);
+  const flags = (req.range === undefined ? 0 : shardGetRanged) | (req.withSeed === true ? shardGetWithSeed : 0);
+  const w = new Writer().str(req.key, journalShardKeyBytesMax).u8(flags);
   return [
     w
       .u64(req.range?.offset ?? 0)
@@ -565,20 +573,27 @@ export function encodeShardGetRequest(req: ShardGetRequest): Uint8Array[] {
 export function decodeShardGetRequest(bytes: Uint8Array): ShardGetRequest {
   const r = requestReader('shardGet', bytes);
   const key = r.str('key', journalShardKeyBytesMax);
-  const ranged = r.u8('ranged');
+  const flags = r.u8('flags');
   const offset = r.u64('offset');
   const length = r.u64('length');
   r.end();
-  if (ranged > 1) throw new InvalidArgumentError('Malformed SHARD_GET request: ranged is not 0 or 1');
-  return ranged === 1 ? { key, range: { offset, length } } : { key };
+  if (flags > (shardGetRanged | shardGetWithSeed))
+    throw new InvalidArgumentError(`Malformed SHARD_GET request: unknown flags ${flags}`);
+  return {
+    key,
+    ...((flags & shardGetRanged) !== 0 ? { range: { offset, length } } : {}),
+    ...((flags & shardGetWithSeed) !== 0 ? { withSeed: true } : {}),
+  };
 }
 
-export function encodeShardGetAnswer(a: ShardGetAnswer): Uint8Array[] {
+/** The answer to a SHARD_GET; with the seed only when the request asked for it. */
+export function encodeShardGetAnswer(a: ShardGetAnswer, withSeed: boolean): Uint8Array[] {
   const w = new Writer().u32(a.blockBytes).u64(a.dataBytes).u32(a.firstBlock).u64(a.start).u64(a.end);
-  return [w.u32(a.seed).done(), a.framed];
+  return [(withSeed ? w.u32(a.seed) : w).done(), a.framed];
 }
 
-export function decodeShardGetAnswer(bytes: Uint8Array): ShardGetAnswer {
+/** Decodes the answer to a SHARD_GET that asked for the seed (`withSeed`) or not (seed 0). */
+export function decodeShardGetAnswer(bytes: Uint8Array, withSeed = true): ShardGetAnswer {
   const r = answerReader('shardGet', bytes);
   const answer = {
     blockBytes: r.u32('blockBytes'),
@@ -586,7 +601,7 @@ export function decodeShardGetAnswer(bytes: Uint8Array): ShardGetAnswer {
     firstBlock: r.u32('firstBlock'),
     start: r.u64('start'),
     end: r.u64('end'),
-    seed: r.u32('seed'),
+    seed: withSeed ? r.u32('seed') : 0,
     framed: r.rest(),
   };
   if (answer.end < answer.start || answer.framed.length !== answer.end - answer.start)

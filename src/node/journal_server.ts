@@ -713,15 +713,18 @@ class JournalConnection {
             this.reserve(ticket, framedBytes);
           });
           return {
-            answer: encodeShardGetAnswer({
-              blockBytes: read.header.blockBytes,
-              dataBytes: read.header.dataBytes,
-              firstBlock: read.span.firstBlock,
-              start: read.span.start,
-              end: read.span.end,
-              seed: read.header.seed,
-              framed: read.framed,
-            }),
+            answer: encodeShardGetAnswer(
+              {
+                blockBytes: read.header.blockBytes,
+                dataBytes: read.header.dataBytes,
+                firstBlock: read.span.firstBlock,
+                start: read.span.start,
+                end: read.span.end,
+                seed: read.header.seed,
+                framed: read.framed,
+              },
+              req.withSeed === true,
+            ),
             framedBytesSent: read.framed.length,
           };
         });

@@ -640,7 +640,8 @@ export class ShardServer {
     res.writeHead(200, {
       'content-type': 'application/octet-stream',
       'content-length': read.framed.length,
-      [nodeHeaders.framedSpan]: `${read.span.firstBlock},${read.span.start},${read.span.end},${read.header.dataBytes},${read.header.seed}`,
+      [nodeHeaders.framedSpan]: `${read.span.firstBlock},${read.span.start},${read.span.end},${read.header.dataBytes}`,
+      [nodeHeaders.seed]: String(read.header.seed),
       [nodeHeaders.blockBytes]: String(read.header.blockBytes),
     });
     res.end(read.framed);

@@ -203,7 +203,8 @@ export class JournalNodeClient implements JournalReplica {
    */
   async shardGet(request: ShardGetRequest): Promise<ShardGetAnswer> {
     const what = `Cannot read shard ${request.key} from ${this.description}`;
-    return decodeShardGetAnswer(await this.call('shardGet', encodeShardGetRequest(request), what, 0));
+    const withSeed = { ...request, withSeed: true };
+    return decodeShardGetAnswer(await this.call('shardGet', encodeShardGetRequest(withSeed), what, 0), true);
   }
 
   /** Stores shard `key`, framed by the caller (encodeFrame); the node verifies every block. */

@@ -77,7 +77,9 @@ const idleSocketMs = 30_000;
 export const nodeHeaders = {
   /** PUT of raw data: lowercase hex CRC-32 (IEEE) of the whole request body. */
   crc32: 'x-cairn-crc32',
-  /** GET: `firstBlock,start,end,dataBytes,seed`: where the framed body sits in the shard, and its seed. */
+  /** GET: `firstBlock,start,end,dataBytes`: where the framed body sits in the shard. */
+  /** GET: the seed the shard's block CRCs start from (0: none). */
+  seed: 'x-cairn-seed',
   framedSpan: 'x-cairn-framed-span',
   /** GET: checksum block size of the shard (4096 for every shard Cairn writes). */
   blockBytes: 'x-cairn-block-bytes',
@@ -316,7 +318,7 @@ export class NodeShardStore implements ShardStore {
         responseBytesMax: framedBytes(nodeShardBytesMax),
       });
       this.expectStatus(answer, 200, action);
-      sent = parseSpanHeader(answer.headers[nodeHeaders.framedSpan], what);
+      sent = parseSpanHeader(answer.headers[nodeHeaders.framedSpan], answer.headers[nodeHeaders.seed], what);
       blockBytes = Number(answer.headers[nodeHeaders.blockBytes] ?? checksumBlockBytes);
       body = answer.body;
     }
@@ -511,13 +513,23 @@ function shardPath(key: string): string {
   return `${nodeShardsPath}/${key}`;
 }
 
-/** The node's `firstBlock,start,end,dataBytes,seed` header (a node before seeds sends no seed: 0). */
-function parseSpanHeader(value: string | string[] | undefined, what: string): SentSpan {
+/**
+ * The node's `firstBlock,start,end,dataBytes` header and its seed header (in a header of its own,
+ * so clients from before seeds still parse the span; a node from before seeds sends none: 0).
+ */
+function parseSpanHeader(
+  value: string | string[] | undefined,
+  seedText: string | string[] | undefined,
+  what: string,
+): SentSpan {
   const parts = typeof value === 'string' ? value.split(',').map(Number) : [];
-  const [firstBlock, start, end, dataBytes, seed = 0] = parts;
+  const [firstBlock, start, end, dataBytes] = parts;
+  const seed = seedText === undefined ? 0 : Number(seedText);
   if (
-    (parts.length !== 4 && parts.length !== 5) ||
+    parts.length !== 4 ||
     !parts.every((n) => Number.isSafeInteger(n) && n >= 0) ||
+    !Number.isInteger(seed) ||
+    seed < 0 ||
     seed >= 2 ** 32 ||
     firstBlock === undefined ||
     start === undefined ||

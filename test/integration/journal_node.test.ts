@@ -314,8 +314,19 @@ describe('cairnd journal (processes) with a real etcd', function () {
       soft.frame('shardPut', 12, encodeShardPutRequest('v1/e0/g1/s0', framed));
       expect((await soft.next('SHARD_PUT')).header).to.include({ requestId: 12, status: 0 });
       soft.frame('shardGet', 13, encodeShardGetRequest({ key: 'v1/e0/g1/s0', range: { offset: 4000, length: 200 } }));
-      const got = decodeShardGetAnswer((await soft.next('SHARD_GET')).payload);
-      expect(got).to.include({ dataBytes: 9000, firstBlock: 0, blockBytes: 4096 });
+      // A client from before seeds does not ask for the seed, and gets the answer it knew.
+      const got = decodeShardGetAnswer((await soft.next('SHARD_GET')).payload, false);
+      expect(got).to.include({ dataBytes: 9000, firstBlock: 0, blockBytes: 4096, seed: 0 });
+      expect(got.framed.length).to.equal(got.end - got.start);
+      soft.frame(
+        'shardPut',
+        16,
+        encodeShardPutRequest('v1/e0/g1/s1', encodeFrame(new Uint8Array(9000).fill(8), 0xabc)),
+      );
+      expect((await soft.next('seeded SHARD_PUT')).header).to.include({ requestId: 16, status: 0 });
+      soft.frame('shardGet', 17, encodeShardGetRequest({ key: 'v1/e0/g1/s1', withSeed: true }));
+      const seeded = decodeShardGetAnswer((await soft.next('SHARD_GET with seed')).payload, true);
+      expect(seeded).to.include({ dataBytes: 9000, seed: 0xabc, start: frameHeaderBytes });
       soft.frame('shardGet', 14, encodeShardGetRequest({ key: '../etc/passwd' }));
       expect(decodeErrorAnswer('shardGet', (await soft.next('escaping key')).payload).code).to.equal('EINVAL');
       const get = Buffer.concat(encodeShardGetRequest({ key: 'v1/e0/g1/s0' }));

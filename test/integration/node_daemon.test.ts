@@ -400,7 +400,8 @@ describe('cairnd (process) with a real etcd', function () {
       expect(chunked).to.equal(411);
       const range = await fetch(url('/v1/shards/r/1'), { headers: { ...auth, range: 'bytes=10-19' } });
       expect(range.status).to.equal(200);
-      expect(range.headers.get('x-cairn-framed-span')).to.equal('0,32,136,100,0');
+      expect(range.headers.get('x-cairn-framed-span')).to.equal('0,32,136,100');
+      expect(range.headers.get('x-cairn-seed')).to.equal('0');
     });
     it('survives clients that hang up mid-body, send garbage or absurd paths, and keeps serving', async () => {
       const { connect } = await import('node:net');
