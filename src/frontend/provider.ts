@@ -32,7 +32,7 @@ import {
   type ExportProvider,
   type ExtentRecord,
 } from '../core/index.js';
-import { WriteBackCache, type WriteBackCacheOptions } from '../cache/index.js';
+import { WriteBackCache, cacheCapabilities, type WriteBackCacheOptions } from '../cache/index.js';
 import {
   NotFoundError,
   VolumeLockedError,
@@ -104,18 +104,26 @@ export class VolumeFrontend implements ExportProvider {
     this.log = options.log ?? (() => undefined);
   }
 
+  /**
+   * A volume as an export, from its etcd record alone: listing and NBD_OPT_INFO attach nothing
+   * (no lock, no epoch, no extent map), so a client that lists 10,000 volumes costs one range
+   * read. A connection opened now would be read-only when this frontend serves read-only.
+   */
   private describe(v: VolumeRecord): ExportInfo {
     return {
       name: v.name,
       sizeBytes: v.sizeBytes,
       description: `Cairn volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${formatProfile(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,
+      capabilities: cacheCapabilities(this.options.readOnly ?? false),
     };
   }
 
+  /** Every volume, from one etcd range read. */
   async list(): Promise<ExportInfo[]> {
     return (await this.options.meta.listVolumes()).map((v) => this.describe(v));
   }
 
+  /** One volume, from one etcd read. */
   async info(name: string): Promise<ExportInfo | null> {
     const v = await this.options.meta.getVolume(name);
     return v === null ? null : this.describe(v);
