@@ -160,6 +160,11 @@ export interface VolumeHealth extends ExtentMapHealth {
   readonly extents: number;
   /** unreadable when any extent lost more than m shards, else degraded when any lost one, else ok. */
   readonly state: VolumeState;
+  /**
+   * The profile has no parity shards (m = 0, created with --allow-no-redundancy): any one lost
+   * shard loses data, so the volume is never called plainly ok.
+   */
+  readonly noRedundancy: boolean;
   /** Null when the live topology can place new generations; else why flushes will fail. */
   readonly writeBlocked: string | null;
   /** The frontend holding the volume's write lock, if any. */
@@ -206,6 +211,8 @@ export interface ClusterHealth {
     readonly degradedVolumes: number;
     readonly unreadableVolumes: number;
     readonly writeBlockedVolumes: number;
+    /** Volumes whose profile has m = 0. */
+    readonly noRedundancyVolumes: number;
     readonly degradedExtents: number;
     readonly unreadableExtents: number;
     readonly atRiskBytes: number;
@@ -247,6 +254,7 @@ export function volumeHealth(input: VolumeInput, topology: Topology): VolumeHeal
     extents: Math.ceil(record.sizeBytes / record.extentBytes),
     ...map,
     state,
+    noRedundancy: record.profile.m === 0,
     writeBlocked: assessPolicy(topology, policyOf(record)).refusal,
     attachedBy: input.lock,
     journal:
@@ -290,6 +298,7 @@ export function summarizeHealth(
     degradedVolumes: vols.filter((v) => v.state === 'degraded').length,
     unreadableVolumes: vols.filter((v) => v.state === 'unreadable').length,
     writeBlockedVolumes: vols.filter((v) => v.writeBlocked !== null).length,
+    noRedundancyVolumes: vols.filter((v) => v.noRedundancy).length,
     degradedExtents: sum((v) => v.degradedExtents),
     unreadableExtents: sum((v) => v.unreadableExtents),
     atRiskBytes: sum((v) => v.atRiskBytes),
@@ -317,7 +326,7 @@ export function summarizeHealth(
 
 /**
  * The worst thing first: data that cannot be read, then data at risk or volumes that cannot be
- * written, then targets down that hold nothing yet.
+ * written, then targets down that hold nothing yet and volumes without redundancy.
  */
 function verdictOf(
   zones: readonly ZoneHealth[],
@@ -358,7 +367,14 @@ function verdictOf(
     );
   }
   if (problems.length > 0) return { state: 'degraded', summary: `DEGRADED: ${problems.join('; ')}; ${downText}` };
-  if (down.length > 0) return { state: 'warning', summary: `WARNING: ${downText}; no written data has shards on them` };
+  const warnings: string[] = [];
+  if (down.length > 0) warnings.push(`${downText}; no written data has shards on them`);
+  if (totals.noRedundancyVolumes > 0)
+    warnings.push(
+      `${plural(totals.noRedundancyVolumes, 'volume')} (${names((v) => v.noRedundancy)}) ` +
+        `${totals.noRedundancyVolumes === 1 ? 'has' : 'have'} no redundancy: losing any one shard loses data`,
+    );
+  if (warnings.length > 0) return { state: 'warning', summary: `WARNING: ${warnings.join('; ')}` };
   const nodes = zones.reduce((s, z) => s + z.nodesUp, 0);
   return {
     state: 'healthy',

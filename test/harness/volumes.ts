@@ -7,7 +7,36 @@
  * What it keeps true: every record decodes as the schema's VolumeRecord, and puts go in batches
  * of at most `volumeRecordsBatchMax` in flight (etcd serves them; the client stays bounded).
  */
-import { EtcdMeta, type VolumeRecord } from '../../src/meta/index.js';
+import { EtcdMeta, keys, type VolumeRecord } from '../../src/meta/index.js';
+
+/**
+ * Registers node targets that are not running, each with a live-looking `alive/` record (no
+ * lease): placement and health see them up, so volumes can be created and assessed with etcd
+ * alone. Nothing can store a shard on them.
+ */
+export async function registerPaperTargets(
+  meta: EtcdMeta,
+  targets: readonly { readonly name: string; readonly zone: string }[],
+): Promise<void> {
+  for (const { name, zone } of targets) {
+    const address = '127.0.0.1:1';
+    await meta.client
+      .put(keys.target(name))
+      .value(JSON.stringify({ name, kind: 'node', zone, address, capacityBytes: 2 ** 40, addedAt: 'x' }));
+    await meta.client.put(keys.alive(name)).value(
+      JSON.stringify({
+        name,
+        zone,
+        address,
+        capacityBytes: 2 ** 40,
+        usedBytes: 0,
+        pid: 1,
+        startedAt: 'x',
+        heartbeatAt: 'x',
+      }),
+    );
+  }
+}
 
 /** Puts in flight at once while creating records. */
 export const volumeRecordsBatchMax = 200;

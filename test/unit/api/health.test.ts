@@ -202,6 +202,29 @@ describe('summarizeHealth()', () => {
     expect(h.verdict.summary).to.match(/1 node down \(b-1\)$/);
   });
 
+  it('warning: a volume with m = 0 has no redundancy, even with every node up', () => {
+    const bare: VolumeInput = {
+      record: { ...volume('scratch', 16 * MiB), profile: { k: 6, m: 0 } },
+      extents: extents(16),
+      lock: null,
+    };
+    const h = summarizeHealth(config, topology(), [...vols(), bare], now);
+    expect(h.volumes.map((v) => [v.name, v.state, v.noRedundancy])).to.deep.equal([
+      ['data', 'ok', false],
+      ['empty', 'ok', false],
+      ['scratch', 'ok', true],
+    ]);
+    expect(h.totals.noRedundancyVolumes).to.equal(1);
+    expect(h.verdict).to.deep.equal({
+      state: 'warning',
+      summary: 'WARNING: 1 volume (scratch) has no redundancy: losing any one shard loses data',
+    });
+    // One node down: every 6+0 extent lost a shard, more than m = 0, and cannot be read.
+    const down = summarizeHealth(config, topology(['a-1']), [bare], now);
+    expect(down.verdict.state).to.equal('unavailable');
+    expect(down.volumes[0]).to.deep.include({ state: 'unreadable', unreadableExtents: 16, noRedundancy: true });
+  });
+
   it('unavailable: extents that lost more than m shards come first', () => {
     const h = summarizeHealth(config, topology(['a-1', 'b-1', 'c-1']), vols(), now);
     expect(h.verdict.state).to.equal('unavailable');
