@@ -29,7 +29,8 @@ export function statusCommand(ctx: CliContext) {
 
 function healthText(v: VolumeHealth): string {
   const parts: string[] = [];
-  if (v.state === 'ok') parts.push('ok');
+  if (v.noRedundancy) parts.push('no redundancy');
+  else if (v.state === 'ok') parts.push('ok');
   if (v.unreadableExtents > 0)
     parts.push(
       `UNREADABLE: ${v.unreadableExtents} extents (${formatBytes(v.unreadableBytes)}) lost more than ${v.m} shards`,
