@@ -31,6 +31,7 @@ import type {
   EtcdMeta,
   ExtentRecord,
   JournalLayout,
+  PendingFlushRecord,
   TargetPolicy,
   VolumeRecord,
 } from '../meta/index.js';
@@ -170,6 +171,11 @@ export interface VolumeHealth extends ExtentMapHealth {
   /** The frontend holding the volume's write lock, if any. */
   readonly attachedBy: { readonly owner: string; readonly epoch: number } | null;
   /**
+   * Set while that frontend keeps the volume attached with no clients because its final flush
+   * fails: writes not yet durable, retried until `giveUpAt`, then dropped (`pending-flush/`).
+   */
+  readonly pendingFlush: PendingFlushRecord | null;
+  /**
    * The volume's write-ahead journal as its writer last recorded it (at each fold): bytes of
    * records not yet folded into erasure-coded generations, and its segments' nodes. Null when
    * the volume has no journal records.
@@ -213,6 +219,10 @@ export interface ClusterHealth {
     readonly writeBlockedVolumes: number;
     /** Volumes whose profile has m = 0. */
     readonly noRedundancyVolumes: number;
+    /** Volumes whose final flush is failing and being retried. */
+    readonly pendingFlushVolumes: number;
+    /** Their bytes not yet durable. */
+    readonly pendingFlushBytes: number;
     readonly degradedExtents: number;
     readonly unreadableExtents: number;
     readonly atRiskBytes: number;
@@ -228,6 +238,7 @@ export interface VolumeInput {
   readonly extents: ReadonlyMap<number, ExtentRecord>;
   readonly lock: { readonly owner: string; readonly epoch: number } | null;
   readonly journal?: JournalLayout | null;
+  readonly pendingFlush?: PendingFlushRecord | null;
 }
 
 /** The health of one volume from its record, extent map, lock and the topology. Pure. */
@@ -257,6 +268,7 @@ export function volumeHealth(input: VolumeInput, topology: Topology): VolumeHeal
     noRedundancy: record.profile.m === 0,
     writeBlocked: assessPolicy(topology, policyOf(record)).refusal,
     attachedBy: input.lock,
+    pendingFlush: input.pendingFlush ?? null,
     journal:
       input.journal === undefined || input.journal === null || input.journal.segments.length === 0
         ? null
@@ -299,6 +311,8 @@ export function summarizeHealth(
     unreadableVolumes: vols.filter((v) => v.state === 'unreadable').length,
     writeBlockedVolumes: vols.filter((v) => v.writeBlocked !== null).length,
     noRedundancyVolumes: vols.filter((v) => v.noRedundancy).length,
+    pendingFlushVolumes: vols.filter((v) => v.pendingFlush !== null).length,
+    pendingFlushBytes: sum((v) => v.pendingFlush?.dirtyBytes ?? 0),
     degradedExtents: sum((v) => v.degradedExtents),
     unreadableExtents: sum((v) => v.unreadableExtents),
     atRiskBytes: sum((v) => v.atRiskBytes),
@@ -366,6 +380,11 @@ function verdictOf(
       `flushes to ${plural(totals.writeBlockedVolumes, 'volume')} (${names((v) => v.writeBlocked !== null)}) will fail (${reason})`,
     );
   }
+  if (totals.pendingFlushVolumes > 0)
+    problems.push(
+      `${formatBytes(totals.pendingFlushBytes)} written to ${plural(totals.pendingFlushVolumes, 'volume')} ` +
+        `(${names((v) => v.pendingFlush !== null)}) not yet durable: their clients are gone and the final flush keeps failing (retried until it succeeds or gives up)`,
+    );
   if (problems.length > 0) return { state: 'degraded', summary: `DEGRADED: ${problems.join('; ')}; ${downText}` };
   const warnings: string[] = [];
   if (down.length > 0) warnings.push(`${downText}; no written data has shards on them`);
@@ -390,13 +409,20 @@ export async function readClusterHealth(meta: EtcdMeta, now: () => Date = () => 
   const config = await meta.requireCluster();
   const topology = await readTopology(meta);
   const records = (await meta.listVolumes()).filter((v) => v.state === 'ready');
+  const pending = await meta.listPendingFlushes();
   const volumes: VolumeInput[] = [];
   // One volume at a time: an extent map can be thousands of keys; etcd serves them in order.
   for (const record of records) {
     const extents = await meta.listExtents(record.id);
     const lock = await meta.getLock(record.name);
     const journal = await meta.getJournal(record.id);
-    volumes.push({ record, extents, lock: lock === null ? null : { owner: lock.owner, epoch: lock.epoch }, journal });
+    volumes.push({
+      record,
+      extents,
+      lock: lock === null ? null : { owner: lock.owner, epoch: lock.epoch },
+      journal,
+      pendingFlush: pending.get(record.name) ?? null,
+    });
   }
   return summarizeHealth(config, topology, volumes, now());
 }

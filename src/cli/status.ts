@@ -40,6 +40,11 @@ function healthText(v: VolumeHealth): string {
       `degraded: ${v.degradedExtents} ${v.degradedExtents === 1 ? 'extent' : 'extents'}, ${formatBytes(v.atRiskBytes - v.unreadableBytes)} at risk`,
     );
   if (v.writeBlocked !== null) parts.push('flushes fail');
+  const p = v.pendingFlush;
+  if (p !== null)
+    parts.push(
+      `final flush failing: ${formatBytes(p.dirtyBytes)} not durable, ${p.attempts} ${p.attempts === 1 ? 'attempt' : 'attempts'}, retried until ${p.giveUpAt}`,
+    );
   return parts.join('; ');
 }
 

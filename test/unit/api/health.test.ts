@@ -225,6 +225,27 @@ describe('summarizeHealth()', () => {
     expect(down.volumes[0]).to.deep.include({ state: 'unreadable', unreadableExtents: 16, noRedundancy: true });
   });
 
+  it('degraded: writes of a volume whose final flush keeps failing are not yet durable', () => {
+    const pendingFlush = {
+      owner: 'host/42',
+      epoch: 3,
+      since: '2026-11-21T09:59:00.000Z',
+      attempts: 4,
+      dirtyBytes: 3 * MiB,
+      lastError: 'Cannot place extent 2',
+      giveUpAt: '2026-11-21T10:01:00.000Z',
+    };
+    const [data, empty] = vols();
+    const h = summarizeHealth(config, topology(), [{ ...data!, pendingFlush }, empty!], now);
+    expect(h.volumes[0]!.pendingFlush).to.deep.equal(pendingFlush);
+    expect(h.volumes[1]!.pendingFlush).to.equal(null);
+    expect(h.totals).to.deep.include({ pendingFlushVolumes: 1, pendingFlushBytes: 3 * MiB });
+    expect(h.verdict.state).to.equal('degraded');
+    expect(h.verdict.summary).to.equal(
+      'DEGRADED: 3 MiB written to 1 volume (data) not yet durable: their clients are gone and the final flush keeps failing (retried until it succeeds or gives up); every node up',
+    );
+  });
+
   it('unavailable: extents that lost more than m shards come first', () => {
     const h = summarizeHealth(config, topology(['a-1', 'b-1', 'c-1']), vols(), now);
     expect(h.verdict.state).to.equal('unavailable');
