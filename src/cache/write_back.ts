@@ -260,6 +260,11 @@ export class WriteBackCache implements BlockDevice {
     return cacheCapabilities(this.options.readOnly === true);
   }
 
+  /** Why this writer was fenced (another took the volume over), once it was: nothing can flush after. */
+  get fencedBy(): Error | undefined {
+    return this.fenced;
+  }
+
   /** Bytes written and not yet durable: dirty, and taken by a flush still in flight. */
   get dirtyBytes(): number {
     let total = 0;
