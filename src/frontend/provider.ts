@@ -493,11 +493,10 @@ export class VolumeFrontend implements ExportProvider {
       try {
         await vol.cache.flush();
         if (vol.finalFlush !== undefined) {
-          this.log(
-            `volume ${name}: final flush succeeded after ${vol.finalFlush.attempts} failed attempts; nothing was lost`,
-          );
+          const { attempts } = vol.finalFlush;
           vol.finalFlush = undefined;
           await publish(undefined);
+          this.log(`volume ${name}: final flush succeeded after ${attempts} failed attempts; nothing was lost`);
         }
         return;
       } catch (err) {
@@ -519,11 +518,12 @@ export class VolumeFrontend implements ExportProvider {
           return;
         }
         this.options.onFinalFlush?.(name, { outcome: 'retry', bytes: dirty });
+        // etcd first, then the log line: who reads the log finds status already saying so.
+        await publish(vol.finalFlush);
         this.log(
           `volume ${name}: final flush failed (attempt ${attempts}): ${errorMessage(err)}; ${formatBytes(dirty)} written and not yet durable: ` +
             `keeping the volume attached and retrying in ${backoffMs} ms, until ${giveUpAt.toISOString()}`,
         );
-        await publish(vol.finalFlush);
         await sleepOn(this.clock, backoffMs);
         backoffMs = Math.min(2 * backoffMs, finalFlushBackoffMaxMs);
         if (vol.handles > 0) {
