@@ -6,6 +6,7 @@
 import { startEtcd } from '../../dist/test/harness/etcd.js';
 import { EtcdMeta } from '../../dist/src/meta/index.js';
 import { createVolume, initCluster } from '../../dist/src/api/index.js';
+import { registerPaperTargets } from '../../dist/test/harness/volumes.js';
 
 const count = Number(process.argv[2] ?? 200);
 if (!Number.isSafeInteger(count) || count < 1) {
@@ -30,28 +31,7 @@ const meta = new EtcdMeta([etcd.endpoint]);
 try {
   await initCluster(meta, { defaultProfile: { k: 1, m: 0 }, zonesRequired: 1 });
   // A volume needs targets its policy can use: register one node target, marked alive.
-  await meta.client.put('cairn/v1/targets/n1').value(
-    JSON.stringify({
-      name: 'n1',
-      kind: 'node',
-      zone: 'a',
-      address: '127.0.0.1:1',
-      capacityBytes: 2 ** 40,
-      addedAt: 'x',
-    }),
-  );
-  await meta.client.put('cairn/v1/alive/n1').value(
-    JSON.stringify({
-      name: 'n1',
-      zone: 'a',
-      address: '127.0.0.1:1',
-      capacityBytes: 2 ** 40,
-      usedBytes: 0,
-      pid: 1,
-      startedAt: 'x',
-      heartbeatAt: 'x',
-    }),
-  );
+  await registerPaperTargets(meta, [{ name: 'n1', zone: 'a' }]);
   const creates = [];
   const puts = [];
   const value = JSON.stringify({
@@ -67,7 +47,7 @@ try {
   });
   for (let i = 0; i < count; i++) {
     let t = performance.now();
-    await createVolume(meta, { name: `v-${i}`, sizeBytes: 2 ** 34 });
+    await createVolume(meta, { name: `v-${i}`, sizeBytes: 2 ** 34, allowNoRedundancy: true });
     creates.push(performance.now() - t);
     t = performance.now();
     await meta.client.put(`bench/peer/${i}`).value(value);

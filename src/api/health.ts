@@ -36,6 +36,7 @@ import type {
   EtcdMeta,
   ExtentRecord,
   JournalLayout,
+  PendingFlushRecord,
   TargetPolicy,
   VolumeRecord,
 } from '../meta/index.js';
@@ -167,6 +168,11 @@ export interface VolumeHealth extends ExtentMapHealth {
   readonly extents: number;
   /** unreadable when any extent lost more than m shards, else degraded when any lost one, else ok. */
   readonly state: VolumeState;
+  /**
+   * The profile has no parity shards (m = 0, created with --allow-no-redundancy): any one lost
+   * shard loses data, so the volume is never called plainly ok.
+   */
+  readonly noRedundancy: boolean;
   /** Null when the live topology can place new generations; else why flushes will fail. */
   readonly writeBlocked: string | null;
   /** The frontend holding the volume's write lock, if any. */
@@ -176,6 +182,11 @@ export interface VolumeHealth extends ExtentMapHealth {
    * count as missing above until a census finds them back). Null when none ran.
    */
   readonly census: { readonly checkedAt: string; readonly absentShards: number } | null;
+  /**
+   * Set while that frontend keeps the volume attached with no clients because its final flush
+   * fails: writes not yet durable, retried until `giveUpAt`, then dropped (`pending-flush/`).
+   */
+  readonly pendingFlush: PendingFlushRecord | null;
   /**
    * The volume's write-ahead journal as its writer last recorded it (at each fold): bytes of
    * records not yet folded into erasure-coded generations, and its segments' nodes. Null when
@@ -218,6 +229,12 @@ export interface ClusterHealth {
     readonly degradedVolumes: number;
     readonly unreadableVolumes: number;
     readonly writeBlockedVolumes: number;
+    /** Volumes whose profile has m = 0. */
+    readonly noRedundancyVolumes: number;
+    /** Volumes whose final flush is failing and being retried. */
+    readonly pendingFlushVolumes: number;
+    /** Their bytes not yet durable. */
+    readonly pendingFlushBytes: number;
     readonly degradedExtents: number;
     readonly unreadableExtents: number;
     readonly atRiskBytes: number;
@@ -235,6 +252,7 @@ export interface VolumeInput {
   readonly journal?: JournalLayout | null;
   /** The volume's last shard census (runCensus), if any ran. */
   readonly census?: CensusRecord | null;
+  readonly pendingFlush?: PendingFlushRecord | null;
 }
 
 /** The health of one volume from its record, extent map, lock and the topology. Pure. */
@@ -262,12 +280,14 @@ export function volumeHealth(input: VolumeInput, topology: Topology): VolumeHeal
     extents: Math.ceil(record.sizeBytes / record.extentBytes),
     ...map,
     state,
+    noRedundancy: record.profile.m === 0,
     writeBlocked: assessPolicy(topology, policyOf(record)).refusal,
     attachedBy: input.lock,
     census:
       input.census === undefined || input.census === null
         ? null
         : { checkedAt: input.census.checkedAt, absentShards: input.census.absentCount },
+    pendingFlush: input.pendingFlush ?? null,
     journal:
       input.journal === undefined || input.journal === null || input.journal.segments.length === 0
         ? null
@@ -309,6 +329,9 @@ export function summarizeHealth(
     degradedVolumes: vols.filter((v) => v.state === 'degraded').length,
     unreadableVolumes: vols.filter((v) => v.state === 'unreadable').length,
     writeBlockedVolumes: vols.filter((v) => v.writeBlocked !== null).length,
+    noRedundancyVolumes: vols.filter((v) => v.noRedundancy).length,
+    pendingFlushVolumes: vols.filter((v) => v.pendingFlush !== null).length,
+    pendingFlushBytes: sum((v) => v.pendingFlush?.dirtyBytes ?? 0),
     degradedExtents: sum((v) => v.degradedExtents),
     unreadableExtents: sum((v) => v.unreadableExtents),
     atRiskBytes: sum((v) => v.atRiskBytes),
@@ -336,7 +359,7 @@ export function summarizeHealth(
 
 /**
  * The worst thing first: data that cannot be read, then data at risk or volumes that cannot be
- * written, then targets down that hold nothing yet.
+ * written, then targets down that hold nothing yet and volumes without redundancy.
  */
 function verdictOf(
   zones: readonly ZoneHealth[],
@@ -381,8 +404,20 @@ function verdictOf(
       `flushes to ${plural(totals.writeBlockedVolumes, 'volume')} (${names((v) => v.writeBlocked !== null)}) will fail (${reason})`,
     );
   }
+  if (totals.pendingFlushVolumes > 0)
+    problems.push(
+      `${formatBytes(totals.pendingFlushBytes)} written to ${plural(totals.pendingFlushVolumes, 'volume')} ` +
+        `(${names((v) => v.pendingFlush !== null)}) not yet durable: their clients are gone and the final flush keeps failing (retried until it succeeds or gives up)`,
+    );
   if (problems.length > 0) return { state: 'degraded', summary: `DEGRADED: ${problems.join('; ')}; ${downText}` };
-  if (down.length > 0) return { state: 'warning', summary: `WARNING: ${downText}; no written data has shards on them` };
+  const warnings: string[] = [];
+  if (down.length > 0) warnings.push(`${downText}; no written data has shards on them`);
+  if (totals.noRedundancyVolumes > 0)
+    warnings.push(
+      `${plural(totals.noRedundancyVolumes, 'volume')} (${names((v) => v.noRedundancy)}) ` +
+        `${totals.noRedundancyVolumes === 1 ? 'has' : 'have'} no redundancy: losing any one shard loses data`,
+    );
+  if (warnings.length > 0) return { state: 'warning', summary: `WARNING: ${warnings.join('; ')}` };
   const nodes = zones.reduce((s, z) => s + z.nodesUp, 0);
   return {
     state: 'healthy',
@@ -398,6 +433,7 @@ export async function readClusterHealth(meta: EtcdMeta, now: () => Date = () => 
   const config = await meta.requireCluster();
   const topology = await readTopology(meta);
   const records = (await meta.listVolumes()).filter((v) => v.state === 'ready');
+  const pending = await meta.listPendingFlushes();
   const volumes: VolumeInput[] = [];
   // One volume at a time: an extent map can be thousands of keys; etcd serves them in order.
   for (const record of records) {
@@ -411,6 +447,7 @@ export async function readClusterHealth(meta: EtcdMeta, now: () => Date = () => 
       lock: lock === null ? null : { owner: lock.owner, epoch: lock.epoch },
       journal,
       census,
+      pendingFlush: pending.get(record.name) ?? null,
     });
   }
   return summarizeHealth(config, topology, volumes, now());

@@ -10,6 +10,7 @@ import {
   InvalidArgumentError,
   checkProfile,
   errorMessage,
+  formatProfile,
   parseProfile,
   volumeName,
   type Profile,
@@ -39,6 +40,29 @@ export interface CreateVolumeOptions {
   readonly durableShardsMin?: number;
   /** Journal replicas r (0: no journal); default m + 1. */
   readonly journalReplicas?: number;
+  /**
+   * Accept a profile with m = 0 (`4+0`, `1+0`): every shard is needed, so one lost shard loses
+   * the extent. Refused without it (`--allow-no-redundancy`).
+   */
+  readonly allowNoRedundancy?: boolean;
+}
+
+/** The CLI flag that accepts a profile without parity shards. */
+export const allowNoRedundancyFlag = '--allow-no-redundancy';
+
+/**
+ * Refuses a profile with no parity shards unless the caller asked for it: with m = 0 any one lost
+ * shard (a node down, a disk gone) loses data, which nobody should get by a typo or a default.
+ */
+export function checkRedundancy(
+  profile: Profile,
+  options: { readonly allow: boolean; readonly volume: string; readonly source: string },
+): void {
+  if (profile.m > 0 || options.allow) return;
+  throw new InvalidArgumentError(
+    `Cannot create volume "${options.volume}" with profile ${formatProfile(profile)} (${options.source}): it has no redundancy, ` +
+      `so losing any one shard of an extent loses its data. Pass ${allowNoRedundancyFlag} to accept that, or use a profile with M of 1 or more, such as ${profile.k}+2`,
+  );
 }
 
 export function checkTargetPolicy(text: string): TargetPolicy {
@@ -71,6 +95,11 @@ export async function createVolume(meta: EtcdMeta, options: CreateVolumeOptions)
       : typeof options.profile === 'string'
         ? parseProfile(options.profile)
         : checkProfile(options.profile);
+  checkRedundancy(profile, {
+    allow: options.allowNoRedundancy ?? false,
+    volume: name,
+    source: options.profile === undefined ? "the cluster's default" : 'as asked',
+  });
   const extentBytes = checkExtentBytes(options.extentBytes ?? cluster.extentBytes, profile);
   const zonesRequired = checkZonesRequired(options.zonesRequired ?? cluster.zonesRequired);
   const targets = options.targets === undefined ? cluster.targets : checkTargetPolicy(options.targets);

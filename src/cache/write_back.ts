@@ -187,6 +187,15 @@ export interface CacheStats {
   readAheads: number;
 }
 
+/**
+ * What a WriteBackCache can do, known before one exists: the frontend answers NBD_OPT_INFO with
+ * it without attaching the volume.
+ */
+export function cacheCapabilities(readOnly: boolean): BlockDeviceCapabilities {
+  const rw = !readOnly;
+  return { readOnly: !rw, flush: rw, fua: rw, trim: rw, writeZeroes: rw, multiConn: true };
+}
+
 export class WriteBackCache implements BlockDevice {
   readonly sizeBytes: number;
   readonly stats: CacheStats = {
@@ -248,8 +257,12 @@ export class WriteBackCache implements BlockDevice {
   }
 
   capabilities(): BlockDeviceCapabilities {
-    const rw = !this.options.readOnly;
-    return { readOnly: !rw, flush: rw, fua: rw, trim: rw, writeZeroes: rw, multiConn: true };
+    return cacheCapabilities(this.options.readOnly === true);
+  }
+
+  /** Why this writer was fenced (another took the volume over), once it was: nothing can flush after. */
+  get fencedBy(): Error | undefined {
+    return this.fenced;
   }
 
   /** Bytes written and not yet durable: dirty, and taken by a flush still in flight. */

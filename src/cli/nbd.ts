@@ -15,7 +15,7 @@ import {
   foldAgeMsDefault,
   foldBytesPerSecondDefault,
 } from '../cache/index.js';
-import { lockWaitMsDefault, startFrontend } from '../frontend/index.js';
+import { finalFlushRetryMsDefault, lockWaitMsDefault, startFrontend } from '../frontend/index.js';
 import { createLogger } from '../metrics/index.js';
 import { parseHostPort } from '../shard/index.js';
 import { clusterOptions, endpointsFrom, stringArg } from './common.js';
@@ -47,6 +47,12 @@ export function nbdCommand(ctx: CliContext) {
                 type: 'number',
                 default: lockWaitMsDefault,
                 describe: "ms to wait for another frontend's lock to expire before refusing a volume",
+              })
+              .option('final-flush-retry', {
+                type: 'number',
+                default: finalFlushRetryMsDefault,
+                describe:
+                  'ms a volume whose last client left keeps retrying a failing flush, attached with its lock, before dropping the writes that are still not durable',
               })
               .option('cache-size', {
                 type: 'string',
@@ -103,6 +109,11 @@ export function nbdCommand(ctx: CliContext) {
             const lockWaitMs = Number(argv['lock-wait']);
             if (!Number.isSafeInteger(lockWaitMs) || lockWaitMs < 0)
               throw new InvalidArgumentError(`--lock-wait must be a whole number of ms, not "${argv['lock-wait']}"`);
+            const finalFlushRetryMs = Number(argv['final-flush-retry']);
+            if (!Number.isSafeInteger(finalFlushRetryMs) || finalFlushRetryMs < 0)
+              throw new InvalidArgumentError(
+                `--final-flush-retry must be a whole number of ms, not "${argv['final-flush-retry']}"`,
+              );
             const metricsListen =
               argv['metrics-listen'] === undefined
                 ? undefined
@@ -120,6 +131,7 @@ export function nbdCommand(ctx: CliContext) {
               readOnly: Boolean(argv['read-only']),
               forceTakeover: Boolean(argv['force-takeover']),
               lockWaitMs,
+              finalFlushRetryMs,
               cache: {
                 dirtyBytesMax,
                 cacheBytesMax,

@@ -29,7 +29,8 @@ export function statusCommand(ctx: CliContext) {
 
 function healthText(v: VolumeHealth): string {
   const parts: string[] = [];
-  if (v.state === 'ok') parts.push('ok');
+  if (v.noRedundancy) parts.push('no redundancy');
+  else if (v.state === 'ok') parts.push('ok');
   if (v.unreadableExtents > 0)
     parts.push(
       `UNREADABLE: ${v.unreadableExtents} extents (${formatBytes(v.unreadableBytes)}) lost more than ${v.m} shards`,
@@ -39,6 +40,11 @@ function healthText(v: VolumeHealth): string {
       `degraded: ${v.degradedExtents} ${v.degradedExtents === 1 ? 'extent' : 'extents'}, ${formatBytes(v.atRiskBytes - v.unreadableBytes)} at risk`,
     );
   if (v.writeBlocked !== null) parts.push('flushes fail');
+  const p = v.pendingFlush;
+  if (p !== null)
+    parts.push(
+      `final flush failing: ${formatBytes(p.dirtyBytes)} not durable, ${p.attempts} ${p.attempts === 1 ? 'attempt' : 'attempts'}, retried until ${p.giveUpAt}`,
+    );
   return parts.join('; ');
 }
 

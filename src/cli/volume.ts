@@ -1,6 +1,6 @@
 /** `cairnctl volume create|list|info|delete`. */
 import type { Argv } from 'yargs';
-import { formatBytes, formatProfile, parseSize } from '../core/index.js';
+import { formatBytes, formatProfile, parseSize, type Profile } from '../core/index.js';
 import { createVolume } from '../api/index.js';
 import { journalReplicasOf, type VolumeRecord } from '../meta/index.js';
 import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
@@ -11,7 +11,7 @@ const describeVolume = (v: VolumeRecord): string[] => [
   `name:           ${v.name}`,
   `id:             ${v.id}`,
   `size:           ${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`,
-  `profile:        ${formatProfile(v.profile)} (survives ${v.profile.m} lost shards per extent, ${((v.profile.k + v.profile.m) / v.profile.k).toFixed(2)}x raw)`,
+  `profile:        ${formatProfile(v.profile)} (${redundancyText(v.profile)}, ${((v.profile.k + v.profile.m) / v.profile.k).toFixed(2)}x raw)`,
   `extent size:    ${formatBytes(v.extentBytes)} (${Math.ceil(v.sizeBytes / v.extentBytes)} extents)`,
   `zones required: ${v.zonesRequired}`,
   `targets:        ${v.targets}`,
@@ -19,6 +19,16 @@ const describeVolume = (v: VolumeRecord): string[] => [
   `journal:        ${journalReplicasOf(v) === 0 ? 'off (every flush writes erasure-coded generations)' : `${journalReplicasOf(v)} replicas (small writes are durable once every replica has them)`}`,
   `created:        ${v.createdAt}`,
 ];
+
+/** `4+2`, or `4+0 (no redundancy)`: a profile as lists and messages show it. */
+const profileText = (p: Profile): string => `${formatProfile(p)}${p.m === 0 ? ' (no redundancy)' : ''}`;
+
+/** What a profile survives, in words: "survives 2 lost shards per extent", or a plain warning for m = 0. */
+function redundancyText(profile: Profile): string {
+  return profile.m === 0
+    ? 'no redundancy: one lost shard loses data'
+    : `survives ${profile.m} lost ${profile.m === 1 ? 'shard' : 'shards'} per extent`;
+}
 
 export function volumeCommand(ctx: CliContext) {
   return {
@@ -46,6 +56,11 @@ export function volumeCommand(ctx: CliContext) {
                 describe:
                   'nodes that must hold small writes before a FLUSH is answered (default M+1; 0: no journal, every flush writes erasure-coded generations)',
               })
+              .option('allow-no-redundancy', {
+                type: 'boolean',
+                default: false,
+                describe: 'accept a profile with M = 0 (such as 4+0), where one lost shard loses data',
+              })
               .example('$0 volume create pg-data 20GiB --profile 4+2', ''),
           handler: withErrors(ctx, async (argv) => {
             const volume = await withMeta(argv, (meta) =>
@@ -62,10 +77,11 @@ export function volumeCommand(ctx: CliContext) {
                 ...(argv['journal-replicas'] === undefined
                   ? {}
                   : { journalReplicas: Number(argv['journal-replicas']) }),
+                allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
               }),
             );
             emit(ctx.io, isJson(argv), volume, (v) => [
-              `Created volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${formatProfile(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,
+              `Created volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${profileText(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,
             ]);
           }),
         })
@@ -83,7 +99,7 @@ export function volumeCommand(ctx: CliContext) {
                     list.map((v) => [
                       v.name,
                       formatBytes(v.sizeBytes),
-                      formatProfile(v.profile),
+                      profileText(v.profile),
                       formatBytes(v.extentBytes),
                       String(v.zonesRequired),
                       v.targets,

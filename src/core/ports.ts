@@ -149,6 +149,11 @@ export interface ExportInfo {
   readonly name: string;
   readonly description: string;
   readonly sizeBytes: number;
+  /**
+   * What a connection opened now would be able to do: NBD_OPT_INFO answers from this (and
+   * sizeBytes) without opening the export, so it must match what open() gives.
+   */
+  readonly capabilities: BlockDeviceCapabilities;
 }
 
 /**
@@ -156,8 +161,12 @@ export interface ExportInfo {
  * because lookups happen per connection.
  */
 export interface ExportProvider {
+  /** Every export, from metadata alone: nothing is opened, locked or attached. */
   list(): Promise<ExportInfo[]>;
-  /** The export's info, or null when there is none by that name. Cheap: used by NBD_OPT_INFO. */
+  /**
+   * The export's info, or null when there is none by that name. Cheap, and opens nothing: used by
+   * NBD_OPT_INFO, which must not attach (for a volume: take its lock, bump its epoch).
+   */
   info(name: string): Promise<ExportInfo | null>;
   /**
    * Opens the export for one connection. Throws NotFound-style CairnError (code ENOTFOUND) when

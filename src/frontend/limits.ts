@@ -32,6 +32,18 @@ export const journalCreateAttemptsMax = 3;
 export const journalTrimDelayMs = 200;
 /** How often a waiting attach asks for the lock again. */
 export const lockPollMs = 250;
+/**
+ * How long a volume whose last client left keeps retrying its final flush before the writes that
+ * are still not durable are dropped (`--final-flush-retry`). Meanwhile it stays attached (lock
+ * held, cache kept), so a client that reconnects gets its data. Two minutes ride out an overload
+ * or a node restart (about 10 s), and bound how long a SIGTERM waits.
+ */
+export const finalFlushRetryMsDefault = 120_000;
+/** The first wait between final flush attempts; each failure doubles it, up to the maximum. */
+export const finalFlushBackoffMinMs = 250;
+export const finalFlushBackoffMaxMs = 5_000;
 
 assert(lockWaitMsDefault > lockTtlSecondsDefault * 1000, 'an attach must outwait a dead holder lease');
 assert(lockPollMs < lockWaitMsDefault);
+assert(0 < finalFlushBackoffMinMs && finalFlushBackoffMinMs <= finalFlushBackoffMaxMs);
+assert(finalFlushBackoffMaxMs < finalFlushRetryMsDefault, 'the default bound must allow several attempts');

@@ -13,6 +13,13 @@
  * then fail once the writer's superseded shards are deleted. A writer that attaches later makes
  * the read-only view fail every request (it watches the lock).
  *
+ * When the last connection closes and the flush fails (nodes overloaded or down), the volume stays
+ * attached, lock and cache kept, and the final flush is retried with backoff for up to
+ * finalFlushRetryMs; a client that connects meanwhile gets the same volume with its unflushed
+ * writes. The retrying is published in etcd (`pending-flush/<volume>`, for `cairnctl status`)
+ * and in status() (metrics). Only when the bound runs out, or another writer fenced this one, is
+ * what is still not durable dropped, with a log line saying how much.
+ *
  * Targets and placement follow the live topology (re-read every few seconds), so a node that goes
  * down stops receiving new shards and one that joins starts to. Every timer runs on the injected
  * Clock.
@@ -32,7 +39,7 @@ import {
   type ExportProvider,
   type ExtentRecord,
 } from '../core/index.js';
-import { WriteBackCache, type WriteBackCacheOptions } from '../cache/index.js';
+import { WriteBackCache, cacheCapabilities, type WriteBackCacheOptions } from '../cache/index.js';
 import {
   NotFoundError,
   VolumeLockedError,
@@ -51,7 +58,15 @@ import { EtcdExtentMap } from './extent_map.js';
 import { JournalUnavailableError, VolumeJournal, type ReplayedRecord } from './journal.js';
 import { LivePlacer } from './live_placer.js';
 import { LiveTargets } from './live_targets.js';
-import { detachLingerMs, lockPollMs, lockWaitMsDefault, topologyRefreshMs } from './limits.js';
+import {
+  detachLingerMs,
+  finalFlushBackoffMaxMs,
+  finalFlushBackoffMinMs,
+  finalFlushRetryMsDefault,
+  lockPollMs,
+  lockWaitMsDefault,
+  topologyRefreshMs,
+} from './limits.js';
 
 export interface FrontendOptions {
   readonly meta: EtcdMeta;
@@ -73,6 +88,27 @@ export interface FrontendOptions {
   readonly log?: (line: string) => void;
   /** Told when each persist of a volume's dirty extents starts; the result is called when it ends (metrics). */
   readonly onFlush?: (volume: string, extents: number) => (ok: boolean) => void;
+  /** How long a volume with no clients left retries a failing final flush (finalFlushRetryMsDefault). */
+  readonly finalFlushRetryMs?: number;
+  /**
+   * Told of each failed final flush that will be retried, and of the bytes dropped when a volume
+   * detached with writes that never became durable (metrics).
+   */
+  readonly onFinalFlush?: (
+    volume: string,
+    event: { readonly outcome: 'retry' | 'lost'; readonly bytes: number },
+  ) => void;
+}
+
+/** A final flush that failed and is being retried (the volume has no clients left). */
+export interface FinalFlushState {
+  /** When the first attempt failed (wall clock, for people). */
+  readonly since: Date;
+  /** Failed attempts so far. */
+  readonly attempts: number;
+  readonly lastError: string;
+  /** When retrying stops (wall clock, for people). */
+  readonly giveUpAt: Date;
 }
 
 interface OpenVolume {
@@ -88,6 +124,10 @@ interface OpenVolume {
   linger: (() => void) | undefined;
   /** Set once detach() started: the volume is never reused, re-armed or detached again. */
   detaching: Promise<void> | undefined;
+  /** The final flush and its retries, while they run; the volume is still attached and reusable. */
+  finalFlushing: Promise<void> | undefined;
+  /** Set while the final flush is failing and being retried. */
+  finalFlush: FinalFlushState | undefined;
 }
 
 export class VolumeFrontend implements ExportProvider {
@@ -105,18 +145,26 @@ export class VolumeFrontend implements ExportProvider {
     this.log = options.log ?? (() => undefined);
   }
 
+  /**
+   * A volume as an export, from its etcd record alone: listing and NBD_OPT_INFO attach nothing
+   * (no lock, no epoch, no extent map), so a client that lists 10,000 volumes costs one range
+   * read. A connection opened now would be read-only when this frontend serves read-only.
+   */
   private describe(v: VolumeRecord): ExportInfo {
     return {
       name: v.name,
       sizeBytes: v.sizeBytes,
       description: `Cairn volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${formatProfile(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,
+      capabilities: cacheCapabilities(this.options.readOnly ?? false),
     };
   }
 
+  /** Every volume, from one etcd range read. */
   async list(): Promise<ExportInfo[]> {
     return (await this.options.meta.listVolumes()).map((v) => this.describe(v));
   }
 
+  /** One volume, from one etcd read. */
   async info(name: string): Promise<ExportInfo | null> {
     const v = await this.options.meta.getVolume(name);
     return v === null ? null : this.describe(v);
@@ -337,6 +385,8 @@ export class VolumeFrontend implements ExportProvider {
         handles: 0,
         linger: undefined,
         detaching: undefined,
+        finalFlushing: undefined,
+        finalFlush: undefined,
       };
     } catch (err) {
       await opened?.close();
@@ -392,14 +442,101 @@ export class VolumeFrontend implements ExportProvider {
     );
   }
 
-  private detach(name: string, vol: OpenVolume): Promise<void> {
+  /**
+   * Detaches a volume with no clients: first the final flush (retried while it fails, with the
+   * volume still attached and reusable), then, unless a client came back meanwhile, the detach.
+   */
+  private async detach(name: string, vol: OpenVolume): Promise<void> {
     if (vol.detaching !== undefined) return vol.detaching;
+    vol.finalFlushing ??= this.finalFlush(name, vol).finally(() => (vol.finalFlushing = undefined));
+    await vol.finalFlushing;
+    // A client that connected during the retries keeps the volume, and its unflushed writes.
+    if (vol.detaching !== undefined || vol.handles > 0) return vol.detaching;
     const done = this.closeVolume(name, vol).finally(() => {
       if (this.closing.get(name) === done) this.closing.delete(name);
     });
     vol.detaching = done;
     this.closing.set(name, done);
     return done;
+  }
+
+  /**
+   * Flushes a volume whose clients are gone, retrying with backoff while the flush fails, for up
+   * to finalFlushRetryMs. Returns once nothing is dirty, a client has connected again (it keeps
+   * the volume as it is), this writer was fenced (nothing can flush any more), or the time is up;
+   * never throws. While it retries the lock stays held and `pending-flush/<volume>` says so.
+   */
+  private async finalFlush(name: string, vol: OpenVolume): Promise<void> {
+    if (vol.readOnly) return;
+    const retryMs = this.options.finalFlushRetryMs ?? finalFlushRetryMsDefault;
+    const stopAt = this.clock.now() + retryMs;
+    const giveUpAt = new Date(Date.now() + retryMs);
+    let backoffMs = finalFlushBackoffMinMs;
+    const publish = (state: FinalFlushState | undefined): Promise<void> =>
+      (
+        vol.lock?.setPendingFlush(
+          state === undefined
+            ? null
+            : {
+                owner: this.options.owner,
+                epoch: vol.lock.epoch,
+                since: state.since.toISOString(),
+                attempts: state.attempts,
+                dirtyBytes: vol.cache.dirtyBytes,
+                lastError: state.lastError,
+                giveUpAt: state.giveUpAt.toISOString(),
+              },
+        ) ?? Promise.resolve()
+      ).catch((err: unknown) =>
+        this.log(`volume ${name}: cannot record the pending final flush in etcd: ${errorMessage(err)}`),
+      );
+    for (;;) {
+      try {
+        await vol.cache.flush();
+        if (vol.finalFlush !== undefined) {
+          const { attempts } = vol.finalFlush;
+          vol.finalFlush = undefined;
+          await publish(undefined);
+          this.log(`volume ${name}: final flush succeeded after ${attempts} failed attempts; nothing was lost`);
+        }
+        return;
+      } catch (err) {
+        const attempts = (vol.finalFlush?.attempts ?? 0) + 1;
+        vol.finalFlush = {
+          since: vol.finalFlush?.since ?? new Date(),
+          attempts,
+          lastError: errorMessage(err),
+          giveUpAt,
+        };
+        const dirty = vol.cache.dirtyBytes;
+        if (vol.cache.fencedBy !== undefined || this.clock.now() + backoffMs > stopAt) {
+          this.log(
+            `volume ${name}: final flush failed ${attempts} times (last: ${errorMessage(err)}); ` +
+              (vol.cache.fencedBy === undefined
+                ? `stopping after ${retryMs} ms`
+                : 'another writer took the volume over'),
+          );
+          return;
+        }
+        this.options.onFinalFlush?.(name, { outcome: 'retry', bytes: dirty });
+        // etcd first, then the log line: who reads the log finds status already saying so.
+        await publish(vol.finalFlush);
+        this.log(
+          `volume ${name}: final flush failed (attempt ${attempts}): ${errorMessage(err)}; ${formatBytes(dirty)} written and not yet durable: ` +
+            `keeping the volume attached and retrying in ${backoffMs} ms, until ${giveUpAt.toISOString()}`,
+        );
+        await sleepOn(this.clock, backoffMs);
+        backoffMs = Math.min(2 * backoffMs, finalFlushBackoffMaxMs);
+        if (vol.handles > 0) {
+          this.log(
+            `volume ${name}: a client connected while the final flush was being retried; it keeps the volume with its ${formatBytes(vol.cache.dirtyBytes)} not yet durable`,
+          );
+          vol.finalFlush = undefined;
+          await publish(undefined);
+          return;
+        }
+      }
+    }
   }
 
   private async closeVolume(name: string, vol: OpenVolume): Promise<void> {
@@ -409,8 +546,11 @@ export class VolumeFrontend implements ExportProvider {
     try {
       await vol.cache.close();
     } catch (err) {
+      const lost = vol.cache.dirtyBytes;
+      if (lost > 0) this.options.onFinalFlush?.(name, { outcome: 'lost', bytes: lost });
       this.log(
-        `volume ${name}: final flush or fold failed: ${errorMessage(err)}; writes that were flushed stay in the journal for the next attach, the rest are lost`,
+        `volume ${name}: final flush or fold failed: ${errorMessage(err)}; writes that were flushed stay in the journal for the next attach, ` +
+          `the rest (${formatBytes(lost)}) are lost`,
       );
     }
     await vol.journal?.close();
@@ -454,6 +594,8 @@ export class VolumeFrontend implements ExportProvider {
       /** Bytes flushed to the journal and not yet folded into generations. */
       journaledBytes: number;
       cachedBytes: number;
+      /** Set while no client is left and the final flush is failing and being retried. */
+      finalFlush?: FinalFlushState;
       degradedExtents: number;
       /** Shard reads since the volume was attached, and those of them from another zone. */
       shardReads: number;
@@ -475,6 +617,7 @@ export class VolumeFrontend implements ExportProvider {
         dirtyBytes: v.cache.dirtyBytes,
         journaledBytes: v.cache.journaledBytes,
         cachedBytes: v.cache.cachedBytes,
+        ...(v.finalFlush === undefined ? {} : { finalFlush: v.finalFlush }),
         degradedExtents: v.engine.degraded.size,
         shardReads: v.engine.stats.shardReads,
         crossZoneShardReads: v.engine.stats.crossZoneShardReads,

@@ -26,6 +26,8 @@ export interface FrontendServeOptions {
   readonly readOnly: boolean;
   readonly forceTakeover: boolean;
   readonly lockWaitMs: number;
+  /** How long a volume with no clients left retries a failing final flush (`--final-flush-retry`). */
+  readonly finalFlushRetryMs?: number;
   readonly cache: Omit<WriteBackCacheOptions, 'readOnly' | 'log'>;
   readonly threads?: number;
   /** The zone this frontend runs in (`--zone`): reads prefer shards there. Absent: no preference. */
@@ -82,7 +84,13 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
       ...(options.zone === undefined ? {} : { zone: options.zone }),
       log,
       ...(options.clock === undefined ? {} : { clock: options.clock }),
-      ...(metrics === undefined ? {} : { onFlush: (volume, extents) => metrics.flush(volume, extents) }),
+      ...(options.finalFlushRetryMs === undefined ? {} : { finalFlushRetryMs: options.finalFlushRetryMs }),
+      ...(metrics === undefined
+        ? {}
+        : {
+            onFlush: (volume, extents) => metrics.flush(volume, extents),
+            onFinalFlush: (volume, event) => metrics.finalFlush(volume, event),
+          }),
     });
     undo.push(() => frontend.close());
     const server = new NbdServer({
@@ -166,6 +174,7 @@ async function serveFrontendMetrics(
         cachedBytes: v.cachedBytes,
         connections: v.handles,
         readDegradedExtents: v.degradedExtents,
+        ...(v.finalFlush === undefined ? {} : { finalFlushAttempts: v.finalFlush.attempts }),
         shardReads: v.shardReads,
         crossZoneShardReads: v.crossZoneShardReads,
         ...(v.health === undefined ? {} : { health: v.health }),

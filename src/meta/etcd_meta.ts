@@ -19,6 +19,7 @@ import {
   type ClusterConfig,
   type ExtentRecord,
   type LockRecord,
+  type PendingFlushRecord,
   type TargetRecord,
   type VolumeRecord,
   decodeAlive,
@@ -27,6 +28,7 @@ import {
   decodeJournal,
   decodeCensus,
   decodeLock,
+  decodePendingFlush,
   decodeTarget,
   decodeVolume,
   keys,
@@ -47,6 +49,11 @@ export interface VolumeLock {
   readonly record: string;
   /** Resolves or rejects once the lease behind the lock is lost (expired, revoked, taken over). */
   readonly lost: Promise<Error>;
+  /**
+   * Publishes (or, with null, removes) `pending-flush/<volume>` under the lock's lease, only while
+   * the lock still holds this record: so it vanishes with the holder. For status; idempotent.
+   */
+  setPendingFlush(record: PendingFlushRecord | null): Promise<void>;
   release(): Promise<void>;
 }
 
@@ -288,6 +295,13 @@ export class EtcdMeta {
 
   // --- the volume write lock and fencing -------------------------------------------------------
 
+  /** Every volume's pending final flush (see VolumeLock.setPendingFlush), by volume name; one range read. */
+  async listPendingFlushes(): Promise<Map<string, PendingFlushRecord>> {
+    const prefix = keys.pendingFlushPrefix();
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    return new Map(Object.entries(all).map(([k, v]) => [k.slice(prefix.length), decodePendingFlush(k, v)]));
+  }
+
   async getLock(volume: string): Promise<LockRecord | null> {
     const key = keys.lock(volume);
     const text = await this.call(`get ${key}`, () => this.client.get(key).string());
@@ -350,10 +364,26 @@ export class EtcdMeta {
             epoch,
             record,
             lost,
+            setPendingFlush: async (pending) => {
+              const key = keys.pendingFlush(volume);
+              await this.call(`${pending === null ? 'delete' : 'put'} ${key}`, () =>
+                this.client
+                  .if(lockKey, 'Value', '==', record)
+                  .then(
+                    pending === null
+                      ? this.client.delete().key(key)
+                      : this.client.put(key).value(JSON.stringify(pending)).lease(leaseId),
+                  )
+                  .commit(),
+              );
+            },
             release: async () => {
-              // Delete only our own record, then drop the lease; a taken-over lock is left alone.
+              // Delete only our own records, then drop the lease; a taken-over lock is left alone.
               await this.call(`release ${lockKey}`, () =>
-                this.client.if(lockKey, 'Value', '==', record).then(this.client.delete().key(lockKey)).commit(),
+                this.client
+                  .if(lockKey, 'Value', '==', record)
+                  .then(this.client.delete().key(lockKey), this.client.delete().key(keys.pendingFlush(volume)))
+                  .commit(),
               ).catch(() => undefined);
               await lease.revoke().catch(() => undefined);
             },

@@ -29,6 +29,9 @@ export const keys = {
   /** Zero-padded so etcd's byte order is numeric order: extent 42 -> .../000000000042. */
   extent: (volumeId: string, index: number) => `${rootPrefix}extents/${volumeId}/${String(index).padStart(12, '0')}`,
   lock: (volume: string) => `${rootPrefix}locks/${volume}`,
+  /** A volume whose final flush is being retried: leased with its lock, gone once it detaches. */
+  pendingFlushPrefix: () => `${rootPrefix}pending-flush/`,
+  pendingFlush: (volume: string) => `${rootPrefix}pending-flush/${volume}`,
   /** A volume's journal layout: its segments, their nodes, and the folded LSN. */
   journal: (volumeId: string) => `${rootPrefix}journals/${volumeId}`,
   epoch: (volume: string) => `${rootPrefix}epochs/${volume}`,
@@ -112,6 +115,24 @@ export interface LockRecord {
   readonly owner: string;
   readonly epoch: number;
   readonly acquiredAt: string;
+}
+
+/**
+ * What `pending-flush/<volume>` holds while the writer keeps a volume attached with no clients
+ * because its final flush failed: it retries until the writes are durable or `giveUpAt`.
+ */
+export interface PendingFlushRecord {
+  readonly owner: string;
+  readonly epoch: number;
+  /** When the first final flush failed. */
+  readonly since: string;
+  /** Failed attempts so far. */
+  readonly attempts: number;
+  /** Bytes written and not yet durable at the last attempt. */
+  readonly dirtyBytes: number;
+  readonly lastError: string;
+  /** When the writer stops retrying and drops what is still not durable. */
+  readonly giveUpAt: string;
 }
 
 /** Metadata in etcd that does not have the shape the schema says. */
@@ -323,12 +344,25 @@ export function decodeExtent(key: string, text: string): ExtentRecord {
   };
 }
 
+/** The writer a lock-scoped record names: its owner ("host/pid") and fencing epoch. */
+function holderOf(key: string, o: Json): { owner: string; epoch: number } {
+  return { owner: field(key, o, 'owner', isString, 'a string'), epoch: field(key, o, 'epoch', isCount, 'an epoch') };
+}
+
 export function decodeLock(key: string, text: string): LockRecord {
   const o = parse(key, text);
+  return { ...holderOf(key, o), acquiredAt: field(key, o, 'acquiredAt', isString, 'a string') };
+}
+
+export function decodePendingFlush(key: string, text: string): PendingFlushRecord {
+  const o = parse(key, text);
   return {
-    owner: field(key, o, 'owner', isString, 'a string'),
-    epoch: field(key, o, 'epoch', isCount, 'an epoch'),
-    acquiredAt: field(key, o, 'acquiredAt', isString, 'a string'),
+    ...holderOf(key, o),
+    since: field(key, o, 'since', isString, 'a string'),
+    attempts: field(key, o, 'attempts', isCount, 'a count'),
+    dirtyBytes: field(key, o, 'dirtyBytes', isCount, 'a byte count'),
+    lastError: field(key, o, 'lastError', isString, 'a string'),
+    giveUpAt: field(key, o, 'giveUpAt', isString, 'a string'),
   };
 }
 

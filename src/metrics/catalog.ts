@@ -193,6 +193,27 @@ export const metricSpecs = {
     labels: ['volume'],
     component: 'frontend',
   },
+  volumeFinalFlushRetrying: {
+    name: 'cairn_volume_final_flush_retrying',
+    type: 'gauge',
+    help: 'Attempts of the final flush that failed so far, while a volume with no clients left keeps retrying it (0 otherwise).',
+    labels: ['volume'],
+    component: 'frontend',
+  },
+  finalFlushRetries: {
+    name: 'cairn_final_flush_retries_total',
+    type: 'counter',
+    help: 'Final flushes (the last client of a volume gone) that failed and were retried, the volume kept attached.',
+    labels: ['volume'],
+    component: 'frontend',
+  },
+  finalFlushLostBytes: {
+    name: 'cairn_final_flush_lost_bytes_total',
+    type: 'counter',
+    help: 'Bytes written and never made durable, dropped when a volume detached after its final flush kept failing.',
+    labels: ['volume'],
+    component: 'frontend',
+  },
 
   // -- the frontend: health of the volumes it writes (src/api/health.ts) -----------------------
   volumeWrittenExtents: {

@@ -334,6 +334,8 @@ export interface VolumeSnapshot {
   readonly cachedBytes: number;
   readonly connections: number;
   readonly readDegradedExtents: number;
+  /** Failed attempts of the final flush being retried (no clients left); absent or 0: none. */
+  readonly finalFlushAttempts?: number;
   /** Shard reads since the volume was attached (absent: not reported), and those from another zone. */
   readonly shardReads?: number;
   readonly crossZoneShardReads?: number;
@@ -353,6 +355,8 @@ export interface FrontendMetrics extends MetricsSource {
   nbdRequest(command: string, bytes: number): (outcome: string) => void;
   /** Call when a flush of `extents` extents of `volume` starts; call the result with its outcome. */
   flush(volume: string, extents: number): (ok: boolean) => void;
+  /** Call when a final flush failed and will be retried, or when a detach dropped `bytes` never made durable. */
+  finalFlush(volume: string, event: { readonly outcome: 'retry' | 'lost'; readonly bytes: number }): void;
   /** Read at every scrape for the per-volume cache and health gauges. */
   snapshotFrom(source: () => Promise<FrontendSnapshot>): void;
   /** Read at every scrape for cairn_nbd_connections. */
@@ -368,10 +372,13 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
   const requestBytes = r.counter('nbdRequestBytes');
   const flushDuration = r.histogram('flushDuration');
   const flushExtents = r.counter('flushExtents');
+  const finalFlushRetries = r.counter('finalFlushRetries');
+  const finalFlushLostBytes = r.counter('finalFlushLostBytes');
   const perVolume = {
     dirty: r.gauge('cacheDirty'),
     cached: r.gauge('cacheCached'),
     connections: r.gauge('volumeConnections'),
+    finalFlushRetrying: r.gauge('volumeFinalFlushRetrying'),
     readDegraded: r.gauge('volumeReadDegradedExtents'),
     written: r.gauge('volumeWrittenExtents'),
     degraded: r.gauge('volumeDegradedExtents'),
@@ -414,6 +421,10 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
         if (ok && extents > 0) flushExtents.inc({ volume }, extents);
       };
     },
+    finalFlush(volume, event) {
+      if (event.outcome === 'retry') finalFlushRetries.inc({ volume });
+      else if (event.bytes > 0) finalFlushLostBytes.inc({ volume }, event.bytes);
+    },
     connectionsFrom(source) {
       r.onScrape(async () => connections.set(source()));
     },
@@ -434,6 +445,7 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
           perVolume.cached.set(volume, v.cachedBytes);
           perVolume.connections.set(volume, v.connections);
           perVolume.readDegraded.set(volume, v.readDegradedExtents);
+          perVolume.finalFlushRetrying.set(volume, v.finalFlushAttempts ?? 0);
           if (v.shardReads !== undefined) perVolumeTotals.shardReads.inc(volume, v.shardReads);
           if (v.crossZoneShardReads !== undefined)
             perVolumeTotals.crossZoneShardReads.inc(volume, v.crossZoneShardReads);

@@ -33,7 +33,10 @@ export const sessionErrorLogLinesMax = 100;
 /** Error messages sent to clients (option errors, error chunks) are clipped to this many bytes. */
 export const errorMessageBytesMax = 1 * KiB;
 
-/** A connection that has not finished the handshake by then is dropped (slow-loris guard). */
+/**
+ * A connection whose handshake answers no option for this long is dropped (slow-loris guard).
+ * Progress, not the whole handshake, is timed: listing N exports with nbdinfo takes 2N options.
+ */
 export const handshakeDeadlineMsDefault = 30_000;
 /** close() waits this long for in-flight requests before dropping connections. */
 export const closeDeadlineMsDefault = 5_000;

@@ -4,8 +4,8 @@
  * server started are served without a restart.
  *
  * What it keeps true: nothing a client sends can throw out of a socket callback (sessions catch
- * everything; the callbacks here are wrapped once more); a client that stalls in the handshake
- * is dropped after handshakeDeadlineMs; close() stops accepting, lets requests in flight finish
+ * everything; the callbacks here are wrapped once more); a client whose handshake makes no
+ * progress (no option answered) for handshakeDeadlineMs is dropped; close() stops accepting, lets requests in flight finish
  * for at most closeDeadlineMs, then drops every connection.
  *
  * What it leaves out: TLS, authentication (bind to loopback or a Unix socket with file
@@ -199,12 +199,21 @@ export class NbdServer {
     const connection: Connection = { socket, session };
     this.connections.add(connection);
 
-    const handshakeTimer = setTimeout(() => {
+    // Checked once per deadline: a handshake that answered no option since the last check is
+    // stalled (slow-loris) and dropped; one still negotiating (nbdinfo --list sends two options
+    // per export, each held about 200 ms by the client's own MSG_MORE) goes on.
+    let answeredAtCheck = 0;
+    const checkHandshake = (): void => {
       if (session.phase !== 'handshake') return;
-      this.log(`nbd ${label}: handshake not finished after ${this.handshakeDeadlineMs} ms; disconnecting`);
-      socket.destroy();
-    }, this.handshakeDeadlineMs);
-    handshakeTimer.unref();
+      if (session.optionsAnswered === answeredAtCheck) {
+        this.log(`nbd ${label}: handshake made no progress for ${this.handshakeDeadlineMs} ms; disconnecting`);
+        socket.destroy();
+        return;
+      }
+      answeredAtCheck = session.optionsAnswered;
+      handshakeTimer = setTimeout(checkHandshake, this.handshakeDeadlineMs).unref();
+    };
+    let handshakeTimer = setTimeout(checkHandshake, this.handshakeDeadlineMs).unref();
 
     socket.on('data', (chunk: Buffer) => guard(this.log, label, () => session.receive(chunk)));
     socket.on('end', () => guard(this.log, label, () => session.inputEnded()));

@@ -28,6 +28,7 @@ import {
   nbdRequestBytesMax,
   nbdRequestsInFlightMax,
   type BlockDevice,
+  type BlockDeviceCapabilities,
   type BlockStatusRun,
   type ExportInfo,
   type ExportProvider,
@@ -160,6 +161,13 @@ interface OpenExport {
 
 type OptionOutcome = 'continue' | 'transmission' | 'close';
 
+/** Why an option naming an export was refused: the option reply and its message. */
+interface Refusal {
+  readonly ok: false;
+  readonly replyType: number;
+  readonly message: string;
+}
+
 export class Session {
   private readonly queue = new ByteQueue();
   private parse: ParseState = { kind: 'clientFlags' };
@@ -167,6 +175,12 @@ export class Session {
   private structuredReplies = false;
   /** The export named by the last NBD_OPT_SET_META_CONTEXT, if it selected base:allocation. */
   private metaContextExport: string | null = null;
+  /**
+   * The exports this connection's last NBD_OPT_LIST sent, by name: the NBD_OPT_INFOs a listing
+   * client sends next (one per export, as `nbdinfo --list` does) answer from it, with no
+   * metadata read each. Held only during the handshake.
+   */
+  private listed: ReadonlyMap<string, ExportInfo> | null = null;
   private open: OpenExport | null = null;
   private inFlight = 0;
   /** Bytes the requests in flight hold: READ lengths and WRITE payloads (sessionInFlightBytesMax). */
@@ -180,6 +194,7 @@ export class Session {
   private pumpAgain = false;
   /** An option handler is awaiting the provider; it may still open a device handle. */
   private optionRunning = false;
+  private optionsAnswered_ = 0;
   private errorLines = 0;
   private errorsSuppressed = 0;
   private resolveFinished!: () => void;
@@ -196,6 +211,15 @@ export class Session {
   get phase(): SessionPhase {
     if (this.connectionGone || this.closeRequested) return 'closed';
     return this.open === null ? 'handshake' : 'transmission';
+  }
+
+  /**
+   * Options answered so far. The server drops a handshake that answers none for a whole
+   * handshake deadline, not one that is still busy negotiating (a listing client sends two
+   * options per export).
+   */
+  get optionsAnswered(): number {
+    return this.optionsAnswered_;
   }
 
   /** Requests whose replies have not been handed to the OS yet. */
@@ -422,6 +446,7 @@ export class Session {
       })
       .then((outcome) => {
         this.optionRunning = false;
+        this.optionsAnswered_ += 1;
         if (this.connectionGone) {
           this.releaseWhenIdle();
           return;
@@ -489,10 +514,61 @@ export class Session {
     return all.length === 1 ? (all[0] ?? null) : null;
   }
 
-  /** Opens an export for transmission, or returns why not (already logged and mapped). */
-  private async openExport(
+  /**
+   * What a connection to `info` would be told: its size and transmission flags, from the info
+   * alone (NBD_OPT_INFO opens nothing). Null when the provider reported an impossible size.
+   */
+  private contextOf(
+    info: { readonly name: string; readonly sizeBytes: number; capabilities: BlockDeviceCapabilities },
     requested: string,
-  ): Promise<{ ok: true; open: OpenExport; info: ExportInfo } | { ok: false; replyType: number; message: string }> {
+  ): TransmissionContext | null {
+    const { sizeBytes, capabilities } = info;
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) {
+      this.bug(`opening export "${info.name}"`, new AssertionError(`device size ${sizeBytes} is not a byte count`));
+      return null;
+    }
+    const readOnly = this.options.readOnly || capabilities.readOnly;
+    return {
+      sizeBytes,
+      flags: transmissionFlagsFor({ ...capabilities, readOnly, structuredReplies: this.structuredReplies }),
+      structuredReplies: this.structuredReplies,
+      allocationContext: this.metaContextExport === requested,
+    };
+  }
+
+  /** The option error for a provider failure while trying to `verb` an export (bugs are logged loudly). */
+  private refusalOf(err: unknown, verb: 'open' | 'describe', requested: string): Refusal {
+    const mapped = nbdErrorOf(err);
+    if (mapped.bug) this.bug(`trying to ${verb} export "${requested}"`, err);
+    return {
+      ok: false,
+      replyType: mapped.optionReply,
+      message: `cannot ${verb} export "${requested}": ${errorMessage(err)}`,
+    };
+  }
+
+  /**
+   * Describes an export for NBD_OPT_INFO without opening it: opening a volume for writing takes
+   * its lock and bumps its epoch, which a client that only asks must not cause.
+   */
+  private async describeExport(
+    requested: string,
+  ): Promise<{ ok: true; info: ExportInfo; context: TransmissionContext } | Refusal> {
+    let info: ExportInfo | null;
+    try {
+      info = this.listed?.get(requested) ?? (await this.resolveExport(requested));
+    } catch (err) {
+      return this.refusalOf(err, 'describe', requested);
+    }
+    if (info === null) return { ok: false, replyType: optionReplyCode.errUnknown, message: `no export "${requested}"` };
+    const context = this.contextOf(info, requested);
+    if (context === null)
+      return { ok: false, replyType: optionReplyCode.errUnknown, message: `export "${requested}" is unusable` };
+    return { ok: true, info, context };
+  }
+
+  /** Opens an export for transmission, or returns why not (already logged and mapped). */
+  private async openExport(requested: string): Promise<{ ok: true; open: OpenExport; info: ExportInfo } | Refusal> {
     let info: ExportInfo | null;
     let opened: { device: BlockDevice; close(): Promise<void> };
     try {
@@ -501,30 +577,17 @@ export class Session {
         return { ok: false, replyType: optionReplyCode.errUnknown, message: `no export "${requested}"` };
       opened = await this.options.provider.open(info.name, { readOnly: this.options.readOnly });
     } catch (err) {
-      const mapped = nbdErrorOf(err);
-      if (mapped.bug) this.bug(`opening export "${requested}"`, err);
-      return {
-        ok: false,
-        replyType: mapped.optionReply,
-        message: `cannot open export "${requested}": ${errorMessage(err)}`,
-      };
+      return this.refusalOf(err, 'open', requested);
     }
     const { device } = opened;
-    const sizeBytes = device.sizeBytes;
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) {
-      this.bug(`opening export "${info.name}"`, new AssertionError(`device size ${sizeBytes} is not a byte count`));
+    const context = this.contextOf(
+      { name: info.name, sizeBytes: device.sizeBytes, capabilities: device.capabilities() },
+      requested,
+    );
+    if (context === null) {
       this.closeHandle(info.name, opened);
       return { ok: false, replyType: optionReplyCode.errUnknown, message: `export "${requested}" is unusable` };
     }
-    const capabilities = device.capabilities();
-    const readOnly = this.options.readOnly || capabilities.readOnly;
-    const flags = transmissionFlagsFor({ ...capabilities, readOnly, structuredReplies: this.structuredReplies });
-    const context: TransmissionContext = {
-      sizeBytes,
-      flags,
-      structuredReplies: this.structuredReplies,
-      allocationContext: this.metaContextExport === requested,
-    };
     return { ok: true, open: { name: info.name, device, handle: opened, context }, info };
   }
 
@@ -551,6 +614,7 @@ export class Session {
       return 'close';
     }
     this.open = opened.open;
+    this.listed = null;
     const { sizeBytes, flags } = opened.open.context;
     this.io.send([encodeExportNameReply(sizeBytes, flags, this.noZeroes)]);
     return 'transmission';
@@ -567,6 +631,7 @@ export class Session {
       if (mapped.bug) this.bug('listing exports', err);
       return this.refuseOption(option, mapped.optionReply, `cannot list exports: ${errorMessage(err)}`);
     }
+    this.listed = new Map(exports.map((e) => [e.name, e]));
     const parts: Uint8Array[] = [];
     for (const e of exports) {
       if (!isWireString(e.name)) {
@@ -584,20 +649,20 @@ export class Session {
     const request = decodeInfoRequest(data);
     if (!request.ok) return this.refuseOption(option, optionReplyCode.errInvalid, request.error);
     const { name, requests } = request.value;
-    const opened = await this.openExport(name);
+    // INFO only describes; GO opens (for a volume: attaches it, lock and all).
+    const opened = option === optionCode.info ? await this.describeExport(name) : await this.openExport(name);
     if (this.connectionGone) {
-      if (opened.ok) this.closeHandle(opened.open.name, opened.open.handle);
+      if (opened.ok && 'open' in opened) this.closeHandle(opened.open.name, opened.open.handle);
       return 'close';
     }
     if (!opened.ok) return this.refuseOption(option, opened.replyType, opened.message);
 
-    const { open, info } = opened;
-    const parts = [
-      encodeOptionReply(option, optionReplyCode.info, encodeInfoExport(open.context.sizeBytes, open.context.flags)),
-    ];
+    const { info } = opened;
+    const context = 'open' in opened ? opened.open.context : opened.context;
+    const parts = [encodeOptionReply(option, optionReplyCode.info, encodeInfoExport(context.sizeBytes, context.flags))];
     // The canonical name goes back when asked for, or when "" was resolved to a named export.
-    if ((requests.includes(infoType.name) || open.name !== name) && isWireString(open.name)) {
-      parts.push(encodeOptionReply(option, optionReplyCode.info, encodeInfoName(open.name)));
+    if ((requests.includes(infoType.name) || info.name !== name) && isWireString(info.name)) {
+      parts.push(encodeOptionReply(option, optionReplyCode.info, encodeInfoName(info.name)));
     }
     if (requests.includes(infoType.description) && info.description !== '') {
       parts.push(encodeOptionReply(option, optionReplyCode.info, encodeInfoDescription(info.description)));
@@ -614,11 +679,9 @@ export class Session {
     parts.push(encodeOptionReply(option, optionReplyCode.ack));
     this.io.send(parts);
 
-    if (option === optionCode.info) {
-      this.closeHandle(open.name, open.handle);
-      return 'continue';
-    }
-    this.open = open;
+    if (!('open' in opened)) return 'continue';
+    this.open = opened.open;
+    this.listed = null;
     return 'transmission';
   }
 

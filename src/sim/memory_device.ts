@@ -517,6 +517,9 @@ export class MemoryExportProvider implements ExportProvider {
     return found.device;
   }
 
+  /** Every open() that succeeded, closed or not: NBD_OPT_INFO and NBD_OPT_LIST must add none. */
+  opens = 0;
+
   /** Handles opened and not yet closed, for one export or all. */
   openHandles(name?: string): number {
     if (name !== undefined) return this.exports.get(name)?.openHandles ?? 0;
@@ -540,6 +543,7 @@ export class MemoryExportProvider implements ExportProvider {
     const found = this.exports.get(name);
     if (found === undefined) throw new CairnError('ENOTFOUND', `Cannot open export "${name}": no such export`);
     found.openHandles += 1;
+    this.opens += 1;
     let closed = false;
     const device = options.readOnly || found.readOnly ? new ReadOnlyDevice(found.device) : found.device;
     return {
@@ -555,6 +559,12 @@ export class MemoryExportProvider implements ExportProvider {
   private infoOf(name: string): ExportInfo {
     const found = this.exports.get(name);
     assert(found !== undefined);
-    return { name, description: found.description, sizeBytes: found.device.sizeBytes };
+    const capabilities = found.device.capabilities();
+    return {
+      name,
+      description: found.description,
+      sizeBytes: found.device.sizeBytes,
+      capabilities: found.readOnly ? { ...capabilities, readOnly: true } : capabilities,
+    };
   }
 }

@@ -9,18 +9,7 @@ import { cairnctl, repoRoot } from '../harness/cli.js';
 
 /** Runs a bench script with node from the repository root; resolves with its JSON lines. */
 function scriptRows(args: readonly string[]): Promise<Row[]> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [...args], { cwd: repoRoot, timeout: 60_000 }, (err, out, errOut) =>
-      err
-        ? reject(new Error(`${err.message}: ${errOut}`))
-        : resolve(
-            out
-              .trim()
-              .split('\n')
-              .map((l) => JSON.parse(l) as Row),
-          ),
-    );
-  });
+  return benchScript(args, 60_000);
 }
 
 interface Row {
@@ -33,6 +22,19 @@ interface Row {
   skipped?: string;
   summary?: string;
   [key: string]: unknown;
+}
+
+/** Runs a script of scripts/bench/ (killed after `timeoutMs`) and parses its JSON lines. */
+async function benchScript(args: readonly string[], timeoutMs: number): Promise<Row[]> {
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, [...args], { cwd: repoRoot, timeout: timeoutMs }, (err, out, errOut) =>
+      err ? reject(new Error(`${err.message}: ${errOut}`)) : resolve(out),
+    );
+  });
+  return stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Row);
 }
 
 describe('benchmarks at tiny size', () => {
@@ -77,7 +79,7 @@ describe('benchmarks at tiny size', () => {
   });
 
   it('scripts/bench/journal_bench.mjs measures journal appends at QD1 and QD32 next to local fdatasync', async () => {
-    const lines = await scriptRows(['scripts/bench/journal_bench.mjs', '--count', '20']);
+    const lines = await benchScript(['scripts/bench/journal_bench.mjs', '--count', '20'], 60_000);
     expect(lines.map((l) => `${l['impl'] ?? l.summary} ${l['qd'] ?? ''}`)).to.deep.equal([
       'cairnd 1',
       'local-fdatasync 1',
@@ -123,10 +125,19 @@ describe('benchmarks at tiny size', () => {
   });
 
   it('scripts/bench/meta_bench.mjs measures volume create next to a plain etcd put', async () => {
-    const lines = await scriptRows(['scripts/bench/meta_bench.mjs', '3']);
+    const lines = await benchScript(['scripts/bench/meta_bench.mjs', '3'], 60_000);
     expect(lines.map((l) => l['bench'] ?? l.summary)).to.deep.equal(['volume-create', 'etcd-put-peer', 'meta']);
     expect(lines[0]).to.include({ count: 3 });
     expect(lines[0]!['p50Ms']).to.be.a('number').above(0);
     expect(lines[2]!['createOverPutP50']).to.be.a('number').above(0);
+  });
+
+  it('scripts/bench/list_bench.mjs lists volumes through a frontend next to nbdkit, attaching none', async function () {
+    this.timeout(120_000);
+    const lines = await benchScript(['scripts/bench/list_bench.mjs', '5'], 100_000);
+    expect(lines.map((l) => l['target'] ?? l.summary)).to.deep.equal(['cairn', 'nbdkit-file-dir', 'nbd-list']);
+    expect(lines[0]).to.include({ bench: 'nbd-list', exports: 5 });
+    expect(lines[2]).to.include({ listed: 5, wrongSize: 0, locksTaken: 0, epochsBumped: 0 });
+    expect(lines[2]!['cairnOverNbdkitMs']).to.be.a('number').above(0);
   });
 });

@@ -151,6 +151,35 @@ describe('EtcdMeta against a real etcd', () => {
     }
   });
 
+  it("records a pending final flush only for the lock's holder, and drops it with the lock", async () => {
+    await meta.createVolume(volume('pending'));
+    const pending = {
+      owner: 'frontend-a',
+      epoch: 0,
+      since: '2026-12-07T00:00:00.000Z',
+      attempts: 2,
+      dirtyBytes: 4096,
+      lastError: 'Cannot place extent 0',
+      giveUpAt: '2026-12-07T00:02:00.000Z',
+    };
+    const a = await meta.acquireLock('pending', 'frontend-a');
+    await a.setPendingFlush({ ...pending, epoch: a.epoch });
+    expect((await meta.listPendingFlushes()).get('pending')).to.deep.equal({ ...pending, epoch: a.epoch });
+    await a.setPendingFlush(null);
+    expect((await meta.listPendingFlushes()).has('pending')).to.equal(false);
+    await a.setPendingFlush({ ...pending, epoch: a.epoch });
+    await a.release();
+    expect((await meta.listPendingFlushes()).has('pending'), 'released with the lock').to.equal(false);
+
+    // A writer that was taken over writes nothing.
+    const b = await meta.acquireLock('pending', 'frontend-b');
+    const c = await meta.acquireLock('pending', 'frontend-c', { takeover: true });
+    await b.setPendingFlush({ ...pending, owner: 'frontend-b', epoch: b.epoch });
+    expect((await meta.listPendingFlushes()).has('pending'), 'fenced writer').to.equal(false);
+    await c.release();
+    await b.release();
+  });
+
   it('lets exactly one of two simultaneous writers take a free lock', async () => {
     const v = volume('race');
     await meta.createVolume(v);

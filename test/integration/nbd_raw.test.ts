@@ -162,7 +162,30 @@ describe('NbdServer life cycle', () => {
       const client = await connect(server);
       await client.greet();
       await client.pipe.closed;
-      expect(server.logs.some((l) => l.includes('handshake not finished'))).to.equal(true);
+      expect(server.logs.some((l) => l.includes('handshake made no progress'))).to.equal(true);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('keeps a handshake that goes on negotiating past the deadline, and drops it once it stalls', async () => {
+    const deadlineMs = 500;
+    const server = await startNbdServer({ handshakeDeadlineMs: deadlineMs });
+    server.provider.create('disk', MiB);
+    try {
+      const client = await connect(server);
+      await client.greet();
+      // Options back to back for three deadlines: a listing client asking about many exports.
+      const started = Date.now();
+      let answered = 0;
+      while (Date.now() - started < 3 * deadlineMs) {
+        const replies = await client.option(opt.info, wire.encodeInfoRequest({ name: 'disk', requests: [] }));
+        expect(replies.at(-1)!.replyType).to.equal(rep.ack);
+        answered += 1;
+      }
+      expect(answered).to.be.greaterThan(1);
+      await client.pipe.closed;
+      expect(server.logs.filter((l) => l.includes('handshake made no progress')).length).to.equal(1);
     } finally {
       await server.stop();
     }

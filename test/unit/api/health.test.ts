@@ -223,6 +223,50 @@ describe('summarizeHealth()', () => {
     expect(h.verdict.summary).to.match(/1 node down \(b-1\)$/);
   });
 
+  it('warning: a volume with m = 0 has no redundancy, even with every node up', () => {
+    const bare: VolumeInput = {
+      record: { ...volume('scratch', 16 * MiB), profile: { k: 6, m: 0 } },
+      extents: extents(16),
+      lock: null,
+    };
+    const h = summarizeHealth(config, topology(), [...vols(), bare], now);
+    expect(h.volumes.map((v) => [v.name, v.state, v.noRedundancy])).to.deep.equal([
+      ['data', 'ok', false],
+      ['empty', 'ok', false],
+      ['scratch', 'ok', true],
+    ]);
+    expect(h.totals.noRedundancyVolumes).to.equal(1);
+    expect(h.verdict).to.deep.equal({
+      state: 'warning',
+      summary: 'WARNING: 1 volume (scratch) has no redundancy: losing any one shard loses data',
+    });
+    // One node down: every 6+0 extent lost a shard, more than m = 0, and cannot be read.
+    const down = summarizeHealth(config, topology(['a-1']), [bare], now);
+    expect(down.verdict.state).to.equal('unavailable');
+    expect(down.volumes[0]).to.deep.include({ state: 'unreadable', unreadableExtents: 16, noRedundancy: true });
+  });
+
+  it('degraded: writes of a volume whose final flush keeps failing are not yet durable', () => {
+    const pendingFlush = {
+      owner: 'host/42',
+      epoch: 3,
+      since: '2026-11-21T09:59:00.000Z',
+      attempts: 4,
+      dirtyBytes: 3 * MiB,
+      lastError: 'Cannot place extent 2',
+      giveUpAt: '2026-11-21T10:01:00.000Z',
+    };
+    const [data, empty] = vols();
+    const h = summarizeHealth(config, topology(), [{ ...data!, pendingFlush }, empty!], now);
+    expect(h.volumes[0]!.pendingFlush).to.deep.equal(pendingFlush);
+    expect(h.volumes[1]!.pendingFlush).to.equal(null);
+    expect(h.totals).to.deep.include({ pendingFlushVolumes: 1, pendingFlushBytes: 3 * MiB });
+    expect(h.verdict.state).to.equal('degraded');
+    expect(h.verdict.summary).to.equal(
+      'DEGRADED: 3 MiB written to 1 volume (data) not yet durable: their clients are gone and the final flush keeps failing (retried until it succeeds or gives up); every node up',
+    );
+  });
+
   it('unavailable: extents that lost more than m shards come first', () => {
     const h = summarizeHealth(config, topology(['a-1', 'b-1', 'c-1']), vols(), now);
     expect(h.verdict.state).to.equal('unavailable');

@@ -82,6 +82,36 @@ describe('createFrontendMetrics()', () => {
     expect(s.get('cairn_flush_extents_total{volume="pg-data"}')).to.equal(3);
   });
 
+  it('counts final flushes retried and the bytes a detach dropped, and gauges the attempts of one still retrying', async () => {
+    const m = createFrontendMetrics({ processMetrics: false });
+    let snapshot: FrontendSnapshot = {
+      volumes: [
+        {
+          name: 'kept',
+          dirtyBytes: 1 << 20,
+          cachedBytes: 1 << 20,
+          connections: 0,
+          readDegradedExtents: 0,
+          finalFlushAttempts: 3,
+        },
+        { name: 'calm', dirtyBytes: 0, cachedBytes: 0, connections: 1, readDegradedExtents: 0 },
+      ],
+    };
+    m.snapshotFrom(async () => snapshot);
+    for (let i = 0; i < 3; i++) m.finalFlush('kept', { outcome: 'retry', bytes: 1 << 20 });
+    let s = samples(await m.text());
+    expect(s.get('cairn_final_flush_retries_total{volume="kept"}')).to.equal(3);
+    expect(s.get('cairn_volume_final_flush_retrying{volume="kept"}')).to.equal(3);
+    expect(s.get('cairn_volume_final_flush_retrying{volume="calm"}')).to.equal(0);
+    expect(s.has('cairn_final_flush_lost_bytes_total{volume="kept"}')).to.equal(false);
+
+    m.finalFlush('kept', { outcome: 'lost', bytes: 4096 });
+    snapshot = { volumes: [] };
+    s = samples(await m.text());
+    expect(s.get('cairn_final_flush_lost_bytes_total{volume="kept"}')).to.equal(4096);
+    expect(s.has('cairn_volume_final_flush_retrying{volume="kept"}'), 'detached: no gauge').to.equal(false);
+  });
+
   it('refreshes gauges from the snapshot at every scrape, dropping detached volumes', async () => {
     let connections = 3;
     let snapshot: FrontendSnapshot = {

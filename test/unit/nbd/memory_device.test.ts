@@ -179,10 +179,13 @@ describe('MemoryExportProvider', () => {
     const provider = new MemoryExportProvider();
     provider.create('b', page, { description: 'bee' });
     const a = provider.create('a', 2 * page);
+    // Each export's capabilities come with it, so NBD_OPT_INFO answers without opening it.
+    const capabilities = { readOnly: false, flush: true, fua: true, trim: true, writeZeroes: true, multiConn: true };
     expect(await provider.list()).to.deep.equal([
-      { name: 'a', description: '', sizeBytes: 2 * page },
-      { name: 'b', description: 'bee', sizeBytes: page },
+      { name: 'a', description: '', sizeBytes: 2 * page, capabilities },
+      { name: 'b', description: 'bee', sizeBytes: page, capabilities },
     ]);
+    expect(provider.opens, 'listing opens nothing').to.equal(0);
     expect(await provider.info('zzz')).to.equal(null);
     const one = await provider.open('a', { readOnly: false });
     const two = await provider.open('a', { readOnly: false });

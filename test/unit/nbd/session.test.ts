@@ -175,15 +175,58 @@ describe('Session handshake', () => {
     expect((await client.option(opt.list, new Uint8Array(1))).at(-1)!.replyType).to.equal(rep.errInvalid);
   });
 
-  it('answers INFO without entering transmission, and releases the device it opened', async () => {
+  it('answers INFO from the export info without opening the export, and stays negotiating', async () => {
     const { client, provider } = setup();
     await client.greet();
     const replies = await client.option(opt.info, wire.encodeInfoRequest({ name: 'disk', requests: [] }));
     expect(replies.at(-1)!.replyType).to.equal(rep.ack);
     expect(replies.filter((r) => r.replyType === rep.info).length).to.equal(2); // export + block size
-    await waitFor('the INFO handle to close', () => provider.openHandles() === 0);
+    const exported = replies
+      .filter((r) => r.replyType === rep.info)
+      .map((r) => wire.decodeInfoReply(r.data))
+      .find((i) => i.ok && i.value.kind === 'export');
+    expect(exported?.ok && exported.value.kind === 'export' ? exported.value.sizeBytes : null).to.equal(4 * MiB);
+    // Opening a volume takes its write lock and bumps its epoch: asking must do neither.
+    expect(provider.opens, 'INFO opened the export').to.equal(0);
     // Still negotiating: another option works.
     expect((await client.option(opt.list)).at(-1)!.replyType).to.equal(rep.ack);
+    const missing = await client.option(opt.info, wire.encodeInfoRequest({ name: 'nope', requests: [] }));
+    expect(missing.map((r) => r.replyType)).to.deep.equal([rep.errUnknown]);
+  });
+
+  it('lists exports and answers an INFO for each, as nbdinfo --list does, opening none', async () => {
+    const { client, provider } = setup({
+      exports: (p) => {
+        for (let i = 0; i < 50; i++) p.create(`v${i}`, (i + 1) * MiB);
+        p.create('ro', MiB, { readOnly: true });
+      },
+    });
+    await client.greet();
+    const listed = await client.option(opt.list);
+    const names = listed
+      .filter((r) => r.replyType === rep.server)
+      .map((r) => wire.decodeServerReplyData(r.data))
+      .map((s) => (s.ok ? s.value.name : ''));
+    expect(names.length).to.equal(51);
+    for (const name of names) {
+      const replies = await client.option(opt.info, wire.encodeInfoRequest({ name, requests: [wire.infoType.name] }));
+      expect(replies.at(-1)!.replyType, name).to.equal(rep.ack);
+      const infos = replies
+        .filter((r) => r.replyType === rep.info)
+        .map((r) => wire.decodeInfoReply(r.data))
+        .flatMap((i) => (i.ok ? [i.value] : []));
+      expect(infos, name).to.deep.include({ kind: 'name', name });
+      const exported = infos.find((i) => i.kind === 'export');
+      expect(exported?.kind === 'export' ? exported.sizeBytes : null).to.equal(
+        name === 'ro' ? MiB : (Number(name.slice(1)) + 1) * MiB,
+      );
+      const readOnly = exported?.kind === 'export' && (exported.flags & wire.transmissionFlag.readOnly) !== 0;
+      expect(readOnly, `${name} read-only flag`).to.equal(name === 'ro');
+    }
+    expect(provider.opens, 'listing opened exports').to.equal(0);
+    // GO still opens.
+    await client.go('v3');
+    expect(provider.opens).to.equal(1);
   });
 
   it('maps the default name "" to the only export, and to nothing when there are two', async () => {
