@@ -381,8 +381,10 @@ async function censusAndHeal(
   const census = await runCensus(meta, stores, options.volume === undefined ? {} : { volume: options.volume });
   const only = new Map(census.volumes.filter((v) => v.extents.size > 0).map((v) => [v.volumeId, v.extents]));
   if (only.size === 0) return { census, heal: null };
+  const absent = new Set(census.volumes.flatMap((v) => v.record.absent));
   const heal = await runScrub(meta, stores, pool, {
     only,
+    absent,
     ...(options.maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond: options.maxBytesPerSecond }),
   });
   // Record what is still missing, so status stops counting what was rebuilt.

@@ -25,7 +25,14 @@ import { checksumBlockBytes, errorMessage, expectationOf, type ExtentRecord, typ
 import type { CodecPool } from '../codec/index.js';
 import type { EtcdMeta, VolumeRecord } from '../meta/index.js';
 import { reachableTargets } from '../api/index.js';
-import { blockSpan, readShardBlocks, rebuildBadBlocks, rebuildShards, type BlockwiseShard } from '../volume/index.js';
+import {
+  blocksOf,
+  blockSpan,
+  readShardBlocks,
+  rebuildBadBlocks,
+  rebuildShards,
+  type BlockwiseShard,
+} from '../volume/index.js';
 import { ByteRateLimiter, type RepairStores } from './repair.js';
 
 export interface ScrubReport {
@@ -50,6 +57,11 @@ export interface ScrubOptions {
   readonly volume?: string;
   /** Only these extents, by volume id (a census's findings); every extent when absent. */
   readonly only?: ReadonlyMap<string, ReadonlySet<number>>;
+  /**
+   * Shard keys a census found missing from their node: rebuilt without being read. A node may
+   * still answer reads of a file deleted under it from a file it holds open, until it closes it.
+   */
+  readonly absent?: ReadonlySet<string>;
   readonly maxBytesPerSecond?: number;
   readonly onExtent?: (done: number, total: number) => void;
 }
@@ -92,7 +104,10 @@ export async function runScrub(
     for (const [i, ref] of rec.shards.entries()) {
       if (!up.has(ref.target)) continue;
       report.shardsChecked += 1;
-      const read = await readShardBlocks(stores.store(ref.target), rec, i).catch(() => undefined);
+      const read =
+        options.absent?.has(ref.key) === true
+          ? missingShard(rec.shardBytes)
+          : await readShardBlocks(stores.store(ref.target), rec, i).catch(() => undefined);
       if (read === undefined) continue; // unreachable now: repair's business
       report.bytesRead += read.bytes.length - read.bad.size * checksumBlockBytes;
       await limiter.take(read.bytes.length);
@@ -120,6 +135,12 @@ export async function runScrub(
     }
   }
   return report;
+}
+
+/** A shard known to be missing: every block bad. */
+function missingShard(shardBytes: number): BlockwiseShard {
+  const bad = new Set(Array.from({ length: blocksOf(shardBytes) }, (_, b) => b));
+  return { bytes: new Uint8Array(shardBytes), bad, state: 'missing' };
 }
 
 /**
