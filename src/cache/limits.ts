@@ -8,6 +8,15 @@ import { MiB, assert, nbdRequestBytesMax } from '../core/index.js';
 export const dirtyBytesMaxDefault = 256 * MiB;
 /** Clean and dirty bytes one volume's cache may hold. */
 export const cacheBytesMaxDefault = 512 * MiB;
+/**
+ * Extent image bytes being built, encoded and stored at once across every volume of a frontend
+ * (`nbd serve --publish-budget`); flushes and folds past it wait their turn. Publishing a 4 MiB
+ * extent with 4+2 holds about 13 MiB (the image, the published bytes under it, six 1 MiB shards
+ * and their framed copies), measured: 60 volumes folding at once took a frontend from 184 to
+ * 971 MiB. 64 MiB is one full fold batch (foldExtentsMax extents of 4 MiB), so one volume alone
+ * publishes as fast as before, and the whole frontend holds about 210 MiB for publishing at most.
+ */
+export const publishBytesMaxDefault = 64 * MiB;
 /** Dirty data older than this is flushed by the background flusher. */
 export const flushAgeMsDefault = 5_000;
 /** How often the background flusher looks for old dirty data. */
@@ -44,3 +53,7 @@ export const readRetriesMax = 8;
 assert(nbdRequestBytesMax <= dirtyBytesMaxDefault, 'one NBD write must fit in the dirty budget');
 assert(dirtyBytesMaxDefault <= cacheBytesMaxDefault, 'dirty bytes are part of the cache');
 assert(flushCheckMsDefault < flushAgeMsDefault);
+assert(
+  publishBytesMaxDefault >= foldExtentsMax * 4 * MiB,
+  'one fold batch of 4 MiB extents must fit the publish budget',
+);
