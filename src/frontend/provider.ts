@@ -20,6 +20,8 @@
 import {
   CairnError,
   InvalidArgumentError,
+  LimitExceededError,
+  LimitLog,
   errorMessage,
   formatBytes,
   formatProfile,
@@ -51,7 +53,14 @@ import { EtcdExtentMap } from './extent_map.js';
 import { JournalUnavailableError, VolumeJournal, type ReplayedRecord } from './journal.js';
 import { LivePlacer } from './live_placer.js';
 import { LiveTargets } from './live_targets.js';
-import { detachLingerMs, lockPollMs, lockWaitMsDefault, topologyRefreshMs } from './limits.js';
+import {
+  attachedVolumesMaxDefault,
+  detachLingerMs,
+  frontendLimitLogIntervalMs,
+  lockPollMs,
+  lockWaitMsDefault,
+  topologyRefreshMs,
+} from './limits.js';
 
 export interface FrontendOptions {
   readonly meta: EtcdMeta;
@@ -73,6 +82,10 @@ export interface FrontendOptions {
   readonly log?: (line: string) => void;
   /** Told when each persist of a volume's dirty extents starts; the result is called when it ends (metrics). */
   readonly onFlush?: (volume: string, extents: number) => (ok: boolean) => void;
+  /** Volumes attached at once (`--max-volumes`); an attach past it is refused. */
+  readonly maxVolumes?: number;
+  /** Told each time an attach is refused for maxVolumes (a metric). */
+  readonly onLimit?: (limit: 'volumes') => void;
 }
 
 interface OpenVolume {
@@ -96,6 +109,7 @@ export class VolumeFrontend implements ExportProvider {
   private readonly closing = new Map<string, Promise<void>>();
   private readonly targets: LiveTargets;
   private readonly log: (line: string) => void;
+  private readonly limitLog: LimitLog<'volumes'>;
 
   private readonly clock: Clock;
 
@@ -103,6 +117,12 @@ export class VolumeFrontend implements ExportProvider {
     this.clock = options.clock ?? systemClock;
     this.targets = new LiveTargets(options.meta, options.secrets, this.clock);
     this.log = options.log ?? (() => undefined);
+    this.limitLog = new LimitLog(this.log, options.onLimit, frontendLimitLogIntervalMs);
+  }
+
+  /** Volumes attached or attaching now (what maxVolumes bounds). */
+  get attachedCount(): number {
+    return this.open_.size;
   }
 
   private describe(v: VolumeRecord): ExportInfo {
@@ -130,6 +150,7 @@ export class VolumeFrontend implements ExportProvider {
     await this.closing.get(name);
     let pending = this.open_.get(name);
     if (pending === undefined) {
+      this.checkVolumeCap(name);
       pending = this.openVolume(name, readOnly);
       this.open_.set(name, pending);
       pending.catch(() => this.open_.delete(name));
@@ -417,6 +438,18 @@ export class VolumeFrontend implements ExportProvider {
     await vol.engine.close();
     await vol.lock?.release();
     this.log(`detached volume ${name}`);
+  }
+
+  /**
+   * Refuses to attach one more volume past maxVolumes: each holds an engine, watches and a cache,
+   * and nothing else bounds how many a frontend serves (docs/operations.md).
+   */
+  private checkVolumeCap(name: string): void {
+    const max = this.options.maxVolumes ?? attachedVolumesMaxDefault;
+    if (this.open_.size < max) return;
+    const message = `Cannot attach volume "${name}": ${this.open_.size} volumes are attached to this frontend, its limit (--max-volumes ${max}); detach one or raise the limit`;
+    this.limitLog.hit('volumes', message);
+    throw new LimitExceededError(message);
   }
 
   /** Flushes and detaches every open volume. */

@@ -7,13 +7,14 @@
  * What it keeps true: a start that fails half-way releases what it took before it throws.
  */
 import { rmSync } from 'node:fs';
-import { errorMessage, type Clock } from '../core/index.js';
+import { LimitLog, WaitingBudget, errorMessage, type Clock } from '../core/index.js';
 import { CodecPool } from '../codec/index.js';
 import { EtcdMeta } from '../meta/index.js';
-import { NbdServer } from '../nbd/index.js';
+import { NbdServer, type NbdLimits } from '../nbd/index.js';
 import { createFrontendMetrics, serveMetrics, type FrontendMetrics, type MetricsServer } from '../metrics/index.js';
 import { readTopology, type SecretSource } from '../api/index.js';
-import type { WriteBackCacheOptions } from '../cache/index.js';
+import { publishBytesMaxDefault, type WriteBackCacheOptions } from '../cache/index.js';
+import { frontendLimitLogIntervalMs } from './limits.js';
 import { VolumeFrontend } from './provider.js';
 
 export interface FrontendServeOptions {
@@ -26,7 +27,13 @@ export interface FrontendServeOptions {
   readonly readOnly: boolean;
   readonly forceTakeover: boolean;
   readonly lockWaitMs: number;
-  readonly cache: Omit<WriteBackCacheOptions, 'readOnly' | 'log'>;
+  readonly cache: Omit<WriteBackCacheOptions, 'readOnly' | 'log' | 'publishBudget' | 'onPublishWait'>;
+  /** Caps on NBD connections and WRITE bytes in flight (`--max-connections`, ...). */
+  readonly nbdLimits?: Partial<NbdLimits>;
+  /** Volumes attached at once (`--max-volumes`). */
+  readonly maxVolumes?: number;
+  /** Extent image bytes published at once across volumes (`--publish-budget`). */
+  readonly publishBytesMax?: number;
   readonly threads?: number;
   /** The zone this frontend runs in (`--zone`): reads prefer shards there. Absent: no preference. */
   readonly zone?: string;
@@ -70,6 +77,10 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
     if (options.zone !== undefined) await checkZone(meta, options.zone, { log, warn: options.warn });
     const pool = await CodecPool.start(options.threads === undefined ? {} : { threads: options.threads });
     undo.push(() => pool.close());
+    // Shared by every volume: flushes and folds take their images' bytes before building them.
+    const publishBudget = new WaitingBudget(options.publishBytesMax ?? publishBytesMaxDefault);
+    const limitHit = (limit: string): void => metrics?.limitHit(limit);
+    const publishLog = new LimitLog(log, limitHit, frontendLimitLogIntervalMs);
     const frontend = new VolumeFrontend({
       meta,
       pool,
@@ -78,7 +89,17 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
       readOnly: options.readOnly,
       forceTakeover: options.forceTakeover,
       lockWaitMs: options.lockWaitMs,
-      cache: options.cache,
+      cache: {
+        ...options.cache,
+        publishBudget,
+        onPublishWait: (bytes) =>
+          publishLog.hit(
+            'publish_bytes',
+            `a flush or fold waits to publish ${bytes} bytes of extent images: ${publishBudget.inUse} bytes are being published (--publish-budget ${publishBudget.max})`,
+          ),
+      },
+      ...(options.maxVolumes === undefined ? {} : { maxVolumes: options.maxVolumes }),
+      onLimit: limitHit,
       ...(options.zone === undefined ? {} : { zone: options.zone }),
       log,
       ...(options.clock === undefined ? {} : { clock: options.clock }),
@@ -89,6 +110,8 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
       provider: frontend,
       readOnly: options.readOnly,
       log,
+      ...(options.nbdLimits === undefined ? {} : { limits: options.nbdLimits }),
+      onLimit: limitHit,
       ...(metrics === undefined ? {} : { onRequest: (command, bytes) => metrics.nbdRequest(command, bytes) }),
     });
     undo.push(() => server.close());
@@ -106,7 +129,13 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
     }
     let metricsServer: MetricsServer | undefined;
     if (metrics !== undefined && options.metricsListen !== undefined) {
-      metricsServer = await serveFrontendMetrics(metrics, options.metricsListen, { meta, frontend, server, log });
+      metricsServer = await serveFrontendMetrics(metrics, options.metricsListen, {
+        meta,
+        frontend,
+        server,
+        publishBudget,
+        log,
+      });
       const m = metricsServer;
       undo.push(() => m.close());
     }
@@ -149,7 +178,13 @@ async function checkZone(
 async function serveFrontendMetrics(
   metrics: FrontendMetrics,
   listen: { host: string; port: number },
-  from: { meta: EtcdMeta; frontend: VolumeFrontend; server: NbdServer; log: (line: string) => void },
+  from: {
+    meta: EtcdMeta;
+    frontend: VolumeFrontend;
+    server: NbdServer;
+    publishBudget: WaitingBudget;
+    log: (line: string) => void;
+  },
 ): Promise<MetricsServer> {
   metrics.snapshotFrom(async () => {
     const topology = await readTopology(from.meta).catch((err: unknown) => {
@@ -172,6 +207,11 @@ async function serveFrontendMetrics(
       })),
     };
   });
-  metrics.connectionsFrom(() => from.server.connectionCount);
+  metrics.loadFrom(() => ({
+    connections: from.server.connectionCount,
+    writeBytesInFlight: from.server.writeBytesInFlight,
+    publishBytesInFlight: from.publishBudget.inUse,
+    attachedVolumes: from.frontend.attachedCount,
+  }));
   return serveMetrics(metrics, { ...listen, log: from.log });
 }

@@ -334,6 +334,8 @@ export interface FrontendOptions {
   readonly lockWaitMs?: number;
   /** --etcd-timeout in ms (the deadline of every etcd call the frontend makes). */
   readonly etcdTimeoutMs?: number;
+  /** More `nbd serve` flags, as given (limits: `--max-volumes 2`, ...). */
+  readonly extraArgs?: readonly string[];
 }
 
 /** An extra `cairnctl nbd serve` on its own TCP port and Unix socket, our child, stopped by pid. */
@@ -645,6 +647,7 @@ export async function startFrontendProcess(options: FrontendProcessOptions): Pro
     ...(options.dirtyMax === undefined ? [] : ['--dirty-max', options.dirtyMax]),
     ...(options.lockWaitMs === undefined ? [] : ['--lock-wait', String(options.lockWaitMs)]),
     ...(options.etcdTimeoutMs === undefined ? [] : ['--etcd-timeout', String(options.etcdTimeoutMs)]),
+    ...(options.extraArgs ?? []),
   ];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
