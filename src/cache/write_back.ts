@@ -50,6 +50,7 @@ import {
   type WaitingBudget,
   type WriteOptions,
 } from '../core/index.js';
+import type { CleanCacheHolder, SharedCacheBudget } from './shared_budget.js';
 import {
   cacheBytesMaxDefault,
   dirtyBytesMaxDefault,
@@ -144,6 +145,11 @@ export interface WriteBackCacheOptions {
   readonly publishBudget?: WaitingBudget;
   /** Told when a flush or fold has to wait for the publish budget, with the bytes it asked for. */
   readonly onPublishWait?: (bytes: number) => void;
+  /**
+   * The clean read cache of every volume, bounded together (cacheBudgetBytes): this cache's
+   * bases count against it and may be dropped for another volume's. Absent: only cacheBytesMax.
+   */
+  readonly sharedCache?: SharedCacheBudget;
   readonly clock?: Clock;
   readonly log?: (line: string) => void;
 }
@@ -198,7 +204,7 @@ export interface CacheStats {
   readAheads: number;
 }
 
-export class WriteBackCache implements BlockDevice {
+export class WriteBackCache implements BlockDevice, CleanCacheHolder {
   readonly sizeBytes: number;
   readonly stats: CacheStats = {
     readHits: 0,
@@ -315,7 +321,38 @@ export class WriteBackCache implements BlockDevice {
   }
 
   private touch(e: Entry): void {
-    e.lastUsed = ++this.useCounter;
+    e.lastUsed = this.options.sharedCache?.nextUse() ?? ++this.useCounter;
+  }
+
+  /** Bytes of bases (published bytes of whole extents) held: the read cache. */
+  get baseBytes(): number {
+    let total = 0;
+    for (const e of this.entries.values()) total += e.base?.length ?? 0;
+    return total;
+  }
+
+  private droppableBases(): Entry[] {
+    return [...this.entries.values()].filter((e) => e.base !== undefined && e.publishing === undefined && !e.flushing);
+  }
+
+  oldestBaseUse(): number | undefined {
+    let oldest: number | undefined;
+    for (const e of this.droppableBases()) if (oldest === undefined || e.lastUsed < oldest) oldest = e.lastUsed;
+    return oldest;
+  }
+
+  dropOldestBase(): number {
+    const [oldest] = this.droppableBases().sort((a, b) => a.lastUsed - b.lastUsed);
+    if (oldest === undefined) return 0;
+    return this.dropBase(oldest);
+  }
+
+  /** Forgets an entry's base (a clean entry altogether); returns the bytes freed. */
+  private dropBase(e: Entry): number {
+    const bytes = e.base?.length ?? 0;
+    e.base = undefined;
+    if (this.isClean(e)) this.entries.delete(e.extent);
+    return bytes;
   }
 
   /** The entry of extent e, created empty if absent. */
@@ -620,15 +657,19 @@ export class WriteBackCache implements BlockDevice {
   /** Drops bases (least recently used first) while the cache holds more than cacheBytesMax; forgets clean entries. */
   private evictClean(): void {
     let total = this.cachedBytes;
-    if (total <= this.cacheBytesMax) return;
-    const withBase = [...this.entries.values()]
-      .filter((e) => e.base !== undefined && e.publishing === undefined && !e.flushing)
-      .sort((a, b) => a.lastUsed - b.lastUsed);
-    for (const e of withBase) {
-      if (total <= this.cacheBytesMax) break;
-      total -= e.base!.length;
-      e.base = undefined;
-      if (this.isClean(e)) this.entries.delete(e.extent);
+    if (total > this.cacheBytesMax) {
+      const withBase = this.droppableBases().sort((a, b) => a.lastUsed - b.lastUsed);
+      for (const e of withBase) {
+        if (total <= this.cacheBytesMax) break;
+        total -= this.dropBase(e);
+      }
+    }
+    // Then the frontend's budget for every volume's clean cache. A cache joins it once it holds
+    // a base (this is called after every base is set), and leaves it when closed.
+    const shared = this.options.sharedCache;
+    if (shared !== undefined && !this.closed) {
+      shared.register(this);
+      shared.trim();
     }
   }
 
@@ -1115,6 +1156,7 @@ export class WriteBackCache implements BlockDevice {
       }
     } finally {
       this.closed = true;
+      this.options.sharedCache?.unregister(this);
     }
   }
 }
