@@ -9,6 +9,7 @@ import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
 import { InvalidArgumentError, formatBytes, parseSize, zoneId } from '../core/index.js';
 import {
+  cacheBudgetBytesDefault,
   cacheBytesMaxDefault,
   dirtyBytesMaxDefault,
   flushAgeMsDefault,
@@ -98,11 +99,17 @@ export function nbdCommand(ctx: CliContext) {
                 default: attachedVolumesMaxDefault,
                 describe: 'volumes attached at once; further attaches are refused (NBD_REP_ERR_POLICY) with a log line',
               })
+              .option('cache-budget', {
+                type: 'string',
+                default: formatBytes(cacheBudgetBytesDefault),
+                describe:
+                  'clean cache of all volumes together; past it the least recently used extents are dropped, from any volume',
+              })
               .option('publish-budget', {
                 type: 'string',
                 default: formatBytes(publishBytesMaxDefault),
                 describe:
-                  'extent image bytes flushes and folds build and store at once across volumes (about 3x this in memory); past it they wait their turn',
+                  'extent image bytes flushes and folds build and store at once across volumes (about 5x this in RSS); past it they wait their turn',
               })
               .option('threads', { type: 'number', describe: 'codec worker threads (default: cores)' })
               .option('zone', {
@@ -149,6 +156,8 @@ export function nbdCommand(ctx: CliContext) {
             const maxVolumes = wholeNumberArg(argv, 'max-volumes');
             const publishBytesMax = parseSize(stringArg(argv, 'publish-budget'), '--publish-budget');
             if (publishBytesMax < 1) throw new InvalidArgumentError('--publish-budget must be above 0');
+            const cacheBudgetBytes = parseSize(stringArg(argv, 'cache-budget'), '--cache-budget');
+            if (cacheBudgetBytes < 1) throw new InvalidArgumentError('--cache-budget must be above 0');
             const logger = createLogger({ name: 'cairnctl-nbd', write: (line) => ctx.io.err(line) });
             const log = logger.line;
             const serving = await startFrontend({
@@ -171,6 +180,7 @@ export function nbdCommand(ctx: CliContext) {
               nbdLimits: nbdLimitsSet,
               maxVolumes,
               publishBytesMax,
+              cacheBudgetBytes,
               ...(argv['threads'] === undefined ? {} : { threads: Number(argv['threads']) }),
               ...(zone === undefined ? {} : { zone }),
               ...(metricsListen === undefined ? {} : { metricsListen }),

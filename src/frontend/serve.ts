@@ -13,7 +13,12 @@ import { EtcdMeta } from '../meta/index.js';
 import { NbdServer, type NbdLimits } from '../nbd/index.js';
 import { createFrontendMetrics, serveMetrics, type FrontendMetrics, type MetricsServer } from '../metrics/index.js';
 import { readTopology, type SecretSource } from '../api/index.js';
-import { publishBytesMaxDefault, type WriteBackCacheOptions } from '../cache/index.js';
+import {
+  SharedCacheBudget,
+  cacheBudgetBytesDefault,
+  publishBytesMaxDefault,
+  type WriteBackCacheOptions,
+} from '../cache/index.js';
 import { frontendLimitLogIntervalMs } from './limits.js';
 import { VolumeFrontend } from './provider.js';
 
@@ -27,13 +32,15 @@ export interface FrontendServeOptions {
   readonly readOnly: boolean;
   readonly forceTakeover: boolean;
   readonly lockWaitMs: number;
-  readonly cache: Omit<WriteBackCacheOptions, 'readOnly' | 'log' | 'publishBudget' | 'onPublishWait'>;
+  readonly cache: Omit<WriteBackCacheOptions, 'readOnly' | 'log' | 'publishBudget' | 'onPublishWait' | 'sharedCache'>;
   /** Caps on NBD connections and WRITE bytes in flight (`--max-connections`, ...). */
   readonly nbdLimits?: Partial<NbdLimits>;
   /** Volumes attached at once (`--max-volumes`). */
   readonly maxVolumes?: number;
   /** Extent image bytes published at once across volumes (`--publish-budget`). */
   readonly publishBytesMax?: number;
+  /** Clean cache bytes of all volumes together (`--cache-budget`). */
+  readonly cacheBudgetBytes?: number;
   readonly threads?: number;
   /** The zone this frontend runs in (`--zone`): reads prefer shards there. Absent: no preference. */
   readonly zone?: string;
@@ -81,6 +88,12 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
     const publishBudget = new WaitingBudget(options.publishBytesMax ?? publishBytesMaxDefault);
     const limitHit = (limit: string): void => metrics?.limitHit(limit);
     const publishLog = new LimitLog(log, limitHit, frontendLimitLogIntervalMs);
+    const sharedCache = new SharedCacheBudget(options.cacheBudgetBytes ?? cacheBudgetBytesDefault, (dropped, held) =>
+      publishLog.hit(
+        'cache_bytes',
+        `dropped ${dropped} bytes of the least recently used clean cache: volumes hold ${held} clean bytes (--cache-budget ${options.cacheBudgetBytes ?? cacheBudgetBytesDefault})`,
+      ),
+    );
     const frontend = new VolumeFrontend({
       meta,
       pool,
@@ -92,6 +105,7 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
       cache: {
         ...options.cache,
         publishBudget,
+        sharedCache,
         onPublishWait: (bytes) =>
           publishLog.hit(
             'publish_bytes',
@@ -134,6 +148,7 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
         frontend,
         server,
         publishBudget,
+        sharedCache,
         log,
       });
       const m = metricsServer;
@@ -183,6 +198,7 @@ async function serveFrontendMetrics(
     frontend: VolumeFrontend;
     server: NbdServer;
     publishBudget: WaitingBudget;
+    sharedCache: SharedCacheBudget;
     log: (line: string) => void;
   },
 ): Promise<MetricsServer> {
@@ -212,6 +228,7 @@ async function serveFrontendMetrics(
     writeBytesInFlight: from.server.writeBytesInFlight,
     publishBytesInFlight: from.publishBudget.inUse,
     attachedVolumes: from.frontend.attachedCount,
+    cleanCacheBytes: from.sharedCache.heldBytes,
   }));
   return serveMetrics(metrics, { ...listen, log: from.log });
 }

@@ -179,6 +179,13 @@ export const metricSpecs = {
     labels: [],
     component: 'frontend',
   },
+  frontendCleanCache: {
+    name: 'cairn_frontend_clean_cache_bytes',
+    type: 'gauge',
+    help: 'Clean cache bytes (whole extents read or published) all attached volumes hold together (bounded by --cache-budget).',
+    labels: [],
+    component: 'frontend',
+  },
   frontendPublishInFlight: {
     name: 'cairn_frontend_publish_in_flight_bytes',
     type: 'gauge',

@@ -351,6 +351,7 @@ export interface FrontendLoadSnapshot {
   readonly writeBytesInFlight: number;
   readonly publishBytesInFlight: number;
   readonly attachedVolumes: number;
+  readonly cleanCacheBytes: number;
 }
 
 export interface FrontendMetrics extends MetricsSource {
@@ -367,7 +368,7 @@ export interface FrontendMetrics extends MetricsSource {
   connectionsFrom(source: () => number): void;
   /** Read at every scrape for the connection, attached-volume and shared-budget gauges. */
   loadFrom(source: () => FrontendLoadSnapshot): void;
-  /** A frontend limit bit (connections, connections_per_client, write_bytes, volumes, publish_bytes). */
+  /** A frontend limit bit (connections, connections_per_client, write_bytes, volumes, publish_bytes, cache_bytes). */
   limitHit(limit: string): void;
   repair(): RepairMetrics;
 }
@@ -403,6 +404,7 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
   const writeInFlight = r.gauge('nbdWriteInFlight');
   const publishInFlight = r.gauge('frontendPublishInFlight');
   const attachedVolumes = r.gauge('frontendAttachedVolumes');
+  const cleanCache = r.gauge('frontendCleanCache');
   let repair: RepairMetrics | undefined;
   return {
     contentType: r.registry.contentType,
@@ -415,6 +417,7 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
         writeInFlight.set(load.writeBytesInFlight);
         publishInFlight.set(load.publishBytesInFlight);
         attachedVolumes.set(load.attachedVolumes);
+        cleanCache.set(load.cleanCacheBytes);
         return Promise.resolve();
       });
     },
