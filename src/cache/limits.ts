@@ -8,6 +8,23 @@ import { MiB, assert, nbdRequestBytesMax } from '../core/index.js';
 export const dirtyBytesMaxDefault = 256 * MiB;
 /** Clean and dirty bytes one volume's cache may hold. */
 export const cacheBytesMaxDefault = 512 * MiB;
+/**
+ * Extent image bytes being built, encoded and stored at once across every volume of a frontend
+ * (`nbd serve --publish-budget`); flushes and folds past it wait their turn. Publishing a 4 MiB
+ * extent with 4+2 holds about 13 MiB (the image, the published bytes under it, six 1 MiB shards
+ * and their framed copies), measured: 60 volumes folding at once took a frontend from 180 to
+ * 969 MiB, and with this budget from 228 to 564 MiB (about 5x the budget in RSS, garbage
+ * included). 64 MiB is one full fold batch (foldExtentsMax extents of 4 MiB), so one volume alone
+ * publishes as fast as before.
+ */
+export const publishBytesMaxDefault = 64 * MiB;
+/**
+ * Clean cache bytes (bases: whole extents read, read ahead or just published) all volumes of a
+ * frontend hold together (`nbd serve --cache-budget`); past it the least recently used are
+ * dropped, from whichever volume. Without it the clean cache could reach --cache-size (512 MiB)
+ * per attached volume. 1 GiB: two volumes at their full --cache-size, or 256 extents of 4 MiB.
+ */
+export const cacheBudgetBytesDefault = 1024 * MiB;
 /** Dirty data older than this is flushed by the background flusher. */
 export const flushAgeMsDefault = 5_000;
 /** How often the background flusher looks for old dirty data. */
@@ -44,3 +61,8 @@ export const readRetriesMax = 8;
 assert(nbdRequestBytesMax <= dirtyBytesMaxDefault, 'one NBD write must fit in the dirty budget');
 assert(dirtyBytesMaxDefault <= cacheBytesMaxDefault, 'dirty bytes are part of the cache');
 assert(flushCheckMsDefault < flushAgeMsDefault);
+assert(
+  publishBytesMaxDefault >= foldExtentsMax * 4 * MiB,
+  'one fold batch of 4 MiB extents must fit the publish budget',
+);
+assert(cacheBytesMaxDefault <= cacheBudgetBytesDefault, 'one volume at its full cache must fit the shared budget');

@@ -9,13 +9,21 @@ import type { Argv } from 'yargs';
 import { hostname } from 'node:os';
 import { InvalidArgumentError, formatBytes, parseSize, zoneId } from '../core/index.js';
 import {
+  cacheBudgetBytesDefault,
   cacheBytesMaxDefault,
   dirtyBytesMaxDefault,
   flushAgeMsDefault,
   foldAgeMsDefault,
   foldBytesPerSecondDefault,
+  publishBytesMaxDefault,
 } from '../cache/index.js';
-import { finalFlushRetryMsDefault, lockWaitMsDefault, startFrontend } from '../frontend/index.js';
+import {
+  attachedVolumesMaxDefault,
+  finalFlushRetryMsDefault,
+  lockWaitMsDefault,
+  startFrontend,
+} from '../frontend/index.js';
+import { checkNbdLimits, nbdLimits } from '../nbd/index.js';
 import { createLogger } from '../metrics/index.js';
 import { parseHostPort } from '../shard/index.js';
 import { clusterOptions, endpointsFrom, stringArg } from './common.js';
@@ -81,6 +89,39 @@ export function nbdCommand(ctx: CliContext) {
                 describe:
                   'extent bytes per second that folds by age may re-encode, so background folding leaves room for the workload (0: no limit; folds under memory pressure are never limited)',
               })
+              .option('max-connections', {
+                type: 'number',
+                default: nbdLimits.connectionsMaxDefault,
+                describe: 'NBD connections open at once; more are closed at once, with a log line',
+              })
+              .option('max-connections-per-client', {
+                type: 'number',
+                default: nbdLimits.connectionsPerClientMaxDefault,
+                describe: 'NBD connections one client address may hold over TCP (keep it below --max-connections)',
+              })
+              .option('write-budget', {
+                type: 'string',
+                default: formatBytes(nbdLimits.writeInFlightBytesMaxDefault),
+                describe:
+                  'WRITE payload bytes held across connections; past it sockets are not read until writes drain',
+              })
+              .option('max-volumes', {
+                type: 'number',
+                default: attachedVolumesMaxDefault,
+                describe: 'volumes attached at once; further attaches are refused (NBD_REP_ERR_POLICY) with a log line',
+              })
+              .option('cache-budget', {
+                type: 'string',
+                default: formatBytes(cacheBudgetBytesDefault),
+                describe:
+                  'clean cache of all volumes together; past it the least recently used extents are dropped, from any volume',
+              })
+              .option('publish-budget', {
+                type: 'string',
+                default: formatBytes(publishBytesMaxDefault),
+                describe:
+                  'extent image bytes flushes and folds build and store at once across volumes (about 5x this in RSS); past it they wait their turn',
+              })
               .option('threads', { type: 'number', describe: 'codec worker threads (default: cores)' })
               .option('zone', {
                 type: 'string',
@@ -119,6 +160,20 @@ export function nbdCommand(ctx: CliContext) {
                 ? undefined
                 : parseHostPort(String(argv['metrics-listen']), '--metrics-listen address');
             const zone = argv['zone'] === undefined ? undefined : zoneId(String(argv['zone']));
+            const maxConnections = wholeNumberArg(argv, 'max-connections');
+            const maxConnectionsPerClient = wholeNumberArg(argv, 'max-connections-per-client');
+            if (maxConnectionsPerClient > maxConnections)
+              throw new InvalidArgumentError('--max-connections-per-client must be at most --max-connections');
+            const nbdLimitsSet = checkNbdLimits({
+              connectionsMax: maxConnections,
+              connectionsPerClientMax: maxConnectionsPerClient,
+              writeInFlightBytesMax: parseSize(stringArg(argv, 'write-budget'), '--write-budget'),
+            });
+            const maxVolumes = wholeNumberArg(argv, 'max-volumes');
+            const publishBytesMax = parseSize(stringArg(argv, 'publish-budget'), '--publish-budget');
+            if (publishBytesMax < 1) throw new InvalidArgumentError('--publish-budget must be above 0');
+            const cacheBudgetBytes = parseSize(stringArg(argv, 'cache-budget'), '--cache-budget');
+            if (cacheBudgetBytes < 1) throw new InvalidArgumentError('--cache-budget must be above 0');
             const logger = createLogger({ name: 'cairnctl-nbd', write: (line) => ctx.io.err(line) });
             const log = logger.line;
             const serving = await startFrontend({
@@ -139,6 +194,10 @@ export function nbdCommand(ctx: CliContext) {
                 foldAgeMs: Number(argv['fold-age']),
                 foldBytesPerSecond,
               },
+              nbdLimits: nbdLimitsSet,
+              maxVolumes,
+              publishBytesMax,
+              cacheBudgetBytes,
               ...(argv['threads'] === undefined ? {} : { threads: Number(argv['threads']) }),
               ...(zone === undefined ? {} : { zone }),
               ...(metricsListen === undefined ? {} : { metricsListen }),
@@ -162,4 +221,12 @@ export function nbdCommand(ctx: CliContext) {
         .demandCommand(1, 'Name an action: serve'),
     handler: () => undefined,
   };
+}
+
+/** A flag that must be a whole number above 0. */
+function wholeNumberArg(argv: Record<string, unknown>, flag: string): number {
+  const value = Number(argv[flag]);
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new InvalidArgumentError(`--${flag} must be a whole number above 0, not "${String(argv[flag])}"`);
+  return value;
 }

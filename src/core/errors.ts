@@ -74,6 +74,17 @@ export class UnavailableError extends CairnError {
   }
 }
 
+/**
+ * A server limit refused the action (the frontend's --max-volumes, say): retryable, as the limit
+ * frees when others finish. The message names the limit and the flag that sets it.
+ */
+export class LimitExceededError extends CairnError {
+  override readonly name: string = 'LimitExceededError';
+  constructor(message: string, options: CairnErrorOptions = {}) {
+    super('ELIMIT', message, { retryable: true, ...options });
+  }
+}
+
 /** Short human text for any thrown value, for one-line CLI errors and logs. */
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;

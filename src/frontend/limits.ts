@@ -30,6 +30,16 @@ export const journalRotateBytesLeftMin = journalRecordBytesMax;
 export const journalCreateAttemptsMax = 3;
 /** Folds within this long of each other share one etcd write of the journal layout. */
 export const journalTrimDelayMs = 200;
+/**
+ * Volumes one frontend keeps attached at once (`nbd serve --max-volumes`); an attach past it is
+ * refused with NBD_REP_ERR_POLICY and a log line. Each attached volume costs about 1 MiB idle
+ * (engine, extent map, two etcd watches, a journal connection per replica) plus what its cache
+ * holds (up to --cache-size), so this, with the shared publish budget, bounds the frontend's
+ * memory. 256 leaves room for a node full of small VMs; lower it with a larger --cache-size.
+ */
+export const attachedVolumesMaxDefault = 256;
+/** Lines a biting limit logs per this many ms; the rest are counted in the next line. */
+export const frontendLimitLogIntervalMs = 10_000;
 /** How often a waiting attach asks for the lock again. */
 export const lockPollMs = 250;
 /**

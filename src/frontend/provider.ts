@@ -27,6 +27,8 @@
 import {
   CairnError,
   InvalidArgumentError,
+  LimitExceededError,
+  LimitLog,
   errorMessage,
   formatBytes,
   formatProfile,
@@ -59,10 +61,12 @@ import { JournalUnavailableError, VolumeJournal, type ReplayedRecord } from './j
 import { LivePlacer } from './live_placer.js';
 import { LiveTargets } from './live_targets.js';
 import {
+  attachedVolumesMaxDefault,
   detachLingerMs,
   finalFlushBackoffMaxMs,
   finalFlushBackoffMinMs,
   finalFlushRetryMsDefault,
+  frontendLimitLogIntervalMs,
   lockPollMs,
   lockWaitMsDefault,
   topologyRefreshMs,
@@ -98,6 +102,10 @@ export interface FrontendOptions {
     volume: string,
     event: { readonly outcome: 'retry' | 'lost'; readonly bytes: number },
   ) => void;
+  /** Volumes attached at once (`--max-volumes`); an attach past it is refused. */
+  readonly maxVolumes?: number;
+  /** Told each time an attach is refused for maxVolumes (a metric). */
+  readonly onLimit?: (limit: 'volumes') => void;
 }
 
 /** A final flush that failed and is being retried (the volume has no clients left). */
@@ -136,6 +144,7 @@ export class VolumeFrontend implements ExportProvider {
   private readonly closing = new Map<string, Promise<void>>();
   private readonly targets: LiveTargets;
   private readonly log: (line: string) => void;
+  private readonly limitLog: LimitLog<'volumes'>;
 
   private readonly clock: Clock;
 
@@ -143,6 +152,12 @@ export class VolumeFrontend implements ExportProvider {
     this.clock = options.clock ?? systemClock;
     this.targets = new LiveTargets(options.meta, options.secrets, this.clock);
     this.log = options.log ?? (() => undefined);
+    this.limitLog = new LimitLog(this.log, options.onLimit, frontendLimitLogIntervalMs);
+  }
+
+  /** Volumes attached or attaching now (what maxVolumes bounds). */
+  get attachedCount(): number {
+    return this.open_.size;
   }
 
   /**
@@ -178,6 +193,7 @@ export class VolumeFrontend implements ExportProvider {
     await this.closing.get(name);
     let pending = this.open_.get(name);
     if (pending === undefined) {
+      this.checkVolumeCap(name);
       pending = this.openVolume(name, readOnly);
       this.open_.set(name, pending);
       pending.catch(() => this.open_.delete(name));
@@ -557,6 +573,18 @@ export class VolumeFrontend implements ExportProvider {
     await vol.engine.close();
     await vol.lock?.release();
     this.log(`detached volume ${name}`);
+  }
+
+  /**
+   * Refuses to attach one more volume past maxVolumes: each holds an engine, watches and a cache,
+   * and nothing else bounds how many a frontend serves (docs/operations.md).
+   */
+  private checkVolumeCap(name: string): void {
+    const max = this.options.maxVolumes ?? attachedVolumesMaxDefault;
+    if (this.open_.size < max) return;
+    const message = `Cannot attach volume "${name}": ${this.open_.size} volumes are attached to this frontend, its limit (--max-volumes ${max}); detach one or raise the limit`;
+    this.limitLog.hit('volumes', message);
+    throw new LimitExceededError(message);
   }
 
   /** Flushes and detaches every open volume. */

@@ -7,13 +7,19 @@
  * What it keeps true: a start that fails half-way releases what it took before it throws.
  */
 import { rmSync } from 'node:fs';
-import { errorMessage, type Clock } from '../core/index.js';
+import { LimitLog, WaitingBudget, errorMessage, type Clock } from '../core/index.js';
 import { CodecPool } from '../codec/index.js';
 import { EtcdMeta } from '../meta/index.js';
-import { NbdServer } from '../nbd/index.js';
+import { NbdServer, type NbdLimits } from '../nbd/index.js';
 import { createFrontendMetrics, serveMetrics, type FrontendMetrics, type MetricsServer } from '../metrics/index.js';
 import { readTopology, type SecretSource } from '../api/index.js';
-import type { WriteBackCacheOptions } from '../cache/index.js';
+import {
+  SharedCacheBudget,
+  cacheBudgetBytesDefault,
+  publishBytesMaxDefault,
+  type WriteBackCacheOptions,
+} from '../cache/index.js';
+import { frontendLimitLogIntervalMs } from './limits.js';
 import { VolumeFrontend } from './provider.js';
 
 export interface FrontendServeOptions {
@@ -28,7 +34,15 @@ export interface FrontendServeOptions {
   readonly lockWaitMs: number;
   /** How long a volume with no clients left retries a failing final flush (`--final-flush-retry`). */
   readonly finalFlushRetryMs?: number;
-  readonly cache: Omit<WriteBackCacheOptions, 'readOnly' | 'log'>;
+  readonly cache: Omit<WriteBackCacheOptions, 'readOnly' | 'log' | 'publishBudget' | 'onPublishWait' | 'sharedCache'>;
+  /** Caps on NBD connections and WRITE bytes in flight (`--max-connections`, ...). */
+  readonly nbdLimits?: Partial<NbdLimits>;
+  /** Volumes attached at once (`--max-volumes`). */
+  readonly maxVolumes?: number;
+  /** Extent image bytes published at once across volumes (`--publish-budget`). */
+  readonly publishBytesMax?: number;
+  /** Clean cache bytes of all volumes together (`--cache-budget`). */
+  readonly cacheBudgetBytes?: number;
   readonly threads?: number;
   /** The zone this frontend runs in (`--zone`): reads prefer shards there. Absent: no preference. */
   readonly zone?: string;
@@ -72,6 +86,16 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
     if (options.zone !== undefined) await checkZone(meta, options.zone, { log, warn: options.warn });
     const pool = await CodecPool.start(options.threads === undefined ? {} : { threads: options.threads });
     undo.push(() => pool.close());
+    // Shared by every volume: flushes and folds take their images' bytes before building them.
+    const publishBudget = new WaitingBudget(options.publishBytesMax ?? publishBytesMaxDefault);
+    const limitHit = (limit: string): void => metrics?.limitHit(limit);
+    const publishLog = new LimitLog(log, limitHit, frontendLimitLogIntervalMs);
+    const sharedCache = new SharedCacheBudget(options.cacheBudgetBytes ?? cacheBudgetBytesDefault, (dropped, held) =>
+      publishLog.hit(
+        'cache_bytes',
+        `dropped ${dropped} bytes of the least recently used clean cache: volumes hold ${held} clean bytes (--cache-budget ${options.cacheBudgetBytes ?? cacheBudgetBytesDefault})`,
+      ),
+    );
     const frontend = new VolumeFrontend({
       meta,
       pool,
@@ -80,7 +104,18 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
       readOnly: options.readOnly,
       forceTakeover: options.forceTakeover,
       lockWaitMs: options.lockWaitMs,
-      cache: options.cache,
+      cache: {
+        ...options.cache,
+        publishBudget,
+        sharedCache,
+        onPublishWait: (bytes) =>
+          publishLog.hit(
+            'publish_bytes',
+            `a flush or fold waits to publish ${bytes} bytes of extent images: ${publishBudget.inUse} bytes are being published (--publish-budget ${publishBudget.max})`,
+          ),
+      },
+      ...(options.maxVolumes === undefined ? {} : { maxVolumes: options.maxVolumes }),
+      onLimit: limitHit,
       ...(options.zone === undefined ? {} : { zone: options.zone }),
       log,
       ...(options.clock === undefined ? {} : { clock: options.clock }),
@@ -97,6 +132,8 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
       provider: frontend,
       readOnly: options.readOnly,
       log,
+      ...(options.nbdLimits === undefined ? {} : { limits: options.nbdLimits }),
+      onLimit: limitHit,
       ...(metrics === undefined ? {} : { onRequest: (command, bytes) => metrics.nbdRequest(command, bytes) }),
     });
     undo.push(() => server.close());
@@ -114,7 +151,14 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
     }
     let metricsServer: MetricsServer | undefined;
     if (metrics !== undefined && options.metricsListen !== undefined) {
-      metricsServer = await serveFrontendMetrics(metrics, options.metricsListen, { meta, frontend, server, log });
+      metricsServer = await serveFrontendMetrics(metrics, options.metricsListen, {
+        meta,
+        frontend,
+        server,
+        publishBudget,
+        sharedCache,
+        log,
+      });
       const m = metricsServer;
       undo.push(() => m.close());
     }
@@ -157,7 +201,14 @@ async function checkZone(
 async function serveFrontendMetrics(
   metrics: FrontendMetrics,
   listen: { host: string; port: number },
-  from: { meta: EtcdMeta; frontend: VolumeFrontend; server: NbdServer; log: (line: string) => void },
+  from: {
+    meta: EtcdMeta;
+    frontend: VolumeFrontend;
+    server: NbdServer;
+    publishBudget: WaitingBudget;
+    sharedCache: SharedCacheBudget;
+    log: (line: string) => void;
+  },
 ): Promise<MetricsServer> {
   metrics.snapshotFrom(async () => {
     const topology = await readTopology(from.meta).catch((err: unknown) => {
@@ -181,6 +232,12 @@ async function serveFrontendMetrics(
       })),
     };
   });
-  metrics.connectionsFrom(() => from.server.connectionCount);
+  metrics.loadFrom(() => ({
+    connections: from.server.connectionCount,
+    writeBytesInFlight: from.server.writeBytesInFlight,
+    publishBytesInFlight: from.publishBudget.inUse,
+    attachedVolumes: from.frontend.attachedCount,
+    cleanCacheBytes: from.sharedCache.heldBytes,
+  }));
   return serveMetrics(metrics, { ...listen, log: from.log });
 }

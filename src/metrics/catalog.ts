@@ -156,6 +156,44 @@ export const metricSpecs = {
     component: 'frontend',
   },
 
+  nbdWriteInFlight: {
+    name: 'cairn_nbd_write_in_flight_bytes',
+    type: 'gauge',
+    help: 'WRITE payload bytes held across NBD connections (the shared write budget in use).',
+    labels: [],
+    component: 'frontend',
+  },
+
+  // -- the frontend: limits -------------------------------------------------------------------
+  frontendLimitHits: {
+    name: 'cairn_frontend_limit_hits_total',
+    type: 'counter',
+    help: 'Times a frontend limit refused a connection or an attach, or made a write or publish wait, by limit.',
+    labels: ['limit'],
+    component: 'frontend',
+  },
+  frontendAttachedVolumes: {
+    name: 'cairn_frontend_attached_volumes',
+    type: 'gauge',
+    help: 'Volumes attached (or attaching) on this frontend (bounded by --max-volumes).',
+    labels: [],
+    component: 'frontend',
+  },
+  frontendCleanCache: {
+    name: 'cairn_frontend_clean_cache_bytes',
+    type: 'gauge',
+    help: 'Clean cache bytes (whole extents read or published) all attached volumes hold together (bounded by --cache-budget).',
+    labels: [],
+    component: 'frontend',
+  },
+  frontendPublishInFlight: {
+    name: 'cairn_frontend_publish_in_flight_bytes',
+    type: 'gauge',
+    help: 'Extent image bytes being built, encoded and stored across volumes (the shared publish budget in use).',
+    labels: [],
+    component: 'frontend',
+  },
+
   // -- the frontend: cache and flush ----------------------------------------------------------
   cacheDirty: {
     name: 'cairn_cache_dirty_bytes',

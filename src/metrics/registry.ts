@@ -347,6 +347,15 @@ export interface FrontendSnapshot {
   readonly volumes: readonly VolumeSnapshot[];
 }
 
+/** What the frontend's shared budgets hold now, read at every scrape. */
+export interface FrontendLoadSnapshot {
+  readonly connections: number;
+  readonly writeBytesInFlight: number;
+  readonly publishBytesInFlight: number;
+  readonly attachedVolumes: number;
+  readonly cleanCacheBytes: number;
+}
+
 export interface FrontendMetrics extends MetricsSource {
   /**
    * Call when an NBD request starts, with its protocol command name (`READ`) and length; call
@@ -361,6 +370,10 @@ export interface FrontendMetrics extends MetricsSource {
   snapshotFrom(source: () => Promise<FrontendSnapshot>): void;
   /** Read at every scrape for cairn_nbd_connections. */
   connectionsFrom(source: () => number): void;
+  /** Read at every scrape for the connection, attached-volume and shared-budget gauges. */
+  loadFrom(source: () => FrontendLoadSnapshot): void;
+  /** A frontend limit bit (connections, connections_per_client, write_bytes, volumes, publish_bytes, cache_bytes). */
+  limitHit(limit: string): void;
   repair(): RepairMetrics;
 }
 
@@ -394,10 +407,27 @@ export function createFrontendMetrics(options: MetricsOptions = {}): FrontendMet
     crossZoneShardReads: r.counter('volumeCrossZoneShardReads'),
   };
   const connections = r.gauge('nbdConnections');
+  const limitHits = r.counter('frontendLimitHits');
+  const writeInFlight = r.gauge('nbdWriteInFlight');
+  const publishInFlight = r.gauge('frontendPublishInFlight');
+  const attachedVolumes = r.gauge('frontendAttachedVolumes');
+  const cleanCache = r.gauge('frontendCleanCache');
   let repair: RepairMetrics | undefined;
   return {
     contentType: r.registry.contentType,
     text: () => r.text(),
+    limitHit: (limit) => limitHits.inc({ limit: /^[a-z_]{1,32}$/.test(limit) ? limit : 'other' }),
+    loadFrom(source) {
+      r.onScrape(() => {
+        const load = source();
+        connections.set(load.connections);
+        writeInFlight.set(load.writeBytesInFlight);
+        publishInFlight.set(load.publishBytesInFlight);
+        attachedVolumes.set(load.attachedVolumes);
+        cleanCache.set(load.cleanCacheBytes);
+        return Promise.resolve();
+      });
+    },
     nbdRequest(command, bytes) {
       const label = nbdCommandLabel(command);
       const started = nowMs();

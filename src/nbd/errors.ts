@@ -48,6 +48,9 @@ export function nbdErrorOf(err: unknown): NbdErrorMapping {
     // (ERR_UNKNOWN would make clients report "no export named ...").
     case 'ELOCKED':
       return mapping(nbdErrno.eperm, optionReplyCode.errPolicy);
+    // A limit of this server (too many volumes attached): refused by policy, for now.
+    case 'ELIMIT':
+      return mapping(nbdErrno.enomem, optionReplyCode.errPolicy);
     case 'EOVERFLOW':
       return mapping(nbdErrno.eoverflow, optionReplyCode.errTooBig);
     case 'ENOTSUP':

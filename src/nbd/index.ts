@@ -28,4 +28,5 @@ export {
 } from './validate.js';
 export { ByteQueue } from './byte_queue.js';
 export * as nbdLimits from './limits.js';
+export { checkNbdLimits, type NbdLimitName, type NbdLimits } from './limits.js';
 export * as nbdWire from './wire.js';

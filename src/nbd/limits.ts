@@ -3,7 +3,15 @@
  * other layers (nbdRequestBytesMax, nbdRequestsInFlightMax, nbdOptionBytesMax) live in core.
  * Relationships are checked when the module loads.
  */
-import { assert, KiB, MiB, nbdOptionBytesMax, nbdRequestBytesMax, nbdRequestsInFlightMax } from '../core/index.js';
+import {
+  assert,
+  InvalidArgumentError,
+  KiB,
+  MiB,
+  nbdOptionBytesMax,
+  nbdRequestBytesMax,
+  nbdRequestsInFlightMax,
+} from '../core/index.js';
 
 /** Smallest addressable unit we advertise: byte-granular, as the in-memory and volume devices are. */
 export const blockMinimumBytes = 1;
@@ -50,8 +58,67 @@ export const closeLingerMs = 2_000;
  * the server hold all of it. One request always runs, so a single 32 MiB READ still works.
  */
 export const sessionInFlightBytesMax = 64 * MiB;
-/** Connections one server accepts at once; more are refused by the kernel's accept path. */
-export const connectionsMax = 1024;
+/**
+ * Connections one server holds open at once, in any phase. Past it a new connection is closed at
+ * once, with a log line and a metric (before, Node dropped it silently, and 1024 idle sockets
+ * locked every new client out). Each costs a file descriptor and a few tens of KiB.
+ */
+export const connectionsMaxDefault = 1024;
+/**
+ * Connections one client address may hold open at once over TCP: well below the total, so one
+ * host's flood of idle or half-negotiated sockets leaves room for everyone else. 64 serves a host
+ * with 16 volumes attached by multi-connection clients (qemu, nbdcopy open up to 4 each).
+ * Unix-socket peers have no address; they count against the total only (the socket file's
+ * permissions decide who may connect).
+ */
+export const connectionsPerClientMaxDefault = 64;
+/**
+ * WRITE payload bytes the server holds at once across all connections, being read or written to
+ * the device. Without it N connections may each hold sessionInFlightBytesMax (64 MiB). Past it
+ * sessions stop reading their sockets until payloads drain (back-pressure): a request is never
+ * refused for it. Writes drain without the client's help (unlike READ replies, which wait for the
+ * client to read them and stay bounded per connection), so a full budget always frees.
+ */
+export const writeInFlightBytesMaxDefault = 256 * MiB;
+/** Lines a biting limit logs per this many ms; the rest are counted in the next line. */
+export const limitLogIntervalMs = 10_000;
+
+/** The server's limits against clients, each settable (`cairnctl nbd serve` flags). */
+export interface NbdLimits {
+  readonly connectionsMax: number;
+  readonly connectionsPerClientMax: number;
+  readonly writeInFlightBytesMax: number;
+}
+
+export const nbdLimitsDefault: NbdLimits = {
+  connectionsMax: connectionsMaxDefault,
+  connectionsPerClientMax: connectionsPerClientMaxDefault,
+  writeInFlightBytesMax: writeInFlightBytesMaxDefault,
+};
+
+/** Which limit bit: a metric label (cairn_frontend_limit_hits_total) and the word in its log line. */
+export type NbdLimitName = 'connections' | 'connections_per_client' | 'write_bytes';
+
+/**
+ * `limits` with the defaults filled in, checked: whole numbers above 0, the per-client cap at
+ * most the total, and room for one maximum-size WRITE. Throws InvalidArgumentError naming the field.
+ */
+export function checkNbdLimits(limits: Partial<NbdLimits> = {}): NbdLimits {
+  const full: NbdLimits = { ...nbdLimitsDefault, ...limits };
+  for (const [name, value] of Object.entries(full)) {
+    if (!Number.isSafeInteger(value) || value <= 0)
+      throw new InvalidArgumentError(`Invalid NBD limit ${name}: ${value} (expected a whole number above 0)`);
+  }
+  if (full.connectionsPerClientMax > full.connectionsMax)
+    throw new InvalidArgumentError(
+      `Invalid NBD limits: connections per client (${full.connectionsPerClientMax}) above connections (${full.connectionsMax})`,
+    );
+  if (full.writeInFlightBytesMax < nbdRequestBytesMax)
+    throw new InvalidArgumentError(
+      `Invalid NBD limits: the write budget (${full.writeInFlightBytesMax} bytes) must hold one ${nbdRequestBytesMax}-byte WRITE`,
+    );
+  return full;
+}
 
 assert(blockPreferredBytes >= 512 && (blockPreferredBytes & (blockPreferredBytes - 1)) === 0);
 assert(nbdRequestBytesMax >= blockPreferredBytes, 'the maximum payload must be at least the preferred block');
@@ -63,3 +130,5 @@ assert(optionDiscardBytesMax >= nbdOptionBytesMax);
 assert(nbdRequestsInFlightMax >= 1);
 assert(sessionInFlightBytesMax >= nbdRequestBytesMax, 'one request of the maximum size must fit the budget');
 assert(errorMessageBytesMax <= 4096, 'the protocol caps strings at 4096 bytes');
+assert(connectionsPerClientMaxDefault < connectionsMaxDefault, 'one address must not be able to fill the server');
+assert(writeInFlightBytesMaxDefault >= sessionInFlightBytesMax, 'one busy connection must fit the write budget');

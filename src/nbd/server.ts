@@ -5,16 +5,28 @@
  *
  * What it keeps true: nothing a client sends can throw out of a socket callback (sessions catch
  * everything; the callbacks here are wrapped once more); a client whose handshake makes no
- * progress (no option answered) for handshakeDeadlineMs is dropped; close() stops accepting, lets requests in flight finish
- * for at most closeDeadlineMs, then drops every connection.
+ * progress (no option answered) for handshakeDeadlineMs is dropped; close() stops accepting, lets
+ * requests in flight finish for at most closeDeadlineMs, then drops every connection. Connections
+ * are capped overall and per client address (limits.ts), so a flood of idle or half-negotiated
+ * sockets from one host leaves room for others; a refused connection is closed at once, never
+ * left hanging. WRITE payloads in flight are bounded across connections (back-pressure, never a
+ * refusal).
  *
  * What it leaves out: TLS, authentication (bind to loopback or a Unix socket with file
- * permissions), per-client quotas.
+ * permissions), byte quotas per client address (the write budget is first come, first served).
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { unlink } from 'node:fs/promises';
-import { assert, errorMessage, type ExportProvider } from '../core/index.js';
-import { closeDeadlineMsDefault, closeLingerMs, connectionsMax, handshakeDeadlineMsDefault } from './limits.js';
+import { ClientBudget, LimitLog, WaitingBudget, assert, errorMessage, type ExportProvider } from '../core/index.js';
+import {
+  checkNbdLimits,
+  closeDeadlineMsDefault,
+  closeLingerMs,
+  handshakeDeadlineMsDefault,
+  limitLogIntervalMs,
+  type NbdLimitName,
+  type NbdLimits,
+} from './limits.js';
 import { Session, type SessionIo, type SessionOptions } from './session.js';
 
 export interface NbdServerOptions {
@@ -29,6 +41,10 @@ export interface NbdServerOptions {
   readonly closeDeadlineMs?: number;
   /** Passed to every Session: told when each request starts and ends (metrics). */
   readonly onRequest?: SessionOptions['onRequest'];
+  /** Caps on connections and WRITE bytes in flight; defaults from limits.ts. */
+  readonly limits?: Partial<NbdLimits>;
+  /** Told each time a limit bites (a metric); the log line is rate-limited, this is not. */
+  readonly onLimit?: (limit: NbdLimitName) => void;
 }
 
 export interface NbdServerAddress {
@@ -56,6 +72,11 @@ export class NbdServer {
   private readonly handshakeDeadlineMs: number;
   private readonly closeDeadlineMs: number;
   private readonly onRequest: SessionOptions['onRequest'];
+  private readonly limits: NbdLimits;
+  /** One unit per open connection, keyed by client address (TCP) or by connection (Unix). */
+  private readonly connectionBudget: ClientBudget;
+  private readonly writeBudget: WaitingBudget;
+  private readonly limitLog: LimitLog<NbdLimitName>;
   private readonly listeners: Server[] = [];
   private readonly connections = new Set<Connection>();
   private tcpAddress: { host: string; port: number } | null = null;
@@ -71,6 +92,10 @@ export class NbdServer {
     this.closeDeadlineMs = options.closeDeadlineMs ?? closeDeadlineMsDefault;
     this.onRequest = options.onRequest;
     assert(this.handshakeDeadlineMs > 0 && this.closeDeadlineMs >= 0);
+    this.limits = checkNbdLimits(options.limits);
+    this.connectionBudget = new ClientBudget(this.limits.connectionsMax, this.limits.connectionsPerClientMax);
+    this.writeBudget = new WaitingBudget(this.limits.writeInFlightBytesMax);
+    this.limitLog = new LimitLog((line) => this.log(`nbd: ${line}`), options.onLimit, limitLogIntervalMs);
   }
 
   /** Listens on a TCP address; port 0 picks a free port. Resolves with the bound address. */
@@ -112,6 +137,11 @@ export class NbdServer {
   /** Open connections, in any phase. */
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** WRITE payload bytes held across connections now (the shared write budget in use). */
+  get writeBytesInFlight(): number {
+    return this.writeBudget.inUse;
   }
 
   /**
@@ -159,19 +189,42 @@ export class NbdServer {
       }
     });
     server.on('error', (err) => this.log(`nbd: listener error: ${err.message}`));
-    server.maxConnections = connectionsMax;
     this.listeners.push(server);
     return server;
   }
 
   private accept(socket: Socket, transport: 'tcp' | 'unix'): void {
-    if (this.closing !== null || this.connections.size >= connectionsMax) {
-      if (this.closing === null) this.log(`nbd: refusing a connection: ${connectionsMax} are open`);
+    if (this.closing !== null) {
       socket.destroy();
       return;
     }
     const id = this.nextConnectionId++;
     const peer = transport === 'tcp' ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
+    // A Unix peer has no address to share a cap with: it counts against the total only.
+    const client = transport === 'tcp' ? (socket.remoteAddress ?? 'unknown') : `unix ${id}`;
+    const refused = this.connectionBudget.take(client, 1);
+    if (refused !== undefined) {
+      // Closed at once, not left hanging: the client sees the connection end and may retry.
+      const [limit, line]: [NbdLimitName, string] =
+        refused === 'client'
+          ? [
+              'connections_per_client',
+              `refused a connection from ${client}: it holds ${this.limits.connectionsPerClientMax} (--max-connections-per-client)`,
+            ]
+          : [
+              'connections',
+              `refused a connection from ${peer}: ${this.limits.connectionsMax} are open (--max-connections)`,
+            ];
+      this.limitLog.hit(limit, line);
+      socket.destroy();
+      return;
+    }
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.connectionBudget.give(client, 1);
+    };
     const label = `conn ${id} (${peer})`;
     if (transport === 'tcp') socket.setNoDelay(true);
 
@@ -195,6 +248,12 @@ export class NbdServer {
       log: this.log,
       label,
       ...(this.onRequest === undefined ? {} : { onRequest: this.onRequest }),
+      writeBudget: this.writeBudget,
+      onWriteBudgetWait: (bytes) =>
+        this.limitLog.hit(
+          'write_bytes',
+          `${label} waits to read a ${bytes}-byte WRITE: ${this.writeBudget.inUse} bytes of writes are in flight (--write-budget ${this.limits.writeInFlightBytesMax})`,
+        ),
     });
     const connection: Connection = { socket, session };
     this.connections.add(connection);
@@ -223,6 +282,8 @@ export class NbdServer {
     });
     socket.on('close', () => {
       clearTimeout(handshakeTimer);
+      // The slot frees with the socket (its file descriptor), not when the session finishes.
+      release();
       guard(this.log, label, () => session.connectionClosed());
       // The session may still be finishing device calls; it is forgotten only when done.
       void session.finished.then(() => this.connections.delete(connection));

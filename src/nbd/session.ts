@@ -32,6 +32,7 @@ import {
   type BlockStatusRun,
   type ExportInfo,
   type ExportProvider,
+  type WaitingBudget,
 } from '../core/index.js';
 import { ByteQueue } from './byte_queue.js';
 import { errnoName, nbdErrorOf } from './errors.js';
@@ -131,6 +132,15 @@ export interface SessionOptions {
    * 'OK' or the NBD errno's name ('EIO', 'ENOSPC'), as errnoName() spells it.
    */
   readonly onRequest?: (command: string, bytes: number) => (outcome: string) => void;
+  /**
+   * WRITE payload bytes shared by every connection of the server (writeInFlightBytesMax). A
+   * WRITE takes its length before its payload is read; when the budget is spent the session
+   * stops reading its socket until the bytes are granted, and gives them back when its reply is
+   * sent. Absent: only this session's own bound applies.
+   */
+  readonly writeBudget?: WaitingBudget;
+  /** Told when a WRITE of `bytes` has to wait for the shared write budget (a log line, a metric). */
+  readonly onWriteBudgetWait?: (bytes: number) => void;
 }
 
 export type SessionPhase = 'handshake' | 'transmission' | 'closed';
@@ -142,7 +152,13 @@ type ParseState =
   | { readonly kind: 'optionDiscard'; readonly option: number; remaining: number }
   | { readonly kind: 'optionBusy' }
   | { readonly kind: 'requestHeader' }
-  | { readonly kind: 'requestPayload'; readonly header: RequestHeader; readonly command: Command }
+  | {
+      readonly kind: 'requestPayload';
+      readonly header: RequestHeader;
+      readonly command: Command;
+      /** Bytes of the shared write budget this request holds (0 until granted, or without one). */
+      reserved: number;
+    }
   | {
       readonly kind: 'requestDiscard';
       readonly header: RequestHeader;
@@ -197,6 +213,8 @@ export class Session {
   private optionsAnswered_ = 0;
   private errorLines = 0;
   private errorsSuppressed = 0;
+  /** A WRITE is queued for the shared write budget; budgetGranted runs when it is its turn. */
+  private waitingForBudget = false;
   private resolveFinished!: () => void;
   /** Resolves when the connection is gone, nothing is in flight and the device handle is closed. */
   readonly finished: Promise<void>;
@@ -373,11 +391,12 @@ export class Session {
           break;
         }
         case 'requestPayload': {
+          if (!this.payloadBudgetHeld(state)) return;
           const length = state.header.length;
           if (this.queue.length < length) return;
           const payload = this.queue.take(length);
           this.parse = { kind: 'requestHeader' };
-          this.dispatch(state.header, state.command, payload);
+          this.dispatch(state.header, state.command, payload, state.reserved);
           break;
         }
         case 'requestDiscard': {
@@ -399,6 +418,7 @@ export class Session {
     const blocked =
       this.parse.kind === 'optionBusy' ||
       this.parse.kind === 'stopped' ||
+      (this.parse.kind === 'requestPayload' && this.waitingForBudget) ||
       (this.parse.kind === 'requestHeader' && this.inFlightFull());
     if (blocked && !this.inputPaused) {
       this.inputPaused = true;
@@ -416,7 +436,42 @@ export class Session {
     );
   }
 
+  /**
+   * True once the WRITE whose payload comes next holds its share of the shared write budget.
+   * Otherwise queues for it (the socket pauses) and returns false; budgetGranted resumes parsing.
+   */
+  private payloadBudgetHeld(state: Extract<ParseState, { kind: 'requestPayload' }>): boolean {
+    const budget = this.options.writeBudget;
+    if (budget === undefined || state.command.type !== 'write' || state.reserved > 0) return true;
+    if (this.waitingForBudget) return false;
+    const bytes = state.header.length;
+    if (budget.tryTake(bytes, this.budgetGranted)) {
+      state.reserved = bytes;
+      return true;
+    }
+    this.waitingForBudget = true;
+    this.options.onWriteBudgetWait?.(bytes);
+    return false;
+  }
+
+  /** The shared write budget granted the waiting WRITE its bytes (it may have stopped meanwhile). */
+  private readonly budgetGranted = (): void => {
+    this.waitingForBudget = false;
+    const state = this.parse;
+    assert(state.kind === 'requestPayload', 'a write budget grant without a WRITE waiting');
+    state.reserved = state.header.length;
+    this.pump();
+  };
+
   private stopParsing(): void {
+    const state = this.parse;
+    // Budget taken or asked for by a WRITE whose payload will never be read goes back.
+    if (this.waitingForBudget) {
+      this.waitingForBudget = false;
+      this.options.writeBudget?.cancel(this.budgetGranted);
+    } else if (state.kind === 'requestPayload' && state.reserved > 0) {
+      this.options.writeBudget?.give(state.reserved);
+    }
     this.parse = { kind: 'stopped' };
     this.queue.clear();
   }
@@ -746,7 +801,7 @@ export class Session {
     }
     assert(checked.ok);
     if (checked.payloadBytes > 0) {
-      this.parse = { kind: 'requestPayload', header, command: checked.command };
+      this.parse = { kind: 'requestPayload', header, command: checked.command, reserved: 0 };
     } else {
       this.dispatch(header, checked.command, new Uint8Array(0));
     }
@@ -785,7 +840,8 @@ export class Session {
     return [encodeSimpleReply(errno, cookie)];
   }
 
-  private dispatch(header: RequestHeader, command: Command, payload: Uint8Array): void {
+  /** Runs a request; `budgetBytes` of the shared write budget it holds go back with its reply. */
+  private dispatch(header: RequestHeader, command: Command, payload: Uint8Array, budgetBytes = 0): void {
     const open = this.open;
     assert(open !== null);
     // What this request holds until its reply reaches the kernel: its READ data or WRITE payload.
@@ -802,13 +858,13 @@ export class Session {
         return this.errorReply(header.cookie, nbdErrno.eio, 'internal error');
       })
       .then((parts) => {
-        this.sendReply(parts, heldBytes);
+        this.sendReply(parts, heldBytes, budgetBytes);
         done(outcome.errno);
       })
       .catch((err: unknown) => this.bug('sending a reply', err));
   }
 
-  private sendReply(parts: readonly Uint8Array[], heldBytes = 0): void {
+  private sendReply(parts: readonly Uint8Array[], heldBytes = 0, budgetBytes = 0): void {
     let done = false;
     this.io.send(parts, () => {
       if (done) return;
@@ -816,6 +872,7 @@ export class Session {
       this.inFlight -= 1;
       this.inFlightBytes -= heldBytes;
       assert(this.inFlight >= 0 && this.inFlightBytes >= 0);
+      if (budgetBytes > 0) this.options.writeBudget?.give(budgetBytes);
       this.afterReply();
     });
   }

@@ -11,7 +11,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NbdServer, Session, nbdWire as wire, type SessionIo } from '../../src/nbd/index.js';
+import {
+  NbdServer,
+  Session,
+  nbdWire as wire,
+  type NbdLimitName,
+  type NbdLimits,
+  type SessionIo,
+} from '../../src/nbd/index.js';
 import { MemoryExportProvider } from '../../src/sim/memory_device.js';
 import { freePort } from '../../src/dev/index.js';
 
@@ -40,6 +47,8 @@ export async function startNbdServer(
     handshakeDeadlineMs?: number;
     closeDeadlineMs?: number;
     provider?: MemoryExportProvider;
+    limits?: Partial<NbdLimits>;
+    onLimit?: (limit: NbdLimitName) => void;
   } = {},
 ): Promise<NbdTestServer> {
   const provider = options.provider ?? new MemoryExportProvider();
@@ -50,6 +59,8 @@ export async function startNbdServer(
     ...(options.readOnly === undefined ? {} : { readOnly: options.readOnly }),
     ...(options.handshakeDeadlineMs === undefined ? {} : { handshakeDeadlineMs: options.handshakeDeadlineMs }),
     ...(options.closeDeadlineMs === undefined ? {} : { closeDeadlineMs: options.closeDeadlineMs }),
+    ...(options.limits === undefined ? {} : { limits: options.limits }),
+    ...(options.onLimit === undefined ? {} : { onLimit: options.onLimit }),
   });
   const dir = mkdtempSync(join(tmpdir(), 'cairn-nbd-'));
   const socketPath = join(dir, 'nbd.sock');
@@ -214,9 +225,18 @@ class Inbox {
   }
 }
 
-export async function connectPipe(target: { port: number } | { path: string }): Promise<BytePipe> {
+/** Connects over TCP (from `localAddress`, any of 127/8, to play another host) or a Unix socket. */
+export async function connectPipe(
+  target: { port: number; localAddress?: string } | { path: string },
+): Promise<BytePipe> {
   const socket: Socket =
-    'port' in target ? createConnection({ host: '127.0.0.1', port: target.port }) : createConnection(target);
+    'port' in target
+      ? createConnection({
+          host: '127.0.0.1',
+          port: target.port,
+          ...(target.localAddress === undefined ? {} : { localAddress: target.localAddress }),
+        })
+      : createConnection(target);
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', reject);

@@ -336,6 +336,8 @@ export interface FrontendOptions {
   readonly etcdTimeoutMs?: number;
   /** --final-flush-retry in ms. */
   readonly finalFlushRetryMs?: number;
+  /** More `nbd serve` flags, as given (limits: `--max-volumes 2`, ...). */
+  readonly extraArgs?: readonly string[];
 }
 
 /** An extra `cairnctl nbd serve` on its own TCP port and Unix socket, our child, stopped by pid. */
@@ -648,6 +650,7 @@ export async function startFrontendProcess(options: FrontendProcessOptions): Pro
     ...(options.lockWaitMs === undefined ? [] : ['--lock-wait', String(options.lockWaitMs)]),
     ...(options.etcdTimeoutMs === undefined ? [] : ['--etcd-timeout', String(options.etcdTimeoutMs)]),
     ...(options.finalFlushRetryMs === undefined ? [] : ['--final-flush-retry', String(options.finalFlushRetryMs)]),
+    ...(options.extraArgs ?? []),
   ];
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
