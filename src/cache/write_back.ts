@@ -1157,6 +1157,18 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     return taken;
   }
 
+  /**
+   * Stops the background work and lets go of the shared clean-cache budget without flushing or
+   * folding: for a cache whose volume never finished attaching (nothing was acknowledged through
+   * it; what it replayed stays in the journal for the next attach).
+   */
+  abandon(): void {
+    if (this.closed) return;
+    this.stopFlusher();
+    this.closed = true;
+    this.options.sharedCache?.unregister(this);
+  }
+
   /** Flushes what is dirty, folds what is journaled, and stops the background work. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -264,6 +264,7 @@ export class VolumeFrontend implements ExportProvider {
       : undefined;
     const lock = readOnly ? undefined : await this.acquireWaiting(name);
     let opened: VolumeJournal | undefined;
+    let built: WriteBackCache | undefined;
     try {
       if (readOnly) await this.refuseLiveWriter(name);
       const map = new EtcdExtentMap(meta, record, lock);
@@ -336,6 +337,7 @@ export class VolumeFrontend implements ExportProvider {
         },
         { ...this.options.cache, readOnly, log: (line) => this.log(`volume ${name}: ${line}`) },
       );
+      built = cache;
       if (readOnly && journalReplicasOf(record) > 0) {
         // No writer holds the volume (checked above), but one that died, or could not fold at
         // detach, may have left flushed writes in the journal: read them too.
@@ -405,6 +407,7 @@ export class VolumeFrontend implements ExportProvider {
         finalFlush: undefined,
       };
     } catch (err) {
+      built?.abandon();
       await opened?.close();
       await lock?.release();
       await lockWatch?.cancel();

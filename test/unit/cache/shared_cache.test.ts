@@ -64,4 +64,18 @@ describe('WriteBackCache clean cache budget shared by volumes', () => {
     await Promise.all([cacheA.close(), cacheB.close()]);
     expect(shared.heldBytes, 'closed caches leave the budget').to.equal(0);
   });
+
+  it('lets go of the budget when a cache is abandoned (an attach that failed after building it)', async () => {
+    const shared = new SharedCacheBudget(4 * extentBytes);
+    const a = dataBackend();
+    const cache = new WriteBackCache(a.backend, {
+      flushCheckMs: 0,
+      cacheBytesMax: 8 * extentBytes,
+      sharedCache: shared,
+    });
+    await cache.read(0, extentBytes);
+    expect(shared.heldBytes).to.equal(extentBytes);
+    cache.abandon();
+    expect(shared.heldBytes, 'an abandoned cache holds nothing of the budget').to.equal(0);
+  });
 });
