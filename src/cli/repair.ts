@@ -212,6 +212,7 @@ export function repairCommands(ctx: CliContext) {
                 if (censusEveryMs > 0 && pool !== undefined && Date.now() - lastCensus >= censusEveryMs) {
                   lastCensus = Date.now();
                   const r = await censusAndHeal(meta, stores, pool, { maxBytesPerSecond: scrubRate });
+                  repairMetrics?.census(r.census.absentShards, r.census.durationMs);
                   if (r.census.absentShards > 0 || r.census.unlisted.length > 0) ctx.io.err(censusLines(r).join('\n'));
                 }
                 if (scrubEveryMs > 0 && pool !== undefined && Date.now() - lastScrub >= scrubEveryMs) {

@@ -347,6 +347,20 @@ export const metricSpecs = {
     labels: [],
     component: 'any',
   },
+  censusAbsent: {
+    name: 'cairn_census_absent_shards',
+    type: 'gauge',
+    help: 'Published shards the latest shard census found missing from nodes that are up (before its heal).',
+    labels: [],
+    component: 'any',
+  },
+  censusDuration: {
+    name: 'cairn_census_duration_seconds',
+    type: 'gauge',
+    help: 'How long the latest shard census took to list every live node against the extent map.',
+    labels: [],
+    component: 'any',
+  },
 } as const satisfies Record<string, MetricSpec>;
 
 export type MetricKey = keyof typeof metricSpecs;
@@ -356,6 +370,8 @@ export const allMetricSpecs: readonly MetricSpec[] = Object.values(metricSpecs);
 
 /** Specs registered only when something asks for them (the repair worker). */
 export const onDemandMetricKeys: ReadonlySet<MetricKey> = new Set<MetricKey>([
+  'censusAbsent',
+  'censusDuration',
   'repairExtents',
   'repairPending',
   'repairShards',

@@ -187,6 +187,8 @@ export interface RepairMetrics {
    * increments (extents as repaired, skipped or failed). Use a new one per run.
    */
   progress(): (totals: RepairRunTotals) => void;
+  /** The latest shard census: shards missing from live nodes, and how long it took. */
+  census(absentShards: number, durationMs: number): void;
 }
 
 function repairMetricsOf(r: CatalogRegistry): RepairMetrics {
@@ -195,7 +197,13 @@ function repairMetricsOf(r: CatalogRegistry): RepairMetrics {
   const shards = r.counter('repairShards');
   const bytes = r.counter('repairBytes');
   const positive = (n: number): number => (Number.isFinite(n) && n > 0 ? n : 0);
+  const censusAbsent = r.gauge('censusAbsent');
+  const censusDuration = r.gauge('censusDuration');
   return {
+    census: (absent, durationMs) => {
+      censusAbsent.set({}, positive(absent));
+      censusDuration.set({}, positive(durationMs) / 1000);
+    },
     planned: (repairable, unrecoverable) => {
       pending.set({ state: 'repairable' }, repairable);
       pending.set({ state: 'unrecoverable' }, unrecoverable);

@@ -247,6 +247,10 @@ describe('createFrontendMetrics()', () => {
     expect(s.get('cairn_repair_extents_total{outcome="unrecoverable"}')).to.equal(1);
     expect(s.get('cairn_repair_shards_rebuilt_total')).to.equal(10);
     expect(s.get('cairn_repair_written_bytes_total')).to.equal(10 << 20);
+    repair.census(3, 1250);
+    const after = samples(await m.text());
+    expect(after.get('cairn_census_absent_shards')).to.equal(3);
+    expect(after.get('cairn_census_duration_seconds')).to.equal(1.25);
   });
 });
 
