@@ -63,9 +63,22 @@ export function shardSeed(extentSeed: number, shard: number, dataBytes: number):
   return crc32Of(bytes) || 1;
 }
 
+/** Expectations already derived, per record (records are immutable): a read path asks per read. */
+const expectationsOf = new WeakMap<ExtentRecord, readonly ShardExpectation[]>();
+
 /** What shard `shard` of `rec` must be for a reader: seed 0 for a record written before seeds. */
 export function expectationOf(rec: ExtentRecord, shard: number): ShardExpectation {
-  return { dataBytes: rec.shardBytes, seed: rec.seed === undefined ? 0 : shardSeed(rec.seed, shard, rec.shardBytes) };
+  assert(Number.isInteger(shard) && shard >= 0 && shard < rec.shards.length, `record has no shard ${shard}`);
+  let list = expectationsOf.get(rec);
+  if (list === undefined) {
+    const { seed, shardBytes } = rec;
+    list = rec.shards.map((_, i) => ({
+      dataBytes: shardBytes,
+      seed: seed === undefined ? 0 : shardSeed(seed, i, shardBytes),
+    }));
+    expectationsOf.set(rec, list);
+  }
+  return list[shard]!;
 }
 
 /**
