@@ -45,6 +45,16 @@ describe('cairnctl and profiles without redundancy', function () {
     expect(await meta.listVolumes()).to.deep.equal([]);
   });
 
+  it('refuses cairnctl init --profile 4+0 without --allow-no-redundancy, leaving the config as it was', async () => {
+    const run = await ctl(['init', '--profile', '4+0', '--force']);
+    expect(run.code, run.stderr).to.equal(2);
+    expect(run.stderr).to.contain('has no redundancy').and.contain('--allow-no-redundancy');
+    const accepted = await ctl(['init', '--profile', '2+0', '--force', '--allow-no-redundancy']);
+    expect(accepted.code, accepted.stderr).to.equal(0);
+    expect((await meta.requireCluster()).defaultProfile).to.deep.equal({ k: 2, m: 0 });
+    await initCluster(meta, { defaultProfile: { k: 4, m: 0 }, force: true });
+  });
+
   it('creates 4+0 with --allow-no-redundancy and calls it "no redundancy" in info, list and status', async () => {
     const created = await ctl(['volume', 'create', 'scratch', '1GiB', '--profile', '4+0', '--allow-no-redundancy']);
     expect(created.code, created.stderr).to.equal(0);
