@@ -86,6 +86,8 @@ export const frontend = {
   port: 10809,
   /** Long enough for the write-back cache to flush on SIGTERM. */
   terminationGraceS: 60,
+  /** --final-flush-retry: well inside the grace period above. */
+  finalFlushRetryMs: 45_000,
 } as const;
 
 /** The ServiceAccount for pods that need no Kubernetes API access at all. */

@@ -43,8 +43,20 @@ import {
 
 const component = 'frontend';
 
-/** The frontend's command line (run under withNodeSecretScript). */
-export const frontendArgs = ['cairnctl', 'nbd', 'serve', '--listen', `0.0.0.0:${frontend.port}`];
+/**
+ * The frontend's command line (run under withNodeSecretScript). A final flush that keeps failing
+ * is retried for 45 s, not the default 120: a SIGTERMed pod is killed after its 60 s grace, and
+ * it should say what it could not flush (log line, metric) before that, not be cut off mid-retry.
+ */
+export const frontendArgs = [
+  'cairnctl',
+  'nbd',
+  'serve',
+  '--listen',
+  `0.0.0.0:${frontend.port}`,
+  '--final-flush-retry',
+  String(frontend.finalFlushRetryMs),
+];
 
 export function frontendObjects() {
   const selector = selectorLabels(frontend.name);
