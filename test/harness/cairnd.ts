@@ -52,8 +52,28 @@ export interface CairndHandle {
   stop(options?: { graceMs?: number; keepData?: boolean }): Promise<void>;
 }
 
-/** Starts cairnd and resolves once it printed its ready line; rejects with its stderr if it exits first. */
+/** Tries of startCairnd() when a port it picked itself was taken before cairnd could bind it. */
+const portRaceAttemptsMax = 3;
+
+/**
+ * Starts cairnd and resolves once it printed its ready line; rejects with its stderr if it exits
+ * first. A free port is found by binding and closing it, so another process can take it before
+ * cairnd binds it (seen under load: a restarted node's journal port): when a port this function
+ * picked was taken, it tries again with new ones.
+ */
 export async function startCairnd(options: CairndOptions): Promise<CairndHandle> {
+  const picksPorts = options.port === undefined || options.journalPort === undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startCairndOnce(options);
+    } catch (err) {
+      const taken = err instanceof Error && /EADDRINUSE/.test(err.message);
+      if (!taken || !picksPorts || attempt >= portRaceAttemptsMax) throw err;
+    }
+  }
+}
+
+async function startCairndOnce(options: CairndOptions): Promise<CairndHandle> {
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), `cairnd-${options.name}-`));
   const port = options.port ?? (await freePort());
