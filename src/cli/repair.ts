@@ -247,14 +247,16 @@ export function repairCommands(ctx: CliContext) {
         .option('max-bytes-per-second', rateOption),
     handler: withErrors(ctx, async (argv) => {
       const maxBytesPerSecond = rateFrom(argv);
+      const progress = extentProgress(ctx, isJson(argv), 'scrubbed');
       const report = await withMeta(argv, async (meta) => {
         return withRepairTools(meta, ctx, (pool, stores) =>
           runScrub(meta, stores, pool, {
             ...(argv['volume'] === undefined ? {} : { volume: String(argv['volume']) }),
             ...(maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond }),
+            onExtent: progress.update,
           }),
         );
-      });
+      }).finally(progress.end);
       emit(ctx.io, isJson(argv), report, (r) => [
         `Scrubbed ${r.extents} extents: ${r.shardsChecked} shards, ${formatBytes(r.bytesRead)} read and verified`,
         `corrupt: ${r.corrupt}, missing: ${r.missing}, wrong by parity: ${r.inconsistent} (parity checked on ${r.parityChecked} extents)`,
@@ -411,4 +413,35 @@ function censusLines(r: { census: CensusReport; heal: ScrubReport | null }): str
           ...r.heal.unhealed.map((u) => `  not healed: ${u}`),
         ]),
   ];
+}
+
+/**
+ * Progress of a long pass over extents on standard error, for a person: a line redrawn in place
+ * on a terminal, else a line every 2 s and one at the end; nothing with --json.
+ */
+function extentProgress(
+  ctx: CliContext,
+  json: boolean,
+  verb: string,
+): { update: (done: number, total: number) => void; end: () => void } {
+  const tty = process.stderr.isTTY === true && !json;
+  let lastPrint = 0;
+  let drawn = false;
+  return {
+    update: (done, total) => {
+      if (json) return;
+      const line = `${verb} ${done}/${total} extents (${total === 0 ? 100 : Math.floor((done / total) * 100)}%)`;
+      const now = Date.now();
+      if (tty) {
+        process.stderr.write(`\r${line}`);
+        drawn = true;
+      } else if (now - lastPrint > 2000 || done === total) {
+        ctx.io.err(line);
+        lastPrint = now;
+      }
+    },
+    end: () => {
+      if (drawn) process.stderr.write('\n');
+    },
+  };
 }
