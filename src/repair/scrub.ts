@@ -30,6 +30,7 @@ import {
   blockSpan,
   readShardBlocks,
   rebuildBadBlocks,
+  shardWithNoGoodBlock,
   rebuildShards,
   type BlockwiseShard,
 } from '../volume/index.js';
@@ -106,7 +107,7 @@ export async function runScrub(
       report.shardsChecked += 1;
       const read =
         options.absent?.has(ref.key) === true
-          ? missingShard(rec.shardBytes)
+          ? shardWithNoGoodBlock(rec.shardBytes, 'missing')
           : await readShardBlocks(stores.store(ref.target), rec, i).catch(() => undefined);
       if (read === undefined) continue; // unreachable now: repair's business
       report.bytesRead += read.bytes.length - read.bad.size * checksumBlockBytes;
@@ -135,12 +136,6 @@ export async function runScrub(
     }
   }
   return report;
-}
-
-/** A shard known to be missing: every block bad. */
-function missingShard(shardBytes: number): BlockwiseShard {
-  const bad = new Set(Array.from({ length: blocksOf(shardBytes) }, (_, b) => b));
-  return { bytes: new Uint8Array(shardBytes), bad, state: 'missing' };
 }
 
 /**
@@ -223,9 +218,8 @@ async function inconsistentBlocks(
   const parityIndexes = Array.from({ length: m }, (_, p) => k + p);
   const parity = await rebuildShards(pool, profile, shardBytes, data, parityIndexes);
   const out: number[] = [];
-  for (let b = 0; b * checksumBlockBytes < shardBytes; b++) {
-    const from = b * checksumBlockBytes;
-    const to = Math.min(shardBytes, from + checksumBlockBytes);
+  for (let b = 0; b < blocksOf(shardBytes); b++) {
+    const { from, to } = blockSpan(b, shardBytes);
     const differs = parityIndexes.some(
       (p) => !Buffer.from(parity.get(p)!.subarray(from, to)).equals(Buffer.from(shards.get(p)!.subarray(from, to))),
     );

@@ -41,6 +41,15 @@ export function blockSpan(b: number, shardBytes: number): { from: number; to: nu
   return { from: b * checksumBlockBytes, to: Math.min(shardBytes, (b + 1) * checksumBlockBytes) };
 }
 
+/** A shard with no good block (missing, or not the record's): zeros, every block bad. */
+export function shardWithNoGoodBlock(
+  shardBytes: number,
+  state: Exclude<BlockwiseShard['state'], 'good'>,
+): BlockwiseShard {
+  const bad = new Set(Array.from({ length: blocksOf(shardBytes) }, (_, b) => b));
+  return { bytes: new Uint8Array(shardBytes), bad, state };
+}
+
 /**
  * Reads shard i of `rec` whole; when that fails its check, reads it again in halves, quarters, and
  * so on down to single blocks, to learn which blocks are good (a shard with one bad block costs
@@ -51,14 +60,11 @@ export async function readShardBlocks(store: ShardStore, rec: ExtentRecord, i: n
   const ref = rec.shards[i]!;
   const expect = expectationOf(rec, i);
   const blocks = blocksOf(rec.shardBytes);
-  const allBad = (): Set<number> => new Set(Array.from({ length: blocks }, (_, b) => b));
   try {
     return { bytes: await store.get(ref.key, undefined, expect), bad: new Set(), state: 'good' };
   } catch (err) {
-    if (err instanceof ShardNotFoundError)
-      return { bytes: new Uint8Array(rec.shardBytes), bad: allBad(), state: 'missing' };
-    if (err instanceof ShardMismatchError)
-      return { bytes: new Uint8Array(rec.shardBytes), bad: allBad(), state: 'corrupt' };
+    if (err instanceof ShardNotFoundError) return shardWithNoGoodBlock(rec.shardBytes, 'missing');
+    if (err instanceof ShardMismatchError) return shardWithNoGoodBlock(rec.shardBytes, 'corrupt');
     if (!(err instanceof ChecksumMismatchError)) throw err;
   }
   const bytes = new Uint8Array(rec.shardBytes);

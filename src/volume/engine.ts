@@ -41,7 +41,7 @@ import {
 } from '../core/index.js';
 import { extentLength, shardBytesOf, splitByShard, type ExtentGeometry, type ShardPiece } from '../extent/index.js';
 import { readAnyK, rebuildShards } from './degraded.js';
-import { blocksOf, readShardBlocks, rebuildBadBlocks, type BlockwiseShard } from './blockwise.js';
+import { readShardBlocks, rebuildBadBlocks, shardWithNoGoodBlock, type BlockwiseShard } from './blockwise.js';
 import type { ExtentMapStore, ShardPlacer, TargetStores } from './ports.js';
 import {
   degradedExtentsMax,
@@ -496,7 +496,6 @@ export class VolumeEngine {
     failures: readonly string[],
   ): Promise<Map<number, Uint8Array>> {
     const { k } = this.volume.profile;
-    const blocks = blocksOf(rec.shardBytes);
     const reads = new Map<number, BlockwiseShard>();
     await Promise.all(
       rec.shards.map(async (ref, i) => {
@@ -509,12 +508,7 @@ export class VolumeEngine {
         const read = await readShardBlocks(this.options.targets.store(ref.target), rec, i).catch(() => undefined);
         if (read !== undefined) reads.set(i, read);
         // A data shard that cannot be reached at all is rebuilt everywhere.
-        else if (i < k)
-          reads.set(i, {
-            bytes: new Uint8Array(rec.shardBytes),
-            bad: new Set(Array.from({ length: blocks }, (_, b) => b)),
-            state: 'missing',
-          });
+        else if (i < k) reads.set(i, shardWithNoGoodBlock(rec.shardBytes, 'missing'));
       }),
     );
     const result = await rebuildBadBlocks(this.options.pool, this.volume.profile, rec.shardBytes, reads, (i) => i < k);
