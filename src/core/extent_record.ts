@@ -88,3 +88,18 @@ export function expectationOf(rec: ExtentRecord, shard: number): ShardExpectatio
 export function shardKey(volumeId: string, extent: number, generation: number, shard: number): string {
   return `${volumeId}/${extent}/${generation}/${shard}`;
 }
+
+/**
+ * The inverse of shardKey(): `<volumeId>/<extent>/<generation>/<shard>` to its numbers, or
+ * undefined for a key of another shape (not Cairn's).
+ */
+export function parseShardKey(
+  key: string,
+): { volumeId: string; extent: number; generation: number; shard: number } | undefined {
+  const parts = key.split('/');
+  if (parts.length !== 4) return undefined;
+  const [extent, generation, shard] = [Number(parts[1]), Number(parts[2]), Number(parts[3])];
+  if (!Number.isSafeInteger(extent) || !Number.isSafeInteger(generation) || !Number.isSafeInteger(shard))
+    return undefined;
+  return { volumeId: parts[0]!, extent, generation, shard };
+}

@@ -24,10 +24,9 @@
 import { errorMessage } from '../core/index.js';
 import { censusAbsentListedMax, type CensusRecord, type EtcdMeta, type VolumeRecord } from '../meta/index.js';
 import { reachableTargets } from '../api/index.js';
+import { shardKeyPages } from './listing.js';
 import type { RepairStores } from './repair.js';
 
-/** Keys asked for per list call (the stores' listLimitMax). */
-const censusPageKeys = 1000;
 /**
  * How often `cairnctl repair --daemon` takes a census: a minute, so a shard deleted from a live
  * node is counted at risk within about a minute, at one list call per 1000 shards per node.
@@ -80,15 +79,15 @@ export async function runCensus(
         keys.set(ref.key, e);
       }
     }
-    const absent: string[] = [];
-    const absentExtents = new Set<number>();
+    /** Absent keys, with their extent. */
+    const absent = new Map<string, number>();
     let listed = 0;
     let shardsExpected = 0;
     for (const [target, keys] of expected) {
       if (!up.has(target)) continue; // down: health counts it already, repair moves it
-      let held: Set<string>;
+      const held = new Set<string>();
       try {
-        held = await listAll(stores, target, `${v.id}/`);
+        for await (const page of shardKeyPages(stores.store(target), `${v.id}/`)) for (const key of page) held.add(key);
       } catch (err) {
         unlisted.add(`${target}: ${errorMessage(err)}`);
         continue;
@@ -96,30 +95,25 @@ export async function runCensus(
       listed += 1;
       keysListed += held.size;
       shardsExpected += keys.size;
-      for (const [key, e] of keys) {
-        if (held.has(key)) continue;
-        absent.push(key);
-        absentExtents.add(e);
-      }
+      for (const [key, e] of keys) if (!held.has(key)) absent.set(key, e);
     }
     // A writer may have published a new generation (and deleted the old one's shards after the
     // grace) while the targets were listed: judge only shards their extent still names.
-    for (const e of [...absentExtents]) {
+    for (const e of new Set(absent.values())) {
       const still = await meta.getExtentWithRevision(v.id, e);
       const current = new Set(still?.record.shards.map((ref) => ref.key) ?? []);
-      const kept = absent.filter((key) => extentOfKey(key) !== e || current.has(key));
-      absent.splice(0, absent.length, ...kept);
-      if (!kept.some((key) => extentOfKey(key) === e)) absentExtents.delete(e);
+      for (const [key, of] of absent) if (of === e && !current.has(key)) absent.delete(key);
     }
-    absent.sort();
-    absentShards += absent.length;
+    const absentExtents = new Set(absent.values());
+    const absentKeys = [...absent.keys()].sort();
+    absentShards += absentKeys.length;
     targetsListed += listed;
     const record: CensusRecord = {
       checkedAt: now().toISOString(),
       targetsListed: listed,
       shardsExpected,
-      absentCount: absent.length,
-      absent: absent.slice(0, censusAbsentListedMax),
+      absentCount: absentKeys.length,
+      absent: absentKeys.slice(0, censusAbsentListedMax),
     };
     await meta.putCensus(v.id, record);
     out.push({ volume: v.name, volumeId: v.id, record, extents: absentExtents });
@@ -132,25 +126,4 @@ export async function runCensus(
     unlisted: [...unlisted],
     durationMs: Math.round(performance.now() - started),
   };
-}
-
-/** The extent index in a shard key `<volumeId>/<extent>/<generation>/<shard>`. */
-function extentOfKey(key: string): number {
-  return Number(key.split('/')[1]);
-}
-
-/** Every key under `prefix` on `target`, page by page. */
-async function listAll(stores: RepairStores, target: string, prefix: string): Promise<Set<string>> {
-  const store = stores.store(target);
-  const out = new Set<string>();
-  let startAfter: string | undefined;
-  for (;;) {
-    const page = await store.list(prefix, {
-      limit: censusPageKeys,
-      ...(startAfter === undefined ? {} : { startAfter }),
-    });
-    for (const key of page) out.add(key);
-    if (page.length < censusPageKeys) return out;
-    startAfter = page.at(-1);
-  }
 }

@@ -3,8 +3,9 @@
  * that no extent record points to (sweepOrphans). It never deletes what a live writer or a running
  * repair may still publish; how each function keeps that true is said at the function.
  */
-import { errorMessage, type ShardStore } from '../core/index.js';
+import { errorMessage, parseShardKey, type ShardStore } from '../core/index.js';
 import type { EtcdMeta } from '../meta/index.js';
+import { shardKeyPages } from './listing.js';
 
 export interface GcReport {
   readonly volumes: number;
@@ -62,9 +63,6 @@ export interface OrphanReport {
   readonly errors: readonly string[];
 }
 
-/** Shard keys listed per page while sweeping. */
-const sweepPageKeys = 1000;
-
 /**
  * Deletes shard objects of live volumes that no extent record points to on that target: stale
  * copies on a node that came back after repair moved its shards, superseded generations whose
@@ -81,14 +79,7 @@ export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, S
   for (const volume of await meta.listVolumes()) {
     for (const [target, store] of stores) {
       try {
-        let startAfter: string | undefined;
-        for (;;) {
-          const page = await store.list(`${volume.id}/`, {
-            limit: sweepPageKeys,
-            ...(startAfter === undefined ? {} : { startAfter }),
-          });
-          if (page.length === 0) break;
-          startAfter = page.at(-1);
+        for await (const page of shardKeyPages(store, `${volume.id}/`)) {
           // Read the map and the lock AFTER listing: every shard on the page was stored before
           // this read, so it is either published by now, or its writer still holds the lock, or
           // its writer is gone for good. Read before listing, a writer that attached and
@@ -103,10 +94,9 @@ export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, S
           for (const key of page) {
             shardsScanned += 1;
             if (referenced.has(`${target}\u0000${key}`) || moving.has(`${target}\u0000${key}`)) continue;
-            const parts = key.split('/');
-            const extent = Number(parts[1]);
-            const generation = Number(parts[2]);
-            if (parts.length !== 4 || !Number.isSafeInteger(extent) || !Number.isSafeInteger(generation)) continue; // not ours
+            const parsed = parseShardKey(key);
+            if (parsed === undefined) continue; // not ours
+            const { extent, generation } = parsed;
             const published = records.get(extent)?.generation ?? -1;
             const epoch = Math.floor(generation / 2 ** 32);
             const maybeInFlight = generation > published && lock !== null && epoch >= lock.epoch;
@@ -114,7 +104,6 @@ export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, S
             await store.delete(key);
             orphansDeleted += 1;
           }
-          if (page.length < sweepPageKeys) break;
         }
       } catch (err) {
         if (errors.length < 100) errors.push(`target ${target}: ${errorMessage(err)}`);

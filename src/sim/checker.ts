@@ -19,7 +19,7 @@
  * as zeros" (a data run over zeros is allowed).
  */
 import { createHash } from 'node:crypto';
-import { CairnError, PlacementError, UnavailableError, assert, errorMessage } from '../core/index.js';
+import { CairnError, PlacementError, UnavailableError, assert, errorMessage, parseShardKey } from '../core/index.js';
 import { extentCount, extentLength, splitByExtent, type ExtentGeometry } from '../extent/index.js';
 import { ExtentUnreadableError, PersistError } from '../volume/index.js';
 import type { FailReason, StoreEvent } from './faulty_store.js';
@@ -244,16 +244,6 @@ export interface JudgeContext {
 /** Store failures that make a shard unavailable for a reason the world caused. */
 const unavailableReasons: ReadonlySet<FailReason> = new Set<FailReason>(['down', 'flaky', 'checksum', 'lost']);
 const putFailureReasons: ReadonlySet<FailReason> = new Set<FailReason>(['down', 'flaky', 'lost-reply']);
-
-/** Key `<volume>/<extent>/<generation>/<shard>` to its numbers. */
-export function parseShardKey(key: string): { extent: number; generation: number; shard: number } | undefined {
-  const parts = key.split('/');
-  if (parts.length !== 4) return undefined;
-  const [extent, generation, shard] = [Number(parts[1]), Number(parts[2]), Number(parts[3])];
-  if (!Number.isSafeInteger(extent) || !Number.isSafeInteger(generation) || !Number.isSafeInteger(shard))
-    return undefined;
-  return { extent, generation, shard };
-}
 
 /**
  * The shards a failure message names (the engine lists every shard it could not read or store,

@@ -21,11 +21,11 @@
  *   answered, what it covered must survive; a flush the old writer tries afterwards must fail).
  * What it leaves out: performance, and concurrent client operations (see workload.ts).
  */
-import { CairnError, FencedError, assert } from '../core/index.js';
+import { CairnError, FencedError, assert, parseShardKey } from '../core/index.js';
 import type { CodecPool } from '../codec/index.js';
 import { WasmKernel } from '../codec/index.js';
 import { PersistError } from '../volume/index.js';
-import { VolumeModel, extentStatesMax, judgeFailure, parseShardKey } from './checker.js';
+import { VolumeModel, extentStatesMax, judgeFailure } from './checker.js';
 import { GatedPool, KernelCodec, type SimCodec } from './codec_gate.js';
 import { journalBugOf, plantBug, type PlantedBug } from './planted_bugs.js';
 import { Prng } from './prng.js';

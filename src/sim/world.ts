@@ -29,6 +29,7 @@ import {
   errorMessage,
   assert,
   formatProfile,
+  parseShardKey,
   targetId,
   zoneId,
   type BlockDevice,
@@ -41,7 +42,6 @@ import { createPlacer, type Placer, type PlacementPolicy, type Topology } from '
 import { extentCount } from '../extent/index.js';
 import { framedBytes } from '../shard/index.js';
 import { VolumeEngine, type EngineVolume, type ExtentMapStore, type ShardPlacer } from '../volume/index.js';
-import { parseShardKey } from './checker.js';
 import type { SimCodec } from './codec_gate.js';
 import { SimTarget, SimTargets, type StoreEnv, type StoreEvent } from './faulty_store.js';
 import type { Prng } from './prng.js';
