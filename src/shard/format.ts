@@ -223,16 +223,20 @@ export function expectedShape(stored: FrameHeader, expect: ShardExpectation | un
  */
 export function checkExpectation(stored: FrameHeader, expect: ShardExpectation | undefined, what: string): void {
   if (expect === undefined) return;
-  if (stored.dataBytes !== expect.dataBytes) {
-    throw new ShardMismatchError(
-      `${what}: the shard holds ${stored.dataBytes} bytes, its extent record says ${expect.dataBytes} (not the shard the record names)`,
-    );
-  }
+  checkExpectedSize(stored.dataBytes, expect, what);
   if (stored.seed !== expect.seed) {
     throw new ShardMismatchError(
       `${what}: the shard was framed with seed ${hex(stored.seed)}, its extent record implies ${hex(expect.seed)} (not the shard the record names)`,
     );
   }
+}
+
+/** The size half of checkExpectation(), for a store that learns the size before the seed. */
+export function checkExpectedSize(dataBytes: number, expect: ShardExpectation | undefined, what: string): void {
+  if (expect === undefined || dataBytes === expect.dataBytes) return;
+  throw new ShardMismatchError(
+    `${what}: the shard holds ${dataBytes} bytes, its extent record says ${expect.dataBytes} (not the shard the record names)`,
+  );
 }
 
 const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;

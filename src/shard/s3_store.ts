@@ -41,7 +41,6 @@ import {
   CairnError,
   ChecksumMismatchError,
   InvalidArgumentError,
-  ShardMismatchError,
   ShardExistsError,
   ShardNotFoundError,
   StorageIoError,
@@ -62,6 +61,7 @@ import {
   AuthRejectedError,
 } from '../core/index.js';
 import {
+  checkExpectedSize,
   checkRange,
   dataBytesOfFramed,
   decodeFrame,
@@ -493,11 +493,7 @@ export class S3ShardStore implements ShardStore {
     if (dataBytes < 0) {
       throw new ChecksumMismatchError(`${what}: an object of ${totalBytes} bytes is not a framed shard`);
     }
-    if (expect !== undefined && dataBytes !== expect.dataBytes) {
-      throw new ShardMismatchError(
-        `${what}: the shard holds ${dataBytes} bytes, its extent record says ${expect.dataBytes} (not the shard the record names)`,
-      );
-    }
+    checkExpectedSize(dataBytes, expect, what);
     return dataBytes;
   }
 
