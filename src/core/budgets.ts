@@ -14,6 +14,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { assert } from './assert.js';
+import { InvalidArgumentError } from './errors.js';
 
 /** Which bound refused a take(): the whole budget, or the client's share of it. */
 export type BudgetRefusal = 'total' | 'client';
@@ -181,4 +182,29 @@ export class LimitLog<Name extends string = string> {
     this.lastLineMs.set(limit, now);
     this.log(`limit ${limit}: ${line}${more > 0 ? ` (and ${more} more times since the last line)` : ''}`);
   }
+}
+
+/**
+ * A set of limits (`given` over `defaults`), checked: every one a whole number above 0, and each
+ * client share (the first of a pair) at most its whole (the second). Throws InvalidArgumentError
+ * naming the field; `what` says whose limits they are ("node", "NBD").
+ */
+export function completeLimits<T extends Record<keyof T, number>>(
+  what: string,
+  defaults: T,
+  given: Partial<T>,
+  shares: readonly (readonly [keyof T & string, keyof T & string])[],
+): T {
+  const full: T = { ...defaults, ...given };
+  for (const [name, value] of Object.entries(full) as [string, number][]) {
+    if (!Number.isSafeInteger(value) || value <= 0)
+      throw new InvalidArgumentError(`Invalid ${what} limit ${name}: ${value} (expected a whole number above 0)`);
+  }
+  for (const [part, whole] of shares) {
+    if (full[part] > full[whole])
+      throw new InvalidArgumentError(
+        `Invalid ${what} limits: ${part} (${full[part]}) is above ${whole} (${full[whole]})`,
+      );
+  }
+  return full;
 }

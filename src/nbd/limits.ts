@@ -5,6 +5,7 @@
  */
 import {
   assert,
+  completeLimits,
   InvalidArgumentError,
   KiB,
   MiB,
@@ -104,15 +105,7 @@ export type NbdLimitName = 'connections' | 'connections_per_client' | 'write_byt
  * most the total, and room for one maximum-size WRITE. Throws InvalidArgumentError naming the field.
  */
 export function checkNbdLimits(limits: Partial<NbdLimits> = {}): NbdLimits {
-  const full: NbdLimits = { ...nbdLimitsDefault, ...limits };
-  for (const [name, value] of Object.entries(full)) {
-    if (!Number.isSafeInteger(value) || value <= 0)
-      throw new InvalidArgumentError(`Invalid NBD limit ${name}: ${value} (expected a whole number above 0)`);
-  }
-  if (full.connectionsPerClientMax > full.connectionsMax)
-    throw new InvalidArgumentError(
-      `Invalid NBD limits: connections per client (${full.connectionsPerClientMax}) above connections (${full.connectionsMax})`,
-    );
+  const full = completeLimits('NBD', nbdLimitsDefault, limits, [['connectionsPerClientMax', 'connectionsMax']]);
   if (full.writeInFlightBytesMax < nbdRequestBytesMax)
     throw new InvalidArgumentError(
       `Invalid NBD limits: the write budget (${full.writeInFlightBytesMax} bytes) must hold one ${nbdRequestBytesMax}-byte WRITE`,

@@ -10,7 +10,7 @@
  * What it leaves out: the journal's own protocol bounds (src/journal/limits.ts) and the shard
  * size (src/shard/node_store.ts), which clients must know too.
  */
-import { GiB, InvalidArgumentError, KiB, MiB, assert } from '../core/index.js';
+import { GiB, KiB, MiB, assert, completeLimits } from '../core/index.js';
 
 /**
  * Shard bodies one node holds in memory at once, across every PUT on both of its servers. 64 MiB
@@ -118,21 +118,11 @@ export type NodeLimitName = (typeof nodeLimitNames)[number];
  * client share above its whole. Throws InvalidArgumentError naming the bad field.
  */
 export function checkNodeLimits(limits: Partial<NodeLimits> = {}): NodeLimits {
-  const full: NodeLimits = { ...nodeLimitsDefault, ...limits };
-  for (const [name, value] of Object.entries(full)) {
-    if (!Number.isSafeInteger(value) || value <= 0)
-      throw new InvalidArgumentError(`Invalid node limit ${name}: ${value} (expected a whole number above 0)`);
-  }
-  const pairs: [keyof NodeLimits, keyof NodeLimits][] = [
+  return completeLimits('node', nodeLimitsDefault, limits, [
     ['putBytesPerClientMax', 'putBytesMax'],
     ['responseBytesPerClientMax', 'responseBytesMax'],
     ['connectionsPerClientMax', 'connectionsMax'],
-  ];
-  for (const [part, whole] of pairs) {
-    if (full[part] > full[whole])
-      throw new InvalidArgumentError(`Invalid node limits: ${part} (${full[part]}) is above ${whole} (${full[whole]})`);
-  }
-  return full;
+  ]);
 }
 
 assert(nodePutBytesPerClientMaxDefault <= nodePutBytesMaxDefault);

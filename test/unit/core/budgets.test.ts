@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { ClientBudget, LimitLog, WaitingBudget } from '../../../src/core/index.js';
+import { ClientBudget, LimitLog, WaitingBudget, completeLimits } from '../../../src/core/index.js';
 
 describe('WaitingBudget', () => {
   it('grants waiters in the order they asked, so a large request is not starved by small ones', () => {
@@ -72,5 +72,18 @@ describe('ClientBudget and LimitLog', () => {
       'limit connections: three (and 1 more times since the last line)',
     ]);
     expect(hits).to.have.length(3);
+  });
+});
+
+describe('completeLimits()', () => {
+  const defaults = { totalMax: 10, perClientMax: 4 };
+  it('fills defaults and refuses a bound that is not a whole number above 0, or a share above its whole', () => {
+    const pairs = [['perClientMax', 'totalMax']] as const;
+    expect(completeLimits('test', defaults, { totalMax: 20 }, pairs)).to.deep.equal({ totalMax: 20, perClientMax: 4 });
+    expect(() => completeLimits('test', defaults, { totalMax: 0 }, pairs)).to.throw(/Invalid test limit totalMax: 0/);
+    expect(() => completeLimits('test', defaults, { perClientMax: 1.5 }, pairs)).to.throw(/perClientMax: 1.5/);
+    expect(() => completeLimits('test', defaults, { perClientMax: 11 }, pairs)).to.throw(
+      /perClientMax \(11\) is above totalMax \(10\)/,
+    );
   });
 });
