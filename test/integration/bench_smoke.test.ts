@@ -7,11 +7,6 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { cairnctl, repoRoot } from '../harness/cli.js';
 
-/** Runs a bench script with node from the repository root; resolves with its JSON lines. */
-function scriptRows(args: readonly string[]): Promise<Row[]> {
-  return benchScript(args, 60_000);
-}
-
 interface Row {
   impl?: string;
   k?: number;
@@ -100,11 +95,14 @@ describe('benchmarks at tiny size', () => {
   });
 
   it('scripts/bench/hostile_bench.mjs runs two verifying clients without and then under slow-body, idle and unread-GET attacks', async () => {
-    const lines = await scriptRows([
-      'scripts/bench/hostile_bench.mjs',
-      ...['--seconds', '1', '--slow', '2', '--idle', '8', '--pipelines', '2'],
-      ...['--body-rate-window', '200', '--idle-timeout', '400'],
-    ]);
+    const lines = await benchScript(
+      [
+        'scripts/bench/hostile_bench.mjs',
+        ...['--seconds', '1', '--slow', '2', '--idle', '8', '--pipelines', '2'],
+        ...['--body-rate-window', '200', '--idle-timeout', '400'],
+      ],
+      60_000,
+    );
     expect(lines.map((l) => `${String(l['bench'] ?? l.summary)} ${String(l['phase'] ?? '')}`)).to.deep.equal([
       'hostile-verify baseline',
       'hostile-verify baseline',
