@@ -53,7 +53,8 @@ describe('JournalStore', function () {
       description: 'node "t"',
       segmentBytes: journalSegmentBytesMin,
       log: (line) => lines.push(line),
-      ...(syncsInFlightMax === undefined ? {} : { syncsInFlightMax }),
+      // Several syncs in flight need the write-then-fdatasync schedule (O_DSYNC rounds are serial).
+      ...(syncsInFlightMax === undefined ? {} : { syncsInFlightMax, durability: 'fdatasync' as const }),
     });
     stores.push(store);
     return store;
