@@ -41,6 +41,7 @@ import {
   readFileSync,
   readdirSync,
   rmSync,
+  statSync,
   truncateSync,
   writeFileSync,
 } from 'node:fs';
@@ -300,18 +301,21 @@ function cpuSeconds(pids) {
 }
 
 /** CPU seconds every process on the machine spent busy (all cores), from /proc/stat. */
-/** Bytes the processes `pids` caused to be written to storage (/proc/PID/io write_bytes). */
-function diskWriteBytes(pids) {
-  let total = 0;
-  for (const pid of pids) {
-    try {
-      const m = /write_bytes: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
-      total += m ? Number(m[1]) : 0;
-    } catch {
-      // gone
-    }
-  }
-  return total;
+/**
+ * Bytes the block device under `dir` has written since boot (/sys/dev/block/MAJ:MIN/stat, write
+ * sectors x 512). The device's own count: what reached the disk, including filesystem journals
+ * and everything else that wrote meanwhile (etcd; nothing else runs during the benchmark).
+ * Per-process /proc/PID/io write_bytes is not used: it counts whole page-cache folios as they are
+ * dirtied, so a 4 KiB overwrite inside a large folio counted as up to 1 MiB on this kernel.
+ */
+function deviceWrittenBytes(dir) {
+  const dev = statSync(dir).dev;
+  // glibc's major() and minor() for device numbers below 2^32.
+  const id = `${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00)}`;
+  const stat = `/sys/dev/block/${id}/stat`;
+  if (!existsSync(stat)) return null;
+  const fields = readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number);
+  return fields[6] * 512;
 }
 
 function machineBusySeconds() {
@@ -331,7 +335,7 @@ async function fio(
   dir,
   uri,
   name,
-  { rw, bs, iodepth, seconds, rampS = 0, endFsync = false, fsyncEvery = 0, cpu = {}, io = [] },
+  { rw, bs, iodepth, seconds, rampS = 0, endFsync = false, fsyncEvery = 0, cpu = {} },
 ) {
   const output = join(dir, `${name}.json`);
   rmSync(output, { force: true });
@@ -355,7 +359,7 @@ async function fio(
   // Generous: a flush of the working set through to the nodes can take a while on 2 cores.
   const timeoutMs = ((seconds ?? 0) + rampS) * 1000 * 3 + 600_000;
   const before = Object.fromEntries(Object.entries(cpu).map(([k, pids]) => [k, cpuSeconds(pids)]));
-  const diskBefore = diskWriteBytes(io);
+  const diskBefore = deviceWrittenBytes(dir);
   const machineBefore = machineBusySeconds();
   const started = performance.now();
   const { code, stdout, stderr } = await new Promise((resolveRun, reject) => {
@@ -393,10 +397,12 @@ async function fio(
   );
   // Everything on the machine, ours or not (out of nproc x 100): shows when others share the cores.
   cpuPct.machine = round(((machineBusySeconds() - machineBefore) / wallS) * 100, 0);
-  const diskBytes = diskWriteBytes(io) - diskBefore;
+  const diskAfter = deviceWrittenBytes(dir);
+  const diskBytes = diskBefore === null || diskAfter === null ? null : diskAfter - diskBefore;
   return {
-    // Bytes the storage nodes wrote to their disks per byte the client wrote (0 when not measured).
-    writeAmplification: io.length > 0 && side.io_bytes > 0 ? round(diskBytes / side.io_bytes, 2) : undefined,
+    // Bytes the disk wrote during the job per byte the client wrote (writes only).
+    writeAmplification:
+      rw.includes('write') && diskBytes !== null && side.io_bytes > 0 ? round(diskBytes / side.io_bytes, 2) : undefined,
     iops: round(side.iops, 0),
     MBps: round(side.bw_bytes / 1e6, 1),
     latP99Ms: round((side.clat_ns.percentile?.['99.000000'] ?? NaN) / 1e6, 3),
@@ -416,6 +422,7 @@ function resultRow(target, job, r, extra = {}) {
     MBps: r.MBps,
     latP99Ms: r.latP99Ms,
     runtimeS: r.runtimeS,
+    ioBytes: r.ioBytes,
     sizeBytes: opts.size,
     ...extra,
     ...(r.writeAmplification === undefined ? {} : { writeAmplification: r.writeAmplification }),
@@ -429,7 +436,7 @@ function resultRow(target, job, r, extra = {}) {
 // Targets.
 
 /** Runs the prefill and then `jobs` against one export; returns the rows. */
-async function runJobs(dir, target, uri, jobs, { endFsync, cpu, io = [] }) {
+async function runJobs(dir, target, uri, jobs, { endFsync, cpu }) {
   const rows = [];
   for (const job of jobs) {
     const { once, ...spec } = allJobs[job];
@@ -445,7 +452,6 @@ async function runJobs(dir, target, uri, jobs, { endFsync, cpu, io = [] }) {
       rampS: fsync || spec.fsyncEvery !== undefined || once ? 0 : opts.rampS,
       endFsync: fsync,
       cpu,
-      io,
     });
     const row = resultRow(target, job, r, { endFsync: fsync });
     emit(row);
@@ -465,6 +471,7 @@ async function prefill(dir, target, uri, cpu) {
     cpu,
   });
   emit(resultRow(target, 'prefill-1m-qd8', r, { endFsync: true }));
+  return r;
 }
 
 async function nbdkitTarget(dir) {
@@ -760,6 +767,10 @@ async function cairnEcTarget(dir, cluster) {
   await createVolume(cluster, 'ec');
   const rows = [];
   {
+    // Write amplification of the whole write phase, with the folds the jobs left behind (a job's
+    // own line counts only what reached the disk while it ran; journaled bytes fold later).
+    const diskBefore = deviceWrittenBytes(dir);
+    let clientBytes = 0;
     const fe = await startFrontend(dir, cluster, 'ec-write', [
       '--cache-size',
       '512MiB',
@@ -772,21 +783,31 @@ async function cairnEcTarget(dir, cluster) {
       const hold = await holdVolume(fe.port, 'ec');
       try {
         const cpu = { server: [fe.pid], nodes: nodePids(cluster) };
-        await prefill(dir, 'cairn-ec', fe.uri('ec'), cpu);
-        rows.push(
-          ...(await runJobs(dir, 'cairn-ec', fe.uri('ec'), opts.jobs.filter(isWrite), {
-            endFsync: true,
-            cpu,
-            io: nodePids(cluster),
-          })),
-        );
+        clientBytes += (await prefill(dir, 'cairn-ec', fe.uri('ec'), cpu)).ioBytes;
+        const written = await runJobs(dir, 'cairn-ec', fe.uri('ec'), opts.jobs.filter(isWrite), {
+          endFsync: true,
+          cpu,
+        });
+        rows.push(...written);
+        clientBytes += written.reduce((sum, row) => sum + row.ioBytes, 0);
         await hold.flush();
       } finally {
         await hold.close();
       }
     } finally {
+      // Stopping the frontend folds everything still journaled.
       await fe.stop();
     }
+    const diskAfter = deviceWrittenBytes(dir);
+    if (diskBefore !== null && diskAfter !== null && clientBytes > 0)
+      emit({
+        bench: 'nbd',
+        target: 'cairn-ec',
+        job: 'all-writes-with-folds',
+        clientBytes,
+        diskBytes: diskAfter - diskBefore,
+        writeAmplification: round((diskAfter - diskBefore) / clientBytes, 2),
+      });
   }
   const reads = opts.jobs.filter((j) => !isWrite(j));
   if (reads.length > 0) {
