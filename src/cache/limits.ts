@@ -45,8 +45,9 @@ export const foldAgeMsDefault = 30_000;
  */
 export const foldBytesPerSecondDefault = 64 * 1024 * 1024;
 /**
- * Journaled bytes, as a fraction of dirtyBytesMax, above which the background folds the extents
- * that hold the most journaled bytes (the best bytes folded per byte rewritten).
+ * Journaled bytes, as a fraction of cacheBytesMax (which bounds dirty plus journaled bytes), above
+ * which the background folds the extents that hold the most journaled bytes (the best bytes
+ * folded per byte rewritten).
  */
 export const foldPressureFraction = 0.5;
 /** Extents one fold publishes at once: bounds its memory (one image each) and its burst of shard writes. */

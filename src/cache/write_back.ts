@@ -26,9 +26,12 @@
  *   generations are published in the order their bytes were written.
  * - A published generation carries the highest journal LSN whose bytes it includes; replay skips
  *   older records for that extent.
- * - Dirty plus journaled memory is bounded (dirtyBytesMax): a writer that would exceed it waits
- *   for a flush or a fold. Clean bases are a read cache, evicted least-recently-used beyond
- *   cacheBytesMax.
+ * - Memory is bounded twice: dirty bytes (not yet durable) by dirtyBytesMax, and dirty plus
+ *   journaled bytes (durable in the journal, held for reads and folds) by cacheBytesMax. A writer
+ *   that would exceed either waits for a flush (dirty to journaled) or a fold (journaled to a
+ *   generation). Journaled bytes may so use the whole cache, not only the dirty budget: the more
+ *   they are, the more writes each fold of an extent carries. Clean bases are a read cache,
+ *   evicted least-recently-used beyond cacheBytesMax.
  * - Once a commit or an append is fenced (another writer took the volume), every later write and
  *   flush fails.
  *
@@ -289,7 +292,7 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     return total;
   }
 
-  /** Bytes held that no published generation has: dirty and journaled. Bounded by dirtyBytesMax. */
+  /** Bytes held that no published generation has: dirty and journaled. Bounded by cacheBytesMax. */
   get unpublishedBytes(): number {
     return this.dirtyBytes + this.journaledBytes;
   }
@@ -399,11 +402,17 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     entry.dirty.write(start, data);
   }
 
-  /** Waits (flushing, then folding) until `bytes` more unpublished bytes fit under dirtyBytesMax. */
+  /**
+   * Waits (flushing, then folding) until `bytes` more dirty bytes fit under dirtyBytesMax and as
+   * many more unpublished bytes (dirty and journaled) under cacheBytesMax.
+   */
   private async makeRoom(bytes: number): Promise<void> {
     for (let round = 0; ; round++) {
-      const dirty = this.unpublishedBytes;
-      if (dirty + bytes <= this.dirtyBytesMax || dirty === 0) return;
+      // A request larger than a budget goes through once nothing else holds that budget.
+      const dirty = this.dirtyBytes;
+      const unpublished = this.unpublishedBytes;
+      const dirtyFits = dirty === 0 || dirty + bytes <= this.dirtyBytesMax;
+      if (dirtyFits && (unpublished === 0 || unpublished + bytes <= this.cacheBytesMax)) return;
       this.stats.backPressureWaits += 1;
       // Flush first: it frees whole-extent writes, and their journaled chunks too (the new
       // generation supersedes them); partly written extents move to the journal. Then, when
@@ -412,11 +421,12 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
       if (this.hasDirty() || this.dirtyBytes > 0) {
         const whole = this.wholeDirtyExtents();
         if (whole !== undefined) await this.flush(whole);
-        if (this.unpublishedBytes + bytes > this.dirtyBytesMax) await this.flush();
+        if (this.dirtyBytes + bytes > this.dirtyBytesMax || this.unpublishedBytes + bytes > this.cacheBytesMax)
+          await this.flush();
       }
       if (
         this.backend.journal !== undefined &&
-        this.unpublishedBytes + bytes > this.dirtyBytesMax &&
+        this.unpublishedBytes + bytes > this.cacheBytesMax &&
         this.journaledBytes >= this.unpublishedBytes / 2
       ) {
         const before = this.journaledBytes;
@@ -1105,7 +1115,7 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     if (this.closed || this.fenced !== undefined) return;
     const now = this.clock.now();
     const full = this.dirtyBytes > this.dirtyBytesMax / 2;
-    const pressure = this.journaledBytes > this.dirtyBytesMax * foldPressureFraction;
+    const pressure = this.journaledBytes > this.cacheBytesMax * foldPressureFraction;
     let old = false;
     let aged = false;
     for (const e of this.entries.values()) {

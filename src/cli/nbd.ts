@@ -65,12 +65,13 @@ export function nbdCommand(ctx: CliContext) {
               .option('cache-size', {
                 type: 'string',
                 default: formatBytes(cacheBytesMaxDefault),
-                describe: 'cache per volume (clean + dirty)',
+                describe:
+                  'memory per volume: clean, dirty and journaled bytes (journaled bytes are durable and held until folded; past the size writers wait for a fold)',
               })
               .option('dirty-max', {
                 type: 'string',
                 default: formatBytes(dirtyBytesMaxDefault),
-                describe: 'dirty bytes per volume before writers wait for a flush',
+                describe: 'bytes written and not yet durable, per volume, before writers wait for a flush',
               })
               .option('flush-age', {
                 type: 'number',

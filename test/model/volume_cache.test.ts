@@ -212,6 +212,39 @@ describe('model: write-back cache over the volume engine', function () {
     expect(Buffer.from(await cache.read(0, data.length)).equals(Buffer.from(data))).to.equal(true);
   });
 
+  it('lets journaled bytes use the cache beyond the dirty budget, and makes writers wait for a fold past the cache', async () => {
+    // Dirty budget 96 KiB, cache 192 KiB. Journaled bytes are durable: they wait for a fold only
+    // when dirty plus journaled would pass the cache (they used to wait past the dirty budget).
+    journal = new MemoryJournal();
+    const { cache } = await open(new MemoryExtentMap(), new MemoryTargets(names), 1);
+    const model = new Uint8Array(volume.sizeBytes);
+    let fill = 1;
+    /** Writes `length` bytes at `start` of each of extents 0-5 (never a whole extent). */
+    const round = async (start: number, length: number) => {
+      for (let e = 0; e < 6; e++) {
+        const data = new Uint8Array(length).fill(fill++);
+        await cache.write(e * volume.extentBytes + start, data);
+        model.set(data, e * volume.extentBytes + start);
+      }
+    };
+    await round(0, 12 * KiB);
+    await cache.flush();
+    await round(16 * KiB, 12 * KiB);
+    await cache.flush();
+    expect(cache.journaledBytes, 'journaled: past the dirty budget').to.equal(144 * KiB);
+    await round(4 * KiB, 4 * KiB);
+    await round(8 * KiB, 4 * KiB);
+    expect(cache.unpublishedBytes, 'dirty plus journaled: the whole cache').to.equal(192 * KiB);
+    expect(cache.stats.backPressureWaits, 'waits under the cache').to.equal(0);
+    expect(cache.stats.folds, 'folds under the cache').to.equal(0);
+    await round(28 * KiB, 2 * KiB);
+    expect(cache.stats.backPressureWaits, 'a write past the cache waited').to.be.above(0);
+    expect(cache.stats.folds, 'and a fold made room').to.be.above(0);
+    expect(cache.unpublishedBytes).to.be.at.most(192 * KiB);
+    expect(Buffer.from(await cache.read(0, volume.sizeBytes)).equals(Buffer.from(model))).to.equal(true);
+    await cache.close();
+  });
+
   it('reads ahead for a sequential reader: the next extents load in the background, then read from memory', async () => {
     const map = new MemoryExtentMap();
     const targets = new MemoryTargets(names);
@@ -252,7 +285,14 @@ describe('model: write-back cache over the volume engine', function () {
     // One 32 KiB extent image per second; age 1 s; the background looks every 100 ms.
     const { cache } = await open(new MemoryExtentMap(), new MemoryTargets(names), 1, 96 * KiB, {
       clock,
-      cache: { flushCheckMs: 100, flushAgeMs: 3_600_000, foldAgeMs: 1000, foldBytesPerSecond: volume.extentBytes },
+      // The cache no larger than the dirty budget: memory pressure begins at 48 KiB journaled.
+      cache: {
+        flushCheckMs: 100,
+        flushAgeMs: 3_600_000,
+        foldAgeMs: 1000,
+        foldBytesPerSecond: volume.extentBytes,
+        cacheBytesMax: 96 * KiB,
+      },
     });
     /** Runs the clock to `ms`, firing what is due, and lets the work it starts finish. */
     const runTo = async (ms: number) => {
@@ -284,7 +324,7 @@ describe('model: write-back cache over the volume engine', function () {
       await runTo(3300); // past the wait: folded
       await foldedTo(3 * volume.extentBytes, 'the fold after the wait');
       expect(cache.stats.folds, 'folds started by 3.3 s').to.equal(2);
-      // Memory pressure folds at once, whatever the rate: journaled bytes past half the budget.
+      // Memory pressure folds at once, whatever the rate: journaled bytes past half the cache.
       await partial([3]); // the next fold by age waits until 4.3 s
       for (const e of [4, 5]) await cache.write(e * volume.extentBytes + 1000, new Uint8Array(25 * KiB).fill(9));
       await cache.flush(); // 50 KiB more journaled: past 48 KiB

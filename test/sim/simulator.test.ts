@@ -147,9 +147,10 @@ describe('sim: the journal', function () {
     },
     {
       bug: 'attach-reuses-published-lsn',
-      seed: 13,
+      // Seed 13 caught it until journaled bytes could use the whole cache (the schedule changed).
+      seed: 865,
       why: "attach hands out again a failed try's LSN that a published generation holds, and replay skips the new record (frontend/journal.ts's open() does this)",
-      caught: /probe: the published map holds other bytes for extent \d+/,
+      caught: /recovery after crash: after the crash extent \d+ reads other bytes/,
     },
     {
       bug: 'attach-keeps-old-segments',
