@@ -24,8 +24,7 @@
  *   collector deletes again (deletes are idempotent).
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, rmdir, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rmdir, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import {
   CairnError,
@@ -59,6 +58,7 @@ import {
   type FrameHeader,
   type FramedSpan,
 } from './format.js';
+import { ShardFileWriter } from './file_writer.js';
 import { checkShardKey, checkShardPrefix } from './keys.js';
 import { listLimitDefault, listLimitMax } from './limits.js';
 
@@ -69,8 +69,6 @@ import { listLimitDefault, listLimitMax } from './limits.js';
 const fileNameBytesMax = 255;
 const tempSuffixChars = 21;
 export const keySegmentCharsMax = fileNameBytesMax - tempSuffixChars;
-/** A concurrent delete may remove a directory between put()'s mkdir and its open; retry that. */
-const putDirectoryAttemptsMax = 4;
 
 export interface FileShardStoreOptions {
   /** How messages name this store, e.g. `node "b-1"`. Default: `directory "<dir>"`. */
@@ -140,6 +138,8 @@ export class FileShardStore implements ShardStore {
   private reservedBytes = 0;
   /** Open shard files, least recently used first (see openShardsMax). */
   private readonly openShards = new Map<string, OpenSlot>();
+  /** Creates shard files, in batches, on a thread of its own. */
+  private readonly writer = new ShardFileWriter();
 
   private constructor(dir: string, usedBytes: number, options: FileShardStoreOptions) {
     this.dir = dir;
@@ -173,8 +173,12 @@ export class FileShardStore implements ShardStore {
     }
   }
 
-  /** Closes the shard files kept open for reads; those a read still uses close when it ends. */
+  /**
+   * Closes the shard files kept open for reads (those a read still uses close when it ends) and
+   * stops the shard writer's thread once its batch in flight is stored; later puts fail.
+   */
   async close(): Promise<void> {
+    await this.writer.close();
     await Promise.all([...this.openShards.keys()].map((key) => this.evict(key)));
   }
 
@@ -320,6 +324,11 @@ export class FileShardStore implements ShardStore {
     return { capacityBytes, usedBytes: this.usedBytes };
   }
 
+  /** Batches the shard writer has stored, and the puts they carried. */
+  get putBatches(): { readonly batches: number; readonly puts: number } {
+    return { ...this.writer.stats };
+  }
+
   /** Test hook: the file that holds `key` (for tests that damage shards behind the store's back). */
   fileOf(key: string): string {
     return this.pathOf(key);
@@ -357,55 +366,26 @@ export class FileShardStore implements ShardStore {
     this.reservedBytes += bytes;
   }
 
-  /** temp file, fsync, link (the create-only step), unlink temp, fsync directory. */
+  /**
+   * temp file, fsync, link (the create-only step), unlink temp, fsync directory: on the shard
+   * writer's thread, batched with the other puts waiting (file_writer.ts).
+   */
   private async writeNew(key: string, path: string, framed: Uint8Array, what: string): Promise<void> {
-    const parent = dirname(path);
     const temp = `${path}~${randomBytes(8).toString('hex')}.tmp`;
-    let file: FileHandle | undefined;
-    let createdDir: string | undefined;
-    try {
-      for (let attempt = 1; file === undefined; attempt++) {
-        try {
-          // mkdir first: a shard's directory is its generation's (<volume>/<extent>/<generation>),
-          // new for nearly every put, so opening first would only add a failed open.
-          createdDir = (await mkdir(parent, { recursive: true })) ?? createdDir;
-          file = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
-        } catch (err) {
-          const code = errnoOf(err);
-          if (code === 'ENOTDIR' || (code === 'EEXIST' && createdDir === undefined && !(await isDirectory(parent)))) {
-            throw new InvalidArgumentError(`${what}: a shard already exists at a prefix of this key`, { cause: err });
-          }
-          // ENOENT: a concurrent delete removed the (empty) directory after our mkdir.
-          if (code !== 'ENOENT' || attempt >= putDirectoryAttemptsMax) throw err;
-        }
-      }
-      await writeAll(file, framed);
-      await file.sync();
-      await file.close();
-      file = undefined;
-      try {
-        await link(temp, path);
-      } catch (err) {
-        if (errnoOf(err) === 'EEXIST') {
-          if (await isDirectory(path))
-            throw new InvalidArgumentError(`${what}: shards exist under ${key}/, so ${key} cannot be a shard`, {
-              cause: err,
-            });
-          throw new ShardExistsError(`${what}: it already exists`, { cause: err });
-        }
-        throw err;
-      }
-      await unlink(temp);
-      // The new name, and any directories mkdir created, must reach the disk before we answer.
-      await fsyncDirectories(createdDir === undefined ? parent : dirname(createdDir), parent);
-    } catch (err) {
-      if (file !== undefined) await file.close().catch(() => undefined);
-      await unlink(temp).catch(() => undefined);
-      if (err instanceof ShardExistsError || err instanceof InvalidArgumentError) throw err;
-      if (errnoOf(err) === 'ENOSPC' || errnoOf(err) === 'EDQUOT') {
-        throw new DiskFullError(`${what}: ${ioWords(err)}`, { cause: err });
-      }
-      throw new StorageIoError(`${what}: ${ioWords(err)}`, { cause: err });
+    const outcome = await this.writer.write({ path, temp, data: framed });
+    if (outcome.ok) return;
+    const cause = Object.assign(new Error(outcome.message), outcome.code === undefined ? {} : { code: outcome.code });
+    switch (outcome.kind) {
+      case 'prefix':
+        throw new InvalidArgumentError(`${what}: a shard already exists at a prefix of this key`, { cause });
+      case 'under':
+        throw new InvalidArgumentError(`${what}: shards exist under ${key}/, so ${key} cannot be a shard`, { cause });
+      case 'exists':
+        throw new ShardExistsError(`${what}: it already exists`, { cause });
+      case 'io':
+        if (outcome.code === 'ENOSPC' || outcome.code === 'EDQUOT')
+          throw new DiskFullError(`${what}: ${ioWords(cause)}`, { cause });
+        throw new StorageIoError(`${what}: ${ioWords(cause)}`, { cause });
     }
   }
 
@@ -570,15 +550,6 @@ export class FileShardStore implements ShardStore {
   }
 }
 
-async function writeAll(file: FileHandle, bytes: Uint8Array): Promise<void> {
-  let at = 0;
-  while (at < bytes.length) {
-    const { bytesWritten } = await file.write(bytes, at, bytes.length - at, at);
-    assert(bytesWritten > 0, 'write() made no progress without an error');
-    at += bytesWritten;
-  }
-}
-
 /** Reads exactly `length` bytes at `position`, or fewer when the file ends (a truncated shard). */
 async function readAt(file: FileHandle, position: number, length: number, what: string): Promise<Uint8Array> {
   const buffer = Buffer.allocUnsafe(length);
@@ -596,31 +567,6 @@ async function readAt(file: FileHandle, position: number, length: number, what: 
   if (got < length && position === 0)
     throw new ChecksumMismatchError(`${what}: shard file is truncated (${got} bytes)`);
   return buffer.subarray(0, got);
-}
-
-/** fsyncs `dir` and each directory below it down to `to` (a descendant or itself). */
-async function fsyncDirectories(dir: string, to: string): Promise<void> {
-  const chain: string[] = [];
-  for (let d = to; ; d = dirname(d)) {
-    chain.push(d);
-    if (d === dir || dirname(d) === d) break;
-  }
-  for (const d of chain.reverse()) {
-    const handle = await open(d, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  }
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 /** ENOENT, or a key whose path runs through a file (ENOTDIR) or ends at a directory (EISDIR). */

@@ -25,7 +25,7 @@ import {
   StorageIoError,
 } from '../../../src/core/index.js';
 import { DiskFullError, ShardNotFoundError } from '../../../src/core/index.js';
-import { FileShardStore, frameHeaderBytes, framedBytes } from '../../../src/shard/index.js';
+import { FileShardStore, encodeFrame, frameHeaderBytes, framedBytes } from '../../../src/shard/index.js';
 import { seededBytes } from '../../support/bytes.js';
 import { shardStoreContract } from '../../support/shard_store_contract.js';
 
@@ -194,6 +194,64 @@ describe('FileShardStore', () => {
       );
     }
     await store.close();
+  });
+
+  it('stores concurrent puts in batches: each lands once, racing puts of one key have one winner, each directory is fsynced', async () => {
+    const store = await FileShardStore.open(tempDir());
+    try {
+      // 40 shards across 8 generations of 2 extents, and 3 racing puts of one key with different bytes.
+      const keys = Array.from({ length: 40 }, (_, i) => `vol/${i % 2}/${Math.floor(i / 5)}/${i}`);
+      const bytes = keys.map((_, i) => seededBytes(i + 1, 3000 + i));
+      const racers = [1, 2, 3].map((i) => seededBytes(100 + i, 4096));
+      const results = await Promise.allSettled([
+        ...keys.map((k, i) => store.put(k, bytes[i]!)),
+        ...racers.map((r) => store.put('vol/race/1/0', r)),
+      ]);
+      expect(results.slice(0, 40).every((r) => r.status === 'fulfilled')).to.equal(true);
+      const raced = results.slice(40);
+      expect(raced.filter((r) => r.status === 'fulfilled')).to.have.length(1);
+      for (const r of raced) if (r.status === 'rejected') expect(r.reason).to.be.instanceOf(ShardExistsError);
+      const winner = raced.findIndex((r) => r.status === 'fulfilled');
+      expect(Buffer.from(await store.get('vol/race/1/0')).equals(Buffer.from(racers[winner]!))).to.equal(true);
+      for (const [i, k] of keys.entries())
+        expect(Buffer.from(await store.get(k)).equals(Buffer.from(bytes[i]!))).to.equal(true);
+      const { batches, puts } = store.putBatches;
+      expect(puts).to.equal(43);
+      expect(batches, 'puts waiting while a batch runs go together').to.be.below(puts);
+      expect(readdirSync(join(store.dir, 'vol', 'race', '1'))).to.deep.equal(['0']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("leaves the caller's buffer whole: a framed Buffer is copied to the writer's thread, not moved", async () => {
+    const store = await FileShardStore.open(tempDir());
+    try {
+      const data = seededBytes(3, 100_000);
+      // A Buffer outside Node's pool, as an HTTP body is: moving its memory would empty it.
+      const encoded = encodeFrame(data);
+      const framed = Buffer.allocUnsafeSlow(encoded.length);
+      framed.set(encoded);
+      const copy = Buffer.from(framed);
+      await store.putFramed('vol/0/1/0', framed);
+      expect(framed.length, 'the caller keeps its bytes').to.equal(copy.length);
+      expect(framed.equals(copy)).to.equal(true);
+      expect((await store.usage()).usedBytes).to.equal(framed.length);
+      expect(Buffer.from(await store.get('vol/0/1/0')).equals(Buffer.from(data))).to.equal(true);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('fails puts after close(), and close() waits for the batch in flight', async () => {
+    const store = await FileShardStore.open(tempDir());
+    const inFlight = store.put('vol/0/1/0', seededBytes(7, 5000));
+    await store.close();
+    await inFlight;
+    let failure: unknown;
+    await store.put('vol/0/1/1', seededBytes(8, 10)).catch((err: unknown) => (failure = err));
+    expect(failure).to.be.instanceOf(StorageIoError);
+    expect((failure as Error).message).to.match(/closed/);
   });
 
   it('lists keys in string order across subdirectories ("a-c" < "a.x" < "a/b" < "a0")', async () => {
