@@ -49,7 +49,9 @@ import {
   checkExpectation,
   checkRange,
   encodeFrame,
+  encodeFrameInto,
   expectedShape,
+  FrameBufferPool,
   framedBytes,
   framedSpan,
   unframeSpan,
@@ -72,6 +74,8 @@ export const nodeConcurrencyDefault = 16;
 const queuedMax = 4096;
 /** Idle keep-alive sockets close after this, well before the node's keepAliveTimeout (60 s). */
 const idleSocketMs = 30_000;
+/** Frame buffers of shard PUTs kept for reuse, across every node store of the process. */
+const framePool = new FrameBufferPool(64 * 1024 * 1024);
 
 /** HTTP headers of the node protocol. */
 export const nodeHeaders = {
@@ -229,11 +233,16 @@ export class NodeShardStore implements ShardStore {
       );
     }
     // Framed here, once: the checksums the node verifies are the ones it stores.
-    const framed = encodeFrame(data, options.seed);
-    if (this.binary !== undefined && framed.length <= binaryPutBytesMax) {
+    const size = framedBytes(data.length);
+    if (this.binary !== undefined && size <= binaryPutBytesMax) {
+      const framed = encodeFrameInto(framePool.take(size), data, options.seed);
       await this.binary.shardPut(key, framed);
+      // The node answered after it had every byte: the kernel took them, nothing refers to the
+      // buffer now. (After a failure the socket may still hold it: it is left to the collector.)
+      framePool.give(framed);
       return;
     }
+    const framed = encodeFrame(data, options.seed);
     const answer = await this.call({
       method: 'PUT',
       path: shardPath(key),

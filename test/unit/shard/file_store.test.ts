@@ -201,8 +201,8 @@ describe('FileShardStore', () => {
     try {
       // 40 shards across 8 generations of 2 extents, and 3 racing puts of one key with different bytes.
       const keys = Array.from({ length: 40 }, (_, i) => `vol/${i % 2}/${Math.floor(i / 5)}/${i}`);
-      const bytes = keys.map((_, i) => seededBytes(i + 1, 3000 + i));
-      const racers = [1, 2, 3].map((i) => seededBytes(100 + i, 4096));
+      const bytes = keys.map((_, i) => seededBytes(3000 + i, i + 1));
+      const racers = [1, 2, 3].map((i) => seededBytes(4096, 100 + i));
       const results = await Promise.allSettled([
         ...keys.map((k, i) => store.put(k, bytes[i]!)),
         ...racers.map((r) => store.put('vol/race/1/0', r)),
@@ -227,7 +227,7 @@ describe('FileShardStore', () => {
   it("leaves the caller's buffer whole: a framed Buffer is copied to the writer's thread, not moved", async () => {
     const store = await FileShardStore.open(tempDir());
     try {
-      const data = seededBytes(3, 100_000);
+      const data = seededBytes(100_000, 3);
       // A Buffer outside Node's pool, as an HTTP body is: moving its memory would empty it.
       const encoded = encodeFrame(data);
       const framed = Buffer.allocUnsafeSlow(encoded.length);
@@ -245,11 +245,11 @@ describe('FileShardStore', () => {
 
   it('fails puts after close(), and close() waits for the batch in flight', async () => {
     const store = await FileShardStore.open(tempDir());
-    const inFlight = store.put('vol/0/1/0', seededBytes(7, 5000));
+    const inFlight = store.put('vol/0/1/0', seededBytes(5000, 7));
     await store.close();
     await inFlight;
     let failure: unknown;
-    await store.put('vol/0/1/1', seededBytes(8, 10)).catch((err: unknown) => (failure = err));
+    await store.put('vol/0/1/1', seededBytes(10, 8)).catch((err: unknown) => (failure = err));
     expect(failure).to.be.instanceOf(StorageIoError);
     expect((failure as Error).message).to.match(/closed/);
   });

@@ -6,6 +6,8 @@ import {
   decodeFrame,
   decodeHeader,
   encodeFrame,
+  encodeFrameInto,
+  FrameBufferPool,
   framedBytes,
   framedSpan,
   unframeSpan,
@@ -68,6 +70,26 @@ describe('shard framing', () => {
     // Unseeded frames (written before seeds) keep the CRCs they always had.
     const plain = encodeFrame(data);
     expect(new DataView(plain.buffer).getUint32(32, true)).to.equal(crc32Of(data.subarray(0, 4096)));
+  });
+
+  it('frames into a reused buffer exactly as into a fresh one, whatever the buffer held', () => {
+    const pool = new FrameBufferPool(3 * framedBytes(10_000));
+    for (const [i, size] of [10_000, 10_000, 4096, 10_000].entries()) {
+      const data = seededBytes(size, i + 1);
+      const buffer = pool.take(framedBytes(size)).fill(0xa5); // stale bytes everywhere
+      expect(Buffer.from(encodeFrameInto(buffer, data, 77)).equals(Buffer.from(encodeFrame(data, 77)))).to.equal(true);
+      pool.give(buffer);
+    }
+    // Bounded: two 10 KB frames and the 4 KB one fit; a fourth is dropped. Views are never kept.
+    const held = pool.bytes;
+    expect(held).to.equal(framedBytes(10_000) + framedBytes(4096));
+    pool.give(new Uint8Array(framedBytes(10_000)));
+    pool.give(new Uint8Array(framedBytes(10_000)));
+    expect(pool.bytes).to.equal(held + framedBytes(10_000));
+    pool.give(new Uint8Array(framedBytes(10_000) + 8).subarray(8));
+    expect(pool.bytes).to.equal(held + framedBytes(10_000));
+    expect(pool.take(framedBytes(4096))).to.have.length(framedBytes(4096));
+    expect(pool.bytes).to.equal(2 * framedBytes(10_000));
   });
 
   it('derives shard seeds as its worked example says, never 0, different per shard and size', () => {
