@@ -56,6 +56,7 @@ import {
   decodeShardGetRequest,
   decodeShardPutRequest,
   decodeTrimRequest,
+  journalOps,
   encodeCountAnswer,
   encodeErrorAnswer,
   encodeFenceAnswer,
@@ -89,6 +90,7 @@ import { checkShardKey, formatHostPort, type FileShardStore } from '../shard/ind
 import type { JournalStore } from './journal_store.js';
 import { ClientBudget, LimitLog, clientOf } from './client_limits.js';
 import { checkNodeLimits, type NodeLimitName, type NodeLimits } from './limits.js';
+import { PayloadSlabs } from './payload_slabs.js';
 import { sharedPutBudget, statusOf, type ShardRequestDone } from './server.js';
 
 /**
@@ -140,6 +142,8 @@ export class JournalServer {
   private readonly connectionCount: ClientBudget;
   /** @internal for JournalConnection */
   readonly limits: NodeLimits;
+  /** Shared memory SHARD_PUT payloads are received into (payload_slabs.ts). */
+  readonly payloadSlabs = new PayloadSlabs();
   /** @internal for JournalConnection */
   readonly limitLog: LimitLog;
   /** READ and LIST answer bytes reserved across connections (journalServerAnswerBytesMax). */
@@ -437,6 +441,10 @@ class JournalConnection {
   }
 
   closed(): void {
+    // A frame cut off mid-payload gives its slot back; a dispatched one does when it settles.
+    const partial = this.frame;
+    this.frame = undefined;
+    if (partial !== undefined) this.releasePayload(partial.payload);
     clearTimeout(this.helloTimer);
     clearInterval(this.rateTimer);
     if (this.errorsUnlogged > 0)
@@ -537,7 +545,7 @@ class JournalConnection {
         if (decoded.header.status !== frameStatus.request)
           return this.fatal('a frame with an answer status sent to the server', decoded.header.requestId);
         this.bytesInFlight += decoded.header.payloadBytes;
-        this.frame = { header: decoded.header, payload: new Uint8Array(decoded.header.payloadBytes), fill: 0 };
+        this.frame = { header: decoded.header, payload: this.payloadFor(decoded.header), fill: 0 };
       }
       const frame = this.frame;
       const n = Math.min(frame.payload.length - frame.fill, chunk.length - at);
@@ -549,6 +557,20 @@ class JournalConnection {
         this.dispatch(frame.header, frame.payload);
       }
     }
+  }
+
+  /** A SHARD_PUT is received into a slot of the node's shared payload memory when one is free. */
+  private payloadFor(header: JournalFrameHeader): Uint8Array {
+    const bytes = header.payloadBytes;
+    if (header.op === journalOps.shardPut) {
+      const slot = this.server.payloadSlabs.take(bytes);
+      if (slot !== undefined) return slot;
+    }
+    return new Uint8Array(bytes);
+  }
+
+  private releasePayload(payload: Uint8Array): void {
+    if (this.server.payloadSlabs.owns(payload)) this.server.payloadSlabs.give(payload);
   }
 
   private pause(): void {
@@ -601,7 +623,13 @@ class JournalConnection {
     const ticket: Ticket = { requestBytes: payload.length, answerReserveBytes: 0 };
     // handle() runs synchronously up to its first await, so a reservation it makes counts before
     // parse() looks at the budget for the next frame.
-    void this.handle(header, op, payload, ticket).then(
+    const settled = this.handle(header, op, payload, ticket);
+    // A SHARD_PUT's answer holds nothing of its payload: the slot is free once the put settled.
+    void settled.then(
+      () => this.releasePayload(payload),
+      () => this.releasePayload(payload),
+    );
+    void settled.then(
       (answer) => this.send({ ...header, status: frameStatus.ok }, answer, ticket),
       (err: unknown) => {
         if (err instanceof AssertionError) {

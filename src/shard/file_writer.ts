@@ -128,15 +128,19 @@ export class ShardFileWriter {
     this.running = { id, batch };
     this.stats.batches += 1;
     this.stats.puts += batch.length;
-    // The worker gets its own copy of each put's bytes, moved rather than cloned a second time:
-    // the caller keeps its buffer (it may be a view into a larger one), and the thread owns its.
-    // (new Uint8Array(view) copies; Buffer's slice() would not, and moving its memory would
-    // empty the caller's buffer, or the pool it came from.)
-    const jobs = batch.map((w) => ({ ...w.job, data: new Uint8Array(w.job.data) }));
+    // Bytes in shared memory (a node's payload slots) go as they are: the thread reads them in
+    // place, and their holder keeps them unchanged until the put settles. Other bytes go as the
+    // worker's own copy, moved rather than cloned a second time: the caller keeps its buffer (it
+    // may be a view into a larger one). (new Uint8Array(view) copies; Buffer's slice() would
+    // not, and moving its memory would empty the caller's buffer, or the pool it came from.)
+    const jobs = batch.map((w) => ({
+      ...w.job,
+      data: w.job.data.buffer instanceof SharedArrayBuffer ? w.job.data : new Uint8Array(w.job.data),
+    }));
     const request: BatchRequest = { id, jobs };
     this.worker.postMessage(
       request,
-      jobs.map((j) => j.data.buffer as ArrayBuffer),
+      jobs.filter((j) => !(j.data.buffer instanceof SharedArrayBuffer)).map((j) => j.data.buffer as ArrayBuffer),
     );
   }
 

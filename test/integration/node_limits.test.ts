@@ -17,6 +17,7 @@ import {
   encodeFrameHeader,
   encodeHelloRequest,
   encodeShardGetRequest,
+  encodeShardPutRequest,
   journalOps,
   journalProtocolVersion,
 } from '../../src/journal/index.js';
@@ -28,7 +29,7 @@ import {
   type NodeLimitName,
   type NodeLimits,
 } from '../../src/node/index.js';
-import { FileShardStore } from '../../src/shard/index.js';
+import { FileShardStore, encodeFrame } from '../../src/shard/index.js';
 
 const hostile = '127.0.0.1';
 const friendly = '127.0.0.2';
@@ -326,6 +327,37 @@ describe('storage node limits against hostile clients', function () {
         () => (hits.includes('unread_responses') && journal!.stats().connections === 0) || undefined,
       );
       expect(lines.some((l) => l.includes('limit unread_responses'))).to.equal(true);
+    });
+
+    it('receives SHARD_PUTs into shared payload slots and frees each: stored, refused, or cut off mid-payload', async () => {
+      const port = await startJournal({});
+      const [client] = await open(port, 1);
+      const shardPut = (id: number, key: string, framed: Uint8Array) => {
+        const payload = Buffer.concat(encodeShardPutRequest(key, framed));
+        return Buffer.concat([
+          encodeFrameHeader({ op: journalOps.shardPut, status: 0, requestId: id, payloadBytes: payload.length }),
+          payload,
+        ]);
+      };
+      const data = Buffer.alloc(MiB, 5);
+      const framed = encodeFrame(data, 9);
+      const damaged = Buffer.from(framed);
+      damaged[framed.length - 1]! ^= 1;
+      client!.socket.write(
+        Buffer.concat([helloFrames(), shardPut(2, 'v/0/1/0', framed), shardPut(3, 'v/0/1/1', damaged)]),
+      );
+      await waitFor('the good shard to be stored', async () => (await store.head('v/0/1/0')) !== null || undefined);
+      await waitFor('both slots to be free', () => journal!.payloadSlabs.inUse === 0 || undefined);
+      expect(Buffer.from(await store.get('v/0/1/0')).equals(data)).to.equal(true);
+      expect(await store.head('v/0/1/1'), 'the damaged shard').to.equal(null);
+      // Half a SHARD_PUT, then the connection drops: its slot comes back.
+      const [cut] = await open(port, 1);
+      const half = shardPut(2, 'v/0/1/2', framed);
+      cut!.socket.write(Buffer.concat([helloFrames(), half.subarray(0, half.length >> 1)]));
+      await waitFor('the half frame to hold a slot', () => journal!.payloadSlabs.inUse === 1 || undefined);
+      cut!.socket.destroy();
+      await waitFor('its slot to be free', () => journal!.payloadSlabs.inUse === 0 || undefined);
+      expect(await store.head('v/0/1/2')).to.equal(null);
     });
 
     it('closes a connection whose frame payload arrives slower than the minimum rate', async () => {
