@@ -3,7 +3,7 @@ export * from './format.js';
 export * from './keys.js';
 export * from './limits.js';
 export { MemoryShardStore } from './memory_store.js';
-export { FileShardStore, keySegmentCharsMax } from './file_store.js';
+export { FileShardStore, InlineReads, keySegmentCharsMax } from './file_store.js';
 export type { FileShardStoreOptions, FramedRead, StoreUsage } from './file_store.js';
 export * from './net.js';
 export * from './node_store.js';

@@ -7,7 +7,9 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import {
+  closeSync,
   mkdirSync,
+  openSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -25,7 +27,7 @@ import {
   StorageIoError,
 } from '../../../src/core/index.js';
 import { DiskFullError, ShardNotFoundError } from '../../../src/core/index.js';
-import { FileShardStore, encodeFrame, frameHeaderBytes, framedBytes } from '../../../src/shard/index.js';
+import { FileShardStore, InlineReads, encodeFrame, frameHeaderBytes, framedBytes } from '../../../src/shard/index.js';
 import { seededBytes } from '../../support/bytes.js';
 import { shardStoreContract } from '../../support/shard_store_contract.js';
 
@@ -240,6 +242,55 @@ describe('FileShardStore', () => {
       expect(Buffer.from(await store.get('vol/0/1/0')).equals(Buffer.from(data))).to.equal(true);
     } finally {
       await store.close();
+    }
+  });
+
+  it('reads small ranges on its own thread and large ones through the thread pool, the same bytes either way', async () => {
+    const store = await FileShardStore.open(tempDir());
+    try {
+      const data = seededBytes(512 * 1024, 11);
+      await store.put('vol/0/1/0', data);
+      const before = store.inlineReadStats.inline;
+      for (const offset of [0, 4096, 100_000, 512 * 1024 - 10])
+        expect(
+          Buffer.from(await store.get('vol/0/1/0', { offset, length: 10 })).equals(
+            Buffer.from(data.subarray(offset, offset + 10)),
+          ),
+        ).to.equal(true);
+      expect(store.inlineReadStats.inline - before, 'small reads inline').to.equal(4);
+      expect(Buffer.from(await store.get('vol/0/1/0')).equals(Buffer.from(data))).to.equal(true);
+      expect(store.inlineReadStats.inline - before, 'a 512 KiB read is not').to.equal(4);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('sends small reads to the thread pool for a second once several inline reads were slow, then tries again', () => {
+    const dir = tempDir();
+    const path = join(dir, 'f');
+    writeFileSync(path, Buffer.alloc(8192, 1));
+    let clock = 0;
+    let step = 0; // ms each reading of the clock moves it: 2 makes every read slow
+    const reads = new InlineReads(() => (clock += step));
+    const fd = openSync(path, 'r');
+    try {
+      const readOnce = () => expect(reads.read(fd, 0, 4096, 'test')).to.have.length(4096);
+      for (let i = 0; i < 10; i++) readOnce(); // fast: stays inline
+      expect(reads.use(4096)).to.equal(true);
+      expect(reads.use(65 * 1024), 'a large read never runs inline').to.equal(false);
+      step = 2;
+      readOnce();
+      expect(reads.use(4096), 'one slow read is not enough').to.equal(true);
+      for (let i = 0; i < 3; i++) readOnce();
+      expect(reads.stats.slow).to.equal(4);
+      step = 0;
+      expect(reads.use(4096), 'four recent slow reads: to the pool').to.equal(false);
+      clock += 999;
+      expect(reads.use(4096)).to.equal(false);
+      clock += 2;
+      expect(reads.use(4096), 'after a second, inline again').to.equal(true);
+    } finally {
+      closeSync(fd);
     }
   });
 
