@@ -11,6 +11,7 @@ for spec in "8+3 1MiB" "4+2 1MiB" "4+2 4MiB"; do
   node dist/src/bin/cairnctl.js bench codec --profile "$1" --extent-size "$2" --seconds "$S" --json
 done
 node scripts/bench/meta_bench.mjs "${BENCH_META_COUNT:-300}"
+node scripts/bench/map_bench.mjs --extents "${BENCH_MAP_EXTENTS:-10000000}"
 node scripts/bench/list_bench.mjs "${BENCH_LIST_COUNT:-10000}"
 node scripts/bench/journal_bench.mjs --count "${BENCH_JOURNAL_COUNT:-4000}"
 node scripts/bench/nbd_bench.mjs

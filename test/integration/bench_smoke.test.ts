@@ -122,6 +122,27 @@ describe('benchmarks at tiny size', () => {
     expect(summary['withinBound']).to.be.a('boolean');
   });
 
+  it('scripts/bench/map_bench.mjs builds a map on files and measures commits, lookups, attach and the gc walk', async () => {
+    const lines = await benchScript(
+      ['scripts/bench/map_bench.mjs', '--extents', '20000', '--batch', '5000', '--lookups', '20000'],
+      60_000,
+    );
+    expect(lines.map((l) => `${String(l['phase'])} ${String(l['changedExtents'] ?? '')}`)).to.deep.equal([
+      'build ',
+      'commit 1',
+      'commit 100',
+      'commit 10000',
+      'lookup ',
+      'attach ',
+      'gc-walk ',
+    ]);
+    expect(lines[0]).to.include({ extents: 20_000, levels: 2, commits: 4, etcdKeysPerVolume: 1 });
+    expect(lines[0]!['mapBytesPerTiB']).to.be.a('number').below(Number(lines[0]!['peerEtcdBytesPerTiB']));
+    expect(lines[1]).to.include({ pagesWritten: 2 }); // one leaf and the root
+    expect(lines[4]).to.include({ found: 20_000 });
+    expect(lines[6]).to.include({ records: 20_000 });
+  });
+
   it('scripts/bench/meta_bench.mjs measures volume create next to a plain etcd put', async () => {
     const lines = await benchScript(['scripts/bench/meta_bench.mjs', '3'], 60_000);
     expect(lines.map((l) => l['bench'] ?? l.summary)).to.deep.equal(['volume-create', 'etcd-put-peer', 'meta']);

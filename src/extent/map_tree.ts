@@ -1,0 +1,597 @@
+/**
+ * A volume's extent map as a copy-on-write radix tree of immutable pages (issue 15's first step:
+ * the format and the tree; the engine, etcd roots, gc and the simulator do not use it yet).
+ *
+ * Shape: extent index e is found by its bits, leafBits at the bottom and interiorBits per level
+ * above: a leaf page holds the records of 2^leafBits consecutive extents, an interior page the
+ * references of 2^interiorBits children. The depth follows from the volume's extent count alone,
+ * so a tree never rebalances. Why a radix tree and not a B-tree: the keys are dense integers
+ * known in advance (0 .. extents - 1), so a radix tree finds a slot by shifting bits (no key
+ * comparisons, no keys stored at all), a sparse volume simply has no page for untouched ranges,
+ * and two trees of one volume (a volume and its snapshot, later) line up page for page, which is
+ * what a diff walks. A B-tree's balancing buys nothing for such keys.
+ *
+ * What it keeps true:
+ * - Pages are immutable and addressed by (volume, level, page index, commit generation), so a
+ *   commit never overwrites a page another root can reach.
+ * - Every page is checked on load against the checksum its parent holds (the root's lives in the
+ *   root reference, for etcd): a lost, torn, stale or wrong page is an error, never a map.
+ * - A commit writes exactly the pages on the paths to the changed extents (a leaf and its
+ *   ancestors), each once however many of its extents changed; every other page is shared with
+ *   the previous root.
+ *
+ * Page format (little-endian): header 24 bytes: magic "CRNM", u16 version 1, u8 kind (1 leaf,
+ * 2 interior), u8 level (0 for leaves), u64 page index, u32 slot count, u32 reserved. Interior:
+ * a 2^interiorBits-bit presence bitmap, then for each present slot the child's u64 generation
+ * and its 16-byte checksum. Leaf: a u16 count of target names and each name (u16 length, UTF-8),
+ * the presence bitmap, then for each present slot a record: u64 generation, u32 shard bytes,
+ * u32 seed (0: none), u8 flags (1: journalLsn follows, 2: keys follow), u8 shard count, then u16
+ * target-name indexes, the optional u64 journalLsn and, when a key is not the one shardKey()
+ * derives, every key (u16 length, UTF-8).
+ */
+import { createHash } from 'node:crypto';
+import { assert, ChecksumMismatchError, shardKey, type ExtentRecord, type ExtentShardRef } from '../core/index.js';
+
+/** Extents per leaf page, as bits: 256 records of about 40 bytes, a 10 KiB page for 4+2. */
+export const mapLeafBits = 8;
+/** Children per interior page, as bits: 256 references of 24 bytes, a 6 KiB page. */
+export const mapInteriorBits = 8;
+/** Bytes of a page checksum (the first half of its SHA-256). */
+export const mapChecksumBytes = 16;
+
+const magic = 0x4d4e5243; // "CRNM" little-endian
+const version = 1;
+const kindLeaf = 1;
+const kindInterior = 2;
+const flagJournalLsn = 1;
+const flagKeys = 2;
+
+/** Where a page is and what it must hash to: the reference a parent (or etcd, for the root) holds. */
+export interface MapPageRef {
+  /** The commit generation that wrote the page (part of its object key). */
+  readonly generation: number;
+  /** Hex of the page's checksum. */
+  readonly checksum: string;
+}
+
+/** A volume's map as etcd would hold it: the tree's height and its root page. */
+export interface MapRoot {
+  /** Levels of the tree: 1 means the root is a leaf. */
+  readonly levels: number;
+  /** Undefined for a map with no record at all. */
+  readonly page: MapPageRef | undefined;
+}
+
+/**
+ * Where pages are kept. get() returns the bytes put() stored under `key` (or throws, naming the
+ * key); put() resolves once the page is durable. Keys are never reused, so put() may refuse to
+ * overwrite.
+ */
+export interface MapPageStore {
+  get(key: string): Promise<Uint8Array>;
+  put(key: string, bytes: Uint8Array): Promise<void>;
+}
+
+/** Levels a tree over `extents` extents needs (at least 1). */
+export function mapLevelsFor(extents: number): number {
+  assert(Number.isSafeInteger(extents) && extents >= 0, `extent count ${extents}`);
+  let levels = 1;
+  let covered = 2 ** mapLeafBits;
+  while (covered < extents) {
+    covered *= 2 ** mapInteriorBits;
+    levels += 1;
+  }
+  return levels;
+}
+
+/** The object key of a page. */
+export function mapPageKey(volumeId: string, level: number, index: number, generation: number): string {
+  return `${volumeId}/map/${level}/${index}/${generation}`;
+}
+
+function checksumOf(bytes: Uint8Array): string {
+  return createHash('sha256')
+    .update(bytes)
+    .digest('hex')
+    .slice(0, mapChecksumBytes * 2);
+}
+
+const slotsAt = (level: number): number => 2 ** (level === 0 ? mapLeafBits : mapInteriorBits);
+
+/** What peek() returns when a page on the path is not cached. */
+export const notCached: unique symbol = Symbol('not cached');
+
+// ------------------------------------------------------------------------------------------------
+// Encoding.
+
+class Writer {
+  private buf = new Uint8Array(4096);
+  private view = new DataView(this.buf.buffer);
+  at = 0;
+
+  private room(n: number): void {
+    if (this.at + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.at + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.at));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+  u8(v: number): void {
+    this.room(1);
+    this.view.setUint8(this.at, v);
+    this.at += 1;
+  }
+  u16(v: number): void {
+    this.room(2);
+    this.view.setUint16(this.at, v, true);
+    this.at += 2;
+  }
+  u32(v: number): void {
+    this.room(4);
+    this.view.setUint32(this.at, v, true);
+    this.at += 4;
+  }
+  u64(v: number): void {
+    assert(Number.isSafeInteger(v) && v >= 0, `u64 ${v}`);
+    this.room(8);
+    this.view.setBigUint64(this.at, BigInt(v), true);
+    this.at += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.room(b.length);
+    this.buf.set(b, this.at);
+    this.at += b.length;
+  }
+  str(s: string): void {
+    const b = Buffer.from(s, 'utf8');
+    assert(b.length < 2 ** 16, 'a map string longer than 64 KiB');
+    this.u16(b.length);
+    this.bytes(b);
+  }
+  done(): Uint8Array {
+    return this.buf.slice(0, this.at);
+  }
+}
+
+class Reader {
+  private readonly view: DataView;
+  at = 0;
+  constructor(
+    private readonly buf: Uint8Array,
+    private readonly what: string,
+  ) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  private need(n: number): void {
+    if (this.at + n > this.buf.length) throw new ChecksumMismatchError(`${this.what}: the page ends early`);
+  }
+  u8(): number {
+    this.need(1);
+    return this.view.getUint8(this.at++);
+  }
+  u16(): number {
+    this.need(2);
+    const v = this.view.getUint16(this.at, true);
+    this.at += 2;
+    return v;
+  }
+  u32(): number {
+    this.need(4);
+    const v = this.view.getUint32(this.at, true);
+    this.at += 4;
+    return v;
+  }
+  u64(): number {
+    this.need(8);
+    const v = Number(this.view.getBigUint64(this.at, true));
+    this.at += 8;
+    return v;
+  }
+  bytes(n: number): Uint8Array {
+    this.need(n);
+    const b = this.buf.subarray(this.at, this.at + n);
+    this.at += n;
+    return b;
+  }
+  str(): string {
+    return Buffer.from(this.bytes(this.u16())).toString('utf8');
+  }
+}
+
+/** A leaf page decoded: the records of its 2^mapLeafBits extents (undefined: never written). */
+export interface MapLeaf {
+  readonly kind: 'leaf';
+  readonly index: number;
+  readonly records: readonly (ExtentRecord | undefined)[];
+}
+
+/** An interior page decoded: its children's references (undefined: no page below). */
+export interface MapInterior {
+  readonly kind: 'interior';
+  readonly level: number;
+  readonly index: number;
+  readonly children: readonly (MapPageRef | undefined)[];
+}
+
+export type MapPage = MapLeaf | MapInterior;
+
+function writeHeader(w: Writer, kind: number, level: number, index: number, slots: number): void {
+  w.u32(magic);
+  w.u16(version);
+  w.u8(kind);
+  w.u8(level);
+  w.u64(index);
+  w.u32(slots);
+  w.u32(0);
+}
+
+function writeBitmap(w: Writer, present: readonly unknown[]): void {
+  const bitmap = new Uint8Array(present.length / 8);
+  present.forEach((p, i) => {
+    if (p !== undefined) bitmap[i >> 3]! |= 1 << (i & 7);
+  });
+  w.bytes(bitmap);
+}
+
+/** Encodes a leaf of `volumeId`'s map (the volume id lets keys that shardKey() derives be left out). */
+export function encodeMapLeaf(volumeId: string, leaf: MapLeaf): Uint8Array {
+  const slots = slotsAt(0);
+  assert(leaf.records.length === slots, `a leaf holds ${slots} slots`);
+  const names = new Map<string, number>();
+  for (const rec of leaf.records)
+    for (const s of rec?.shards ?? []) if (!names.has(s.target)) names.set(s.target, names.size);
+  const w = new Writer();
+  writeHeader(w, kindLeaf, 0, leaf.index, slots);
+  w.u16(names.size);
+  for (const name of names.keys()) w.str(name);
+  writeBitmap(w, leaf.records);
+  leaf.records.forEach((rec, slot) => {
+    if (rec === undefined) return;
+    const extent = leaf.index * slots + slot;
+    const derived = rec.shards.every((s, i) => s.key === shardKey(volumeId, extent, rec.generation, i));
+    w.u64(rec.generation);
+    w.u32(rec.shardBytes);
+    w.u32(rec.seed ?? 0);
+    w.u8((rec.journalLsn === undefined ? 0 : flagJournalLsn) | (derived ? 0 : flagKeys));
+    assert(rec.shards.length < 256, 'a record of 256 shards or more');
+    w.u8(rec.shards.length);
+    for (const s of rec.shards) w.u16(names.get(s.target)!);
+    if (rec.journalLsn !== undefined) w.u64(rec.journalLsn);
+    if (!derived) for (const s of rec.shards) w.str(s.key);
+  });
+  return w.done();
+}
+
+/** Encodes an interior page. */
+export function encodeMapInterior(page: MapInterior): Uint8Array {
+  const slots = slotsAt(page.level);
+  assert(page.level >= 1 && page.children.length === slots, `an interior page holds ${slots} slots`);
+  const w = new Writer();
+  writeHeader(w, kindInterior, page.level, page.index, slots);
+  writeBitmap(w, page.children);
+  for (const ref of page.children) {
+    if (ref === undefined) continue;
+    w.u64(ref.generation);
+    w.bytes(Buffer.from(ref.checksum, 'hex'));
+  }
+  return w.done();
+}
+
+/**
+ * Decodes a page and checks it is the one `expect` describes: its checksum, level and index.
+ * Throws ChecksumMismatchError (a lost, torn, stale or wrong page) naming `what`.
+ */
+export function decodeMapPage(
+  volumeId: string,
+  bytes: Uint8Array,
+  expect: { readonly checksum: string; readonly level: number; readonly index: number },
+  what: string,
+): MapPage {
+  if (checksumOf(bytes) !== expect.checksum)
+    throw new ChecksumMismatchError(`${what}: the page does not match its parent's checksum`);
+  const r = new Reader(bytes, what);
+  if (r.u32() !== magic || r.u16() !== version) throw new ChecksumMismatchError(`${what}: not a map page`);
+  const kind = r.u8();
+  const level = r.u8();
+  const index = r.u64();
+  const slots = r.u32();
+  r.u32();
+  if (level !== expect.level || index !== expect.index || slots !== slotsAt(level))
+    throw new ChecksumMismatchError(`${what}: the page is for level ${level}, index ${index}`);
+  if (kind === kindInterior && level >= 1) {
+    const bitmap = r.bytes(slots / 8);
+    const children: (MapPageRef | undefined)[] = new Array(slots).fill(undefined);
+    for (let i = 0; i < slots; i++) {
+      if ((bitmap[i >> 3]! & (1 << (i & 7))) === 0) continue;
+      children[i] = { generation: r.u64(), checksum: Buffer.from(r.bytes(mapChecksumBytes)).toString('hex') };
+    }
+    return { kind: 'interior', level, index, children };
+  }
+  if (kind !== kindLeaf || level !== 0) throw new ChecksumMismatchError(`${what}: a page of unknown kind ${kind}`);
+  const names: string[] = [];
+  for (let n = r.u16(); n > 0; n--) names.push(r.str());
+  const bitmap = r.bytes(slots / 8);
+  const records: (ExtentRecord | undefined)[] = new Array(slots).fill(undefined);
+  for (let slot = 0; slot < slots; slot++) {
+    if ((bitmap[slot >> 3]! & (1 << (slot & 7))) === 0) continue;
+    const generation = r.u64();
+    const shardBytes = r.u32();
+    const seed = r.u32();
+    const flags = r.u8();
+    const count = r.u8();
+    const targets: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const name = names[r.u16()];
+      if (name === undefined) throw new ChecksumMismatchError(`${what}: a record names no target`);
+      targets.push(name);
+    }
+    const journalLsn = (flags & flagJournalLsn) !== 0 ? r.u64() : undefined;
+    const extent = index * slots + slot;
+    const keys = (flags & flagKeys) !== 0 ? targets.map(() => r.str()) : undefined;
+    const shards: ExtentShardRef[] = targets.map((target, i) => ({
+      target,
+      key: keys?.[i] ?? shardKey(volumeId, extent, generation, i),
+    }));
+    records[slot] = {
+      generation,
+      shardBytes,
+      shards,
+      ...(journalLsn === undefined ? {} : { journalLsn }),
+      ...(seed === 0 ? {} : { seed }),
+    };
+  }
+  return { kind: 'leaf', index, records };
+}
+
+// ------------------------------------------------------------------------------------------------
+// The tree.
+
+export interface MapTreeOptions {
+  readonly volumeId: string;
+  /** Extents of the volume: fixes the tree's height. */
+  readonly extents: number;
+  readonly store: MapPageStore;
+  /** Decoded pages kept for lookups (default 4096: about 40 MiB of 4+2 leaves). */
+  readonly cachePages?: number;
+}
+
+/** What a commit wrote. */
+export interface MapCommit {
+  readonly root: MapRoot;
+  /** Keys of the pages written (all durable when commit() resolves). */
+  readonly pagesWritten: readonly string[];
+  readonly bytesWritten: number;
+}
+
+/**
+ * Reads and commits one volume's map. Pages are loaded on demand, checked against their parents,
+ * and kept (decoded) in a bounded cache; commit() writes the new pages and returns the new root,
+ * which the caller publishes (in etcd, in the volume's fenced transaction) only after it resolves.
+ */
+export class MapTree {
+  readonly levels: number;
+  /**
+   * Decoded pages by key, in two tiers so that leaf traffic never pushes out the few interior
+   * pages every lookup passes through; each tier drops its oldest first. `refs` are the parent
+   * references that lead to the page (see `byRef`).
+   */
+  private readonly leaves = new Map<string, { page: MapPage; refs: MapPageRef[] }>();
+  private readonly interiors = new Map<string, { page: MapPage; refs: MapPageRef[] }>();
+  /** The same pages by the reference objects that lead to them: a lookup builds no key. */
+  private readonly byRef = new WeakMap<MapPageRef, MapPage>();
+  private readonly leavesMax: number;
+  private readonly interiorsMax: number;
+
+  constructor(private readonly options: MapTreeOptions) {
+    this.levels = mapLevelsFor(options.extents);
+    const pages = options.cachePages ?? 4096;
+    this.leavesMax = pages;
+    this.interiorsMax = Math.max(256, Math.ceil(pages / 8));
+  }
+
+  /** An empty map of this volume. */
+  emptyRoot(): MapRoot {
+    return { levels: this.levels, page: undefined };
+  }
+
+  /** The record of extent `e` under `root`, or undefined when it was never written. */
+  async lookup(root: MapRoot, e: number): Promise<ExtentRecord | undefined> {
+    const cached = this.peek(root, e);
+    if (cached !== notCached) return cached;
+    const leaf = await this.leafOf(root, e);
+    return leaf?.records[e % slotsAt(0)];
+  }
+
+  /**
+   * lookup() without waiting: the record (or undefined) when every page on the path is cached,
+   * else `notCached`. One array index per level; what makes cached lookups fast.
+   */
+  peek(root: MapRoot, e: number): ExtentRecord | undefined | typeof notCached {
+    this.checkExtent(e);
+    assert(root.levels === this.levels, `a root of ${root.levels} levels for a tree of ${this.levels}`);
+    let ref = root.page;
+    for (let level = this.levels - 1; ; level--) {
+      if (ref === undefined) return undefined;
+      const page = this.byRef.get(ref);
+      if (page === undefined) return notCached;
+      if (page.kind === 'leaf') return page.records[e % slotsAt(0)];
+      ref = page.children[Math.floor(e / slotsAt(0) / this.span(0, level - 1)) % slotsAt(level)];
+    }
+  }
+
+  /**
+   * Writes the pages for `changes` (a record, or null to forget the extent) over `root` and
+   * returns the new root. `generation` must be new for this volume (a writer's commit counter
+   * under its epoch): it names the pages written.
+   */
+  async commit(
+    root: MapRoot,
+    changes: ReadonlyMap<number, ExtentRecord | null>,
+    generation: number,
+  ): Promise<MapCommit> {
+    assert(root.levels === this.levels, `a root of ${root.levels} levels for a tree of ${this.levels}`);
+    assert(Number.isSafeInteger(generation) && generation >= 0, `commit generation ${generation}`);
+    const { store } = this.options;
+    const writes: { key: string; bytes: Uint8Array }[] = [];
+    const leafSlots = slotsAt(0);
+    // Level 0: each touched leaf once.
+    const byLeaf = new Map<number, [number, ExtentRecord | null][]>();
+    for (const [e, rec] of changes) {
+      this.checkExtent(e);
+      const list = byLeaf.get(Math.floor(e / leafSlots));
+      if (list === undefined) byLeaf.set(Math.floor(e / leafSlots), [[e, rec]]);
+      else list.push([e, rec]);
+    }
+    let touched = new Map<number, MapPageRef | undefined>();
+    for (const [index, list] of byLeaf) {
+      const old = await this.pageAt(root, 0, index);
+      const records =
+        old === undefined
+          ? new Array<ExtentRecord | undefined>(leafSlots).fill(undefined)
+          : [...(old as MapLeaf).records];
+      for (const [e, rec] of list) records[e % leafSlots] = rec ?? undefined;
+      touched.set(index, this.stage({ kind: 'leaf', index, records }, generation, writes));
+    }
+    // Each level above: each parent of a touched page once.
+    for (let level = 1; level < this.levels; level++) {
+      const slots = slotsAt(level);
+      const parents = new Map<number, Map<number, MapPageRef | undefined>>();
+      for (const [index, ref] of touched) {
+        const p = Math.floor(index / slots);
+        let m = parents.get(p);
+        if (m === undefined) parents.set(p, (m = new Map()));
+        m.set(index % slots, ref);
+      }
+      const next = new Map<number, MapPageRef | undefined>();
+      for (const [index, slotsChanged] of parents) {
+        const old = await this.pageAt(root, level, index);
+        const children =
+          old === undefined
+            ? new Array<MapPageRef | undefined>(slots).fill(undefined)
+            : [...(old as MapInterior).children];
+        for (const [slot, ref] of slotsChanged) children[slot] = ref;
+        next.set(index, this.stage({ kind: 'interior', level, index, children }, generation, writes));
+      }
+      touched = next;
+    }
+    assert(touched.size <= 1, 'a tree with more than one root');
+    // Every page is durable before the caller can publish the root that reaches them.
+    await Promise.all(writes.map((w) => store.put(w.key, w.bytes)));
+    const newRoot: MapRoot = { levels: this.levels, page: touched.size === 0 ? root.page : touched.get(0) };
+    return {
+      root: newRoot,
+      pagesWritten: writes.map((w) => w.key),
+      bytesWritten: writes.reduce((s, w) => s + w.bytes.length, 0),
+    };
+  }
+
+  /** Every page key and every record's shards a root reaches (for gc), visiting each page once. */
+  async *walk(root: MapRoot): AsyncGenerator<{ pageKey: string } | { extent: number; record: ExtentRecord }> {
+    if (root.page === undefined) return;
+    const stack: { level: number; index: number; ref: MapPageRef }[] = [
+      { level: this.levels - 1, index: 0, ref: root.page },
+    ];
+    while (stack.length > 0) {
+      const { level, index, ref } = stack.pop()!;
+      yield { pageKey: mapPageKey(this.options.volumeId, level, index, ref.generation) };
+      const page = await this.load(level, index, ref);
+      if (page.kind === 'leaf') {
+        for (const [slot, record] of page.records.entries())
+          if (record !== undefined) yield { extent: index * slotsAt(0) + slot, record };
+      } else {
+        for (let slot = page.children.length - 1; slot >= 0; slot--) {
+          const child = page.children[slot];
+          if (child !== undefined) stack.push({ level: level - 1, index: index * slotsAt(level) + slot, ref: child });
+        }
+      }
+    }
+  }
+
+  /** Decoded pages in the cache. */
+  get cachedPages(): number {
+    return this.leaves.size + this.interiors.size;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private checkExtent(e: number): void {
+    assert(Number.isSafeInteger(e) && e >= 0 && e < this.options.extents, `extent ${e} of ${this.options.extents}`);
+  }
+
+  /** Encodes `page`, queues its write, caches it, and returns its reference (undefined when empty). */
+  private stage(
+    page: MapPage,
+    generation: number,
+    writes: { key: string; bytes: Uint8Array }[],
+  ): MapPageRef | undefined {
+    const empty =
+      page.kind === 'leaf' ? page.records.every((r) => r === undefined) : page.children.every((c) => c === undefined);
+    if (empty) return undefined;
+    const level = page.kind === 'leaf' ? 0 : page.level;
+    const bytes = page.kind === 'leaf' ? encodeMapLeaf(this.options.volumeId, page) : encodeMapInterior(page);
+    const key = mapPageKey(this.options.volumeId, level, page.index, generation);
+    writes.push({ key, bytes });
+    const ref = { generation, checksum: checksumOf(bytes) };
+    this.remember(key, page, ref);
+    return ref;
+  }
+
+  /** The leaf holding extent e under root, or undefined where the tree has none. */
+  private async leafOf(root: MapRoot, e: number): Promise<MapLeaf | undefined> {
+    return (await this.pageAt(root, 0, Math.floor(e / slotsAt(0)))) as MapLeaf | undefined;
+  }
+
+  /** The page at (level, index) under root, loading the path to it; undefined where there is none. */
+  private async pageAt(root: MapRoot, level: number, index: number): Promise<MapPage | undefined> {
+    assert(root.levels === this.levels, `a root of ${root.levels} levels for a tree of ${this.levels}`);
+    let ref = root.page;
+    for (let l = this.levels - 1; ref !== undefined; l--) {
+      const page = await this.load(l, Math.floor(index / this.span(level, l)), ref);
+      if (l === level) return page;
+      // The child on the path: the ancestor of (level, index) one level down.
+      ref = (page as MapInterior).children[Math.floor(index / this.span(level, l - 1)) % slotsAt(l)];
+    }
+    return undefined;
+  }
+
+  /** How many level-`from` pages one level-`to` page covers (1 when to = from). */
+  private span(from: number, to: number): number {
+    let n = 1;
+    for (let k = from + 1; k <= to; k++) n *= slotsAt(k);
+    return n;
+  }
+
+  private async load(level: number, index: number, ref: MapPageRef): Promise<MapPage> {
+    const known = this.byRef.get(ref);
+    if (known !== undefined) return known;
+    const key = mapPageKey(this.options.volumeId, level, index, ref.generation);
+    const tier = level === 0 ? this.leaves : this.interiors;
+    const cached = tier.get(key);
+    if (cached !== undefined) {
+      // Another reference to a page already decoded (a parent decoded again, say).
+      cached.refs.push(ref);
+      this.byRef.set(ref, cached.page);
+      return cached.page;
+    }
+    const what = `Cannot read map page ${key} of volume ${this.options.volumeId}`;
+    const bytes = await this.options.store.get(key);
+    const page = decodeMapPage(this.options.volumeId, bytes, { checksum: ref.checksum, level, index }, what);
+    this.remember(key, page, ref);
+    return page;
+  }
+
+  private remember(key: string, page: MapPage, ref: MapPageRef): void {
+    const [tier, max] = page.kind === 'leaf' ? [this.leaves, this.leavesMax] : [this.interiors, this.interiorsMax];
+    const entry = tier.get(key);
+    if (entry === undefined) tier.set(key, { page, refs: [ref] });
+    else entry.refs.push(ref);
+    this.byRef.set(ref, entry?.page ?? page);
+    while (tier.size > max) {
+      const [oldest, dropped] = tier.entries().next().value!;
+      tier.delete(oldest);
+      for (const r of dropped.refs) this.byRef.delete(r);
+    }
+  }
+}
