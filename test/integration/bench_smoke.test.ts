@@ -133,14 +133,16 @@ describe('benchmarks at tiny size', () => {
       'commit 100',
       'commit 10000',
       'lookup ',
+      'lookup ',
       'attach ',
       'gc-walk ',
     ]);
     expect(lines[0]).to.include({ extents: 20_000, levels: 2, commits: 4, etcdKeysPerVolume: 1 });
     expect(lines[0]!['mapBytesPerTiB']).to.be.a('number').below(Number(lines[0]!['peerEtcdBytesPerTiB']));
     expect(lines[1]).to.include({ pagesWritten: 2 }); // one leaf and the root
-    expect(lines[4]).to.include({ found: 20_000 });
-    expect(lines[6]).to.include({ records: 20_000 });
+    expect(lines[4]).to.include({ api: 'peek', found: 20_000 });
+    expect(lines[5]).to.include({ api: 'lookup', found: 20_000 });
+    expect(lines[7]).to.include({ records: 20_000 });
   });
 
   it('scripts/bench/meta_bench.mjs measures volume create next to a plain etcd put', async () => {
