@@ -96,7 +96,9 @@ function checksumOf(bytes: Uint8Array): string {
     .slice(0, mapChecksumBytes * 2);
 }
 
-const slotsAt = (level: number): number => 2 ** (level === 0 ? mapLeafBits : mapInteriorBits);
+const leafSlots = 2 ** mapLeafBits;
+const interiorSlots = 2 ** mapInteriorBits;
+const slotsAt = (level: number): number => (level === 0 ? leafSlots : interiorSlots);
 
 /** What peek() returns when a page on the path is not cached. */
 export const notCached: unique symbol = Symbol('not cached');
@@ -445,8 +447,12 @@ export class MapTree {
   private readonly leavesMax: number;
   private readonly interiorsMax: number;
 
+  /** Extents one page of each level covers. */
+  private readonly extentsPerPage: readonly number[];
+
   constructor(private readonly options: MapTreeOptions) {
     this.levels = mapLevelsFor(options.extents);
+    this.extentsPerPage = Array.from({ length: this.levels }, (_, level) => leafSlots * interiorSlots ** level);
     const pages = options.cachePages ?? 4096;
     this.leavesMax = pages;
     this.interiorsMax = Math.max(256, Math.ceil(pages / 8));
@@ -477,8 +483,8 @@ export class MapTree {
       if (ref === undefined) return undefined;
       const page = this.byRef.get(ref);
       if (page === undefined) return notCached;
-      if (page.kind === 'leaf') return page.record(e % slotsAt(0));
-      ref = page.children[Math.floor(e / slotsAt(0) / this.span(0, level - 1)) % slotsAt(level)];
+      if (page.kind === 'leaf') return page.record(e % leafSlots);
+      ref = page.children[Math.floor(e / this.extentsPerPage[level - 1]!) % interiorSlots];
     }
   }
 
