@@ -2,3 +2,4 @@
 export * from './extent.js';
 export * from './sparse_bytes.js';
 export * from './map_tree.js';
+export * from './map_pages.js';

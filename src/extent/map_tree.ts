@@ -63,13 +63,19 @@ export interface MapRoot {
 }
 
 /**
- * Where pages are kept. get() returns the bytes put() stored under `key` (or throws, naming the
- * key); put() resolves once the page is durable. Keys are never reused, so put() may refuse to
- * overwrite.
+ * Where pages are kept. get() returns bytes put() stored under `key` that `accept` takes (the
+ * tree passes its checksum check, so a store with several copies can skip a wrong one), or
+ * throws, naming the key; put() resolves once the page is durable. Keys are never reused, so
+ * put() may refuse to overwrite.
  */
 export interface MapPageStore {
-  get(key: string): Promise<Uint8Array>;
+  get(key: string, accept: (bytes: Uint8Array) => boolean): Promise<Uint8Array>;
   put(key: string, bytes: Uint8Array): Promise<void>;
+}
+
+/** True when `bytes` hash to `checksum` (a MapPageRef's). */
+export function mapPageMatches(bytes: Uint8Array, checksum: string): boolean {
+  return checksumOf(bytes) === checksum;
 }
 
 /** Levels a tree over `extents` extents needs (at least 1). */
@@ -649,7 +655,7 @@ export class MapTree {
       return cached.page;
     }
     const what = `Cannot read map page ${key} of volume ${this.options.volumeId}`;
-    const bytes = await this.options.store.get(key);
+    const bytes = await this.options.store.get(key, (b) => mapPageMatches(b, ref.checksum));
     const page = decodeMapPage(this.options.volumeId, bytes, { checksum: ref.checksum, level, index }, what);
     this.remember(key, page, ref);
     return page;
