@@ -5,7 +5,8 @@
  */
 import { FencedError, UnavailableError, type ExtentRecord, type ShardStore } from '../core/index.js';
 import { MemoryShardStore } from '../shard/index.js';
-import type { ExtentMapStore, ShardPlacer, TargetStores } from '../volume/index.js';
+import type { MapRoot } from '../extent/index.js';
+import type { ExtentMapStore, MapRootStore, ShardPlacer, TargetStores } from '../volume/index.js';
 
 /**
  * The extent map as etcd keeps it: commits apply in batches of `batchExtentsMax` (etcd's
@@ -44,6 +45,39 @@ export class MemoryExtentMap implements ExtentMapStore {
       }
     }
     this.commits += 1;
+  }
+}
+
+/**
+ * A volume's map root in memory, as etcd will hold it: swap() publishes only over the root it was
+ * given (another writer's swap in between fences this one) and while `fenced` is false.
+ */
+export class MemoryMapRoots implements MapRootStore {
+  root: MapRoot;
+  /** Set to make every later swap fail as a fenced writer's would. */
+  fenced = false;
+  swaps = 0;
+
+  constructor(levels: number) {
+    this.root = { levels, page: undefined };
+  }
+
+  async read(): Promise<MapRoot> {
+    return this.root;
+  }
+
+  async swap(expected: MapRoot, next: MapRoot): Promise<void> {
+    const same =
+      expected.levels === this.root.levels &&
+      expected.page?.generation === this.root.page?.generation &&
+      expected.page?.checksum === this.root.page?.checksum;
+    if (this.fenced || !same)
+      throw new FencedError(
+        `Cannot publish the map root: ${this.fenced ? 'this writer no longer holds its lock' : 'another writer published a root since'}`,
+        { published: [] },
+      );
+    this.root = next;
+    this.swaps += 1;
   }
 }
 

@@ -4,3 +4,4 @@ export * from './degraded.js';
 export * from './engine.js';
 export * from './limits.js';
 export type * from './ports.js';
+export * from './tree_map_store.js';
