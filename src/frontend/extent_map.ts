@@ -8,7 +8,8 @@
  */
 import { InvalidArgumentError, type ExtentRecord } from '../core/index.js';
 import type { EtcdMeta, VolumeLock } from '../meta/index.js';
-import type { ExtentMapStore } from '../volume/index.js';
+import type { MapRoot } from '../extent/index.js';
+import type { ExtentMapStore, MapRootStore } from '../volume/index.js';
 
 export class EtcdExtentMap implements ExtentMapStore {
   constructor(
@@ -24,5 +25,27 @@ export class EtcdExtentMap implements ExtentMapStore {
   async commit(updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): Promise<void> {
     if (this.lock === undefined) throw new InvalidArgumentError(`Volume "${this.volume.name}" is attached read-only`);
     await this.meta.commitExtents(this.lock, this.volume.id, updates);
+  }
+}
+
+/**
+ * A volume's extent-map root in etcd (`maproots/<volume id>`), for TreeExtentMapStore: swaps go
+ * through the volume lock's fenced transaction. Not used by the data path yet (issue 15).
+ */
+export class EtcdMapRoots implements MapRootStore {
+  constructor(
+    private readonly meta: EtcdMeta,
+    private readonly volume: { readonly id: string; readonly name: string },
+    private readonly lock: VolumeLock | undefined,
+    private readonly levels: number,
+  ) {}
+
+  read(): Promise<MapRoot> {
+    return this.meta.readMapRoot(this.volume.id, this.levels);
+  }
+
+  async swap(expected: MapRoot, next: MapRoot): Promise<void> {
+    if (this.lock === undefined) throw new InvalidArgumentError(`Volume "${this.volume.name}" is attached read-only`);
+    await this.meta.swapMapRoot(this.lock, this.volume.id, expected, next);
   }
 }

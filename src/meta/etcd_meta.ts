@@ -25,6 +25,9 @@ import {
   decodeAlive,
   decodeCluster,
   decodeExtent,
+  decodeMapRoot,
+  encodeMapRoot,
+  type MapRootRecord,
   decodeJournal,
   decodeCensus,
   decodeLock,
@@ -442,6 +445,36 @@ export class EtcdMeta {
       }
       for (const u of batch) published.push(u.index);
     }
+  }
+
+  /** The extent-map root of a volume (`maproots/<id>`): an empty map of `levels` when there is none. */
+  async readMapRoot(volumeId: string, levels: number): Promise<MapRootRecord> {
+    const key = keys.mapRoot(volumeId);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    return text === null ? { levels, page: undefined } : decodeMapRoot(key, text);
+  }
+
+  /**
+   * Publishes `next` as the volume's map root in one transaction that checks `lock` still holds
+   * the volume and the root is still `expected` (absent for an empty map). Throws FencedError,
+   * publishing nothing, when either check fails: the lock was lost or taken over, or another
+   * writer published a root since.
+   */
+  async swapMapRoot(lock: VolumeLock, volumeId: string, expected: MapRootRecord, next: MapRootRecord): Promise<void> {
+    const key = keys.mapRoot(volumeId);
+    const result = await this.call(`swap ${key}`, () => {
+      const txn = this.client.if(keys.lock(lock.volume), 'Value', '==', lock.record);
+      if (expected.page === undefined) txn.and(key, 'Create', '==', 0);
+      else txn.and(key, 'Value', '==', encodeMapRoot(expected));
+      return txn
+        .then(next.page === undefined ? this.client.delete().key(key) : this.client.put(key).value(encodeMapRoot(next)))
+        .commit();
+    });
+    if (!result.succeeded)
+      throw new FencedError(
+        `Cannot publish the map root of volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds its lock, or another writer published a root since`,
+        { published: [] },
+      );
   }
 
   async getExtent(volumeId: string, index: number): Promise<ExtentRecord | null> {

@@ -35,6 +35,12 @@ export const keys = {
   /** A volume's journal layout: its segments, their nodes, and the folded LSN. */
   journal: (volumeId: string) => `${rootPrefix}journals/${volumeId}`,
   epoch: (volume: string) => `${rootPrefix}epochs/${volume}`,
+  /**
+   * A volume's extent-map root, for the copy-on-write page tree (extent/map_tree.ts): its height
+   * and the root page's generation and checksum. Absent: an empty map. Not used by the data path
+   * yet (issue 15): only TreeExtentMapStore over EtcdMapRoots writes it.
+   */
+  mapRoot: (volumeId: string) => `${rootPrefix}maproots/${volumeId}`,
   /** The last shard census of a volume: its published shards that live targets do not hold. */
   census: (volumeId: string) => `${rootPrefix}census/${volumeId}`,
   gcVolumesPrefix: () => `${rootPrefix}gc/volumes/`,
@@ -395,5 +401,25 @@ export function decodeCensus(key: string, text: string): CensusRecord {
     shardsExpected: field(key, o, 'shardsExpected', isCount, 'a count'),
     absentCount: field(key, o, 'absentCount', isCount, 'a count'),
     absent: absent as string[],
+  };
+}
+
+/** What `maproots/<volume id>` holds: the same shape as extent/'s MapRoot (meta imports only core). */
+export interface MapRootRecord {
+  readonly levels: number;
+  readonly page: { readonly generation: number; readonly checksum: string } | undefined;
+}
+
+export function encodeMapRoot(root: MapRootRecord): string {
+  return JSON.stringify({ levels: root.levels, generation: root.page!.generation, checksum: root.page!.checksum });
+}
+
+export function decodeMapRoot(key: string, text: string): MapRootRecord {
+  const o = parse(key, text);
+  const checksum = field(key, o, 'checksum', isString, 'a checksum');
+  if (!/^[0-9a-f]{32}$/.test(checksum)) throw new CorruptMetadataError(key, 'checksum is not 32 hex digits');
+  return {
+    levels: field(key, o, 'levels', isCount, 'a level count'),
+    page: { generation: field(key, o, 'generation', isCount, 'a generation'), checksum },
   };
 }

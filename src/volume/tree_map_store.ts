@@ -33,7 +33,11 @@ export interface TreeExtentMapStoreOptions {
   readonly extents: number;
   readonly pages: MapPageStore;
   readonly roots: MapRootStore;
-  /** The writer's epoch: page generations are epoch * 2^32 + a counter, unique across writers. */
+  /**
+   * The writer's epoch: page generations are epoch * 2^32 + a counter, unique across writers
+   * because the lock hands out each epoch once. One store per writer epoch: two with the same
+   * epoch would name their pages alike (the page store refuses the second).
+   */
   readonly epoch: number;
 }
 

@@ -14,7 +14,10 @@ import {
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
 import { setFailpoint } from '../../src/core/index.js';
 import { CodecPool } from '../../src/codec/index.js';
-import { EtcdExtentMap } from '../../src/frontend/index.js';
+import { EtcdExtentMap, EtcdMapRoots } from '../../src/frontend/index.js';
+import { ReplicatedMapPages, mapLevelsFor } from '../../src/extent/index.js';
+import { MemoryShardStore } from '../../src/shard/index.js';
+import { TreeExtentMapStore } from '../../src/volume/index.js';
 import { checkFencedMultiBatchCommit, fencedCommitVolume } from '../support/fenced_commit.js';
 import { freePort, waitFor } from '../../src/dev/index.js';
 import { readFileSync } from 'node:fs';
@@ -80,6 +83,56 @@ describe('EtcdMeta against a real etcd', () => {
     const err = await rejection(meta.createVolume(volume('dup')));
     expect(err).to.be.instanceOf(AlreadyExistsError).and.have.property('message', 'Volume "dup" already exists');
     expect((await meta.getVolume('dup'))?.id).to.equal(first.id);
+  });
+
+  it('keeps a map-tree root at maproots/<id>: swaps are fenced by the lock and by the root they replace', async () => {
+    const v = volume('tree');
+    await meta.createVolume(v);
+    const extents = 256 * 300;
+    const levels = mapLevelsFor(extents);
+    const pages = new ReplicatedMapPages({
+      targets: new Map(['p1', 'p2', 'p3'].map((n) => [n, new MemoryShardStore(n)])),
+    });
+    const rec = (e: number, g: number) => ({
+      generation: g,
+      shardBytes: 1024,
+      shards: [{ target: 'n1', key: `${v.id}/${e}/${g}/0` }],
+    });
+    const a = await meta.acquireLock('tree', 'frontend-a');
+    const mapOf = (lock: typeof a | undefined) =>
+      new TreeExtentMapStore({
+        volumeId: v.id,
+        extents,
+        pages,
+        roots: new EtcdMapRoots(meta, v, lock, levels),
+        epoch: lock?.epoch ?? 0,
+      });
+    const writerA = mapOf(a);
+    expect((await writerA.load()).size).to.equal(0);
+    await writerA.commit([
+      { index: 7, record: rec(7, 1) },
+      { index: 70_000, record: rec(70_000, 1) },
+    ]);
+    const root = await meta.readMapRoot(v.id, levels);
+    expect(root.levels).to.equal(levels);
+    expect(root.page?.checksum).to.match(/^[0-9a-f]{32}$/);
+    expect([...(await mapOf(undefined).load()).keys()]).to.deep.equal([7, 70_000]);
+
+    // B takes the volume over and commits; A's next commit is refused and publishes nothing.
+    const b = await meta.acquireLock('tree', 'frontend-b', { takeover: true });
+    const writerB = mapOf(b);
+    await writerB.load();
+    await writerB.commit([{ index: 7, record: null }]);
+    expect(await rejection(writerA.commit([{ index: 8, record: rec(8, 2) }]))).to.be.instanceOf(FencedError);
+    // A swap over a root that is no longer current is refused, even under the lock.
+    const before = await meta.readMapRoot(v.id, levels);
+    await writerB.commit([{ index: 9, record: rec(9, 3) }]);
+    expect(await rejection(meta.swapMapRoot(b, v.id, before, before))).to.be.instanceOf(FencedError);
+    expect([...(await mapOf(undefined).load()).keys()]).to.deep.equal([9, 70_000]);
+    // A read-only view cannot commit.
+    expect(await rejection(mapOf(undefined).commit([])))
+      .to.have.property('message')
+      .that.contains('read-only');
   });
 
   it('hands out increasing epochs and fences a writer whose lock was taken over', async () => {
