@@ -414,6 +414,17 @@ function parseMapPage(
   return new MapLeaf(index, volumeId, bytes, names, offsets);
 }
 
+/** (volume, level, index, generation) of a page key, or undefined for a key that is not one. */
+export function parseMapPageKey(
+  key: string,
+): { volumeId: string; level: number; index: number; generation: number } | undefined {
+  const m = /^(.+)\/map\/(\d+)\/(\d+)\/(\d+)$/.exec(key);
+  if (m === null) return undefined;
+  const [level, index, generation] = [Number(m[2]), Number(m[3]), Number(m[4])];
+  if (![level, index, generation].every(Number.isSafeInteger)) return undefined;
+  return { volumeId: m[1]!, level, index, generation };
+}
+
 // ------------------------------------------------------------------------------------------------
 // The tree.
 
@@ -578,6 +589,30 @@ export class MapTree {
         }
       }
     }
+  }
+
+  /**
+   * Which of `listed` (page keys found on the targets) gc may delete: pages of this volume that no
+   * root in `roots` reaches and that are older than the newest of them. A page newer than every
+   * root may belong to a commit still in flight (written, its root not yet swapped): it is kept,
+   * and collected by a later pass once a newer root exists. Keys that are not this volume's pages
+   * are never returned.
+   */
+  async collectable(roots: readonly MapRoot[], listed: Iterable<string>): Promise<string[]> {
+    const reachable = new Set<string>();
+    let newest = -1;
+    for (const root of roots) {
+      if (root.page === undefined) continue;
+      newest = Math.max(newest, root.page.generation);
+      for await (const item of this.walk(root)) if ('pageKey' in item) reachable.add(item.pageKey);
+    }
+    const out: string[] = [];
+    for (const key of listed) {
+      const parsed = parseMapPageKey(key);
+      if (parsed === undefined || parsed.volumeId !== this.options.volumeId) continue;
+      if (!reachable.has(key) && parsed.generation < newest) out.push(key);
+    }
+    return out;
   }
 
   /** Decoded pages in the cache. */

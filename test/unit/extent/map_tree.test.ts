@@ -44,6 +44,12 @@ function recordFor(extent: number, generation: number, extra: Partial<ExtentReco
   };
 }
 
+/** True when `root` reaches page `key`. */
+async function reached(tree: MapTree, root: MapRoot, key: string): Promise<boolean> {
+  for await (const item of tree.walk(root)) if ('pageKey' in item && item.pageKey === key) return true;
+  return false;
+}
+
 describe('MapTree', () => {
   it('has as many levels as the volume needs: 1 up to 256 extents, 3 for 10^7, 4 for a 1 PiB volume of 4 MiB extents', () => {
     expect([0, 1, 256, 257, 65_536, 65_537, 1e7, 2 ** 28].map(mapLevelsFor)).to.deep.equal([1, 1, 1, 2, 2, 3, 3, 4]);
@@ -188,6 +194,44 @@ describe('MapTree', () => {
     await warm.lookup(root, 97);
     expect(warm.peek(root, 97)).to.deep.equal(changes.get(97));
     expect(warm.peek(root, 98), 'same leaf, never written').to.equal(undefined);
+  });
+
+  it('lets gc collect only pages no root reaches that are older than the newest root', async () => {
+    const store = new MemoryPages();
+    const extents = 100_000;
+    const tree = new MapTree({ volumeId, extents, store });
+    const a = await tree.commit(
+      tree.emptyRoot(),
+      new Map([
+        [5, recordFor(5, 1)],
+        [70_000, recordFor(70_000, 1)],
+      ]),
+      10,
+    );
+    const b = await tree.commit(a.root, new Map([[5, recordFor(5, 2)]]), 20); // shares extent 70,000's pages
+    const c = await tree.commit(b.root, new Map([[6, recordFor(6, 3)]]), 30);
+    // A commit in flight: its pages are written, its root not published yet.
+    const inFlight = await tree.commit(c.root, new Map([[7, recordFor(7, 4)]]), 40);
+    const listed = [...store.pages.keys(), 'other-vol/map/0/0/1', `${volumeId}/0/1/2/3`];
+    const fresh = new MapTree({ volumeId, extents, store });
+    // Roots kept: c (the volume) and a (a snapshot, say).
+    const gone = await fresh.collectable([c.root, a.root], listed);
+    expect(gone.sort()).to.deep.equal([...b.pagesWritten].sort());
+    for (const key of inFlight.pagesWritten) expect(gone, 'a commit in flight').to.not.include(key);
+    // Only the volume: a's own pages go too, never those c still shares.
+    const onlyC = await fresh.collectable([c.root], listed);
+    for (const key of [...a.pagesWritten, ...b.pagesWritten])
+      expect(onlyC.includes(key), key).to.equal(
+        !c.pagesWritten.includes(key) && (await reached(fresh, c.root, key)) === false,
+      );
+    for (const [e, rec] of [
+      [5, recordFor(5, 2)],
+      [70_000, recordFor(70_000, 1)],
+      [6, recordFor(6, 3)],
+    ] as const) {
+      for (const key of onlyC) store.pages.delete(key);
+      expect(await new MapTree({ volumeId, extents, store }).lookup(c.root, e)).to.deep.equal(rec);
+    }
   });
 
   it('maps a 1 PiB thin volume written sparsely with a handful of pages', async () => {
