@@ -409,8 +409,9 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
   private async makeRoom(bytes: number): Promise<void> {
     for (let round = 0; ; round++) {
       // A request larger than a budget goes through once nothing else holds that budget.
+      // Each getter walks every entry, and this runs on every write: once each.
       const dirty = this.dirtyBytes;
-      const unpublished = this.unpublishedBytes;
+      const unpublished = dirty + this.journaledBytes;
       const dirtyFits = dirty === 0 || dirty + bytes <= this.dirtyBytesMax;
       if (dirtyFits && (unpublished === 0 || unpublished + bytes <= this.cacheBytesMax)) return;
       this.stats.backPressureWaits += 1;

@@ -1,5 +1,6 @@
 /** Cairn's vocabulary: assertions, errors, ids, units, limits, checksums, profiles, ports. No I/O. */
 export * from './assert.js';
+export * from './binary.js';
 export * from './budgets.js';
 export * from './checksum.js';
 export * from './clock.js';

@@ -30,7 +30,15 @@
  * derives, every key (u16 length, UTF-8).
  */
 import { createHash } from 'node:crypto';
-import { assert, ChecksumMismatchError, shardKey, type ExtentRecord, type ExtentShardRef } from '../core/index.js';
+import {
+  assert,
+  BinaryReader,
+  BinaryWriter,
+  ChecksumMismatchError,
+  shardKey,
+  type ExtentRecord,
+  type ExtentShardRef,
+} from '../core/index.js';
 
 /** Extents per leaf page, as bits: 256 records of about 40 bytes, a 10 KiB page for 4+2. */
 export const mapLeafBits = 8;
@@ -112,100 +120,9 @@ export const notCached: unique symbol = Symbol('not cached');
 // ------------------------------------------------------------------------------------------------
 // Encoding.
 
-class Writer {
-  private buf = new Uint8Array(4096);
-  private view = new DataView(this.buf.buffer);
-  at = 0;
-
-  private room(n: number): void {
-    if (this.at + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.at + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.at));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
-  }
-  u8(v: number): void {
-    this.room(1);
-    this.view.setUint8(this.at, v);
-    this.at += 1;
-  }
-  u16(v: number): void {
-    this.room(2);
-    this.view.setUint16(this.at, v, true);
-    this.at += 2;
-  }
-  u32(v: number): void {
-    this.room(4);
-    this.view.setUint32(this.at, v, true);
-    this.at += 4;
-  }
-  u64(v: number): void {
-    assert(Number.isSafeInteger(v) && v >= 0, `u64 ${v}`);
-    this.room(8);
-    this.view.setBigUint64(this.at, BigInt(v), true);
-    this.at += 8;
-  }
-  bytes(b: Uint8Array): void {
-    this.room(b.length);
-    this.buf.set(b, this.at);
-    this.at += b.length;
-  }
-  str(s: string): void {
-    const b = Buffer.from(s, 'utf8');
-    assert(b.length < 2 ** 16, 'a map string longer than 64 KiB');
-    this.u16(b.length);
-    this.bytes(b);
-  }
-  done(): Uint8Array {
-    return this.buf.slice(0, this.at);
-  }
-}
-
-class Reader {
-  private readonly view: DataView;
-  at = 0;
-  constructor(
-    private readonly buf: Uint8Array,
-    private readonly what: string,
-  ) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  }
-  private need(n: number): void {
-    if (this.at + n > this.buf.length) throw new ChecksumMismatchError(`${this.what}: the page ends early`);
-  }
-  u8(): number {
-    this.need(1);
-    return this.view.getUint8(this.at++);
-  }
-  u16(): number {
-    this.need(2);
-    const v = this.view.getUint16(this.at, true);
-    this.at += 2;
-    return v;
-  }
-  u32(): number {
-    this.need(4);
-    const v = this.view.getUint32(this.at, true);
-    this.at += 4;
-    return v;
-  }
-  u64(): number {
-    this.need(8);
-    const v = Number(this.view.getBigUint64(this.at, true));
-    this.at += 8;
-    return v;
-  }
-  bytes(n: number): Uint8Array {
-    this.need(n);
-    const b = this.buf.subarray(this.at, this.at + n);
-    this.at += n;
-    return b;
-  }
-  str(): string {
-    return Buffer.from(this.bytes(this.u16())).toString('utf8');
-  }
+/** Reads a page's fields; an overrun is a damaged page. */
+function pageReader(bytes: Uint8Array, what: string): BinaryReader {
+  return new BinaryReader(bytes, (reason) => new ChecksumMismatchError(`${what}: ${reason}`));
 }
 
 /**
@@ -252,10 +169,10 @@ export class MapLeaf {
       for (let i = 0; i < count; i++)
         shards[i] = { target: this.names[view.getUint16(targetsAt + 2 * i, true)]!, key: prefix + i };
     } else {
-      const r = new Reader(this.bytes, 'a checked map page');
+      const r = pageReader(this.bytes, 'a checked map page');
       r.at = at;
       for (let i = 0; i < count; i++)
-        shards[i] = { target: this.names[view.getUint16(targetsAt + 2 * i, true)]!, key: r.str() };
+        shards[i] = { target: this.names[view.getUint16(targetsAt + 2 * i, true)]!, key: r.str('key', 0xffff) };
     }
     const rec: { -readonly [K in keyof ExtentRecord]: ExtentRecord[K] } = { generation, shardBytes, shards };
     if (journalLsn !== undefined) rec.journalLsn = journalLsn;
@@ -284,7 +201,7 @@ export interface MapInterior {
 
 export type MapPage = MapLeaf | MapInterior;
 
-function writeHeader(w: Writer, kind: number, level: number, index: number, slots: number): void {
+function writeHeader(w: BinaryWriter, kind: number, level: number, index: number, slots: number): void {
   w.u32(magic);
   w.u16(version);
   w.u8(kind);
@@ -294,12 +211,12 @@ function writeHeader(w: Writer, kind: number, level: number, index: number, slot
   w.u32(0);
 }
 
-function writeBitmap(w: Writer, present: readonly unknown[]): void {
+function writeBitmap(w: BinaryWriter, present: readonly unknown[]): void {
   const bitmap = new Uint8Array(present.length / 8);
   present.forEach((p, i) => {
     if (p !== undefined) bitmap[i >> 3]! |= 1 << (i & 7);
   });
-  w.bytes(bitmap);
+  w.raw(bitmap);
 }
 
 /**
@@ -316,10 +233,10 @@ export function encodeMapLeaf(
   const names = new Map<string, number>();
   for (const rec of records)
     for (const s of rec?.shards ?? []) if (!names.has(s.target)) names.set(s.target, names.size);
-  const w = new Writer();
+  const w = new BinaryWriter();
   writeHeader(w, kindLeaf, 0, index, slots);
   w.u16(names.size);
-  for (const name of names.keys()) w.str(name);
+  for (const name of names.keys()) w.str(name, 0xffff);
   writeBitmap(w, records);
   records.forEach((rec, slot) => {
     if (rec === undefined) return;
@@ -333,24 +250,24 @@ export function encodeMapLeaf(
     w.u8(rec.shards.length);
     for (const s of rec.shards) w.u16(names.get(s.target)!);
     if (rec.journalLsn !== undefined) w.u64(rec.journalLsn);
-    if (!derived) for (const s of rec.shards) w.str(s.key);
+    if (!derived) for (const s of rec.shards) w.str(s.key, 0xffff);
   });
-  return w.done();
+  return w.done().slice(); // exactly the page: it is kept (cached, stored) as it is
 }
 
 /** Encodes an interior page. */
 export function encodeMapInterior(page: MapInterior): Uint8Array {
   const slots = slotsAt(page.level);
   assert(page.level >= 1 && page.children.length === slots, `an interior page holds ${slots} slots`);
-  const w = new Writer();
+  const w = new BinaryWriter();
   writeHeader(w, kindInterior, page.level, page.index, slots);
   writeBitmap(w, page.children);
   for (const ref of page.children) {
     if (ref === undefined) continue;
     w.u64(ref.generation);
-    w.bytes(Buffer.from(ref.checksum, 'hex'));
+    w.raw(Buffer.from(ref.checksum, 'hex'));
   }
-  return w.done();
+  return w.done().slice(); // exactly the page: it is kept (cached, stored) as it is
 }
 
 /**
@@ -375,41 +292,45 @@ function parseMapPage(
   expect: { readonly level: number; readonly index: number },
   what: string,
 ): MapPage {
-  const r = new Reader(bytes, what);
-  if (r.u32() !== magic || r.u16() !== version) throw new ChecksumMismatchError(`${what}: not a map page`);
-  const kind = r.u8();
-  const level = r.u8();
-  const index = r.u64();
-  const slots = r.u32();
-  r.u32();
+  const r = pageReader(bytes, what);
+  if (r.u32('magic') !== magic || r.u16('version') !== version)
+    throw new ChecksumMismatchError(`${what}: not a map page`);
+  const kind = r.u8('kind');
+  const level = r.u8('level');
+  const index = r.u64('page index');
+  const slots = r.u32('slot count');
+  r.u32('reserved');
   if (level !== expect.level || index !== expect.index || slots !== slotsAt(level))
     throw new ChecksumMismatchError(`${what}: the page is for level ${level}, index ${index}`);
   if (kind === kindInterior && level >= 1) {
-    const bitmap = r.bytes(slots / 8);
+    const bitmap = r.raw(slots / 8, 'bitmap');
     const children: (MapPageRef | undefined)[] = new Array(slots).fill(undefined);
     for (let i = 0; i < slots; i++) {
       if ((bitmap[i >> 3]! & (1 << (i & 7))) === 0) continue;
-      children[i] = { generation: r.u64(), checksum: Buffer.from(r.bytes(mapChecksumBytes)).toString('hex') };
+      children[i] = {
+        generation: r.u64('child generation'),
+        checksum: Buffer.from(r.raw(mapChecksumBytes, 'child checksum')).toString('hex'),
+      };
     }
     return { kind: 'interior', level, index, children };
   }
   if (kind !== kindLeaf || level !== 0) throw new ChecksumMismatchError(`${what}: a page of unknown kind ${kind}`);
   const names: string[] = [];
-  for (let n = r.u16(); n > 0; n--) names.push(r.str());
-  const bitmap = r.bytes(slots / 8);
+  for (let n = r.u16('target count'); n > 0; n--) names.push(r.str('target name', 0xffff));
+  const bitmap = r.raw(slots / 8, 'bitmap');
   // Where each record starts; every field is checked to lie inside the page, and every target
   // index to name a target, so record() cannot fail later.
   const offsets = new Int32Array(slots).fill(-1);
   for (let slot = 0; slot < slots; slot++) {
     if ((bitmap[slot >> 3]! & (1 << (slot & 7))) === 0) continue;
     offsets[slot] = r.at;
-    r.bytes(16); // generation, shard bytes, seed
-    const flags = r.u8();
-    const count = r.u8();
+    r.raw(16, 'record'); // generation, shard bytes, seed
+    const flags = r.u8('record flags');
+    const count = r.u8('shard count');
     for (let i = 0; i < count; i++)
-      if (r.u16() >= names.length) throw new ChecksumMismatchError(`${what}: a record names no target`);
-    if ((flags & flagJournalLsn) !== 0) r.bytes(8);
-    if ((flags & flagKeys) !== 0) for (let i = 0; i < count; i++) r.str();
+      if (r.u16('target') >= names.length) throw new ChecksumMismatchError(`${what}: a record names no target`);
+    if ((flags & flagJournalLsn) !== 0) r.raw(8, 'journal LSN');
+    if ((flags & flagKeys) !== 0) for (let i = 0; i < count; i++) r.str('key', 0xffff);
   }
   return new MapLeaf(index, volumeId, bytes, names, offsets);
 }
@@ -494,7 +415,7 @@ export class MapTree {
    */
   peek(root: MapRoot, e: number): ExtentRecord | undefined | typeof notCached {
     this.checkExtent(e);
-    assert(root.levels === this.levels, `a root of ${root.levels} levels for a tree of ${this.levels}`);
+    if (root.levels !== this.levels) assert(false, `a root of ${root.levels} levels for a tree of ${this.levels}`);
     let ref = root.page;
     for (let level = this.levels - 1; ; level--) {
       if (ref === undefined) return undefined;
@@ -623,7 +544,9 @@ export class MapTree {
   // ---------------------------------------------------------------------------------------------
 
   private checkExtent(e: number): void {
-    assert(Number.isSafeInteger(e) && e >= 0 && e < this.options.extents, `extent ${e} of ${this.options.extents}`);
+    // On every lookup: the message is built only when the check fails.
+    if (!(Number.isSafeInteger(e) && e >= 0 && e < this.options.extents))
+      assert(false, `extent ${e} of ${this.options.extents}`);
   }
 
   /** Encodes `page`, queues its write, caches it, and returns its reference (undefined when empty). */

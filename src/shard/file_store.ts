@@ -612,8 +612,7 @@ export class InlineReads {
         got += n;
       }
     } catch (err) {
-      if (errnoOf(err) === 'EISDIR') throw err;
-      throw new StorageIoError(`${what}: ${ioWords(err)}`, { cause: err });
+      throw readFailure(err, what);
     } finally {
       const took = this.now() - started;
       this.stats.inline += 1;
@@ -624,9 +623,7 @@ export class InlineReads {
         if (this.slowScore > inlineReadSlowScoreMax) this.poolUntilMs = this.now() + inlineReadBackoffMs;
       }
     }
-    if (got < length && position === 0)
-      throw new ChecksumMismatchError(`${what}: shard file is truncated (${got} bytes)`);
-    return buffer.subarray(0, got);
+    return readResult(buffer, got, position, what);
   }
 }
 
@@ -641,10 +638,20 @@ async function readAt(file: FileHandle, position: number, length: number, what: 
       got += bytesRead;
     }
   } catch (err) {
-    if (errnoOf(err) === 'EISDIR') throw err;
-    throw new StorageIoError(`${what}: ${ioWords(err)}`, { cause: err });
+    throw readFailure(err, what);
   }
-  if (got < length && position === 0)
+  return readResult(buffer, got, position, what);
+}
+
+/** What a failed read of a shard file throws (EISDIR as it is: the caller reads it as missing). */
+function readFailure(err: unknown, what: string): unknown {
+  if (errnoOf(err) === 'EISDIR') return err;
+  return new StorageIoError(`${what}: ${ioWords(err)}`, { cause: err });
+}
+
+/** The `got` bytes read into `buffer` at `position`; a header cut short is a truncated shard. */
+function readResult(buffer: Buffer, got: number, position: number, what: string): Uint8Array {
+  if (got < buffer.length && position === 0)
     throw new ChecksumMismatchError(`${what}: shard file is truncated (${got} bytes)`);
   return buffer.subarray(0, got);
 }
