@@ -399,10 +399,20 @@ async function fio(
   cpuPct.machine = round(((machineBusySeconds() - machineBefore) / wallS) * 100, 0);
   const diskAfter = deviceWrittenBytes(dir);
   const diskBytes = diskBefore === null || diskAfter === null ? null : diskAfter - diskBefore;
+  const isWriteJob = rw.includes('write') && side.io_bytes > 0;
   return {
-    // Bytes the disk wrote during the job per byte the client wrote (writes only).
+    // Bytes the disk wrote during the job per byte the client wrote (writes only). A device whose
+    // counter did not move while durable writes landed on it does not count this filesystem's
+    // writes (statistics off, or a layer in between): that is reported, not a ratio of 0.
     writeAmplification:
-      rw.includes('write') && diskBytes !== null && side.io_bytes > 0 ? round(diskBytes / side.io_bytes, 2) : undefined,
+      isWriteJob && diskBytes !== null && diskBytes > 0 ? round(diskBytes / side.io_bytes, 2) : undefined,
+    writeAmplificationUnavailable: !isWriteJob
+      ? undefined
+      : diskBytes === null
+        ? `no block-device statistics for ${dir}`
+        : diskBytes === 0
+          ? `the device under ${dir} counted 0 bytes written while the client wrote ${side.io_bytes}`
+          : undefined,
     iops: round(side.iops, 0),
     MBps: round(side.bw_bytes / 1e6, 1),
     latP99Ms: round((side.clat_ns.percentile?.['99.000000'] ?? NaN) / 1e6, 3),
@@ -426,6 +436,9 @@ function resultRow(target, job, r, extra = {}) {
     sizeBytes: opts.size,
     ...extra,
     ...(r.writeAmplification === undefined ? {} : { writeAmplification: r.writeAmplification }),
+    ...(r.writeAmplificationUnavailable === undefined
+      ? {}
+      : { writeAmplificationUnavailable: r.writeAmplificationUnavailable }),
     fioCpuPct: r.fioCpuPct,
   };
   for (const [k, v] of Object.entries(r.cpuPct)) row[`${k}CpuPct`] = v;
@@ -799,7 +812,7 @@ async function cairnEcTarget(dir, cluster) {
       await fe.stop();
     }
     const diskAfter = deviceWrittenBytes(dir);
-    if (diskBefore !== null && diskAfter !== null && clientBytes > 0)
+    if (diskBefore !== null && diskAfter !== null && diskAfter > diskBefore && clientBytes > 0)
       emit({
         bench: 'nbd',
         target: 'cairn-ec',
