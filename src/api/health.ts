@@ -43,6 +43,7 @@ import type {
 import { assessPolicy, type Topology } from '../placement/index.js';
 import { readTopology } from './cluster.js';
 import { policyOf } from './volumes.js';
+import { VolumeMaps } from './volume_maps.js';
 
 /** The zone reported for shards whose target is no longer registered. Not a valid zone name. */
 export const unregisteredZone = '(unregistered)';
@@ -437,7 +438,7 @@ export async function readClusterHealth(meta: EtcdMeta, now: () => Date = () => 
   const volumes: VolumeInput[] = [];
   // One volume at a time: an extent map can be thousands of keys; etcd serves them in order.
   for (const record of records) {
-    const extents = await meta.listExtents(record.id);
+    const extents = await VolumeMaps.of(meta).listExtents(record.id);
     const lock = await meta.getLock(record.name);
     const journal = await meta.getJournal(record.id);
     const census = await meta.getCensus(record.id);

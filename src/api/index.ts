@@ -8,3 +8,4 @@ export * from './health.js';
 export * from './nodes.js';
 export * from './stores.js';
 export * from './volumes.js';
+export * from './volume_maps.js';

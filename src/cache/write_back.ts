@@ -108,7 +108,13 @@ export interface CacheJournal {
 /** What the cache needs from the volume engine. */
 export interface CacheBackend {
   readonly geometry: ExtentGeometry;
+  /**
+   * True for an extent known to have no published data. May say false for an extent whose
+   * record was not looked up yet (a map read on demand): prepare() makes the answer exact.
+   */
   isHole(e: number): boolean;
+  /** Looks up the published records of `extents` so isHole() and publishedLsn() answer exactly. */
+  prepare?(extents: Iterable<number>): Promise<void>;
   /** A token that changes whenever extent e's published generation changes. */
   versionOf(e: number): number;
   readRange(e: number, offset: number, length: number): Promise<Uint8Array>;
@@ -456,6 +462,7 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     this.checkRange(offset, length);
     this.checkWritable();
     const pieces = splitByExtent(this.g, offset, length);
+    await this.backend.prepare?.(pieces.map((p) => p.extent));
     await this.makeRoom(length);
     this.checkWritable();
     for (const p of pieces) change(this.entryFor(p.extent), p);
@@ -705,7 +712,9 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     if (this.stale !== undefined) throw this.stale;
     this.checkRange(offset, length);
     const runs: BlockStatusRun[] = [];
-    for (const p of splitByExtent(this.g, offset, length)) {
+    const pieces = splitByExtent(this.g, offset, length);
+    await this.backend.prepare?.(pieces.map((p) => p.extent));
+    for (const p of pieces) {
       const entry = this.entries.get(p.extent);
       const hole =
         entry === undefined

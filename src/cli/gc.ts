@@ -16,7 +16,7 @@ export function gcCommand(ctx: CliContext) {
       clusterOptions(y).option('orphans', {
         type: 'boolean',
         default: true,
-        describe: 'also delete shards no extent points to (stale copies, crashed writers)',
+        describe: 'also delete shards no extent points to (stale copies, crashed writers) and map pages no root reaches',
       }),
     handler: withErrors(ctx, async (argv) => {
       const report = await withMeta(argv, async (meta) => {
@@ -48,11 +48,12 @@ export function gcCommand(ctx: CliContext) {
           });
           const orphans = argv['orphans']
             ? await sweepOrphans(meta, stores)
-            : { shardsScanned: 0, orphansDeleted: 0, errors: [] };
+            : { shardsScanned: 0, orphansDeleted: 0, pagesDeleted: 0, errors: [] };
           return {
             ...deleted,
             orphansScanned: orphans.shardsScanned,
             orphansDeleted: orphans.orphansDeleted,
+            mapPagesDeleted: orphans.pagesDeleted,
             errors: [...deleted.errors, ...orphans.errors],
           };
         } finally {
@@ -61,7 +62,7 @@ export function gcCommand(ctx: CliContext) {
       });
       emit(ctx.io, isJson(argv), report, (r) => [
         `Collected ${r.volumes} deleted volume(s): ${r.shardsDeleted} shard(s) removed`,
-        `Swept ${r.orphansScanned} shard(s) of live volumes: ${r.orphansDeleted} orphan(s) removed`,
+        `Swept ${r.orphansScanned} shard(s) of live volumes: ${r.orphansDeleted} orphan(s) removed, ${r.mapPagesDeleted} unreachable map page copies removed`,
         ...r.errors.map((e) => `  not finished: ${e}`),
       ]);
       if (report.errors.length > 0) ctx.exitCode = 1;

@@ -155,6 +155,18 @@ export class FencedError extends CairnError {
 }
 
 /**
+ * A volume's map root changed between reading it and swapping it, by someone allowed to change
+ * it while the writer holds the volume (a repair or scrub moving shards of one generation): the
+ * commit can be rebuilt on the new root and retried. Not fencing: the writer still holds the lock.
+ */
+export class MapRootMovedError extends CairnError {
+  override readonly name = 'MapRootMovedError';
+  constructor(message: string) {
+    super('EMOVED', message, { retryable: true });
+  }
+}
+
+/**
  * A multi-batch extent-map commit failed part-way for a reason other than fencing (etcd did not
  * answer): the batches before it are published, the failing batch may or may not be, the rest
  * are not. Retryable as its cause is.

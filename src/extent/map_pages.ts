@@ -4,9 +4,11 @@
  * evenly, and a target's loss moves only its own pages), read from the first copy that passes the
  * tree's checksum.
  *
- * What it keeps true: put() resolves only when every copy is durable (a store's put is); a copy
- * that is missing, unreadable or wrong (lost, torn, stale) is skipped by get(), which fails only
- * when no target holds a good copy, naming what each said. Replication rather than erasure coding
+ * What it keeps true: put() resolves only when every copy is durable (a store's put is); a target
+ * that is down or refuses is passed over for the next in the page's order, so a dead node does not
+ * stop commits; a copy that is missing, unreadable or wrong (lost, torn, stale) is skipped by
+ * get(), which tries every target in the page's order and fails only when none holds a good copy,
+ * naming what each said. A cluster with fewer targets than `replicas` keeps one copy per target. Replication rather than erasure coding
  * for pages: they are small (6-20 KiB), read whole and often, and a page read must not wait for k
  * targets. Three copies by default, as many failures as a 4+2 volume survives and one more.
  */
@@ -18,9 +20,13 @@ import type { MapPageStore } from './map_tree.js';
 export const mapPageReplicasDefault = 3;
 
 export interface ReplicatedMapPagesOptions {
-  /** The targets, by name (the names are hashed: keep them stable). */
-  readonly targets: ReadonlyMap<string, ShardStore>;
+  /** The targets, by name (the names are hashed: keep them stable); a function for a list that changes. */
+  readonly targets: ReadonlyMap<string, ShardStore> | (() => ReadonlyMap<string, ShardStore>);
   readonly replicas?: number;
+  /** Targets that may take new copies now (up, not avoided); every target when absent or undefined. */
+  readonly usable?: () => ReadonlySet<string> | undefined;
+  /** Told that a target refused a copy (a placer leaves it out for a while). */
+  readonly refused?: (target: string, err: unknown) => void;
 }
 
 export class ReplicatedMapPages implements MapPageStore {
@@ -31,29 +37,49 @@ export class ReplicatedMapPages implements MapPageStore {
     assert(Number.isSafeInteger(this.replicas) && this.replicas >= 1, `map page replicas ${this.replicas}`);
   }
 
+  private targets(): ReadonlyMap<string, ShardStore> {
+    const t = this.options.targets;
+    return typeof t === 'function' ? t() : t;
+  }
+
   /** Every target name, best first for `key` (rendezvous hashing). */
   order(key: string): string[] {
     const weight = (name: string): string => createHash('sha256').update(`${name}\0${key}`).digest('hex');
-    return [...this.options.targets.keys()]
+    return [...this.targets().keys()]
       .map((name) => ({ name, w: weight(name) }))
       .sort((a, b) => (a.w < b.w ? 1 : a.w > b.w ? -1 : 0))
       .map((t) => t.name);
   }
 
   async put(key: string, bytes: Uint8Array): Promise<void> {
-    const names = this.order(key);
-    if (names.length < this.replicas)
+    const targets = this.targets();
+    const usable = this.options.usable?.();
+    const all = this.order(key);
+    // Usable targets first, in the page's order; the rest after them, as a last resort.
+    const names = usable === undefined ? all : [...all.filter((n) => usable.has(n)), ...all.filter((n) => !usable.has(n))];
+    const wanted = Math.min(this.replicas, names.length);
+    if (wanted === 0) throw new UnavailableError(`Cannot store map page ${key}: no shard target is registered`);
+    let next = 0;
+    let stored = 0;
+    const failed: string[] = [];
+    // Each lane stores one copy, moving down the order past targets that refuse.
+    const lane = async (): Promise<void> => {
+      while (next < names.length) {
+        const name = names[next++]!;
+        try {
+          await targets.get(name)!.put(key, bytes);
+          stored += 1;
+          return;
+        } catch (err) {
+          this.options.refused?.(name, err);
+          failed.push(`${name}: ${errorMessage(err)}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: wanted }, lane));
+    if (stored < wanted)
       throw new UnavailableError(
-        `Cannot store map page ${key}: ${this.replicas} copies need ${this.replicas} targets, ${names.length} known`,
-      );
-    const chosen = names.slice(0, this.replicas);
-    const results = await Promise.allSettled(chosen.map((name) => this.options.targets.get(name)!.put(key, bytes)));
-    const failed = results.flatMap((r, i) =>
-      r.status === 'rejected' ? [`${chosen[i]}: ${errorMessage(r.reason)}`] : [],
-    );
-    if (failed.length > 0)
-      throw new UnavailableError(
-        `Cannot store map page ${key}: ${failed.length} of ${this.replicas} copies failed (${failed.join('; ')})`,
+        `Cannot store map page ${key}: ${stored} of ${wanted} copies stored (${failed.join('; ')})`,
       );
   }
 
@@ -62,7 +88,7 @@ export class ReplicatedMapPages implements MapPageStore {
     // The page's own targets first, then the rest (a copy left behind by a target list that changed).
     for (const name of this.order(key)) {
       try {
-        const bytes = await this.options.targets.get(name)!.get(key);
+        const bytes = await this.targets().get(name)!.get(key);
         if (accept(bytes)) return bytes;
         said.push(`${name}: a copy that fails its checksum`);
       } catch (err) {

@@ -68,6 +68,13 @@ export interface MapRoot {
   readonly levels: number;
   /** Undefined for a map with no record at all. */
   readonly page: MapPageRef | undefined;
+  /**
+   * The highest journal LSN any record under this root holds (0 or absent: none): what a writer
+   * attaching needs without reading every record. Kept by commit().
+   */
+  readonly journalLsn?: number;
+  /** Extents under this root whose record holds data (hole records left out). Kept by commit(). */
+  readonly written?: number;
 }
 
 /**
@@ -450,11 +457,18 @@ export class MapTree {
       else list.push([e, rec]);
     }
     let touched = new Map<number, MapPageRef | undefined>();
+    let written = root.written ?? 0;
+    let journalLsn = root.journalLsn ?? 0;
+    const holdsData = (r: ExtentRecord | null | undefined): boolean => r !== undefined && r !== null && r.shards.length > 0;
     for (const [index, list] of byLeaf) {
       const old = await this.pageAt(root, 0, index);
       const records =
         old === undefined ? new Array<ExtentRecord | undefined>(leafSlots).fill(undefined) : (old as MapLeaf).records();
-      for (const [e, rec] of list) records[e % leafSlots] = rec ?? undefined;
+      for (const [e, rec] of list) {
+        written += (holdsData(rec) ? 1 : 0) - (holdsData(records[e % leafSlots]) ? 1 : 0);
+        journalLsn = Math.max(journalLsn, rec?.journalLsn ?? 0);
+        records[e % leafSlots] = rec ?? undefined;
+      }
       touched.set(index, this.stage({ kind: 'leaf', index, records }, generation, writes));
     }
     // Each level above: each parent of a touched page once.
@@ -482,7 +496,9 @@ export class MapTree {
     assert(touched.size <= 1, 'a tree with more than one root');
     // Every page is durable before the caller can publish the root that reaches them.
     await Promise.all(writes.map((w) => store.put(w.key, w.bytes)));
-    const newRoot: MapRoot = { levels: this.levels, page: touched.size === 0 ? root.page : touched.get(0) };
+    const page = touched.size === 0 ? root.page : touched.get(0);
+    const newRoot: MapRoot =
+      page === undefined ? { levels: this.levels, page } : { levels: this.levels, page, journalLsn, written };
     return {
       root: newRoot,
       pagesWritten: writes.map((w) => w.key),
@@ -516,10 +532,16 @@ export class MapTree {
    * Which of `listed` (page keys found on the targets) gc may delete: pages of this volume that no
    * root in `roots` reaches and that are older than the newest of them. A page newer than every
    * root may belong to a commit still in flight (written, its root not yet swapped): it is kept,
-   * and collected by a later pass once a newer root exists. Keys that are not this volume's pages
-   * are never returned.
+   * and collected by a later pass once a newer root exists. So is a page of an epoch at or above
+   * `inFlightEpoch` (the epoch of the writer holding the volume, read after listing): a repair may
+   * have published a root newer than that writer's commit in flight. Keys that are not this
+   * volume's pages are never returned.
    */
-  async collectable(roots: readonly MapRoot[], listed: Iterable<string>): Promise<string[]> {
+  async collectable(
+    roots: readonly MapRoot[],
+    listed: Iterable<string>,
+    options: { readonly inFlightEpoch?: number } = {},
+  ): Promise<string[]> {
     const reachable = new Set<string>();
     let newest = -1;
     for (const root of roots) {
@@ -531,7 +553,9 @@ export class MapTree {
     for (const key of listed) {
       const parsed = parseMapPageKey(key);
       if (parsed === undefined || parsed.volumeId !== this.options.volumeId) continue;
-      if (!reachable.has(key) && parsed.generation < newest) out.push(key);
+      const inFlight =
+        options.inFlightEpoch !== undefined && Math.floor(parsed.generation / 2 ** 32) >= options.inFlightEpoch;
+      if (!reachable.has(key) && parsed.generation < newest && !inFlight) out.push(key);
     }
     return out;
   }

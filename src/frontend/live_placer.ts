@@ -40,6 +40,15 @@ class LivePlacer implements ShardPlacer {
     }
   }
 
+  /** Targets up in the last topology and not avoided for a recent refusal; undefined before a refresh. */
+  usableTargets(): ReadonlySet<string> | undefined {
+    if (this.topology === undefined) return undefined;
+    const now = this.clock.now();
+    return new Set(
+      this.topology.targets.filter((t) => t.up && !((this.avoided.get(t.id) ?? 0) > now)).map((t) => t.id),
+    );
+  }
+
   /** A full disk (507) or an unreachable node: leave it out of placement for a while. */
   refused(target: string, err: unknown): void {
     if (!(err instanceof DiskFullError || err instanceof UnavailableError)) return;

@@ -47,6 +47,11 @@ class LiveTargets implements TargetStores {
     return entry.store;
   }
 
+  /** Every registered target's store, by name, as of the last refresh(). */
+  all(): ReadonlyMap<string, ShardStore> {
+    return new Map([...this.stores].map(([name, t]) => [name, t.store]));
+  }
+
   /** The zone `target` was registered in at the last refresh(), or undefined when unknown. */
   zoneOf(target: string): string | undefined {
     return this.stores.get(target)?.record.zone;

@@ -45,7 +45,6 @@ import { WriteBackCache, cacheCapabilities, type WriteBackCacheOptions } from '.
 import {
   NotFoundError,
   VolumeLockedError,
-  decodeExtent,
   journalReplicasOf,
   keys,
   type CensusRecord,
@@ -54,9 +53,10 @@ import {
   type VolumeRecord,
 } from '../meta/index.js';
 import type { Topology } from '../placement/index.js';
-import { VolumeEngine } from '../volume/index.js';
+import { TreeExtentMapStore, VolumeEngine } from '../volume/index.js';
+import { ReplicatedMapPages, mapLevelsFor } from '../extent/index.js';
 import { assessExtentMap, livenessOf, type ExtentMapHealth, type SecretSource } from '../api/index.js';
-import { EtcdExtentMap } from './extent_map.js';
+import { EtcdMapRoots } from './extent_map.js';
 import { JournalUnavailableError, VolumeJournal, type ReplayedRecord } from './journal.js';
 import { LivePlacer } from './live_placer.js';
 import { LiveTargets } from './live_targets.js';
@@ -267,7 +267,23 @@ export class VolumeFrontend implements ExportProvider {
     let built: WriteBackCache | undefined;
     try {
       if (readOnly) await this.refuseLiveWriter(name);
-      const map = new EtcdExtentMap(meta, record, lock);
+      if (await meta.hasExtentKeys(record.id))
+        throw new InvalidArgumentError(
+          `Volume "${name}" keeps its extent map in per-extent etcd keys, written by an older Cairn; run \`cairnctl migrate\` once to move every volume's map into map pages, then attach again`,
+        );
+      const extents = Math.ceil(record.sizeBytes / record.extentBytes);
+      const map = new TreeExtentMapStore({
+        volumeId: record.id,
+        extents,
+        pages: new ReplicatedMapPages({
+          targets: () => this.targets.all(),
+          usable: () => placer.usableTargets(),
+          refused: (target, err) => placer.refused(target, err),
+        }),
+        roots: new EtcdMapRoots(meta, record, lock, mapLevelsFor(extents)),
+        // A read-only view has no epoch and never commits.
+        epoch: lock?.epoch ?? 0,
+      });
       const engine = await VolumeEngine.open({
         volume: {
           id: record.id,
@@ -321,6 +337,7 @@ export class VolumeFrontend implements ExportProvider {
           publishedLsn: (e) => engine.record(e)?.journalLsn,
           ...(journal === undefined ? {} : { journal }),
           isHole: (e) => engine.isHole(e),
+          prepare: (extents) => engine.prepare(extents),
           versionOf: (e) => engine.versionOf(e),
           readRange: (e, o, l) => engine.readRange(e, o, l),
           readWhole: (e) => engine.readWhole(e),
@@ -342,15 +359,19 @@ export class VolumeFrontend implements ExportProvider {
         // No writer holds the volume (checked above), but one that died, or could not fold at
         // detach, may have left flushed writes in the journal: read them too.
         let bytes = 0;
-        const n = await VolumeJournal.replayReadOnly(
-          { meta, volume: record, secrets: this.options.secrets },
-          (r) => (bytes += cache.replayed(r.lsn, r.writes)),
+        const records: ReplayedRecord[] = [];
+        const n = await VolumeJournal.replayReadOnly({ meta, volume: record, secrets: this.options.secrets }, (r) =>
+          records.push(r),
         );
+        await engine.prepare(replayedExtents(record, records));
+        for (const r of records) bytes += cache.replayed(r.lsn, r.writes);
         if (n > 0)
           this.log(`volume ${name}: read-only view replayed ${n} journal records (${bytes} bytes not yet folded)`);
       }
       if (journal !== undefined) {
         let bytes = 0;
+        // Replay skips what published generations hold: their records first.
+        await engine.prepare(replayedExtents(record, replayed));
         for (const r of replayed) bytes += cache.replayed(r.lsn, r.writes);
         journal.foldAll = () => cache.foldAll();
         if (replayed.length > 0) {
@@ -363,21 +384,14 @@ export class VolumeFrontend implements ExportProvider {
       }
       markStale = (err) => cache.markStale(err);
       if (staleBeforeCache !== undefined) cache.markStale(staleBeforeCache);
-      // Repair publishes moved shards of a generation this engine holds; follow it.
+      // Repair publishes moved shards of a generation this engine holds (a new map root); follow it.
       const watcher = await meta.client
         .watch()
-        .prefix(keys.extentsPrefix(record.id))
+        .key(keys.mapRoot(record.id))
         .create()
         .catch(() => undefined);
-      watcher?.on('put', (kv) => {
-        try {
-          const key = kv.key.toString();
-          const index = Number(key.slice(keys.extentsPrefix(record.id).length));
-          if (engine.adoptRepaired(index, decodeExtent(key, kv.value.toString())))
-            this.log(`volume ${name}: extent ${index} shards moved by repair`);
-        } catch (err) {
-          this.log(`volume ${name}: ignoring a bad extent record: ${errorMessage(err)}`);
-        }
+      watcher?.on('put', () => {
+        map.refresh().catch((err: unknown) => this.log(`volume ${name}: cannot re-read the map root: ${errorMessage(err)}`));
       });
       const stopTimer = this.clock.every(topologyRefreshMs, () => {
         Promise.all([this.targets.refresh(), placer.refresh()]).catch((err: unknown) =>
@@ -671,16 +685,28 @@ export class VolumeFrontend implements ExportProvider {
   }
 }
 
-/** The engine's published records in extent order; stops once every written extent was seen. */
+/**
+ * The published records the engine knows, in extent order: with a map read on demand, those of
+ * the extents this frontend looked up or wrote (`cairnctl volume health` reads the whole map).
+ */
 function* publishedExtents(engine: VolumeEngine): Generator<[number, ExtentRecord]> {
-  const count = Math.ceil(engine.volume.sizeBytes / engine.volume.extentBytes);
-  let left = engine.writtenExtents;
-  for (let e = 0; e < count && left > 0; e++) {
-    const record = engine.record(e);
-    if (record === undefined) continue;
-    left -= 1;
-    yield [e, record];
-  }
+  yield* engine.knownRecords();
+}
+
+/** The extents replayed journal records touch. */
+function replayedExtents(
+  volume: { readonly extentBytes: number },
+  records: readonly ReplayedRecord[],
+): Set<number> {
+  const out = new Set<number>();
+  for (const r of records)
+    for (const w of r.writes) {
+      if (w.data.length === 0) continue;
+      const first = Math.floor(w.offset / volume.extentBytes);
+      const last = Math.floor((w.offset + w.data.length - 1) / volume.extentBytes);
+      for (let e = first; e <= last; e++) out.add(e);
+    }
+  return out;
 }
 
 export function isNotFound(err: unknown): boolean {

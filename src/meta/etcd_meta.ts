@@ -9,7 +9,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Etcd3, type Lease } from 'etcd3';
-import { InvalidArgumentError, PartialCommitError, assert, errorMessage, failpoint } from '../core/index.js';
+import {
+  InvalidArgumentError,
+  MapRootMovedError,
+  PartialCommitError,
+  assert,
+  errorMessage,
+  failpoint,
+} from '../core/index.js';
 import { withDeadline } from './deadline.js';
 import { AlreadyExistsError, FencedError, NotFoundError, VolumeLockedError } from './errors.js';
 import {
@@ -106,6 +113,8 @@ export class EtcdMeta {
   readonly client: Etcd3;
   private readonly timeoutMs: number;
 
+  private readonly closers: (() => void)[] = [];
+
   constructor(endpoints: readonly string[], options: EtcdMetaOptions = {}) {
     this.endpoints = endpoints;
     this.timeoutMs = options.timeoutMs ?? etcdCallTimeoutMsDefault;
@@ -117,7 +126,13 @@ export class EtcdMeta {
     });
   }
 
+  /** Runs `fn` when this client closes (what others opened for it: the map page stores). */
+  onClose(fn: () => void): void {
+    this.closers.push(fn);
+  }
+
   close(): void {
+    for (const fn of this.closers.splice(0)) fn();
     this.client.close();
   }
 
@@ -281,7 +296,7 @@ export class EtcdMeta {
     });
   }
 
-  /** Forgets a collected volume: its gc record and any extent keys left. */
+  /** Forgets a collected volume: its gc record, its map root and any extent keys left. */
   async finishGcVolume(volumeId: string): Promise<void> {
     await this.call(`delete extents of ${volumeId}`, () =>
       this.client
@@ -290,6 +305,7 @@ export class EtcdMeta {
           this.client.delete().prefix(keys.extentsPrefix(volumeId)),
           this.client.delete().key(keys.journal(volumeId)),
           this.client.delete().key(keys.census(volumeId)),
+          this.client.delete().key(keys.mapRoot(volumeId)),
           this.client.delete().key(keys.gcVolume(volumeId)),
         )
         .commit(),
@@ -447,6 +463,42 @@ export class EtcdMeta {
     }
   }
 
+  /**
+   * Takes the next epoch of `volume`'s counter without taking its lock: for a repair or a
+   * migration that writes map pages (named by epoch) while a writer may hold the volume. The
+   * writer is not fenced by it (fencing compares the lock record); the next lock gets a later epoch.
+   */
+  async allocateEpoch(volume: string): Promise<number> {
+    const epochKey = keys.epoch(volume);
+    for (let attempt = 0; attempt < 16; attempt++) {
+      const res = await this.call(`read ${epochKey}`, () => this.client.get(epochKey).exec());
+      const kv = res.kvs[0];
+      const previous = kv === undefined ? 0 : Number(kv.value.toString());
+      assert(Number.isSafeInteger(previous) && previous >= 0, `corrupt epoch at ${epochKey}`);
+      const result = await this.call(`bump ${epochKey}`, () =>
+        this.client
+          .if(epochKey, 'Mod', '==', kv === undefined ? 0 : Number(kv.mod_revision))
+          .then(this.client.put(epochKey).value(String(previous + 1)))
+          .commit(),
+      );
+      if (result.succeeded) return previous + 1;
+    }
+    throw new MapRootMovedError(`Cannot take an epoch of volume "${volume}": its counter kept changing`);
+  }
+
+  /** True when the volume still keeps extent records under per-extent keys (written before map trees). */
+  async hasExtentKeys(volumeId: string): Promise<boolean> {
+    const prefix = keys.extentsPrefix(volumeId);
+    const res = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).limit(1).keys());
+    return res.length > 0;
+  }
+
+  /** Deletes the per-extent keys of a volume (after a migration published them as a map tree). */
+  async deleteExtentKeys(volumeId: string): Promise<void> {
+    const prefix = keys.extentsPrefix(volumeId);
+    await this.call(`delete ${prefix}`, () => this.client.delete().prefix(prefix).exec());
+  }
+
   /** The extent-map root of a volume (`maproots/<id>`): an empty map of `levels` when there is none. */
   async readMapRoot(volumeId: string, levels: number): Promise<MapRootRecord> {
     const key = keys.mapRoot(volumeId);
@@ -456,9 +508,9 @@ export class EtcdMeta {
 
   /**
    * Publishes `next` as the volume's map root in one transaction that checks `lock` still holds
-   * the volume and the root is still `expected` (absent for an empty map). Throws FencedError,
-   * publishing nothing, when either check fails: the lock was lost or taken over, or another
-   * writer published a root since.
+   * the volume and the root is still `expected` (absent for an empty map). Publishes nothing
+   * when either check fails, and says which: FencedError when the lock was lost or taken over,
+   * MapRootMovedError when the lock is still held but a repair replaced the root meanwhile.
    */
   async swapMapRoot(lock: VolumeLock, volumeId: string, expected: MapRootRecord, next: MapRootRecord): Promise<void> {
     const key = keys.mapRoot(volumeId);
@@ -470,11 +522,38 @@ export class EtcdMeta {
         .then(next.page === undefined ? this.client.delete().key(key) : this.client.put(key).value(encodeMapRoot(next)))
         .commit();
     });
-    if (!result.succeeded)
+    if (result.succeeded) return;
+    const holder = await this.call(`get ${keys.lock(lock.volume)}`, () =>
+      this.client.get(keys.lock(lock.volume)).string(),
+    );
+    if (holder !== lock.record)
       throw new FencedError(
-        `Cannot publish the map root of volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds its lock, or another writer published a root since`,
+        `Cannot publish the map root of volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds its lock`,
         { published: [] },
       );
+    throw new MapRootMovedError(
+      `Cannot publish the map root of volume "${lock.volume}": the root changed since it was read (a repair moved shards)`,
+    );
+  }
+
+  /**
+   * Publishes `next` as the volume's map root if the root is still `expected`, whoever holds the
+   * volume: for repair and scrub, which move shards of one generation and must not wait for a
+   * writer to detach. A writer's own swap then finds the root moved and rebuilds its commit on
+   * this one (MapRootMovedError). Returns false, writing nothing, when the root changed.
+   */
+  async replaceMapRoot(volumeId: string, expected: MapRootRecord, next: MapRootRecord): Promise<boolean> {
+    const key = keys.mapRoot(volumeId);
+    const result = await this.call(`replace ${key}`, () => {
+      const txn =
+        expected.page === undefined
+          ? this.client.if(key, 'Create', '==', 0)
+          : this.client.if(key, 'Value', '==', encodeMapRoot(expected));
+      return txn
+        .then(next.page === undefined ? this.client.delete().key(key) : this.client.put(key).value(encodeMapRoot(next)))
+        .commit();
+    });
+    return result.succeeded;
   }
 
   async getExtent(volumeId: string, index: number): Promise<ExtentRecord | null> {

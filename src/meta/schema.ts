@@ -408,10 +408,20 @@ export function decodeCensus(key: string, text: string): CensusRecord {
 export interface MapRootRecord {
   readonly levels: number;
   readonly page: { readonly generation: number; readonly checksum: string } | undefined;
+  /** The highest journal LSN a record under the root holds. */
+  readonly journalLsn?: number;
+  /** Extents under the root holding data. */
+  readonly written?: number;
 }
 
 export function encodeMapRoot(root: MapRootRecord): string {
-  return JSON.stringify({ levels: root.levels, generation: root.page!.generation, checksum: root.page!.checksum });
+  return JSON.stringify({
+    levels: root.levels,
+    generation: root.page!.generation,
+    checksum: root.page!.checksum,
+    journalLsn: root.journalLsn ?? 0,
+    written: root.written ?? 0,
+  });
 }
 
 export function decodeMapRoot(key: string, text: string): MapRootRecord {
@@ -421,5 +431,7 @@ export function decodeMapRoot(key: string, text: string): MapRootRecord {
   return {
     levels: field(key, o, 'levels', isCount, 'a level count'),
     page: { generation: field(key, o, 'generation', isCount, 'a generation'), checksum },
+    journalLsn: o['journalLsn'] === undefined ? 0 : field(key, o, 'journalLsn', isCount, 'an LSN'),
+    written: o['written'] === undefined ? 0 : field(key, o, 'written', isCount, 'a count'),
   };
 }

@@ -23,7 +23,7 @@
  */
 import { errorMessage } from '../core/index.js';
 import { censusAbsentListedMax, type CensusRecord, type EtcdMeta, type VolumeRecord } from '../meta/index.js';
-import { reachableTargets } from '../api/index.js';
+import { VolumeMaps, reachableTargets } from '../api/index.js';
 import { shardKeyPages } from './listing.js';
 import type { RepairStores } from './repair.js';
 
@@ -69,7 +69,7 @@ export async function runCensus(
   let keysListed = 0;
   let absentShards = 0;
   for (const v of volumes) {
-    const extents = await meta.listExtents(v.id);
+    const extents = await VolumeMaps.of(meta).listExtents(v.id);
     // What each target must hold, and which extent each key belongs to.
     const expected = new Map<string, Map<string, number>>();
     for (const [e, rec] of extents) {
@@ -100,7 +100,7 @@ export async function runCensus(
     // A writer may have published a new generation (and deleted the old one's shards after the
     // grace) while the targets were listed: judge only shards their extent still names.
     for (const e of new Set(absent.values())) {
-      const still = await meta.getExtentWithRevision(v.id, e);
+      const still = await VolumeMaps.of(meta).getExtentWithRevision(v.id, e);
       const current = new Set(still?.record.shards.map((ref) => ref.key) ?? []);
       for (const [key, of] of absent) if (of === e && !current.has(key)) absent.delete(key);
     }

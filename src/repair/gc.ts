@@ -4,8 +4,9 @@
  * repair may still publish; how each function keeps that true is said at the function.
  */
 import { errorMessage, parseShardKey, type ShardStore } from '../core/index.js';
-import type { EtcdMeta } from '../meta/index.js';
+import type { EtcdMeta, VolumeRecord } from '../meta/index.js';
 import { shardKeyPages } from './listing.js';
+import { VolumeMaps } from '../api/index.js';
 
 export interface GcReport {
   readonly volumes: number;
@@ -60,6 +61,8 @@ export async function collectGarbage(
 export interface OrphanReport {
   readonly shardsScanned: number;
   readonly orphansDeleted: number;
+  /** Map pages no root reaches (commits that lost their root swap, pages a newer commit replaced). */
+  readonly pagesDeleted: number;
   readonly errors: readonly string[];
 }
 
@@ -75,6 +78,7 @@ export interface OrphanReport {
 export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, ShardStore>): Promise<OrphanReport> {
   let shardsScanned = 0;
   let orphansDeleted = 0;
+  let pagesDeleted = 0;
   const errors: string[] = [];
   for (const volume of await meta.listVolumes()) {
     for (const [target, store] of stores) {
@@ -87,7 +91,7 @@ export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, S
           // Moving marks first, then the map: a repair marks a shard before storing it and unmarks
           // it only after publishing, so a shard either shows a mark here or its record below.
           const moving = await meta.listMoving();
-          const records = await meta.listExtents(volume.id);
+          const records = await VolumeMaps.of(meta).listExtents(volume.id);
           const lock = await meta.getLock(volume.name);
           const referenced = new Set<string>();
           for (const rec of records.values()) for (const s of rec.shards) referenced.add(`${s.target}\u0000${s.key}`);
@@ -109,6 +113,47 @@ export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, S
         if (errors.length < 100) errors.push(`target ${target}: ${errorMessage(err)}`);
       }
     }
+    try {
+      pagesDeleted += await sweepMapPages(meta, volume, stores);
+    } catch (err) {
+      // A page the walk cannot read: delete nothing of this volume's map this time.
+      if (errors.length < 100) errors.push(`map of volume ${volume.name}: ${errorMessage(err)}`);
+    }
   }
-  return { shardsScanned, orphansDeleted, errors };
+  return { shardsScanned, orphansDeleted, pagesDeleted, errors };
+}
+
+/**
+ * Deletes the volume's map pages that no root reaches, on every target. Lists first, then reads
+ * the root and the lock: a commit that wrote its pages before the listing either swapped its root
+ * before the read (its pages are reached) or is newer than the root, or its writer holds the lock
+ * (MapTree.collectable keeps both).
+ */
+async function sweepMapPages(
+  meta: EtcdMeta,
+  volume: VolumeRecord,
+  stores: ReadonlyMap<string, ShardStore>,
+): Promise<number> {
+  const listed = new Map<string, string[]>();
+  for (const [target, store] of stores)
+    for await (const page of shardKeyPages(store, `${volume.id}/map/`))
+      for (const key of page) {
+        const on = listed.get(key);
+        if (on === undefined) listed.set(key, [target]);
+        else on.push(target);
+      }
+  if (listed.size === 0) return 0;
+  const maps = VolumeMaps.of(meta);
+  const root = await maps.root(volume);
+  const lock = await meta.getLock(volume.name);
+  const doomed = await maps
+    .tree(volume)
+    .collectable([root], listed.keys(), lock === null ? {} : { inFlightEpoch: lock.epoch });
+  let deleted = 0;
+  for (const key of doomed)
+    for (const target of listed.get(key)!) {
+      await stores.get(target)!.delete(key);
+      deleted += 1;
+    }
+  return deleted;
 }

@@ -20,7 +20,7 @@ import { ShardExistsError, errorMessage, expectationOf, type ShardStore } from '
 import type { CodecPool } from '../codec/index.js';
 import type { EtcdMeta, ExtentRecord, VolumeRecord } from '../meta/index.js';
 import { createPlacer, type Topology } from '../placement/index.js';
-import { policyOf, reachableTargets, readTopology } from '../api/index.js';
+import { VolumeMaps, policyOf, reachableTargets, readTopology } from '../api/index.js';
 import { readAnyK, rebuildShards, type TargetStores } from '../volume/index.js';
 
 /** Shard stores by target name: the volume layer's TargetStores port. */
@@ -79,7 +79,7 @@ export async function planRepair(meta: EtcdMeta, options: { volume?: string } = 
   let scanned = 0;
   let bytesToWrite = 0;
   for (const v of volumes) {
-    const records = await meta.listExtents(v.id);
+    const records = await VolumeMaps.of(meta).listExtents(v.id);
     for (const [extent, rec] of records) {
       scanned += 1;
       const lost: number[] = [];
@@ -128,7 +128,7 @@ export async function planRebalance(
     } catch {
       continue; // the policy cannot be met now: nothing to rebalance towards
     }
-    for (const [extent, rec] of await meta.listExtents(v.id)) {
+    for (const [extent, rec] of await VolumeMaps.of(meta).listExtents(v.id)) {
       scanned += 1;
       const ideal = placer.place(v.id, extent).map((p) => p.target as string);
       const holding = new Set(rec.shards.map((s) => s.target));
@@ -313,7 +313,7 @@ export async function runRepair(
           volume = await meta.requireVolume(item.volume);
           volumes.set(item.volumeId, volume);
         }
-        const current = await meta.getExtentWithRevision(item.volumeId, item.extent);
+        const current = await VolumeMaps.of(meta).getExtentWithRevision(item.volumeId, item.extent);
         if (current === null) {
           skippedChanged += 1;
           continue;
@@ -349,7 +349,7 @@ export async function runRepair(
             ...rec,
             shards: rec.shards.map((s, i) => (destinations.has(i) ? { target: destinations.get(i)!, key: s.key } : s)),
           };
-          if (!(await meta.replaceExtent(item.volumeId, item.extent, current.modRevision, next))) {
+          if (!(await VolumeMaps.of(meta).replaceExtent(item.volumeId, item.extent, current.modRevision, next))) {
             // A writer published a new generation meanwhile: our copies are garbage, theirs is whole.
             skippedChanged += 1;
             for (const [i] of rebuilt)

@@ -24,7 +24,7 @@
 import { checksumBlockBytes, errorMessage, expectationOf, type ExtentRecord, type Profile } from '../core/index.js';
 import type { CodecPool } from '../codec/index.js';
 import type { EtcdMeta, VolumeRecord } from '../meta/index.js';
-import { reachableTargets } from '../api/index.js';
+import { VolumeMaps, reachableTargets } from '../api/index.js';
 import {
   blocksOf,
   blockSpan,
@@ -92,10 +92,10 @@ export async function runScrub(
   for (const v of volumes) {
     const only = options.only?.get(v.id);
     if (options.only !== undefined && only === undefined) continue;
-    for (const e of (await meta.listExtents(v.id)).keys()) if (only?.has(e) ?? true) all.push({ v, e });
+    for (const e of (await VolumeMaps.of(meta).listExtents(v.id)).keys()) if (only?.has(e) ?? true) all.push({ v, e });
   }
   for (const { v, e } of all) {
-    const current = await meta.getExtentWithRevision(v.id, e);
+    const current = await VolumeMaps.of(meta).getExtentWithRevision(v.id, e);
     report.extents += 1;
     options.onExtent?.(report.extents, all.length);
     if (current === null || current.record.shards.length === 0) continue;
@@ -120,7 +120,7 @@ export async function runScrub(
       const fixed = await healExtent(pool, v.profile, rec, reads, where, report);
       if (fixed.size === 0) continue;
       // Re-check that the extent is still this generation before touching its objects.
-      const still = await meta.getExtentWithRevision(v.id, e);
+      const still = await VolumeMaps.of(meta).getExtentWithRevision(v.id, e);
       if (still?.modRevision !== current.modRevision) continue;
       for (const i of fixed) {
         const ref = rec.shards[i]!;

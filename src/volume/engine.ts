@@ -42,7 +42,7 @@ import {
 import { extentLength, shardBytesOf, splitByShard, type ExtentGeometry, type ShardPiece } from '../extent/index.js';
 import { readAnyK, rebuildShards } from './degraded.js';
 import { readShardBlocks, rebuildBadBlocks, shardWithNoGoodBlock, type BlockwiseShard } from './blockwise.js';
-import type { ExtentMapStore, ShardPlacer, TargetStores } from './ports.js';
+import type { ExtentMapStore, OnDemandExtentMap, ShardPlacer, TargetStores } from './ports.js';
 import {
   degradedExtentsMax,
   oldShardGraceMsDefault,
@@ -171,7 +171,13 @@ export class VolumeEngine {
   };
   /** Extents a read found degraded (a shard missing, slow or corrupt), for repair. */
   readonly degraded = new Set<number>();
+  /**
+   * Published records this engine knows: every one when the map store loads them all; with a
+   * store read on demand (the map tree), those of the extents looked up (`looked`) or committed.
+   */
   private readonly records: Map<number, ExtentRecord>;
+  private readonly onDemand: OnDemandExtentMap | undefined;
+  private readonly looked = new Set<number>();
   private readonly durableShardsMin: number;
   private readonly log: (line: string) => void;
   private sequence = 0;
@@ -193,6 +199,8 @@ export class VolumeEngine {
     const { k, m } = options.volume.profile;
     this.volume = options.volume;
     this.records = records;
+    this.onDemand = options.map.onDemand;
+    this.onDemand?.onRootMoved(() => void this.rereadRecords());
     this.shardBytes = shardBytesOf(options.volume);
     const min = options.durableShardsMin ?? k + m;
     assert(
@@ -217,15 +225,70 @@ export class VolumeEngine {
     return this.volume;
   }
 
-  /** The published record of extent `e`, or undefined for a hole. */
+  /**
+   * The published record of extent `e`, or undefined for a hole, or for an extent not looked up
+   * yet when the map is read on demand (prepare() first).
+   */
   record(e: number): ExtentRecord | undefined {
     return this.records.get(e);
   }
 
+  /** True for a known hole; false for data, or for an extent not looked up yet (prepare() first). */
   isHole(e: number): boolean {
-    if (this.uncertain.has(e)) return false;
+    if (this.uncertain.has(e) || !this.knows(e)) return false;
     const rec = this.records.get(e);
     return rec === undefined || rec.shards.length === 0;
+  }
+
+  /** True when extent e's published record (or that it has none) is known without I/O. */
+  knows(e: number): boolean {
+    return this.onDemand === undefined || this.looked.has(e);
+  }
+
+  /**
+   * Looks up the published records of `extents` that are not known yet (a map read on demand
+   * reads the pages on their paths); resolves at once when all are. The cache calls it before
+   * the synchronous record()/isHole() of the extents an operation touches.
+   */
+  async prepare(extents: Iterable<number>): Promise<void> {
+    if (this.onDemand === undefined) return;
+    let wanted: number[] | undefined;
+    for (const e of extents) if (!this.looked.has(e)) (wanted ??= []).push(e);
+    if (wanted === undefined) return;
+    wanted = [...new Set(wanted)];
+    const versions = wanted.map((e) => this.versionOf(e));
+    const found = await this.onDemand.lookup(wanted);
+    wanted.forEach((e, i) => {
+      // A commit of this writer that landed meanwhile is newer than what the lookup read.
+      if (this.looked.has(e) || this.versionOf(e) !== versions[i]) return;
+      const rec = found[i];
+      if (rec !== undefined) this.records.set(e, rec);
+      this.looked.add(e);
+    });
+  }
+
+  /** The published records known without I/O (every one unless the map is read on demand), in extent order. */
+  *knownRecords(): Generator<[number, ExtentRecord]> {
+    const known = [...this.records.keys()].sort((a, b) => a - b);
+    for (const e of known) {
+      const rec = this.records.get(e);
+      if (rec !== undefined && rec.shards.length > 0) yield [e, rec];
+    }
+  }
+
+  /** Someone else published the map (a repair moved shards): re-reads the records held. */
+  private async rereadRecords(): Promise<void> {
+    const held = [...this.records.keys()];
+    if (held.length === 0 || this.onDemand === undefined) return;
+    try {
+      const found = await this.onDemand.lookup(held);
+      held.forEach((e, i) => {
+        const rec = found[i];
+        if (rec !== undefined) this.adoptRepaired(e, rec);
+      });
+    } catch (err) {
+      this.log(`cannot re-read the map of volume "${this.volume.name}" after a repair: ${errorMessage(err)}`);
+    }
   }
 
   /**
@@ -251,6 +314,7 @@ export class VolumeEngine {
 
   /** The highest journal LSN a published generation holds (0 when none records one). */
   get highestJournalLsn(): number {
+    if (this.onDemand !== undefined) return this.onDemand.highestJournalLsn;
     let lsn = 0;
     for (const rec of this.records.values()) lsn = Math.max(lsn, rec.journalLsn ?? 0);
     return lsn;
@@ -258,6 +322,7 @@ export class VolumeEngine {
 
   /** Extents with a published generation holding data (hole records left out). */
   get writtenExtents(): number {
+    if (this.onDemand !== undefined) return this.onDemand.writtenExtents;
     let n = 0;
     for (const rec of this.records.values()) if (rec.shards.length > 0) n += 1;
     return n;
@@ -266,6 +331,7 @@ export class VolumeEngine {
   /** Bytes [offset, offset + length) of extent `e`; zeros for a hole. */
   async readRange(e: number, offset: number, length: number): Promise<Uint8Array> {
     assert(offset >= 0 && length >= 0 && offset + length <= extentLength(this.volume, e), `range outside extent ${e}`);
+    if (!this.knows(e)) await this.prepare([e]);
     for (let attempt = 0; ; attempt++) {
       const rec = this.records.get(e);
       if (rec === undefined || rec.shards.length === 0) return new Uint8Array(length);
@@ -534,6 +600,8 @@ export class VolumeEngine {
    */
   async persist(images: readonly ExtentImage[]): Promise<void> {
     assert(!this.closed, 'persist() after close()');
+    // The records being replaced: their shards are deleted after the grace.
+    await this.prepare(images.map((i) => i.extent));
     const stored = new Map<number, ExtentRecord | null>();
     const failed = new Map<number, Error>();
     const queue = [...images];
@@ -608,6 +676,7 @@ export class VolumeEngine {
   /** Takes a record this writer published as the extent's current one; the old one's shards go after the grace. */
   private adopt(index: number, record: ExtentRecord | null): void {
     this.uncertain.delete(index);
+    this.looked.add(index);
     const old = this.records.get(index);
     if (record === null) this.records.delete(index);
     else this.records.set(index, record);

@@ -21,6 +21,23 @@ export interface ExtentMapStore {
    * is unknown). publishedBefore(err) reads the list from either.
    */
   commit(updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): Promise<void>;
+  /**
+   * Present on a store that looks records up on demand (the map tree): its load() returns no
+   * records, and the engine asks it for the extents it is about to use.
+   */
+  readonly onDemand?: OnDemandExtentMap;
+}
+
+/** An extent map read on demand: what the engine needs without holding every record. */
+export interface OnDemandExtentMap {
+  /** The published records of `extents` (undefined: never written), in order. */
+  lookup(extents: readonly number[]): Promise<(ExtentRecord | undefined)[]>;
+  /** The highest journal LSN a published record holds (0 when none does). */
+  readonly highestJournalLsn: number;
+  /** Extents whose published record holds data. */
+  readonly writtenExtents: number;
+  /** Calls `listener` when someone else (a repair) published the map: records held may be stale. */
+  onRootMoved(listener: () => void): void;
 }
 
 /** Shard stores by target name, and the zone each target is in. */

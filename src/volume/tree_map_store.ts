@@ -1,20 +1,20 @@
 /**
  * The volume engine's extent map kept as a copy-on-write page tree (extent/map_tree.ts) under a
- * root that a MapRootStore publishes: issue 15's bridge between the tree and the engine. The
- * etcd root store is not written yet; the simulator's twin (sim/) and the model tests use this.
+ * root that a MapRootStore publishes (etcd's `maproots/<volume id>`, in the volume's fenced
+ * transaction). Records are looked up on demand: attaching reads the root, and the engine asks
+ * for the extents it is about to use, so a large volume loads only the pages it touches.
  *
  * What it keeps true: a commit writes its pages, waits for them to be durable, and only then
  * swaps the root, so a crash between the two leaves the old root and garbage pages, never a root
  * that reaches a missing page. A commit is atomic for all its extents (one root swap), which is
- * stronger than ExtentMapStore promises. A fenced writer publishes nothing.
- *
- * What it leaves out (for now): load() still reads every record, as the engine expects; the
- * point of the tree (attach reads only the pages it touches) needs the engine to look records up
- * through the tree instead of holding them all.
+ * stronger than ExtentMapStore promises. A fenced writer publishes nothing. When a repair
+ * replaced the root meanwhile (MapRootMovedError), the commit is rebuilt on the new root: the
+ * repair moved shards of generations this writer did not change, and this writer's records win
+ * for the extents it did.
  */
-import { assert, type ExtentRecord } from '../core/index.js';
+import { MapRootMovedError, assert, type ExtentRecord } from '../core/index.js';
 import { MapTree, type MapPageStore, type MapRoot } from '../extent/index.js';
-import type { ExtentMapStore } from './ports.js';
+import type { ExtentMapStore, OnDemandExtentMap } from './ports.js';
 
 /** Where a volume's map root is published (etcd, in the volume's fenced transaction). */
 export interface MapRootStore {
@@ -22,10 +22,14 @@ export interface MapRootStore {
   read(): Promise<MapRoot>;
   /**
    * Publishes `next` if the current root is still `expected` and this writer still holds the
-   * volume; rejects with FencedError (publishing nothing) otherwise.
+   * volume. Rejects, publishing nothing, with FencedError when the writer lost the volume, or
+   * MapRootMovedError when it still holds it but the root was replaced (a repair).
    */
   swap(expected: MapRoot, next: MapRoot): Promise<void>;
 }
+
+/** Rebuilds of one commit on a moved root before giving up (each means a repair published meanwhile). */
+const movedRetriesMax = 8;
 
 export interface TreeExtentMapStoreOptions {
   readonly volumeId: string;
@@ -39,31 +43,88 @@ export interface TreeExtentMapStoreOptions {
    * epoch would name their pages alike (the page store refuses the second).
    */
   readonly epoch: number;
+  /** Decoded pages kept (MapTree's cachePages). */
+  readonly cachePages?: number;
 }
 
-export class TreeExtentMapStore implements ExtentMapStore {
+export class TreeExtentMapStore implements ExtentMapStore, OnDemandExtentMap {
   readonly tree: MapTree;
+  readonly onDemand = this;
   private root: MapRoot | undefined;
   private counter = 0;
+  private readonly listeners: (() => void)[] = [];
 
   constructor(private readonly options: TreeExtentMapStoreOptions) {
     assert(Number.isSafeInteger(options.epoch) && options.epoch >= 0, `epoch ${options.epoch}`);
-    this.tree = new MapTree({ volumeId: options.volumeId, extents: options.extents, store: options.pages });
+    this.tree = new MapTree({
+      volumeId: options.volumeId,
+      extents: options.extents,
+      store: options.pages,
+      ...(options.cachePages === undefined ? {} : { cachePages: options.cachePages }),
+    });
   }
 
+  /** Reads the root only: records come from lookup(). */
   async load(): Promise<Map<number, ExtentRecord>> {
     this.root = await this.options.roots.read();
+    return new Map();
+  }
+
+  /** Every record under the current root (reads every page: for tools and tests, not attach). */
+  async loadAll(): Promise<Map<number, ExtentRecord>> {
+    const root = this.root ?? (await this.options.roots.read());
     const out = new Map<number, ExtentRecord>();
-    for await (const item of this.tree.walk(this.root)) if ('record' in item) out.set(item.extent, item.record);
+    for await (const item of this.tree.walk(root)) if ('record' in item) out.set(item.extent, item.record);
     return out;
   }
 
+  async lookup(extents: readonly number[]): Promise<(ExtentRecord | undefined)[]> {
+    const root = this.root ?? (this.root = await this.options.roots.read());
+    return Promise.all(extents.map((e) => this.tree.lookup(root, e)));
+  }
+
+  get highestJournalLsn(): number {
+    return this.root?.journalLsn ?? 0;
+  }
+
+  get writtenExtents(): number {
+    return this.root?.written ?? 0;
+  }
+
+  onRootMoved(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
+  /**
+   * Re-reads the root (told that it changed: a watch, or a refused swap). When someone else
+   * published it, the listeners re-read the records they hold.
+   */
+  async refresh(): Promise<void> {
+    const root = await this.options.roots.read();
+    const mine = this.root;
+    if (mine !== undefined && root.page?.generation === mine.page?.generation && root.page?.checksum === mine.page?.checksum)
+      return;
+    this.root = root;
+    for (const l of this.listeners) l();
+  }
+
   async commit(updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): Promise<void> {
-    const root = this.root ?? (await this.options.roots.read());
     const changes = new Map(updates.map((u) => [u.index, u.record] as const));
-    this.counter += 1;
-    const { root: next } = await this.tree.commit(root, changes, this.options.epoch * 2 ** 32 + this.counter);
-    await this.options.roots.swap(root, next);
-    this.root = next;
+    for (let attempt = 0; ; attempt++) {
+      const root = this.root ?? (await this.options.roots.read());
+      this.counter += 1;
+      assert(this.counter < 2 ** 32, 'map page generation counter exhausted');
+      const { root: next } = await this.tree.commit(root, changes, this.options.epoch * 2 ** 32 + this.counter);
+      try {
+        await this.options.roots.swap(root, next);
+        this.root = next;
+        return;
+      } catch (err) {
+        if (!(err instanceof MapRootMovedError) || attempt >= movedRetriesMax) throw err;
+        // The pages just written are garbage no root reaches; gc collects them.
+        this.root = undefined;
+        await this.refresh();
+      }
+    }
   }
 }

@@ -33,6 +33,8 @@ import {
   type DevNode,
 } from '../../src/dev/index.js';
 import { runClient, runOk, type ClientResult } from './stack.js';
+import { EtcdMeta } from '../../src/meta/index.js';
+import { VolumeMaps } from '../../src/api/index.js';
 
 const MiB = 1024 * 1024;
 
@@ -283,17 +285,22 @@ export interface ExtentRecordView {
   readonly shards: readonly ShardRef[];
 }
 
-/** The published extent map of a volume: extent index -> record. */
+/**
+ * The published extent map of a volume: extent index -> record, read as cairnctl reads it (the
+ * map tree under the volume's root in etcd, its pages from the shard targets).
+ */
 export async function extentMap(
   endpoints: readonly string[],
   volumeId: string,
 ): Promise<Map<number, ExtentRecordView>> {
-  const prefix = `cairn/v1/extents/${volumeId}/`;
-  const out = new Map<number, ExtentRecordView>();
-  for (const kv of await etcdRange(endpoints, prefix, { prefix: true })) {
-    out.set(Number(kv.key.slice(prefix.length)), JSON.parse(kv.value) as ExtentRecordView);
+  const meta = new EtcdMeta([...endpoints]);
+  const maps = new VolumeMaps(meta);
+  try {
+    return await maps.listExtents(volumeId);
+  } finally {
+    maps.close();
+    meta.close();
   }
-  return out;
 }
 
 /** The id of volume `name` (shard keys start with it). */
@@ -545,12 +552,15 @@ export function filesUnder(dir: string): string[] {
   return out;
 }
 
-/** Shard files of one volume on a node: key (relative path) -> absolute path. Temp files excluded. */
+/**
+ * Data shard files of one volume on a node: key (relative path) -> absolute path. Temp files and
+ * the volume's map pages (`<volume>/map/...`) excluded.
+ */
 export function shardFilesOf(dataDir: string, volumeId: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const p of filesUnder(join(dataDir, volumeId))) {
     const key = p.slice(dataDir.length + 1);
-    if (!key.includes('~')) out.set(key, p);
+    if (!key.includes('~') && !key.startsWith(`${volumeId}/map/`)) out.set(key, p);
   }
   return out;
 }

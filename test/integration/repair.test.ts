@@ -11,14 +11,17 @@ import { crc32 } from 'node:zlib';
 import { startCairnd, type CairndHandle } from '../harness/cairnd.js';
 import { waitFor } from '../../src/dev/index.js';
 import { runOk, seededBytes, useStack, expectSameBytes } from '../harness/stack.js';
+import { extentMap } from '../harness/faults.js';
 
 const MiB = 1024 * 1024;
 
+/** The data shard files of a volume on a node (its map pages, under `<volume>/map/`, left out). */
 function shardFiles(dir: string, volumeId: string): string[] {
   const out: string[] = [];
   const walk = (d: string) => {
     for (const name of readdirSync(d)) {
       const p = join(d, name);
+      if (p === join(dir, volumeId, 'map')) continue;
       if (statSync(p).isDirectory()) walk(p);
       else out.push(p);
     }
@@ -40,8 +43,7 @@ describe('repair, scrub and drain on a cluster of real processes', function () {
   const ctl = async (args: string[]) =>
     JSON.parse((await stack().cairnctl(args.join(' '), [...args, '--json'])).stdout) as Record<string, unknown>;
   const extents = async () => {
-    const all = await stack().etcdGetPrefix(`cairn/v1/extents/${volumeId}/`);
-    return [...all.values()].map((v) => JSON.parse(v) as { shards: { target: string; key: string }[] });
+    return [...(await extentMap([stack().etcd], volumeId)).values()];
   };
   const readBack = async (label: string) => {
     const f = await stack().startFrontend({ readOnly: true });
@@ -148,8 +150,9 @@ describe('repair, scrub and drain on a cluster of real processes', function () {
 
   /** An extent of volume r, its record. */
   const extentRecord = async (e: number) => {
-    const text = await stack().etcdGet(`cairn/v1/extents/${volumeId}/${String(e).padStart(12, '0')}`);
-    return JSON.parse(text!) as { shards: { target: string; key: string }[] };
+    const rec = (await extentMap([stack().etcd], volumeId)).get(e);
+    expect(rec, `extent ${e} of volume r`).to.not.equal(undefined);
+    return rec!;
   };
 
   it('scrub heals three shards of one extent each bad in a different 4 KiB block: every stripe still has five good blocks of six', async () => {

@@ -10,6 +10,7 @@ import { startCairnd, type CairndHandle } from '../harness/cairnd.js';
 import { cairnctlPath } from '../harness/cli.js';
 import { freePort, stopChild, waitFor } from '../../src/dev/index.js';
 import { runOk, seededBytes, useStack } from '../harness/stack.js';
+import { extentMap } from '../harness/faults.js';
 
 describe('the background repairer (cairnctl repair --daemon)', function () {
   const stack = useStack({ profile: '4+2', extentSize: '1MiB' });
@@ -55,8 +56,8 @@ describe('the background repairer (cairnctl repair --daemon)', function () {
     await waitFor(
       'no extent of volume d to reference b-2',
       async () => {
-        const all = await stack().etcdGetPrefix(`cairn/v1/extents/${id}/`);
-        const left = [...all.values()].filter((v) => v.includes('"b-2"')).length;
+        const all = await extentMap([stack().etcd], id);
+        const left = [...all.values()].filter((r) => r.shards.some((x) => x.target === 'b-2')).length;
         return all.size === 8 && left === 0 ? true : undefined;
       },
       90_000,

@@ -7,6 +7,7 @@
  */
 import { expect } from 'chai';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { extentMap } from '../harness/faults.js';
 import {
   describeResult,
   expectSameBytes,
@@ -43,10 +44,8 @@ describe('Full stack: degraded reads with storage nodes SIGKILLed (4+2, cold rea
       s.uri('deg'),
     ]);
     const id = await s.volumeId('deg');
-    const map = await s.etcdGetPrefix(`cairn/v1/extents/${id}/`);
-    shardNodes = [...map.entries()]
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([, v]) => (JSON.parse(v) as { shards: { target: string }[] }).shards.map((x) => x.target));
+    const map = await extentMap([s.etcd], id);
+    shardNodes = [...map.entries()].sort(([a], [b]) => a - b).map(([, r]) => r.shards.map((x) => x.target));
   });
 
   afterEach(async () => {

@@ -9,6 +9,7 @@ import { expect } from 'chai';
 import type { ClusterHealth, VolumeHealth } from '../../src/api/index.js';
 import { waitFor } from '../../src/dev/index.js';
 import { nbdsh, useStack, type Stack } from '../harness/stack.js';
+import { extentMap } from '../harness/faults.js';
 
 const MiB = 1 << 20;
 
@@ -30,10 +31,9 @@ describe('cairnctl status on a real cluster with nodes SIGKILLed', function () {
     volume: string,
   ): Promise<{ extents: number; byTarget: Map<string, number> }> => {
     const id = await s.volumeId(volume);
-    const records = await s.etcdGetPrefix(`cairn/v1/extents/${id}/`);
+    const records = await extentMap([s.etcd], id);
     const byTarget = new Map<string, number>();
-    for (const value of records.values()) {
-      const rec = JSON.parse(value) as { shards: { target: string }[] };
+    for (const rec of records.values()) {
       expect(rec.shards, 'k + m shards per extent').to.have.length(6);
       expect(new Set(rec.shards.map((x) => x.target)).size, 'six distinct targets per extent').to.equal(6);
       for (const { target } of rec.shards) byTarget.set(target, (byTarget.get(target) ?? 0) + 1);

@@ -73,23 +73,34 @@ describe('ReplicatedMapPages', () => {
     expect(failure).to.be.instanceOf(UnavailableError);
     for (const n of pages.order(key).slice(0, 3))
       expect((failure as Error).message).to.contain(`${n}: a copy that fails its checksum`);
+    // A target that refuses is passed over for the next in the page's order, and told about.
     const broken: ShardStore = Object.assign(Object.create(stores.get('a-1')!) as ShardStore, {
       put: async () => {
         throw new Error('disk on fire');
       },
     });
-    const withBroken = new ReplicatedMapPages({ targets: new Map<string, ShardStore>([...stores, ['a-1', broken]]) });
+    const refusedBy: string[] = [];
+    const withBroken = new ReplicatedMapPages({
+      targets: new Map<string, ShardStore>([...stores, ['a-1', broken]]),
+      refused: (t) => refusedBy.push(t),
+    });
     const onA1 = Array.from({ length: 50 }, (_, i) => `${volumeId}/map/0/${i}/2`).find((k) =>
       withBroken.order(k).slice(0, 3).includes('a-1'),
     )!;
+    await withBroken.put(onA1, new Uint8Array([1]));
+    expect(refusedBy).to.deep.equal(['a-1']);
+    const holders = [...stores.keys()].filter((n) => n !== 'a-1');
+    let copies = 0;
+    for (const n of holders) if ((await stores.get(n)!.list(onA1)).includes(onA1)) copies += 1;
+    expect(copies, 'three copies, none on the refusing target').to.equal(3);
+    // Fails when too few targets take a copy, saying what each said.
+    const allBroken = new ReplicatedMapPages({ targets: new Map<string, ShardStore>([['a-1', broken]]) });
     failure = undefined;
-    await withBroken.put(onA1, new Uint8Array([1])).catch((err: unknown) => (failure = err));
+    await allBroken.put(onA1, new Uint8Array([1])).catch((err: unknown) => (failure = err));
     expect(failure).to.be.instanceOf(UnavailableError);
-    expect((failure as Error).message).to.contain('a-1: disk on fire');
-    failure = undefined;
-    await new ReplicatedMapPages({ targets: new Map([...stores].slice(0, 2)) })
-      .put(key, new Uint8Array([1]))
-      .catch((err: unknown) => (failure = err));
-    expect((failure as Error).message).to.contain('3 copies need 3 targets, 2 known');
+    expect((failure as Error).message).to.contain('0 of 1 copies stored (a-1: disk on fire)');
+    // Fewer targets than copies: one copy on each.
+    await new ReplicatedMapPages({ targets: new Map([...stores].slice(0, 2)) }).put(`${key}x`, new Uint8Array([1]));
+    for (const [, store] of [...stores].slice(0, 2)) expect(await store.list(`${key}x`)).to.deep.equal([`${key}x`]);
   });
 });

@@ -34,7 +34,7 @@ describe('TreeExtentMapStore', () => {
       { index: 4000, record: rec(4000, 1) },
     ]);
     expect(roots.swaps).to.equal(1);
-    expect([...(await writer(2).load()).keys()]).to.deep.equal([1, 4000]);
+    expect([...(await writer(2).loadAll()).keys()]).to.deep.equal([1, 4000]);
 
     // A second writer takes over and commits: the first one's next commit is refused whole.
     const two = writer(2);
@@ -43,7 +43,7 @@ describe('TreeExtentMapStore', () => {
     let failure: unknown;
     await one.commit([{ index: 2, record: rec(2, 2) }]).catch((err: unknown) => (failure = err));
     expect(failure).to.be.instanceOf(FencedError);
-    const seen = await writer(3).load();
+    const seen = await writer(3).loadAll();
     expect([...seen.keys()], 'the overtaken commit left nothing').to.deep.equal([4000]);
 
     // A fenced writer: pages may be written, the root is not.
@@ -52,7 +52,7 @@ describe('TreeExtentMapStore', () => {
     await two.commit([{ index: 3, record: rec(3, 3) }]).catch((err: unknown) => (failure = err));
     expect(failure).to.be.instanceOf(FencedError);
     roots.fenced = false;
-    expect([...(await writer(4).load()).keys()]).to.deep.equal([4000]);
+    expect([...(await writer(4).loadAll()).keys()]).to.deep.equal([4000]);
     expect(roots.swaps).to.equal(2);
   });
 });

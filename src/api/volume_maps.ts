@@ -1,0 +1,188 @@
+/**
+ * A volume's extent map as the control plane reads and changes it: the copy-on-write page tree
+ * (extent/map_tree.ts) whose pages are replicated on the shard targets, under the root etcd keeps
+ * at `maproots/<volume id>`. Repair, scrub, census, gc and health go through it; a writer's
+ * engine uses TreeExtentMapStore (volume/) over the same pages and root.
+ *
+ * What it keeps true: replaceExtent() is a compare-and-swap on one extent's record (it publishes
+ * only when the extent still holds the record it was given, whatever else changed meanwhile), by
+ * a root swap that does not need the volume's lock; a writer whose own swap it overtook rebuilds
+ * its commit on the new root. Pages it writes are named by an epoch it takes from the volume's
+ * epoch counter, so no other writer or repair ever writes a page of the same name.
+ */
+import { MapRootMovedError, type ExtentRecord, type ShardStore } from '../core/index.js';
+import { MapTree, ReplicatedMapPages, mapLevelsFor, type MapRoot } from '../extent/index.js';
+import type { EtcdMeta, TargetRecord, VolumeRecord } from '../meta/index.js';
+import { reachableTargets } from './cluster.js';
+import { environmentSecrets, storeForTarget, type SecretSource } from './stores.js';
+
+/** Rounds of a replaceExtent() that found the root moved by someone else before giving up. */
+const replaceRoundsMax = 16;
+
+/** A record's identity for compare-and-swap: two records are the same when this is. */
+export function recordToken(record: ExtentRecord): string {
+  return JSON.stringify(record);
+}
+
+export class VolumeMaps {
+  private static readonly byMeta = new WeakMap<EtcdMeta, VolumeMaps>();
+  private readonly stores = new Map<string, { record: TargetRecord; store: ShardStore }>();
+  private usable: ReadonlySet<string> | undefined;
+  private readonly trees = new Map<string, MapTree>();
+  private readonly volumes = new Map<string, VolumeRecord>();
+  /** Page generations this process writes, per volume: an epoch of the volume's counter, then a count. */
+  private readonly generations = new Map<string, { epoch: number; counter: number }>();
+  readonly pages: ReplicatedMapPages;
+
+  constructor(
+    private readonly meta: EtcdMeta,
+    private readonly secrets: SecretSource = environmentSecrets(),
+  ) {
+    this.pages = new ReplicatedMapPages({
+      targets: () => new Map([...this.stores].map(([name, t]) => [name, t.store])),
+      usable: () => this.usable,
+    });
+  }
+
+  /** One per EtcdMeta (its stores and page cache shared by every caller), closed with it. */
+  static of(meta: EtcdMeta): VolumeMaps {
+    let maps = VolumeMaps.byMeta.get(meta);
+    if (maps === undefined) {
+      const made = new VolumeMaps(meta);
+      VolumeMaps.byMeta.set(meta, made);
+      meta.onClose(() => {
+        made.close();
+        VolumeMaps.byMeta.delete(meta);
+      });
+      maps = made;
+    }
+    return maps;
+  }
+
+  /** Re-reads the registered targets (for the page copies) and which of them are reachable. */
+  async refreshTargets(): Promise<void> {
+    const [records, reachable] = await Promise.all([this.meta.listTargets(), reachableTargets(this.meta)]);
+    const names = new Set(records.map((r) => r.name));
+    for (const [name, t] of this.stores)
+      if (!names.has(name)) {
+        t.store.close?.();
+        this.stores.delete(name);
+      }
+    for (const record of records) {
+      const old = this.stores.get(record.name);
+      if (old !== undefined && JSON.stringify(old.record) === JSON.stringify(record)) continue;
+      old?.store.close?.();
+      try {
+        this.stores.set(record.name, { record, store: storeForTarget(record, this.secrets) });
+      } catch {
+        // A target this process has no credentials for holds no copy it can read or write.
+        this.stores.delete(record.name);
+      }
+    }
+    this.usable = new Set([...reachable].filter((n) => this.stores.has(n) && !records.find((r) => r.name === n)?.draining));
+  }
+
+  close(): void {
+    for (const t of this.stores.values()) t.store.close?.();
+    this.stores.clear();
+    this.trees.clear();
+  }
+
+  /** The tree of `volume` (one per volume, so its decoded pages are shared). */
+  tree(volume: VolumeRecord): MapTree {
+    let tree = this.trees.get(volume.id);
+    if (tree === undefined) {
+      tree = new MapTree({ volumeId: volume.id, extents: extentsOf(volume), store: this.pages });
+      this.trees.set(volume.id, tree);
+    }
+    return tree;
+  }
+
+  async root(volume: VolumeRecord): Promise<MapRoot> {
+    return this.meta.readMapRoot(volume.id, mapLevelsFor(extentsOf(volume)));
+  }
+
+  /** Every record of the volume (reads every page of its tree; cached pages are not re-read). */
+  async listExtents(volumeId: string): Promise<Map<number, ExtentRecord>> {
+    const volume = await this.volume(volumeId);
+    const out = new Map<number, ExtentRecord>();
+    if (volume === undefined) return out;
+    if (this.stores.size === 0) await this.refreshTargets();
+    const root = await this.root(volume);
+    for await (const item of this.tree(volume).walk(root)) if ('record' in item) out.set(item.extent, item.record);
+    return out;
+  }
+
+  /** Every page key the volume's current root reaches. */
+  async pageKeys(volume: VolumeRecord): Promise<{ root: MapRoot; keys: string[] }> {
+    if (this.stores.size === 0) await this.refreshTargets();
+    const root = await this.root(volume);
+    const keys: string[] = [];
+    for await (const item of this.tree(volume).walk(root)) if ('pageKey' in item) keys.push(item.pageKey);
+    return { root, keys };
+  }
+
+  async getExtent(volumeId: string, index: number): Promise<ExtentRecord | null> {
+    return (await this.getExtentWithRevision(volumeId, index))?.record ?? null;
+  }
+
+  /** The record of one extent and a token replaceExtent() compares (null: no record). */
+  async getExtentWithRevision(
+    volumeId: string,
+    index: number,
+  ): Promise<{ record: ExtentRecord; modRevision: string } | null> {
+    const volume = await this.volume(volumeId);
+    if (volume === undefined) return null;
+    if (this.stores.size === 0) await this.refreshTargets();
+    const record = await this.tree(volume).lookup(await this.root(volume), index);
+    return record === undefined ? null : { record, modRevision: recordToken(record) };
+  }
+
+  /**
+   * Replaces extent `index`'s record with `record` if it still holds the one `modRevision` names
+   * (a repair moves shards of one generation and must never overwrite a newer generation a
+   * writer published). Returns false, publishing nothing, when the record changed.
+   */
+  async replaceExtent(volumeId: string, index: number, modRevision: string, record: ExtentRecord): Promise<boolean> {
+    const volume = await this.volume(volumeId);
+    if (volume === undefined) return false;
+    if (this.stores.size === 0) await this.refreshTargets();
+    const tree = this.tree(volume);
+    for (let round = 0; round < replaceRoundsMax; round++) {
+      const root = await this.root(volume);
+      const current = await tree.lookup(root, index);
+      if (current === undefined || recordToken(current) !== modRevision) return false;
+      const { root: next } = await tree.commit(root, new Map([[index, record]]), await this.nextGeneration(volume));
+      if (await this.meta.replaceMapRoot(volume.id, root, next)) return true;
+      // The root moved (a writer's commit, another repair): look at the extent again.
+    }
+    throw new MapRootMovedError(
+      `Cannot publish extent ${index} of volume "${volume.name}": its map root changed ${replaceRoundsMax} times in a row`,
+    );
+  }
+
+  private async nextGeneration(volume: VolumeRecord): Promise<number> {
+    let g = this.generations.get(volume.id);
+    if (g === undefined || g.counter >= 2 ** 32 - 1) {
+      g = { epoch: await this.meta.allocateEpoch(volume.name), counter: 0 };
+      this.generations.set(volume.id, g);
+    }
+    g.counter += 1;
+    return g.epoch * 2 ** 32 + g.counter;
+  }
+
+  private async volume(volumeId: string): Promise<VolumeRecord | undefined> {
+    let v = this.volumes.get(volumeId);
+    if (v === undefined) {
+      for (const r of await this.meta.listVolumes()) this.volumes.set(r.id, r);
+      v = this.volumes.get(volumeId);
+    }
+    return v;
+  }
+}
+
+
+/** Extents of a volume. */
+export function extentsOf(volume: { readonly sizeBytes: number; readonly extentBytes: number }): number {
+  return Math.ceil(volume.sizeBytes / volume.extentBytes);
+}
