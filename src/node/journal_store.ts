@@ -763,6 +763,15 @@ export class JournalStore {
       await file.sync();
       await rename(temp, seg.path);
       await fsyncDir(vol.dir);
+      if (this.dsync) {
+        // Appends go through a handle opened O_DSYNC (no fdatasync follows them): not this one.
+        const filled = file;
+        file = undefined;
+        await filled.close();
+        this.openCount -= 1;
+        file = await open(seg.path, fsConstants.O_RDWR | fsConstants.O_DSYNC);
+        this.openCount += 1;
+      }
     } catch (err) {
       if (file !== undefined) {
         await file.close().catch(() => undefined);

@@ -3,7 +3,18 @@
  * rule, torn tails and damaged records at load, reads in pages, trim, and what survives a reopen.
  */
 import { expect } from 'chai';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChecksumMismatchError, InvalidArgumentError } from '../../../src/core/index.js';
@@ -84,6 +95,34 @@ describe('JournalStore', function () {
     const list = await store.list();
     expect(list.volumes).to.have.length(1);
     expect(list.volumes[0]!.segments[0]).to.include({ segment: 1, records: 2, firstLsn: 1, lastLsn: 2, lastEpoch: 1 });
+  });
+
+  it('writes appends through an O_DSYNC handle, in a segment it just created as in one it reopened', async () => {
+    // Under O_DSYNC no fdatasync follows an append: the handle that writes must carry the flag.
+    // (A created segment once kept the handle that zero-filled it, without the flag: appends to a
+    // new segment were acknowledged from the page cache.)
+    const dsyncFlag = 0o10000; // O_DSYNC on Linux (fcntl.h)
+    const handleFlags = (path: string): number[] =>
+      readdirSync('/proc/self/fd').flatMap((fd) => {
+        try {
+          if (readlinkSync(`/proc/self/fd/${fd}`) !== path) return [];
+          const flags = /flags:\s+([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!;
+          return [parseInt(flags, 8)];
+        } catch {
+          return []; // closed meanwhile
+        }
+      });
+    let store = await openStore();
+    await store.append(appendOf(1));
+    const file = join(dir, volume, segmentFileName(1));
+    expect(handleFlags(file), 'handles on the created segment').to.have.length.above(0);
+    for (const flags of handleFlags(file)) expect(flags & dsyncFlag, 'O_DSYNC on the created segment').to.not.equal(0);
+    await store.close();
+    stores.splice(stores.indexOf(store), 1);
+    store = await openStore();
+    await store.append(appendOf(2));
+    expect(handleFlags(file), 'handles on the reopened segment').to.have.length.above(0);
+    for (const flags of handleFlags(file)) expect(flags & dsyncFlag, 'O_DSYNC on the reopened segment').to.not.equal(0);
   });
 
   it('group-commits concurrent appends: one fdatasync covers many', async () => {
