@@ -79,7 +79,9 @@ export class VolumeMaps {
         this.stores.delete(record.name);
       }
     }
-    this.usable = new Set([...reachable].filter((n) => this.stores.has(n) && !records.find((r) => r.name === n)?.draining));
+    this.usable = new Set(
+      [...reachable].filter((n) => this.stores.has(n) && !records.find((r) => r.name === n)?.draining),
+    );
   }
 
   close(): void {
@@ -180,7 +182,6 @@ export class VolumeMaps {
     return v;
   }
 }
-
 
 /** Extents of a volume. */
 export function extentsOf(volume: { readonly sizeBytes: number; readonly extentBytes: number }): number {

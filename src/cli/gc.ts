@@ -16,7 +16,8 @@ export function gcCommand(ctx: CliContext) {
       clusterOptions(y).option('orphans', {
         type: 'boolean',
         default: true,
-        describe: 'also delete shards no extent points to (stale copies, crashed writers) and map pages no root reaches',
+        describe:
+          'also delete shards no extent points to (stale copies, crashed writers) and map pages no root reaches',
       }),
     handler: withErrors(ctx, async (argv) => {
       const report = await withMeta(argv, async (meta) => {

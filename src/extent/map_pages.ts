@@ -56,7 +56,8 @@ export class ReplicatedMapPages implements MapPageStore {
     const usable = this.options.usable?.();
     const all = this.order(key);
     // Usable targets first, in the page's order; the rest after them, as a last resort.
-    const names = usable === undefined ? all : [...all.filter((n) => usable.has(n)), ...all.filter((n) => !usable.has(n))];
+    const names =
+      usable === undefined ? all : [...all.filter((n) => usable.has(n)), ...all.filter((n) => !usable.has(n))];
     const wanted = Math.min(this.replicas, names.length);
     if (wanted === 0) throw new UnavailableError(`Cannot store map page ${key}: no shard target is registered`);
     let next = 0;

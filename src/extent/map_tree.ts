@@ -459,7 +459,8 @@ export class MapTree {
     let touched = new Map<number, MapPageRef | undefined>();
     let written = root.written ?? 0;
     let journalLsn = root.journalLsn ?? 0;
-    const holdsData = (r: ExtentRecord | null | undefined): boolean => r !== undefined && r !== null && r.shards.length > 0;
+    const holdsData = (r: ExtentRecord | null | undefined): boolean =>
+      r !== undefined && r !== null && r.shards.length > 0;
     for (const [index, list] of byLeaf) {
       const old = await this.pageAt(root, 0, index);
       const records =

@@ -391,7 +391,9 @@ export class VolumeFrontend implements ExportProvider {
         .create()
         .catch(() => undefined);
       watcher?.on('put', () => {
-        map.refresh().catch((err: unknown) => this.log(`volume ${name}: cannot re-read the map root: ${errorMessage(err)}`));
+        map
+          .refresh()
+          .catch((err: unknown) => this.log(`volume ${name}: cannot re-read the map root: ${errorMessage(err)}`));
       });
       const stopTimer = this.clock.every(topologyRefreshMs, () => {
         Promise.all([this.targets.refresh(), placer.refresh()]).catch((err: unknown) =>
@@ -694,10 +696,7 @@ function* publishedExtents(engine: VolumeEngine): Generator<[number, ExtentRecor
 }
 
 /** The extents replayed journal records touch. */
-function replayedExtents(
-  volume: { readonly extentBytes: number },
-  records: readonly ReplayedRecord[],
-): Set<number> {
+function replayedExtents(volume: { readonly extentBytes: number }, records: readonly ReplayedRecord[]): Set<number> {
   const out = new Set<number>();
   for (const r of records)
     for (const w of r.writes) {

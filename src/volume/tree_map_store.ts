@@ -102,7 +102,11 @@ export class TreeExtentMapStore implements ExtentMapStore, OnDemandExtentMap {
   async refresh(): Promise<void> {
     const root = await this.options.roots.read();
     const mine = this.root;
-    if (mine !== undefined && root.page?.generation === mine.page?.generation && root.page?.checksum === mine.page?.checksum)
+    if (
+      mine !== undefined &&
+      root.page?.generation === mine.page?.generation &&
+      root.page?.checksum === mine.page?.checksum
+    )
       return;
     this.root = root;
     for (const l of this.listeners) l();
