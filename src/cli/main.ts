@@ -16,6 +16,7 @@ import { InvalidArgumentError } from '../core/index.js';
 import { benchCommand } from './bench.js';
 import { codecCommand } from './codec.js';
 import { repairCommands } from './repair.js';
+import { migrateCommand } from './migrate.js';
 import { devCommand } from './dev.js';
 import { nbdCommand } from './nbd.js';
 import { gcCommand } from './gc.js';
@@ -88,6 +89,7 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(repairCommands(ctx).census)
     .command(repairCommands(ctx).rebalance)
     .command(gcCommand(ctx))
+    .command(migrateCommand(ctx))
     .command(codecCommand(ctx))
     .command(benchCommand(ctx))
     .demandCommand(1, 'Name a command; cairnctl --help lists them')

@@ -3,6 +3,7 @@
  * etcd extent-map adapter, the NBD export provider, and the assembled serving process.
  */
 export * from './extent_map.js';
+export * from './migrate.js';
 export * from './journal.js';
 export * from './limits.js';
 export * from './live_placer.js';

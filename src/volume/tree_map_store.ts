@@ -113,16 +113,27 @@ export class TreeExtentMapStore implements ExtentMapStore, OnDemandExtentMap {
   }
 
   async commit(updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): Promise<void> {
+    await this.commitCounting(updates);
+  }
+
+  /** commit(), returning how many pages the published commit wrote. */
+  async commitCounting(
+    updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[],
+  ): Promise<number> {
     const changes = new Map(updates.map((u) => [u.index, u.record] as const));
     for (let attempt = 0; ; attempt++) {
       const root = this.root ?? (await this.options.roots.read());
       this.counter += 1;
       assert(this.counter < 2 ** 32, 'map page generation counter exhausted');
-      const { root: next } = await this.tree.commit(root, changes, this.options.epoch * 2 ** 32 + this.counter);
+      const { root: next, pagesWritten } = await this.tree.commit(
+        root,
+        changes,
+        this.options.epoch * 2 ** 32 + this.counter,
+      );
       try {
         await this.options.roots.swap(root, next);
         this.root = next;
-        return;
+        return pagesWritten.length;
       } catch (err) {
         if (!(err instanceof MapRootMovedError) || attempt >= movedRetriesMax) throw err;
         // The pages just written are garbage no root reaches; gc collects them.
