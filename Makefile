@@ -44,6 +44,9 @@ bench: build
 SEEDS ?= 100
 sim: build
 	@$(NODE) scripts/sim.mjs --seeds $(SEEDS)
+	@$(NODE) scripts/sim_map.mjs --seeds 20
+	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug map-swap-before-durable
+	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug map-gc-reachable
 
 demo: build
 	@bash scripts/demo.sh

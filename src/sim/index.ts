@@ -26,3 +26,4 @@ export {
 export * from './memory_device.js';
 export * from './memory_twins.js';
 export * from './memory_journal.js';
+export { runMapSimulation, mapBugs, type MapBug, type MapSimResult } from './map_sim.js';

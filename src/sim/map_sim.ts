@@ -1,0 +1,329 @@
+/**
+ * The map-page simulator: seeded runs of the real map code (MapTree, TreeExtentMapStore,
+ * ReplicatedMapPages, MapTree.collectable) over memory targets and a twin of the etcd root, with
+ * faults, checked against a plain model of what the published root must hold.
+ *
+ * Each step does one of: a commit by the writer (some extents set, some forgotten); a crash of
+ * the writer between writing its pages and swapping the root (the pages stay, the root does not
+ * move); a takeover by a new writer while the old one still commits (the old one must be fenced
+ * and publish nothing); a repair-like swap of the root by someone else (the writer rebuilds its
+ * commit on it); page faults on copies (lost, torn, stale: another page's bytes under this key,
+ * wrong bytes) on at most `replicas - 1` copies of a page, so a good copy always remains; and gc
+ * racing a commit: listing the pages while the commit's pages are written and its root not yet
+ * swapped, collecting what MapTree.collectable allows, then letting the swap go on.
+ *
+ * The checker reads every extent under the published root through a fresh tree (no cache): the
+ * records must equal the model's, and no read may fail. Planted bugs prove it can fail:
+ * - 'map-swap-before-durable': the page store acknowledges a put before the copies are stored,
+ *   and stores them later; a crash in between loses them, and the root swapped meanwhile reaches
+ *   pages that are not there.
+ * - 'map-gc-reachable': gc also deletes one page the published root reaches.
+ */
+import { FencedError, MapRootMovedError, assert, errorMessage, shardKey, type ExtentRecord } from '../core/index.js';
+import { MapTree, ReplicatedMapPages, mapLevelsFor, type MapPageStore, type MapRoot } from '../extent/index.js';
+import { MemoryShardStore } from '../shard/index.js';
+import { TreeExtentMapStore, type MapRootStore } from '../volume/index.js';
+import { Prng } from './prng.js';
+
+export type MapBug = 'map-swap-before-durable' | 'map-gc-reachable';
+export const mapBugs: readonly MapBug[] = ['map-swap-before-durable', 'map-gc-reachable'];
+
+export interface MapSimResult {
+  readonly seed: number;
+  readonly ok: boolean;
+  /** What the checker found (the first failure), with the step. */
+  readonly failure?: string;
+  readonly steps: number;
+  readonly commits: number;
+  readonly faults: number;
+  readonly pagesCollected: number;
+}
+
+const replicas = 3;
+const targetNames = ['a-1', 'a-2', 'b-1', 'b-2', 'c-1', 'c-2'];
+
+/** The root in etcd, fenced by the lock's epoch as swapMapRoot's transaction is. */
+class RootTwin {
+  root: MapRoot;
+  lockEpoch = 1;
+  constructor(levels: number) {
+    this.root = { levels, page: undefined };
+  }
+  same(a: MapRoot, b: MapRoot): boolean {
+    return a.page?.generation === b.page?.generation && a.page?.checksum === b.page?.checksum;
+  }
+  forWriter(epoch: number, beforeSwap: () => Promise<void>): MapRootStore {
+    return {
+      read: async () => this.root,
+      swap: async (expected, next) => {
+        await beforeSwap();
+        if (epoch !== this.lockEpoch) throw new FencedError(`epoch ${epoch} no longer holds the lock`);
+        if (!this.same(expected, this.root)) throw new MapRootMovedError('the root moved');
+        this.root = next;
+      },
+    };
+  }
+}
+
+/** Pages that lie about durability (the planted bug): put resolves, the copies land later. */
+class EagerPages implements MapPageStore {
+  readonly pending: (() => Promise<void>)[] = [];
+  constructor(private readonly inner: MapPageStore) {}
+  async put(key: string, bytes: Uint8Array): Promise<void> {
+    this.pending.push(() => this.inner.put(key, bytes));
+  }
+  get(key: string, accept: (bytes: Uint8Array) => boolean): Promise<Uint8Array> {
+    return this.inner.get(key, accept);
+  }
+  async land(): Promise<void> {
+    for (const p of this.pending.splice(0)) await p();
+  }
+  lose(): void {
+    this.pending.length = 0;
+  }
+}
+
+export async function runMapSimulation(
+  seed: number,
+  options: { steps?: number; bug?: MapBug } = {},
+): Promise<MapSimResult> {
+  const rng = new Prng(seed, 'map');
+  const steps = options.steps ?? 200;
+  const volumeId = `mapsim${seed}`;
+  // Enough extents for two or three levels: small leaves are not what is tested here.
+  const extents = [300, 5_000, 70_000][rng.int(3)]!;
+  const stores = new Map(targetNames.map((n) => [n, new MemoryShardStore(n)]));
+  const real = new ReplicatedMapPages({ targets: stores, replicas });
+  const eager = options.bug === 'map-swap-before-durable' ? new EagerPages(real) : undefined;
+  const pages: MapPageStore = eager ?? real;
+  const roots = new RootTwin(mapLevelsFor(extents));
+  const model = new Map<number, ExtentRecord>();
+  let commits = 0;
+  let faults = 0;
+  let pagesCollected = 0;
+  let generation = 0;
+
+  const record = (e: number): ExtentRecord => {
+    generation += 1;
+    return {
+      generation,
+      shardBytes: 4096,
+      shards: [0, 1, 2].map((i) => ({
+        target: targetNames[(e + i) % targetNames.length]!,
+        key: shardKey(volumeId, e, generation, i),
+      })),
+      seed: 1 + rng.int(1000),
+    };
+  };
+  const someExtent = (): number =>
+    rng.next() < 0.7 && model.size > 0 ? [...model.keys()][rng.int(model.size)]! : rng.int(extents);
+  const changes = (): Map<number, ExtentRecord | null> => {
+    const out = new Map<number, ExtentRecord | null>();
+    const n = 1 + rng.int(rng.next() < 0.2 ? 300 : 8);
+    for (let i = 0; i < n; i++) {
+      const e = someExtent();
+      out.set(e, rng.next() < 0.15 && model.has(e) ? null : record(e));
+    }
+    return out;
+  };
+  const apply = (c: ReadonlyMap<number, ExtentRecord | null>): void => {
+    for (const [e, r] of c)
+      if (r === null) model.delete(e);
+      else model.set(e, r);
+  };
+
+  // The writer: one TreeExtentMapStore per epoch, as the frontend makes one per attach.
+  let hook: (() => Promise<void>) | undefined;
+  const writerFor = (epoch: number): TreeExtentMapStore =>
+    new TreeExtentMapStore({
+      volumeId,
+      extents,
+      pages,
+      roots: roots.forWriter(epoch, async () => {
+        const h = hook;
+        hook = undefined;
+        await h?.();
+      }),
+      epoch,
+    });
+  let epoch = 1;
+  let writer = writerFor(epoch);
+  await writer.load();
+
+  /** Every listed page key and the targets holding it. */
+  const listPages = async (): Promise<Map<string, string[]>> => {
+    const out = new Map<string, string[]>();
+    for (const [name, store] of stores)
+      for (const key of await store.list(`${volumeId}/map/`, { limit: 1_000_000 })) {
+        const on = out.get(key);
+        if (on === undefined) out.set(key, [name]);
+        else on.push(name);
+      }
+    return out;
+  };
+  const gc = async (): Promise<void> => {
+    const listed = await listPages();
+    const tree = new MapTree({ volumeId, extents, store: real });
+    let doomed = await tree.collectable([roots.root], listed.keys(), { inFlightEpoch: roots.lockEpoch });
+    if (options.bug === 'map-gc-reachable' && roots.root.page !== undefined) {
+      const reachable: string[] = [];
+      for await (const item of tree.walk(roots.root)) if ('pageKey' in item) reachable.push(item.pageKey);
+      doomed = [...doomed, reachable[rng.int(reachable.length)]!];
+    }
+    for (const key of doomed)
+      for (const name of listed.get(key) ?? []) {
+        await stores.get(name)!.delete(key);
+        pagesCollected += 1;
+      }
+  };
+  const damaged = new Set<string>();
+  /** Damages up to replicas - 1 copies of one page. */
+  const damage = async (): Promise<void> => {
+    const listed = await listPages();
+    const keys = [...listed.keys()];
+    if (keys.length === 0) return;
+    const key = keys[rng.int(keys.length)]!;
+    // Only good copies are damaged, and one good copy is always left.
+    const good = listed.get(key)!.filter((name) => !damaged.has(`${key}\0${name}`));
+    const n = Math.min(good.length - 1, 1 + rng.int(replicas - 1));
+    for (const name of good.slice(0, Math.max(0, n))) {
+      damaged.add(`${key}\0${name}`);
+      const store = stores.get(name)!;
+      const kind = rng.int(4);
+      const bytes = await store.get(key);
+      await store.delete(key);
+      if (kind === 0) continue; // lost
+      if (kind === 1)
+        await store.put(key, bytes.subarray(0, Math.max(1, bytes.length >> 1))); // torn
+      else if (kind === 2) {
+        const other = keys[rng.int(keys.length)]!; // stale: another page's bytes under this key
+        const from = stores.get(listed.get(other)![0]!)!;
+        await store.put(key, await from.get(other).catch(() => new Uint8Array([1])));
+      } else
+        await store.put(
+          key,
+          bytes.map((b) => b ^ (1 + rng.int(255))),
+        ); // wrong
+      faults += 1;
+    }
+  };
+  const check = async (where: string): Promise<string | undefined> => {
+    const tree = new MapTree({ volumeId, extents, store: real, cachePages: 1 });
+    try {
+      const seen = new Map<number, ExtentRecord>();
+      for await (const item of tree.walk(roots.root)) if ('record' in item) seen.set(item.extent, item.record);
+      for (const [e, r] of model) {
+        const got = seen.get(e);
+        if (got === undefined || JSON.stringify(got) !== JSON.stringify(r))
+          return `${where}: extent ${e} reads ${got === undefined ? 'nothing' : `generation ${got.generation}`}, the model has generation ${r.generation}`;
+      }
+      for (const e of seen.keys()) if (!model.has(e)) return `${where}: extent ${e} has a record the model forgot`;
+    } catch (err) {
+      return `${where}: the published map cannot be read: ${errorMessage(err)}`;
+    }
+    return undefined;
+  };
+
+  for (let step = 0; step < steps; step++) {
+    const op = rng.next();
+    const where = `seed ${seed} step ${step}`;
+    if (op < 0.4) {
+      const c = changes();
+      await writer.commit([...c].map(([index, r]) => ({ index, record: r })));
+      await eager?.land();
+      apply(c);
+      commits += 1;
+    } else if (op < 0.5) {
+      // A crash after the pages are written (or, with the bug, acknowledged), before the root is
+      // swapped... or after it, with the bug's copies still in flight.
+      const c = changes();
+      const afterSwap = options.bug === 'map-swap-before-durable' && rng.next() < 0.5;
+      hook = async () => {
+        if (!afterSwap) throw new Error('crash');
+      };
+      let landed = false;
+      try {
+        await writer.commit([...c].map(([index, r]) => ({ index, record: r })));
+        landed = true;
+      } catch (err) {
+        assert(errorMessage(err) === 'crash', `${where}: unexpected ${errorMessage(err)}`);
+      }
+      eager?.lose();
+      if (landed) apply(c);
+      epoch += 1;
+      roots.lockEpoch = epoch;
+      writer = writerFor(epoch);
+      await writer.load();
+    } else if (op < 0.6) {
+      // A takeover while the old writer's commit is in flight: the old one must be fenced.
+      const c = changes();
+      const old = writer;
+      hook = async () => {
+        epoch += 1;
+        roots.lockEpoch = epoch;
+      };
+      let fenced = false;
+      try {
+        await old.commit([...c].map(([index, r]) => ({ index, record: r })));
+      } catch (err) {
+        fenced = err instanceof FencedError;
+        if (!fenced)
+          return {
+            seed,
+            ok: false,
+            failure: `${where}: ${errorMessage(err)}`,
+            steps: step,
+            commits,
+            faults,
+            pagesCollected,
+          };
+      }
+      await eager?.land();
+      if (!fenced)
+        return {
+          seed,
+          ok: false,
+          failure: `${where}: an overtaken writer published`,
+          steps: step,
+          commits,
+          faults,
+          pagesCollected,
+        };
+      writer = writerFor(epoch);
+      await writer.load();
+    } else if (op < 0.7) {
+      // A repair swaps the root under the writer's commit: the writer rebuilds on it.
+      const moved = new Map([[someExtent(), record(rng.int(extents))]] as [number, ExtentRecord][]);
+      const c = changes();
+      for (const e of moved.keys()) c.delete(e);
+      hook = async () => {
+        const tree = new MapTree({ volumeId, extents, store: real });
+        generation += 1;
+        const { root } = await tree.commit(roots.root, moved, (2 ** 20 + epoch) * 2 ** 32 + generation);
+        roots.root = root;
+        apply(moved);
+      };
+      await writer.commit([...c].map(([index, r]) => ({ index, record: r })));
+      await eager?.land();
+      apply(c);
+      commits += 1;
+      await writer.refresh();
+    } else if (op < 0.82) {
+      // gc racing a commit: it lists and collects while the commit's pages are written.
+      const c = changes();
+      hook = gc;
+      await writer.commit([...c].map(([index, r]) => ({ index, record: r })));
+      await eager?.land();
+      apply(c);
+      commits += 1;
+    } else if (op < 0.92) {
+      await gc();
+    } else {
+      await damage();
+    }
+    hook = undefined;
+    const bad = await check(where);
+    if (bad !== undefined) return { seed, ok: false, failure: bad, steps: step + 1, commits, faults, pagesCollected };
+  }
+  return { seed, ok: true, steps, commits, faults, pagesCollected };
+}
