@@ -10,14 +10,33 @@
  * its commit on the new root. Pages it writes are named by an epoch it takes from the volume's
  * epoch counter, so no other writer or repair ever writes a page of the same name.
  */
-import { MapRootMovedError, type ExtentRecord, type ShardStore } from '../core/index.js';
-import { MapTree, ReplicatedMapPages, mapLevelsFor, type MapRoot } from '../extent/index.js';
+import { MapRootMovedError, errorMessage, type ExtentRecord, type ShardStore } from '../core/index.js';
+import {
+  MapTree,
+  ReplicatedMapPages,
+  mapLevelsFor,
+  mapPageMatches,
+  mapPageReplicasDefault,
+  type MapRoot,
+} from '../extent/index.js';
 import type { EtcdMeta, TargetRecord, VolumeRecord } from '../meta/index.js';
 import { reachableTargets } from './cluster.js';
 import { environmentSecrets, storeForTarget, type SecretSource } from './stores.js';
 
 /** Rounds of a replaceExtent() that found the root moved by someone else before giving up. */
 const replaceRoundsMax = 16;
+
+/** What repairPages() found and did for one volume's map. */
+export interface MapPagesReport {
+  /** Pages the root reaches. */
+  readonly pages: number;
+  /** Copies short of the full count (before the repair added them). */
+  readonly copiesMissing: number;
+  /** Copies that failed their checksum (verify only); deleted and counted as missing. */
+  readonly copiesCorrupt: number;
+  readonly copiesWritten: number;
+  readonly errors: readonly string[];
+}
 
 /** A record's identity for compare-and-swap: two records are the same when this is. */
 export function recordToken(record: ExtentRecord): string {
@@ -161,6 +180,95 @@ export class VolumeMaps {
     throw new MapRootMovedError(
       `Cannot publish extent ${index} of volume "${volume.name}": its map root changed ${replaceRoundsMax} times in a row`,
     );
+  }
+
+  /**
+   * Brings every page the volume's root reaches back to its full count of copies on reachable
+   * targets (a node that died took its copies with it), and with `verify` reads every copy and
+   * rewrites those that fail the checksum their parent holds (a copy its node serves intact, but
+   * wrong). A page with no good copy left is reported, never guessed at.
+   */
+  async repairPages(
+    volume: VolumeRecord,
+    options: { verify?: boolean; dryRun?: boolean } = {},
+  ): Promise<MapPagesReport> {
+    await this.refreshTargets();
+    const usable = [...(this.usable ?? [])];
+    const listed = new Map<string, string[]>();
+    const errors: string[] = [];
+    for (const name of usable) {
+      const store = this.stores.get(name)!.store;
+      try {
+        for (let after: string | undefined; ;) {
+          const page = await store.list(`${volume.id}/map/`, {
+            limit: 1000,
+            ...(after === undefined ? {} : { startAfter: after }),
+          });
+          for (const key of page) {
+            const on = listed.get(key);
+            if (on === undefined) listed.set(key, [name]);
+            else on.push(name);
+          }
+          if (page.length < 1000) break;
+          after = page.at(-1);
+        }
+      } catch (err) {
+        errors.push(`listing ${name}: ${errorMessage(err)}`);
+      }
+    }
+    const report = { pages: 0, copiesMissing: 0, copiesCorrupt: 0, copiesWritten: 0, errors };
+    // Targets that could not be listed hold copies we cannot count: do not add copies blindly.
+    if (errors.length > 0) return report;
+    const root = await this.root(volume);
+    const wanted = Math.min(mapPageReplicasDefault, usable.length);
+    for await (const item of this.tree(volume).walk(root)) {
+      if (!('pageKey' in item)) continue;
+      report.pages += 1;
+      const key = item.pageKey;
+      let good = listed.get(key) ?? [];
+      let source: Uint8Array | undefined;
+      if (options.verify) {
+        const checked: string[] = [];
+        for (const name of good) {
+          const bytes = await this.stores
+            .get(name)!
+            .store.get(key)
+            .catch(() => undefined);
+          if (bytes !== undefined && mapPageMatches(bytes, item.checksum)) {
+            checked.push(name);
+            source ??= bytes;
+          } else {
+            report.copiesCorrupt += 1;
+            if (!options.dryRun)
+              await this.stores
+                .get(name)!
+                .store.delete(key)
+                .catch(() => undefined);
+          }
+        }
+        good = checked;
+      }
+      if (good.length >= wanted) continue;
+      report.copiesMissing += wanted - good.length;
+      if (options.dryRun) continue;
+      try {
+        source ??= await this.pages.get(key, (b) => mapPageMatches(b, item.checksum));
+        for (const name of this.pages.order(key)) {
+          if (good.length >= wanted) break;
+          if (good.includes(name) || !usable.includes(name)) continue;
+          try {
+            await this.stores.get(name)!.store.put(key, source);
+            good = [...good, name];
+            report.copiesWritten += 1;
+          } catch (err) {
+            errors.push(`${key} on ${name}: ${errorMessage(err)}`);
+          }
+        }
+      } catch (err) {
+        errors.push(`${key}: ${errorMessage(err)}`);
+      }
+    }
+    return report;
   }
 
   private async nextGeneration(volume: VolumeRecord): Promise<number> {

@@ -15,6 +15,7 @@ import {
   censusIntervalMsDefault,
   planRebalance,
   planRepair,
+  repairMapPages,
   runCensus,
   runRepair,
   runScrub,
@@ -144,6 +145,15 @@ export function repairCommands(ctx: CliContext) {
           const once = async () => {
             const plan = await planRepair(meta, argv['volume'] === undefined ? {} : { volume: String(argv['volume']) });
             repairMetrics?.planned(plan.items.length, plan.unrecoverable.length);
+            // Map pages first: the extent repairs below publish through them.
+            const mapPages = await repairMapPages(meta, {
+              dryRun: argv['dry-run'] === true || pool === undefined,
+              ...(argv['volume'] === undefined ? {} : { volume: String(argv['volume']) }),
+            });
+            if (argv['daemon'] && (mapPages.copiesWritten > 0 || mapPages.errors.length > 0))
+              ctx.io.err(
+                `map pages: ${mapPages.copiesWritten} copies rewritten${mapPages.errors.length > 0 ? `; ${mapPages.errors.join('; ')}` : ''}`,
+              );
             // A daemon speaks only when there is something to do.
             if (argv['daemon'] && plan.items.length === 0 && plan.unrecoverable.length === 0) return;
             if (argv['dry-run'] || pool === undefined) {
@@ -155,6 +165,7 @@ export function repairCommands(ctx: CliContext) {
                   toRepair: plan.items,
                   unrecoverable: plan.unrecoverable,
                   bytesToWrite: plan.bytesToWrite,
+                  mapPageCopiesMissing: mapPages.copiesMissing,
                 },
                 (r) => [
                   `Scanned ${r.extentsScanned} extents: ${r.toRepair.length} to repair (${formatBytes(r.bytesToWrite)} to write), ${r.unrecoverable.length} with more than m shards lost`,
@@ -185,7 +196,8 @@ export function repairCommands(ctx: CliContext) {
               },
             });
             if (tty) process.stderr.write('\n');
-            emit(ctx.io, isJson(argv), report, (r) => [
+            emit(ctx.io, isJson(argv), { ...report, mapPages }, (r) => [
+              `Map pages: ${r.mapPages.pages} checked, ${r.mapPages.copiesWritten} copies written (${r.mapPages.copiesMissing} were missing)`,
               `Repaired ${r.extentsDone - r.failed - r.skippedChanged} of ${r.extentsTotal} extents: ${r.shardsRebuilt} shards rebuilt, ${formatBytes(r.bytesWritten)} written at ${formatBytes(r.bytesPerSecond)}/s`,
               ...(r.skippedChanged > 0
                 ? [`${r.skippedChanged} extents were rewritten by their writer meanwhile (nothing to repair)`]
@@ -195,7 +207,8 @@ export function repairCommands(ctx: CliContext) {
                 : []),
               ...r.errors.map((e) => `  failed: ${e}`),
             ]);
-            if (report.failed > 0 || report.unrecoverable > 0) ctx.exitCode = 1;
+            if (report.failed > 0 || report.unrecoverable > 0 || mapPages.errors.length > 0) ctx.exitCode = 1;
+            for (const e of mapPages.errors) ctx.io.err(`  map page: ${e}`);
           };
           if (!argv['daemon']) return await once();
           const scrubEveryMs = Number(argv['scrub-interval']);
@@ -249,16 +262,23 @@ export function repairCommands(ctx: CliContext) {
       const maxBytesPerSecond = rateFrom(argv);
       const progress = extentProgress(ctx, isJson(argv), 'scrubbed');
       const report = await withMeta(argv, async (meta) => {
-        return withRepairTools(meta, ctx, (pool, stores) =>
+        const data = await withRepairTools(meta, ctx, (pool, stores) =>
           runScrub(meta, stores, pool, {
             ...(argv['volume'] === undefined ? {} : { volume: String(argv['volume']) }),
             ...(maxBytesPerSecond === undefined ? {} : { maxBytesPerSecond }),
             onExtent: progress.update,
           }),
         );
+        // The map pages too: every copy read and checked against its parent's checksum.
+        const mapPages = await repairMapPages(meta, {
+          verify: true,
+          ...(argv['volume'] === undefined ? {} : { volume: String(argv['volume']) }),
+        });
+        return { ...data, mapPages, unhealed: [...data.unhealed, ...mapPages.errors.map((e) => `map page: ${e}`)] };
       }).finally(progress.end);
       emit(ctx.io, isJson(argv), report, (r) => [
         `Scrubbed ${r.extents} extents: ${r.shardsChecked} shards, ${formatBytes(r.bytesRead)} read and verified`,
+        `map pages: ${r.mapPages.pages} verified, ${r.mapPages.copiesCorrupt} corrupt copies, ${r.mapPages.copiesWritten} copies rewritten`,
         `corrupt: ${r.corrupt}, missing: ${r.missing}, wrong by parity: ${r.inconsistent} (parity checked on ${r.parityChecked} extents)`,
         `rewritten: ${r.healed} shards (${r.blocksRebuilt} blocks rebuilt)`,
         ...r.unhealed.map((u) => `  not healed: ${u}`),

@@ -508,14 +508,16 @@ export class MapTree {
   }
 
   /** Every page key and every record's shards a root reaches (for gc), visiting each page once. */
-  async *walk(root: MapRoot): AsyncGenerator<{ pageKey: string } | { extent: number; record: ExtentRecord }> {
+  async *walk(
+    root: MapRoot,
+  ): AsyncGenerator<{ pageKey: string; checksum: string } | { extent: number; record: ExtentRecord }> {
     if (root.page === undefined) return;
     const stack: { level: number; index: number; ref: MapPageRef }[] = [
       { level: this.levels - 1, index: 0, ref: root.page },
     ];
     while (stack.length > 0) {
       const { level, index, ref } = stack.pop()!;
-      yield { pageKey: mapPageKey(this.options.volumeId, level, index, ref.generation) };
+      yield { pageKey: mapPageKey(this.options.volumeId, level, index, ref.generation), checksum: ref.checksum };
       const page = await this.load(level, index, ref);
       if (page.kind === 'leaf') {
         for (const [slot, record] of page.records().entries())

@@ -3,3 +3,4 @@ export * from './census.js';
 export * from './gc.js';
 export * from './repair.js';
 export * from './scrub.js';
+export * from './map_pages.js';

@@ -233,6 +233,51 @@ describe('repair, scrub and drain on a cluster of real processes', function () {
     await readBack('after census heal');
   });
 
+  it('map pages: scrub rewrites a copy that fails its checksum, repair restores a copy deleted from its node', async () => {
+    /** The map page files of volume r on every running node of zones a-c. */
+    const pageFiles = () =>
+      ['a-1', 'a-2', 'b-1', 'b-2', 'c-1', 'c-2', 'a-3', 'b-3'].flatMap((name) => {
+        const spare = spares.find((h) => h.name === name);
+        const dir = spare?.dataDir ?? stack().node(name).dataDir;
+        const mapDir = join(dir, volumeId, 'map');
+        if (!existsSync(mapDir)) return [];
+        const out: string[] = [];
+        const walk = (d: string) => {
+          for (const n of readdirSync(d)) {
+            const p = join(d, n);
+            if (statSync(p).isDirectory()) walk(p);
+            else if (!n.includes('~')) out.push(p);
+          }
+        };
+        walk(mapDir);
+        return out;
+      });
+    // The newest page's copies are the root's (a 24-extent map is a single leaf).
+    const newest = () => {
+      const files = pageFiles();
+      const gen = (p: string) => Number(p.split('/').at(-1));
+      const top = Math.max(...files.map(gen));
+      return files.filter((p) => gen(p) === top);
+    };
+    const root = newest();
+    expect(root.length, 'copies of the root page').to.equal(3);
+
+    const bytes = readFileSync(root[0]!);
+    bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 0xff; // passes nothing: the node's CRC catches it too
+    writeFileSync(root[0]!, bytes);
+    const scrub = await ctl(['scrub', '--volume', 'r']);
+    expect(scrub['mapPages']).to.include({ copiesCorrupt: 1, copiesWritten: 1 });
+    expect(newest(), 'three good copies after scrub').to.have.length(3);
+    expect((await ctl(['scrub', '--volume', 'r']))['mapPages']).to.include({ copiesCorrupt: 0, copiesWritten: 0 });
+
+    rmSync(newest()[1]!);
+    expect(newest()).to.have.length(2);
+    const repair = await ctl(['repair', '--volume', 'r']);
+    expect(repair['mapPages']).to.include({ copiesMissing: 1, copiesWritten: 1 });
+    expect(newest(), 'three copies after repair').to.have.length(3);
+    await readBack('after map page repair');
+  });
+
   it('drains a node: its shards move elsewhere and it holds none afterwards', async () => {
     const holding = (await extents()).filter((e) => e.shards.some((s) => s.target === 'a-3')).length;
     expect(holding, 'extents with a shard on a-3 before the drain').to.be.above(0);
