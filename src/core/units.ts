@@ -9,6 +9,7 @@ export const KiB = 1024;
 export const MiB = 1024 * KiB;
 export const GiB = 1024 * MiB;
 export const TiB = 1024 * GiB;
+export const PiB = 1024 * TiB;
 
 const unitBytes: Readonly<Record<string, number>> = {
   '': 1,
@@ -21,10 +22,13 @@ const unitBytes: Readonly<Record<string, number>> = {
   gb: 1000 ** 3,
   t: 1000 ** 4,
   tb: 1000 ** 4,
+  p: 1000 ** 5,
+  pb: 1000 ** 5,
   kib: KiB,
   mib: MiB,
   gib: GiB,
   tib: TiB,
+  pib: PiB,
 };
 
 /**
@@ -41,7 +45,7 @@ export function parseSize(text: string, what = 'size'): number {
   const multiplier = unitBytes[(match[2] ?? '').toLowerCase()];
   if (multiplier === undefined) {
     throw new InvalidArgumentError(
-      `Invalid ${what} "${text}": unknown unit "${match[2]}" (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)`,
+      `Invalid ${what} "${text}": unknown unit "${match[2]}" (use B, KiB, MiB, GiB, TiB, PiB, KB, MB, GB, TB, PB)`,
     );
   }
   const bytes = Number(match[1]) * multiplier;

@@ -7,11 +7,11 @@
 import { expect } from 'chai';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { extentMap } from '../harness/faults.js';
-import { expectSameBytes, runClient, runOk, seededBytes, useStack } from '../harness/stack.js';
+import { expectSameBytes, nbdsh, runClient, runOk, seededBytes, useStack } from '../harness/stack.js';
 
 const MiB = 1024 * 1024;
 
-describe('cairnctl migrate: per-extent etcd keys into map pages', function () {
+describe('the extent map as pages, from the outside: cairnctl migrate, a 1 PiB thin volume', function () {
   this.timeout(240_000);
   const stack = useStack({ profile: '2+1', extentSize: '1MiB' });
   const data = seededBytes('migrate', 6 * MiB);
@@ -65,5 +65,40 @@ describe('cairnctl migrate: per-extent etcd keys into map pages', function () {
     } finally {
       await reader.stop();
     }
+  });
+
+  it('creates a 1 PiB thin volume and writes it sparsely: one etcd key for its map, a few pages', async () => {
+    const s = stack();
+    await s.cairnctl('create a 1 PiB volume', ['volume', 'create', 'peta', '1PiB', '--extent-size', '4MiB']);
+    const id = await s.volumeId('peta');
+    const PiB = 2 ** 50;
+    const offsets = [0, PiB / 2 + 12 * MiB, PiB - 4096];
+    const f = await s.startFrontend();
+    try {
+      const out = await nbdsh(
+        'write and read back three 4 KiB blocks of a 1 PiB volume',
+        [
+          'import json',
+          `offs = ${JSON.stringify(offsets)}`,
+          'for i, o in enumerate(offs): h.pwrite(bytes([i + 1]) * 4096, o)',
+          'h.flush()',
+          'print(json.dumps({"size": h.get_size(), "back": [h.pread(4096, o) == bytes([i + 1]) * 4096 for i, o in enumerate(offs)], "zero": h.pread(4096, 1 << 40) == bytes(4096)}))',
+        ].join('\n'),
+        {},
+        { uri: f.uri('peta') },
+      );
+      expect(JSON.parse(out.trim().split('\n').at(-1)!)).to.deep.equal({
+        size: PiB,
+        back: [true, true, true],
+        zero: true,
+      });
+    } finally {
+      await f.stop();
+    }
+    // The map: one root in etcd (written extents counted in it), no per-extent key, three leaves.
+    const root = JSON.parse((await s.etcdGet(`cairn/v1/maproots/${id}`))!) as { levels: number; written: number };
+    expect(root).to.include({ levels: 4, written: 3 });
+    expect((await s.etcdGetPrefix(`cairn/v1/extents/${id}/`)).size).to.equal(0);
+    expect([...(await extentMap([s.etcd], id)).keys()]).to.deep.equal(offsets.map((o) => Math.floor(o / (4 * MiB))));
   });
 });
