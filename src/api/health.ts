@@ -28,7 +28,7 @@
  * What it leaves out: repairing anything, and extents a read found corrupt on live targets (the
  * frontend adds those it knows of as `readDegraded`).
  */
-import { formatBytes, formatProfile, type Profile } from '../core/index.js';
+import { errorMessage, formatBytes, formatProfile, type Profile } from '../core/index.js';
 import { extentLength } from '../extent/index.js';
 import type {
   CensusRecord,
@@ -155,6 +155,8 @@ export function assessExtentMap(input: ExtentMapInput): ExtentMapHealth {
 export type VolumeState = 'ok' | 'degraded' | 'unreadable';
 
 export interface VolumeHealth extends ExtentMapHealth {
+  /** Why the volume's extent map could not be read (no good copy of a map page), or null. */
+  readonly mapError: string | null;
   readonly name: string;
   readonly id: string;
   readonly sizeBytes: number;
@@ -254,6 +256,8 @@ export interface VolumeInput {
   /** The volume's last shard census (runCensus), if any ran. */
   readonly census?: CensusRecord | null;
   readonly pendingFlush?: PendingFlushRecord | null;
+  /** Set when the extent map could not be read: `extents` is then empty, and the volume unreadable. */
+  readonly mapError?: string;
 }
 
 /** The health of one volume from its record, extent map, lock and the topology. Pure. */
@@ -267,8 +271,14 @@ export function volumeHealth(input: VolumeInput, topology: Topology): VolumeHeal
     liveness: livenessOf(topology),
     ...(input.census === undefined || input.census === null ? {} : { absent: new Set(input.census.absent) }),
   });
-  const state: VolumeState = map.unreadableExtents > 0 ? 'unreadable' : map.degradedExtents > 0 ? 'degraded' : 'ok';
+  const state: VolumeState =
+    input.mapError !== undefined || map.unreadableExtents > 0
+      ? 'unreadable'
+      : map.degradedExtents > 0
+        ? 'degraded'
+        : 'ok';
   return {
+    mapError: input.mapError ?? null,
     name: record.name,
     id: record.id,
     sizeBytes: record.sizeBytes,
@@ -438,7 +448,15 @@ export async function readClusterHealth(meta: EtcdMeta, now: () => Date = () => 
   const volumes: VolumeInput[] = [];
   // One volume at a time: an extent map can be thousands of keys; etcd serves them in order.
   for (const record of records) {
-    const extents = await VolumeMaps.of(meta).listExtents(record.id);
+    let extents = new Map<number, ExtentRecord>();
+    let mapError: string | undefined;
+    try {
+      extents = await VolumeMaps.of(meta).listExtents(record.id);
+    } catch (err) {
+      // Its map pages cannot be read now (every copy on a target that is down): say so, and go
+      // on with the other volumes.
+      mapError = errorMessage(err);
+    }
     const lock = await meta.getLock(record.name);
     const journal = await meta.getJournal(record.id);
     const census = await meta.getCensus(record.id);
@@ -449,6 +467,7 @@ export async function readClusterHealth(meta: EtcdMeta, now: () => Date = () => 
       journal,
       census,
       pendingFlush: pending.get(record.name) ?? null,
+      ...(mapError === undefined ? {} : { mapError }),
     });
   }
   return summarizeHealth(config, topology, volumes, now());

@@ -60,6 +60,7 @@ export class VolumeMaps {
     this.pages = new ReplicatedMapPages({
       targets: () => new Map([...this.stores].map(([name, t]) => [name, t.store])),
       usable: () => this.usable,
+      zoneOf: (name) => this.stores.get(name)?.record.zone,
     });
   }
 
@@ -253,9 +254,15 @@ export class VolumeMaps {
       if (options.dryRun) continue;
       try {
         source ??= await this.pages.get(key, (b) => mapPageMatches(b, item.checksum));
-        for (const name of this.pages.order(key)) {
+        // Zones that hold no good copy first, so the copies end up spread as put() spreads them.
+        const zones = new Set(good.map((n) => this.stores.get(n)?.record.zone));
+        const order = this.pages.placementOrder(key).filter((n) => usable.includes(n) && !good.includes(n));
+        const byZone = [
+          ...order.filter((n) => !zones.has(this.stores.get(n)?.record.zone)),
+          ...order.filter((n) => zones.has(this.stores.get(n)?.record.zone)),
+        ];
+        for (const name of byZone) {
           if (good.length >= wanted) break;
-          if (good.includes(name) || !usable.includes(name)) continue;
           try {
             await this.stores.get(name)!.store.put(key, source);
             good = [...good, name];

@@ -462,7 +462,9 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     this.checkRange(offset, length);
     this.checkWritable();
     const pieces = splitByExtent(this.g, offset, length);
-    await this.backend.prepare?.(pieces.map((p) => p.extent));
+    // Best effort: a write is taken even when the records cannot be looked up now (their pages'
+    // targets down); isHole() then says false, which costs at most a needless hole publish.
+    await this.backend.prepare?.(pieces.map((p) => p.extent)).catch(() => undefined);
     await this.makeRoom(length);
     this.checkWritable();
     for (const p of pieces) change(this.entryFor(p.extent), p);
@@ -713,7 +715,8 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     this.checkRange(offset, length);
     const runs: BlockStatusRun[] = [];
     const pieces = splitByExtent(this.g, offset, length);
-    await this.backend.prepare?.(pieces.map((p) => p.extent));
+    // Best effort: an extent whose record cannot be looked up now is reported as data.
+    await this.backend.prepare?.(pieces.map((p) => p.extent)).catch(() => undefined);
     for (const p of pieces) {
       const entry = this.entries.get(p.extent);
       const hole =

@@ -39,6 +39,7 @@ function healthText(v: VolumeHealth): string {
     parts.push(
       `degraded: ${v.degradedExtents} ${v.degradedExtents === 1 ? 'extent' : 'extents'}, ${formatBytes(v.atRiskBytes - v.unreadableBytes)} at risk`,
     );
+  if (v.mapError !== null) parts.push(`UNREADABLE: its extent map cannot be read (${v.mapError})`);
   if (v.writeBlocked !== null) parts.push('flushes fail');
   const p = v.pendingFlush;
   if (p !== null)

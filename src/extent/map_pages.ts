@@ -27,6 +27,8 @@ export interface ReplicatedMapPagesOptions {
   readonly usable?: () => ReadonlySet<string> | undefined;
   /** Told that a target refused a copy (a placer leaves it out for a while). */
   readonly refused?: (target: string, err: unknown) => void;
+  /** The zone of a target: copies go to distinct zones first, so a zone's loss leaves a copy. */
+  readonly zoneOf?: (target: string) => string | undefined;
 }
 
 export class ReplicatedMapPages implements MapPageStore {
@@ -51,13 +53,37 @@ export class ReplicatedMapPages implements MapPageStore {
       .map((t) => t.name);
   }
 
-  async put(key: string, bytes: Uint8Array): Promise<void> {
-    const targets = this.targets();
+  /**
+   * Where copies of `key` go, best first: usable targets before the rest (a last resort), and
+   * within each, the first target of each zone (in the page's order) before a second of any zone.
+   */
+  placementOrder(key: string): string[] {
     const usable = this.options.usable?.();
     const all = this.order(key);
-    // Usable targets first, in the page's order; the rest after them, as a last resort.
-    const names =
-      usable === undefined ? all : [...all.filter((n) => usable.has(n)), ...all.filter((n) => !usable.has(n))];
+    const spread = (names: string[]): string[] => {
+      const zoneOf = this.options.zoneOf;
+      if (zoneOf === undefined) return names;
+      const seen = new Set<string>();
+      const firsts: string[] = [];
+      const rest: string[] = [];
+      for (const n of names) {
+        const zone = zoneOf(n) ?? `target:${n}`;
+        if (seen.has(zone)) rest.push(n);
+        else {
+          seen.add(zone);
+          firsts.push(n);
+        }
+      }
+      return [...firsts, ...rest];
+    };
+    return usable === undefined
+      ? spread(all)
+      : [...spread(all.filter((n) => usable.has(n))), ...spread(all.filter((n) => !usable.has(n)))];
+  }
+
+  async put(key: string, bytes: Uint8Array): Promise<void> {
+    const targets = this.targets();
+    const names = this.placementOrder(key);
     const wanted = Math.min(this.replicas, names.length);
     if (wanted === 0) throw new UnavailableError(`Cannot store map page ${key}: no shard target is registered`);
     let next = 0;

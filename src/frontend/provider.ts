@@ -279,6 +279,7 @@ export class VolumeFrontend implements ExportProvider {
           targets: () => this.targets.all(),
           usable: () => placer.usableTargets(),
           refused: (target, err) => placer.refused(target, err),
+          zoneOf: (target) => this.targets.zoneOf(target),
         }),
         roots: new EtcdMapRoots(meta, record, lock, mapLevelsFor(extents)),
         // A read-only view has no epoch and never commits.

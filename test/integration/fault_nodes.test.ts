@@ -20,13 +20,14 @@
  */
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { get as httpGet, request as httpRequest } from 'node:http';
 import {
   NodeFleet,
   cairnctlJson,
   extentMap,
+  filesUnder,
   generationOfKey,
   lockOf,
   mountTmpfs,
@@ -316,7 +317,8 @@ describe('Faults on a 9-node cluster (4+2, zones a, b, c of 3 nodes): nothing fl
 
   it('a frontend SIGKILLed while its FLUSH stores shards, then while its commit sits in etcd: every extent reads entirely old or entirely new', async () => {
     const s = stack();
-    // 160 extents of 256 KiB: one flush stores 960 shards and commits in two etcd transactions.
+    // 160 extents of 256 KiB: one flush stores 960 shards, writes the map's one leaf (three copies)
+    // and commits by one root swap in etcd.
     const extentBytes = 256 * 1024;
     const volumeBytes = 40 * MiB;
     const extents = volumeBytes / extentBytes;
@@ -407,6 +409,17 @@ sys.stdin.readline()
         await writer.exit();
       }
     };
+    /** Copies of map pages written at `epoch`, over every node's data dir. */
+    const mapPagesOfEpoch = (epoch: number): number => {
+      let n = 0;
+      for (const name of fleet.names()) {
+        const dir = join(fleet.info(name).dataDir, id, 'map');
+        if (!existsSync(dir)) continue;
+        for (const file of filesUnder(dir))
+          if (!file.includes('~') && Math.floor(Number(file.split('/').at(-1)) / 2 ** 32) === epoch) n += 1;
+      }
+      return n;
+    };
     const shardsAtLeast = (epoch: number, n: number): Promise<number> =>
       waitFor(
         `${n} shards of epoch ${epoch} on the nodes`,
@@ -441,10 +454,12 @@ sys.stdin.readline()
     });
     const round1 = await readVersions(fe2, () => [0, 1], 'after kill 1');
 
-    // Round 2: version C, killed while its first commit transaction (100 extent records) sits
-    // unread in etcd's socket: etcd is SIGSTOPped halfway through the stores, and the frontend dies
-    // once every shard is stored and the commit's bytes are in etcd's receive queue. After SIGCONT
-    // etcd may or may not apply it; either way every extent must be entirely old or entirely new.
+    // Round 2: version C, killed while its commit (the root swap, a few hundred bytes) is on its
+    // way to etcd or sits unread in its socket: etcd is SIGSTOPped halfway through the stores, and
+    // the frontend dies once every shard and the commit's map pages are stored and etcd's receive
+    // queues have grown since (the swap follows the pages at once; a keepalive that came first
+    // makes this the kill between pages and root, which must hold as well). After SIGCONT etcd
+    // may or may not apply the swap; either way every extent must be entirely old or entirely new.
     const etcdPid = s.cluster.etcdPid;
     const etcdPort = Number(new URL(s.etcd).port);
     expect(pidRuns(etcdPid, join(s.dir, 'etcd')), 'the dev etcd runs').to.equal(true);
@@ -462,11 +477,22 @@ sys.stdin.readline()
         process.kill(etcdPid, 'SIGSTOP');
         etcdStopped = true;
         await shardsAtLeast(epoch, shardsTotal);
+        await waitFor(
+          `the map pages of epoch ${epoch}`,
+          () => (mapPagesOfEpoch(epoch) >= 3 ? true : undefined),
+          20_000,
+          {
+            seen: () => `${mapPagesOfEpoch(epoch)} copies so far`,
+            intervalMs: 5,
+          },
+        );
+        const sum = () => tcpReceiveQueues(etcdPort).reduce((a, b) => a + b, 0);
+        const baseline = sum();
         return waitFor(
-          "the commit transaction to sit in the stopped etcd's receive queue",
+          "the commit's root swap to reach the stopped etcd's receive queues",
           () => {
-            const queued = Math.max(0, ...tcpReceiveQueues(etcdPort));
-            return queued >= 16 * 1024 ? queued : undefined;
+            const queued = sum();
+            return queued > baseline ? queued : undefined;
           },
           20_000,
           {

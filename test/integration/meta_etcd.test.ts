@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { UnavailableError } from '../../src/core/index.js';
+import { MapRootMovedError, UnavailableError } from '../../src/core/index.js';
 import {
   AlreadyExistsError,
   EtcdMeta,
@@ -15,7 +15,7 @@ import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
 import { setFailpoint } from '../../src/core/index.js';
 import { CodecPool } from '../../src/codec/index.js';
 import { EtcdExtentMap, EtcdMapRoots } from '../../src/frontend/index.js';
-import { ReplicatedMapPages, mapLevelsFor } from '../../src/extent/index.js';
+import { MapTree, ReplicatedMapPages, mapLevelsFor } from '../../src/extent/index.js';
 import { MemoryShardStore } from '../../src/shard/index.js';
 import { TreeExtentMapStore } from '../../src/volume/index.js';
 import { checkFencedMultiBatchCommit, fencedCommitVolume } from '../support/fenced_commit.js';
@@ -116,7 +116,9 @@ describe('EtcdMeta against a real etcd', () => {
     const root = await meta.readMapRoot(v.id, levels);
     expect(root.levels).to.equal(levels);
     expect(root.page?.checksum).to.match(/^[0-9a-f]{32}$/);
-    expect([...(await mapOf(undefined).load()).keys()]).to.deep.equal([7, 70_000]);
+    expect([...(await mapOf(undefined).loadAll()).keys()]).to.deep.equal([7, 70_000]);
+    // The root carries what attach needs without reading records: the count of written extents.
+    expect(root.written).to.equal(2);
 
     // B takes the volume over and commits; A's next commit is refused and publishes nothing.
     const b = await meta.acquireLock('tree', 'frontend-b', { takeover: true });
@@ -124,11 +126,29 @@ describe('EtcdMeta against a real etcd', () => {
     await writerB.load();
     await writerB.commit([{ index: 7, record: null }]);
     expect(await rejection(writerA.commit([{ index: 8, record: rec(8, 2) }]))).to.be.instanceOf(FencedError);
-    // A swap over a root that is no longer current is refused, even under the lock.
+    // A swap over a root that is no longer current is refused, even under the lock, as a moved
+    // root (the writer still holds the volume), not as fencing.
     const before = await meta.readMapRoot(v.id, levels);
     await writerB.commit([{ index: 9, record: rec(9, 3) }]);
-    expect(await rejection(meta.swapMapRoot(b, v.id, before, before))).to.be.instanceOf(FencedError);
-    expect([...(await mapOf(undefined).load()).keys()]).to.deep.equal([9, 70_000]);
+    expect(await rejection(meta.swapMapRoot(b, v.id, before, before))).to.be.instanceOf(MapRootMovedError);
+    expect([...(await mapOf(undefined).loadAll()).keys()]).to.deep.equal([9, 70_000]);
+
+    // A repair replaces the root without the lock, only over the current one; the writer's next
+    // commit finds the root moved and rebuilds on it: both changes are published.
+    const repairEpoch = await meta.allocateEpoch('tree');
+    expect(repairEpoch, 'an epoch above the writer').to.equal(b.epoch + 1);
+    const repairTree = new MapTree({ volumeId: v.id, extents, store: pages });
+    const current = await meta.readMapRoot(v.id, levels);
+    const moved = await repairTree.commit(current, new Map([[70_000, rec(70_000, 4)]]), repairEpoch * 2 ** 32 + 1);
+    expect(await meta.replaceMapRoot(v.id, before, moved.root), 'over a stale root').to.equal(false);
+    expect(await meta.replaceMapRoot(v.id, current, moved.root), 'over the current root').to.equal(true);
+    await writerB.commit([{ index: 10, record: rec(10, 5) }]);
+    const after = await mapOf(undefined).loadAll();
+    expect([...after.keys()]).to.deep.equal([9, 10, 70_000]);
+    expect(after.get(70_000)?.generation, "the repair's record stays").to.equal(4);
+    // The next lock gets an epoch above the one the repair took.
+    await b.release();
+    expect((await meta.acquireLock('tree', 'frontend-c')).epoch).to.equal(repairEpoch + 1);
     // A read-only view cannot commit.
     expect(await rejection(mapOf(undefined).commit([])))
       .to.have.property('message')

@@ -103,4 +103,22 @@ describe('ReplicatedMapPages', () => {
     await new ReplicatedMapPages({ targets: new Map([...stores].slice(0, 2)) }).put(`${key}x`, new Uint8Array([1]));
     for (const [, store] of [...stores].slice(0, 2)) expect(await store.list(`${key}x`)).to.deep.equal([`${key}x`]);
   });
+
+  it('puts the copies of each page in distinct zones first, so losing a zone leaves a copy', async () => {
+    const stores = cluster();
+    const zoneOf = (n: string) => n.split('-')[0];
+    const pages = new ReplicatedMapPages({ targets: stores, zoneOf });
+    const unspread = new ReplicatedMapPages({ targets: stores });
+    let sameZoneWithout = 0;
+    for (let i = 0; i < 60; i++) {
+      const key = `${volumeId}/map/0/${i}/1`;
+      await pages.put(key, new Uint8Array([i]));
+      const holders: string[] = [];
+      for (const [n, store] of stores) if ((await store.list(key)).includes(key)) holders.push(n);
+      expect(new Set(holders.map(zoneOf)).size, `zones of ${key}: ${holders.join(', ')}`).to.equal(3);
+      if (new Set(unspread.order(key).slice(0, 3).map(zoneOf)).size < 3) sameZoneWithout += 1;
+    }
+    // Plain rendezvous order would have put two copies of some pages in one zone.
+    expect(sameZoneWithout, 'pages whose first three targets share a zone').to.be.above(0);
+  });
 });
