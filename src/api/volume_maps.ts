@@ -166,20 +166,35 @@ export class VolumeMaps {
    * writer published). Returns false, publishing nothing, when the record changed.
    */
   async replaceExtent(volumeId: string, index: number, modRevision: string, record: ExtentRecord): Promise<boolean> {
+    const [published] = await this.replaceExtents(volumeId, [{ index, modRevision, record }]);
+    return published ?? false;
+  }
+
+  /**
+   * replaceExtent() for many extents of one volume in one commit (one root swap): each is
+   * published if and only if it still holds the record its `modRevision` names. Returns, in
+   * order, whether each was published.
+   */
+  async replaceExtents(
+    volumeId: string,
+    replacements: readonly { readonly index: number; readonly modRevision: string; readonly record: ExtentRecord }[],
+  ): Promise<boolean[]> {
     const volume = await this.volume(volumeId);
-    if (volume === undefined) return false;
+    if (volume === undefined || replacements.length === 0) return replacements.map(() => false);
     if (this.stores.size === 0) await this.refreshTargets();
     const tree = this.tree(volume);
     for (let round = 0; round < replaceRoundsMax; round++) {
       const root = await this.root(volume);
-      const current = await tree.lookup(root, index);
-      if (current === undefined || recordToken(current) !== modRevision) return false;
-      const { root: next } = await tree.commit(root, new Map([[index, record]]), await this.nextGeneration(volume));
-      if (await this.meta.replaceMapRoot(volume.id, root, next)) return true;
-      // The root moved (a writer's commit, another repair): look at the extent again.
+      const current = await Promise.all(replacements.map((r) => tree.lookup(root, r.index)));
+      const still = replacements.map((r, i) => current[i] !== undefined && recordToken(current[i]) === r.modRevision);
+      const changes = new Map(replacements.filter((_, i) => still[i]).map((r) => [r.index, r.record] as const));
+      if (changes.size === 0) return still;
+      const { root: next } = await tree.commit(root, changes, await this.nextGeneration(volume));
+      if (await this.meta.replaceMapRoot(volume.id, root, next)) return still;
+      // The root moved (a writer's commit, another repair): look at the extents again.
     }
     throw new MapRootMovedError(
-      `Cannot publish extent ${index} of volume "${volume.name}": its map root changed ${replaceRoundsMax} times in a row`,
+      `Cannot publish ${replacements.length} extents of volume "${volume.name}": its map root changed ${replaceRoundsMax} times in a row`,
     );
   }
 

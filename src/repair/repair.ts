@@ -66,6 +66,9 @@ export interface RepairReport extends RepairProgress {
 /** Upper bound on extents one plan holds: a larger backlog is repaired over several runs. */
 export const repairPlanExtentsMax = 1_000_000;
 
+/** Rebuilt extents published together (one map commit per volume); a checkpoint publishes too. */
+const repairPublishBatch = 16;
+
 /**
  * Which extents need repair, most-degraded first, from etcd alone. A target is lost when it is
  * not registered, not up (no alive key), or draining.
@@ -301,6 +304,65 @@ export async function runRepair(
   const lease = meta.client.lease(30);
   let leaseId: Promise<string> | undefined;
   const movingLease = () => (leaseId ??= meta.call('grant the repair lease', () => lease.grant()));
+  /**
+   * Rebuilt extents waiting to be published, a map commit (one root swap) per volume for up to
+   * repairPublishBatch of them: a commit writes pages and swaps a root, so one per extent would
+   * cost as much as the shard it moved. Their moving marks stay until the commit settled.
+   */
+  let pending: {
+    item: RepairItem;
+    rec: ExtentRecord;
+    modRevision: string;
+    next: ExtentRecord;
+    rebuilt: readonly number[];
+    destinations: ReadonlyMap<number, string>;
+    marks: { target: string; key: string }[];
+  }[] = [];
+  const publishPending = async (): Promise<void> => {
+    const batch = pending;
+    pending = [];
+    const byVolume = new Map<string, typeof batch>();
+    for (const p of batch) {
+      const list = byVolume.get(p.item.volumeId);
+      if (list === undefined) byVolume.set(p.item.volumeId, [p]);
+      else list.push(p);
+    }
+    for (const [volumeId, list] of byVolume) {
+      let published: boolean[];
+      try {
+        published = await VolumeMaps.of(meta).replaceExtents(
+          volumeId,
+          list.map((p) => ({ index: p.item.extent, modRevision: p.modRevision, record: p.next })),
+        );
+      } catch (err) {
+        failed += list.length;
+        for (const p of list)
+          if (errors.length < 100)
+            errors.push(`volume ${p.item.volume} extent ${p.item.extent}: cannot publish: ${errorMessage(err)}`);
+        await meta.unmarkMoving(list.flatMap((p) => p.marks)).catch(() => undefined);
+        continue;
+      }
+      for (const [n, p] of list.entries()) {
+        if (!published[n]) {
+          // A writer published a new generation meanwhile: our copies are garbage, theirs is whole.
+          skippedChanged += 1;
+          for (const i of p.rebuilt)
+            await stores
+              .store(p.destinations.get(i)!)
+              .delete(p.rec.shards[i]!.key)
+              .catch(() => undefined);
+        } else {
+          // Moved off a draining target: the old copy can go now that the new location is published.
+          for (const i of p.item.draining)
+            await stores
+              .store(p.rec.shards[i]!.target)
+              .delete(p.rec.shards[i]!.key)
+              .catch(() => undefined);
+        }
+      }
+      await meta.unmarkMoving(list.flatMap((p) => p.marks)).catch(() => undefined);
+    }
+  };
   try {
     for (const item of plan.items) {
       if (options.dryRun) {
@@ -345,29 +407,23 @@ export async function runRepair(
             shardsRebuilt += 1;
             await limiter.take(bytes.length);
           }
-          const next: ExtentRecord = {
+        } catch (err) {
+          await meta.unmarkMoving(marks).catch(() => undefined);
+          throw err;
+        }
+        pending.push({
+          item,
+          rec,
+          modRevision: current.modRevision,
+          next: {
             ...rec,
             shards: rec.shards.map((s, i) => (destinations.has(i) ? { target: destinations.get(i)!, key: s.key } : s)),
-          };
-          if (!(await VolumeMaps.of(meta).replaceExtent(item.volumeId, item.extent, current.modRevision, next))) {
-            // A writer published a new generation meanwhile: our copies are garbage, theirs is whole.
-            skippedChanged += 1;
-            for (const [i] of rebuilt)
-              await stores
-                .store(destinations.get(i)!)
-                .delete(rec.shards[i]!.key)
-                .catch(() => undefined);
-          } else {
-            // Moved off a draining target: the old copy can go now that the new location is published.
-            for (const i of item.draining)
-              await stores
-                .store(rec.shards[i]!.target)
-                .delete(rec.shards[i]!.key)
-                .catch(() => undefined);
-          }
-        } finally {
-          await meta.unmarkMoving(marks).catch(() => undefined);
-        }
+          },
+          rebuilt: [...rebuilt.keys()],
+          destinations,
+          marks,
+        });
+        if (pending.length >= repairPublishBatch) await publishPending();
       } catch (err) {
         failed += 1;
         if (errors.length < 100) errors.push(`volume ${item.volume} extent ${item.extent}: ${errorMessage(err)}`);
@@ -375,10 +431,12 @@ export async function runRepair(
       done += 1;
       options.onProgress?.(progress());
       if (done % (options.checkpointEvery ?? 16) === 0) {
+        await publishPending();
         await checkpoint('running');
         topology = await readTopology(meta).catch(() => topology);
       }
     }
+    await publishPending();
   } finally {
     await lease.revoke().catch(() => undefined);
   }
