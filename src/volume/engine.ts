@@ -200,7 +200,7 @@ export class VolumeEngine {
     this.volume = options.volume;
     this.records = records;
     this.onDemand = options.map.onDemand;
-    this.onDemand?.onRootMoved(() => void this.rereadRecords());
+    this.onDemand?.onRootMoved((changed) => void this.rereadRecords(changed));
     this.shardBytes = shardBytesOf(options.volume);
     const min = options.durableShardsMin ?? k + m;
     assert(
@@ -276,9 +276,12 @@ export class VolumeEngine {
     }
   }
 
-  /** Someone else published the map (a repair moved shards): re-reads the records held. */
-  private async rereadRecords(): Promise<void> {
-    const held = [...this.records.keys()];
+  /**
+   * Someone else published the map (a repair moved shards): re-reads the records held of the
+   * extents that changed (all held, when that is not known).
+   */
+  private async rereadRecords(changed: readonly number[] | undefined): Promise<void> {
+    const held = changed === undefined ? [...this.records.keys()] : changed.filter((e) => this.records.has(e));
     if (held.length === 0 || this.onDemand === undefined) return;
     try {
       const found = await this.onDemand.lookup(held);

@@ -36,8 +36,11 @@ export interface OnDemandExtentMap {
   readonly highestJournalLsn: number;
   /** Extents whose published record holds data. */
   readonly writtenExtents: number;
-  /** Calls `listener` when someone else (a repair) published the map: records held may be stale. */
-  onRootMoved(listener: () => void): void;
+  /**
+   * Calls `listener` when someone else (a repair) published the map, with the extents whose
+   * records changed (undefined when unknown: any record held may be stale).
+   */
+  onRootMoved(listener: (changed: readonly number[] | undefined) => void): void;
 }
 
 /** Shard stores by target name, and the zone each target is in. */

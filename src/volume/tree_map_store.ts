@@ -52,7 +52,7 @@ export class TreeExtentMapStore implements ExtentMapStore, OnDemandExtentMap {
   readonly onDemand = this;
   private root: MapRoot | undefined;
   private counter = 0;
-  private readonly listeners: (() => void)[] = [];
+  private readonly listeners: ((changed: readonly number[] | undefined) => void)[] = [];
 
   constructor(private readonly options: TreeExtentMapStoreOptions) {
     assert(Number.isSafeInteger(options.epoch) && options.epoch >= 0, `epoch ${options.epoch}`);
@@ -91,13 +91,14 @@ export class TreeExtentMapStore implements ExtentMapStore, OnDemandExtentMap {
     return this.root?.written ?? 0;
   }
 
-  onRootMoved(listener: () => void): void {
+  onRootMoved(listener: (changed: readonly number[] | undefined) => void): void {
     this.listeners.push(listener);
   }
 
   /**
    * Re-reads the root (told that it changed: a watch, or a refused swap). When someone else
-   * published it, the listeners re-read the records they hold.
+   * published it, the listeners are told which extents changed (the tree's diff of the two
+   * roots), or undefined when that could not be read: then every record they hold.
    */
   async refresh(): Promise<void> {
     const root = await this.options.roots.read();
@@ -109,7 +110,15 @@ export class TreeExtentMapStore implements ExtentMapStore, OnDemandExtentMap {
     )
       return;
     this.root = root;
-    for (const l of this.listeners) l();
+    let changed: number[] | undefined;
+    if (mine !== undefined)
+      try {
+        changed = [];
+        for await (const e of this.tree.diff(mine, root)) changed.push(e);
+      } catch {
+        changed = undefined;
+      }
+    for (const l of this.listeners) l(changed);
   }
 
   async commit(updates: readonly { readonly index: number; readonly record: ExtentRecord | null }[]): Promise<void> {
@@ -137,7 +146,6 @@ export class TreeExtentMapStore implements ExtentMapStore, OnDemandExtentMap {
       } catch (err) {
         if (!(err instanceof MapRootMovedError) || attempt >= movedRetriesMax) throw err;
         // The pages just written are garbage no root reaches; gc collects them.
-        this.root = undefined;
         await this.refresh();
       }
     }

@@ -234,6 +234,35 @@ describe('MapTree', () => {
     }
   });
 
+  it('diffs two roots: the extents whose records differ, reading only the pages that differ', async () => {
+    const pages = new MemoryPages();
+    const extents = 200_000;
+    const tree = new MapTree({ volumeId, extents, store: pages });
+    const base = new Map<number, ExtentRecord>();
+    for (let e = 0; e < extents; e += 97) base.set(e, recordFor(e, 1));
+    const { root: a } = await tree.commit(tree.emptyRoot(), base, 1);
+    // b: two records changed, one forgotten, one added far away; the rest shared with a.
+    const changes = new Map<number, ExtentRecord | null>([
+      [97, recordFor(97, 2)],
+      [97 * 1000, recordFor(97 * 1000, 2, { journalLsn: 5 })],
+      [97 * 3, null],
+      [199_999, recordFor(199_999, 2)],
+    ]);
+    const { root: b } = await tree.commit(a, changes, 2);
+    const fresh = new MapTree({ volumeId, extents, store: pages });
+    const got: number[] = [];
+    for await (const e of fresh.diff(a, b)) got.push(e);
+    expect(got).to.deep.equal([97, 97 * 3, 97 * 1000, 199_999]);
+    // Only the pages on the changed paths were read, not the whole map.
+    expect(fresh.cachedPages, 'pages read').to.be.below(20);
+    const none: number[] = [];
+    for await (const e of tree.diff(b, b)) none.push(e);
+    expect(none, 'a root against itself').to.deep.equal([]);
+    const all: number[] = [];
+    for await (const e of tree.diff(tree.emptyRoot(), a)) all.push(e);
+    expect(all).to.deep.equal([...base.keys()]);
+  });
+
   it('maps a 1 PiB thin volume written sparsely with a handful of pages', async () => {
     const store = new MemoryPages();
     const extents = 2 ** 28; // 1 PiB in 4 MiB extents

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { FencedError, shardKey, type ExtentRecord } from '../../../src/core/index.js';
-import { ReplicatedMapPages, mapLevelsFor } from '../../../src/extent/index.js';
+import { MapTree, ReplicatedMapPages, mapLevelsFor } from '../../../src/extent/index.js';
 import { MemoryShardStore } from '../../../src/shard/index.js';
 import { MemoryMapRoots } from '../../../src/sim/index.js';
 import { TreeExtentMapStore } from '../../../src/volume/index.js';
@@ -54,5 +54,30 @@ describe('TreeExtentMapStore', () => {
     roots.fenced = false;
     expect([...(await writer(4).loadAll()).keys()]).to.deep.equal([4000]);
     expect(roots.swaps).to.equal(2);
+  });
+
+  it('tells its listeners which extents someone else changed when it finds the root moved', async () => {
+    const stores = new Map(names.map((n) => [n, new MemoryShardStore(n)]));
+    const pages = new ReplicatedMapPages({ targets: stores });
+    const roots = new MemoryMapRoots(mapLevelsFor(extents));
+    const writer = new TreeExtentMapStore({ volumeId, extents, pages, roots, epoch: 1 });
+    await writer.load();
+    await writer.commit([1, 300, 4000].map((e) => ({ index: e, record: rec(e, 1) })));
+    const heard: (readonly number[] | undefined)[] = [];
+    writer.onRootMoved((changed) => heard.push(changed));
+    await writer.refresh();
+    expect(heard, 'its own root is no news').to.deep.equal([]);
+    // A repair moves extent 300's shards: a new root over the writer's, swapped without the lock.
+    const repair = new MapTree({ volumeId, extents, store: pages });
+    const moved = { ...rec(300, 1), shards: rec(300, 1).shards.map((x) => ({ ...x, target: 'd' })) };
+    roots.root = (await repair.commit(roots.root, new Map([[300, moved]]), 2 ** 33 + 1)).root;
+    await writer.refresh();
+    expect(heard).to.deep.equal([[300]]);
+    expect(await writer.lookup([300])).to.deep.equal([moved]);
+    // The writer's next commit goes over the repair's root: both are published.
+    await writer.commit([{ index: 2, record: rec(2, 2) }]);
+    const all = await writer.loadAll();
+    expect([...all.keys()]).to.deep.equal([1, 2, 300, 4000]);
+    expect(all.get(300)).to.deep.equal(moved);
   });
 });
