@@ -2,6 +2,7 @@
 import type { Argv } from 'yargs';
 import { formatBytes, formatProfile, parseSize, type Profile } from '../core/index.js';
 import { createVolume } from '../api/index.js';
+import { mapLevelsFor } from '../extent/index.js';
 import { journalReplicasOf, type VolumeRecord } from '../meta/index.js';
 import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
@@ -114,8 +115,29 @@ export function volumeCommand(ctx: CliContext) {
           describe: 'Show one volume',
           builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
           handler: withErrors(ctx, async (argv) => {
-            const volume = await withMeta(argv, (meta) => meta.requireVolume(stringArg(argv, 'name')));
-            emit(ctx.io, isJson(argv), volume, describeVolume);
+            const info = await withMeta(argv, async (meta) => {
+              const volume = await meta.requireVolume(stringArg(argv, 'name'));
+              const extents = Math.ceil(volume.sizeBytes / volume.extentBytes);
+              // The map's root says what it holds without reading a page.
+              const root = await meta.readMapRoot(volume.id, mapLevelsFor(extents));
+              const legacy = await meta.hasExtentKeys(volume.id);
+              return {
+                ...volume,
+                map: {
+                  form: legacy ? ('per-extent etcd keys' as const) : ('pages' as const),
+                  levels: root.levels,
+                  writtenExtents: root.written ?? 0,
+                  journalLsn: root.journalLsn ?? 0,
+                  rootGeneration: root.page?.generation ?? null,
+                },
+              };
+            });
+            emit(ctx.io, isJson(argv), info, (v) => [
+              ...describeVolume(v),
+              v.map.form === 'pages'
+                ? `extent map:     ${v.map.writtenExtents} extents written; ${v.map.levels} levels of map pages under one root in etcd`
+                : 'extent map:     per-extent etcd keys (an older Cairn); run `cairnctl migrate` before attaching',
+            ]);
           }),
         })
         .command({

@@ -41,6 +41,12 @@ describe('the extent map as pages, from the outside: cairnctl migrate, a 1 PiB t
       await etcdctl(['put', `cairn/v1/extents/${id}/${String(e).padStart(12, '0')}`, JSON.stringify(rec)]);
     await etcdctl(['del', `cairn/v1/maproots/${id}`]);
 
+    const infoOf = async () =>
+      JSON.parse((await s.cairnctl('volume info', ['volume', 'info', 'mig', '--json'])).stdout) as {
+        map: { form: string; writtenExtents: number };
+      };
+    expect((await infoOf()).map.form, 'volume info before the migration').to.equal('per-extent etcd keys');
+
     const refused = await s.startFrontend();
     const info = await runClient('nbdinfo', [refused.uri('mig')], { deadlineMs: 30_000 });
     expect(info.code, 'attach of a volume with per-extent keys').to.not.equal(0);
@@ -57,6 +63,7 @@ describe('the extent map as pages, from the outside: cairnctl migrate, a 1 PiB t
     expect(await s.etcdGet(`cairn/v1/maproots/${id}`), 'the root').to.be.a('string');
     expect([...(await extentMap([s.etcd], id))]).to.deep.equal([...records]);
     expect((await ctl(['migrate'])).volumes.find((v) => v.volume === 'mig')).to.include({ outcome: 'nothing to do' });
+    expect((await infoOf()).map).to.include({ form: 'pages', writtenExtents: 6 });
 
     const reader = await s.startFrontend({ readOnly: true });
     try {
@@ -99,6 +106,10 @@ describe('the extent map as pages, from the outside: cairnctl migrate, a 1 PiB t
     const root = JSON.parse((await s.etcdGet(`cairn/v1/maproots/${id}`))!) as { levels: number; written: number };
     expect(root).to.include({ levels: 4, written: 3 });
     expect((await s.etcdGetPrefix(`cairn/v1/extents/${id}/`)).size).to.equal(0);
+    const info = JSON.parse((await s.cairnctl('volume info', ['volume', 'info', 'peta', '--json'])).stdout) as {
+      map: Record<string, unknown>;
+    };
+    expect(info.map).to.include({ form: 'pages', levels: 4, writtenExtents: 3 });
     expect([...(await extentMap([s.etcd], id)).keys()]).to.deep.equal(offsets.map((o) => Math.floor(o / (4 * MiB))));
   });
 });
