@@ -14,6 +14,7 @@ import { MapRootMovedError, errorMessage, type ExtentRecord, type ShardStore } f
 import {
   MapTree,
   ReplicatedMapPages,
+  extentCount,
   mapLevelsFor,
   mapPageMatches,
   mapPageReplicasDefault,
@@ -22,6 +23,7 @@ import {
 import type { EtcdMeta, TargetRecord, VolumeRecord } from '../meta/index.js';
 import { reachableTargets } from './cluster.js';
 import { environmentSecrets, storeForTarget, type SecretSource } from './stores.js';
+import { keyHolders } from '../shard/index.js';
 
 /** Rounds of a replaceExtent() that found the root moved by someone else before giving up. */
 const replaceRoundsMax = 16;
@@ -114,14 +116,14 @@ export class VolumeMaps {
   tree(volume: VolumeRecord): MapTree {
     let tree = this.trees.get(volume.id);
     if (tree === undefined) {
-      tree = new MapTree({ volumeId: volume.id, extents: extentsOf(volume), store: this.pages });
+      tree = new MapTree({ volumeId: volume.id, extents: extentCount(volume), store: this.pages });
       this.trees.set(volume.id, tree);
     }
     return tree;
   }
 
   async root(volume: VolumeRecord): Promise<MapRoot> {
-    return this.meta.readMapRoot(volume.id, mapLevelsFor(extentsOf(volume)));
+    return this.meta.readMapRoot(volume.id, mapLevelsFor(extentCount(volume)));
   }
 
   /** Every record of the volume (reads every page of its tree; cached pages are not re-read). */
@@ -133,19 +135,6 @@ export class VolumeMaps {
     const root = await this.root(volume);
     for await (const item of this.tree(volume).walk(root)) if ('record' in item) out.set(item.extent, item.record);
     return out;
-  }
-
-  /** Every page key the volume's current root reaches. */
-  async pageKeys(volume: VolumeRecord): Promise<{ root: MapRoot; keys: string[] }> {
-    if (this.stores.size === 0) await this.refreshTargets();
-    const root = await this.root(volume);
-    const keys: string[] = [];
-    for await (const item of this.tree(volume).walk(root)) if ('pageKey' in item) keys.push(item.pageKey);
-    return { root, keys };
-  }
-
-  async getExtent(volumeId: string, index: number): Promise<ExtentRecord | null> {
-    return (await this.getExtentWithRevision(volumeId, index))?.record ?? null;
   }
 
   /** The record of one extent and a token replaceExtent() compares (null: no record). */
@@ -210,31 +199,19 @@ export class VolumeMaps {
   ): Promise<MapPagesReport> {
     await this.refreshTargets();
     const usable = [...(this.usable ?? [])];
-    const listed = new Map<string, string[]>();
     const errors: string[] = [];
-    for (const name of usable) {
-      const store = this.stores.get(name)!.store;
-      try {
-        for (let after: string | undefined; ;) {
-          const page = await store.list(`${volume.id}/map/`, {
-            limit: 1000,
-            ...(after === undefined ? {} : { startAfter: after }),
-          });
-          for (const key of page) {
-            const on = listed.get(key);
-            if (on === undefined) listed.set(key, [name]);
-            else on.push(name);
-          }
-          if (page.length < 1000) break;
-          after = page.at(-1);
-        }
-      } catch (err) {
-        errors.push(`listing ${name}: ${errorMessage(err)}`);
-      }
-    }
     const report = { pages: 0, copiesMissing: 0, copiesCorrupt: 0, copiesWritten: 0, errors };
-    // Targets that could not be listed hold copies we cannot count: do not add copies blindly.
-    if (errors.length > 0) return report;
+    let listed: Map<string, string[]>;
+    try {
+      listed = await keyHolders(
+        usable.map((name) => [name, this.stores.get(name)!.store] as const),
+        `${volume.id}/map/`,
+      );
+    } catch (err) {
+      // A target that could not be listed holds copies we cannot count: add none blindly.
+      errors.push(`listing the map pages: ${errorMessage(err)}`);
+      return report;
+    }
     const root = await this.root(volume);
     const wanted = Math.min(mapPageReplicasDefault, usable.length);
     for await (const item of this.tree(volume).walk(root)) {
@@ -311,9 +288,4 @@ export class VolumeMaps {
     }
     return v;
   }
-}
-
-/** Extents of a volume. */
-export function extentsOf(volume: { readonly sizeBytes: number; readonly extentBytes: number }): number {
-  return Math.ceil(volume.sizeBytes / volume.extentBytes);
 }

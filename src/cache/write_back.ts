@@ -113,8 +113,11 @@ export interface CacheBackend {
    * record was not looked up yet (a map read on demand): prepare() makes the answer exact.
    */
   isHole(e: number): boolean;
-  /** Looks up the published records of `extents` so isHole() and publishedLsn() answer exactly. */
-  prepare?(extents: Iterable<number>): Promise<void>;
+  /**
+   * Looks up the published records of `extents` so isHole() and publishedLsn() answer exactly;
+   * undefined (no promise, no wait) when every one is known already: it runs on every write.
+   */
+  prepare?(extents: Iterable<number>): Promise<void> | undefined;
   /** A token that changes whenever extent e's published generation changes. */
   versionOf(e: number): number;
   readRange(e: number, offset: number, length: number): Promise<Uint8Array>;
@@ -464,7 +467,8 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     const pieces = splitByExtent(this.g, offset, length);
     // Best effort: a write is taken even when the records cannot be looked up now (their pages'
     // targets down); isHole() then says false, which costs at most a needless hole publish.
-    await this.backend.prepare?.(pieces.map((p) => p.extent)).catch(() => undefined);
+    const lookup = this.backend.prepare?.(pieces.map((p) => p.extent));
+    if (lookup !== undefined) await lookup.catch(() => undefined);
     await this.makeRoom(length);
     this.checkWritable();
     for (const p of pieces) change(this.entryFor(p.extent), p);
@@ -716,7 +720,8 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     const runs: BlockStatusRun[] = [];
     const pieces = splitByExtent(this.g, offset, length);
     // Best effort: an extent whose record cannot be looked up now is reported as data.
-    await this.backend.prepare?.(pieces.map((p) => p.extent)).catch(() => undefined);
+    const lookup = this.backend.prepare?.(pieces.map((p) => p.extent));
+    if (lookup !== undefined) await lookup.catch(() => undefined);
     for (const p of pieces) {
       const entry = this.entries.get(p.extent);
       const hole =
@@ -1153,6 +1158,23 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
         (err: unknown) => this.log(`background fold failed: ${errorMessage(err)}`),
       );
     }
+  }
+
+  /**
+   * replayed() for each of `records` (in LSN order), once the published records of the extents
+   * they touch are looked up: replay skips what a published generation holds, so it must know
+   * them exactly (a lookup that fails fails the replay). Returns the bytes taken.
+   */
+  async replayAll(
+    records: readonly { readonly lsn: number; readonly writes: readonly JournalWrite[] }[],
+  ): Promise<number> {
+    const extents = new Set<number>();
+    for (const r of records)
+      for (const w of r.writes) for (const p of splitByExtent(this.g, w.offset, w.data.length)) extents.add(p.extent);
+    await this.backend.prepare?.(extents);
+    let taken = 0;
+    for (const r of records) taken += this.replayed(r.lsn, r.writes);
+    return taken;
   }
 
   /**

@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { formatBytes, formatProfile, parseSize, type Profile } from '../core/index.js';
 import { createVolume } from '../api/index.js';
-import { mapLevelsFor } from '../extent/index.js';
+import { extentCount, mapLevelsFor } from '../extent/index.js';
 import { journalReplicasOf, type VolumeRecord } from '../meta/index.js';
 import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
@@ -117,7 +117,7 @@ export function volumeCommand(ctx: CliContext) {
           handler: withErrors(ctx, async (argv) => {
             const info = await withMeta(argv, async (meta) => {
               const volume = await meta.requireVolume(stringArg(argv, 'name'));
-              const extents = Math.ceil(volume.sizeBytes / volume.extentBytes);
+              const extents = extentCount(volume);
               // The map's root says what it holds without reading a page.
               const root = await meta.readMapRoot(volume.id, mapLevelsFor(extents));
               const legacy = await meta.hasExtentKeys(volume.id);

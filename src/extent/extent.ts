@@ -38,7 +38,7 @@ export interface ShardPiece {
   readonly bufferOffset: number;
 }
 
-export function extentCount(g: ExtentGeometry): number {
+export function extentCount(g: Pick<ExtentGeometry, 'sizeBytes' | 'extentBytes'>): number {
   return Math.ceil(g.sizeBytes / g.extentBytes);
 }
 

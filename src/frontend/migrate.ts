@@ -11,8 +11,8 @@
  * again, which publishes the same records over what the earlier run published.
  */
 import { errorMessage, type ExtentRecord } from '../core/index.js';
-import { mapLevelsFor } from '../extent/index.js';
-import { VolumeMaps, extentsOf } from '../api/index.js';
+import { extentCount, mapLevelsFor } from '../extent/index.js';
+import { VolumeMaps } from '../api/index.js';
 import type { EtcdMeta, VolumeRecord } from '../meta/index.js';
 import { TreeExtentMapStore } from '../volume/index.js';
 import { EtcdMapRoots } from './extent_map.js';
@@ -47,7 +47,7 @@ export async function migrateVolumeMap(
   try {
     const maps = VolumeMaps.of(meta);
     await maps.refreshTargets();
-    const extents = extentsOf(volume);
+    const extents = extentCount(volume);
     const store = new TreeExtentMapStore({
       volumeId: volume.id,
       extents,

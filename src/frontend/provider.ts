@@ -39,7 +39,6 @@ import {
   type Codec,
   type ExportInfo,
   type ExportProvider,
-  type ExtentRecord,
 } from '../core/index.js';
 import { WriteBackCache, cacheCapabilities, type WriteBackCacheOptions } from '../cache/index.js';
 import {
@@ -54,7 +53,7 @@ import {
 } from '../meta/index.js';
 import type { Topology } from '../placement/index.js';
 import { TreeExtentMapStore, VolumeEngine } from '../volume/index.js';
-import { ReplicatedMapPages, mapLevelsFor } from '../extent/index.js';
+import { ReplicatedMapPages, extentCount, mapLevelsFor } from '../extent/index.js';
 import { assessExtentMap, livenessOf, type ExtentMapHealth, type SecretSource } from '../api/index.js';
 import { EtcdMapRoots } from './extent_map.js';
 import { JournalUnavailableError, VolumeJournal, type ReplayedRecord } from './journal.js';
@@ -271,7 +270,7 @@ export class VolumeFrontend implements ExportProvider {
         throw new InvalidArgumentError(
           `Volume "${name}" keeps its extent map in per-extent etcd keys, written by an older Cairn; run \`cairnctl migrate\` once to move every volume's map into map pages, then attach again`,
         );
-      const extents = Math.ceil(record.sizeBytes / record.extentBytes);
+      const extents = extentCount(record);
       const map = new TreeExtentMapStore({
         volumeId: record.id,
         extents,
@@ -359,21 +358,16 @@ export class VolumeFrontend implements ExportProvider {
       if (readOnly && journalReplicasOf(record) > 0) {
         // No writer holds the volume (checked above), but one that died, or could not fold at
         // detach, may have left flushed writes in the journal: read them too.
-        let bytes = 0;
         const records: ReplayedRecord[] = [];
         const n = await VolumeJournal.replayReadOnly({ meta, volume: record, secrets: this.options.secrets }, (r) =>
           records.push(r),
         );
-        await engine.prepare(replayedExtents(record, records));
-        for (const r of records) bytes += cache.replayed(r.lsn, r.writes);
+        const bytes = await cache.replayAll(records);
         if (n > 0)
           this.log(`volume ${name}: read-only view replayed ${n} journal records (${bytes} bytes not yet folded)`);
       }
       if (journal !== undefined) {
-        let bytes = 0;
-        // Replay skips what published generations hold: their records first.
-        await engine.prepare(replayedExtents(record, replayed));
-        for (const r of replayed) bytes += cache.replayed(r.lsn, r.writes);
+        const bytes = await cache.replayAll(replayed);
         journal.foldAll = () => cache.foldAll();
         if (replayed.length > 0) {
           this.log(`volume ${name}: replayed ${replayed.length} journal records (${bytes} bytes not yet folded)`);
@@ -676,7 +670,8 @@ export class VolumeFrontend implements ExportProvider {
                 sizeBytes: v.record.sizeBytes,
                 extentBytes: v.record.extentBytes,
                 profile: v.record.profile,
-                extents: publishedExtents(v.engine),
+                // With a map read on demand: the records this frontend looked up or wrote.
+                extents: v.engine.knownRecords(),
                 liveness,
                 readDegraded: v.engine.degraded,
                 ...(census === undefined || census === null ? {} : { absent: new Set(census.absent) }),
@@ -686,27 +681,6 @@ export class VolumeFrontend implements ExportProvider {
     }
     return out;
   }
-}
-
-/**
- * The published records the engine knows, in extent order: with a map read on demand, those of
- * the extents this frontend looked up or wrote (`cairnctl volume health` reads the whole map).
- */
-function* publishedExtents(engine: VolumeEngine): Generator<[number, ExtentRecord]> {
-  yield* engine.knownRecords();
-}
-
-/** The extents replayed journal records touch. */
-function replayedExtents(volume: { readonly extentBytes: number }, records: readonly ReplayedRecord[]): Set<number> {
-  const out = new Set<number>();
-  for (const r of records)
-    for (const w of r.writes) {
-      if (w.data.length === 0) continue;
-      const first = Math.floor(w.offset / volume.extentBytes);
-      const last = Math.floor((w.offset + w.data.length - 1) / volume.extentBytes);
-      for (let e = first; e <= last; e++) out.add(e);
-    }
-  return out;
 }
 
 export function isNotFound(err: unknown): boolean {

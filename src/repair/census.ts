@@ -24,7 +24,7 @@
 import { errorMessage } from '../core/index.js';
 import { censusAbsentListedMax, type CensusRecord, type EtcdMeta, type VolumeRecord } from '../meta/index.js';
 import { VolumeMaps, reachableTargets } from '../api/index.js';
-import { shardKeyPages } from './listing.js';
+import { shardKeyPages } from '../shard/index.js';
 import type { RepairStores } from './repair.js';
 
 /**

@@ -5,7 +5,7 @@
  */
 import { errorMessage, parseShardKey, type ShardStore } from '../core/index.js';
 import type { EtcdMeta, VolumeRecord } from '../meta/index.js';
-import { shardKeyPages } from './listing.js';
+import { keyHolders, shardKeyPages } from '../shard/index.js';
 import { VolumeMaps } from '../api/index.js';
 
 export interface GcReport {
@@ -134,14 +134,7 @@ async function sweepMapPages(
   volume: VolumeRecord,
   stores: ReadonlyMap<string, ShardStore>,
 ): Promise<number> {
-  const listed = new Map<string, string[]>();
-  for (const [target, store] of stores)
-    for await (const page of shardKeyPages(store, `${volume.id}/map/`))
-      for (const key of page) {
-        const on = listed.get(key);
-        if (on === undefined) listed.set(key, [target]);
-        else on.push(target);
-      }
+  const listed = await keyHolders(stores, `${volume.id}/map/`);
   if (listed.size === 0) return 0;
   const maps = VolumeMaps.of(meta);
   const root = await maps.root(volume);

@@ -9,3 +9,4 @@ export * from './net.js';
 export * from './node_store.js';
 export * from './s3_store.js';
 export * from './journal_client.js';
+export * from './listing.js';

@@ -247,17 +247,19 @@ export class VolumeEngine {
 
   /**
    * Looks up the published records of `extents` that are not known yet (a map read on demand
-   * reads the pages on their paths); resolves at once when all are. The cache calls it before
-   * the synchronous record()/isHole() of the extents an operation touches.
+   * reads the pages on their paths); undefined, without a promise, when all are known (the cache
+   * calls it on every write, before the synchronous record()/isHole() of the extents it touches).
    */
-  async prepare(extents: Iterable<number>): Promise<void> {
-    if (this.onDemand === undefined) return;
+  prepare(extents: Iterable<number>): Promise<void> | undefined {
+    if (this.onDemand === undefined) return undefined;
     let wanted: number[] | undefined;
     for (const e of extents) if (!this.looked.has(e)) (wanted ??= []).push(e);
-    if (wanted === undefined) return;
-    wanted = [...new Set(wanted)];
+    return wanted === undefined ? undefined : this.lookUp(this.onDemand, [...new Set(wanted)]);
+  }
+
+  private async lookUp(map: OnDemandExtentMap, wanted: readonly number[]): Promise<void> {
     const versions = wanted.map((e) => this.versionOf(e));
-    const found = await this.onDemand.lookup(wanted);
+    const found = await map.lookup(wanted);
     wanted.forEach((e, i) => {
       // A commit of this writer that landed meanwhile is newer than what the lookup read.
       if (this.looked.has(e) || this.versionOf(e) !== versions[i]) return;

@@ -10,7 +10,7 @@ import { CodecPool } from '../../src/codec/index.js';
 import { WriteBackCache, type WriteBackCacheOptions } from '../../src/cache/index.js';
 import { FencedError } from '../../src/meta/index.js';
 import { TreeExtentMapStore, VolumeEngine, type ExtentMapStore } from '../../src/volume/index.js';
-import { ReplicatedMapPages, mapLevelsFor, splitByExtent } from '../../src/extent/index.js';
+import { ReplicatedMapPages, mapLevelsFor } from '../../src/extent/index.js';
 import { MemoryShardStore } from '../../src/shard/index.js';
 import { waitFor } from '../../src/dev/index.js';
 import {
@@ -101,14 +101,7 @@ describe('model: write-back cache over the volume engine', function () {
       },
     );
     // Attach replays what the journal holds beyond the published generations.
-    // (The published records of the extents it touches first: replay skips what they hold.)
-    const unfolded = journal?.unfolded() ?? [];
-    await engine.prepare(
-      unfolded.flatMap((r) =>
-        r.writes.flatMap((w) => splitByExtent(volume, w.offset, w.data.length).map((p) => p.extent)),
-      ),
-    );
-    for (const r of unfolded) cache.replayed(r.lsn, r.writes);
+    await cache.replayAll(journal?.unfolded() ?? []);
     return { engine, cache };
   }
 

@@ -56,4 +56,25 @@ describe('WriteBackCache over a map read on demand', () => {
     expect(b.persisted).to.deep.equal([0]);
     await cache.close();
   });
+
+  it('looks up every extent a replay touches before taking it, and fails the replay when it cannot', async () => {
+    const asked: number[][] = [];
+    let down = false;
+    const b = backend(async (e) => {
+      if (down) throw new UnavailableError('Cannot read map page v/map/0/0/1: no good copy');
+      asked.push(e);
+    });
+    const cache = new WriteBackCache(b.backend, { flushCheckMs: 0, dirtyBytesMax: 4 * extentBytes });
+    const records = [
+      { lsn: 1, writes: [{ offset: extentBytes - 2, data: new Uint8Array(4).fill(1) }] },
+      { lsn: 2, writes: [{ offset: 3 * extentBytes, data: new Uint8Array(2).fill(2) }] },
+    ];
+    expect(await cache.replayAll(records)).to.equal(6);
+    expect(asked).to.deep.equal([[0, 1, 3]]);
+    down = true;
+    let failure: unknown;
+    await cache.replayAll(records).catch((err: unknown) => (failure = err));
+    expect(failure, 'a replay that cannot know what is published').to.be.instanceOf(UnavailableError);
+    cache.abandon();
+  });
 });

@@ -1,5 +1,5 @@
 /**
- * Walking a target's shard keys page by page, as gc and the shard census do: each page is at
+ * Walking a target's keys page by page, as gc, the shard census and map-page repair do: each page is at
  * most shardKeyPageKeys keys, sorted, the next one starting after the last key of the one before.
  * A page that fails for a retryable reason (a node too busy to answer in time: its disk threads
  * taken by a frontend's flush) is asked for again, up to listAttemptsMax times.
@@ -34,4 +34,24 @@ async function listPage(store: ShardStore, prefix: string, startAfter: string | 
       if (attempt >= listAttemptsMax || !(err instanceof CairnError && err.retryable)) throw err;
     }
   }
+}
+
+/**
+ * Every key under `prefix` on any of `stores`, with the names of the stores that hold it (in
+ * `stores`' order). A store whose listing fails makes the whole call fail: a caller that deletes
+ * or adds copies must not judge from a partial count.
+ */
+export async function keyHolders(
+  stores: Iterable<readonly [string, ShardStore]>,
+  prefix: string,
+): Promise<Map<string, string[]>> {
+  const holders = new Map<string, string[]>();
+  for (const [name, store] of stores)
+    for await (const page of shardKeyPages(store, prefix))
+      for (const key of page) {
+        const on = holders.get(key);
+        if (on === undefined) holders.set(key, [name]);
+        else on.push(name);
+      }
+  return holders;
 }

@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { InvalidArgumentError, UnavailableError, type ShardStore } from '../../../src/core/index.js';
 import { MemoryShardStore } from '../../../src/shard/index.js';
-import { listAttemptsMax, shardKeyPages } from '../../../src/repair/listing.js';
+import { listAttemptsMax, shardKeyPages } from '../../../src/shard/index.js';
 
 /** A memory store whose next `failures` list calls fail with `err`. */
 function flaky(failures: number, err: () => Error): { store: ShardStore; calls: () => number } {
