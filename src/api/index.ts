@@ -9,3 +9,4 @@ export * from './nodes.js';
 export * from './stores.js';
 export * from './volumes.js';
 export * from './volume_maps.js';
+export * from './snapshots.js';

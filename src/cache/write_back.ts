@@ -285,6 +285,12 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     this.stopFlusher = checkMs > 0 ? this.clock.every(checkMs, () => this.background()) : () => undefined;
   }
 
+  /** Set while exclusive() runs: changes wait for it. */
+  private gate: Promise<void> | undefined;
+  /** Changes past the gate and not yet done; exclusive() waits for them. */
+  private mutating = 0;
+  private readonly drained: (() => void)[] = [];
+
   capabilities(): BlockDeviceCapabilities {
     return cacheCapabilities(this.options.readOnly === true);
   }
@@ -464,6 +470,41 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
   ): Promise<void> {
     this.checkRange(offset, length);
     this.checkWritable();
+    while (this.gate !== undefined) await this.gate;
+    this.mutating += 1;
+    try {
+      await this.mutateNow(offset, length, options, change);
+    } finally {
+      this.mutating -= 1;
+      if (this.mutating === 0) for (const wake of this.drained.splice(0)) wake();
+    }
+  }
+
+  /**
+   * Runs `fn` with no change in flight: changes already taken finish first, and new ones wait
+   * until `fn` settles (reads, flushes and folds go on). A snapshot runs its flush and fold this
+   * way, so what it saves is a cut no later write crosses: every write acknowledged before it and
+   * none issued after it began.
+   */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.gate !== undefined) await this.gate;
+    let open!: () => void;
+    this.gate = new Promise<void>((resolve) => (open = resolve));
+    try {
+      while (this.mutating > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
+      return await fn();
+    } finally {
+      this.gate = undefined;
+      open();
+    }
+  }
+
+  private async mutateNow(
+    offset: number,
+    length: number,
+    options: WriteOptions,
+    change: (entry: Entry, piece: ExtentPiece) => void,
+  ): Promise<void> {
     const pieces = splitByExtent(this.g, offset, length);
     // Best effort: a write is taken even when the records cannot be looked up now (their pages'
     // targets down); isHole() then says false, which costs at most a needless hole publish.

@@ -1,8 +1,8 @@
-/** `cairnctl gc`: remove the shards of deleted volumes from every target. Safe to run any time. */
+/** `cairnctl gc`: remove the shards of deleted volumes and snapshots from every target. Safe to run any time. */
 import type { Argv } from 'yargs';
-import { collectGarbage, sweepOrphans } from '../repair/index.js';
+import { collectGarbage, collectSnapshots, sweepOrphans } from '../repair/index.js';
 import { storeForTarget } from '../api/index.js';
-import { errorMessage, type ShardStore } from '../core/index.js';
+import { errorMessage, formatBytes, type ShardStore } from '../core/index.js';
 import { JournalNodeClient } from '../shard/index.js';
 import { clusterOptions, isJson, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
@@ -11,7 +11,8 @@ import { emit } from './output.js';
 export function gcCommand(ctx: CliContext) {
   return {
     command: 'gc',
-    describe: 'Delete the shards of deleted volumes (volume delete starts this in the background)',
+    describe:
+      'Delete the shards of deleted volumes and what deleted snapshots alone held (volume and snapshot delete start this in the background)',
     builder: (y: Argv) =>
       clusterOptions(y).option('orphans', {
         type: 'boolean',
@@ -47,6 +48,8 @@ export function gcCommand(ctx: CliContext) {
               if (failures.length > 0) throw new Error(failures.join('; '));
             },
           });
+          // Before the sweep: the sweep keeps a deleted snapshot's shards until this frees them.
+          const snapshots = await collectSnapshots(meta, stores);
           const orphans = argv['orphans']
             ? await sweepOrphans(meta, stores)
             : { shardsScanned: 0, orphansDeleted: 0, pagesDeleted: 0, errors: [] };
@@ -55,7 +58,10 @@ export function gcCommand(ctx: CliContext) {
             orphansScanned: orphans.shardsScanned,
             orphansDeleted: orphans.orphansDeleted,
             mapPagesDeleted: orphans.pagesDeleted,
-            errors: [...deleted.errors, ...orphans.errors],
+            snapshots: snapshots.snapshots,
+            snapshotShardsDeleted: snapshots.shardsDeleted,
+            snapshotBytesFreed: snapshots.bytesFreed,
+            errors: [...deleted.errors, ...snapshots.errors, ...orphans.errors],
           };
         } finally {
           for (const s of stores.values()) s.close?.();
@@ -63,6 +69,7 @@ export function gcCommand(ctx: CliContext) {
       });
       emit(ctx.io, isJson(argv), report, (r) => [
         `Collected ${r.volumes} deleted volume(s): ${r.shardsDeleted} shard(s) removed`,
+        `Collected ${r.snapshots} deleted snapshot(s): ${r.snapshotShardsDeleted} shard(s) removed, ${formatBytes(r.snapshotBytesFreed)} (${r.snapshotBytesFreed} bytes) freed`,
         `Swept ${r.orphansScanned} shard(s) of live volumes: ${r.orphansDeleted} orphan(s) removed, ${r.mapPagesDeleted} unreachable map page copies removed`,
         ...r.errors.map((e) => `  not finished: ${e}`),
       ]);

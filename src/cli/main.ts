@@ -26,6 +26,7 @@ import { placementCommand } from './placement.js';
 import { statusCommand } from './status.js';
 import { targetCommand } from './target.js';
 import { volumeCommand } from './volume.js';
+import { snapshotCommand } from './snapshot.js';
 import type { CliContext } from './context.js';
 
 /** A command line yargs refused: no handler ran. Exit code 2, as for every bad request. */
@@ -78,6 +79,7 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     )
     .command(initCommand(ctx))
     .command(volumeCommand(ctx))
+    .command(snapshotCommand(ctx))
     .command(statusCommand(ctx))
     .command(nodeCommand(ctx))
     .command(targetCommand(ctx))

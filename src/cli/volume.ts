@@ -1,7 +1,8 @@
 /** `cairnctl volume create|list|info|delete`. */
 import type { Argv } from 'yargs';
 import { formatBytes, formatProfile, parseSize, type Profile } from '../core/index.js';
-import { createVolume } from '../api/index.js';
+import { cloneVolume, createVolume } from '../api/index.js';
+import { withLocalFrontend } from './snapshot.js';
 import { extentCount, mapLevelsFor } from '../extent/index.js';
 import { journalReplicasOf, type VolumeRecord } from '../meta/index.js';
 import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
@@ -19,6 +20,9 @@ const describeVolume = (v: VolumeRecord): string[] => [
   `durable shards: ${v.durableShardsMin ?? v.profile.k + v.profile.m} of ${v.profile.k + v.profile.m} stored before a flush succeeds`,
   `journal:        ${journalReplicasOf(v) === 0 ? 'off (every flush writes erasure-coded generations)' : `${journalReplicasOf(v)} replicas (small writes are durable once every replica has them)`}`,
   `created:        ${v.createdAt}`,
+  ...(v.parent === undefined
+    ? []
+    : [`cloned from:    ${v.parent.volume}@${v.parent.snapshot} (shares its data until written or flattened)`]),
 ];
 
 /** `4+2`, or `4+0 (no redundancy)`: a profile as lists and messages show it. */
@@ -142,7 +146,8 @@ export function volumeCommand(ctx: CliContext) {
         })
         .command({
           command: 'delete <name>',
-          describe: 'Delete a volume; its shards are removed in the background',
+          describe:
+            'Delete a volume and its snapshots; their shards are removed in the background (refused while volumes cloned from its snapshots exist)',
           builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
           handler: withErrors(ctx, async (argv) => {
             const volume = await withMeta(argv, (meta) => meta.deleteVolume(stringArg(argv, 'name')));
@@ -152,7 +157,57 @@ export function volumeCommand(ctx: CliContext) {
             ]);
           }),
         })
-        .demandCommand(1, 'Name an action: create, list, info or delete'),
+        .command({
+          command: 'clone <source> <name>',
+          describe:
+            'Create a writable volume from a snapshot (VOL@SNAP), instantly: it shares every shard with the snapshot until written (no data is copied)',
+          builder: (a: Argv) =>
+            clusterOptions(a)
+              .positional('source', { type: 'string', describe: 'the snapshot, VOL@SNAP' })
+              .positional('name', { type: 'string', describe: 'the new volume' })
+              .example('$0 volume clone pg-data@nightly pg-test', ''),
+          handler: withErrors(ctx, async (argv) => {
+            const clone = await withMeta(argv, (meta) =>
+              cloneVolume(meta, stringArg(argv, 'source'), stringArg(argv, 'name')),
+            );
+            emit(ctx.io, isJson(argv), clone, (v) => [
+              `Created volume ${v.name} from ${v.parent!.volume}@${v.parent!.snapshot}: ${formatBytes(v.sizeBytes)}, sharing its data (nothing copied)`,
+            ]);
+          }),
+        })
+        .command({
+          command: 'flatten <name>',
+          describe:
+            'Copy what a clone still shares with its parent snapshot, then drop the link (the snapshot can then be deleted); the volume must not be attached elsewhere',
+          builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
+          handler: withErrors(ctx, async (argv) => {
+            const name = stringArg(argv, 'name');
+            const json = isJson(argv);
+            let lastShown = 0;
+            const result = await withMeta(argv, async (meta) => {
+              const volume = await meta.requireVolume(name);
+              const parent = volume.parent;
+              const done = await withLocalFrontend(meta, ctx, (f) =>
+                f.flatten(name, (at, total, copied) => {
+                  if (json || (at < total && Date.now() - lastShown < 1000)) return;
+                  lastShown = Date.now();
+                  ctx.io.err(`flatten ${name}: ${at}/${total} extents looked at, ${copied} copied`);
+                }),
+              );
+              return {
+                volume: name,
+                parent: parent === undefined ? null : `${parent.volume}@${parent.snapshot}`,
+                ...done,
+              };
+            });
+            emit(ctx.io, json, result, (r) => [
+              r.parent === null
+                ? `Volume ${r.volume} has no parent: nothing to flatten`
+                : `Flattened ${r.volume}: ${r.extentsCopied} extents (${formatBytes(r.bytesCopied)}) copied from ${r.parent}; it no longer depends on it`,
+            ]);
+          }),
+        })
+        .demandCommand(1, 'Name an action: create, list, info, delete, clone or flatten'),
     handler: () => undefined,
   };
 }

@@ -49,3 +49,19 @@ export class EtcdMapRoots implements MapRootStore {
     await this.meta.swapMapRoot(this.lock, this.volume.id, expected, next);
   }
 }
+
+/** A snapshot's saved root: read-only, never swapped. */
+export class SnapshotMapRoots implements MapRootStore {
+  constructor(
+    private readonly root: MapRoot,
+    private readonly what: string,
+  ) {}
+
+  read(): Promise<MapRoot> {
+    return Promise.resolve(this.root);
+  }
+
+  swap(): Promise<void> {
+    return Promise.reject(new InvalidArgumentError(`${this.what} is a snapshot: it is read-only`));
+  }
+}

@@ -27,6 +27,10 @@
 import {
   CairnError,
   InvalidArgumentError,
+  MapRootMovedError,
+  UnavailableError,
+  parseVolumeRef,
+  snapshotName,
   LimitExceededError,
   LimitLog,
   errorMessage,
@@ -48,14 +52,22 @@ import {
   keys,
   type CensusRecord,
   type EtcdMeta,
+  type SnapshotRecord,
   type VolumeLock,
   type VolumeRecord,
 } from '../meta/index.js';
 import type { Topology } from '../placement/index.js';
 import { TreeExtentMapStore, VolumeEngine } from '../volume/index.js';
 import { ReplicatedMapPages, extentCount, mapLevelsFor } from '../extent/index.js';
-import { assessExtentMap, livenessOf, type ExtentMapHealth, type SecretSource } from '../api/index.js';
-import { EtcdMapRoots } from './extent_map.js';
+import {
+  assessExtentMap,
+  livenessOf,
+  retainedBy,
+  snapshotFloor,
+  type ExtentMapHealth,
+  type SecretSource,
+} from '../api/index.js';
+import { EtcdMapRoots, SnapshotMapRoots } from './extent_map.js';
 import { JournalUnavailableError, VolumeJournal, type ReplayedRecord } from './journal.js';
 import { LivePlacer } from './live_placer.js';
 import { LiveTargets } from './live_targets.js';
@@ -120,6 +132,13 @@ export interface FinalFlushState {
 
 interface OpenVolume {
   readonly record: VolumeRecord;
+  /** Set for the read-only view of a snapshot (export `VOL@SNAP`). */
+  readonly snapshot: SnapshotRecord | undefined;
+  /**
+   * Generations at or below it may be in a snapshot: when superseded, their shards are left to
+   * gc (VolumeEngineOptions.retained). Raised by each snapshot this writer takes.
+   */
+  readonly retain: { floor: number };
   readonly readOnly: boolean;
   readonly cache: WriteBackCache;
   readonly engine: VolumeEngine;
@@ -178,17 +197,28 @@ export class VolumeFrontend implements ExportProvider {
     return (await this.options.meta.listVolumes()).map((v) => this.describe(v));
   }
 
-  /** One volume, from one etcd read. */
+  /** One volume, from one etcd read; a snapshot (`VOL@SNAP`) from two. */
   async info(name: string): Promise<ExportInfo | null> {
-    const v = await this.options.meta.getVolume(name);
-    return v === null ? null : this.describe(v);
+    const ref = parseExportName(name);
+    if (ref === undefined) return null;
+    const v = await this.options.meta.getVolume(ref.volume);
+    if (v === null || ref.snapshot === undefined) return v === null ? null : this.describe(v);
+    const snap = await this.options.meta.getSnapshot(v.id, ref.snapshot);
+    if (snap === null) return null;
+    return {
+      name,
+      sizeBytes: snap.sizeBytes,
+      description: `Cairn snapshot ${snap.name} of volume ${v.name}, taken ${snap.createdAt}: ${formatBytes(snap.sizeBytes)}, read-only`,
+      capabilities: cacheCapabilities(true),
+    };
   }
 
   async open(
     name: string,
     options: { readonly readOnly: boolean },
   ): Promise<{ device: BlockDevice; close(): Promise<void> }> {
-    const readOnly = options.readOnly || (this.options.readOnly ?? false);
+    // A snapshot is served read-only whatever the client asked.
+    const readOnly = options.readOnly || (this.options.readOnly ?? false) || name.includes('@');
     await this.closing.get(name);
     let pending = this.open_.get(name);
     if (pending === undefined) {
@@ -232,6 +262,9 @@ export class VolumeFrontend implements ExportProvider {
   }
 
   private async openVolume(name: string, readOnly: boolean): Promise<OpenVolume> {
+    const ref = parseExportName(name);
+    if (ref === undefined) throw new NotFoundError(`No volume named "${name}"`);
+    if (ref.snapshot !== undefined) return this.openSnapshotView(name, ref.volume, ref.snapshot);
     const { meta, pool } = this.options;
     const record = await meta.getVolume(name);
     if (record === null) throw new NotFoundError(`No volume named "${name}"`);
@@ -271,15 +304,11 @@ export class VolumeFrontend implements ExportProvider {
           `Volume "${name}" keeps its extent map in per-extent etcd keys, written by an older Cairn; run \`cairnctl migrate\` once to move every volume's map into map pages, then attach again`,
         );
       const extents = extentCount(record);
+      const retain = { floor: readOnly ? 0 : await snapshotFloor(meta, record.id) };
       const map = new TreeExtentMapStore({
         volumeId: record.id,
         extents,
-        pages: new ReplicatedMapPages({
-          targets: () => this.targets.all(),
-          usable: () => placer.usableTargets(),
-          refused: (target, err) => placer.refused(target, err),
-          zoneOf: (target) => this.targets.zoneOf(target),
-        }),
+        pages: this.mapPages(placer),
         roots: new EtcdMapRoots(meta, record, lock, mapLevelsFor(extents)),
         // A read-only view has no epoch and never commits.
         epoch: lock?.epoch ?? 0,
@@ -300,6 +329,7 @@ export class VolumeFrontend implements ExportProvider {
         epoch: lock?.epoch ?? 0,
         ...(this.options.zone === undefined ? {} : { zone: this.options.zone }),
         ...(record.durableShardsMin === undefined ? {} : { durableShardsMin: record.durableShardsMin }),
+        retained: (rec) => retainedBy(record.id, retain.floor)(rec),
         log: this.log,
       });
       // The journal: fence the old writer at the nodes, read what it left, start a segment.
@@ -333,14 +363,8 @@ export class VolumeFrontend implements ExportProvider {
             );
       const cache = new WriteBackCache(
         {
-          geometry: engine.geometry,
-          publishedLsn: (e) => engine.record(e)?.journalLsn,
+          ...engineReads(engine),
           ...(journal === undefined ? {} : { journal }),
-          isHole: (e) => engine.isHole(e),
-          prepare: (extents) => engine.prepare(extents),
-          versionOf: (e) => engine.versionOf(e),
-          readRange: (e, o, l) => engine.readRange(e, o, l),
-          readWhole: (e) => engine.readWhole(e),
           persist: async (images) => {
             const done = this.options.onFlush?.(name, images.length);
             try {
@@ -395,12 +419,23 @@ export class VolumeFrontend implements ExportProvider {
           this.log(`cannot refresh topology: ${errorMessage(err)}`),
         );
       });
+      // Snapshots asked of this writer (`cairnctl snapshot create` while it holds the volume).
+      const requests =
+        lock === undefined
+          ? undefined
+          : await meta.client
+              .watch()
+              .prefix(keys.snapshotRequestsPrefix(record.id))
+              .create()
+              .catch(() => undefined);
       lock?.lost.then((err) => this.log(`volume ${name}: ${errorMessage(err)}`)).catch(() => undefined);
       this.log(
         `attached volume ${name} ${readOnly ? 'read-only' : `for writing (epoch ${lock?.epoch})`}; ${engine.writtenExtents} extents written`,
       );
-      return {
+      const vol: OpenVolume = {
         record,
+        snapshot: undefined,
+        retain,
         readOnly,
         cache,
         engine,
@@ -410,6 +445,7 @@ export class VolumeFrontend implements ExportProvider {
           stopTimer();
           void watcher?.cancel();
           void lockWatch?.cancel();
+          void requests?.cancel();
         },
         handles: 0,
         linger: undefined,
@@ -417,6 +453,13 @@ export class VolumeFrontend implements ExportProvider {
         finalFlushing: undefined,
         finalFlush: undefined,
       };
+      requests?.on('put', (kv) => {
+        // A request this writer failed is rewritten with the error: not a new request.
+        if (kv.value.toString().includes('"error"')) return;
+        const snap = kv.key.toString().slice(keys.snapshotRequestsPrefix(record.id).length);
+        void this.answerSnapshotRequest(vol, snap);
+      });
+      return vol;
     } catch (err) {
       built?.abandon();
       await opened?.close();
@@ -424,6 +467,205 @@ export class VolumeFrontend implements ExportProvider {
       await lockWatch?.cancel();
       throw err;
     }
+  }
+
+  /**
+   * The read-only view of a snapshot: its saved root, no lock, no journal (the snapshot holds
+   * every write acknowledged before it, folded). The volume's writer may go on meanwhile: the
+   * shards the snapshot reaches stay until the snapshot is deleted.
+   */
+  private async openSnapshotView(exportName: string, volume: string, snap: string): Promise<OpenVolume> {
+    const { meta, pool } = this.options;
+    const record = await meta.getVolume(volume);
+    if (record === null) throw new NotFoundError(`No volume named "${volume}"`);
+    const snapshot = await meta.getSnapshot(record.id, snap);
+    if (snapshot === null) throw new NotFoundError(`Volume "${volume}" has no snapshot named "${snap}"`);
+    await this.targets.refresh();
+    const placer = new LivePlacer(meta, record, this.clock);
+    await placer.refresh();
+    const sized = { ...record, sizeBytes: snapshot.sizeBytes };
+    const extents = extentCount(sized);
+    const map = new TreeExtentMapStore({
+      volumeId: record.id,
+      extents,
+      pages: this.mapPages(placer),
+      roots: new SnapshotMapRoots(snapshot.root, exportName),
+      epoch: 0,
+    });
+    const engine = await VolumeEngine.open({
+      volume: {
+        id: record.id,
+        name: exportName,
+        sizeBytes: snapshot.sizeBytes,
+        extentBytes: record.extentBytes,
+        k: record.profile.k,
+        profile: record.profile,
+      },
+      map,
+      targets: this.targets,
+      placer,
+      pool,
+      epoch: 0,
+      ...(this.options.zone === undefined ? {} : { zone: this.options.zone }),
+      log: this.log,
+    });
+    const cache = new WriteBackCache(
+      {
+        ...engineReads(engine),
+        persist: () => Promise.reject(new InvalidArgumentError(`${exportName} is a snapshot: it is read-only`)),
+      },
+      { ...this.options.cache, readOnly: true, log: (line) => this.log(`snapshot ${exportName}: ${line}`) },
+    );
+    this.log(`attached snapshot ${exportName} read-only; ${engine.writtenExtents} extents written`);
+    return {
+      record: sized,
+      snapshot,
+      retain: { floor: 0 },
+      readOnly: true,
+      cache,
+      engine,
+      lock: undefined,
+      journal: undefined,
+      stopRefresh: () => undefined,
+      handles: 0,
+      linger: undefined,
+      detaching: undefined,
+      finalFlushing: undefined,
+      finalFlush: undefined,
+    };
+  }
+
+  /**
+   * Takes snapshot `snap` of volume `name`, attaching it for writing here first unless it is
+   * attached here already (then its clients go on; their writes wait while the snapshot is cut).
+   * For `cairnctl snapshot create` on a volume no frontend holds.
+   */
+  async snapshot(name: string, snap: string): Promise<SnapshotRecord> {
+    const handle = await this.open(name, { readOnly: false });
+    try {
+      const vol = await this.open_.get(name)!;
+      return await this.takeSnapshot(vol, snap, false);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * Makes clone `name` independent of its parent snapshot: every extent whose record still names
+   * the parent's shards is read and written as a new generation of its own (the volume attached
+   * here, writes held back meanwhile), then the parent link is dropped. Resumable: a second run
+   * copies only what is still shared.
+   */
+  async flatten(
+    name: string,
+    onProgress?: (done: number, total: number, copied: number) => void,
+  ): Promise<{ extentsCopied: number; bytesCopied: number }> {
+    const handle = await this.open(name, { readOnly: false });
+    try {
+      const vol = await this.open_.get(name)!;
+      const { record, lock } = vol;
+      if (lock === undefined) throw new InvalidArgumentError(`Volume "${name}" is attached read-only here`);
+      const own = `${record.id}/`;
+      const total = extentCount(record);
+      let copied = 0;
+      let bytes = 0;
+      await vol.cache.exclusive(async () => {
+        await vol.cache.flush();
+        await vol.cache.foldAll();
+        const batch = 8;
+        for (let first = 0; first < total; first += batch) {
+          const list = Array.from({ length: Math.min(batch, total - first) }, (_, i) => first + i);
+          await vol.engine.prepare(list);
+          const shared = list.filter((e) => vol.engine.record(e)?.shards.some((s) => !s.key.startsWith(own)) === true);
+          if (shared.length > 0) {
+            const images = await Promise.all(
+              shared.map(async (e) => ({ extent: e, data: await vol.engine.readWhole(e) })),
+            );
+            await vol.engine.persist(images);
+            copied += shared.length;
+            bytes += images.reduce((sum, i) => sum + i.data.length, 0);
+          }
+          onProgress?.(list[list.length - 1]! + 1, total, copied);
+        }
+      });
+      await this.options.meta.dropParent(lock, name);
+      this.log(`volume ${name}: flattened (${copied} extents copied from its parent)`);
+      return { extentsCopied: copied, bytesCopied: bytes };
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * Cuts a snapshot of an attached volume: with changes held back (WriteBackCache.exclusive),
+   * flushes and folds everything, so the volume's map root holds every write acknowledged before,
+   * then saves that root in a transaction fenced by this writer's lock. Writes go on afterwards.
+   */
+  private async takeSnapshot(vol: OpenVolume, snap: string, request: boolean): Promise<SnapshotRecord> {
+    const name = snapshotName(snap);
+    const { record, lock } = vol;
+    if (lock === undefined || vol.snapshot !== undefined)
+      throw new InvalidArgumentError(
+        `Volume "${record.name}" is attached read-only here; only its writer can snapshot it`,
+      );
+    const { meta } = this.options;
+    return vol.cache.exclusive(async () => {
+      const started = this.clock.now();
+      await vol.cache.flush();
+      await vol.cache.foldAll();
+      if (vol.cache.dirtyBytes > 0 || vol.cache.journaledBytes > 0)
+        throw new UnavailableError(
+          `Cannot snapshot volume "${record.name}": ${formatBytes(vol.cache.dirtyBytes + vol.cache.journaledBytes)} could not be folded into its map; try again`,
+        );
+      // Before the snapshot exists: from now on this writer keeps what the snapshot reaches.
+      const floor = vol.engine.generationMark;
+      vol.retain.floor = Math.max(vol.retain.floor, floor);
+      for (let attempt = 0; ; attempt++) {
+        const root = await meta.readMapRoot(record.id, mapLevelsFor(extentCount(record)));
+        const snapshot: SnapshotRecord = {
+          name,
+          volumeId: record.id,
+          volume: record.name,
+          createdAt: new Date().toISOString(),
+          sizeBytes: record.sizeBytes,
+          root,
+          floor,
+          clones: [],
+        };
+        try {
+          await meta.createSnapshot(snapshot, { lock, request });
+          this.log(
+            `volume ${record.name}: snapshot ${name} taken (${root.written ?? 0} extents written; writes held ${this.clock.now() - started} ms)`,
+          );
+          return snapshot;
+        } catch (err) {
+          // A repair replaced the root (moved shards, same data): save the new one.
+          if (!(err instanceof MapRootMovedError) || attempt >= 4) throw err;
+        }
+      }
+    });
+  }
+
+  /** Answers a snapshot request; a failure is written into the request for its asker to read. */
+  private async answerSnapshotRequest(vol: OpenVolume, snap: string): Promise<void> {
+    try {
+      await this.takeSnapshot(vol, snap, true);
+    } catch (err) {
+      this.log(`volume ${vol.record.name}: cannot take snapshot ${snap}: ${errorMessage(err)}`);
+      await this.options.meta
+        .failSnapshotRequest(vol.record.id, snap, errorMessage(err))
+        .catch((e: unknown) => this.log(`volume ${vol.record.name}: ${errorMessage(e)}`));
+    }
+  }
+
+  /** Where a volume's map pages are read and written: the live targets, as placement sees them. */
+  private mapPages(placer: LivePlacer): ReplicatedMapPages {
+    return new ReplicatedMapPages({
+      targets: () => this.targets.all(),
+      usable: () => placer.usableTargets(),
+      refused: (target, err) => placer.refused(target, err),
+      zoneOf: (target) => this.targets.zoneOf(target),
+    });
   }
 
   /**
@@ -680,6 +922,28 @@ export class VolumeFrontend implements ExportProvider {
       });
     }
     return out;
+  }
+}
+
+/** What a cache reads through an engine (everything of CacheBackend but persist and the journal). */
+function engineReads(engine: VolumeEngine) {
+  return {
+    geometry: engine.geometry,
+    publishedLsn: (e: number) => engine.record(e)?.journalLsn,
+    isHole: (e: number) => engine.isHole(e),
+    prepare: (extents: Iterable<number>) => engine.prepare(extents),
+    versionOf: (e: number) => engine.versionOf(e),
+    readRange: (e: number, o: number, l: number) => engine.readRange(e, o, l),
+    readWhole: (e: number) => engine.readWhole(e),
+  };
+}
+
+/** `VOL` or `VOL@SNAP` as an export name; undefined when it is neither (no such export). */
+function parseExportName(name: string): ReturnType<typeof parseVolumeRef> | undefined {
+  try {
+    return parseVolumeRef(name);
+  } catch {
+    return undefined;
   }
 }
 

@@ -27,4 +27,12 @@ export class VolumeLockedError extends CairnError {
   }
 }
 
+/** The object is in a state that refuses the request (a snapshot with clones, say); it says what to do. */
+export class PreconditionError extends CairnError {
+  override readonly name = 'PreconditionError';
+  constructor(message: string) {
+    super('EPRECONDITION', message, { retryable: false });
+  }
+}
+
 export { FencedError } from '../core/index.js';

@@ -18,7 +18,7 @@ import {
   failpoint,
 } from '../core/index.js';
 import { withDeadline } from './deadline.js';
-import { AlreadyExistsError, FencedError, NotFoundError, VolumeLockedError } from './errors.js';
+import { AlreadyExistsError, FencedError, NotFoundError, PreconditionError, VolumeLockedError } from './errors.js';
 import {
   type AliveRecord,
   type JournalLayout,
@@ -41,6 +41,9 @@ import {
   decodePendingFlush,
   decodeTarget,
   decodeVolume,
+  decodeSnapshot,
+  encodeSnapshot,
+  type SnapshotRecord,
   keys,
 } from './schema.js';
 import { etcdCallTimeoutMsDefault, extentsPerTxnMax, lockTtlSecondsDefault } from './limits.js';
@@ -257,23 +260,44 @@ export class EtcdMeta {
    * the name is free at once and no shard is forgotten. Refuses while a writer holds its lock.
    */
   async deleteVolume(name: string): Promise<VolumeRecord> {
-    const volume = await this.requireVolume(name);
+    const got = await this.getVolumeWithRevision(name);
+    if (got === null) throw new NotFoundError(`No volume named "${name}"`);
+    const volume = got.record;
     const key = keys.volume(name);
     const lockKey = keys.lock(name);
-    const current = JSON.stringify(volume);
-    const result = await this.call(`delete ${key}`, () =>
-      this.client
-        .if(key, 'Value', '==', current)
-        .and(lockKey, 'Create', '==', 0)
-        .then(
-          this.client.delete().key(key),
-          this.client.delete().key(keys.epoch(name)),
+    // Its snapshots go with it, unless a volume was cloned from one (it reads their shards).
+    const snapshots = await this.listSnapshots(volume.id);
+    const cloned = snapshots.filter((s) => s.clones.length > 0);
+    if (cloned.length > 0) {
+      const byId = new Map((await this.listVolumes()).map((v) => [v.id, v.name]));
+      const names = cloned.flatMap((s) => s.clones.map((id) => `${byId.get(id) ?? id} (from ${s.name})`));
+      throw new PreconditionError(
+        `Cannot delete volume "${name}": volumes were cloned from its snapshots: ${names.join(', ')}; flatten or delete them first`,
+      );
+    }
+    // A clone leaves its parent snapshot's list of clones.
+    const parentKey =
+      volume.parent === undefined ? undefined : keys.snapshot(volume.parent.volumeId, volume.parent.snapshot);
+    const parentText =
+      parentKey === undefined ? null : await this.call(`get ${parentKey}`, () => this.client.get(parentKey).string());
+    const result = await this.call(`delete ${key}`, () => {
+      const txn = this.client.if(key, 'Mod', '==', Number(got.modRevision)).and(lockKey, 'Create', '==', 0);
+      const ops = [
+        this.client.delete().key(key),
+        this.client.delete().key(keys.epoch(name)),
+        this.client.put(keys.gcVolume(volume.id)).value(JSON.stringify({ name, deletedAt: new Date().toISOString() })),
+      ];
+      if (parentKey !== undefined && parentText !== null) {
+        const parent = decodeSnapshot(parentKey, parentText);
+        txn.and(parentKey, 'Value', '==', parentText);
+        ops.push(
           this.client
-            .put(keys.gcVolume(volume.id))
-            .value(JSON.stringify({ name, deletedAt: new Date().toISOString() })),
-        )
-        .commit(),
-    );
+            .put(parentKey)
+            .value(encodeSnapshot({ ...parent, clones: parent.clones.filter((id) => id !== volume.id) })),
+        );
+      }
+      return txn.then(...ops).commit();
+    });
     if (!result.succeeded) {
       const lock = await this.getLock(name);
       if (lock !== null)
@@ -306,6 +330,9 @@ export class EtcdMeta {
           this.client.delete().key(keys.journal(volumeId)),
           this.client.delete().key(keys.census(volumeId)),
           this.client.delete().key(keys.mapRoot(volumeId)),
+          this.client.delete().prefix(keys.snapshotsPrefix(volumeId)),
+          this.client.delete().prefix(keys.snapshotRequestsPrefix(volumeId)),
+          this.client.delete().prefix(`${keys.gcSnapshotsPrefix()}${volumeId}/`),
           this.client.delete().key(keys.gcVolume(volumeId)),
         )
         .commit(),
@@ -641,6 +668,234 @@ export class EtcdMeta {
         `Cannot change the journal of volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds its lock`,
       );
     }
+  }
+
+  // --- snapshots and clones ----------------------------------------------------------------------
+
+  /** A volume's snapshots, oldest first. */
+  async listSnapshots(volumeId: string): Promise<SnapshotRecord[]> {
+    const prefix = keys.snapshotsPrefix(volumeId);
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    return Object.entries(all)
+      .map(([k, v]) => decodeSnapshot(k, v))
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
+  }
+
+  async getSnapshot(volumeId: string, name: string): Promise<SnapshotRecord | null> {
+    const key = keys.snapshot(volumeId, name);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    return text === null ? null : decodeSnapshot(key, text);
+  }
+
+  /**
+   * Publishes `snapshot` (create-only) if the volume's map root is still `snapshot.root` and, with
+   * `lock`, that writer still holds the volume (without: no writer does). With `request`, the
+   * request key must still exist and is deleted in the same transaction (the asker may withdraw
+   * it). Throws, having written nothing: AlreadyExistsError, FencedError, MapRootMovedError (read
+   * the root again), VolumeLockedError, or NotFoundError for a withdrawn request.
+   */
+  async createSnapshot(
+    snapshot: SnapshotRecord,
+    options: { readonly lock?: VolumeLock; readonly request?: boolean },
+  ): Promise<void> {
+    const key = keys.snapshot(snapshot.volumeId, snapshot.name);
+    const rootKey = keys.mapRoot(snapshot.volumeId);
+    const requestKey = keys.snapshotRequest(snapshot.volumeId, snapshot.name);
+    const lockKey = keys.lock(options.lock?.volume ?? snapshot.volume);
+    const result = await this.call(`create ${key}`, () => {
+      const txn = this.client.if(key, 'Create', '==', 0);
+      if (options.lock === undefined) txn.and(lockKey, 'Create', '==', 0);
+      else txn.and(lockKey, 'Value', '==', options.lock.record);
+      if (snapshot.root.page === undefined) txn.and(rootKey, 'Create', '==', 0);
+      else txn.and(rootKey, 'Value', '==', encodeMapRoot(snapshot.root));
+      if (options.request === true) txn.and(requestKey, 'Create', '>', 0);
+      const ops = [this.client.put(key).value(encodeSnapshot(snapshot))];
+      if (options.request === true) ops.push(this.client.delete().key(requestKey) as never);
+      return txn.then(...ops).commit();
+    });
+    if (result.succeeded) return;
+    const what = `Cannot create snapshot "${snapshot.name}" of volume "${snapshot.volume}"`;
+    if ((await this.getSnapshot(snapshot.volumeId, snapshot.name)) !== null)
+      throw new AlreadyExistsError(`${what}: a snapshot of that name exists`);
+    const holder = await this.getLock(lockKey.slice(keys.lock('').length));
+    if (options.lock !== undefined && (holder === null || holder.epoch !== options.lock.epoch))
+      throw new FencedError(`${what}: this writer (epoch ${options.lock.epoch}) no longer holds the volume`);
+    if (options.lock === undefined && holder !== null)
+      throw new VolumeLockedError(`${what}: it was attached by ${holder.owner} meanwhile`, holder.owner, holder.epoch);
+    if (options.request === true) {
+      const asked = await this.call(`get ${requestKey}`, () => this.client.get(requestKey).string());
+      if (asked === null) throw new NotFoundError(`${what}: the request was withdrawn`);
+    }
+    throw new MapRootMovedError(`${what}: the map root changed while it was taken`);
+  }
+
+  /** Asks the writer holding a volume for a snapshot (it answers by creating it: createSnapshot). */
+  async requestSnapshot(volumeId: string, name: string, by: string): Promise<void> {
+    const key = keys.snapshotRequest(volumeId, name);
+    const result = await this.call(`create ${key}`, () =>
+      this.client
+        .if(key, 'Create', '==', 0)
+        .then(this.client.put(key).value(JSON.stringify({ name, by, requestedAt: new Date().toISOString() })))
+        .commit(),
+    );
+    if (!result.succeeded) throw new AlreadyExistsError(`A snapshot named "${name}" is being taken already`);
+  }
+
+  /** Writes why a snapshot request failed into it (if it is still there) for its asker. */
+  async failSnapshotRequest(volumeId: string, name: string, error: string): Promise<void> {
+    const key = keys.snapshotRequest(volumeId, name);
+    await this.call(`put ${key}`, () =>
+      this.client
+        .if(key, 'Create', '>', 0)
+        .then(this.client.put(key).value(JSON.stringify({ name, error, failedAt: new Date().toISOString() })))
+        .commit(),
+    );
+  }
+
+  /** A snapshot request as it stands: null once answered or withdrawn, with `error` once failed. */
+  async getSnapshotRequest(volumeId: string, name: string): Promise<{ error?: string } | null> {
+    const key = keys.snapshotRequest(volumeId, name);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    if (text === null) return null;
+    const o = JSON.parse(text) as { error?: unknown };
+    return typeof o.error === 'string' ? { error: o.error } : {};
+  }
+
+  /** Withdraws a snapshot request; true when it was still there (so no snapshot will answer it). */
+  async withdrawSnapshotRequest(volumeId: string, name: string): Promise<boolean> {
+    const key = keys.snapshotRequest(volumeId, name);
+    const res = await this.call(`delete ${key}`, () => this.client.delete().key(key).exec());
+    return Number(res.deleted) > 0;
+  }
+
+  /** Snapshot names asked of the writer of `volumeId` and not yet answered. */
+  async listSnapshotRequests(volumeId: string): Promise<string[]> {
+    const prefix = keys.snapshotRequestsPrefix(volumeId);
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).keys());
+    return all.map((k) => k.slice(prefix.length));
+  }
+
+  /**
+   * Deletes a snapshot and queues it for gc (`gc/snapshots/`, its record as it was), in one
+   * transaction that checks it is unchanged and has no clones (PreconditionError otherwise).
+   */
+  async deleteSnapshot(volumeId: string, name: string, volumeName: string): Promise<SnapshotRecord> {
+    const key = keys.snapshot(volumeId, name);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    if (text === null) throw new NotFoundError(`Volume "${volumeName}" has no snapshot named "${name}"`);
+    const snapshot = decodeSnapshot(key, text);
+    if (snapshot.clones.length > 0)
+      throw new PreconditionError(
+        `Cannot delete snapshot "${name}" of volume "${volumeName}": volumes were cloned from it (ids ${snapshot.clones.join(', ')}); flatten or delete them first`,
+      );
+    const result = await this.call(`delete ${key}`, () =>
+      this.client
+        .if(key, 'Value', '==', text)
+        .then(this.client.delete().key(key), this.client.put(keys.gcSnapshot(volumeId, name)).value(text))
+        .commit(),
+    );
+    if (!result.succeeded)
+      throw new AlreadyExistsError(`Cannot delete snapshot "${name}": it changed while being deleted; try again`);
+    return snapshot;
+  }
+
+  /** Deleted snapshots whose shards are not freed yet. */
+  async listGcSnapshots(): Promise<SnapshotRecord[]> {
+    const prefix = keys.gcSnapshotsPrefix();
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    return Object.entries(all).map(([k, v]) => decodeSnapshot(k, v));
+  }
+
+  async finishGcSnapshot(volumeId: string, name: string): Promise<void> {
+    const key = keys.gcSnapshot(volumeId, name);
+    await this.call(`delete ${key}`, () => this.client.delete().key(key).exec());
+  }
+
+  /** A volume's record and its etcd modification revision (what clone and delete compare). */
+  async getVolumeWithRevision(name: string): Promise<{ record: VolumeRecord; modRevision: string } | null> {
+    const key = keys.volume(name);
+    const res = await this.call(`get ${key}`, () => this.client.get(key).exec());
+    const kv = res.kvs[0];
+    return kv === undefined
+      ? null
+      : { record: decodeVolume(key, kv.value.toString()), modRevision: String(kv.mod_revision) };
+  }
+
+  /**
+   * Creates `clone` from `snapshot` of `parent` in one transaction: the clone's record and map
+   * root, the clone's id added to the snapshot's clones, and the parent's record touched (a
+   * delete of the parent compares its revision, so it cannot miss a clone made meanwhile).
+   * Refuses, writing nothing, when the parent or the snapshot changed or the name is taken.
+   */
+  async createClone(
+    parent: { readonly record: VolumeRecord; readonly modRevision: string },
+    snapshot: SnapshotRecord,
+    clone: VolumeRecord,
+    root: MapRootRecord,
+    /** The clone's first epoch: above every epoch of the generations its map holds. */
+    epoch: number,
+  ): Promise<void> {
+    const parentKey = keys.volume(parent.record.name);
+    const snapKey = keys.snapshot(snapshot.volumeId, snapshot.name);
+    const cloneKey = keys.volume(clone.name);
+    const next: SnapshotRecord = { ...snapshot, clones: [...snapshot.clones, clone.id] };
+    const result = await this.call(`create ${cloneKey}`, () => {
+      const ops = [
+        this.client.put(cloneKey).value(JSON.stringify(clone)),
+        this.client.put(snapKey).value(encodeSnapshot(next)),
+        this.client.put(parentKey).value(JSON.stringify(parent.record)),
+        this.client.put(keys.epoch(clone.name)).value(String(epoch)),
+      ];
+      if (root.page !== undefined) ops.push(this.client.put(keys.mapRoot(clone.id)).value(encodeMapRoot(root)));
+      return this.client
+        .if(cloneKey, 'Create', '==', 0)
+        .and(parentKey, 'Mod', '==', Number(parent.modRevision))
+        .and(snapKey, 'Value', '==', encodeSnapshot(snapshot))
+        .then(...ops)
+        .commit();
+    });
+    if (result.succeeded) return;
+    if ((await this.getVolume(clone.name)) !== null)
+      throw new AlreadyExistsError(`Volume "${clone.name}" already exists`);
+    throw new AlreadyExistsError(
+      `Cannot clone "${parent.record.name}@${snapshot.name}": the volume or the snapshot changed meanwhile; try again`,
+    );
+  }
+
+  /**
+   * Makes a flattened clone independent: drops its parent link and leaves the parent snapshot's
+   * list of clones, while `lock` (the flattening writer) still holds it.
+   */
+  async dropParent(lock: VolumeLock, name: string): Promise<VolumeRecord> {
+    const got = await this.getVolumeWithRevision(name);
+    if (got === null) throw new NotFoundError(`No volume named "${name}"`);
+    const clone = got.record;
+    const { parent, ...rest } = clone;
+    if (parent === undefined) return clone;
+    const key = keys.volume(clone.name);
+    const parentKey = keys.snapshot(parent.volumeId, parent.snapshot);
+    const parentText = await this.call(`get ${parentKey}`, () => this.client.get(parentKey).string());
+    const result = await this.call(`put ${key}`, () => {
+      const txn = this.client
+        .if(keys.lock(lock.volume), 'Value', '==', lock.record)
+        .and(key, 'Mod', '==', Number(got.modRevision));
+      const ops = [this.client.put(key).value(JSON.stringify(rest))];
+      if (parentText !== null) {
+        const snap = decodeSnapshot(parentKey, parentText);
+        txn.and(parentKey, 'Value', '==', parentText);
+        ops.push(
+          this.client
+            .put(parentKey)
+            .value(encodeSnapshot({ ...snap, clones: snap.clones.filter((c) => c !== clone.id) })),
+        );
+      }
+      return txn.then(...ops).commit();
+    });
+    if (!result.succeeded)
+      throw new AlreadyExistsError(
+        `Cannot detach volume "${clone.name}" from its parent: it changed meanwhile; try again`,
+      );
+    return rest;
   }
 
   /** Marks a target as draining (placement stops choosing it; repair moves its shards), or not. */

@@ -41,6 +41,18 @@ export const keys = {
    * yet (issue 15): only TreeExtentMapStore over EtcdMapRoots writes it.
    */
   mapRoot: (volumeId: string) => `${rootPrefix}maproots/${volumeId}`,
+  /** A volume's snapshots, by name under its id (a rename keeps them). */
+  snapshotsPrefix: (volumeId: string) => `${rootPrefix}snapshots/${volumeId}/`,
+  snapshot: (volumeId: string, name: string) => `${rootPrefix}snapshots/${volumeId}/${name}`,
+  /**
+   * A snapshot asked of the writer holding the volume (only it can make the snapshot include
+   * what it acknowledged): it answers by creating the snapshot and deleting the request.
+   */
+  snapshotRequestsPrefix: (volumeId: string) => `${rootPrefix}snapshot-requests/${volumeId}/`,
+  snapshotRequest: (volumeId: string, name: string) => `${rootPrefix}snapshot-requests/${volumeId}/${name}`,
+  /** A deleted snapshot whose shards gc has not freed yet (its record as it was). */
+  gcSnapshotsPrefix: () => `${rootPrefix}gc/snapshots/`,
+  gcSnapshot: (volumeId: string, name: string) => `${rootPrefix}gc/snapshots/${volumeId}/${name}`,
   /** The last shard census of a volume: its published shards that live targets do not hold. */
   census: (volumeId: string) => `${rootPrefix}census/${volumeId}`,
   gcVolumesPrefix: () => `${rootPrefix}gc/volumes/`,
@@ -115,6 +127,30 @@ export interface VolumeRecord {
    * Absent: m + 1, so the journal survives what the erasure code survives.
    */
   readonly journalReplicas?: number;
+  /**
+   * A clone: the snapshot it was made from. Its map holds the parent's records (their shard keys
+   * under the parent's id) until it writes those extents or is flattened.
+   */
+  readonly parent?: { readonly volumeId: string; readonly volume: string; readonly snapshot: string };
+}
+
+/**
+ * What `snapshots/<volume id>/<name>` holds: a saved root of the volume's map. Its pages and the
+ * shards of its records stay while it exists: a writer never deletes a superseded shard of a
+ * generation at or below `floor`, and gc keeps everything a snapshot's root reaches.
+ */
+export interface SnapshotRecord {
+  readonly name: string;
+  readonly volumeId: string;
+  /** The volume's name when the snapshot was taken (for people; the id is what counts). */
+  readonly volume: string;
+  readonly createdAt: string;
+  readonly sizeBytes: number;
+  readonly root: MapRootRecord;
+  /** Every generation the snapshot's records hold is at or below it. */
+  readonly floor: number;
+  /** Ids of volumes cloned from it: it cannot be deleted while any exists. */
+  readonly clones: readonly string[];
 }
 
 export interface LockRecord {
@@ -239,6 +275,16 @@ export function decodeAlive(key: string, text: string): AliveRecord {
   };
 }
 
+function decodeParent(key: string, v: unknown): NonNullable<VolumeRecord['parent']> {
+  if (typeof v !== 'object' || v === null) throw new CorruptMetadataError(key, '"parent" is not an object');
+  const o = v as Json;
+  return {
+    volumeId: field(key, o, 'volumeId', isString, 'a string'),
+    volume: field(key, o, 'volume', isString, 'a string'),
+    snapshot: field(key, o, 'snapshot', isString, 'a string'),
+  };
+}
+
 export function decodeVolume(key: string, text: string): VolumeRecord {
   const o = parse(key, text);
   const p = field(key, o, 'profile', isProfile, 'a profile');
@@ -280,6 +326,7 @@ export function decodeVolume(key: string, text: string): VolumeRecord {
             `a shard count from ${Math.min(p.k + 1, p.k + p.m)} to ${p.k + p.m}`,
           ),
         }),
+    ...(o['parent'] === undefined ? {} : { parent: decodeParent(key, o['parent']) }),
   };
 }
 
@@ -412,6 +459,39 @@ export interface MapRootRecord {
   readonly journalLsn?: number;
   /** Extents under the root holding data. */
   readonly written?: number;
+}
+
+export function encodeSnapshot(s: SnapshotRecord): string {
+  return JSON.stringify({
+    name: s.name,
+    volumeId: s.volumeId,
+    volume: s.volume,
+    createdAt: s.createdAt,
+    sizeBytes: s.sizeBytes,
+    root: s.root.page === undefined ? { levels: s.root.levels } : JSON.parse(encodeMapRoot(s.root)),
+    floor: s.floor,
+    clones: s.clones,
+  });
+}
+
+export function decodeSnapshot(key: string, text: string): SnapshotRecord {
+  const o = parse(key, text);
+  const root = field(key, o, 'root', (v): v is Json => typeof v === 'object' && v !== null, 'an object');
+  const clones = field(key, o, 'clones', Array.isArray, 'a list');
+  if (!clones.every(isString)) throw new CorruptMetadataError(key, '"clones" holds a non-string');
+  return {
+    name: field(key, o, 'name', isString, 'a string'),
+    volumeId: field(key, o, 'volumeId', isString, 'a string'),
+    volume: field(key, o, 'volume', isString, 'a string'),
+    createdAt: field(key, o, 'createdAt', isString, 'a string'),
+    sizeBytes: field(key, o, 'sizeBytes', isCount, 'a byte count'),
+    root:
+      root['checksum'] === undefined
+        ? { levels: field(key, root, 'levels', isCount, 'a level count'), page: undefined }
+        : decodeMapRoot(key, JSON.stringify(root)),
+    floor: field(key, o, 'floor', isCount, 'a generation'),
+    clones: clones as string[],
+  };
 }
 
 export function encodeMapRoot(root: MapRootRecord): string {

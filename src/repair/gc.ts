@@ -6,7 +6,7 @@
 import { errorMessage, parseShardKey, type ShardStore } from '../core/index.js';
 import type { EtcdMeta, VolumeRecord } from '../meta/index.js';
 import { keyHolders, shardKeyPages } from '../shard/index.js';
-import { VolumeMaps } from '../api/index.js';
+import { VolumeMaps, rootsReading, uniqueShards, type OwnedRoot } from '../api/index.js';
 
 export interface GcReport {
   readonly volumes: number;
@@ -76,6 +76,19 @@ export interface OrphanReport {
  * shard's epoch (generation = epoch * 2^32 + counter). Without a lock there is no writer.
  */
 export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, ShardStore>): Promise<OrphanReport> {
+  // What each root reaches, by root: a snapshot's never changes, so it is walked once per sweep.
+  const walked = new Map<string, Set<string>>();
+  const reachedBy = async (r: OwnedRoot): Promise<Set<string>> => {
+    const id = `${r.volume.id}/${r.root.page?.generation}/${r.root.page?.checksum}`;
+    let set = walked.get(id);
+    if (set === undefined) {
+      set = new Set();
+      for await (const item of VolumeMaps.of(meta).tree(r.volume).walk(r.root))
+        if ('record' in item) for (const sh of item.record.shards) set.add(`${sh.target}\u0000${sh.key}`);
+      walked.set(id, set);
+    }
+    return set;
+  };
   let shardsScanned = 0;
   let orphansDeleted = 0;
   let pagesDeleted = 0;
@@ -90,14 +103,20 @@ export async function sweepOrphans(meta: EtcdMeta, stores: ReadonlyMap<string, S
           // published in between would have its new shards taken for orphans.
           // Moving marks first, then the map: a repair marks a shard before storing it and unmarks
           // it only after publishing, so a shard either shows a mark here or its record below.
+          // Every other root that may read this volume's shards (its snapshots, its clones'
+          // maps), read after the live one for the same reason (rootsReading).
           const moving = await meta.listMoving();
           const records = await VolumeMaps.of(meta).listExtents(volume.id);
           const lock = await meta.getLock(volume.name);
           const referenced = new Set<string>();
           for (const rec of records.values()) for (const s of rec.shards) referenced.add(`${s.target}\u0000${s.key}`);
+          const others = await Promise.all(
+            (await rootsReading(meta, volume, { pending: true })).slice(1).map((r) => reachedBy(r)),
+          );
           for (const key of page) {
             shardsScanned += 1;
-            if (referenced.has(`${target}\u0000${key}`) || moving.has(`${target}\u0000${key}`)) continue;
+            const at = `${target}\u0000${key}`;
+            if (referenced.has(at) || moving.has(at) || others.some((o) => o.has(at))) continue;
             const parsed = parseShardKey(key);
             if (parsed === undefined) continue; // not ours
             const { extent, generation } = parsed;
@@ -137,11 +156,14 @@ async function sweepMapPages(
   const listed = await keyHolders(stores, `${volume.id}/map/`);
   if (listed.size === 0) return 0;
   const maps = VolumeMaps.of(meta);
-  const root = await maps.root(volume);
+  // The live root first, then the snapshots' (a snapshot saves a root that existed).
+  const roots = (await rootsReading(meta, volume, { pending: true }))
+    .filter((r) => r.volume.id === volume.id)
+    .map((r) => r.root);
   const lock = await meta.getLock(volume.name);
   const doomed = await maps
     .tree(volume)
-    .collectable([root], listed.keys(), lock === null ? {} : { inFlightEpoch: lock.epoch });
+    .collectable(roots, listed.keys(), lock === null ? {} : { inFlightEpoch: lock.epoch });
   let deleted = 0;
   for (const key of doomed)
     for (const target of listed.get(key)!) {
@@ -149,4 +171,54 @@ async function sweepMapPages(
       deleted += 1;
     }
   return deleted;
+}
+
+export interface SnapshotGcReport {
+  /** Deleted snapshots collected (their gc record removed). */
+  readonly snapshots: number;
+  readonly shardsDeleted: number;
+  /** Shard bytes freed: what `snapshot list` said each alone held. */
+  readonly bytesFreed: number;
+  readonly errors: readonly string[];
+}
+
+/**
+ * Frees what each deleted snapshot alone held: the shards of its records that no other root of
+ * its volume, of its other snapshots or of a clone reads (uniqueShards). The other roots are read
+ * after the snapshot was deleted, so no new reader can appear: a snapshot or clone made later is
+ * made from a root read here or from newer generations. Its map pages go with the next orphan
+ * sweep (no root reaches them once the gc record is gone). A store that fails keeps the snapshot
+ * queued for the next run.
+ */
+export async function collectSnapshots(
+  meta: EtcdMeta,
+  stores: ReadonlyMap<string, ShardStore>,
+): Promise<SnapshotGcReport> {
+  const pending = await meta.listGcSnapshots();
+  const volumes = await meta.listVolumes();
+  let shardsDeleted = 0;
+  let bytesFreed = 0;
+  let snapshots = 0;
+  const errors: string[] = [];
+  for (const snapshot of pending) {
+    const volume = volumes.find((v) => v.id === snapshot.volumeId);
+    try {
+      if (volume !== undefined) {
+        const others = await rootsReading(meta, volume, { pending: true, except: snapshot });
+        for (const shard of await uniqueShards(meta, volume, snapshot, others)) {
+          const store = stores.get(shard.target);
+          if (store === undefined) continue; // a target gone from the cluster holds nothing to free
+          await store.delete(shard.key);
+          shardsDeleted += 1;
+          bytesFreed += shard.bytes;
+        }
+      }
+      // A deleted volume's shards all go with it (collectGarbage).
+      await meta.finishGcSnapshot(snapshot.volumeId, snapshot.name);
+      snapshots += 1;
+    } catch (err) {
+      if (errors.length < 100) errors.push(`snapshot ${snapshot.volume}@${snapshot.name}: ${errorMessage(err)}`);
+    }
+  }
+  return { snapshots, shardsDeleted, bytesFreed, errors };
 }

@@ -101,6 +101,12 @@ export interface VolumeEngineOptions {
   readonly log?: (line: string) => void;
   /** Draws extent seeds (u32, never 0); crypto-random by default, the simulator's rng in it. */
   readonly seedSource?: () => number;
+  /**
+   * Records some other map may still read (a snapshot's, a clone's parent's): when this writer
+   * supersedes one, its shards are left for gc, which knows every root, instead of deleted after
+   * the grace. Absent: none.
+   */
+  readonly retained?: (record: ExtentRecord) => boolean;
 }
 
 /** A crypto-random u32 that is not 0. */
@@ -686,7 +692,8 @@ export class VolumeEngine {
     if (record === null) this.records.delete(index);
     else this.records.set(index, record);
     this.changes.set(index, (this.changes.get(index) ?? 0) + 1);
-    if (old !== undefined) this.scheduleDelete(old, this.options.oldShardGraceMs ?? oldShardGraceMsDefault);
+    if (old !== undefined && this.options.retained?.(old) !== true)
+      this.scheduleDelete(old, this.options.oldShardGraceMs ?? oldShardGraceMsDefault);
     this.stats.extentsPersisted += 1;
   }
 
@@ -696,6 +703,11 @@ export class VolumeEngine {
    */
   private nextSeed(): number {
     return (this.options.seedSource ?? randomSeed)();
+  }
+
+  /** The last generation this writer handed out (every record it published is at or below it). */
+  get generationMark(): number {
+    return this.options.epoch * 2 ** 32 + this.sequence;
   }
 
   private nextGeneration(): number {

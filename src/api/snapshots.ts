@@ -1,0 +1,358 @@
+/**
+ * Snapshots and clones as the control plane sees them: taking a snapshot (through the writer that
+ * holds the volume, or by attaching it here), what each snapshot alone holds (what deleting it
+ * frees), and which maps may read a volume's shards (for gc).
+ *
+ * The rule that makes a snapshot free to take: generations are immutable, so a saved map root is
+ * a complete, consistent image for as long as the shards and pages it reaches are kept. A writer
+ * keeps them (it never deletes a superseded shard of a generation at or below the highest
+ * snapshot floor, nor one under another volume's id); gc keeps whatever any root reaches: the
+ * volume's own, its snapshots', and its clones' (whose maps hold this volume's shard keys).
+ */
+import {
+  InvalidArgumentError,
+  UnavailableError,
+  parseVolumeRef,
+  sleepOn,
+  snapshotName,
+  systemClock,
+  volumeName,
+  type Clock,
+  type ExtentRecord,
+} from '../core/index.js';
+import { extentCount, mapLevelsFor, type MapRoot } from '../extent/index.js';
+import {
+  AlreadyExistsError,
+  EtcdMeta,
+  NotFoundError,
+  PreconditionError,
+  VolumeLockedError,
+  type VolumeLock,
+  type SnapshotRecord,
+  type VolumeRecord,
+} from '../meta/index.js';
+import { VolumeMaps } from './volume_maps.js';
+
+/** How long `snapshot create` waits for the writer holding the volume to answer (default). */
+export const snapshotAnswerMsDefault = 60_000;
+/** How often the asker looks for the writer's answer. */
+const snapshotPollMs = 50;
+
+/**
+ * Takes snapshot `snap` of volume `name`. When a writer holds the volume, it is asked (only it
+ * knows what it acknowledged) and its answer awaited, up to `answerMs`; when none does,
+ * `attachAndTake` attaches the volume here and takes it (VolumeFrontend.snapshot). A writer
+ * that detaches before answering is handled as if it had never held the volume.
+ */
+export async function takeSnapshot(
+  meta: EtcdMeta,
+  name: string,
+  snap: string,
+  options: {
+    readonly owner: string;
+    readonly attachAndTake: () => Promise<SnapshotRecord>;
+    readonly answerMs?: number;
+    readonly clock?: Clock;
+  },
+): Promise<SnapshotRecord> {
+  const volume = await meta.requireVolume(volumeName(name));
+  snapshotName(snap);
+  const clock = options.clock ?? systemClock;
+  const exists = (): AlreadyExistsError =>
+    new AlreadyExistsError(`Volume "${volume.name}" has a snapshot named "${snap}" already`);
+  if ((await meta.getSnapshot(volume.id, snap)) !== null) throw exists();
+  for (let round = 0; ; round++) {
+    const lock = await meta.getLock(volume.name);
+    if (lock === null) {
+      try {
+        return await options.attachAndTake();
+      } catch (err) {
+        // A writer attached between the look and the attach: ask it instead.
+        if (!(err instanceof VolumeLockedError) || round >= 3) throw err;
+        continue;
+      }
+    }
+    await meta.requestSnapshot(volume.id, snap, options.owner);
+    const deadline = clock.now() + (options.answerMs ?? snapshotAnswerMsDefault);
+    for (;;) {
+      const made = await meta.getSnapshot(volume.id, snap);
+      if (made !== null) return made;
+      const request = await meta.getSnapshotRequest(volume.id, snap);
+      if (request === null) {
+        // Answered between the two reads, or withdrawn by someone else.
+        const late = await meta.getSnapshot(volume.id, snap);
+        if (late !== null) return late;
+        throw new UnavailableError(`The snapshot request for "${volume.name}@${snap}" was withdrawn`);
+      }
+      if (request.error !== undefined) {
+        await meta.withdrawSnapshotRequest(volume.id, snap);
+        throw new UnavailableError(
+          `The writer of volume "${volume.name}" (${lock.owner}) could not take snapshot "${snap}": ${request.error}`,
+        );
+      }
+      const holder = await meta.getLock(volume.name);
+      const gone = holder === null || holder.epoch !== lock.epoch;
+      if (gone || clock.now() > deadline) {
+        if (await meta.withdrawSnapshotRequest(volume.id, snap)) {
+          if (gone) break; // the writer left without answering: look again
+          throw new UnavailableError(
+            `The writer of volume "${volume.name}" (${lock.owner}, epoch ${lock.epoch}) did not take snapshot "${snap}" within ${options.answerMs ?? snapshotAnswerMsDefault} ms; nothing was taken`,
+          );
+        }
+        continue; // answered just now: the next look finds it
+      }
+      // The real clock's timers do not hold the process open (systemClock): this wait must.
+      if (options.clock === undefined) await new Promise((resolve) => setTimeout(resolve, snapshotPollMs));
+      else await sleepOn(clock, snapshotPollMs);
+    }
+  }
+}
+
+/** A volume's snapshot by name, or NotFoundError naming both. */
+export async function requireSnapshot(meta: EtcdMeta, volume: VolumeRecord, snap: string): Promise<SnapshotRecord> {
+  const found = await meta.getSnapshot(volume.id, snapshotName(snap));
+  if (found === null) throw new NotFoundError(`Volume "${volume.name}" has no snapshot named "${snap}"`);
+  return found;
+}
+
+/**
+ * The highest floor of the volume's snapshots, kept and deleted-but-not-collected: generations at
+ * or below it may be read by a snapshot, so a writer or a drain leaves their shards to gc.
+ */
+export async function snapshotFloor(meta: EtcdMeta, volumeId: string): Promise<number> {
+  const kept = await meta.listSnapshots(volumeId);
+  const pending = (await meta.listGcSnapshots()).filter((s) => s.volumeId === volumeId);
+  return Math.max(0, ...kept.map((s) => s.floor), ...pending.map((s) => s.floor));
+}
+
+/** True when a record may be read by a map other than its volume's live one (see snapshotFloor). */
+export function retainedBy(volumeId: string, floor: number): (record: ExtentRecord) => boolean {
+  const own = `${volumeId}/`;
+  return (record) => record.generation <= floor || record.shards.some((s) => !s.key.startsWith(own));
+}
+
+/** Volumes cloned from `volume`, and from those, all the way down (their maps may hold its shard keys). */
+export function descendantsOf(volume: VolumeRecord, all: readonly VolumeRecord[]): VolumeRecord[] {
+  const out: VolumeRecord[] = [];
+  const ids = new Set([volume.id]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const v of all)
+      if (v.parent !== undefined && ids.has(v.parent.volumeId) && !ids.has(v.id)) {
+        ids.add(v.id);
+        out.push(v);
+        grew = true;
+      }
+  }
+  return out;
+}
+
+/** A map root and the volume whose tree reads it. */
+export interface OwnedRoot {
+  readonly volume: VolumeRecord;
+  readonly root: MapRoot;
+  readonly what: string;
+}
+
+/**
+ * Every map root that may read shards of `volume`: its live root, its snapshots' (and, with
+ * `pending`, those of its deleted snapshots gc has not collected), and the same of every volume
+ * cloned from it, however deep. Live roots are read before the snapshot lists: a snapshot
+ * taken after a live root was read holds only what that root held or newer generations.
+ */
+export async function rootsReading(
+  meta: EtcdMeta,
+  volume: VolumeRecord,
+  options: { readonly pending?: boolean; readonly except?: SnapshotRecord } = {},
+): Promise<OwnedRoot[]> {
+  const maps = VolumeMaps.of(meta);
+  const family = [volume, ...descendantsOf(volume, await meta.listVolumes())];
+  const out: OwnedRoot[] = [];
+  for (const v of family) out.push({ volume: v, root: await maps.root(v), what: `volume ${v.name}` });
+  const pending = options.pending === true ? await meta.listGcSnapshots() : [];
+  for (const v of family) {
+    const snaps = [...(await meta.listSnapshots(v.id)), ...pending.filter((s) => s.volumeId === v.id)];
+    for (const s of snaps) {
+      if (options.except !== undefined && s.volumeId === options.except.volumeId && s.name === options.except.name)
+        continue;
+      out.push({ volume: v, root: rootOf(v, s), what: `snapshot ${v.name}@${s.name}` });
+    }
+  }
+  return out;
+}
+
+/** A snapshot's root, checked against its volume's tree height. */
+export function rootOf(volume: VolumeRecord, snapshot: SnapshotRecord): MapRoot {
+  const levels = mapLevelsFor(extentCount({ sizeBytes: snapshot.sizeBytes, extentBytes: volume.extentBytes }));
+  if (snapshot.root.levels !== levels)
+    throw new InvalidArgumentError(
+      `Snapshot ${volume.name}@${snapshot.name} has a map of ${snapshot.root.levels} levels, not ${levels}`,
+    );
+  return snapshot.root;
+}
+
+/** A shard that only one snapshot reads: what deleting it frees. */
+export interface UniqueShard {
+  readonly extent: number;
+  readonly target: string;
+  readonly key: string;
+  readonly bytes: number;
+}
+
+/**
+ * The shards of `snapshot` that no other root in `others` reads. Roots of the same volume are
+ * compared by the tree's diff (identical subtrees are skipped unread); roots of clones by looking
+ * up the candidate extents.
+ */
+export async function uniqueShards(
+  meta: EtcdMeta,
+  volume: VolumeRecord,
+  snapshot: SnapshotRecord,
+  others: readonly OwnedRoot[],
+): Promise<UniqueShard[]> {
+  const maps = VolumeMaps.of(meta);
+  await maps.refreshTargets();
+  const tree = maps.tree(volume);
+  const mine = rootOf(volume, snapshot);
+  const id = (target: string, key: string): string => `${target}\u0000${key}`;
+  const candidates = new Map<number, Map<string, UniqueShard>>();
+  for await (const item of tree.walk(mine)) {
+    if (!('record' in item) || item.record.shards.length === 0) continue;
+    const m = new Map<string, UniqueShard>();
+    for (const s of item.record.shards)
+      m.set(id(s.target, s.key), { extent: item.extent, target: s.target, key: s.key, bytes: item.record.shardBytes });
+    candidates.set(item.extent, m);
+  }
+  for (const other of others) {
+    if (candidates.size === 0) break;
+    const drop = (e: number, rec: ExtentRecord | undefined): void => {
+      const m = candidates.get(e);
+      if (m === undefined || rec === undefined) return;
+      for (const s of rec.shards) m.delete(id(s.target, s.key));
+      if (m.size === 0) candidates.delete(e);
+    };
+    if (other.volume.id === volume.id && other.root.levels === mine.levels) {
+      // Extents the diff does not yield hold the same record in both: not unique.
+      const differ = new Set<number>();
+      for await (const e of tree.diff(mine, other.root)) differ.add(e);
+      for (const e of [...candidates.keys()]) {
+        if (!differ.has(e)) candidates.delete(e);
+        else drop(e, await tree.lookup(other.root, e));
+      }
+    } else {
+      const otherTree = maps.tree(other.volume);
+      const extents = extentCount(other.volume);
+      for (const e of [...candidates.keys()]) if (e < extents) drop(e, await otherTree.lookup(other.root, e));
+    }
+  }
+  return [...candidates.values()].flatMap((m) => [...m.values()]);
+}
+
+/** A snapshot and what it alone holds. */
+export interface SnapshotUsage {
+  readonly snapshot: SnapshotRecord;
+  /** Shard bytes no other snapshot, the volume or a clone reads: what deleting it frees. */
+  readonly uniqueBytes: number;
+  readonly uniqueShards: number;
+  /** Names of the volumes cloned from it. */
+  readonly clones: readonly string[];
+}
+
+/** Every snapshot of `volume`, oldest first, with what each alone holds. */
+export async function snapshotUsage(meta: EtcdMeta, volume: VolumeRecord): Promise<SnapshotUsage[]> {
+  const roots = await rootsReading(meta, volume);
+  const snaps = await meta.listSnapshots(volume.id);
+  const byId = new Map((await meta.listVolumes()).map((v) => [v.id, v.name]));
+  const out: SnapshotUsage[] = [];
+  for (const snapshot of snaps) {
+    const others = roots.filter((r) => r.what !== `snapshot ${volume.name}@${snapshot.name}`);
+    const unique = await uniqueShards(meta, volume, snapshot, others);
+    out.push({
+      snapshot,
+      uniqueBytes: unique.reduce((sum, s) => sum + s.bytes, 0),
+      uniqueShards: unique.length,
+      clones: snapshot.clones.map((c) => byId.get(c) ?? c),
+    });
+  }
+  return out;
+}
+
+/**
+ * Creates volume `name` from snapshot `source` (`VOL@SNAP`): writable, sharing every shard with
+ * the snapshot. Its map is written as its own pages holding the snapshot's records (their shard
+ * keys under the parent's id), one page per 256 written extents and no data: reads through any
+ * chain of clones cost one lookup, since a clone's map names the shards themselves, never its
+ * parent's map. The snapshot keeps the clone in its list and cannot be deleted until the clone
+ * is flattened or deleted.
+ */
+export async function cloneVolume(meta: EtcdMeta, source: string, name: string): Promise<VolumeRecord> {
+  const ref = parseVolumeRef(source);
+  if (ref.snapshot === undefined)
+    throw new InvalidArgumentError(
+      `Clone from a snapshot, VOL@SNAP (not "${source}"): take one with \`cairnctl snapshot create ${source} SNAP\``,
+    );
+  const target = volumeName(name);
+  const parent = await meta.getVolumeWithRevision(ref.volume);
+  if (parent === null) throw new NotFoundError(`No volume named "${ref.volume}"`);
+  const snapshot = await requireSnapshot(meta, parent.record, ref.snapshot);
+  if ((await meta.getVolume(target)) !== null) throw new AlreadyExistsError(`Volume "${target}" already exists`);
+  const { record: p } = parent;
+  const clone: VolumeRecord = {
+    name: target,
+    id: EtcdMeta.newVolumeId(),
+    sizeBytes: snapshot.sizeBytes,
+    profile: p.profile,
+    extentBytes: p.extentBytes,
+    zonesRequired: p.zonesRequired,
+    targets: p.targets,
+    createdAt: new Date().toISOString(),
+    state: 'ready',
+    ...(p.durableShardsMin === undefined ? {} : { durableShardsMin: p.durableShardsMin }),
+    ...(p.journalReplicas === undefined ? {} : { journalReplicas: p.journalReplicas }),
+    parent: { volumeId: p.id, volume: p.name, snapshot: snapshot.name },
+  };
+  // The clone's epochs start above every epoch its records were written under, so its own
+  // generations are newer than any it inherits (gc's in-flight rule counts on that).
+  const epoch = Math.floor(snapshot.floor / 2 ** 32) + 1;
+  const maps = VolumeMaps.of(meta);
+  await maps.refreshTargets();
+  const records = new Map<number, ExtentRecord>();
+  for await (const item of maps.tree(p).walk(rootOf(p, snapshot)))
+    if ('record' in item) records.set(item.extent, item.record);
+  const tree = maps.tree(clone);
+  const { root } = await tree.commit(tree.emptyRoot(), records, epoch * 2 ** 32 + 1);
+  await meta.createClone(parent, snapshot, clone, root, epoch);
+  return clone;
+}
+
+/**
+ * Makes volume `name`'s contents snapshot `snap`'s: its map root becomes the snapshot's, in a
+ * transaction fenced by `lock` (the caller attached the volume, so no writer runs; its journal
+ * was folded at that attach). What was written after the snapshot becomes garbage for gc; the
+ * snapshot stays. The root keeps the highest journal LSN either held, so LSNs never go back.
+ */
+export async function rollbackVolume(
+  meta: EtcdMeta,
+  lock: VolumeLock,
+  volume: VolumeRecord,
+  snap: string,
+): Promise<SnapshotRecord> {
+  const snapshot = await requireSnapshot(meta, volume, snap);
+  if (snapshot.sizeBytes !== volume.sizeBytes)
+    throw new InvalidArgumentError(
+      `Cannot roll volume "${volume.name}" back to snapshot "${snap}": the volume was resized since (${volume.sizeBytes} bytes, the snapshot ${snapshot.sizeBytes})`,
+    );
+  const maps = VolumeMaps.of(meta);
+  const live = await maps.root(volume);
+  const layout = await meta.getJournal(volume.id);
+  if (layout !== null && layout.headLsn > layout.foldedLsn && layout.segments.length > 0)
+    throw new PreconditionError(
+      `Cannot roll volume "${volume.name}" back: its journal holds writes not yet folded; attach it once so they are`,
+    );
+  const target = rootOf(volume, snapshot);
+  const journalLsn = Math.max(live.journalLsn ?? 0, target.journalLsn ?? 0, layout?.headLsn ?? 0);
+  // An empty snapshot: a root with no page cannot carry the LSN, but the journal layout does.
+  const next = target.page === undefined ? target : { ...target, journalLsn };
+  await meta.swapMapRoot(lock, volume.id, live, next);
+  return snapshot;
+}

@@ -1,0 +1,301 @@
+/**
+ * Snapshots and clones end to end, with real processes: `cairnctl dev up` (etcd, six nodes, the
+ * NBD frontend), `cairnctl snapshot|volume` as a user runs them, and real clients reading the
+ * read-only export `VOL@SNAP` and the clones (nbdsh, nbdcopy, nbdinfo, fio, ext4 through nbdfuse).
+ */
+import { expect } from 'chai';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cairnctlPath } from '../harness/cli.js';
+import { waitFor } from '../../src/dev/index.js';
+import {
+  ClientProcess,
+  NbdLoopDevice,
+  describeResult,
+  filesystemUnsupported,
+  nbdsh,
+  runClient,
+  runOk,
+  seededBytes,
+  sha256,
+  useStack,
+  type Stack,
+} from '../harness/stack.js';
+
+const MiB = 1024 * 1024;
+
+/** The whole export at `uri`, read by nbdcopy into a file and returned. */
+async function readExport(s: Stack, uri: string, file: string): Promise<Buffer> {
+  const path = s.path(file);
+  await runOk(`nbdcopy ${uri}`, '/usr/bin/nbdcopy', [uri, path], { deadlineMs: 60_000 });
+  return readFileSync(path);
+}
+
+/** Writes `bytes` at `offset` of the export at `uri` and flushes (nbdsh). */
+async function writeExport(s: Stack, uri: string, bytes: Buffer, file: string, offset = 0): Promise<void> {
+  const path = s.path(file);
+  writeFileSync(path, bytes);
+  await nbdsh(
+    `write ${file} at ${offset} of ${uri}`,
+    'h.pwrite(open(A["file"], "rb").read(), A["offset"])\nh.flush()',
+    { file: path, offset },
+    { uri, deadlineMs: 60_000 },
+  );
+}
+
+interface SnapshotRow {
+  name: string;
+  uniqueBytes: number;
+  uniqueShards: number;
+  writtenExtents: number;
+  clones: string[];
+}
+
+async function snapshotList(s: Stack, volume: string): Promise<SnapshotRow[]> {
+  const r = await s.cairnctl(`snapshot list ${volume}`, ['snapshot', 'list', volume, '--json']);
+  return JSON.parse(r.stdout) as SnapshotRow[];
+}
+
+/** cairnctl that must fail: its exit code and stderr. */
+async function refused(s: Stack, args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const r = await runClient(process.execPath, [cairnctlPath, ...args], {
+    deadlineMs: 60_000,
+    env: { CAIRN_ETCD: s.etcd },
+  });
+  expect(r.code, `cairnctl ${args.join(' ')} should fail: ${describeResult(r)}`).to.not.equal(0);
+  return { code: r.code, stderr: r.stderr };
+}
+
+describe('Snapshots and clones: real clients against a dev cluster', function () {
+  this.timeout(180_000);
+  const stack = useStack();
+
+  it('a snapshot holds every write acknowledged before it, flushed or not, and none after; its export is read-only', async () => {
+    const s = stack();
+    await s.createVolume('snap', '16MiB', { extentSize: '1MiB' });
+    // One connection: write A (acknowledged, not flushed), take the snapshot while still
+    // connected (the frontend holding the volume cuts it), write B over it, flush.
+    const out = await nbdsh(
+      'write, snapshot while connected, write again',
+      `
+import subprocess, hashlib
+a = bytes((i * 7 + 3) % 251 for i in range(6 * 1024 * 1024))
+b = bytes((i * 11 + 5) % 253 for i in range(6 * 1024 * 1024))
+h.pwrite(a, 512 * 1024)
+r = subprocess.run([A["node"], A["cairnctl"], "snapshot", "create", "snap", "s1", "--etcd", A["etcd"], "--json"], capture_output=True, text=True)
+if r.returncode != 0:
+    raise Exception("snapshot create failed: " + r.stderr)
+h.pwrite(b, 512 * 1024)
+h.flush()
+print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hexdigest(), "snap": json.loads(r.stdout)}))
+`,
+      { node: process.execPath, cairnctl: cairnctlPath, etcd: s.etcd },
+      { uri: s.uri('snap'), deadlineMs: 90_000 },
+    );
+    const result = JSON.parse(out.trim().split('\n').pop()!) as { a: string; b: string; snap: { name: string } };
+    expect(result.snap.name).to.equal('s1');
+    expect(s.devFrontendLog(), 'the frontend holding the volume took it').to.match(/snapshot s1 taken/);
+
+    const snap = await readExport(s, s.uri('snap@s1'), 'snap-s1.img');
+    expect(snap.length).to.equal(16 * MiB);
+    expect(sha256(snap.subarray(512 * 1024, 512 * 1024 + 6 * MiB)), 'the snapshot holds A').to.equal(result.a);
+    expect(
+      snap.subarray(0, 512 * 1024).every((x) => x === 0) && snap.subarray(512 * 1024 + 6 * MiB).every((x) => x === 0),
+    ).to.equal(true, 'and zeros elsewhere');
+    const live = await readExport(s, s.uri('snap'), 'snap-live.img');
+    expect(sha256(live.subarray(512 * 1024, 512 * 1024 + 6 * MiB)), 'the volume holds B').to.equal(result.b);
+
+    const info = JSON.parse(
+      (await runOk('nbdinfo snap@s1', '/usr/bin/nbdinfo', ['--json', s.uri('snap@s1')])).stdout,
+    ) as { exports: { 'export-size': number; is_read_only: boolean }[] };
+    expect(info.exports[0]).to.include({ 'export-size': 16 * MiB, is_read_only: true });
+    const write = await runClient('/usr/bin/nbdsh', ['-u', s.uri('snap@s1'), '-c', 'h.pwrite(b"x" * 512, 0)'], {
+      deadlineMs: 30_000,
+    });
+    expect(write.code, `a write to the snapshot export is refused: ${describeResult(write)}`).to.not.equal(0);
+    expect((await readExport(s, s.uri('snap@s1'), 'snap-s1-again.img')).equals(snap)).to.equal(true);
+  });
+
+  it('a snapshot taken while fio writes elsewhere passes fio --verify_only for what was written before it', async () => {
+    const s = stack();
+    await s.createVolume('fio', '64MiB', { extentSize: '1MiB' });
+    const base = ['--ioengine=nbd', '--bs=4k', '--iodepth=16', '--verify=crc32c', '--output-format=json'];
+    const before = ['--name=before', '--rw=randwrite', '--size=16M', '--offset=0'];
+    await runOk('fio before', '/usr/bin/fio', [...base, `--uri=${s.uri('fio')}`, ...before, '--do_verify=0'], {
+      deadlineMs: 90_000,
+    });
+    // Another fio writes a disjoint region while the snapshot is cut.
+    const during = new ClientProcess(
+      '/usr/bin/fio',
+      [...base, `--uri=${s.uri('fio')}`, '--name=during', '--rw=randwrite', '--size=16M', '--offset=32M'],
+      { deadlineMs: 90_000 },
+    );
+    await s.cairnctl('snapshot while fio writes', ['snapshot', 'create', 'fio', 'mid']);
+    const d = await during.exit();
+    expect(d.code, `fio during: ${describeResult(d)}`).to.equal(0);
+    const verify = await runClient(
+      '/usr/bin/fio',
+      [...base, `--uri=${s.uri('fio@mid')}`, ...before, '--verify_only', `--output=${s.path('verify.json')}`],
+      { deadlineMs: 90_000 },
+    );
+    const jobs = (
+      JSON.parse(readFileSync(s.path('verify.json'), 'utf8')) as {
+        jobs: { error: number; read: { io_bytes: number } }[];
+      }
+    ).jobs;
+    expect(
+      jobs.map((j) => [j.error, j.read.io_bytes]),
+      `fio --verify_only on fio@mid: ${describeResult(verify)}`,
+    ).to.deep.equal([[0, 16 * MiB]]);
+  });
+
+  it('clone, write, flatten; snapshot delete refused while cloned; gc frees exactly what snapshot list said; rollback', async () => {
+    const s = stack();
+    await s.createVolume('base', '8MiB', { extentSize: '1MiB' });
+    const v1 = seededBytes('base-1', 8 * MiB);
+    let mark = s.devFrontendLog().length;
+    await writeExport(s, s.uri('base'), v1, 'base-1.img');
+    await s.waitForDevDetach('base', mark);
+    await s.cairnctl('snapshot s1', ['snapshot', 'create', 'base', 's1']);
+    // Three extents change after s1: they are what s1 alone holds.
+    const v2 = Buffer.from(v1);
+    seededBytes('base-2', 3 * MiB).copy(v2, 2 * MiB);
+    mark = s.devFrontendLog().length;
+    await writeExport(s, s.uri('base'), v2.subarray(2 * MiB, 5 * MiB), 'base-2.img', 2 * MiB);
+    await s.waitForDevDetach('base', mark);
+    await s.cairnctl('snapshot s2', ['snapshot', 'create', 'base@s2']);
+
+    // A clone of s1 reads s1, and its writes reach neither s1 nor the volume.
+    await s.cairnctl('clone', ['volume', 'clone', 'base@s1', 'copy']);
+    expect((await readExport(s, s.uri('copy'), 'copy-0.img')).equals(v1), 'the clone reads s1').to.equal(true);
+    const c1 = Buffer.from(v1);
+    seededBytes('copy-1', MiB).copy(c1, 0);
+    mark = s.devFrontendLog().length;
+    await writeExport(s, s.uri('copy'), c1.subarray(0, MiB), 'copy-1.img');
+    await s.waitForDevDetach('copy', mark);
+    expect((await readExport(s, s.uri('copy'), 'copy-1r.img')).equals(c1), 'the clone after its write').to.equal(true);
+    expect((await readExport(s, s.uri('base@s1'), 's1.img')).equals(v1), 's1 untouched').to.equal(true);
+    expect((await readExport(s, s.uri('base'), 'base-r.img')).equals(v2), 'the volume untouched').to.equal(true);
+
+    // Deleting s1 (or base) is refused while the clone reads it, naming the clone.
+    const r1 = await refused(s, ['snapshot', 'delete', 'base', 's1']);
+    expect(r1.stderr).to.match(/cloned from it: copy/);
+    const r2 = await refused(s, ['volume', 'delete', 'base']);
+    expect(r2.stderr).to.match(/copy \(from s1\)/);
+    const rows = await snapshotList(s, 'base');
+    expect(rows.map((r) => [r.name, r.clones])).to.deep.equal([
+      ['s1', ['copy']],
+      ['s2', []],
+    ]);
+    // With 4+2 and 1 MiB extents a shard is 256 KiB: s1 alone holds its 3 changed extents,
+    // less the ones the clone still shares (all 3: the clone wrote extent 0 only).
+    expect(rows[0]!.uniqueBytes, 's1 unique while the clone shares its extents').to.equal(0);
+
+    // Flatten: the clone copies what it shares; then s1 alone holds its 3 changed extents.
+    await s.cairnctl('flatten', ['volume', 'flatten', 'copy']);
+    expect((await readExport(s, s.uri('copy'), 'copy-2.img')).equals(c1), 'the clone after flatten').to.equal(true);
+    const after = await snapshotList(s, 'base');
+    expect(after[0]!.clones).to.deep.equal([]);
+    expect(after[0]!.uniqueBytes, 's1: 3 extents x 6 shards x 256 KiB').to.equal(3 * 6 * 256 * 1024);
+    expect(after[1]!.uniqueBytes, 's2 shares everything with the volume').to.equal(0);
+
+    await s.cairnctl('snapshot delete s1', ['snapshot', 'delete', 'base', 's1', '--no-gc']);
+    const gc = JSON.parse((await s.cairnctl('gc', ['gc', '--json'])).stdout) as {
+      snapshots: number;
+      snapshotBytesFreed: number;
+    };
+    expect([gc.snapshots, gc.snapshotBytesFreed], 'gc frees what snapshot list said').to.deep.equal([
+      1,
+      after[0]!.uniqueBytes,
+    ]);
+    expect((await readExport(s, s.uri('base@s2'), 's2.img')).equals(v2), 's2 after gc').to.equal(true);
+    expect((await readExport(s, s.uri('base'), 'base-r2.img')).equals(v2), 'the volume after gc').to.equal(true);
+
+    // Rollback: refused while attached, then the volume's contents become s2's.
+    mark = s.devFrontendLog().length;
+    await writeExport(s, s.uri('base'), seededBytes('base-3', 2 * MiB), 'base-3.img');
+    const held = new ClientProcess('/usr/bin/nbdsh', ['-u', s.uri('base'), '-c', 'import sys; sys.stdin.read()'], {
+      deadlineMs: 60_000,
+    });
+    s.defer('the held connection', async () => {
+      held.endInput();
+      await held.exit();
+    });
+    await waitForLock(s, 'base');
+    const r3 = await refused(s, ['snapshot', 'rollback', 'base', 's2']);
+    expect(r3.stderr).to.match(/attached by .*detach it first/);
+    held.endInput();
+    await held.exit();
+    await s.waitForDevDetach('base', mark);
+    await s.cairnctl('rollback', ['snapshot', 'rollback', 'base', 's2']);
+    expect((await readExport(s, s.uri('base'), 'base-rolled.img')).equals(v2), 'rolled back to s2').to.equal(true);
+  });
+
+  it('refuses bad names, duplicates, missing snapshots and clones of a volume (not a snapshot), changing nothing', async () => {
+    const s = stack();
+    await s.createVolume('bad', '4MiB', { extentSize: '1MiB' });
+    await s.cairnctl('snapshot', ['snapshot', 'create', 'bad', 'ok']);
+    const cases: [string[], RegExp, number][] = [
+      [['snapshot', 'create', 'bad', 'Not_Valid'], /Invalid snapshot name "Not_Valid"/, 2],
+      [['snapshot', 'create', 'bad', 'ok'], /has a snapshot named "ok" already/, 1],
+      [['snapshot', 'delete', 'bad', 'nope'], /no snapshot named "nope"/, 1],
+      [['snapshot', 'create', 'missing', 'x'], /No volume named "missing"/, 1],
+      [['volume', 'clone', 'bad', 'c'], /Clone from a snapshot, VOL@SNAP/, 2],
+      [['volume', 'clone', 'bad@nope', 'c'], /no snapshot named "nope"/, 1],
+      [['volume', 'clone', 'bad@ok', 'bad'], /Volume "bad" already exists/, 1],
+    ];
+    for (const [args, pattern, code] of cases) {
+      const r = await refused(s, args);
+      expect(r.stderr, args.join(' ')).to.match(pattern);
+      expect(r.code, `exit code of ${args.join(' ')}`).to.equal(code);
+    }
+    expect((await snapshotList(s, 'bad')).map((r) => r.name)).to.deep.equal(['ok']);
+    const volumes = JSON.parse((await s.cairnctl('volume list', ['volume', 'list', '--json'])).stdout) as {
+      name: string;
+    }[];
+    expect(
+      volumes.map((v) => v.name),
+      'no clone was made',
+    ).to.not.include('c');
+  });
+
+  it('ext4 frozen and snapshotted while mounted mounts from a clone with its files, and fsck.ext4 -n is clean', async function () {
+    const why = filesystemUnsupported();
+    if (why !== undefined) {
+      if (this.test !== undefined) this.test.title += ` (skipped: ${why})`;
+      this.skip();
+      return;
+    }
+    const s = stack();
+    await s.createVolume('fs', '128MiB', { extentSize: '1MiB' });
+    for (const d of ['fuse', 'mnt', 'fuse2', 'mnt2']) mkdirSync(s.path(d));
+    const dev = await NbdLoopDevice.attach(s.uri('fs'), s.path('fuse'), s.path('mnt'));
+    s.defer('detach the volume', () => dev.detach());
+    await runOk('mkfs.ext4', '/usr/sbin/mkfs.ext4', ['-q', '-F', dev.device], { deadlineMs: 120_000 });
+    await dev.mount();
+    const before = seededBytes('fs-before', 5 * MiB + 123);
+    writeFileSync(join(s.path('mnt'), 'before.bin'), before);
+    await runOk('fsfreeze -f', '/usr/sbin/fsfreeze', ['-f', s.path('mnt')]);
+    try {
+      await s.cairnctl('snapshot of a frozen ext4', ['snapshot', 'create', 'fs', 'frozen']);
+    } finally {
+      await runOk('fsfreeze -u', '/usr/sbin/fsfreeze', ['-u', s.path('mnt')]);
+    }
+    writeFileSync(join(s.path('mnt'), 'after.bin'), seededBytes('fs-after', 3 * MiB));
+    await s.cairnctl('clone the snapshot', ['volume', 'clone', 'fs@frozen', 'fs-clone']);
+    const clone = await NbdLoopDevice.attach(s.uri('fs-clone'), s.path('fuse2'), s.path('mnt2'));
+    s.defer('detach the clone', () => clone.detach());
+    await clone.mount();
+    expect(sha256(readFileSync(join(s.path('mnt2'), 'before.bin'))), 'a file written before').to.equal(sha256(before));
+    await clone.unmount();
+    const fsck = await runClient('/usr/sbin/fsck.ext4', ['-n', '-f', clone.device], { deadlineMs: 120_000 });
+    expect(fsck.code, `fsck.ext4 -n on the clone: ${describeResult(fsck)}`).to.equal(0);
+    await clone.detach();
+    await dev.detach();
+  });
+});
+
+/** Waits until a writer holds `volume`'s lock. */
+async function waitForLock(s: Stack, volume: string): Promise<void> {
+  await waitFor(`a writer to hold ${volume}`, async () => (await s.lockOf(volume)) !== undefined, 30_000);
+}
