@@ -64,3 +64,6 @@ export function table(header: readonly string[], rows: readonly (readonly string
       .trimEnd();
   return [line(header), ...rows.map(line)];
 }
+
+/** What a lone '-' on the command line becomes (main.ts): standard input or output. No path holds a NUL. */
+export const stdioArg = '\u0000-';

@@ -27,6 +27,7 @@ import { statusCommand } from './status.js';
 import { targetCommand } from './target.js';
 import { volumeCommand } from './volume.js';
 import { snapshotCommand } from './snapshot.js';
+import { stdioArg } from './common.js';
 import type { CliContext } from './context.js';
 
 /** A command line yargs refused: no handler ran. Exit code 2, as for every bad request. */
@@ -67,7 +68,9 @@ function checkValues(argv: Record<string, unknown>): true {
 /** Runs cairnctl with `args` (argv without node and script) and returns the exit code. */
 export async function runCli(args: readonly string[], ctx: CliContext): Promise<number> {
   let hint: string | undefined;
-  const parser = yargs([...args])
+  // yargs reads a lone '-' as an option with no name; file arguments use it for standard input
+  // or output, so it reaches them as stdioArg instead.
+  const parser = yargs(args.map((a) => (a === '-' ? stdioArg : a)))
     // English like every other word cairnctl prints, whatever the locale (and so the hint test
     // in .fail() below holds).
     .locale('en')

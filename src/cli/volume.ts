@@ -1,8 +1,9 @@
 /** `cairnctl volume create|list|info|delete`. */
 import type { Argv } from 'yargs';
-import { formatBytes, formatProfile, parseSize, type Profile } from '../core/index.js';
-import { cloneVolume, createVolume } from '../api/index.js';
+import { formatBytes, formatProfile, parseSize, volumeName, type Profile } from '../core/index.js';
+import { cloneVolume, createVolume, snapshotUsage } from '../api/index.js';
 import { withLocalFrontend } from './snapshot.js';
+import { transferCommands } from './transfer.js';
 import { extentCount, mapLevelsFor } from '../extent/index.js';
 import { journalReplicasOf, type VolumeRecord } from '../meta/index.js';
 import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
@@ -207,7 +208,73 @@ export function volumeCommand(ctx: CliContext) {
             ]);
           }),
         })
-        .demandCommand(1, 'Name an action: create, list, info, delete, clone or flatten'),
+        .command({
+          command: 'rename <name> <new-name>',
+          describe: 'Rename a volume no frontend has attached (its snapshots, clones and data stay as they are)',
+          builder: (a: Argv) =>
+            clusterOptions(a).positional('name', { type: 'string' }).positional('new-name', { type: 'string' }),
+          handler: withErrors(ctx, async (argv) => {
+            const to = volumeName(stringArg(argv, 'new-name'));
+            const renamed = await withMeta(argv, (meta) => meta.renameVolume(stringArg(argv, 'name'), to));
+            emit(ctx.io, isJson(argv), renamed, (v) => [`Renamed volume ${stringArg(argv, 'name')} to ${v.name}`]);
+          }),
+        })
+        .command({
+          command: 'du [name]',
+          describe:
+            'Space of each volume (or one): provisioned, written, raw bytes stored, and the bytes each snapshot alone holds (what deleting it frees)',
+          builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
+          handler: withErrors(ctx, async (argv) => {
+            const rows = await withMeta(argv, async (meta) => {
+              const volumes =
+                argv['name'] === undefined
+                  ? await meta.listVolumes()
+                  : [await meta.requireVolume(stringArg(argv, 'name'))];
+              const out = [];
+              for (const v of volumes) {
+                const root = await meta.readMapRoot(v.id, mapLevelsFor(extentCount(v)));
+                const written = root.written ?? 0;
+                const usage = await snapshotUsage(meta, v);
+                out.push({
+                  name: v.name,
+                  provisionedBytes: v.sizeBytes,
+                  writtenBytes: Math.min(v.sizeBytes, written * v.extentBytes),
+                  writtenExtents: written,
+                  // Each written extent as k + m shards of extentBytes / k (the last may be shorter).
+                  storedBytes: Math.round((written * v.extentBytes * (v.profile.k + v.profile.m)) / v.profile.k),
+                  snapshots: usage.map((u) => ({ name: u.snapshot.name, uniqueBytes: u.uniqueBytes })),
+                  snapshotsUniqueBytes: usage.reduce((sum, u) => sum + u.uniqueBytes, 0),
+                });
+              }
+              return out;
+            });
+            emit(ctx.io, isJson(argv), rows, (list) =>
+              list.length === 0
+                ? ['No volumes.']
+                : [
+                    ...table(
+                      ['NAME', 'PROVISIONED', 'WRITTEN', 'STORED (RAW)', 'SNAPSHOTS', 'UNIQUE TO SNAPSHOTS'],
+                      list.map((r) => [
+                        r.name,
+                        formatBytes(r.provisionedBytes),
+                        formatBytes(r.writtenBytes),
+                        formatBytes(r.storedBytes),
+                        String(r.snapshots.length),
+                        formatBytes(r.snapshotsUniqueBytes),
+                      ]),
+                    ),
+                    ...list.flatMap((r) =>
+                      r.snapshots.map((sn) => `  ${r.name}@${sn.name}: ${formatBytes(sn.uniqueBytes)} unique`),
+                    ),
+                  ],
+            );
+          }),
+        })
+        .command(transferCommands(ctx))
+        .demandCommand(
+          1,
+          'Name an action: create, list, info, delete, rename, du, clone, flatten, export, import, export-diff or import-diff',
+        ),
     handler: () => undefined,
   };
 }

@@ -154,6 +154,25 @@ export interface ExportInfo {
    * sizeBytes) without opening the export, so it must match what open() gives.
    */
   readonly capabilities: BlockDeviceCapabilities;
+  /**
+   * Metadata contexts besides base:allocation this export offers for NBD_CMD_BLOCK_STATUS, by
+   * full name (a snapshot offers `qemu:dirty-bitmap:OLDER` for each older snapshot); the opened
+   * handle's `contexts` answers them.
+   */
+  readonly metaContexts?: readonly string[];
+}
+
+/** One run of a metadata context's answer: [offset, offset + length) has `flags` (the context's). */
+export interface ContextRun {
+  readonly offset: number;
+  readonly length: number;
+  readonly flags: number;
+}
+
+/** Answers the metadata contexts an export offers (ExportInfo.metaContexts). */
+export interface MetaContextSource {
+  /** Runs covering [offset, offset + length) in order, at least one. */
+  status(name: string, offset: number, length: number): Promise<ContextRun[]>;
 }
 
 /**
@@ -173,7 +192,10 @@ export interface ExportProvider {
    * absent. The handle is released with close() when the connection ends; the device stays
    * shared between connections to the same export.
    */
-  open(name: string, options: { readonly readOnly: boolean }): Promise<{ device: BlockDevice; close(): Promise<void> }>;
+  open(
+    name: string,
+    options: { readonly readOnly: boolean },
+  ): Promise<{ device: BlockDevice; close(): Promise<void>; contexts?: MetaContextSource }>;
 }
 
 /**

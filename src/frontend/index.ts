@@ -10,3 +10,4 @@ export * from './live_placer.js';
 export * from './live_targets.js';
 export * from './provider.js';
 export * from './serve.js';
+export * from './transfer.js';

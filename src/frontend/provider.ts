@@ -40,6 +40,8 @@ import {
   systemClock,
   type BlockDevice,
   type Clock,
+  type ContextRun,
+  type MetaContextSource,
   type Codec,
   type ExportInfo,
   type ExportProvider,
@@ -134,6 +136,8 @@ interface OpenVolume {
   readonly record: VolumeRecord;
   /** Set for the read-only view of a snapshot (export `VOL@SNAP`). */
   readonly snapshot: SnapshotRecord | undefined;
+  /** A snapshot view's `qemu:dirty-bitmap:OLDER` contexts. */
+  readonly contexts?: MetaContextSource;
   /**
    * Generations at or below it may be in a snapshot: when superseded, their shards are left to
    * gc (VolumeEngineOptions.retained). Raised by each snapshot this writer takes.
@@ -205,18 +209,20 @@ export class VolumeFrontend implements ExportProvider {
     if (v === null || ref.snapshot === undefined) return v === null ? null : this.describe(v);
     const snap = await this.options.meta.getSnapshot(v.id, ref.snapshot);
     if (snap === null) return null;
+    const older = (await this.options.meta.listSnapshots(v.id)).filter((o) => o.createdAt < snap.createdAt);
     return {
       name,
       sizeBytes: snap.sizeBytes,
       description: `Cairn snapshot ${snap.name} of volume ${v.name}, taken ${snap.createdAt}: ${formatBytes(snap.sizeBytes)}, read-only`,
       capabilities: cacheCapabilities(true),
+      metaContexts: older.map((o) => `${dirtyBitmapPrefix}${o.name}`),
     };
   }
 
   async open(
     name: string,
     options: { readonly readOnly: boolean },
-  ): Promise<{ device: BlockDevice; close(): Promise<void> }> {
+  ): Promise<{ device: BlockDevice; close(): Promise<void>; contexts?: MetaContextSource }> {
     // A snapshot is served read-only whatever the client asked.
     const readOnly = options.readOnly || (this.options.readOnly ?? false) || name.includes('@');
     await this.closing.get(name);
@@ -239,6 +245,7 @@ export class VolumeFrontend implements ExportProvider {
     let closed = false;
     return {
       device: vol.cache,
+      ...(vol.contexts === undefined ? {} : { contexts: vol.contexts }),
       close: async () => {
         if (closed) return;
         closed = true;
@@ -517,9 +524,49 @@ export class VolumeFrontend implements ExportProvider {
       { ...this.options.cache, readOnly: true, log: (line) => this.log(`snapshot ${exportName}: ${line}`) },
     );
     this.log(`attached snapshot ${exportName} read-only; ${engine.writtenExtents} extents written`);
+    // qemu:dirty-bitmap:OLDER marks the extents whose records differ between OLDER and this
+    // snapshot (the tree's diff: pages both share are not read), for incremental backup.
+    const changed = new Map<string, Promise<Set<number>>>();
+    const changedSince = (older: string): Promise<Set<number>> => {
+      let known = changed.get(older);
+      if (known === undefined) {
+        known = (async () => {
+          const base = await meta.getSnapshot(record.id, older);
+          if (base === null) throw new NotFoundError(`Volume "${volume}" has no snapshot named "${older}" any more`);
+          const out = new Set<number>();
+          if (base.root.levels !== snapshot.root.levels) {
+            // Resized between the two: everything counts as changed.
+            for (let e = 0; e < extents; e++) out.add(e);
+            return out;
+          }
+          for await (const e of map.tree.diff(base.root, snapshot.root)) out.add(e);
+          return out;
+        })();
+        known.catch(() => changed.delete(older));
+        changed.set(older, known);
+      }
+      return known;
+    };
+    const contexts: MetaContextSource = {
+      status: async (contextName, offset, length) => {
+        if (!contextName.startsWith(dirtyBitmapPrefix))
+          throw new InvalidArgumentError(`Export ${exportName} has no metadata context ${contextName}`);
+        const dirty = await changedSince(contextName.slice(dirtyBitmapPrefix.length));
+        const runs: ContextRun[] = [];
+        const { extentBytes } = record;
+        for (let at = offset; at < offset + length;) {
+          const e = Math.floor(at / extentBytes);
+          const end = Math.min(offset + length, (e + 1) * extentBytes);
+          runs.push({ offset: at, length: end - at, flags: dirty.has(e) ? 1 : 0 });
+          at = end;
+        }
+        return runs;
+      },
+    };
     return {
       record: sized,
       snapshot,
+      contexts,
       retain: { floor: 0 },
       readOnly: true,
       cache,
@@ -540,11 +587,11 @@ export class VolumeFrontend implements ExportProvider {
    * attached here already (then its clients go on; their writes wait while the snapshot is cut).
    * For `cairnctl snapshot create` on a volume no frontend holds.
    */
-  async snapshot(name: string, snap: string): Promise<SnapshotRecord> {
+  async snapshot(name: string, snap: string, options: { readonly origin?: string } = {}): Promise<SnapshotRecord> {
     const handle = await this.open(name, { readOnly: false });
     try {
       const vol = await this.open_.get(name)!;
-      return await this.takeSnapshot(vol, snap, false);
+      return await this.takeSnapshot(vol, snap, false, options.origin);
     } finally {
       await handle.close();
     }
@@ -601,7 +648,12 @@ export class VolumeFrontend implements ExportProvider {
    * flushes and folds everything, so the volume's map root holds every write acknowledged before,
    * then saves that root in a transaction fenced by this writer's lock. Writes go on afterwards.
    */
-  private async takeSnapshot(vol: OpenVolume, snap: string, request: boolean): Promise<SnapshotRecord> {
+  private async takeSnapshot(
+    vol: OpenVolume,
+    snap: string,
+    request: boolean,
+    origin?: string,
+  ): Promise<SnapshotRecord> {
     const name = snapshotName(snap);
     const { record, lock } = vol;
     if (lock === undefined || vol.snapshot !== undefined)
@@ -631,6 +683,7 @@ export class VolumeFrontend implements ExportProvider {
           root,
           floor,
           clones: [],
+          ...(origin === undefined ? {} : { origin }),
         };
         try {
           await meta.createSnapshot(snapshot, { lock, request });
@@ -924,6 +977,9 @@ export class VolumeFrontend implements ExportProvider {
     return out;
   }
 }
+
+/** The qemu convention for a dirty bitmap's metadata context; Cairn's name one older snapshot each. */
+export const dirtyBitmapPrefix = 'qemu:dirty-bitmap:';
 
 /** What a cache reads through an engine (everything of CacheBackend but persist and the journal). */
 function engineReads(engine: VolumeEngine) {

@@ -898,6 +898,49 @@ export class EtcdMeta {
     return rest;
   }
 
+  /**
+   * Renames a volume that no writer holds: its record moves to the new name with its epoch
+   * counter (fencing epochs must never go back), in one transaction; snapshots, map root and
+   * shards are under its id and do not move. Refuses when attached or the name is taken.
+   */
+  async renameVolume(from: string, to: string): Promise<VolumeRecord> {
+    const got = await this.getVolumeWithRevision(from);
+    if (got === null) throw new NotFoundError(`No volume named "${from}"`);
+    if (from === to) return got.record;
+    const epochRes = await this.call(`get ${keys.epoch(from)}`, () => this.client.get(keys.epoch(from)).exec());
+    const epochKv = epochRes.kvs[0];
+    const renamed: VolumeRecord = { ...got.record, name: to };
+    const result = await this.call(`rename ${keys.volume(from)}`, () => {
+      const txn = this.client
+        .if(keys.volume(from), 'Mod', '==', Number(got.modRevision))
+        .and(keys.lock(from), 'Create', '==', 0)
+        .and(keys.volume(to), 'Create', '==', 0)
+        .and(keys.lock(to), 'Create', '==', 0);
+      if (epochKv === undefined) txn.and(keys.epoch(from), 'Create', '==', 0);
+      else txn.and(keys.epoch(from), 'Mod', '==', Number(epochKv.mod_revision));
+      const ops = [
+        this.client.delete().key(keys.volume(from)),
+        this.client.put(keys.volume(to)).value(JSON.stringify(renamed)),
+      ];
+      if (epochKv !== undefined)
+        ops.push(
+          this.client.delete().key(keys.epoch(from)),
+          this.client.put(keys.epoch(to)).value(epochKv.value.toString()),
+        );
+      return txn.then(...ops).commit();
+    });
+    if (result.succeeded) return renamed;
+    if ((await this.getVolume(to)) !== null) throw new AlreadyExistsError(`Volume "${to}" already exists`);
+    const lock = await this.getLock(from);
+    if (lock !== null)
+      throw new VolumeLockedError(
+        `Cannot rename volume "${from}": it is attached by ${lock.owner} (epoch ${lock.epoch}); detach it first`,
+        lock.owner,
+        lock.epoch,
+      );
+    throw new AlreadyExistsError(`Cannot rename volume "${from}": it changed meanwhile; try again`);
+  }
+
   /** Marks a target as draining (placement stops choosing it; repair moves its shards), or not. */
   async setDraining(name: string, draining: boolean): Promise<TargetRecord> {
     const current = await this.getTarget(name);

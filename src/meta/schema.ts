@@ -151,6 +151,16 @@ export interface SnapshotRecord {
   readonly floor: number;
   /** Ids of volumes cloned from it: it cannot be deleted while any exists. */
   readonly clones: readonly string[];
+  /**
+   * For a snapshot `cairnctl volume import-diff` made: the identity of the snapshot whose
+   * contents it reproduces (snapshotIdentity() of the source), so the next diff can check its base.
+   */
+  readonly origin?: string;
+}
+
+/** Names a snapshot across clusters and copies: its own, or the one it was imported as. */
+export function snapshotIdentity(s: SnapshotRecord): string {
+  return s.origin ?? `${s.volumeId}/${s.name}/${s.createdAt}`;
 }
 
 export interface LockRecord {
@@ -471,6 +481,7 @@ export function encodeSnapshot(s: SnapshotRecord): string {
     root: s.root.page === undefined ? { levels: s.root.levels } : JSON.parse(encodeMapRoot(s.root)),
     floor: s.floor,
     clones: s.clones,
+    ...(s.origin === undefined ? {} : { origin: s.origin }),
   });
 }
 
@@ -491,6 +502,7 @@ export function decodeSnapshot(key: string, text: string): SnapshotRecord {
         : decodeMapRoot(key, JSON.stringify(root)),
     floor: field(key, o, 'floor', isCount, 'a generation'),
     clones: clones as string[],
+    ...(o['origin'] === undefined ? {} : { origin: field(key, o, 'origin', isString, 'a string') }),
   };
 }
 

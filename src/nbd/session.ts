@@ -30,7 +30,9 @@ import {
   type BlockDevice,
   type BlockDeviceCapabilities,
   type BlockStatusRun,
+  type ContextRun,
   type ExportInfo,
+  type MetaContextSource,
   type ExportProvider,
   type WaitingBudget,
 } from '../core/index.js';
@@ -171,8 +173,16 @@ type ParseState =
 interface OpenExport {
   readonly name: string;
   readonly device: BlockDevice;
-  readonly handle: { close(): Promise<void> };
+  readonly handle: { close(): Promise<void>; contexts?: MetaContextSource };
   readonly context: TransmissionContext;
+  /** The metadata contexts SET for this export, with their ids (base:allocation is id 1). */
+  readonly metaContexts: readonly SelectedContext[];
+}
+
+/** A metadata context a client selected: its id in BLOCK_STATUS replies and its name. */
+interface SelectedContext {
+  readonly id: number;
+  readonly name: string;
 }
 
 type OptionOutcome = 'continue' | 'transmission' | 'close';
@@ -191,6 +201,8 @@ export class Session {
   private structuredReplies = false;
   /** The export named by the last NBD_OPT_SET_META_CONTEXT, if it selected base:allocation. */
   private metaContextExport: string | null = null;
+  /** The contexts the last successful SET selected for metaContextExport, in id order. */
+  private metaContextsSelected: readonly SelectedContext[] = [];
   /**
    * The exports this connection's last NBD_OPT_LIST sent, by name: the NBD_OPT_INFOs a listing
    * client sends next (one per export, as `nbdinfo --list` does) answer from it, with no
@@ -587,7 +599,7 @@ export class Session {
       sizeBytes,
       flags: transmissionFlagsFor({ ...capabilities, readOnly, structuredReplies: this.structuredReplies }),
       structuredReplies: this.structuredReplies,
-      allocationContext: this.metaContextExport === requested,
+      allocationContext: this.metaContextExport === requested && this.metaContextsSelected.length > 0,
     };
   }
 
@@ -643,7 +655,8 @@ export class Session {
       this.closeHandle(info.name, opened);
       return { ok: false, replyType: optionReplyCode.errUnknown, message: `export "${requested}" is unusable` };
     }
-    return { ok: true, open: { name: info.name, device, handle: opened, context }, info };
+    const metaContexts = this.metaContextExport === requested ? this.metaContextsSelected : [];
+    return { ok: true, open: { name: info.name, device, handle: opened, context, metaContexts }, info };
   }
 
   private closeHandle(name: string, handle: { close(): Promise<void> }): void {
@@ -741,31 +754,53 @@ export class Session {
   }
 
   /**
-   * LIST and SET of metadata contexts. We know one context, base:allocation. A LIST with no
-   * queries, or with the query "base:" (the namespace wildcard) or "base:allocation", returns it;
-   * other queries are ignored, as the protocol requires for unknown ones. SET replaces the
+   * LIST and SET of metadata contexts: base:allocation for every export, and the contexts an
+   * export offers besides (ExportInfo.metaContexts: a snapshot's `qemu:dirty-bitmap:*`). A LIST
+   * with no queries returns them all; a query ending in ':' (a namespace, such as "base:",
+   * "qemu:" or "qemu:dirty-bitmap:") returns those under it; other queries match exact names and
+   * unknown ones are ignored, as the protocol requires. SET takes exact names only, replaces the
    * selection even when it fails, and needs structured replies first.
    */
   private async optionMetaContext(option: number, data: Uint8Array): Promise<OptionOutcome> {
     const setting = option === optionCode.setMetaContext;
-    if (setting) this.metaContextExport = null;
+    if (setting) {
+      this.metaContextExport = null;
+      this.metaContextsSelected = [];
+    }
     if (setting && !this.structuredReplies) {
       return this.refuseOption(option, optionReplyCode.errInvalid, 'negotiate NBD_OPT_STRUCTURED_REPLY first');
     }
     const request = decodeMetaContextRequest(data);
     if (!request.ok) return this.refuseOption(option, optionReplyCode.errInvalid, request.error);
     const { exportName, queries } = request.value;
-    const matches = setting
-      ? queries.includes(allocationContextName)
-      : queries.length === 0 || queries.some((q) => q === 'base:' || q === allocationContextName);
+    let offered: readonly string[] = [allocationContextName];
+    try {
+      const info = this.listed?.get(exportName) ?? (await this.resolveExport(exportName));
+      offered = [allocationContextName, ...(info?.metaContexts ?? [])];
+    } catch (err) {
+      // An export that cannot be described offers base:allocation only; opening it will say why.
+      this.logError(`cannot list the metadata contexts of export "${exportName}": ${errorMessage(err)}`);
+    }
+    const matches = offered.filter((name) =>
+      setting
+        ? queries.includes(name)
+        : queries.length === 0 || queries.some((q) => q === name || (q.endsWith(':') && name.startsWith(q))),
+    );
     const parts: Uint8Array[] = [];
-    if (matches) {
-      // LIST replies carry id 0 (reserved); SET gives the context its id for BLOCK_STATUS replies.
-      const id = setting ? allocationContextId : 0;
-      parts.push(
-        encodeOptionReply(option, optionReplyCode.metaContext, encodeMetaContextReplyData(id, allocationContextName)),
-      );
-      if (setting) this.metaContextExport = exportName;
+    const selected: SelectedContext[] = [];
+    for (const name of matches) {
+      // LIST replies carry id 0 (reserved); SET gives each context its id for BLOCK_STATUS replies.
+      const id = !setting
+        ? 0
+        : name === allocationContextName
+          ? allocationContextId
+          : allocationContextId + 1 + selected.length;
+      if (setting) selected.push({ id, name });
+      parts.push(encodeOptionReply(option, optionReplyCode.metaContext, encodeMetaContextReplyData(id, name)));
+    }
+    if (setting && selected.length > 0) {
+      this.metaContextExport = exportName;
+      this.metaContextsSelected = selected;
     }
     parts.push(encodeOptionReply(option, optionReplyCode.ack));
     this.io.send(parts);
@@ -942,9 +977,28 @@ export class Session {
           // Advertised so clients may send it; every read is equally fast here, so nothing to do.
           break;
         case 'blockStatus': {
-          const runs = await device.blockStatus(command.offset, command.length);
-          const descriptors = descriptorsOf(runs, command.offset, command.length, command.reqOne);
-          return [encodeBlockStatusChunk(cookie, chunkFlag.done, allocationContextId, descriptors)];
+          // One chunk per selected context, the last flagged DONE; all computed before any is sent.
+          const chunks: { id: number; descriptors: BlockStatusDescriptor[] }[] = [];
+          for (const ctx of open.metaContexts) {
+            if (ctx.name === allocationContextName) {
+              const runs = await device.blockStatus(command.offset, command.length);
+              chunks.push({
+                id: ctx.id,
+                descriptors: descriptorsOf(runs, command.offset, command.length, command.reqOne),
+              });
+              continue;
+            }
+            const source = open.handle.contexts;
+            assert(source !== undefined, `export "${open.name}" offered ${ctx.name} but answers no context`);
+            const runs = await source.status(ctx.name, command.offset, command.length);
+            chunks.push({
+              id: ctx.id,
+              descriptors: contextDescriptorsOf(runs, command.offset, command.length, command.reqOne),
+            });
+          }
+          return chunks.map((c, i) =>
+            encodeBlockStatusChunk(cookie, i === chunks.length - 1 ? chunkFlag.done : 0, c.id, c.descriptors),
+          );
         }
         case 'disc':
           assert(false, 'DISC is not executed');
@@ -1084,6 +1138,34 @@ export function normalizeRuns(runs: readonly BlockStatusRun[], offset: number, l
   }
   if (at !== end) assert(false, `block status runs end at ${at}, short of ${end}`);
   return out;
+}
+
+/**
+ * Block status descriptors for a context other than base:allocation: `runs` clipped to the
+ * request and merged where neighbours carry the same flags (they must cover it, in order).
+ */
+export function contextDescriptorsOf(
+  runs: readonly ContextRun[],
+  offset: number,
+  length: number,
+  reqOne: boolean,
+): BlockStatusDescriptor[] {
+  const end = offset + length;
+  const out: { length: number; flags: number }[] = [];
+  let at = offset;
+  for (const run of runs) {
+    if (at >= end) break;
+    const runEnd = run.offset + run.length;
+    if (!(run.offset <= at && runEnd > at && Number.isSafeInteger(runEnd)))
+      assert(false, `context run [${run.offset}, +${run.length}) does not continue at ${at}`);
+    const clipped = Math.min(runEnd, end) - at;
+    const last = out[out.length - 1];
+    if (last !== undefined && last.flags === run.flags) last.length += clipped;
+    else out.push({ length: clipped, flags: run.flags });
+    at += clipped;
+  }
+  if (at !== end) assert(false, `context runs end at ${at}, short of ${end}`);
+  return out.slice(0, reqOne ? 1 : blockStatusDescriptorsMax);
 }
 
 /**

@@ -225,6 +225,28 @@ export class VolumeModel {
   allExtents(): number[] {
     return Array.from({ length: this.extents }, (_, e) => e);
   }
+
+  /**
+   * A snapshot taken now, after a successful flush and fold: its extents may hold what the
+   * volume's may hold now, and nothing written later changes that (its reads are checked with
+   * checkRecovered, which also narrows it).
+   */
+  snapshot(): VolumeModel {
+    const copy = new VolumeModel(this.g);
+    for (let e = 0; e < this.extents; e++) {
+      copy.current[e] = this.current[e]!.clone();
+      copy.published[e] = this.current[e]!.clone();
+    }
+    return copy;
+  }
+
+  /** A rollback: the volume's contents become the snapshot's (current and published alike). */
+  restore(from: VolumeModel): void {
+    for (let e = 0; e < this.extents; e++) {
+      this.current[e] = from.published[e]!.clone();
+      this.published[e] = from.published[e]!.clone();
+    }
+  }
 }
 
 /** What judgeFailure needs to know about the world. */

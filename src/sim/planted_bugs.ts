@@ -12,6 +12,14 @@
  *   when a seed replaces a shard by other bytes its target accepts (a 'wrong shard' fault) and a
  *   read returns them.
  *
+ * Of snapshots (simulation.ts and world.ts):
+ * - 'snapshot-not-retained': the writer deletes a superseded generation's shards after the grace
+ *   even when a snapshot still reaches them (gc ignoring snapshots). Caught when the snapshot is
+ *   read, or at the next heal, which finds a shard a snapshot holds gone from its target.
+ * - 'snapshot-skips-fold': a snapshot saves the published map without flushing and folding under
+ *   the cache's gate first, so writes acknowledged before it (in the cache, or only in the
+ *   journal) are not in it. Caught when the snapshot is read against what was acknowledged.
+ *
  * And in the simulated journal (sim_journal.ts), for seeds with one:
  * - 'ack-after-r-minus-1': an append resolves once all replicas but one have it. A FLUSH is then
  *   answered while one replica lacks the record (down, partitioned, crashed before its fsync);
@@ -46,12 +54,20 @@
 import type { BlockDevice, BlockDeviceCapabilities, BlockStatusRun, WriteOptions } from '../core/index.js';
 import type { JournalBug } from './sim_journal.js';
 
-export type PlantedBug = 'flip-read-byte' | 'skip-flush' | 'skip-end-to-end-check' | JournalBug;
+export type PlantedBug =
+  | 'flip-read-byte'
+  | 'skip-flush'
+  | 'skip-end-to-end-check'
+  | 'snapshot-not-retained'
+  | 'snapshot-skips-fold'
+  | JournalBug;
 
 export const plantedBugs: readonly PlantedBug[] = [
   'flip-read-byte',
   'skip-flush',
   'skip-end-to-end-check',
+  'snapshot-not-retained',
+  'snapshot-skips-fold',
   'ack-after-r-minus-1',
   'replay-without-epoch-check',
   'reuse-failed-lsn',

@@ -85,6 +85,8 @@ export interface SimulationResult {
 }
 
 export const stepsDefault = 300;
+/** Chance of a snapshot operation before a client operation. */
+export const snapshotOpRate = 0.04;
 export const faultRateDefault = 0.1;
 /** Simulated time given to work in flight at a heal to finish before success is demanded. */
 export const healSettleMs = 10_000;
@@ -124,10 +126,12 @@ export async function runSimulation(seed: number, options: SimulationOptions = {
   const journal = root.fork('journal');
   const seeds = root.fork('extent-seeds');
   const integrity = root.fork('integrity');
+  const snapshots = root.fork('snapshots');
   const world = new World(config, codec, trace, { store, map, journal, seeds }, journalBugOf(options.bug), {
     skipEndToEndCheck: options.bug === 'skip-end-to-end-check',
+    snapshotNotRetained: options.bug === 'snapshot-not-retained',
   });
-  const sim = new Simulation(seed, world, workload, faults, options, integrity);
+  const sim = new Simulation(seed, world, workload, faults, options, integrity, snapshots);
   try {
     await sim.run();
   } finally {
@@ -140,6 +144,9 @@ class Simulation {
   /** Chance that a 'bit-flip' fault is a wrong shard or a vanished one instead (0 for half the seeds). */
   private readonly integrityFaultP: number;
   private readonly model: VolumeModel;
+  /** Each snapshot's model: the contents its extents may hold. */
+  private readonly snapshotModels = new Map<string, VolumeModel>();
+  private snapshotsTaken = 0;
   private readonly workload: Workload;
   private readonly steps: number;
   private readonly faultRate: number;
@@ -159,6 +166,8 @@ class Simulation {
     private readonly options: SimulationOptions,
     /** Integrity faults' own stream: whether this seed has them, and which each time. */
     private readonly integrity: Prng,
+    /** Snapshot operations' own stream: when, which, and of what. */
+    private readonly snapRng: Prng,
   ) {
     this.integrityFaultP = integrity.chance(0.5) ? 0.5 : 0;
     this.model = new VolumeModel(world.config.volume);
@@ -216,6 +225,7 @@ class Simulation {
       this.frontend.device = plantBug(this.frontend.cache, this.options.bug);
       for (this.step = 0; this.step < this.steps; this.step++) {
         if (this.faultRng.chance(this.faultRate)) await this.injectFault();
+        if (this.snapRng.chance(snapshotOpRate)) await this.snapshotOp();
         await this.execute(this.workload.next());
         this.checkAnomalies();
         const thinkMs = this.workload.thinkMs();
@@ -470,6 +480,109 @@ class Simulation {
     await this.probe(true);
     const missing = this.world.missingPublishedShards();
     if (missing.length > 0) this.fail(`published shards are gone from their targets: ${missing.join('; ')}`);
+  }
+
+  // ---- snapshots ----
+
+  /**
+   * One snapshot operation: take one (flush and fold under the cache's gate, then save the
+   * published map, as the frontend does), read one whole through a reader of its records, delete
+   * one, or roll the volume back to one (the writer detaches cleanly first, then a new one
+   * attaches). Each snapshot keeps its own model: the contents its extents may have.
+   */
+  private async snapshotOp(): Promise<void> {
+    const r = this.snapRng;
+    const names = [...this.snapshotModels.keys()];
+    const kind =
+      names.length === 0
+        ? 'take'
+        : r.weighted<string>([
+            ['take', names.length < 4 ? 4 : 0],
+            ['read', 4],
+            ['delete', 2],
+            ['rollback', 1],
+          ]);
+    const name = kind === 'take' ? `s${this.snapshotsTaken++}` : names[r.int(names.length)]!;
+    const at = `#${this.step} t=${this.world.clock.now()}`;
+    switch (kind) {
+      case 'take': {
+        const fe = this.fe;
+        const skip = this.options.bug === 'snapshot-skips-fold';
+        const text = `snapshot ${name}`;
+        const out = await this.settle(text, () =>
+          fe.cache.exclusive(async () => {
+            if (!skip) {
+              await fe.cache.flush();
+              await fe.cache.foldAll();
+            }
+            if (!skip && (fe.cache.dirtyBytes > 0 || fe.cache.journaledBytes > 0))
+              throw new CairnError('EUNAVAILABLE', 'snapshot: not everything could be folded', { retryable: true });
+            // Saved inside the gate: no write lands between the fold and the cut.
+            this.world.takeSnapshot(name, fe.engine.generationMark);
+          }),
+        );
+        this.say(text, out);
+        if (!out.ok) {
+          this.justify(text, out.error, this.model.allExtents());
+          if (isFenced(out.error)) await this.failover();
+          return;
+        }
+        if (!skip) this.model.markPublished();
+        this.snapshotModels.set(name, this.model.snapshot());
+        return;
+      }
+      case 'read': {
+        const model = this.snapshotModels.get(name)!;
+        const reader = await this.world.openSnapshotReader(name);
+        try {
+          for (let e = 0; e < this.model.extents; e++) {
+            const text = `read extent ${e} of snapshot ${name}`;
+            const out = await this.settle(text, () => reader.readExtent(e));
+            if (!out.ok) {
+              this.say(text, out);
+              this.justify(text, out.error, [e]);
+              continue;
+            }
+            const wrong = model.checkRecovered(e, out.value);
+            if (wrong !== null) this.fail(`snapshot ${name}: ${wrong}`);
+          }
+        } finally {
+          reader.process.kill();
+        }
+        this.trace.add(`${at} snapshot ${name}: read every extent`);
+        return;
+      }
+      case 'delete':
+        this.world.deleteSnapshot(name);
+        this.snapshotModels.delete(name);
+        this.trace.add(`${at} snapshot ${name} deleted`);
+        return;
+      case 'rollback': {
+        // A clean detach first: everything flushed and folded, else no rollback (it would be refused).
+        const fe = this.fe;
+        const text = `detach before rolling back to ${name}`;
+        const out = await this.settle(text, async () => {
+          await fe.cache.flush();
+          await fe.cache.foldAll();
+          if (fe.cache.dirtyBytes > 0 || fe.cache.journaledBytes > 0)
+            throw new CairnError('EUNAVAILABLE', 'detach: not everything could be folded', { retryable: true });
+        });
+        this.say(text, out);
+        if (!out.ok) {
+          this.justify(text, out.error, this.model.allExtents());
+          if (isFenced(out.error)) await this.failover();
+          return;
+        }
+        this.trace.add(`${at} rollback to ${name}: process p${fe.process.id} detaches`);
+        fe.process.kill();
+        this.world.rollbackTo(name);
+        this.model.restore(this.snapshotModels.get(name)!);
+        this.frontend = await this.world.attach();
+        this.frontend.device = plantBug(this.frontend.cache, this.options.bug);
+        await this.readAll(`after rollback to ${name}`, false, true);
+        return;
+      }
+    }
   }
 
   // ---- faults ----

@@ -289,6 +289,8 @@ export class World {
   private readonly journalRng: Prng | undefined;
   private readonly journalTokens = new Map<string, number>();
   private readonly journalCrashMs = new Map<string, number>();
+  /** Planted snapshot bugs the world carries out (planted_bugs.ts). */
+  private readonly snapshotBugs: { readonly notRetained: boolean };
   /** Armed failpoint: the process dies at this stage of its next commit of journaled extents. */
   private commitCrash: { readonly process: SimProcess; readonly stage: CommitStage } | undefined;
 
@@ -298,8 +300,9 @@ export class World {
     readonly trace: Trace,
     streams: { readonly store: Prng; readonly map: Prng; readonly journal?: Prng; readonly seeds?: Prng },
     journalBug?: JournalBug,
-    options: { readonly skipEndToEndCheck?: boolean } = {},
+    options: { readonly skipEndToEndCheck?: boolean; readonly snapshotNotRetained?: boolean } = {},
   ) {
+    this.snapshotBugs = { notRetained: options.snapshotNotRetained === true };
     const seeds = streams.seeds;
     if (seeds !== undefined) this.seedSource = () => seeds.nextU32() || 1;
     for (const t of config.targets) this.targets.set(t.name, new SimTarget(t.name, t.zone, t.usedBytes));
@@ -405,8 +408,61 @@ export class World {
   isPublished(key: string): boolean {
     const k = parseShardKey(key);
     if (k === undefined) return false;
-    const rec = this.map.records.get(k.extent);
-    return rec !== undefined && rec.generation === k.generation && rec.shards[k.shard]?.key === key;
+    const holds = (rec: ExtentRecord | undefined): boolean =>
+      rec !== undefined && rec.generation === k.generation && rec.shards[k.shard]?.key === key;
+    if (holds(this.map.records.get(k.extent))) return true;
+    for (const snap of this.snapshots.values()) if (holds(snap.records.get(k.extent))) return true;
+    return false;
+  }
+
+  // ---- snapshots: saved copies of the published map ----
+
+  /**
+   * Snapshots of the volume: the published map at the moment each was cut, and the floor the
+   * writer then stood at (VolumeEngineOptions.retained keeps what they reach).
+   */
+  readonly snapshots = new Map<string, { records: Map<number, ExtentRecord>; floor: number }>();
+
+  /** Saves the published map as snapshot `name` (the writer has flushed and folded under its gate). */
+  takeSnapshot(name: string, floor: number): void {
+    assert(!this.snapshots.has(name), `snapshot ${name} exists`);
+    this.snapshots.set(name, { records: new Map(this.map.records), floor });
+    this.trace.add(`  snapshot ${name}: ${this.map.records.size} records, floor g${floor % 2 ** 32}`);
+  }
+
+  deleteSnapshot(name: string): void {
+    this.snapshots.delete(name);
+  }
+
+  /** The volume's map becomes snapshot `name`'s (a rollback; no writer holds the volume). */
+  rollbackTo(name: string): void {
+    const snap = this.snapshots.get(name);
+    assert(snap !== undefined, `no snapshot ${name}`);
+    this.map.inner.records.clear();
+    for (const [e, rec] of snap.records) this.map.inner.records.set(e, rec);
+    this.trace.add(`  map: rolled back to snapshot ${name} (${snap.records.size} records)`);
+  }
+
+  /** The highest floor of the snapshots (what a writer attaching now would keep). */
+  private snapshotFloor(): number {
+    let floor = 0;
+    for (const s of this.snapshots.values()) floor = Math.max(floor, s.floor);
+    return floor;
+  }
+
+  /** A read-only engine over snapshot `name`'s records. */
+  async openSnapshotReader(name: string): Promise<Reader> {
+    const snap = this.snapshots.get(name);
+    assert(snap !== undefined, `no snapshot ${name}`);
+    const process = this.newProcess(0);
+    const map: ExtentMapStore = {
+      load: () => Promise.resolve(new Map(snap.records)),
+      commit: () => Promise.reject(new Error('a snapshot is read-only')),
+    };
+    const opened = await this.scheduler.settle(() => VolumeEngine.open(this.engineOptions(process, map)), 60_000);
+    if (!opened.ok) throw opened.error;
+    const engine = opened.value;
+    return { process, engine, readExtent: (e) => engine.readWhole(e) };
   }
 
   private onCommit(
@@ -447,13 +503,16 @@ export class World {
   /** Published shards missing from their target without the world having lost them. */
   missingPublishedShards(): string[] {
     const out: string[] = [];
-    for (const [e, rec] of this.map.records) {
-      rec.shards.forEach((ref, i) => {
-        const t = this.targets.get(ref.target);
-        if (t?.keys.has(ref.key) !== true && !this.lost.has(ref.key))
-          out.push(`shard ${i} of extent ${e} (${ref.key} on ${ref.target})`);
-      });
-    }
+    const maps: [string, ReadonlyMap<number, ExtentRecord>][] = [['', this.map.records]];
+    for (const [name, snap] of this.snapshots) maps.push([` of snapshot ${name}`, snap.records]);
+    for (const [what, records] of maps)
+      for (const [e, rec] of records) {
+        rec.shards.forEach((ref, i) => {
+          const t = this.targets.get(ref.target);
+          if (t?.keys.has(ref.key) !== true && !this.lost.has(ref.key))
+            out.push(`shard ${i} of extent ${e}${what} (${ref.key} on ${ref.target})`);
+        });
+      }
     return out;
   }
 
@@ -795,6 +854,8 @@ export class World {
       durableShardsMin: c.durableShardsMin,
       shardReadHedgeMs: c.shardReadHedgeMs,
       oldShardGraceMs: c.oldShardGraceMs,
+      // What a snapshot reaches stays for gc (none runs here): unless the planted bug says not.
+      retained: (rec: ExtentRecord) => !this.snapshotBugs.notRetained && rec.generation <= this.snapshotFloor(),
       clock: process.clock,
       log: (line: string) => this.trace.add(`  [p${process.id}] ${line}`),
       ...(this.seedSource === undefined ? {} : { seedSource: this.seedSource }),

@@ -231,6 +231,81 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
     expect((await readExport(s, s.uri('base'), 'base-rolled.img')).equals(v2), 'rolled back to s2').to.equal(true);
   });
 
+  it('export is sparse and import keeps holes; export-diff + import-diff reproduce each snapshot (sha256) on another volume; a wrong base is refused', async () => {
+    const s = stack();
+    await s.createVolume('src', '16MiB', { extentSize: '1MiB' });
+    const a = Buffer.alloc(16 * MiB);
+    seededBytes('src-a', 3 * MiB).copy(a, 4 * MiB);
+    await writeExport(s, s.uri('src'), a.subarray(4 * MiB, 7 * MiB), 'src-a.img', 4 * MiB);
+    await s.cairnctl('snapshot a', ['snapshot', 'create', 'src', 'a']);
+    const b = Buffer.from(a);
+    seededBytes('src-b', MiB).copy(b, 5 * MiB);
+    seededBytes('src-b2', 100).copy(b, 12 * MiB);
+    await writeExport(s, s.uri('src'), b.subarray(5 * MiB, 6 * MiB), 'src-b.img', 5 * MiB);
+    await writeExport(s, s.uri('src'), b.subarray(12 * MiB, 12 * MiB + 100), 'src-b2.img', 12 * MiB);
+    await s.cairnctl('snapshot b', ['snapshot', 'create', 'src', 'b']);
+
+    // The snapshot export offers qemu:dirty-bitmap:a, marking exactly the extents that changed.
+    const map = JSON.parse(
+      (await runOk('nbdinfo --map', '/usr/bin/nbdinfo', ['--map=qemu:dirty-bitmap:a', '--json', s.uri('src@b')]))
+        .stdout,
+    ) as { offset: number; length: number; type: number }[];
+    expect(
+      map.filter((e) => e.type === 1).map((e) => [e.offset / MiB, e.length / MiB]),
+      'dirty runs (MiB) of src@b since a',
+    ).to.deep.equal([
+      [5, 1],
+      [12, 1],
+    ]);
+
+    // A raw export: the snapshot's bytes, sparse where it has holes; an import keeps them holes.
+    const image = s.path('src-a.raw');
+    await s.cairnctl('export', ['volume', 'export', 'src@a', image]);
+    expect(sha256(readFileSync(image)), 'the export of src@a').to.equal(sha256(a));
+    const du = await runOk('du', '/usr/bin/du', ['-B1', image]);
+    expect(Number(du.stdout.split('\t')[0]), 'allocated bytes of the export').to.be.at.most(4 * MiB);
+    const imported = JSON.parse(
+      (await s.cairnctl('import', ['volume', 'import', image, 'imp', '--extent-size', '1MiB', '--json'])).stdout,
+    ) as {
+      dataExtents: number;
+      zeroExtents: number;
+    };
+    expect([imported.dataExtents, imported.zeroExtents]).to.deep.equal([3, 13]);
+    expect(sha256(await readExport(s, s.uri('imp'), 'imp.img'))).to.equal(sha256(a));
+
+    // A chain of diffs: from nothing to a, then a to b (only the two extents that changed).
+    await s.cairnctl('export-diff a', ['volume', 'export-diff', 'src@a', s.path('a.diff')]);
+    const diff = JSON.parse(
+      (
+        await s.cairnctl('export-diff b', [
+          'volume',
+          'export-diff',
+          'src@b',
+          '--from',
+          'a',
+          s.path('ab.diff'),
+          '--json',
+        ])
+      ).stdout,
+    ) as { dataExtents: number; zeroExtents: number };
+    expect(diff.dataExtents + diff.zeroExtents, 'extents in the diff from a to b').to.equal(2);
+    const wrong = await refused(s, ['volume', 'import-diff', s.path('ab.diff'), 'imp']);
+    expect(wrong.stderr).to.match(/has no snapshot named a; nothing was changed/);
+    expect(sha256(await readExport(s, s.uri('imp'), 'imp-2.img')), 'imp unchanged by the refusal').to.equal(sha256(a));
+    await s.cairnctl('import-diff a', ['volume', 'import-diff', s.path('a.diff'), 'dst']);
+    await s.cairnctl('import-diff b', ['volume', 'import-diff', s.path('ab.diff'), 'dst']);
+    expect(sha256(await readExport(s, s.uri('dst@a'), 'dst-a.img')), 'dst@a').to.equal(sha256(a));
+    expect(sha256(await readExport(s, s.uri('dst@b'), 'dst-b.img')), 'dst@b').to.equal(sha256(b));
+    // A diff cut short is refused after it began to apply: the volume is rolled back to its base.
+    const whole = readFileSync(s.path('ab.diff'));
+    writeFileSync(s.path('cut.diff'), whole.subarray(0, whole.length - 40));
+    await s.cairnctl('import-diff a again', ['volume', 'import-diff', s.path('a.diff'), 'dst2']);
+    const cut = await refused(s, ['volume', 'import-diff', s.path('cut.diff'), 'dst2']);
+    expect(cut.stderr).to.match(/truncated/);
+    expect(sha256(await readExport(s, s.uri('dst2'), 'dst2.img')), 'dst2 back at a').to.equal(sha256(a));
+    expect((await snapshotList(s, 'dst2')).map((r) => r.name)).to.deep.equal(['a']);
+  });
+
   it('refuses bad names, duplicates, missing snapshots and clones of a volume (not a snapshot), changing nothing', async () => {
     const s = stack();
     await s.createVolume('bad', '4MiB', { extentSize: '1MiB' });
