@@ -791,12 +791,15 @@ export class World {
   }
 
   /**
-   * Replaces the disk of a random target whose loss keeps every published generation within m
-   * damaged shards. Returns the target's name, or null when none may be wiped.
+   * Replaces the disk of a random target whose loss keeps every published generation (the
+   * volume's and its snapshots') within m damaged shards. Returns the target's name, or null when none may be wiped.
    */
   wipeRandomTarget(rng: Prng): string | null {
+    // Snapshots' records too: a generation only a snapshot holds is never rewritten, so its
+    // damage only grows (no repair runs here); it must stay readable all the same.
+    const records = [this.map.records, ...[...this.snapshots.values()].map((s) => s.records)];
     const allowed = this.targetNames().filter((name) => {
-      for (const rec of this.map.records.values()) {
+      for (const rec of records.flatMap((m) => [...m.values()])) {
         let extra = 0;
         for (const ref of rec.shards) {
           const t = this.targets.get(ref.target)!;
