@@ -47,6 +47,8 @@ sim: build
 	@$(NODE) scripts/sim_map.mjs --seeds 20
 	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug map-swap-before-durable
 	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug map-gc-reachable
+	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug map-gc-ignores-snapshots
+	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug clone-reads-parent
 
 demo: build
 	@bash scripts/demo.sh

@@ -18,6 +18,14 @@
  *   and stores them later; a crash in between loses them, and the root swapped meanwhile reaches
  *   pages that are not there.
  * - 'map-gc-reachable': gc also deletes one page the published root reaches.
+ *
+ * Snapshots and clones (their own stream, between steps): a snapshot saves the published root
+ * with a copy of the model; a clone writes a snapshot's records into a tree of its own (another
+ * volume id, as cairnctl volume clone does) and takes commits of its own. gc keeps every
+ * snapshot's root, and the checker reads each snapshot and clone against its own model.
+ * - 'map-gc-ignores-snapshots': gc keeps the published root's pages only.
+ * - 'clone-reads-parent': a clone reads through its parent's live root instead of its own copy,
+ *   so the parent's later commits show through it.
  */
 import { FencedError, MapRootMovedError, assert, errorMessage, shardKey, type ExtentRecord } from '../core/index.js';
 import { MapTree, ReplicatedMapPages, mapLevelsFor, type MapPageStore, type MapRoot } from '../extent/index.js';
@@ -25,8 +33,13 @@ import { MemoryShardStore } from '../shard/index.js';
 import { TreeExtentMapStore, type MapRootStore } from '../volume/index.js';
 import { Prng } from './prng.js';
 
-export type MapBug = 'map-swap-before-durable' | 'map-gc-reachable';
-export const mapBugs: readonly MapBug[] = ['map-swap-before-durable', 'map-gc-reachable'];
+export type MapBug = 'map-swap-before-durable' | 'map-gc-reachable' | 'map-gc-ignores-snapshots' | 'clone-reads-parent';
+export const mapBugs: readonly MapBug[] = [
+  'map-swap-before-durable',
+  'map-gc-reachable',
+  'map-gc-ignores-snapshots',
+  'clone-reads-parent',
+];
 
 export interface MapSimResult {
   readonly seed: number;
@@ -37,6 +50,8 @@ export interface MapSimResult {
   readonly commits: number;
   readonly faults: number;
   readonly pagesCollected: number;
+  readonly snapshots: number;
+  readonly clones: number;
 }
 
 const replicas = 3;
@@ -102,6 +117,17 @@ export async function runMapSimulation(
   let faults = 0;
   let pagesCollected = 0;
   let generation = 0;
+  const snapRng = new Prng(seed, 'map-snapshots');
+  const snapshots: { root: MapRoot; model: Map<number, ExtentRecord> }[] = [];
+  const clones: {
+    id: string;
+    tree: MapTree;
+    root: () => MapRoot;
+    set: (r: MapRoot) => void;
+    model: Map<number, ExtentRecord>;
+  }[] = [];
+  let snapshotsTaken = 0;
+  let clonesMade = 0;
 
   const record = (e: number): ExtentRecord => {
     generation += 1;
@@ -164,7 +190,8 @@ export async function runMapSimulation(
   const gc = async (): Promise<void> => {
     const listed = await listPages();
     const tree = new MapTree({ volumeId, extents, store: real });
-    let doomed = await tree.collectable([roots.root], listed.keys(), { inFlightEpoch: roots.lockEpoch });
+    const kept = options.bug === 'map-gc-ignores-snapshots' ? [] : snapshots.map((sn) => sn.root);
+    let doomed = await tree.collectable([roots.root, ...kept], listed.keys(), { inFlightEpoch: roots.lockEpoch });
     if (options.bug === 'map-gc-reachable' && roots.root.page !== undefined) {
       const reachable: string[] = [];
       for await (const item of tree.walk(roots.root)) if ('pageKey' in item) reachable.push(item.pageKey);
@@ -207,24 +234,80 @@ export async function runMapSimulation(
       faults += 1;
     }
   };
-  const check = async (where: string): Promise<string | undefined> => {
-    const tree = new MapTree({ volumeId, extents, store: real, cachePages: 1 });
+  /** Reads every record under `root` through a fresh tree and compares it with `expected`. */
+  const compare = async (
+    what: string,
+    id: string,
+    root: MapRoot,
+    expected: ReadonlyMap<number, ExtentRecord>,
+  ): Promise<string | undefined> => {
+    const tree = new MapTree({ volumeId: id, extents, store: real, cachePages: 1 });
     try {
       const seen = new Map<number, ExtentRecord>();
-      for await (const item of tree.walk(roots.root)) if ('record' in item) seen.set(item.extent, item.record);
-      for (const [e, r] of model) {
+      for await (const item of tree.walk(root)) if ('record' in item) seen.set(item.extent, item.record);
+      for (const [e, r] of expected) {
         const got = seen.get(e);
         if (got === undefined || JSON.stringify(got) !== JSON.stringify(r))
-          return `${where}: extent ${e} reads ${got === undefined ? 'nothing' : `generation ${got.generation}`}, the model has generation ${r.generation}`;
+          return `${what}: extent ${e} reads ${got === undefined ? 'nothing' : `generation ${got.generation}`}, the model has generation ${r.generation}`;
       }
-      for (const e of seen.keys()) if (!model.has(e)) return `${where}: extent ${e} has a record the model forgot`;
+      for (const e of seen.keys()) if (!expected.has(e)) return `${what}: extent ${e} has a record the model forgot`;
     } catch (err) {
-      return `${where}: the published map cannot be read: ${errorMessage(err)}`;
+      return `${what}: the map cannot be read: ${errorMessage(err)}`;
     }
     return undefined;
   };
+  const check = async (where: string): Promise<string | undefined> => {
+    const bad = await compare(`${where}: the published map`, volumeId, roots.root, model);
+    if (bad !== undefined) return bad;
+    for (const [i, sn] of snapshots.entries()) {
+      const b = await compare(`${where}: snapshot ${i}`, volumeId, sn.root, sn.model);
+      if (b !== undefined) return b;
+    }
+    for (const [i, c] of clones.entries()) {
+      const b = await compare(`${where}: clone ${i}`, c.id, c.root(), c.model);
+      if (b !== undefined) return b;
+    }
+    return undefined;
+  };
+  /** One snapshot or clone operation, from its own stream. */
+  const snapshotOp = async (): Promise<void> => {
+    const r = snapRng;
+    const kind = r.int(snapshots.length === 0 ? 1 : 5);
+    if (kind === 0 && snapshots.length < 4) {
+      snapshots.push({ root: roots.root, model: new Map(model) });
+      snapshotsTaken += 1;
+    } else if (kind === 1 && snapshots.length > 0) {
+      snapshots.splice(r.int(snapshots.length), 1);
+    } else if (kind === 2 && clones.length < 3) {
+      const from = snapshots[r.int(snapshots.length)]!;
+      const id = `${volumeId}c${clonesMade++}`;
+      if (options.bug === 'clone-reads-parent') {
+        // The bug: the clone reads through its parent's live root, not a copy of the snapshot.
+        clones.push({
+          id: volumeId,
+          tree: new MapTree({ volumeId, extents, store: real }),
+          root: () => roots.root,
+          set: (next) => (roots.root = next),
+          model: new Map(from.model),
+        });
+        return;
+      }
+      const tree = new MapTree({ volumeId: id, extents, store: real });
+      let root = (await tree.commit(tree.emptyRoot(), new Map(from.model), 1)).root;
+      clones.push({ id, tree, root: () => root, set: (next) => (root = next), model: new Map(from.model) });
+    } else if (clones.length > 0) {
+      // The clone writes: its own commits, with its own generations (epoch 2 of its own counter).
+      const c = clones[r.int(clones.length)]!;
+      const e = r.int(extents);
+      const rec = record(e);
+      const { root } = await c.tree.commit(c.root(), new Map([[e, rec]]), 2 * 2 ** 32 + ++generation);
+      if (options.bug !== 'clone-reads-parent') c.set(root);
+      c.model.set(e, rec);
+    }
+  };
 
   for (let step = 0; step < steps; step++) {
+    if (snapRng.next() < 0.15) await snapshotOp();
     const op = rng.next();
     const where = `seed ${seed} step ${step}`;
     if (op < 0.4) {
@@ -276,6 +359,8 @@ export async function runMapSimulation(
             commits,
             faults,
             pagesCollected,
+            snapshots: snapshotsTaken,
+            clones: clonesMade,
           };
       }
       await eager?.land();
@@ -288,6 +373,8 @@ export async function runMapSimulation(
           commits,
           faults,
           pagesCollected,
+          snapshots: snapshotsTaken,
+          clones: clonesMade,
         };
       writer = writerFor(epoch);
       await writer.load();
@@ -323,7 +410,18 @@ export async function runMapSimulation(
     }
     hook = undefined;
     const bad = await check(where);
-    if (bad !== undefined) return { seed, ok: false, failure: bad, steps: step + 1, commits, faults, pagesCollected };
+    if (bad !== undefined)
+      return {
+        seed,
+        ok: false,
+        failure: bad,
+        steps: step + 1,
+        commits,
+        faults,
+        pagesCollected,
+        snapshots: snapshotsTaken,
+        clones: clonesMade,
+      };
   }
-  return { seed, ok: true, steps, commits, faults, pagesCollected };
+  return { seed, ok: true, steps, commits, faults, pagesCollected, snapshots: snapshotsTaken, clones: clonesMade };
 }

@@ -30,7 +30,23 @@ describe('sim: map pages', function () {
     expect(collected, 'page copies gc deleted').to.be.above(0);
   });
 
-  for (const bug of ['map-swap-before-durable', 'map-gc-reachable'] as const)
+  it('snapshots and clones happen across seeds (each read against its own model)', async () => {
+    let snapshots = 0;
+    let clones = 0;
+    for (const seed of [1, 2, 3]) {
+      const r = await runMapSimulation(seed, { steps: 80 });
+      snapshots += r.snapshots;
+      clones += r.clones;
+    }
+    expect([snapshots > 0, clones > 0], 'snapshots and clones made').to.deep.equal([true, true]);
+  });
+
+  for (const bug of [
+    'map-swap-before-durable',
+    'map-gc-reachable',
+    'map-gc-ignores-snapshots',
+    'clone-reads-parent',
+  ] as const)
     it(`catches the planted bug ${bug}`, async () => {
       const r = await runMapSimulation(1, { steps: 80, bug });
       expect(r.ok, `${bug} went unnoticed`).to.equal(false);
