@@ -17,3 +17,4 @@ node scripts/bench/journal_bench.mjs --count "${BENCH_JOURNAL_COUNT:-4000}"
 node scripts/bench/nbd_bench.mjs
 node scripts/bench/failover_bench.mjs
 node scripts/bench/hostile_bench.mjs --seconds "${BENCH_HOSTILE_SECONDS:-20}"
+node scripts/bench/snapshot_bench.mjs --size "${BENCH_SNAPSHOT_SIZE:-1GiB}"

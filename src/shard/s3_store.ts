@@ -22,17 +22,14 @@
  * - Multipart upload: a shard is at most an extent (64 MiB), which one PUT carries.
  * - Bucket lifecycle beyond ensureBucket().
  */
-import {
-  CreateBucketCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type GetObjectCommandOutput,
-} from '@aws-sdk/client-s3';
+let sdkLoading: Promise<typeof S3Sdk> | undefined;
+/** The S3 SDK, imported once, when a store first talks to S3. */
+const loadSdk = (): Promise<typeof S3Sdk> => (sdkLoading ??= import('@aws-sdk/client-s3'));
+
+// The SDK is loaded on first use: a fifth of a second that every cairnctl command paid before,
+// S3 target or not (docs/dependencies.md).
+import type * as S3Sdk from '@aws-sdk/client-s3';
+import type { GetObjectCommandOutput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
@@ -149,7 +146,9 @@ export class S3ShardStore implements ShardStore {
   readonly zone: ZoneId;
   readonly bucket: string;
   readonly endpoint: string;
-  private readonly client: S3Client;
+  /** Made on first use (send), from clientConfig. */
+  private client: S3Client | undefined;
+  private readonly clientConfig: S3ClientConfig;
   private readonly queue: PQueue;
   private readonly requestTimeoutMs: number;
   /** Resolves once If-None-Match is known to be honoured; reset when the probe could not finish. */
@@ -199,7 +198,7 @@ export class S3ShardStore implements ShardStore {
     // One keep-alive socket per request slot: a range GET then costs one round trip, not a
     // TCP handshake too.
     const agentOptions = { keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency };
-    this.client = new S3Client({
+    this.clientConfig = {
       endpoint: this.endpoint,
       region: options.region ?? 'us-east-1',
       forcePathStyle: true,
@@ -212,7 +211,18 @@ export class S3ShardStore implements ShardStore {
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 1,
       requestHandler: { httpAgent: new HttpAgent(agentOptions), httpsAgent: new HttpsAgent(agentOptions) },
-    });
+    };
+  }
+
+  /** Sends the command `make` builds from the SDK, making the client on first use. */
+  private async send<T = unknown>(
+    make: (sdk: typeof S3Sdk) => unknown,
+    options: { abortSignal: AbortSignal },
+  ): Promise<T> {
+    const sdk = await loadSdk();
+    this.client ??= new sdk.S3Client(this.clientConfig);
+    // Each command's own output type is named at its call site.
+    return (await this.client.send(make(sdk) as Parameters<S3Client['send']>[0], options)) as T;
   }
 
   capabilities(): ShardStoreCapabilities {
@@ -225,7 +235,7 @@ export class S3ShardStore implements ShardStore {
     const what = `Cannot create bucket ${this.bucket} on ${this.description}`;
     try {
       await this.call((signal) =>
-        this.client.send(new CreateBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }),
+        this.send((m) => new m.CreateBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }),
       );
     } catch (err) {
       const name = errorNameOf(err);
@@ -234,7 +244,7 @@ export class S3ShardStore implements ShardStore {
       // RGW answers BucketAlreadyExists for a bucket we own too; whether we may use it is what counts.
       try {
         await this.call((signal) =>
-          this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }),
+          this.send((m) => new m.HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal }),
         );
       } catch (headErr) {
         throw this.failure(headErr, `${what}: the name exists but is not usable with these credentials`, 'bucket');
@@ -281,7 +291,9 @@ export class S3ShardStore implements ShardStore {
     let contentLength: number | undefined;
     try {
       const out = await this.call((signal) =>
-        this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
+        this.send<S3Sdk.HeadObjectCommandOutput>((m) => new m.HeadObjectCommand({ Bucket: this.bucket, Key: key }), {
+          abortSignal: signal,
+        }),
       );
       contentLength = out.ContentLength;
     } catch (err) {
@@ -303,7 +315,7 @@ export class S3ShardStore implements ShardStore {
     const what = `Cannot delete shard ${key} from ${this.description}`;
     try {
       await this.call((signal) =>
-        this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
+        this.send((m) => new m.DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
       );
     } catch (err) {
       // S3 answers 204 for a missing key; some servers say 404 NoSuchKey. Either is success.
@@ -331,7 +343,9 @@ export class S3ShardStore implements ShardStore {
             : { ContinuationToken: token }),
         };
         const out = await this.call((signal) =>
-          this.client.send(new ListObjectsV2Command(input), { abortSignal: signal }),
+          this.send<S3Sdk.ListObjectsV2CommandOutput>((m) => new m.ListObjectsV2Command(input), {
+            abortSignal: signal,
+          }),
         );
         for (const object of out.Contents ?? []) {
           if (object.Key === undefined || object.Key.startsWith(probePrefix) || keys.length >= limit) continue;
@@ -348,7 +362,7 @@ export class S3ShardStore implements ShardStore {
 
   /** Closes the keep-alive sockets. The store must not be used afterwards. */
   close(): void {
-    this.client.destroy();
+    this.client?.destroy();
   }
 
   private putFramed(key: string, framed: Uint8Array): Promise<unknown> {
@@ -356,15 +370,16 @@ export class S3ShardStore implements ShardStore {
     // checksum pair whose download half is the per-block CRC.
     const contentMd5 = createHash('md5').update(framed).digest('base64');
     return this.call((signal) =>
-      this.client.send(
-        new PutObjectCommand({
-          Bucket: this.bucket,
-          Key: key,
-          Body: framed,
-          ContentLength: framed.length,
-          ContentMD5: contentMd5,
-          IfNoneMatch: '*',
-        }),
+      this.send(
+        (m) =>
+          new m.PutObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            Body: framed,
+            ContentLength: framed.length,
+            ContentMD5: contentMd5,
+            IfNoneMatch: '*',
+          }),
         { abortSignal: signal },
       ),
     );
@@ -406,7 +421,7 @@ export class S3ShardStore implements ShardStore {
       throw this.unsupportedOr(err, what, key);
     } finally {
       await this.call((signal) =>
-        this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
+        this.send((m) => new m.DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
       ).catch(
         () => undefined, // A leftover probe object is harmless: list() skips the prefix.
       );
@@ -511,12 +526,13 @@ export class S3ShardStore implements ShardStore {
   ): Promise<Uint8Array | { bytes: Uint8Array; start: number; totalBytes: number | undefined }> {
     assert(span === undefined || (span.end > span.start && span.start >= 0), 'empty or negative framed span');
     return this.call(async (signal) => {
-      const out = await this.client.send(
-        new GetObjectCommand({
-          Bucket: this.bucket,
-          Key: key,
-          ...(span === undefined ? {} : { Range: `bytes=${span.start}-${span.end - 1}` }),
-        }),
+      const out = await this.send<GetObjectCommandOutput>(
+        (m) =>
+          new m.GetObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            ...(span === undefined ? {} : { Range: `bytes=${span.start}-${span.end - 1}` }),
+          }),
         { abortSignal: signal },
       );
       const bytes = await readBody(out, signal, what);
