@@ -2,9 +2,11 @@
 # `make demo`: what Cairn does today, with real processes and a real NBD client.
 #  1. A local cluster: etcd, six storage nodes in zones a, b, c, and the NBD frontend.
 #  2. A 4+2 volume; 256 MiB of random data written with nbdcopy and read back, compared.
-#  3. SIGKILL of one storage node; the data read again from a second frontend with a cold
+#  3. Snapshots, a clone, qemu's dirty bitmap between two snapshots, and an incremental backup
+#     (export-diff, import-diff) rebuilt on another volume, compared.
+#  4. SIGKILL of one storage node; the data read again from a second frontend with a cold
 #     cache, so every byte comes back through the erasure code; compared again.
-#  4. Where the shards went, and what a bad request gets.
+#  5. Where the shards went, and what a bad request gets. 6. The codec.
 # Every process it starts is stopped by pid when it ends, however it ends, and the last step
 # checks that none is left: each carries this run's token in CAIRN_RUN_MARKER (inherited by every
 # child, detached or not; see test/harness/leftovers.ts), and scripts/leftovers.mjs looks for it.
@@ -75,7 +77,32 @@ done
 printf '     total: %.1f MiB\n' "$(awk -v b="$total" 'BEGIN { print b / 1048576 }')"
 
 echo
-echo "== 3. SIGKILL of storage node b-1, then a cold read through the erasure code"
+echo "== 3. Snapshots, a clone and an incremental backup: nothing is copied to take them"
+cairnctl snapshot create demo monday | sed 's/^/   /'
+# 1 MiB of 'Z' written half-way after monday (the same bytes into our copy of the data).
+AT=$((SIZE_MIB / 2))
+qemu-io -f raw -c "write -P 0x5a ${AT}M 1M" "$NBD/demo" > /dev/null
+head -c 1048576 /dev/zero | tr '\0' 'Z' | dd of="$D/data.bin" bs=1M seek="$AT" conv=notrunc status=none
+orig=$(sha256sum < "$D/data.bin" | cut -c1-16)
+cairnctl snapshot create demo tuesday | sed 's/^/   /'
+echo "   what changed between them, as qemu's dirty bitmap on the read-only export demo@tuesday:"
+nbdinfo --map=qemu:dirty-bitmap:monday "$NBD/demo@tuesday" | sed 's/^/     /'
+cairnctl volume clone demo@monday demo-copy | sed 's/^/   /'
+got=$(nbdcopy "$NBD/demo-copy" - | sha256sum | cut -c1-16)
+want=$(nbdcopy "$NBD/demo@monday" - | sha256sum | cut -c1-16)
+echo "   the clone reads as monday: sha256 $got... $([ "$got" = "$want" ] && echo matches || echo DIFFERS)"
+[ "$got" = "$want" ] || exit 1
+cairnctl volume export-diff demo@monday "$D/monday.diff" | sed 's/^/   /'
+cairnctl volume export-diff demo@tuesday --from monday "$D/tuesday.diff" | sed 's/^/   /'
+cairnctl volume import-diff "$D/monday.diff" replica | sed 's/^/   /'
+cairnctl volume import-diff "$D/tuesday.diff" replica | sed 's/^/   /'
+got=$(nbdcopy "$NBD/replica@tuesday" - | sha256sum | cut -c1-16)
+echo "   replica@tuesday, rebuilt from a full and an incremental diff: sha256 $got... $([ "$got" = "$orig" ] && echo matches || echo DIFFERS)"
+[ "$got" = "$orig" ] || exit 1
+cairnctl snapshot list demo | sed 's/^/   /'
+
+echo
+echo "== 4. SIGKILL of storage node b-1, then a cold read through the erasure code"
 B1=$(node -p "require('$D/cluster/cluster.json').nodes.find((n) => n.name === 'b-1').pid")
 kill -9 "$B1"
 PORT=$(free_port)
@@ -92,7 +119,7 @@ echo "   read ${SIZE_MIB} MiB with b-1 dead in $((t1 - t0)) ms ($(rate $((SIZE_M
 echo "   extents decoded from parity: $(grep -c 'read degraded' "$D/ro.log" || true) (the others had no shard on b-1 among the data shards read)"
 
 echo
-echo "== 4. Where extent 0's shards live: two per zone, so losing any one zone costs 2 = M shards"
+echo "== 5. Where extent 0's shards live: two per zone, so losing any one zone costs 2 = M shards"
 cairnctl placement explain demo 0 | sed -n '1,10p' | sed 's/^/   /'
 echo
 echo "   Bad requests get one line and a non-zero exit:"
@@ -101,7 +128,7 @@ cairnctl volume create far 1GiB --zones-required 4 2>&1 | sed 's/^/   /' || true
 nbdinfo "$NBD/no-such-volume" 2>&1 | head -1 | sed 's/^/   /' || true
 
 echo
-echo "== 5. The codec under it, RS(8+3) on 1 MiB extents (MB/s of extent data)"
+echo "== 6. The codec under it, RS(8+3) on 1 MiB extents (MB/s of extent data)"
 cairnctl bench codec --profile 8+3 --extent-size 1MiB --seconds "${DEMO_BENCH_SECONDS:-0.5}" | sed 's/^/   /'
 echo
 echo "Done; stopping every process by pid. Try it yourself: cairnctl dev up --dir /tmp/cairn (README)."

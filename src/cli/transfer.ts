@@ -35,6 +35,8 @@ function progressPrinter(ctx: CliContext, argv: Record<string, unknown>, what: s
 /** A file argument: '-' for standard input or output (main.ts passes it as stdioArg), else a path. */
 const stdioOrPath = (arg: string): string => (arg === stdioArg ? '-' : arg);
 
+const extents = (n: number): string => `${n} ${n === 1 ? 'extent' : 'extents'}`;
+
 const seconds = (startedAt: number): number => Math.round((Date.now() - startedAt) / 10) / 100;
 
 export function transferCommands(ctx: CliContext): CommandModule[] {
@@ -140,7 +142,7 @@ export function transferCommands(ctx: CliContext): CommandModule[] {
         );
         const print = file === '-' ? { ...ctx.io, out: ctx.io.err } : ctx.io;
         emit(print, isJson(argv), { ...result, file, from: argv['from'] ?? null, seconds: seconds(startedAt) }, (r) => [
-          `Wrote the diff of ${r.volume}${r.from === null ? '' : ` since ${String(r.from)}`} to ${r.file}: ${r.dataExtents + r.zeroExtents} extents changed (${formatBytes(r.dataBytes)} of data) in ${r.seconds} s`,
+          `Wrote the diff of ${r.volume}${r.from === null ? '' : ` since ${String(r.from)}`} to ${r.file}: ${extents(r.dataExtents + r.zeroExtents)} changed (${formatBytes(r.dataBytes)} of data) in ${r.seconds} s`,
         ]);
       }),
     },
@@ -177,7 +179,7 @@ export function transferCommands(ctx: CliContext): CommandModule[] {
           ),
         );
         emit(ctx.io, isJson(argv), { ...result, seconds: seconds(startedAt) }, (r) => [
-          `Applied ${file} to ${r.created ? 'new ' : ''}volume ${r.volume}: ${r.dataExtents + r.zeroExtents} extents (${formatBytes(r.dataBytes)} of data) in ${r.seconds} s; it now has snapshot ${r.volume}@${r.snapshot}`,
+          `Applied ${file} to ${r.created ? 'new ' : ''}volume ${r.volume}: ${extents(r.dataExtents + r.zeroExtents)} (${formatBytes(r.dataBytes)} of data) in ${r.seconds} s; it now has snapshot ${r.volume}@${r.snapshot}`,
         ]);
       }),
     },

@@ -27,7 +27,10 @@ describe('scripts/demo.sh', () => {
     expect(code, stderr).to.equal(0);
     expect(stdout).to.contain('No process of the demo is left behind.');
     // Written with nbdcopy, read back from the cache, then read cold with a node dead: all match.
-    expect(stdout.match(/sha256 [0-9a-f]{16}\.\.\. matches/g) ?? [], stdout).to.have.length(2);
+    // Read back, the clone, the replica rebuilt from diffs, the degraded read.
+    expect(stdout.match(/sha256 [0-9a-f]{16}\.\.\. matches/g) ?? [], stdout).to.have.length(4);
+    expect(stdout).to.match(/\d+\s+\d+\s+1\s+dirty/);
+    expect(stdout).to.contain('it now has snapshot replica@tuesday');
     expect(stdout).to.not.contain('DIFFERS');
     expect(stdout).to.contain('with b-1 dead');
     expect(stdout).to.match(/extents decoded from parity: \d+/);
