@@ -16,6 +16,7 @@ import {
   planRebalance,
   planRepair,
   repairMapPages,
+  repairSnapshots,
   runCensus,
   runRepair,
   runScrub,
@@ -23,6 +24,7 @@ import {
   type RepairProgress,
   type RepairStores,
   type ScrubReport,
+  type SnapshotRepairReport,
 } from '../repair/index.js';
 import { storeForTarget } from '../api/index.js';
 import { CodecPool } from '../codec/index.js';
@@ -154,8 +156,25 @@ export function repairCommands(ctx: CliContext) {
               ctx.io.err(
                 `map pages: ${mapPages.copiesWritten} copies rewritten${mapPages.errors.length > 0 ? `; ${mapPages.errors.join('; ')}` : ''}`,
               );
+            // Snapshots after the live map (what the live repair moved, they adopt without copying):
+            // run below, after runRepair; a daemon with nothing live to do still covers them.
+            const snapshotPhase = async (): Promise<SnapshotRepairReport | null> => {
+              if (argv['dry-run'] === true || pool === undefined) return null;
+              const r = await repairSnapshots(
+                meta,
+                stores,
+                pool,
+                argv['volume'] === undefined ? {} : { volume: String(argv['volume']) },
+              );
+              if (argv['daemon'] && (r.snapshotsRepaired > 0 || r.errors.length > 0))
+                ctx.io.err(snapshotLines(r).join('\n'));
+              return r;
+            };
             // A daemon speaks only when there is something to do.
-            if (argv['daemon'] && plan.items.length === 0 && plan.unrecoverable.length === 0) return;
+            if (argv['daemon'] && plan.items.length === 0 && plan.unrecoverable.length === 0) {
+              await snapshotPhase();
+              return;
+            }
             if (argv['dry-run'] || pool === undefined) {
               emit(
                 ctx.io,
@@ -196,7 +215,8 @@ export function repairCommands(ctx: CliContext) {
               },
             });
             if (tty) process.stderr.write('\n');
-            emit(ctx.io, isJson(argv), { ...report, mapPages }, (r) => [
+            const snapshots = await snapshotPhase();
+            emit(ctx.io, isJson(argv), { ...report, mapPages, snapshots }, (r) => [
               `Map pages: ${r.mapPages.pages} checked, ${r.mapPages.copiesWritten} copies written (${r.mapPages.copiesMissing} were missing)`,
               `Repaired ${r.extentsDone - r.failed - r.skippedChanged} of ${r.extentsTotal} extents: ${r.shardsRebuilt} shards rebuilt, ${formatBytes(r.bytesWritten)} written at ${formatBytes(r.bytesPerSecond)}/s`,
               ...(r.skippedChanged > 0
@@ -206,8 +226,15 @@ export function repairCommands(ctx: CliContext) {
                 ? [`${r.unrecoverable} extents have more than m shards lost: they need their targets back`]
                 : []),
               ...r.errors.map((e) => `  failed: ${e}`),
+              ...(r.snapshots === null ? [] : snapshotLines(r.snapshots)),
             ]);
-            if (report.failed > 0 || report.unrecoverable > 0 || mapPages.errors.length > 0) ctx.exitCode = 1;
+            if (
+              report.failed > 0 ||
+              report.unrecoverable > 0 ||
+              mapPages.errors.length > 0 ||
+              (snapshots !== null && (snapshots.errors.length > 0 || snapshots.unrecoverable > 0))
+            )
+              ctx.exitCode = 1;
             for (const e of mapPages.errors) ctx.io.err(`  map page: ${e}`);
           };
           if (!argv['daemon']) return await once();
@@ -392,6 +419,13 @@ async function runAsLeader(
   } finally {
     await lease.revoke().catch(() => undefined);
   }
+}
+
+function snapshotLines(r: SnapshotRepairReport): string[] {
+  return [
+    `Snapshots: ${r.snapshotsRepaired} repaired: ${r.recordsAdopted} extents moved with the volume's repair, ${r.recordsRebuilt} rebuilt (${r.shardsRebuilt} shards, ${formatBytes(r.bytesWritten)})${r.unrecoverable > 0 ? `; ${r.unrecoverable} extents with more than m shards lost` : ''}`,
+    ...r.errors.map((e) => `  snapshot: ${e}`),
+  ];
 }
 
 /** A census, then a scrub of the extents it found shards missing from, then a census of those volumes again. */

@@ -729,6 +729,21 @@ export class EtcdMeta {
     throw new MapRootMovedError(`${what}: the map root changed while it was taken`);
   }
 
+  /**
+   * Replaces a snapshot's root (repair moved shards of its generations: the same data, elsewhere)
+   * if the snapshot is still exactly `snapshot`. False, writing nothing, when it changed or went.
+   */
+  async replaceSnapshotRoot(snapshot: SnapshotRecord, root: MapRootRecord): Promise<boolean> {
+    const key = keys.snapshot(snapshot.volumeId, snapshot.name);
+    const result = await this.call(`replace ${key}`, () =>
+      this.client
+        .if(key, 'Value', '==', encodeSnapshot(snapshot))
+        .then(this.client.put(key).value(encodeSnapshot({ ...snapshot, root })))
+        .commit(),
+    );
+    return result.succeeded;
+  }
+
   /** Asks the writer holding a volume for a snapshot (it answers by creating it: createSnapshot). */
   async requestSnapshot(volumeId: string, name: string, by: string): Promise<void> {
     const key = keys.snapshotRequest(volumeId, name);

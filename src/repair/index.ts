@@ -4,3 +4,4 @@ export * from './gc.js';
 export * from './repair.js';
 export * from './scrub.js';
 export * from './map_pages.js';
+export * from './snapshots.js';

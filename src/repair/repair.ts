@@ -228,7 +228,7 @@ export function chooseDestinations(
  * Stores rebuilt shard `i` of `rec`, framed with the seed the record implies; an existing copy
  * that is that shard (an earlier, interrupted run) is fine.
  */
-async function putShard(store: ShardStore, rec: ExtentRecord, i: number, bytes: Uint8Array): Promise<void> {
+export async function putShard(store: ShardStore, rec: ExtentRecord, i: number, bytes: Uint8Array): Promise<void> {
   const key = rec.shards[i]!.key;
   const expect = expectationOf(rec, i);
   try {

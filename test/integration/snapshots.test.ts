@@ -8,6 +8,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cairnctlPath } from '../harness/cli.js';
 import { waitFor } from '../../src/dev/index.js';
+import { EtcdMeta } from '../../src/meta/index.js';
+import { VolumeMaps } from '../../src/api/index.js';
 import {
   ClientProcess,
   NbdLoopDevice,
@@ -374,3 +376,59 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
 async function waitForLock(s: Stack, volume: string): Promise<void> {
   await waitFor(`a writer to hold ${volume}`, async () => (await s.lockOf(volume)) !== undefined, 30_000);
 }
+
+describe('Snapshots after a node loss: repair covers generations only a snapshot holds', function () {
+  this.timeout(180_000);
+  // Nine nodes: after one is lost, every extent still has somewhere new to put its shard.
+  const stack = useStack({ nodesPerZone: 3 });
+
+  it('cairnctl repair rebuilds the shards of snapshot-only generations that were on a SIGKILLed node', async () => {
+    const s = stack();
+    await s.createVolume('rs', '16MiB', { extentSize: '1MiB' });
+    const before = seededBytes('rs-before', 16 * MiB);
+    let mark = s.devFrontendLog().length;
+    await writeExport(s, s.uri('rs'), before, 'rs-before.img');
+    await s.waitForDevDetach('rs', mark);
+    await s.cairnctl('snapshot', ['snapshot', 'create', 'rs', 'old']);
+    // Every extent rewritten: the snapshot's generations are now its alone.
+    mark = s.devFrontendLog().length;
+    await writeExport(s, s.uri('rs'), seededBytes('rs-after', 16 * MiB), 'rs-after.img');
+    await s.waitForDevDetach('rs', mark);
+
+    const meta = new EtcdMeta([s.etcd]);
+    try {
+      const targetsOfSnapshot = async (): Promise<Map<string, number>> => {
+        const volume = await meta.requireVolume('rs');
+        const snap = await meta.getSnapshot(volume.id, 'old');
+        const maps = VolumeMaps.of(meta);
+        await maps.refreshTargets();
+        const count = new Map<string, number>();
+        for await (const item of maps.tree(volume).walk(snap!.root))
+          if ('record' in item)
+            for (const sh of item.record.shards) count.set(sh.target, (count.get(sh.target) ?? 0) + 1);
+        return count;
+      };
+      const held = await targetsOfSnapshot();
+      const [victim] = [...held.entries()].sort((a, b) => b[1] - a[1])[0]!;
+      await s.killNode(victim);
+      await waitFor(
+        `node ${victim} to be seen down`,
+        async () => !(await meta.listAlive()).some((a) => a.name === victim),
+        30_000,
+      );
+      const report = JSON.parse((await s.cairnctl('repair', ['repair', '--json'], 120_000)).stdout) as {
+        snapshots: { snapshotsRepaired: number; recordsRebuilt: number; shardsRebuilt: number; errors: string[] };
+      };
+      expect(report.snapshots.errors).to.deep.equal([]);
+      expect(report.snapshots.snapshotsRepaired, 'snapshots repaired').to.equal(1);
+      expect(report.snapshots.recordsRebuilt, 'snapshot-only extents rebuilt').to.equal(held.get(victim));
+      const after = await targetsOfSnapshot();
+      expect(after.get(victim) ?? 0, `shards of the snapshot still on ${victim}`).to.equal(0);
+    } finally {
+      meta.close();
+    }
+    expect(sha256(await readExport(s, s.uri('rs@old'), 'rs-old.img')), 'the snapshot reads as before').to.equal(
+      sha256(before),
+    );
+  });
+});
