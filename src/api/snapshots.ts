@@ -356,3 +356,69 @@ export async function rollbackVolume(
   await meta.swapMapRoot(lock, volume.id, live, next);
   return snapshot;
 }
+
+/** How long `volume resize` waits for the writer holding the volume to grow it (default). */
+export const resizeAnswerMsDefault = 60_000;
+
+/**
+ * Resizes volume `name` to `sizeBytes`. While a writer holds it, only a grow is possible, and the
+ * writer is asked (through etcd) to do it online: its clients go on, new connections see the new
+ * size. Otherwise `attachAndResize` attaches it here and does it (VolumeFrontend.resize), which
+ * may also shrink it.
+ */
+export async function resizeVolume(
+  meta: EtcdMeta,
+  name: string,
+  sizeBytes: number,
+  options: {
+    readonly owner: string;
+    readonly attachAndResize: () => Promise<VolumeRecord>;
+    readonly answerMs?: number;
+  },
+): Promise<VolumeRecord> {
+  const volume = await meta.requireVolume(volumeName(name));
+  for (let round = 0; ; round++) {
+    const lock = await meta.getLock(volume.name);
+    if (lock === null) {
+      try {
+        return await options.attachAndResize();
+      } catch (err) {
+        if (!(err instanceof VolumeLockedError) || round >= 3) throw err;
+        continue;
+      }
+    }
+    if (sizeBytes < volume.sizeBytes)
+      throw new PreconditionError(
+        `Cannot shrink volume "${volume.name}": it is attached by ${lock.owner}; a volume shrinks only while detached (clients would lose the end of the device under them)`,
+      );
+    if (sizeBytes === volume.sizeBytes) return volume;
+    await meta.requestResize(volume.id, sizeBytes, options.owner);
+    const deadline = Date.now() + (options.answerMs ?? resizeAnswerMsDefault);
+    for (;;) {
+      const request = await meta.getResizeRequest(volume.id);
+      const now = await meta.requireVolume(volume.name);
+      if (request === null) {
+        if (now.sizeBytes === sizeBytes) return now;
+        throw new UnavailableError(`The resize request of "${volume.name}" was withdrawn`);
+      }
+      if (request.error !== undefined) {
+        await meta.withdrawResizeRequest(volume.id);
+        throw new UnavailableError(
+          `The writer of volume "${volume.name}" (${lock.owner}) could not resize it: ${request.error}`,
+        );
+      }
+      const holder = await meta.getLock(volume.name);
+      const gone = holder === null || holder.epoch !== lock.epoch;
+      if (gone || Date.now() > deadline) {
+        if (await meta.withdrawResizeRequest(volume.id)) {
+          if (gone) break;
+          throw new UnavailableError(
+            `The writer of volume "${volume.name}" (${lock.owner}) did not resize it within ${options.answerMs ?? resizeAnswerMsDefault} ms; nothing changed`,
+          );
+        }
+        continue;
+      }
+      await new Promise((resolve) => setTimeout(resolve, snapshotPollMs));
+    }
+  }
+}

@@ -76,18 +76,22 @@ export function policyOf(volume: VolumeRecord): PlacementPolicy {
   return { k: volume.profile.k, m: volume.profile.m, zonesRequired: volume.zonesRequired, targets: volume.targets };
 }
 
+/** A volume size: a positive whole number of 512-byte blocks, at most volumeBytesMax. */
+export function checkVolumeSize(sizeBytes: number): number {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > volumeBytesMax) {
+    throw new InvalidArgumentError(`Invalid volume size ${sizeBytes}: it must be a positive whole number of bytes`);
+  }
+  if (sizeBytes % 512 !== 0) {
+    throw new InvalidArgumentError(
+      `Invalid volume size ${sizeBytes}: it must be a multiple of 512 bytes (the smallest block size clients use)`,
+    );
+  }
+  return sizeBytes;
+}
+
 export async function createVolume(meta: EtcdMeta, options: CreateVolumeOptions): Promise<VolumeRecord> {
   const name = volumeName(options.name);
-  if (!Number.isSafeInteger(options.sizeBytes) || options.sizeBytes <= 0 || options.sizeBytes > volumeBytesMax) {
-    throw new InvalidArgumentError(
-      `Invalid volume size ${options.sizeBytes}: it must be a positive whole number of bytes`,
-    );
-  }
-  if (options.sizeBytes % 512 !== 0) {
-    throw new InvalidArgumentError(
-      `Invalid volume size ${options.sizeBytes}: it must be a multiple of 512 bytes (the smallest block size clients use)`,
-    );
-  }
+  checkVolumeSize(options.sizeBytes);
   const cluster = await meta.requireCluster();
   const profile =
     options.profile === undefined

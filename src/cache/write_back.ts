@@ -241,7 +241,7 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     foldedExtents: 0,
     readAheads: 0,
   };
-  private readonly g: ExtentGeometry;
+  private g: ExtentGeometry;
   private readonly entries = new Map<number, Entry>();
   private readonly loading = new Map<number, Promise<Uint8Array | undefined>>();
   private readonly clock: Clock;
@@ -478,6 +478,23 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
       this.mutating -= 1;
       if (this.mutating === 0) for (const wake of this.drained.splice(0)) wake();
     }
+  }
+
+  /**
+   * The volume was resized (under exclusive(), after a flush and a fold): the cache serves
+   * `geometry` from now on. Entries of the last extent before and after, and of every extent past
+   * the new end, are dropped (their lengths change or they are gone); they must be clean.
+   */
+  resize(geometry: ExtentGeometry): void {
+    assert(this.dirtyBytes === 0 && this.journaledBytes === 0, 'resize of a cache holding unpublished writes');
+    const keep = Math.min(extentCount(this.g), extentCount(geometry)) - 1;
+    for (const [e, entry] of [...this.entries]) {
+      if (e < keep) continue;
+      assert(this.isClean(entry) && entry.publishing === undefined && !entry.flushing, `extent ${e} is busy`);
+      this.entries.delete(e);
+    }
+    this.g = geometry;
+    (this as { sizeBytes: number }).sizeBytes = geometry.sizeBytes;
   }
 
   /**

@@ -1,8 +1,8 @@
 /** `cairnctl volume create|list|info|delete`. */
 import type { Argv } from 'yargs';
 import { formatBytes, formatProfile, parseSize, volumeName, type Profile } from '../core/index.js';
-import { cloneVolume, createVolume, snapshotUsage } from '../api/index.js';
-import { withLocalFrontend } from './snapshot.js';
+import { cloneVolume, createVolume, resizeVolume, snapshotUsage } from '../api/index.js';
+import { cliOwner, withLocalFrontend } from './snapshot.js';
 import { transferCommands } from './transfer.js';
 import { extentCount, mapLevelsFor } from '../extent/index.js';
 import { journalReplicasOf, type VolumeRecord } from '../meta/index.js';
@@ -209,6 +209,44 @@ export function volumeCommand(ctx: CliContext) {
           }),
         })
         .command({
+          command: 'resize <name> <size>',
+          describe:
+            'Grow a volume, online if a frontend has it attached (new connections see the new size), or shrink a detached one (refused past written data without --allow-shrink)',
+          builder: (a: Argv) =>
+            clusterOptions(a)
+              .positional('name', { type: 'string' })
+              .positional('size', { type: 'string', describe: 'the new size, e.g. 40GiB' })
+              .option('allow-shrink', {
+                type: 'boolean',
+                default: false,
+                describe: 'discard what was written past the new end when shrinking',
+              })
+              .option('timeout', {
+                type: 'number',
+                default: 60_000,
+                describe: 'ms to wait for the frontend holding the volume to grow it',
+              }),
+          handler: withErrors(ctx, async (argv) => {
+            const name = stringArg(argv, 'name');
+            const sizeBytes = parseSize(stringArg(argv, 'size'), 'volume size');
+            const before = { size: 0 };
+            const resized = await withMeta(argv, async (meta) => {
+              before.size = (await meta.requireVolume(name)).sizeBytes;
+              return resizeVolume(meta, name, sizeBytes, {
+                owner: cliOwner(),
+                answerMs: Number(argv['timeout']),
+                attachAndResize: () =>
+                  withLocalFrontend(meta, ctx, (f) =>
+                    f.resize(name, sizeBytes, { allowShrink: argv['allow-shrink'] === true }),
+                  ),
+              });
+            });
+            emit(ctx.io, isJson(argv), resized, (v) => [
+              `Resized volume ${v.name} from ${formatBytes(before.size)} to ${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`,
+            ]);
+          }),
+        })
+        .command({
           command: 'rename <name> <new-name>',
           describe: 'Rename a volume no frontend has attached (its snapshots, clones and data stay as they are)',
           builder: (a: Argv) =>
@@ -273,7 +311,7 @@ export function volumeCommand(ctx: CliContext) {
         .command(transferCommands(ctx))
         .demandCommand(
           1,
-          'Name an action: create, list, info, delete, rename, du, clone, flatten, export, import, export-diff or import-diff',
+          'Name an action: create, list, info, delete, resize, rename, du, clone, flatten, export, import, export-diff or import-diff',
         ),
     handler: () => undefined,
   };

@@ -527,6 +527,51 @@ export class MapTree {
   }
 
   /**
+   * `root` (of this volume at another height: the volume was resized) as a root of this tree's
+   * height. Growing wraps it in new interior pages, child 0 each (written under `generation`,
+   * durable when this resolves); shrinking descends child 0, which needs every other child empty
+   * (the caller dropped the records of the extents past the new end first). The records, their
+   * pages and the counts are unchanged.
+   */
+  async rebase(root: MapRoot, generation: number): Promise<MapCommit> {
+    const writes: { key: string; bytes: Uint8Array }[] = [];
+    let ref = root.page;
+    if (ref !== undefined && root.levels < this.levels) {
+      for (let level = root.levels; level < this.levels; level++) {
+        const children = new Array<MapPageRef | undefined>(slotsAt(level)).fill(undefined);
+        children[0] = ref;
+        ref = this.stage({ kind: 'interior', level, index: 0, children }, generation, writes);
+      }
+    }
+    if (ref !== undefined && root.levels > this.levels) {
+      for (let level = root.levels - 1; level >= this.levels; level--) {
+        const page = (await this.load(level, 0, ref)) as MapInterior;
+        assert(
+          page.children.every((c, i) => i === 0 || c === undefined),
+          `a map shrunk to ${this.levels} levels still has pages past its end at level ${level}`,
+        );
+        ref = page.children[0];
+        if (ref === undefined) break;
+      }
+    }
+    await Promise.all(writes.map((w) => this.options.store.put(w.key, w.bytes)));
+    const next: MapRoot =
+      ref === undefined
+        ? { levels: this.levels, page: undefined }
+        : {
+            levels: this.levels,
+            page: ref,
+            ...(root.journalLsn === undefined ? {} : { journalLsn: root.journalLsn }),
+            ...(root.written === undefined ? {} : { written: root.written }),
+          };
+    return {
+      root: next,
+      pagesWritten: writes.map((w) => w.key),
+      bytesWritten: writes.reduce((sum, w) => sum + w.bytes.length, 0),
+    };
+  }
+
+  /**
    * The extents whose records differ between roots `a` and `b` of this volume, in extent order.
    * Subtrees both roots reach through the same reference are skipped unread, so two roots a few
    * commits apart cost the pages those commits wrote (what a repair's new root is checked by,

@@ -37,7 +37,8 @@ export class EtcdMapRoots implements MapRootStore {
     private readonly meta: EtcdMeta,
     private readonly volume: { readonly id: string; readonly name: string },
     private readonly lock: VolumeLock | undefined,
-    private readonly levels: number,
+    /** The map's height: changed when the volume is resized. */
+    public levels: number,
   ) {}
 
   read(): Promise<MapRoot> {

@@ -49,6 +49,7 @@ import {
 import { WriteBackCache, cacheCapabilities, type WriteBackCacheOptions } from '../cache/index.js';
 import {
   NotFoundError,
+  PreconditionError,
   VolumeLockedError,
   journalReplicasOf,
   keys,
@@ -63,6 +64,7 @@ import { TreeExtentMapStore, VolumeEngine } from '../volume/index.js';
 import { ReplicatedMapPages, extentCount, mapLevelsFor } from '../extent/index.js';
 import {
   assessExtentMap,
+  checkVolumeSize,
   livenessOf,
   retainedBy,
   snapshotFloor,
@@ -133,7 +135,11 @@ export interface FinalFlushState {
 }
 
 interface OpenVolume {
-  readonly record: VolumeRecord;
+  /** The volume's record as this frontend last published or read it (a resize replaces it). */
+  record: VolumeRecord;
+  /** A writer's map store and root store (a resize rebases them). */
+  readonly map?: TreeExtentMapStore;
+  readonly roots?: EtcdMapRoots;
   /** Set for the read-only view of a snapshot (export `VOL@SNAP`). */
   readonly snapshot: SnapshotRecord | undefined;
   /** A snapshot view's `qemu:dirty-bitmap:OLDER` contexts. */
@@ -312,11 +318,12 @@ export class VolumeFrontend implements ExportProvider {
         );
       const extents = extentCount(record);
       const retain = { floor: readOnly ? 0 : await snapshotFloor(meta, record.id) };
+      const roots = new EtcdMapRoots(meta, record, lock, mapLevelsFor(extents));
       const map = new TreeExtentMapStore({
         volumeId: record.id,
         extents,
         pages: this.mapPages(placer),
-        roots: new EtcdMapRoots(meta, record, lock, mapLevelsFor(extents)),
+        roots,
         // A read-only view has no epoch and never commits.
         epoch: lock?.epoch ?? 0,
       });
@@ -435,12 +442,22 @@ export class VolumeFrontend implements ExportProvider {
               .prefix(keys.snapshotRequestsPrefix(record.id))
               .create()
               .catch(() => undefined);
+      const resizes =
+        lock === undefined
+          ? undefined
+          : await meta.client
+              .watch()
+              .key(keys.resizeRequest(record.id))
+              .create()
+              .catch(() => undefined);
       lock?.lost.then((err) => this.log(`volume ${name}: ${errorMessage(err)}`)).catch(() => undefined);
       this.log(
         `attached volume ${name} ${readOnly ? 'read-only' : `for writing (epoch ${lock?.epoch})`}; ${engine.writtenExtents} extents written`,
       );
       const vol: OpenVolume = {
         record,
+        map,
+        roots,
         snapshot: undefined,
         retain,
         readOnly,
@@ -453,6 +470,7 @@ export class VolumeFrontend implements ExportProvider {
           void watcher?.cancel();
           void lockWatch?.cancel();
           void requests?.cancel();
+          void resizes?.cancel();
         },
         handles: 0,
         linger: undefined,
@@ -465,6 +483,17 @@ export class VolumeFrontend implements ExportProvider {
         if (kv.value.toString().includes('"error"')) return;
         const snap = kv.key.toString().slice(keys.snapshotRequestsPrefix(record.id).length);
         void this.answerSnapshotRequest(vol, snap);
+      });
+      resizes?.on('put', (kv) => {
+        const asked = JSON.parse(kv.value.toString()) as { sizeBytes?: unknown; error?: unknown };
+        if (asked.error !== undefined || typeof asked.sizeBytes !== 'number') return;
+        const size = asked.sizeBytes;
+        this.doResize(vol, size, { allowShrink: false, online: true }).catch(async (err: unknown) => {
+          this.log(`volume ${vol.record.name}: cannot resize to ${size} bytes: ${errorMessage(err)}`);
+          await meta
+            .failResizeRequest(vol.record.id, size, errorMessage(err))
+            .catch((e: unknown) => this.log(`volume ${vol.record.name}: ${errorMessage(e)}`));
+        });
       });
       return vol;
     } catch (err) {
@@ -641,6 +670,110 @@ export class VolumeFrontend implements ExportProvider {
     } finally {
       await handle.close();
     }
+  }
+
+  /**
+   * Resizes volume `name`, attaching it here for writing first unless it is attached here
+   * already. Growing works with clients connected (new connections see the new size); shrinking
+   * needs no other client, and `allowShrink` when data was written past the new end.
+   */
+  async resize(
+    name: string,
+    sizeBytes: number,
+    options: { readonly allowShrink?: boolean } = {},
+  ): Promise<VolumeRecord> {
+    const handle = await this.open(name, { readOnly: false });
+    try {
+      const vol = await this.open_.get(name)!;
+      return await this.doResize(vol, sizeBytes, {
+        allowShrink: options.allowShrink ?? false,
+        online: vol.handles > 1,
+      });
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * With writes held back (exclusive), flushed and folded: for a shrink, the records past the new
+   * end dropped and the tail of the new last extent zeroed (so a later grow reads zeros there);
+   * then the map rebased to its new height and published with the new size in one transaction
+   * fenced by this writer's lock; then the engine and cache take the new size.
+   */
+  private async doResize(
+    vol: OpenVolume,
+    sizeBytes: number,
+    options: { readonly allowShrink: boolean; readonly online: boolean },
+  ): Promise<VolumeRecord> {
+    const { meta } = this.options;
+    const { lock, map, roots } = vol;
+    if (lock === undefined || map === undefined || roots === undefined || vol.snapshot !== undefined)
+      throw new InvalidArgumentError(
+        `Volume "${vol.record.name}" is attached read-only here; only its writer can resize it`,
+      );
+    checkVolumeSize(sizeBytes);
+    return vol.cache.exclusive(async () => {
+      const current = await meta.getVolumeWithRevision(vol.record.name);
+      if (current === null) throw new NotFoundError(`No volume named "${vol.record.name}"`);
+      const name = current.record.name;
+      const old = current.record.sizeBytes;
+      if (sizeBytes === old) {
+        await meta.withdrawResizeRequest(current.record.id);
+        return current.record;
+      }
+      await vol.cache.flush();
+      await vol.cache.foldAll();
+      if (vol.cache.dirtyBytes > 0 || vol.cache.journaledBytes > 0)
+        throw new UnavailableError(
+          `Cannot resize volume "${name}": not everything could be folded into its map; try again`,
+        );
+      const { extentBytes } = current.record;
+      const newCount = Math.ceil(sizeBytes / extentBytes);
+      if (sizeBytes < old) {
+        if (options.online)
+          throw new PreconditionError(
+            `Cannot shrink volume "${name}" while clients are connected; a volume shrinks only while detached`,
+          );
+        const first = Math.floor(sizeBytes / extentBytes);
+        const affected = Array.from({ length: extentCount(current.record) - first }, (_, i) => first + i);
+        await vol.engine.prepare(affected);
+        const images: { extent: number; data: Uint8Array | null }[] = [];
+        const lost: number[] = [];
+        for (const e of affected) {
+          if (vol.engine.isHole(e)) continue;
+          if (e >= newCount) {
+            images.push({ extent: e, data: null });
+            lost.push(e);
+            continue;
+          }
+          // The new last extent: the bytes past the new end are zeroed, so a grow reads zeros.
+          const whole = await vol.engine.readWhole(e);
+          const cut = sizeBytes - e * extentBytes;
+          if (whole.subarray(cut).some((b) => b !== 0)) {
+            whole.fill(0, cut);
+            images.push({ extent: e, data: whole });
+            lost.push(e);
+          }
+        }
+        if (lost.length > 0 && !options.allowShrink)
+          throw new PreconditionError(
+            `Cannot shrink volume "${name}" to ${formatBytes(sizeBytes)}: data was written past it (extents ${lost.slice(0, 8).join(', ')}${lost.length > 8 ? ', ...' : ''}); pass --allow-shrink to discard it`,
+          );
+        if (images.length > 0) await vol.engine.persist(images);
+      }
+      const prepared = await map.prepareResize(newCount);
+      const expected = map.current ?? (await roots.read());
+      const updated = await meta.resizeVolume(lock, current, sizeBytes, expected, prepared.root);
+      map.adoptResize(prepared);
+      roots.levels = prepared.root.levels;
+      vol.engine.resize(sizeBytes);
+      vol.cache.resize(vol.engine.geometry);
+      vol.record = updated;
+      this.log(
+        `volume ${name}: resized from ${formatBytes(old)} to ${formatBytes(sizeBytes)}${options.online ? ' online (new connections see the new size)' : ''}`,
+      );
+      return updated;
+    });
   }
 
   /**

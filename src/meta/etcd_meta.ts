@@ -332,6 +332,7 @@ export class EtcdMeta {
           this.client.delete().key(keys.mapRoot(volumeId)),
           this.client.delete().prefix(keys.snapshotsPrefix(volumeId)),
           this.client.delete().prefix(keys.snapshotRequestsPrefix(volumeId)),
+          this.client.delete().key(keys.resizeRequest(volumeId)),
           this.client.delete().prefix(`${keys.gcSnapshotsPrefix()}${volumeId}/`),
           this.client.delete().key(keys.gcVolume(volumeId)),
         )
@@ -742,6 +743,88 @@ export class EtcdMeta {
         .commit(),
     );
     return result.succeeded;
+  }
+
+  /**
+   * Publishes a resize in one transaction fenced by `lock`: the volume's record with its new size
+   * (compared at `modRevision`) and its map root at the new height (compared with `expected`).
+   * With `request`, the resize request is deleted in it too (it was answered).
+   */
+  async resizeVolume(
+    lock: VolumeLock,
+    current: { readonly record: VolumeRecord; readonly modRevision: string },
+    sizeBytes: number,
+    expected: MapRootRecord,
+    next: MapRootRecord,
+  ): Promise<VolumeRecord> {
+    const key = keys.volume(current.record.name);
+    const rootKey = keys.mapRoot(current.record.id);
+    const updated: VolumeRecord = { ...current.record, sizeBytes };
+    const result = await this.call(`resize ${key}`, () => {
+      const txn = this.client
+        .if(keys.lock(lock.volume), 'Value', '==', lock.record)
+        .and(key, 'Mod', '==', Number(current.modRevision));
+      if (expected.page === undefined) txn.and(rootKey, 'Create', '==', 0);
+      else txn.and(rootKey, 'Value', '==', encodeMapRoot(expected));
+      return txn
+        .then(
+          this.client.put(key).value(JSON.stringify(updated)),
+          next.page === undefined
+            ? this.client.delete().key(rootKey)
+            : this.client.put(rootKey).value(encodeMapRoot(next)),
+          this.client.delete().key(keys.resizeRequest(current.record.id)),
+        )
+        .commit();
+    });
+    if (!result.succeeded) {
+      const holder = await this.getLock(lock.volume);
+      if (holder === null || holder.epoch !== lock.epoch)
+        throw new FencedError(
+          `Cannot resize volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds it`,
+        );
+      throw new MapRootMovedError(
+        `Cannot resize volume "${lock.volume}": its record or map root changed meanwhile; try again`,
+      );
+    }
+    return updated;
+  }
+
+  /** Asks the writer holding a volume to resize it (create-only: one request at a time). */
+  async requestResize(volumeId: string, sizeBytes: number, by: string): Promise<void> {
+    const key = keys.resizeRequest(volumeId);
+    const result = await this.call(`create ${key}`, () =>
+      this.client
+        .if(key, 'Create', '==', 0)
+        .then(this.client.put(key).value(JSON.stringify({ sizeBytes, by, requestedAt: new Date().toISOString() })))
+        .commit(),
+    );
+    if (!result.succeeded) throw new AlreadyExistsError('A resize of this volume is in progress already');
+  }
+
+  /** The resize request as it stands: null once answered or withdrawn, with `error` once failed. */
+  async getResizeRequest(volumeId: string): Promise<{ sizeBytes: number; error?: string } | null> {
+    const key = keys.resizeRequest(volumeId);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    if (text === null) return null;
+    const o = JSON.parse(text) as { sizeBytes?: unknown; error?: unknown };
+    return { sizeBytes: Number(o.sizeBytes), ...(typeof o.error === 'string' ? { error: o.error } : {}) };
+  }
+
+  /** Writes why a resize request failed into it (if it is still there). */
+  async failResizeRequest(volumeId: string, sizeBytes: number, error: string): Promise<void> {
+    const key = keys.resizeRequest(volumeId);
+    await this.call(`put ${key}`, () =>
+      this.client
+        .if(key, 'Create', '>', 0)
+        .then(this.client.put(key).value(JSON.stringify({ sizeBytes, error, failedAt: new Date().toISOString() })))
+        .commit(),
+    );
+  }
+
+  async withdrawResizeRequest(volumeId: string): Promise<boolean> {
+    const key = keys.resizeRequest(volumeId);
+    const res = await this.call(`delete ${key}`, () => this.client.delete().key(key).exec());
+    return Number(res.deleted) > 0;
   }
 
   /** Asks the writer holding a volume for a snapshot (it answers by creating it: createSnapshot). */

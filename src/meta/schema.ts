@@ -50,6 +50,8 @@ export const keys = {
    */
   snapshotRequestsPrefix: (volumeId: string) => `${rootPrefix}snapshot-requests/${volumeId}/`,
   snapshotRequest: (volumeId: string, name: string) => `${rootPrefix}snapshot-requests/${volumeId}/${name}`,
+  /** A new size asked of the writer holding the volume (an online grow); it answers by resizing. */
+  resizeRequest: (volumeId: string) => `${rootPrefix}resize-requests/${volumeId}`,
   /** A deleted snapshot whose shards gc has not freed yet (its record as it was). */
   gcSnapshotsPrefix: () => `${rootPrefix}gc/snapshots/`,
   gcSnapshot: (volumeId: string, name: string) => `${rootPrefix}gc/snapshots/${volumeId}/${name}`,

@@ -39,7 +39,14 @@ import {
   type Profile,
   systemClock,
 } from '../core/index.js';
-import { extentLength, shardBytesOf, splitByShard, type ExtentGeometry, type ShardPiece } from '../extent/index.js';
+import {
+  extentCount,
+  extentLength,
+  shardBytesOf,
+  splitByShard,
+  type ExtentGeometry,
+  type ShardPiece,
+} from '../extent/index.js';
 import { readAnyK, rebuildShards } from './degraded.js';
 import { readShardBlocks, rebuildBadBlocks, shardWithNoGoodBlock, type BlockwiseShard } from './blockwise.js';
 import type { ExtentMapStore, OnDemandExtentMap, ShardPlacer, TargetStores } from './ports.js';
@@ -703,6 +710,19 @@ export class VolumeEngine {
    */
   private nextSeed(): number {
     return (this.options.seedSource ?? randomSeed)();
+  }
+
+  /**
+   * The volume's new size, after the resize was published (VolumeFrontend.resize): extents past
+   * the new end are forgotten (their records were dropped before); shard size and placement do
+   * not depend on the size.
+   */
+  resize(sizeBytes: number): void {
+    const next: EngineVolume = { ...this.volume, sizeBytes };
+    (this as { volume: EngineVolume }).volume = next;
+    const count = extentCount(next);
+    for (const e of [...this.records.keys()]) if (e >= count) this.records.delete(e);
+    for (const e of [...this.looked]) if (e >= count) this.looked.delete(e);
   }
 
   /** The last generation this writer handed out (every record it published is at or below it). */

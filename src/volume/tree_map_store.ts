@@ -48,7 +48,8 @@ export interface TreeExtentMapStoreOptions {
 }
 
 export class TreeExtentMapStore implements ExtentMapStore, OnDemandExtentMap {
-  readonly tree: MapTree;
+  /** Replaced when the volume is resized (adoptResize). */
+  tree: MapTree;
   readonly onDemand = this;
   private root: MapRoot | undefined;
   private counter = 0;
@@ -81,6 +82,36 @@ export class TreeExtentMapStore implements ExtentMapStore, OnDemandExtentMap {
   async lookup(extents: readonly number[]): Promise<(ExtentRecord | undefined)[]> {
     const root = this.root ?? (this.root = await this.options.roots.read());
     return Promise.all(extents.map((e) => this.tree.lookup(root, e)));
+  }
+
+  /** The root this writer last read or published (undefined before load()). */
+  get current(): MapRoot | undefined {
+    return this.root;
+  }
+
+  /**
+   * The tree and root of this volume at `extents` extents: the current root rebased to the new
+   * height (new pages written under this writer's next generation, durable when it resolves).
+   * Nothing changes here until adoptResize(), which the caller calls once it published the root
+   * with the volume's new size.
+   */
+  async prepareResize(extents: number): Promise<{ tree: MapTree; root: MapRoot; extents: number }> {
+    const root = this.root ?? (await this.options.roots.read());
+    const tree = new MapTree({
+      volumeId: this.options.volumeId,
+      extents,
+      store: this.options.pages,
+      ...(this.options.cachePages === undefined ? {} : { cachePages: this.options.cachePages }),
+    });
+    this.counter += 1;
+    const { root: next } = await tree.rebase(root, this.options.epoch * 2 ** 32 + this.counter);
+    return { tree, root: next, extents };
+  }
+
+  /** Takes a published resize (prepareResize) as this store's tree and root. */
+  adoptResize(prepared: { readonly tree: MapTree; readonly root: MapRoot; readonly extents: number }): void {
+    this.tree = prepared.tree;
+    this.root = prepared.root;
   }
 
   get highestJournalLsn(): number {

@@ -308,6 +308,58 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
     expect((await snapshotList(s, 'dst2')).map((r) => r.name)).to.deep.equal(['a']);
   });
 
+  it('grows a volume online (a client connected, the map one level taller), and shrinks a detached one only with --allow-shrink past written data', async () => {
+    const s = stack();
+    await s.createVolume('gr', '8MiB', { extentSize: '1MiB' });
+    const data = seededBytes('gr', 8 * MiB);
+    await writeExport(s, s.uri('gr'), data, 'gr.img');
+    const held = new ClientProcess('/usr/bin/nbdsh', ['-u', s.uri('gr'), '-c', 'import sys; sys.stdin.read()'], {
+      deadlineMs: 120_000,
+    });
+    s.defer('the held connection', async () => {
+      held.endInput();
+      await held.exit();
+    });
+    await waitForLock(s, 'gr');
+    const since = s.devFrontendLog().length;
+    // 300 extents: past one leaf page's 256, so the map grows a level.
+    await s.cairnctl('grow online', ['volume', 'resize', 'gr', '300MiB']);
+    await s.waitForDevFrontendLog(/volume gr: resized from 8 MiB to 300 MiB online/, since);
+    const info = JSON.parse((await runOk('nbdinfo gr', '/usr/bin/nbdinfo', ['--json', s.uri('gr')])).stdout) as {
+      exports: { 'export-size': number }[];
+    };
+    expect(info.exports[0]!['export-size']).to.equal(300 * MiB);
+    const tail = seededBytes('gr-tail', 4096);
+    await writeExport(s, s.uri('gr'), tail, 'gr-tail.img', 300 * MiB - 4096);
+    const grown = await readExport(s, s.uri('gr'), 'gr-grown.img');
+    expect(grown.subarray(0, 8 * MiB).equals(data), 'the old bytes').to.equal(true);
+    expect(grown.subarray(300 * MiB - 4096).equals(tail), 'the new last block').to.equal(true);
+    expect(
+      grown.subarray(8 * MiB, 300 * MiB - 4096).every((b) => b === 0),
+      'zeros between',
+    ).to.equal(true);
+    const online = await refused(s, ['volume', 'resize', 'gr', '4MiB']);
+    expect(online.stderr).to.match(/shrinks only while detached/);
+
+    held.endInput();
+    await held.exit();
+    await s.waitForDevDetach('gr', since);
+    const past = await refused(s, ['volume', 'resize', 'gr', '6MiB']);
+    expect(past.stderr).to.match(/data was written past it .*--allow-shrink/);
+    const readMark = s.devFrontendLog().length;
+    expect((await readExport(s, s.uri('gr'), 'gr-same.img')).equals(grown), 'nothing changed').to.equal(true);
+    await s.waitForDevDetach('gr', readMark);
+    await s.cairnctl('shrink', ['volume', 'resize', 'gr', '6MiB', '--allow-shrink']);
+    await s.cairnctl('grow back', ['volume', 'resize', 'gr', '8MiB']);
+    const back = await readExport(s, s.uri('gr'), 'gr-back.img');
+    expect(back.length).to.equal(8 * MiB);
+    expect(back.subarray(0, 6 * MiB).equals(data.subarray(0, 6 * MiB)), 'the first 6 MiB kept').to.equal(true);
+    expect(
+      back.subarray(6 * MiB).every((b) => b === 0),
+      'what was cut off reads as zeros after a grow',
+    ).to.equal(true);
+  });
+
   it('refuses bad names, duplicates, missing snapshots and clones of a volume (not a snapshot), changing nothing', async () => {
     const s = stack();
     await s.createVolume('bad', '4MiB', { extentSize: '1MiB' });

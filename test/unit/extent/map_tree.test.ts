@@ -72,6 +72,32 @@ describe('MapTree', () => {
     expect(await fresh.lookup(tree.emptyRoot(), 0)).to.equal(undefined);
   });
 
+  it('rebases a root to a taller tree (a grow) and back down (a shrink), records and counts unchanged', async () => {
+    const store = new MemoryPages();
+    const small = new MapTree({ volumeId, extents: 300, store });
+    const changes = new Map([0, 17, 255, 299].map((e) => [e, recordFor(e, 2 ** 32 + e)] as const));
+    const { root } = await small.commit(small.emptyRoot(), changes, 2 ** 32 + 1000);
+    const big = new MapTree({ volumeId, extents: 70_000, store });
+    const grown = await big.rebase(root, 2 ** 32 + 1001);
+    expect([root.levels, grown.root.levels, grown.pagesWritten.length]).to.deep.equal([2, 3, 1]);
+    expect(grown.root.written).to.equal(4);
+    const fresh = new MapTree({ volumeId, extents: 70_000, store });
+    for (const [e, rec] of changes) expect(await fresh.lookup(grown.root, e)).to.deep.equal(rec);
+    expect(await fresh.lookup(grown.root, 69_999)).to.equal(undefined);
+    // Down to one leaf: the records past 256 go first, then the root descends child 0 twice.
+    const { root: cut } = await big.commit(grown.root, new Map([[299, null]]), 2 ** 32 + 1002);
+    const leaf = new MapTree({ volumeId, extents: 256, store });
+    const shrunk = await leaf.rebase(cut, 2 ** 32 + 1003);
+    expect([shrunk.root.levels, shrunk.pagesWritten.length, shrunk.root.written]).to.deep.equal([1, 0, 3]);
+    for (const e of [0, 17, 255]) expect(await leaf.lookup(shrunk.root, e)).to.deep.equal(changes.get(e));
+    // A shrink that left records past the end is a bug, not a smaller map.
+    const refused = await leaf.rebase(grown.root, 2 ** 32 + 1004).then(
+      () => 'rebased',
+      (err: Error) => err.message,
+    );
+    expect(refused).to.match(/still has pages past its end/);
+  });
+
   it('keeps shard keys that are not the derived ones, and records without a seed', async () => {
     const store = new MemoryPages();
     const tree = new MapTree({ volumeId, extents: 1000, store });
