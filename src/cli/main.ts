@@ -27,6 +27,7 @@ import { statusCommand } from './status.js';
 import { targetCommand } from './target.js';
 import { volumeCommand } from './volume.js';
 import { snapshotCommand } from './snapshot.js';
+import { trashCommand } from './trash.js';
 import { stdioArg } from './common.js';
 import type { CliContext } from './context.js';
 
@@ -83,6 +84,7 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(initCommand(ctx))
     .command(volumeCommand(ctx))
     .command(snapshotCommand(ctx))
+    .command(trashCommand(ctx))
     .command(statusCommand(ctx))
     .command(nodeCommand(ctx))
     .command(targetCommand(ctx))

@@ -148,10 +148,22 @@ export function volumeCommand(ctx: CliContext) {
         .command({
           command: 'delete <name>',
           describe:
-            'Delete a volume and its snapshots; their shards are removed in the background (refused while volumes cloned from its snapshots exist)',
-          builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
+            'Move a volume to the trash (the name is free at once; `cairnctl trash restore` brings it back, `trash purge` frees its space); --now deletes it for good',
+          builder: (a: Argv) =>
+            clusterOptions(a).positional('name', { type: 'string' }).option('now', {
+              type: 'boolean',
+              default: false,
+              describe: 'skip the trash: delete it and its snapshots, shards removed in the background',
+            }),
           handler: withErrors(ctx, async (argv) => {
-            const volume = await withMeta(argv, (meta) => meta.deleteVolume(stringArg(argv, 'name')));
+            const now = argv['now'] === true;
+            const volume = await withMeta(argv, (meta) => meta.deleteVolume(stringArg(argv, 'name'), { trash: !now }));
+            if (!now) {
+              emit(ctx.io, isJson(argv), { trashed: volume.name, id: volume.id }, () => [
+                `Moved volume ${volume.name} (id ${volume.id}) to the trash; \`cairnctl trash restore ${volume.name}\` brings it back, \`cairnctl trash purge ${volume.name}\` frees its space`,
+              ]);
+              return;
+            }
             const gc = ctx.startBackgroundGc(argv);
             emit(ctx.io, isJson(argv), { deleted: volume.name, id: volume.id, gcPid: gc }, () => [
               `Deleted volume ${volume.name}; its shards are being removed in the background${gc === null ? ' (run cairnctl gc to finish)' : ` (pid ${gc})`}`,

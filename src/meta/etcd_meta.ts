@@ -42,7 +42,9 @@ import {
   decodeTarget,
   decodeVolume,
   decodeSnapshot,
+  decodeTrash,
   encodeSnapshot,
+  type TrashRecord,
   type SnapshotRecord,
   keys,
 } from './schema.js';
@@ -257,9 +259,11 @@ export class EtcdMeta {
 
   /**
    * Deletes a volume's record and queues its id for garbage collection, in one transaction, so
-   * the name is free at once and no shard is forgotten. Refuses while a writer holds its lock.
+   * the name is free at once and no shard is forgotten; with `trash`, moves it to the trash
+   * instead (`trash/<id>`, restorable, nothing freed). Refuses while a writer holds its lock, and
+   * (not for the trash) while a volume cloned from one of its snapshots exists.
    */
-  async deleteVolume(name: string): Promise<VolumeRecord> {
+  async deleteVolume(name: string, options: { readonly trash?: boolean } = {}): Promise<VolumeRecord> {
     const got = await this.getVolumeWithRevision(name);
     if (got === null) throw new NotFoundError(`No volume named "${name}"`);
     const volume = got.record;
@@ -268,16 +272,21 @@ export class EtcdMeta {
     // Its snapshots go with it, unless a volume was cloned from one (it reads their shards).
     const snapshots = await this.listSnapshots(volume.id);
     const cloned = snapshots.filter((s) => s.clones.length > 0);
-    if (cloned.length > 0) {
+    // In the trash its shards stay, so its clones keep reading; only a purge must wait for them.
+    if (cloned.length > 0 && options.trash !== true) {
       const byId = new Map((await this.listVolumes()).map((v) => [v.id, v.name]));
       const names = cloned.flatMap((s) => s.clones.map((id) => `${byId.get(id) ?? id} (from ${s.name})`));
       throw new PreconditionError(
         `Cannot delete volume "${name}": volumes were cloned from its snapshots: ${names.join(', ')}; flatten or delete them first`,
       );
     }
-    // A clone leaves its parent snapshot's list of clones.
+    // A clone leaves its parent snapshot's list of clones (one in the trash stays on it: it may
+    // come back).
     const parentKey =
-      volume.parent === undefined ? undefined : keys.snapshot(volume.parent.volumeId, volume.parent.snapshot);
+      volume.parent === undefined || options.trash === true
+        ? undefined
+        : keys.snapshot(volume.parent.volumeId, volume.parent.snapshot);
+    const epochRes = await this.call(`get ${keys.epoch(name)}`, () => this.client.get(keys.epoch(name)).string());
     const parentText =
       parentKey === undefined ? null : await this.call(`get ${parentKey}`, () => this.client.get(parentKey).string());
     const result = await this.call(`delete ${key}`, () => {
@@ -285,7 +294,17 @@ export class EtcdMeta {
       const ops = [
         this.client.delete().key(key),
         this.client.delete().key(keys.epoch(name)),
-        this.client.put(keys.gcVolume(volume.id)).value(JSON.stringify({ name, deletedAt: new Date().toISOString() })),
+        options.trash === true
+          ? this.client.put(keys.trash(volume.id)).value(
+              JSON.stringify({
+                volume,
+                deletedAt: new Date().toISOString(),
+                epoch: epochRes === null ? 0 : Number(epochRes),
+              } satisfies TrashRecord),
+            )
+          : this.client
+              .put(keys.gcVolume(volume.id))
+              .value(JSON.stringify({ name, deletedAt: new Date().toISOString() })),
       ];
       if (parentKey !== undefined && parentText !== null) {
         const parent = decodeSnapshot(parentKey, parentText);
@@ -309,6 +328,91 @@ export class EtcdMeta {
       throw new AlreadyExistsError(`Cannot delete volume "${name}": it changed while being deleted; try again`);
     }
     return volume;
+  }
+
+  /** Volumes in the trash, most recently deleted first. */
+  async listTrash(): Promise<TrashRecord[]> {
+    const prefix = keys.trashPrefix();
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    return Object.entries(all)
+      .map(([k, v]) => decodeTrash(k, v))
+      .sort((a, b) => b.deletedAt.localeCompare(a.deletedAt));
+  }
+
+  /**
+   * Brings a volume back from the trash under `name` (its old name by default), with its epoch
+   * counter. Refuses, changing nothing, when the name is taken.
+   */
+  async restoreFromTrash(volumeId: string, name?: string): Promise<VolumeRecord> {
+    const key = keys.trash(volumeId);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    if (text === null) throw new NotFoundError(`No volume with id ${volumeId} in the trash`);
+    const trashed = decodeTrash(key, text);
+    const restored: VolumeRecord = { ...trashed.volume, name: name ?? trashed.volume.name };
+    const result = await this.call(`restore ${key}`, () =>
+      this.client
+        .if(key, 'Value', '==', text)
+        .and(keys.volume(restored.name), 'Create', '==', 0)
+        .and(keys.lock(restored.name), 'Create', '==', 0)
+        .then(
+          this.client.delete().key(key),
+          this.client.put(keys.volume(restored.name)).value(JSON.stringify(restored)),
+          this.client.put(keys.epoch(restored.name)).value(String(trashed.epoch)),
+        )
+        .commit(),
+    );
+    if (!result.succeeded) {
+      if ((await this.getVolume(restored.name)) !== null)
+        throw new AlreadyExistsError(
+          `Cannot restore volume "${trashed.volume.name}": a volume named "${restored.name}" exists; restore it under another name (--as)`,
+        );
+      throw new AlreadyExistsError(`Cannot restore volume "${trashed.volume.name}": it changed meanwhile; try again`);
+    }
+    return restored;
+  }
+
+  /**
+   * Empties a volume out of the trash: queues its id for gc (its shards and snapshots go), and a
+   * clone leaves its parent snapshot's list of clones. Refused while a clone of one of its
+   * snapshots exists.
+   */
+  async purgeTrash(volumeId: string): Promise<TrashRecord> {
+    const key = keys.trash(volumeId);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    if (text === null) throw new NotFoundError(`No volume with id ${volumeId} in the trash`);
+    const trashed = decodeTrash(key, text);
+    const { volume } = trashed;
+    const cloned = (await this.listSnapshots(volume.id)).filter((s) => s.clones.length > 0);
+    if (cloned.length > 0)
+      throw new PreconditionError(
+        `Cannot purge volume "${volume.name}" from the trash: volumes were cloned from its snapshots (${cloned.map((s) => `${s.name}: ${s.clones.join(', ')}`).join('; ')}); flatten or delete them first`,
+      );
+    const parentKey =
+      volume.parent === undefined ? undefined : keys.snapshot(volume.parent.volumeId, volume.parent.snapshot);
+    const parentText =
+      parentKey === undefined ? null : await this.call(`get ${parentKey}`, () => this.client.get(parentKey).string());
+    const result = await this.call(`purge ${key}`, () => {
+      const txn = this.client.if(key, 'Value', '==', text);
+      const ops = [
+        this.client.delete().key(key),
+        this.client
+          .put(keys.gcVolume(volume.id))
+          .value(JSON.stringify({ name: volume.name, deletedAt: trashed.deletedAt })),
+      ];
+      if (parentKey !== undefined && parentText !== null) {
+        const parent = decodeSnapshot(parentKey, parentText);
+        txn.and(parentKey, 'Value', '==', parentText);
+        ops.push(
+          this.client
+            .put(parentKey)
+            .value(encodeSnapshot({ ...parent, clones: parent.clones.filter((c) => c !== volume.id) })),
+        );
+      }
+      return txn.then(...ops).commit();
+    });
+    if (!result.succeeded)
+      throw new AlreadyExistsError(`Cannot purge volume "${volume.name}": it changed meanwhile; try again`);
+    return trashed;
   }
 
   async listGcVolumes(): Promise<{ id: string; name: string }[]> {

@@ -57,6 +57,9 @@ export const keys = {
   gcSnapshot: (volumeId: string, name: string) => `${rootPrefix}gc/snapshots/${volumeId}/${name}`,
   /** The last shard census of a volume: its published shards that live targets do not hold. */
   census: (volumeId: string) => `${rootPrefix}census/${volumeId}`,
+  /** A volume moved to the trash by `volume delete`: restorable until purged. */
+  trashPrefix: () => `${rootPrefix}trash/`,
+  trash: (volumeId: string) => `${rootPrefix}trash/${volumeId}`,
   gcVolumesPrefix: () => `${rootPrefix}gc/volumes/`,
   gcVolume: (volumeId: string) => `${rootPrefix}gc/volumes/${volumeId}`,
   repairProgress: () => `${rootPrefix}repair/progress`,
@@ -163,6 +166,24 @@ export interface SnapshotRecord {
 /** Names a snapshot across clusters and copies: its own, or the one it was imported as. */
 export function snapshotIdentity(s: SnapshotRecord): string {
   return s.origin ?? `${s.volumeId}/${s.name}/${s.createdAt}`;
+}
+
+/** What `trash/<volume id>` holds: the volume's record as it was, and its epoch counter. */
+export interface TrashRecord {
+  readonly volume: VolumeRecord;
+  readonly deletedAt: string;
+  /** The volume's last fencing epoch (restored with it: generations never go back). */
+  readonly epoch: number;
+}
+
+export function decodeTrash(key: string, text: string): TrashRecord {
+  const o = parse(key, text);
+  const volume = field(key, o, 'volume', (v): v is Json => typeof v === 'object' && v !== null, 'an object');
+  return {
+    volume: decodeVolume(key, JSON.stringify(volume)),
+    deletedAt: field(key, o, 'deletedAt', isString, 'a string'),
+    epoch: field(key, o, 'epoch', isCount, 'an epoch'),
+  };
 }
 
 export interface LockRecord {

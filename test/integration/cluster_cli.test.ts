@@ -144,7 +144,7 @@ describe('cairnctl against a cluster of real processes', function () {
     const stores = nodes.slice(0, 2).map((n) => new NodeShardStore({ name: n.name, address: n.address }));
     try {
       for (const [i, s] of stores.entries()) await s.put(`${v.id}/0/1/${i}`, new Uint8Array(4096).fill(i));
-      const run = await ctl(['volume', 'delete', 'scratch', '--json']);
+      const run = await ctl(['volume', 'delete', 'scratch', '--now', '--json']);
       expect(json(run)).to.deep.include({ deleted: 'scratch', id: v.id });
       expect((await ctl(['volume', 'info', 'scratch'])).code).to.equal(1);
       await waitFor(

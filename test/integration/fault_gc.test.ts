@@ -108,9 +108,14 @@ describe('`cairnctl gc` orphan sweep racing writers and repair (dev cluster, 4+2
       async () => ((await s.lockOf('fgcj')) === undefined ? true : undefined),
       30_000,
     );
-    await runOk('volume delete', process.execPath, [cairnctlPath, 'volume', 'delete', 'fgcj', '--etcd', s.etcd], {
-      deadlineMs: 30_000,
-    });
+    await runOk(
+      'volume delete',
+      process.execPath,
+      [cairnctlPath, 'volume', 'delete', 'fgcj', '--now', '--etcd', s.etcd],
+      {
+        deadlineMs: 30_000,
+      },
+    );
     const r = await runClient(process.execPath, [cairnctlPath, 'gc', '--json', '--etcd', s.etcd], {
       deadlineMs: 90_000,
     });

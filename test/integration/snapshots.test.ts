@@ -182,7 +182,7 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
     // Deleting s1 (or base) is refused while the clone reads it, naming the clone.
     const r1 = await refused(s, ['snapshot', 'delete', 'base', 's1']);
     expect(r1.stderr).to.match(/cloned from it: copy/);
-    const r2 = await refused(s, ['volume', 'delete', 'base']);
+    const r2 = await refused(s, ['volume', 'delete', 'base', '--now']);
     expect(r2.stderr).to.match(/copy \(from s1\)/);
     const rows = await snapshotList(s, 'base');
     expect(rows.map((r) => [r.name, r.clones])).to.deep.equal([
@@ -358,6 +358,39 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
       back.subarray(6 * MiB).every((b) => b === 0),
       'what was cut off reads as zeros after a grow',
     ).to.equal(true);
+  });
+
+  it('volume delete moves a volume to the trash: the name is free, restore brings it back with its snapshots, purge frees it', async () => {
+    const s = stack();
+    await s.createVolume('tr', '4MiB', { extentSize: '1MiB' });
+    const data = seededBytes('tr', 4 * MiB);
+    await writeExport(s, s.uri('tr'), data, 'tr.img');
+    await s.cairnctl('snapshot', ['snapshot', 'create', 'tr', 'kept']);
+    await waitFor('tr to be detached', async () => (await s.lockOf('tr')) === undefined, 30_000);
+    const id = await s.volumeId('tr');
+    await s.cairnctl('delete to the trash', ['volume', 'delete', 'tr']);
+    const trash = JSON.parse((await s.cairnctl('trash list', ['trash', 'list', '--json'])).stdout) as { id: string }[];
+    expect(trash.map((t) => t.id)).to.include(id);
+    // The name is free: a new volume takes it, and the old one comes back under another name.
+    await s.createVolume('tr', '1MiB', { extentSize: '1MiB' });
+    const clash = await refused(s, ['trash', 'restore', id]);
+    expect(clash.stderr).to.match(/a volume named "tr" exists; restore it under another name/);
+    await s.cairnctl('restore', ['trash', 'restore', id, '--as', 'tr-back']);
+    expect((await readExport(s, s.uri('tr-back'), 'tr-back.img')).equals(data), 'restored data').to.equal(true);
+    expect((await readExport(s, s.uri('tr-back@kept'), 'tr-kept.img')).equals(data), 'restored snapshot').to.equal(
+      true,
+    );
+    // Purged: its shards go with the next gc.
+    await waitFor('tr-back to be detached', async () => (await s.lockOf('tr-back')) === undefined, 30_000);
+    await s.cairnctl('delete again', ['volume', 'delete', 'tr-back']);
+    await s.cairnctl('purge', ['trash', 'purge', id]);
+    const gc = JSON.parse((await s.cairnctl('gc', ['gc', '--json'])).stdout) as {
+      volumes: number;
+      shardsDeleted: number;
+    };
+    expect(gc.shardsDeleted, 'shards gc removed after the purge').to.be.above(0);
+    const after = JSON.parse((await s.cairnctl('trash list', ['trash', 'list', '--json'])).stdout) as { id: string }[];
+    expect(after.map((t) => t.id)).to.not.include(id);
   });
 
   it('refuses bad names, duplicates, missing snapshots and clones of a volume (not a snapshot), changing nothing', async () => {
