@@ -44,6 +44,7 @@ import {
   InvalidArgumentError,
   assert,
   errorMessage,
+  isZeroBlock,
   sleepOn,
   systemClock,
   type BlockDevice,
@@ -52,6 +53,7 @@ import {
   type Clock,
   type WaitingBudget,
   type WriteOptions,
+  zeroBlockBytes,
 } from '../core/index.js';
 import type { CleanCacheHolder, SharedCacheBudget } from './shared_budget.js';
 import {
@@ -127,6 +129,8 @@ export interface CacheBackend {
   readonly journal?: CacheJournal;
   /** The journal LSN the published generation of extent e holds (its record's journalLsn), if any. */
   publishedLsn?(e: number): number | undefined;
+  /** The 4 KiB blocks of the published generation of extent e that read as zeros (a bitmap), if any. */
+  zeroBlocks?(e: number): Uint8Array | undefined;
 }
 
 export interface WriteBackCacheOptions {
@@ -780,22 +784,35 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     // Best effort: an extent whose record cannot be looked up now is reported as data.
     const lookup = this.backend.prepare?.(pieces.map((p) => p.extent));
     if (lookup !== undefined) await lookup.catch(() => undefined);
+    const add = (at: number, len: number, hole: boolean): void => {
+      const last = runs.at(-1);
+      if (last !== undefined && last.hole === hole) runs[runs.length - 1] = { ...last, length: last.length + len };
+      else runs.push({ offset: at, length: len, hole, zero: hole });
+    };
     for (const p of pieces) {
       const entry = this.entries.get(p.extent);
-      const hole =
-        entry === undefined
-          ? this.backend.isHole(p.extent)
-          : entry.hole
-            ? entry.dirty.size === 0
-            : entry.dirty.size === 0 &&
-              entry.journaled.length === 0 &&
-              entry.inflight === undefined &&
-              !entry.flushing &&
-              entry.publishing === undefined &&
-              this.backend.isHole(p.extent);
-      const last = runs.at(-1);
-      if (last !== undefined && last.hole === hole) runs[runs.length - 1] = { ...last, length: last.length + p.length };
-      else runs.push({ offset: offset + p.bufferOffset, length: p.length, hole, zero: hole });
+      const published =
+        entry === undefined ||
+        (!entry.hole &&
+          entry.dirty.size === 0 &&
+          entry.journaled.length === 0 &&
+          entry.inflight === undefined &&
+          !entry.flushing &&
+          entry.publishing === undefined);
+      const hole = entry?.hole === true ? entry.dirty.size === 0 : published && this.backend.isHole(p.extent);
+      const at = offset + p.bufferOffset;
+      // A published generation with some zero blocks (a trim inside it): those blocks are holes.
+      const zeros = !hole && published ? this.backend.zeroBlocks?.(p.extent) : undefined;
+      if (zeros === undefined) {
+        add(at, p.length, hole);
+        continue;
+      }
+      for (let o = p.offset; o < p.offset + p.length;) {
+        const block = Math.floor(o / zeroBlockBytes);
+        const end = Math.min(p.offset + p.length, (block + 1) * zeroBlockBytes);
+        add(at + (o - p.offset), end - o, isZeroBlock(zeros, block));
+        o = end;
+      }
     }
     if (runs.length === 0) runs.push({ offset, length: 0, hole: false, zero: false });
     return runs;

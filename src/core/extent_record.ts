@@ -34,6 +34,54 @@ export interface ExtentRecord {
    * says. Absent on records written before seeds existed (their shards verify with seed 0).
    */
   readonly seed?: number;
+  /**
+   * Which 4 KiB blocks of the extent read as zeros (base64 of a bitmap, bit i of byte i >> 3 for
+   * block i), when some do and some do not: block status reports them as holes, so a trim inside
+   * a written extent shows exactly. Absent: no such block, or every block (or an older record).
+   */
+  readonly zeroBlocks?: string;
+}
+
+/** The size of a block zeroBlocks counts. */
+export const zeroBlockBytes = 4096;
+
+/**
+ * The zeroBlocks of an extent image: undefined when no 4 KiB block reads as zeros or every one
+ * does (then the extent is either plain data or better published as a hole).
+ */
+export function zeroBlocksOf(data: Uint8Array): string | undefined {
+  const blocks = Math.ceil(data.length / zeroBlockBytes);
+  const bitmap = new Uint8Array(Math.ceil(blocks / 8));
+  let zero = 0;
+  const aligned = data.byteOffset % 8 === 0 ? new BigUint64Array(data.buffer, data.byteOffset, data.length >> 3) : null;
+  for (let b = 0; b < blocks; b++) {
+    const from = b * zeroBlockBytes;
+    const to = Math.min(data.length, from + zeroBlockBytes);
+    let allZero = true;
+    if (aligned !== null && to - from === zeroBlockBytes) {
+      for (let w = from >> 3; w < to >> 3; w++)
+        if (aligned[w] !== 0n) {
+          allZero = false;
+          break;
+        }
+    } else {
+      for (let i = from; i < to; i++)
+        if (data[i] !== 0) {
+          allZero = false;
+          break;
+        }
+    }
+    if (allZero) {
+      bitmap[b >> 3]! |= 1 << (b & 7);
+      zero += 1;
+    }
+  }
+  return zero === 0 || zero === blocks ? undefined : Buffer.from(bitmap).toString('base64');
+}
+
+/** True when block `block` of a record's extent reads as zeros by its zeroBlocks. */
+export function isZeroBlock(bitmap: Uint8Array, block: number): boolean {
+  return ((bitmap[block >> 3] ?? 0) & (1 << (block & 7))) !== 0;
 }
 
 /**

@@ -25,9 +25,10 @@
  * a 2^interiorBits-bit presence bitmap, then for each present slot the child's u64 generation
  * and its 16-byte checksum. Leaf: a u16 count of target names and each name (u16 length, UTF-8),
  * the presence bitmap, then for each present slot a record: u64 generation, u32 shard bytes,
- * u32 seed (0: none), u8 flags (1: journalLsn follows, 2: keys follow), u8 shard count, then u16
- * target-name indexes, the optional u64 journalLsn and, when a key is not the one shardKey()
- * derives, every key (u16 length, UTF-8).
+ * u32 seed (0: none), u8 flags (1: journalLsn follows, 2: keys follow, 4: zero blocks follow),
+ * u8 shard count, then u16 target-name indexes, the optional u64 journalLsn, when a key is not the
+ * one shardKey() derives every key (u16 length, UTF-8), and the optional zero-block bitmap (u16
+ * length, bytes; ExtentRecord.zeroBlocks).
  */
 import { createHash } from 'node:crypto';
 import {
@@ -53,6 +54,7 @@ const kindLeaf = 1;
 const kindInterior = 2;
 const flagJournalLsn = 1;
 const flagKeys = 2;
+const flagZeroBlocks = 4;
 
 /** Where a page is and what it must hash to: the reference a parent (or etcd, for the root) holds. */
 export interface MapPageRef {
@@ -190,19 +192,25 @@ export class MapLeaf {
       at += 8;
     }
     const shards: ExtentShardRef[] = new Array<ExtentShardRef>(count);
+    let zeroBlocks: string | undefined;
     if ((flags & flagKeys) === 0) {
       const prefix = `${this.volumeId}/${this.index * this.offsets.length + slot}/${generation}/`;
       for (let i = 0; i < count; i++)
         shards[i] = { target: this.names[view.getUint16(targetsAt + 2 * i, true)]!, key: prefix + i };
-    } else {
+    }
+    if ((flags & (flagKeys | flagZeroBlocks)) !== 0) {
       const r = pageReader(this.bytes, 'a checked map page');
       r.at = at;
-      for (let i = 0; i < count; i++)
-        shards[i] = { target: this.names[view.getUint16(targetsAt + 2 * i, true)]!, key: r.str('key', 0xffff) };
+      if ((flags & flagKeys) !== 0)
+        for (let i = 0; i < count; i++)
+          shards[i] = { target: this.names[view.getUint16(targetsAt + 2 * i, true)]!, key: r.str('key', 0xffff) };
+      if ((flags & flagZeroBlocks) !== 0)
+        zeroBlocks = Buffer.from(r.raw(r.u16('zero-block bytes'), 'zero blocks')).toString('base64');
     }
     const rec: { -readonly [K in keyof ExtentRecord]: ExtentRecord[K] } = { generation, shardBytes, shards };
     if (journalLsn !== undefined) rec.journalLsn = journalLsn;
     if (seed !== 0) rec.seed = seed;
+    if (zeroBlocks !== undefined) rec.zeroBlocks = zeroBlocks;
     return rec;
   }
 
@@ -271,12 +279,22 @@ export function encodeMapLeaf(
     w.u64(rec.generation);
     w.u32(rec.shardBytes);
     w.u32(rec.seed ?? 0);
-    w.u8((rec.journalLsn === undefined ? 0 : flagJournalLsn) | (derived ? 0 : flagKeys));
+    w.u8(
+      (rec.journalLsn === undefined ? 0 : flagJournalLsn) |
+        (derived ? 0 : flagKeys) |
+        (rec.zeroBlocks === undefined ? 0 : flagZeroBlocks),
+    );
     assert(rec.shards.length < 256, 'a record of 256 shards or more');
     w.u8(rec.shards.length);
     for (const s of rec.shards) w.u16(names.get(s.target)!);
     if (rec.journalLsn !== undefined) w.u64(rec.journalLsn);
     if (!derived) for (const s of rec.shards) w.str(s.key, 0xffff);
+    if (rec.zeroBlocks !== undefined) {
+      const bitmap = Buffer.from(rec.zeroBlocks, 'base64');
+      assert(bitmap.length <= 0xffff, 'a zero-block bitmap of 64 KiB or more');
+      w.u16(bitmap.length);
+      w.raw(bitmap);
+    }
   });
   return w.done().slice(); // exactly the page: it is kept (cached, stored) as it is
 }
@@ -357,6 +375,7 @@ function parseMapPage(
       if (r.u16('target') >= names.length) throw new ChecksumMismatchError(`${what}: a record names no target`);
     if ((flags & flagJournalLsn) !== 0) r.raw(8, 'journal LSN');
     if ((flags & flagKeys) !== 0) for (let i = 0; i < count; i++) r.str('key', 0xffff);
+    if ((flags & flagZeroBlocks) !== 0) r.raw(r.u16('zero-block bytes'), 'zero blocks');
   }
   return new MapLeaf(index, volumeId, bytes, names, offsets);
 }

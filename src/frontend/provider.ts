@@ -1124,6 +1124,7 @@ function engineReads(engine: VolumeEngine) {
     versionOf: (e: number) => engine.versionOf(e),
     readRange: (e: number, o: number, l: number) => engine.readRange(e, o, l),
     readWhole: (e: number) => engine.readWhole(e),
+    zeroBlocks: (e: number) => engine.zeroBlocks(e),
   };
 }
 

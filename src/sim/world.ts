@@ -920,6 +920,7 @@ export class World {
       readWhole: (e) => engine.readWhole(e),
       persist: (images) => engine.persist(images),
       publishedLsn: (e) => engine.record(e)?.journalLsn,
+      zeroBlocks: (e) => engine.zeroBlocks(e),
     };
   }
 

@@ -38,6 +38,7 @@ import {
   type ExtentRecord,
   type Profile,
   systemClock,
+  zeroBlocksOf,
 } from '../core/index.js';
 import {
   extentCount,
@@ -725,6 +726,15 @@ export class VolumeEngine {
     for (const e of [...this.looked]) if (e >= count) this.looked.delete(e);
   }
 
+  /**
+   * The 4 KiB blocks of extent `e` that read as zeros, by its record (ExtentRecord.zeroBlocks), or
+   * undefined when the record says none (or is not known yet).
+   */
+  zeroBlocks(e: number): Uint8Array | undefined {
+    const bits = this.records.get(e)?.zeroBlocks;
+    return bits === undefined ? undefined : Buffer.from(bits, 'base64');
+  }
+
   /** The last generation this writer handed out (every record it published is at or below it). */
   get generationMark(): number {
     return this.options.epoch * 2 ** 32 + this.sequence;
@@ -748,6 +758,8 @@ export class VolumeEngine {
     // The shards go to the stores as views of codec memory (a copy of each cost 6 % of the
     // frontend's CPU on a sequential write: every store frames its own copy anyway); the buffer
     // returns to the pool once every put has settled (a store keeps no view after that).
+    // Which 4 KiB blocks read as zeros (a trim inside the extent): block status reports them.
+    const zeroBlocks = zeroBlocksOf(data);
     const buf: CodecBuffer = this.options.pool.allocate(this.volume.profile, this.shardBytes);
     let results: PromiseSettledResult<void>[];
     try {
@@ -788,6 +800,7 @@ export class VolumeEngine {
       shards: targets.map((target, i) => ({ target, key: keys[i]! })),
       ...(journalLsn === undefined ? {} : { journalLsn }),
       seed,
+      ...(zeroBlocks === undefined ? {} : { zeroBlocks }),
     };
   }
 

@@ -161,4 +161,26 @@ describe('benchmarks at tiny size', () => {
     expect(lines[2]).to.include({ listed: 5, wrongSize: 0, locksTaken: 0, epochsBumped: 0 });
     expect(lines[2]!['cairnOverNbdkitMs']).to.be.a('number').above(0);
   });
+  it('scripts/bench/snapshot_bench.mjs times snapshots, clones, export and export-diff against their peers', async function () {
+    this.timeout(240_000);
+    const lines = await benchScript(['scripts/bench/snapshot_bench.mjs', '--tiny'], 220_000);
+    expect(lines.map((l) => l['mode'] ?? l.summary)).to.deep.equal([
+      'volume-create',
+      'snapshot-create',
+      'clone',
+      'export',
+      'export-diff',
+      'snapshot',
+    ]);
+    expect(lines[1]).to.include({ attached: true, n: 2 });
+    expect(lines[3]).to.include({ peer: 'nbdcopy', sameBytes: true });
+    expect(lines[4]).to.include({ changedExtents: 1 });
+    for (const key of [
+      'snapshotOverVolumeCreateP50',
+      'cloneOverVolumeCreateP50',
+      'exportOverNbdcopy',
+      'diffOverExport',
+    ])
+      expect(lines[5]![key], key).to.be.a('number').above(0);
+  });
 });

@@ -98,6 +98,14 @@ describe('MapTree', () => {
     expect(refused).to.match(/still has pages past its end/);
   });
 
+  it("keeps a record's zero blocks through a page", async () => {
+    const store = new MemoryPages();
+    const tree = new MapTree({ volumeId, extents: 10, store });
+    const rec = recordFor(3, 9, { zeroBlocks: Buffer.from([0b101, 0, 0x80]).toString('base64') });
+    const { root } = await tree.commit(tree.emptyRoot(), new Map([[3, rec]]), 10);
+    expect(await new MapTree({ volumeId, extents: 10, store }).lookup(root, 3)).to.deep.equal(rec);
+  });
+
   it('keeps shard keys that are not the derived ones, and records without a seed', async () => {
     const store = new MemoryPages();
     const tree = new MapTree({ volumeId, extents: 1000, store });
