@@ -36,7 +36,7 @@ import { VolumeMaps, createVolume, requireSnapshot, rollbackVolume, type CreateV
 import type { VolumeFrontend } from './provider.js';
 
 /** Extents read or written at once by a transfer. */
-export const transferExtentsInFlight = 8;
+export const transferExtentsInFlight = 16;
 
 export interface TransferProgress {
   readonly bytesDone: number;
