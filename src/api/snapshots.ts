@@ -149,6 +149,7 @@ export function descendantsOf(volume: VolumeRecord, all: readonly VolumeRecord[]
 
 /** A map root and the volume whose tree reads it. */
 export interface OwnedRoot {
+  /** The volume, at the size the root maps (a snapshot's may differ from the volume's now). */
   readonly volume: VolumeRecord;
   readonly root: MapRoot;
   readonly what: string;
@@ -175,7 +176,7 @@ export async function rootsReading(
     for (const s of snaps) {
       if (options.except !== undefined && s.volumeId === options.except.volumeId && s.name === options.except.name)
         continue;
-      out.push({ volume: v, root: rootOf(v, s), what: `snapshot ${v.name}@${s.name}` });
+      out.push({ volume: { ...v, sizeBytes: s.sizeBytes }, root: rootOf(v, s), what: `snapshot ${v.name}@${s.name}` });
     }
   }
   return out;
@@ -212,7 +213,7 @@ export async function uniqueShards(
 ): Promise<UniqueShard[]> {
   const maps = VolumeMaps.of(meta);
   await maps.refreshTargets();
-  const tree = maps.tree(volume);
+  const tree = maps.tree({ ...volume, sizeBytes: snapshot.sizeBytes });
   const mine = rootOf(volume, snapshot);
   const id = (target: string, key: string): string => `${target}\u0000${key}`;
   const candidates = new Map<number, Map<string, UniqueShard>>();
@@ -240,7 +241,7 @@ export async function uniqueShards(
         else drop(e, await tree.lookup(other.root, e));
       }
     } else {
-      const otherTree = maps.tree(other.volume);
+      const otherTree = maps.tree(other.volume); // at the size its root maps
       const extents = extentCount(other.volume);
       for (const e of [...candidates.keys()]) if (e < extents) drop(e, await otherTree.lookup(other.root, e));
     }
@@ -317,7 +318,7 @@ export async function cloneVolume(meta: EtcdMeta, source: string, name: string):
   const maps = VolumeMaps.of(meta);
   await maps.refreshTargets();
   const records = new Map<number, ExtentRecord>();
-  for await (const item of maps.tree(p).walk(rootOf(p, snapshot)))
+  for await (const item of maps.tree({ ...p, sizeBytes: snapshot.sizeBytes }).walk(rootOf(p, snapshot)))
     if ('record' in item) records.set(item.extent, item.record);
   const tree = maps.tree(clone);
   const { root } = await tree.commit(tree.emptyRoot(), records, epoch * 2 ** 32 + 1);

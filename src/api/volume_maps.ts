@@ -112,12 +112,17 @@ export class VolumeMaps {
     this.trees.clear();
   }
 
-  /** The tree of `volume` (one per volume, so its decoded pages are shared). */
-  tree(volume: VolumeRecord): MapTree {
-    let tree = this.trees.get(volume.id);
+  /**
+   * The tree of `volume` at its size (one per volume and size, so its decoded pages are shared;
+   * a resized volume, or a snapshot of another size, gets a tree of its own height).
+   */
+  tree(volume: Pick<VolumeRecord, 'id' | 'sizeBytes' | 'extentBytes'>): MapTree {
+    const extents = extentCount(volume);
+    const key = `${volume.id}/${extents}`;
+    let tree = this.trees.get(key);
     if (tree === undefined) {
-      tree = new MapTree({ volumeId: volume.id, extents: extentCount(volume), store: this.pages });
-      this.trees.set(volume.id, tree);
+      tree = new MapTree({ volumeId: volume.id, extents, store: this.pages });
+      this.trees.set(key, tree);
     }
     return tree;
   }
@@ -128,11 +133,11 @@ export class VolumeMaps {
 
   /** Every record of the volume (reads every page of its tree; cached pages are not re-read). */
   async listExtents(volumeId: string): Promise<Map<number, ExtentRecord>> {
-    const volume = await this.volume(volumeId);
     const out = new Map<number, ExtentRecord>();
-    if (volume === undefined) return out;
+    const current = await this.volumeAndRoot(volumeId);
+    if (current === undefined) return out;
     if (this.stores.size === 0) await this.refreshTargets();
-    const root = await this.root(volume);
+    const { volume, root } = current;
     for await (const item of this.tree(volume).walk(root)) if ('record' in item) out.set(item.extent, item.record);
     return out;
   }
@@ -142,10 +147,12 @@ export class VolumeMaps {
     volumeId: string,
     index: number,
   ): Promise<{ record: ExtentRecord; modRevision: string } | null> {
-    const volume = await this.volume(volumeId);
-    if (volume === undefined) return null;
+    const current = await this.volumeAndRoot(volumeId);
+    if (current === undefined) return null;
     if (this.stores.size === 0) await this.refreshTargets();
-    const record = await this.tree(volume).lookup(await this.root(volume), index);
+    const { volume, root } = current;
+    if (index >= extentCount(volume)) return null;
+    const record = await this.tree(volume).lookup(root, index);
     return record === undefined ? null : { record, modRevision: recordToken(record) };
   }
 
@@ -168,13 +175,20 @@ export class VolumeMaps {
     volumeId: string,
     replacements: readonly { readonly index: number; readonly modRevision: string; readonly record: ExtentRecord }[],
   ): Promise<boolean[]> {
-    const volume = await this.volume(volumeId);
+    let volume = await this.volume(volumeId);
     if (volume === undefined || replacements.length === 0) return replacements.map(() => false);
     if (this.stores.size === 0) await this.refreshTargets();
-    const tree = this.tree(volume);
     for (let round = 0; round < replaceRoundsMax; round++) {
-      const root = await this.root(volume);
-      const current = await Promise.all(replacements.map((r) => tree.lookup(root, r.index)));
+      // Read together each round: a resize (new size, new height) may land between two rounds.
+      const fresh = await this.volumeAndRoot(volumeId);
+      if (fresh === undefined) return replacements.map(() => false);
+      volume = fresh.volume;
+      const { root } = fresh;
+      const tree = this.tree(volume);
+      const extents = extentCount(volume);
+      const current = await Promise.all(
+        replacements.map((r) => (r.index < extents ? tree.lookup(root, r.index) : Promise.resolve(undefined))),
+      );
       const still = replacements.map((r, i) => current[i] !== undefined && recordToken(current[i]) === r.modRevision);
       const changes = new Map(replacements.filter((_, i) => still[i]).map((r) => [r.index, r.record] as const));
       if (changes.size === 0) return still;
@@ -280,8 +294,22 @@ export class VolumeMaps {
     return g.epoch * 2 ** 32 + g.counter;
   }
 
-  private async volume(volumeId: string): Promise<VolumeRecord | undefined> {
-    let v = this.volumes.get(volumeId);
+  /**
+   * The volume's record and its map root, read so that they agree on the map's height: a record
+   * this process read before a resize is read again.
+   */
+  private async volumeAndRoot(volumeId: string): Promise<{ volume: VolumeRecord; root: MapRoot } | undefined> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const volume = await this.volume(volumeId, attempt > 0);
+      if (volume === undefined) return undefined;
+      const root = await this.root(volume);
+      if (root.page === undefined || root.levels === mapLevelsFor(extentCount(volume))) return { volume, root };
+    }
+    throw new MapRootMovedError(`The map of volume ${volumeId} changed height while it was read (a resize); try again`);
+  }
+
+  private async volume(volumeId: string, reload = false): Promise<VolumeRecord | undefined> {
+    let v = reload ? undefined : this.volumes.get(volumeId);
     if (v === undefined) {
       for (const r of await this.meta.listVolumes()) this.volumes.set(r.id, r);
       v = this.volumes.get(volumeId);

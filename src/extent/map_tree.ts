@@ -634,8 +634,10 @@ export class MapTree {
     root: MapRoot,
   ): AsyncGenerator<{ pageKey: string; checksum: string } | { extent: number; record: ExtentRecord }> {
     if (root.page === undefined) return;
+    // From the root's own height: pages are named by level, index and generation only, so a root
+    // of another size of this volume (a snapshot from before a resize) walks the same way.
     const stack: { level: number; index: number; ref: MapPageRef }[] = [
-      { level: this.levels - 1, index: 0, ref: root.page },
+      { level: root.levels - 1, index: 0, ref: root.page },
     ];
     while (stack.length > 0) {
       const { level, index, ref } = stack.pop()!;

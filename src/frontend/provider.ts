@@ -60,6 +60,7 @@ import {
   type VolumeRecord,
 } from '../meta/index.js';
 import type { Topology } from '../placement/index.js';
+import type { Watcher } from 'etcd3';
 import { TreeExtentMapStore, VolumeEngine } from '../volume/index.js';
 import { ReplicatedMapPages, extentCount, mapLevelsFor } from '../extent/index.js';
 import {
@@ -433,23 +434,15 @@ export class VolumeFrontend implements ExportProvider {
           this.log(`cannot refresh topology: ${errorMessage(err)}`),
         );
       });
-      // Snapshots asked of this writer (`cairnctl snapshot create` while it holds the volume).
-      const requests =
+      // Snapshots and resizes asked of this writer (`cairnctl snapshot create`, `volume resize`).
+      const watchRequests = (build: (w: ReturnType<typeof meta.client.watch>) => { create(): Promise<Watcher> }) =>
         lock === undefined
           ? undefined
-          : await meta.client
-              .watch()
-              .prefix(keys.snapshotRequestsPrefix(record.id))
+          : build(meta.client.watch())
               .create()
               .catch(() => undefined);
-      const resizes =
-        lock === undefined
-          ? undefined
-          : await meta.client
-              .watch()
-              .key(keys.resizeRequest(record.id))
-              .create()
-              .catch(() => undefined);
+      const requests = await watchRequests((w) => w.prefix(keys.snapshotRequestsPrefix(record.id)));
+      const resizes = await watchRequests((w) => w.key(keys.resizeRequest(record.id)));
       lock?.lost.then((err) => this.log(`volume ${name}: ${errorMessage(err)}`)).catch(() => undefined);
       this.log(
         `attached volume ${name} ${readOnly ? 'read-only' : `for writing (epoch ${lock?.epoch})`}; ${engine.writtenExtents} extents written`,

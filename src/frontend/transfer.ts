@@ -329,7 +329,7 @@ export async function exportDiff(
     );
   const maps = VolumeMaps.of(meta);
   await maps.refreshTargets();
-  const tree = maps.tree(volume);
+  const tree = maps.tree({ ...volume, sizeBytes: snapshot.sizeBytes });
   const changed: number[] = [];
   if (base === undefined) {
     for await (const item of tree.walk(snapshot.root)) if ('record' in item) changed.push(item.extent);

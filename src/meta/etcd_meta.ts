@@ -282,13 +282,8 @@ export class EtcdMeta {
     }
     // A clone leaves its parent snapshot's list of clones (one in the trash stays on it: it may
     // come back).
-    const parentKey =
-      volume.parent === undefined || options.trash === true
-        ? undefined
-        : keys.snapshot(volume.parent.volumeId, volume.parent.snapshot);
+    const leave = options.trash === true ? undefined : await this.leaveParent(volume);
     const epochRes = await this.call(`get ${keys.epoch(name)}`, () => this.client.get(keys.epoch(name)).string());
-    const parentText =
-      parentKey === undefined ? null : await this.call(`get ${parentKey}`, () => this.client.get(parentKey).string());
     const result = await this.call(`delete ${key}`, () => {
       const txn = this.client.if(key, 'Mod', '==', Number(got.modRevision)).and(lockKey, 'Create', '==', 0);
       const ops = [
@@ -306,14 +301,9 @@ export class EtcdMeta {
               .put(keys.gcVolume(volume.id))
               .value(JSON.stringify({ name, deletedAt: new Date().toISOString() })),
       ];
-      if (parentKey !== undefined && parentText !== null) {
-        const parent = decodeSnapshot(parentKey, parentText);
-        txn.and(parentKey, 'Value', '==', parentText);
-        ops.push(
-          this.client
-            .put(parentKey)
-            .value(encodeSnapshot({ ...parent, clones: parent.clones.filter((id) => id !== volume.id) })),
-        );
+      if (leave !== undefined) {
+        txn.and(leave.key, 'Value', '==', leave.text);
+        ops.push(this.client.put(leave.key).value(leave.value));
       }
       return txn.then(...ops).commit();
     });
@@ -387,10 +377,7 @@ export class EtcdMeta {
       throw new PreconditionError(
         `Cannot purge volume "${volume.name}" from the trash: volumes were cloned from its snapshots (${cloned.map((s) => `${s.name}: ${s.clones.join(', ')}`).join('; ')}); flatten or delete them first`,
       );
-    const parentKey =
-      volume.parent === undefined ? undefined : keys.snapshot(volume.parent.volumeId, volume.parent.snapshot);
-    const parentText =
-      parentKey === undefined ? null : await this.call(`get ${parentKey}`, () => this.client.get(parentKey).string());
+    const leave = await this.leaveParent(volume);
     const result = await this.call(`purge ${key}`, () => {
       const txn = this.client.if(key, 'Value', '==', text);
       const ops = [
@@ -399,14 +386,9 @@ export class EtcdMeta {
           .put(keys.gcVolume(volume.id))
           .value(JSON.stringify({ name: volume.name, deletedAt: trashed.deletedAt })),
       ];
-      if (parentKey !== undefined && parentText !== null) {
-        const parent = decodeSnapshot(parentKey, parentText);
-        txn.and(parentKey, 'Value', '==', parentText);
-        ops.push(
-          this.client
-            .put(parentKey)
-            .value(encodeSnapshot({ ...parent, clones: parent.clones.filter((c) => c !== volume.id) })),
-        );
+      if (leave !== undefined) {
+        txn.and(leave.key, 'Value', '==', leave.text);
+        ops.push(this.client.put(leave.key).value(leave.value));
       }
       return txn.then(...ops).commit();
     });
@@ -1075,21 +1057,15 @@ export class EtcdMeta {
     const { parent, ...rest } = clone;
     if (parent === undefined) return clone;
     const key = keys.volume(clone.name);
-    const parentKey = keys.snapshot(parent.volumeId, parent.snapshot);
-    const parentText = await this.call(`get ${parentKey}`, () => this.client.get(parentKey).string());
+    const leave = await this.leaveParent(clone);
     const result = await this.call(`put ${key}`, () => {
       const txn = this.client
         .if(keys.lock(lock.volume), 'Value', '==', lock.record)
         .and(key, 'Mod', '==', Number(got.modRevision));
       const ops = [this.client.put(key).value(JSON.stringify(rest))];
-      if (parentText !== null) {
-        const snap = decodeSnapshot(parentKey, parentText);
-        txn.and(parentKey, 'Value', '==', parentText);
-        ops.push(
-          this.client
-            .put(parentKey)
-            .value(encodeSnapshot({ ...snap, clones: snap.clones.filter((c) => c !== clone.id) })),
-        );
+      if (leave !== undefined) {
+        txn.and(leave.key, 'Value', '==', leave.text);
+        ops.push(this.client.put(leave.key).value(leave.value));
       }
       return txn.then(...ops).commit();
     });
@@ -1141,6 +1117,20 @@ export class EtcdMeta {
         lock.epoch,
       );
     throw new AlreadyExistsError(`Cannot rename volume "${from}": it changed meanwhile; try again`);
+  }
+
+  /**
+   * What takes clone `volume` off its parent snapshot's list of clones in a caller's transaction:
+   * the snapshot's key, its value now (to compare), and its value without the clone (to put).
+   * Undefined when the volume is no clone or its parent snapshot is gone.
+   */
+  private async leaveParent(volume: VolumeRecord): Promise<{ key: string; text: string; value: string } | undefined> {
+    if (volume.parent === undefined) return undefined;
+    const key = keys.snapshot(volume.parent.volumeId, volume.parent.snapshot);
+    const text = await this.call(`get ${key}`, () => this.client.get(key).string());
+    if (text === null) return undefined;
+    const snap = decodeSnapshot(key, text);
+    return { key, text, value: encodeSnapshot({ ...snap, clones: snap.clones.filter((c) => c !== volume.id) }) };
   }
 
   /** Marks a target as draining (placement stops choosing it; repair moves its shards), or not. */

@@ -12,6 +12,7 @@
  * does not take them for orphans.
  */
 import { errorMessage, type ExtentRecord } from '../core/index.js';
+import { extentCount } from '../extent/index.js';
 import type { CodecPool } from '../codec/index.js';
 import type { EtcdMeta, SnapshotRecord, VolumeRecord } from '../meta/index.js';
 import { VolumeMaps, reachableTargets, readTopology, rootOf } from '../api/index.js';
@@ -89,7 +90,9 @@ async function repairOne(
   },
 ): Promise<void> {
   const maps = VolumeMaps.of(meta);
-  const tree = maps.tree(volume);
+  // The snapshot's tree (its size may differ from the volume's now), and the volume's for lookups.
+  const tree = maps.tree({ ...volume, sizeBytes: snapshot.sizeBytes });
+  const liveTree = maps.tree(volume);
   const root = rootOf(volume, snapshot);
   const degraded: { extent: number; rec: ExtentRecord; lost: number[] }[] = [];
   for await (const item of tree.walk(root)) {
@@ -107,7 +110,8 @@ async function repairOne(
     const leaseId = await meta.call('grant the snapshot repair lease', () => lease.grant());
     for (const { extent, rec, lost } of degraded) {
       // The live record of the same generation, if the live repair already moved these shards.
-      const current = await tree.lookup(live, extent).catch(() => undefined);
+      const current =
+        extent < extentCount(volume) ? await liveTree.lookup(live, extent).catch(() => undefined) : undefined;
       const sameGeneration =
         current !== undefined &&
         current.generation === rec.generation &&

@@ -321,6 +321,7 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
       await held.exit();
     });
     await waitForLock(s, 'gr');
+    await s.cairnctl('snapshot before the grow', ['snapshot', 'create', 'gr', 'small']);
     const since = s.devFrontendLog().length;
     // 300 extents: past one leaf page's 256, so the map grows a level.
     await s.cairnctl('grow online', ['volume', 'resize', 'gr', '300MiB']);
@@ -340,6 +341,12 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
     ).to.equal(true);
     const online = await refused(s, ['volume', 'resize', 'gr', '4MiB']);
     expect(online.stderr).to.match(/shrinks only while detached/);
+    // The snapshot keeps its size and its one-level map; list and gc read both heights.
+    expect((await readExport(s, s.uri('gr@small'), 'gr-small.img')).equals(data), 'the snapshot').to.equal(true);
+    const rows = await snapshotList(s, 'gr');
+    expect(rows.map((r) => r.name)).to.deep.equal(['small']);
+    const gc = JSON.parse((await s.cairnctl('gc', ['gc', '--json'])).stdout) as { errors: string[] };
+    expect(gc.errors, 'gc over roots of two heights').to.deep.equal([]);
 
     held.endInput();
     await held.exit();
