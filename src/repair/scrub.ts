@@ -24,7 +24,7 @@
 import { checksumBlockBytes, errorMessage, expectationOf, type ExtentRecord, type Profile } from '../core/index.js';
 import type { CodecPool } from '../codec/index.js';
 import type { EtcdMeta, VolumeRecord } from '../meta/index.js';
-import { VolumeMaps, reachableTargets } from '../api/index.js';
+import { VolumeMaps, reachableTargets, recordToken } from '../api/index.js';
 import {
   blocksOf,
   blockSpan,
@@ -94,13 +94,13 @@ export async function runScrub(
     if (options.only !== undefined && only === undefined) continue;
     for (const e of (await VolumeMaps.of(meta).listExtents(v.id)).keys()) if (only?.has(e) ?? true) all.push({ v, e });
   }
-  for (const { v, e } of all) {
-    const current = await VolumeMaps.of(meta).getExtentWithRevision(v.id, e);
-    report.extents += 1;
-    options.onExtent?.(report.extents, all.length);
-    if (current === null || current.record.shards.length === 0) continue;
-    const rec = current.record;
-    const where = `volume ${v.name} extent ${e}`;
+  /** Scrubs one generation (`rec`); `still` says, before any write, that it is still the one read. */
+  const scrubRecord = async (
+    v: VolumeRecord,
+    rec: ExtentRecord,
+    where: string,
+    still: () => Promise<boolean>,
+  ): Promise<void> => {
     const reads = new Map<number, BlockwiseShard>();
     for (const [i, ref] of rec.shards.entries()) {
       if (!up.has(ref.target)) continue;
@@ -118,10 +118,9 @@ export async function runScrub(
     }
     try {
       const fixed = await healExtent(pool, v.profile, rec, reads, where, report);
-      if (fixed.size === 0) continue;
+      if (fixed.size === 0) return;
       // Re-check that the extent is still this generation before touching its objects.
-      const still = await VolumeMaps.of(meta).getExtentWithRevision(v.id, e);
-      if (still?.modRevision !== current.modRevision) continue;
+      if (!(await still())) return;
       for (const i of fixed) {
         const ref = rec.shards[i]!;
         const store = stores.store(ref.target);
@@ -133,6 +132,44 @@ export async function runScrub(
       }
     } catch (err) {
       report.unhealed.push(`${where}: ${errorMessage(err)}`);
+    }
+  };
+  const maps = VolumeMaps.of(meta);
+  for (const { v, e } of all) {
+    const current = await maps.getExtentWithRevision(v.id, e);
+    report.extents += 1;
+    options.onExtent?.(report.extents, all.length);
+    if (current === null || current.record.shards.length === 0) continue;
+    await scrubRecord(
+      v,
+      current.record,
+      `volume ${v.name} extent ${e}`,
+      async () => (await maps.getExtentWithRevision(v.id, e))?.modRevision === current.modRevision,
+    );
+  }
+  // Then the generations only snapshots hold (a full scrub only): each once, however many
+  // snapshots share it. Healing rewrites shards in place, so no map changes.
+  if (options.only !== undefined) return report;
+  for (const v of volumes) {
+    const seen = new Set<string>();
+    for (const rec of (await maps.listExtents(v.id)).entries()) seen.add(`${rec[0]}/${rec[1].generation}`);
+    for (const snapshot of await meta.listSnapshots(v.id)) {
+      const tree = maps.tree({ ...v, sizeBytes: snapshot.sizeBytes });
+      for await (const item of tree.walk(snapshot.root)) {
+        if (!('record' in item) || item.record.shards.length === 0) continue;
+        const id = `${item.extent}/${item.record.generation}`;
+        if (seen.has(id)) continue;
+        seen.add(id);
+        report.extents += 1;
+        const token = recordToken(item.record);
+        await scrubRecord(v, item.record, `snapshot ${v.name}@${snapshot.name} extent ${item.extent}`, async () => {
+          // Still in the snapshot as read (a repair may have moved its shards meanwhile).
+          const now = await meta.getSnapshot(v.id, snapshot.name);
+          if (now === null) return false;
+          const rec = await tree.lookup(now.root, item.extent).catch(() => undefined);
+          return rec !== undefined && recordToken(rec) === token;
+        });
+      }
     }
   }
   return report;

@@ -498,12 +498,12 @@ async function waitForLock(s: Stack, volume: string): Promise<void> {
   await waitFor(`a writer to hold ${volume}`, async () => (await s.lockOf(volume)) !== undefined, 30_000);
 }
 
-describe('Snapshots after a node loss: repair covers generations only a snapshot holds', function () {
+describe('Snapshots after a node loss: scrub and repair cover generations only a snapshot holds', function () {
   this.timeout(180_000);
   // Nine nodes: after one is lost, every extent still has somewhere new to put its shard.
   const stack = useStack({ nodesPerZone: 3 });
 
-  it('cairnctl repair rebuilds the shards of snapshot-only generations that were on a SIGKILLed node', async () => {
+  it('cairnctl scrub heals and repair rebuilds the shards of snapshot-only generations (a flipped byte, a SIGKILLed node)', async () => {
     const s = stack();
     await s.createVolume('rs', '16MiB', { extentSize: '1MiB' });
     const before = seededBytes('rs-before', 16 * MiB);
@@ -529,6 +529,33 @@ describe('Snapshots after a node loss: repair covers generations only a snapshot
             for (const sh of item.record.shards) count.set(sh.target, (count.get(sh.target) ?? 0) + 1);
         return count;
       };
+      // Scrub reads what only the snapshot holds too: a byte flipped in one of its shard files
+      // on disk is found and healed in place.
+      {
+        const volume = await meta.requireVolume('rs');
+        const snap = await meta.getSnapshot(volume.id, 'old');
+        const maps = VolumeMaps.of(meta);
+        await maps.refreshTargets();
+        let ref: { target: string; key: string } | undefined;
+        for await (const item of maps.tree(volume).walk(snap!.root))
+          if ('record' in item) ref ??= item.record.shards[0];
+        const file = join(s.node(ref!.target).dataDir, ref!.key);
+        const bytes = readFileSync(file);
+        bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0xff;
+        writeFileSync(file, bytes);
+        const scrub = JSON.parse(
+          (await s.cairnctl('scrub', ['scrub', '--volume', 'rs', '--json'], 120_000)).stdout,
+        ) as {
+          corrupt: number;
+          healed: number;
+          unhealed: string[];
+        };
+        expect([scrub.corrupt, scrub.healed, scrub.unhealed], 'scrub of the snapshot-only generations').to.deep.equal([
+          1,
+          1,
+          [],
+        ]);
+      }
       const held = await targetsOfSnapshot();
       const [victim] = [...held.entries()].sort((a, b) => b[1] - a[1])[0]!;
       await s.killNode(victim);
