@@ -125,10 +125,13 @@ export async function snapshotFloor(meta: EtcdMeta, volumeId: string): Promise<n
   return Math.max(0, ...kept.map((s) => s.floor), ...pending.map((s) => s.floor));
 }
 
-/** True when a record may be read by a map other than its volume's live one (see snapshotFloor). */
-export function retainedBy(volumeId: string, floor: number): (record: ExtentRecord) => boolean {
-  const own = `${volumeId}/`;
-  return (record) => record.generation <= floor || record.shards.some((s) => !s.key.startsWith(own));
+/**
+ * True when `record` of volume `volumeId` may be read by a map other than the volume's live one:
+ * a generation at or below the snapshot floor (see snapshotFloor), or shards under another
+ * volume's id (a clone's inherited records).
+ */
+export function isRetained(record: ExtentRecord, volumeId: string, floor: number): boolean {
+  return record.generation <= floor || record.shards.some((s) => !s.key.startsWith(`${volumeId}/`));
 }
 
 /** Volumes cloned from `volume`, and from those, all the way down (their maps may hold its shard keys). */

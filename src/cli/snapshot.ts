@@ -15,7 +15,7 @@ import {
 } from '../core/index.js';
 import { CodecPool } from '../codec/index.js';
 import { VolumeFrontend } from '../frontend/index.js';
-import { PreconditionError, VolumeLockedError, type EtcdMeta } from '../meta/index.js';
+import { VolumeLockedError, type EtcdMeta } from '../meta/index.js';
 import { requireSnapshot, rollbackVolume, snapshotUsage, takeSnapshot } from '../api/index.js';
 import { clusterOptions, isJson, stringArg, table, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
@@ -140,13 +140,6 @@ export function snapshotCommand(ctx: CliContext) {
             const { volume, snapshot } = volumeAndSnapshot(argv);
             const deleted = await withMeta(argv, async (meta) => {
               const v = await meta.requireVolume(volume);
-              const snap = await requireSnapshot(meta, v, snapshot);
-              if (snap.clones.length > 0) {
-                const byId = new Map((await meta.listVolumes()).map((x) => [x.id, x.name]));
-                throw new PreconditionError(
-                  `Cannot delete snapshot ${volume}@${snapshot}: volumes were cloned from it: ${snap.clones.map((c) => byId.get(c) ?? c).join(', ')}; flatten (cairnctl volume flatten) or delete them first`,
-                );
-              }
               return meta.deleteSnapshot(v.id, snapshot, v.name);
             });
             const gc = argv['gc'] === false ? null : ctx.startBackgroundGc(argv);

@@ -67,7 +67,7 @@ import {
   assessExtentMap,
   checkVolumeSize,
   livenessOf,
-  retainedBy,
+  isRetained,
   snapshotFloor,
   type ExtentMapHealth,
   type SecretSource,
@@ -329,14 +329,7 @@ export class VolumeFrontend implements ExportProvider {
         epoch: lock?.epoch ?? 0,
       });
       const engine = await VolumeEngine.open({
-        volume: {
-          id: record.id,
-          name: record.name,
-          sizeBytes: record.sizeBytes,
-          extentBytes: record.extentBytes,
-          k: record.profile.k,
-          profile: record.profile,
-        },
+        volume: engineVolume(record, record.name),
         map,
         targets: this.targets,
         placer,
@@ -344,7 +337,7 @@ export class VolumeFrontend implements ExportProvider {
         epoch: lock?.epoch ?? 0,
         ...(this.options.zone === undefined ? {} : { zone: this.options.zone }),
         ...(record.durableShardsMin === undefined ? {} : { durableShardsMin: record.durableShardsMin }),
-        retained: (rec) => retainedBy(record.id, retain.floor)(rec),
+        retained: (rec) => isRetained(rec, record.id, retain.floor),
         log: this.log,
       });
       // The journal: fence the old writer at the nodes, read what it left, start a segment.
@@ -522,14 +515,7 @@ export class VolumeFrontend implements ExportProvider {
       epoch: 0,
     });
     const engine = await VolumeEngine.open({
-      volume: {
-        id: record.id,
-        name: exportName,
-        sizeBytes: snapshot.sizeBytes,
-        extentBytes: record.extentBytes,
-        k: record.profile.k,
-        profile: record.profile,
-      },
+      volume: engineVolume(sized, exportName),
       map,
       targets: this.targets,
       placer,
@@ -1106,6 +1092,18 @@ export class VolumeFrontend implements ExportProvider {
 
 /** The qemu convention for a dirty bitmap's metadata context; Cairn's name one older snapshot each. */
 export const dirtyBitmapPrefix = 'qemu:dirty-bitmap:';
+
+/** What an engine is told of a volume (`name` is what its log lines and errors say). */
+function engineVolume(record: VolumeRecord, name: string) {
+  return {
+    id: record.id,
+    name,
+    sizeBytes: record.sizeBytes,
+    extentBytes: record.extentBytes,
+    k: record.profile.k,
+    profile: record.profile,
+  };
+}
 
 /** What a cache reads through an engine (everything of CacheBackend but persist and the journal). */
 function engineReads(engine: VolumeEngine) {

@@ -274,8 +274,8 @@ export class EtcdMeta {
     const cloned = snapshots.filter((s) => s.clones.length > 0);
     // In the trash its shards stay, so its clones keep reading; only a purge must wait for them.
     if (cloned.length > 0 && options.trash !== true) {
-      const byId = new Map((await this.listVolumes()).map((v) => [v.id, v.name]));
-      const names = cloned.flatMap((s) => s.clones.map((id) => `${byId.get(id) ?? id} (from ${s.name})`));
+      const names: string[] = [];
+      for (const s of cloned) for (const n of await this.cloneNames(s.clones)) names.push(`${n} (from ${s.name})`);
       throw new PreconditionError(
         `Cannot delete volume "${name}": volumes were cloned from its snapshots: ${names.join(', ')}; flatten or delete them first`,
       );
@@ -970,7 +970,7 @@ export class EtcdMeta {
     const snapshot = decodeSnapshot(key, text);
     if (snapshot.clones.length > 0)
       throw new PreconditionError(
-        `Cannot delete snapshot "${name}" of volume "${volumeName}": volumes were cloned from it (ids ${snapshot.clones.join(', ')}); flatten or delete them first`,
+        `Cannot delete snapshot ${volumeName}@${name}: volumes were cloned from it: ${(await this.cloneNames(snapshot.clones)).join(', ')}; flatten (cairnctl volume flatten) or delete them first`,
       );
     const result = await this.call(`delete ${key}`, () =>
       this.client
@@ -1131,6 +1131,13 @@ export class EtcdMeta {
     if (text === null) return undefined;
     const snap = decodeSnapshot(key, text);
     return { key, text, value: encodeSnapshot({ ...snap, clones: snap.clones.filter((c) => c !== volume.id) }) };
+  }
+
+  /** The names of volumes by id, for refusals: "name", "name (in the trash)", or the id. */
+  private async cloneNames(ids: readonly string[]): Promise<string[]> {
+    const live = new Map((await this.listVolumes()).map((v) => [v.id, v.name]));
+    const trashed = new Map((await this.listTrash()).map((t) => [t.volume.id, t.volume.name]));
+    return ids.map((id) => live.get(id) ?? (trashed.has(id) ? `${trashed.get(id)} (in the trash)` : id));
   }
 
   /** Marks a target as draining (placement stops choosing it; repair moves its shards), or not. */

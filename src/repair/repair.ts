@@ -20,7 +20,7 @@ import { ShardExistsError, errorMessage, expectationOf, type ShardStore } from '
 import type { CodecPool } from '../codec/index.js';
 import type { EtcdMeta, ExtentRecord, VolumeRecord } from '../meta/index.js';
 import { createPlacer, type Topology } from '../placement/index.js';
-import { VolumeMaps, policyOf, reachableTargets, readTopology, retainedBy, snapshotFloor } from '../api/index.js';
+import { VolumeMaps, isRetained, policyOf, reachableTargets, readTopology, snapshotFloor } from '../api/index.js';
 import { readAnyK, rebuildShards, type TargetStores } from '../volume/index.js';
 
 /** Shard stores by target name: the volume layer's TargetStores port. */
@@ -342,7 +342,7 @@ export async function runRepair(
         await meta.unmarkMoving(list.flatMap((p) => p.marks)).catch(() => undefined);
         continue;
       }
-      const retained = retainedBy(volumeId, await snapshotFloor(meta, volumeId).catch(() => Number.MAX_SAFE_INTEGER));
+      const floor = await snapshotFloor(meta, volumeId).catch(() => Number.MAX_SAFE_INTEGER);
       for (const [n, p] of list.entries()) {
         if (!published[n]) {
           // A writer published a new generation meanwhile: our copies are garbage, theirs is whole.
@@ -355,7 +355,7 @@ export async function runRepair(
         } else {
           // Moved off a draining target: the old copy can go now that the new location is
           // published, unless a snapshot or a clone may still read it there (gc frees it later).
-          if (retained(p.rec)) continue;
+          if (isRetained(p.rec, volumeId, floor)) continue;
           for (const i of p.item.draining)
             await stores
               .store(p.rec.shards[i]!.target)
