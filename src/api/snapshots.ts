@@ -204,7 +204,7 @@ export interface UniqueShard {
 }
 
 /**
- * The shards of `snapshot` that no other root in `others` reads. Roots of the same volume are
+ * The shards of `snapshot`, under its volume's own id, that no other root in `others` reads. Roots of the same volume are
  * compared by the tree's diff (identical subtrees are skipped unread); roots of clones by looking
  * up the candidate extents.
  */
@@ -219,13 +219,23 @@ export async function uniqueShards(
   const tree = maps.tree({ ...volume, sizeBytes: snapshot.sizeBytes });
   const mine = rootOf(volume, snapshot);
   const id = (target: string, key: string): string => `${target}\u0000${key}`;
+  // Only the volume's own shards: a clone's snapshot may hold records inherited from its parent
+  // (keys under the parent's id), and those stay for the parent's snapshot, which cannot be
+  // deleted while the clone exists; freeing them here would break it.
+  const own = `${volume.id}/`;
   const candidates = new Map<number, Map<string, UniqueShard>>();
   for await (const item of tree.walk(mine)) {
-    if (!('record' in item) || item.record.shards.length === 0) continue;
+    if (!('record' in item)) continue;
     const m = new Map<string, UniqueShard>();
     for (const s of item.record.shards)
-      m.set(id(s.target, s.key), { extent: item.extent, target: s.target, key: s.key, bytes: item.record.shardBytes });
-    candidates.set(item.extent, m);
+      if (s.key.startsWith(own))
+        m.set(id(s.target, s.key), {
+          extent: item.extent,
+          target: s.target,
+          key: s.key,
+          bytes: item.record.shardBytes,
+        });
+    if (m.size > 0) candidates.set(item.extent, m);
   }
   for (const other of others) {
     if (candidates.size === 0) break;
@@ -250,6 +260,27 @@ export async function uniqueShards(
     }
   }
   return [...candidates.values()].flatMap((m) => [...m.values()]);
+}
+
+/**
+ * The snapshots of clone `volume` whose records still name shards of another volume (its parent's,
+ * or further up). A flatten must not drop the parent link while any exists: the parent snapshot
+ * could then be deleted and its shards freed under them.
+ */
+export async function snapshotsReadingParent(meta: EtcdMeta, volume: VolumeRecord): Promise<string[]> {
+  const maps = VolumeMaps.of(meta);
+  await maps.refreshTargets();
+  const own = `${volume.id}/`;
+  const out: string[] = [];
+  for (const snapshot of await meta.listSnapshots(volume.id)) {
+    const tree = maps.tree({ ...volume, sizeBytes: snapshot.sizeBytes });
+    for await (const item of tree.walk(rootOf(volume, snapshot)))
+      if ('record' in item && item.record.shards.some((s) => !s.key.startsWith(own))) {
+        out.push(snapshot.name);
+        break;
+      }
+  }
+  return out;
 }
 
 /** A snapshot and what it alone holds. */

@@ -69,6 +69,7 @@ import {
   livenessOf,
   isRetained,
   snapshotFloor,
+  snapshotsReadingParent,
   type ExtentMapHealth,
   type SecretSource,
 } from '../api/index.js';
@@ -625,6 +626,14 @@ export class VolumeFrontend implements ExportProvider {
       let copied = 0;
       let bytes = 0;
       await vol.cache.exclusive(async () => {
+        // Checked under the gate: no snapshot of this volume can be taken while it is held.
+        if (record.parent !== undefined) {
+          const holding = await snapshotsReadingParent(this.options.meta, record);
+          if (holding.length > 0)
+            throw new PreconditionError(
+              `Cannot flatten volume "${name}": its snapshot${holding.length > 1 ? 's' : ''} ${holding.join(', ')} still read data of ${record.parent.volume}@${record.parent.snapshot}; delete ${holding.length > 1 ? 'them' : 'it'} first (a snapshot never changes, so flatten cannot copy into it)`,
+            );
+        }
         await vol.cache.flush();
         await vol.cache.foldAll();
         const batch = 8;

@@ -233,6 +233,47 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
     expect((await readExport(s, s.uri('base'), 'base-rolled.img')).equals(v2), 'rolled back to s2').to.equal(true);
   });
 
+  it("a clone's snapshot never frees its parent's data: its unique bytes are its own, gc leaves the parent's shards, flatten waits for it", async () => {
+    const s = stack();
+    await s.createVolume('par', '4MiB', { extentSize: '1MiB' });
+    const p1 = seededBytes('par-1', 4 * MiB);
+    let mark = s.devFrontendLog().length;
+    await writeExport(s, s.uri('par'), p1, 'par-1.img');
+    await s.waitForDevDetach('par', mark);
+    await s.cairnctl('snapshot par@p', ['snapshot', 'create', 'par', 'p']);
+    await s.cairnctl('clone', ['volume', 'clone', 'par@p', 'kid']);
+    // kid@k holds the parent's records; then kid overwrites extent 0, so only k reads the
+    // parent's shards of extent 0 among kid's roots (par@p reads them too).
+    await s.cairnctl('snapshot kid@k', ['snapshot', 'create', 'kid', 'k']);
+    const k1 = Buffer.from(p1);
+    seededBytes('kid-1', MiB).copy(k1, 0);
+    mark = s.devFrontendLog().length;
+    await writeExport(s, s.uri('kid'), k1.subarray(0, MiB), 'kid-1.img');
+    await s.waitForDevDetach('kid', mark);
+    const rows = await snapshotList(s, 'kid');
+    expect(
+      rows.map((r) => [r.name, r.uniqueBytes]),
+      "k holds none of kid's own shards alone",
+    ).to.deep.equal([['k', 0]]);
+
+    const r = await refused(s, ['volume', 'flatten', 'kid']);
+    expect(r.stderr).to.match(/snapshot k still read data of par@p; delete it first/);
+    expect((await snapshotList(s, 'par'))[0]!.clones, 'the refused flatten kept the link').to.deep.equal(['kid']);
+
+    await s.cairnctl('snapshot delete kid@k', ['snapshot', 'delete', 'kid', 'k', '--no-gc']);
+    const gc = JSON.parse((await s.cairnctl('gc', ['gc', '--json'])).stdout) as {
+      snapshots: number;
+      snapshotBytesFreed: number;
+    };
+    expect([gc.snapshots, gc.snapshotBytesFreed], "gc freed none of par's shards").to.deep.equal([1, 0]);
+    expect((await readExport(s, s.uri('par@p'), 'p.img')).equals(p1), 'par@p after gc').to.equal(true);
+    mark = s.devFrontendLog().length;
+    expect((await readExport(s, s.uri('kid'), 'kid.img')).equals(k1), 'kid after gc').to.equal(true);
+    await s.waitForDevDetach('kid', mark);
+    await s.cairnctl('flatten', ['volume', 'flatten', 'kid']);
+    expect((await snapshotList(s, 'par'))[0]!.clones, 'flattened: the link is dropped').to.deep.equal([]);
+  });
+
   it('export is sparse and import keeps holes; export-diff + import-diff reproduce each snapshot (sha256) on another volume; a wrong base is refused', async () => {
     const s = stack();
     await s.createVolume('src', '16MiB', { extentSize: '1MiB' });
