@@ -27,6 +27,7 @@ import {
   NotFoundError,
   PreconditionError,
   VolumeLockedError,
+  lineageId,
   type VolumeLock,
   type SnapshotRecord,
   type VolumeRecord,
@@ -295,12 +296,21 @@ export interface SnapshotUsage {
 
 /** Every snapshot of `volume`, oldest first, with what each alone holds. */
 export async function snapshotUsage(meta: EtcdMeta, volume: VolumeRecord): Promise<SnapshotUsage[]> {
-  const roots = await rootsReading(meta, volume);
-  const snaps = await meta.listSnapshots(volume.id);
-  const byId = new Map((await meta.listVolumes()).map((v) => [v.id, v.name]));
+  const live = await VolumeMaps.of(meta).root(volume); // before the lineage: see readLineage
+  const lineage = await readLineage(meta, volume.id);
+  const roots = lineage.complete ? [] : await rootsReading(meta, volume);
+  const volumes = await meta.listVolumes();
+  const byId = new Map(volumes.map((v) => [v.id, v.name]));
   const out: SnapshotUsage[] = [];
-  for (const snapshot of snaps) {
-    const others = roots.filter((r) => r.what !== `snapshot ${volume.name}@${snapshot.name}`);
+  for (const snapshot of lineage.kept) {
+    const others = lineage.complete
+      ? neighbourRoots(volume, live, lineage, snapshot)
+      : roots.filter((r) => r.what !== `snapshot ${volume.name}@${snapshot.name}`);
+    // A snapshot with clones cannot be deleted, and frees nothing while they read it: compare
+    // with their roots too (with a complete lineage, nothing else looks at clones).
+    if (lineage.complete)
+      for (const clone of volumes.filter((v) => snapshot.clones.includes(v.id)))
+        others.push(...(await rootsReading(meta, clone)));
     const unique = await uniqueShards(meta, volume, snapshot, others);
     out.push({
       snapshot,
@@ -310,6 +320,116 @@ export async function snapshotUsage(meta: EtcdMeta, volume: VolumeRecord): Promi
     });
   }
   return out;
+}
+
+/**
+ * A volume's snapshot lineage: its snapshots, kept and deleted-not-collected (both are nodes of
+ * the tree until gc collects them), and its tip. Read after the volume's live root: a snapshot
+ * taken after that root was read holds only what the root held or newer generations.
+ */
+export interface Lineage {
+  readonly kept: readonly SnapshotRecord[];
+  readonly pending: readonly SnapshotRecord[];
+  readonly tip: string | null;
+  /**
+   * False when a snapshot predates lineage (no parent recorded) or names one not found: then
+   * what a snapshot alone holds is found by comparing it with every root (rootsReading).
+   */
+  readonly complete: boolean;
+}
+
+export async function readLineage(meta: EtcdMeta, volumeId: string): Promise<Lineage> {
+  const tip = await meta.getSnapshotTip(volumeId);
+  const kept = await meta.listSnapshots(volumeId);
+  const pending = (await meta.listGcSnapshots()).filter((s) => s.volumeId === volumeId);
+  const ids = new Set([...kept, ...pending].map(lineageId));
+  const complete =
+    (tip === null || ids.has(tip)) &&
+    [...kept, ...pending].every((s) => s.parent === null || (s.parent !== undefined && ids.has(s.parent)));
+  return { kept, pending, tip, complete };
+}
+
+/** A snapshot's neighbours in its volume's lineage (its parent, its children, the live map). */
+export interface Neighbours {
+  readonly parent: SnapshotRecord | undefined;
+  readonly children: readonly { readonly record: SnapshotRecord; readonly pending: boolean }[];
+  /** The volume's live map descends from it directly (it is the tip). */
+  readonly live: boolean;
+  readonly degree: number;
+}
+
+export function neighboursOf(lineage: Lineage, snapshot: SnapshotRecord): Neighbours {
+  const nodes = [
+    ...lineage.kept.map((record) => ({ record, pending: false })),
+    ...lineage.pending.map((record) => ({ record, pending: true })),
+  ];
+  const id = lineageId(snapshot);
+  const parent =
+    snapshot.parent === null || snapshot.parent === undefined
+      ? undefined
+      : nodes.find((n) => lineageId(n.record) === snapshot.parent)?.record;
+  const children = nodes.filter((n) => n.record.parent === id);
+  const live = lineage.tip === id;
+  return { parent, children, live, degree: (parent === undefined ? 0 : 1) + children.length + (live ? 1 : 0) };
+}
+
+/**
+ * The roots a snapshot must be compared with to find what it alone holds, when its volume's
+ * lineage is complete: its neighbours'. A generation two roots hold is held by every node on the
+ * tree's path between them (a volume's generations are immutable and, once superseded, come back
+ * only by a rollback, which links the live map to the snapshot rolled back to), so one that no
+ * neighbour holds, no other root of the volume holds. Clones need no look: what a clone holds of
+ * this volume, its origin snapshot holds, and that snapshot is kept while the clone exists.
+ */
+export function neighbourRoots(
+  volume: VolumeRecord,
+  live: MapRoot,
+  lineage: Lineage,
+  snapshot: SnapshotRecord,
+): OwnedRoot[] {
+  const n = neighboursOf(lineage, snapshot);
+  const of = (s: SnapshotRecord): OwnedRoot => ({
+    volume: { ...volume, sizeBytes: s.sizeBytes },
+    root: rootOf(volume, s),
+    what: `snapshot ${volume.name}@${s.name}`,
+  });
+  return [
+    ...(n.live ? [{ volume, root: live, what: `volume ${volume.name}` }] : []),
+    ...(n.parent === undefined ? [] : [of(n.parent)]),
+    ...n.children.map((c) => of(c.record)),
+  ];
+}
+
+/**
+ * How the lineage closes over a collected snapshot of at most two neighbours (a node of three or
+ * more waits: no relinking of them would keep the path rule): its children take its parent, and
+ * the tip too if it was the collected one; without a parent, its first child becomes a root and
+ * takes the other neighbour.
+ */
+export function lineageRelink(
+  lineage: Lineage,
+  snapshot: SnapshotRecord,
+): {
+  children: { record: SnapshotRecord; pending: boolean; parent: string | null }[];
+  tip: { from: string | null; to: string | null };
+} {
+  const n = neighboursOf(lineage, snapshot);
+  if (n.degree > 2) throw new PreconditionError(`Snapshot ${snapshot.name} has ${n.degree} neighbours in its lineage`);
+  const tip = { from: lineage.tip, to: lineage.tip };
+  if (n.parent !== undefined) {
+    if (n.live) tip.to = lineageId(n.parent);
+    return { children: n.children.map((c) => ({ ...c, parent: lineageId(n.parent!) })), tip };
+  }
+  const [first, ...rest] = n.children;
+  if (first === undefined) {
+    if (n.live) tip.to = null;
+    return { children: [], tip };
+  }
+  if (n.live) tip.to = lineageId(first.record);
+  return {
+    children: [{ ...first, parent: null }, ...rest.map((c) => ({ ...c, parent: lineageId(first.record) }))],
+    tip,
+  };
 }
 
 /**
@@ -388,7 +508,7 @@ export async function rollbackVolume(
   const journalLsn = Math.max(live.journalLsn ?? 0, target.journalLsn ?? 0, layout?.headLsn ?? 0);
   // An empty snapshot: a root with no page cannot carry the LSN, but the journal layout does.
   const next = target.page === undefined ? target : { ...target, journalLsn };
-  await meta.swapMapRoot(lock, volume.id, live, next);
+  await meta.rollbackMapRoot(lock, snapshot, live, next);
   return snapshot;
 }
 

@@ -61,6 +61,7 @@ export function gcCommand(ctx: CliContext) {
             snapshots: snapshots.snapshots,
             snapshotShardsDeleted: snapshots.shardsDeleted,
             snapshotBytesFreed: snapshots.bytesFreed,
+            snapshotsWaiting: snapshots.waiting,
             errors: [...deleted.errors, ...snapshots.errors, ...orphans.errors],
           };
         } finally {
@@ -70,6 +71,11 @@ export function gcCommand(ctx: CliContext) {
       emit(ctx.io, isJson(argv), report, (r) => [
         `Collected ${r.volumes} deleted volume(s): ${r.shardsDeleted} shard(s) removed`,
         `Collected ${r.snapshots} deleted snapshot(s): ${r.snapshotShardsDeleted} shard(s) removed, ${formatBytes(r.snapshotBytesFreed)} (${r.snapshotBytesFreed} bytes) freed`,
+        ...(r.snapshotsWaiting === 0
+          ? []
+          : [
+              `  ${r.snapshotsWaiting} deleted snapshot(s) wait: each is a branch point of rollbacks (three or more neighbours); they go once their neighbours are deleted`,
+            ]),
         `Swept ${r.orphansScanned} shard(s) of live volumes: ${r.orphansDeleted} orphan(s) removed, ${r.mapPagesDeleted} unreachable map page copies removed`,
         ...r.errors.map((e) => `  not finished: ${e}`),
       ]);

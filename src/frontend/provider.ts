@@ -807,11 +807,11 @@ export class VolumeFrontend implements ExportProvider {
           ...(origin === undefined ? {} : { origin }),
         };
         try {
-          await meta.createSnapshot(snapshot, { lock, request });
+          const made = await meta.createSnapshot(snapshot, { lock, request });
           this.log(
             `volume ${record.name}: snapshot ${name} taken (${root.written ?? 0} extents written; writes held ${this.clock.now() - started} ms)`,
           );
-          return snapshot;
+          return made;
         } catch (err) {
           // A repair replaced the root (moved shards, same data): save the new one.
           if (!(err instanceof MapRootMovedError) || attempt >= 4) throw err;

@@ -44,6 +44,7 @@ import {
   decodeSnapshot,
   decodeTrash,
   encodeSnapshot,
+  lineageId,
   type TrashRecord,
   type SnapshotRecord,
   keys,
@@ -420,6 +421,7 @@ export class EtcdMeta {
           this.client.delete().prefix(keys.snapshotRequestsPrefix(volumeId)),
           this.client.delete().key(keys.resizeRequest(volumeId)),
           this.client.delete().prefix(`${keys.gcSnapshotsPrefix()}${volumeId}/`),
+          this.client.delete().key(keys.snapshotTip(volumeId)),
           this.client.delete().key(keys.gcVolume(volumeId)),
         )
         .commit(),
@@ -778,42 +780,101 @@ export class EtcdMeta {
    * Publishes `snapshot` (create-only) if the volume's map root is still `snapshot.root` and, with
    * `lock`, that writer still holds the volume (without: no writer does). With `request`, the
    * request key must still exist and is deleted in the same transaction (the asker may withdraw
-   * it). Throws, having written nothing: AlreadyExistsError, FencedError, MapRootMovedError (read
-   * the root again), VolumeLockedError, or NotFoundError for a withdrawn request.
+   * it). Its `parent` is the volume's snapshot tip, which becomes it, in the same transaction.
+   * Returns the record written. Throws, having written nothing: AlreadyExistsError, FencedError,
+   * MapRootMovedError (read the root again), VolumeLockedError, or NotFoundError for a withdrawn
+   * request.
    */
   async createSnapshot(
     snapshot: SnapshotRecord,
     options: { readonly lock?: VolumeLock; readonly request?: boolean },
-  ): Promise<void> {
+  ): Promise<SnapshotRecord> {
     const key = keys.snapshot(snapshot.volumeId, snapshot.name);
     const rootKey = keys.mapRoot(snapshot.volumeId);
     const requestKey = keys.snapshotRequest(snapshot.volumeId, snapshot.name);
+    const tipKey = keys.snapshotTip(snapshot.volumeId);
     const lockKey = keys.lock(options.lock?.volume ?? snapshot.volume);
-    const result = await this.call(`create ${key}`, () => {
-      const txn = this.client.if(key, 'Create', '==', 0);
-      if (options.lock === undefined) txn.and(lockKey, 'Create', '==', 0);
-      else txn.and(lockKey, 'Value', '==', options.lock.record);
-      if (snapshot.root.page === undefined) txn.and(rootKey, 'Create', '==', 0);
-      else txn.and(rootKey, 'Value', '==', encodeMapRoot(snapshot.root));
-      if (options.request === true) txn.and(requestKey, 'Create', '>', 0);
-      const ops = [this.client.put(key).value(encodeSnapshot(snapshot))];
-      if (options.request === true) ops.push(this.client.delete().key(requestKey) as never);
-      return txn.then(...ops).commit();
+    for (let attempt = 0; ; attempt++) {
+      const tip = await this.getSnapshotTip(snapshot.volumeId);
+      const made: SnapshotRecord = { ...snapshot, parent: tip };
+      const result = await this.call(`create ${key}`, () => {
+        const txn = this.client.if(key, 'Create', '==', 0);
+        if (options.lock === undefined) txn.and(lockKey, 'Create', '==', 0);
+        else txn.and(lockKey, 'Value', '==', options.lock.record);
+        if (snapshot.root.page === undefined) txn.and(rootKey, 'Create', '==', 0);
+        else txn.and(rootKey, 'Value', '==', encodeMapRoot(snapshot.root));
+        if (tip === null) txn.and(tipKey, 'Create', '==', 0);
+        else txn.and(tipKey, 'Value', '==', tip);
+        if (options.request === true) txn.and(requestKey, 'Create', '>', 0);
+        const ops = [this.client.put(key).value(encodeSnapshot(made)), this.client.put(tipKey).value(lineageId(made))];
+        if (options.request === true) ops.push(this.client.delete().key(requestKey) as never);
+        return txn.then(...ops).commit();
+      });
+      if (result.succeeded) return made;
+      // The tip moved (gc relinked the lineage meanwhile): read it again.
+      if ((await this.getSnapshotTip(snapshot.volumeId)) !== tip && attempt < 8) continue;
+      const what = `Cannot create snapshot "${snapshot.name}" of volume "${snapshot.volume}"`;
+      if ((await this.getSnapshot(snapshot.volumeId, snapshot.name)) !== null)
+        throw new AlreadyExistsError(`${what}: a snapshot of that name exists`);
+      const holder = await this.getLock(lockKey.slice(keys.lock('').length));
+      if (options.lock !== undefined && (holder === null || holder.epoch !== options.lock.epoch))
+        throw new FencedError(`${what}: this writer (epoch ${options.lock.epoch}) no longer holds the volume`);
+      if (options.lock === undefined && holder !== null)
+        throw new VolumeLockedError(
+          `${what}: it was attached by ${holder.owner} meanwhile`,
+          holder.owner,
+          holder.epoch,
+        );
+      if (options.request === true) {
+        const asked = await this.call(`get ${requestKey}`, () => this.client.get(requestKey).string());
+        if (asked === null) throw new NotFoundError(`${what}: the request was withdrawn`);
+      }
+      throw new MapRootMovedError(`${what}: the map root changed while it was taken`);
+    }
+  }
+
+  /** The lineage id of the snapshot a volume's live map descends from (keys.snapshotTip), or null. */
+  async getSnapshotTip(volumeId: string): Promise<string | null> {
+    const key = keys.snapshotTip(volumeId);
+    return this.call(`get ${key}`, () => this.client.get(key).string());
+  }
+
+  /**
+   * Rolls a volume back: its map root becomes `next` (snapshot `snap`'s) if it is still
+   * `expected` and `lock` still holds the volume, and the snapshot (unchanged, checked) becomes
+   * its snapshot tip. Throws FencedError or MapRootMovedError, writing nothing.
+   */
+  async rollbackMapRoot(
+    lock: VolumeLock,
+    snapshot: SnapshotRecord,
+    expected: MapRootRecord,
+    next: MapRootRecord,
+  ): Promise<void> {
+    const key = keys.mapRoot(snapshot.volumeId);
+    const snapKey = keys.snapshot(snapshot.volumeId, snapshot.name);
+    const result = await this.call(`swap ${key}`, () => {
+      const txn = this.client
+        .if(keys.lock(lock.volume), 'Value', '==', lock.record)
+        .and(snapKey, 'Value', '==', encodeSnapshot(snapshot));
+      if (expected.page === undefined) txn.and(key, 'Create', '==', 0);
+      else txn.and(key, 'Value', '==', encodeMapRoot(expected));
+      return txn
+        .then(
+          next.page === undefined ? this.client.delete().key(key) : this.client.put(key).value(encodeMapRoot(next)),
+          this.client.put(keys.snapshotTip(snapshot.volumeId)).value(lineageId(snapshot)),
+        )
+        .commit();
     });
     if (result.succeeded) return;
-    const what = `Cannot create snapshot "${snapshot.name}" of volume "${snapshot.volume}"`;
-    if ((await this.getSnapshot(snapshot.volumeId, snapshot.name)) !== null)
-      throw new AlreadyExistsError(`${what}: a snapshot of that name exists`);
-    const holder = await this.getLock(lockKey.slice(keys.lock('').length));
-    if (options.lock !== undefined && (holder === null || holder.epoch !== options.lock.epoch))
-      throw new FencedError(`${what}: this writer (epoch ${options.lock.epoch}) no longer holds the volume`);
-    if (options.lock === undefined && holder !== null)
-      throw new VolumeLockedError(`${what}: it was attached by ${holder.owner} meanwhile`, holder.owner, holder.epoch);
-    if (options.request === true) {
-      const asked = await this.call(`get ${requestKey}`, () => this.client.get(requestKey).string());
-      if (asked === null) throw new NotFoundError(`${what}: the request was withdrawn`);
-    }
-    throw new MapRootMovedError(`${what}: the map root changed while it was taken`);
+    const holder = await this.getLock(lock.volume);
+    if (holder === null || holder.epoch !== lock.epoch)
+      throw new FencedError(
+        `Cannot roll volume "${lock.volume}" back: this writer (epoch ${lock.epoch}) no longer holds its lock`,
+        { published: [] },
+      );
+    throw new MapRootMovedError(
+      `Cannot roll volume "${lock.volume}" back to "${snapshot.name}": its map root or the snapshot changed meanwhile; try again`,
+    );
   }
 
   /**
@@ -972,14 +1033,22 @@ export class EtcdMeta {
       throw new PreconditionError(
         `Cannot delete snapshot ${volumeName}@${name}: volumes were cloned from it: ${(await this.cloneNames(snapshot.clones)).join(', ')}; flatten (cairnctl volume flatten) or delete them first`,
       );
+    const gcKey = keys.gcSnapshot(volumeId, name);
     const result = await this.call(`delete ${key}`, () =>
       this.client
         .if(key, 'Value', '==', text)
-        .then(this.client.delete().key(key), this.client.put(keys.gcSnapshot(volumeId, name)).value(text))
+        .and(gcKey, 'Create', '==', 0)
+        .then(this.client.delete().key(key), this.client.put(gcKey).value(text))
         .commit(),
     );
-    if (!result.succeeded)
+    if (!result.succeeded) {
+      const waiting = await this.call(`get ${gcKey}`, () => this.client.get(gcKey).string());
+      if (waiting !== null)
+        throw new PreconditionError(
+          `Cannot delete snapshot ${volumeName}@${name}: an earlier snapshot of that name was deleted and gc has not collected it yet; run \`cairnctl gc\` first`,
+        );
       throw new AlreadyExistsError(`Cannot delete snapshot "${name}": it changed while being deleted; try again`);
+    }
     return snapshot;
   }
 
@@ -990,9 +1059,51 @@ export class EtcdMeta {
     return Object.entries(all).map(([k, v]) => decodeSnapshot(k, v));
   }
 
-  async finishGcSnapshot(volumeId: string, name: string): Promise<void> {
+  /**
+   * Forgets a collected snapshot (its gc record). With `relink`, in the same transaction, the
+   * lineage closes over it: each child (a snapshot, kept or deleted-not-collected, unchanged
+   * since read: compared) takes its new parent, and the volume's tip (compared with `tip.from`)
+   * becomes `tip.to` (null: none). Parents and the tip hold lineage ids (lineageId). False, writing nothing, when anything compared changed.
+   */
+  async finishGcSnapshot(
+    volumeId: string,
+    name: string,
+    relink?: {
+      readonly children: readonly {
+        readonly record: SnapshotRecord;
+        readonly pending: boolean;
+        readonly parent: string | null;
+      }[];
+      readonly tip: { readonly from: string | null; readonly to: string | null };
+    },
+  ): Promise<boolean> {
     const key = keys.gcSnapshot(volumeId, name);
-    await this.call(`delete ${key}`, () => this.client.delete().key(key).exec());
+    if (relink === undefined) {
+      await this.call(`delete ${key}`, () => this.client.delete().key(key).exec());
+      return true;
+    }
+    const tipKey = keys.snapshotTip(volumeId);
+    const result = await this.call(`delete ${key}`, () => {
+      const txn = this.client.if(key, 'Create', '>', 0);
+      const ops = [this.client.delete().key(key) as never];
+      for (const c of relink.children) {
+        const childKey = c.pending ? keys.gcSnapshot(volumeId, c.record.name) : keys.snapshot(volumeId, c.record.name);
+        txn.and(childKey, 'Value', '==', encodeSnapshot(c.record));
+        ops.push(this.client.put(childKey).value(encodeSnapshot({ ...c.record, parent: c.parent })) as never);
+      }
+      // The tip is compared even when it stays: a snapshot taken or a rollback meanwhile may
+      // have changed the collected one's neighbours.
+      if (relink.tip.from === null) txn.and(tipKey, 'Create', '==', 0);
+      else txn.and(tipKey, 'Value', '==', relink.tip.from);
+      if (relink.tip.to !== relink.tip.from)
+        ops.push(
+          (relink.tip.to === null
+            ? this.client.delete().key(tipKey)
+            : this.client.put(tipKey).value(relink.tip.to)) as never,
+        );
+      return txn.then(...ops).commit();
+    });
+    return result.succeeded;
   }
 
   /** A volume's record and its etcd modification revision (what clone and delete compare). */

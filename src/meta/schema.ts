@@ -50,6 +50,11 @@ export const keys = {
    */
   snapshotRequestsPrefix: (volumeId: string) => `${rootPrefix}snapshot-requests/${volumeId}/`,
   snapshotRequest: (volumeId: string, name: string) => `${rootPrefix}snapshot-requests/${volumeId}/${name}`,
+  /**
+   * The snapshot a volume's live map descends from (its last snapshot, or the one it was rolled
+   * back to): the next snapshot's `parent`. Absent: none (no snapshot yet, or all collected).
+   */
+  snapshotTip: (volumeId: string) => `${rootPrefix}snapshot-tips/${volumeId}`,
   /** A new size asked of the writer holding the volume (an online grow); it answers by resizing. */
   resizeRequest: (volumeId: string) => `${rootPrefix}resize-requests/${volumeId}`,
   /** A deleted snapshot whose shards gc has not freed yet (its record as it was). */
@@ -161,6 +166,23 @@ export interface SnapshotRecord {
    * contents it reproduces (snapshotIdentity() of the source), so the next diff can check its base.
    */
   readonly origin?: string;
+  /**
+   * Lineage: the snapshot of the same volume whose contents this one's descend from (the volume's
+   * snapshot tip when it was taken), as its lineageId; null for none. A generation two snapshots hold is held by
+   * every snapshot on the path between them in this tree (generations never come back, except
+   * by a rollback, which makes the rolled-back-to snapshot the tip), so what a snapshot alone
+   * holds is found by comparing it with its neighbours only. Undefined for a snapshot taken
+   * before lineage was kept: its volume's snapshots are then compared with every root.
+   */
+  readonly parent?: string | null;
+}
+
+/**
+ * A snapshot's name in the lineage (SnapshotRecord.parent, keys.snapshotTip): its name and the
+ * time it was taken, so a new snapshot reusing a deleted one's name is never taken for it.
+ */
+export function lineageId(s: SnapshotRecord): string {
+  return `${s.name}@${s.createdAt}`;
 }
 
 /** Names a snapshot across clusters and copies: its own, or the one it was imported as. */
@@ -505,6 +527,7 @@ export function encodeSnapshot(s: SnapshotRecord): string {
     floor: s.floor,
     clones: s.clones,
     ...(s.origin === undefined ? {} : { origin: s.origin }),
+    ...(s.parent === undefined ? {} : { parent: s.parent }),
   });
 }
 
@@ -526,6 +549,9 @@ export function decodeSnapshot(key: string, text: string): SnapshotRecord {
     floor: field(key, o, 'floor', isCount, 'a generation'),
     clones: clones as string[],
     ...(o['origin'] === undefined ? {} : { origin: field(key, o, 'origin', isString, 'a string') }),
+    ...(o['parent'] === undefined
+      ? {}
+      : { parent: field(key, o, 'parent', (v): v is string | null => v === null || isString(v), 'a name or null') }),
   };
 }
 

@@ -3,10 +3,19 @@
  * that no extent record points to (sweepOrphans). It never deletes what a live writer or a running
  * repair may still publish; how each function keeps that true is said at the function.
  */
-import { errorMessage, parseShardKey, type ShardStore } from '../core/index.js';
-import type { EtcdMeta, VolumeRecord } from '../meta/index.js';
+import { UnavailableError, errorMessage, parseShardKey, type ShardStore } from '../core/index.js';
+import { lineageId, type EtcdMeta, type SnapshotRecord, type VolumeRecord } from '../meta/index.js';
 import { keyHolders, shardKeyPages } from '../shard/index.js';
-import { VolumeMaps, rootsReading, uniqueShards, type OwnedRoot } from '../api/index.js';
+import {
+  VolumeMaps,
+  lineageRelink,
+  neighbourRoots,
+  neighboursOf,
+  readLineage,
+  rootsReading,
+  uniqueShards,
+  type OwnedRoot,
+} from '../api/index.js';
 
 export interface GcReport {
   readonly volumes: number;
@@ -176,6 +185,11 @@ async function sweepMapPages(
 export interface SnapshotGcReport {
   /** Deleted snapshots collected (their gc record removed). */
   readonly snapshots: number;
+  /**
+   * Deleted snapshots left for a later run: a branch point of the lineage (three or more
+   * neighbours, after rollbacks) waits until deleting its neighbours leaves it two.
+   */
+  readonly waiting: number;
   readonly shardsDeleted: number;
   /** Shard bytes freed: what `snapshot list` said each alone held. */
   readonly bytesFreed: number;
@@ -183,42 +197,86 @@ export interface SnapshotGcReport {
 }
 
 /**
- * Frees what each deleted snapshot alone held: the shards of its records that no other root of
- * its volume, of its other snapshots or of a clone reads (uniqueShards). The other roots are read
- * after the snapshot was deleted, so no new reader can appear: a snapshot or clone made later is
- * made from a root read here or from newer generations. Its map pages go with the next orphan
- * sweep (no root reaches them once the gc record is gone). A store that fails keeps the snapshot
- * queued for the next run.
+ * Frees what each deleted snapshot alone held: the shards of its records, under its volume's id,
+ * that no other root reads (uniqueShards). With the volume's lineage complete, the other roots
+ * are its neighbours' (neighbourRoots): the work is the tree diffs against at most two roots,
+ * O(the extents that differ), not O(snapshots); then the lineage closes over it in the
+ * transaction that forgets it (lineageRelink). Without lineage (snapshots older than it), every
+ * root that may read the volume's shards is compared. The live root is read before the lineage:
+ * a snapshot made later holds only what that root held or newer generations. Its map pages go
+ * with the next orphan sweep. A store that fails keeps the snapshot queued for the next run.
  */
 export async function collectSnapshots(
   meta: EtcdMeta,
   stores: ReadonlyMap<string, ShardStore>,
 ): Promise<SnapshotGcReport> {
-  const pending = await meta.listGcSnapshots();
   const volumes = await meta.listVolumes();
+  const maps = VolumeMaps.of(meta);
   let shardsDeleted = 0;
   let bytesFreed = 0;
   let snapshots = 0;
   const errors: string[] = [];
-  for (const snapshot of pending) {
-    const volume = volumes.find((v) => v.id === snapshot.volumeId);
-    try {
-      if (volume !== undefined) {
-        const others = await rootsReading(meta, volume, { pending: true, except: snapshot });
-        for (const shard of await uniqueShards(meta, volume, snapshot, others)) {
+  const waiting = new Set<string>();
+  // Collecting one may let a waiting neighbour go: run until a pass collects nothing.
+  for (let progress = true; progress;) {
+    progress = false;
+    waiting.clear();
+    for (const snapshot of await meta.listGcSnapshots()) {
+      const volume = volumes.find((v) => v.id === snapshot.volumeId);
+      const what = `snapshot ${snapshot.volume}@${snapshot.name}`;
+      try {
+        if (volume === undefined) {
+          // A deleted volume's shards all go with it (collectGarbage).
+          await meta.finishGcSnapshot(snapshot.volumeId, snapshot.name);
+          snapshots += 1;
+          progress = true;
+          continue;
+        }
+        const live = await maps.root(volume);
+        const lineage = await readLineage(meta, volume.id);
+        const node = lineage.pending.find((s) => lineageId(s) === lineageId(snapshot)) ?? snapshot;
+        if (lineage.complete && neighboursOf(lineage, node).degree > 2) {
+          waiting.add(what);
+          continue;
+        }
+        const others = lineage.complete
+          ? neighbourRoots(volume, live, lineage, node)
+          : await rootsReading(meta, volume, { pending: true, except: snapshot });
+        for (const shard of await uniqueShards(meta, volume, node, others)) {
           const store = stores.get(shard.target);
           if (store === undefined) continue; // a target gone from the cluster holds nothing to free
           await store.delete(shard.key);
           shardsDeleted += 1;
           bytesFreed += shard.bytes;
         }
+        if (!lineage.complete) await meta.finishGcSnapshot(snapshot.volumeId, snapshot.name);
+        else await closeLineage(meta, volume, node);
+        snapshots += 1;
+        progress = true;
+      } catch (err) {
+        if (errors.length < 100) errors.push(`${what}: ${errorMessage(err)}`);
       }
-      // A deleted volume's shards all go with it (collectGarbage).
-      await meta.finishGcSnapshot(snapshot.volumeId, snapshot.name);
-      snapshots += 1;
-    } catch (err) {
-      if (errors.length < 100) errors.push(`snapshot ${snapshot.volume}@${snapshot.name}: ${errorMessage(err)}`);
     }
+    if (errors.length > 0) break;
   }
-  return { snapshots, shardsDeleted, bytesFreed, errors };
+  return { snapshots, waiting: waiting.size, shardsDeleted, bytesFreed, errors };
+}
+
+/**
+ * Forgets collected snapshot `node` and closes the lineage over it, reading the lineage again
+ * when a snapshot, a rollback or a repair changed it meanwhile. A snapshot taken meanwhile took
+ * the live map's place as a neighbour, and holds only what the live root read before held or
+ * newer generations, so what was freed stays right.
+ */
+async function closeLineage(meta: EtcdMeta, volume: VolumeRecord, node: SnapshotRecord): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const lineage = await readLineage(meta, volume.id);
+    const now = lineage.pending.find((s) => lineageId(s) === lineageId(node));
+    if (now === undefined) return; // another gc forgot it
+    if (await meta.finishGcSnapshot(volume.id, node.name, lineageRelink(lineage, now))) return;
+    if (attempt >= 8)
+      throw new UnavailableError(
+        `Cannot close the lineage of volume "${volume.name}" over snapshot ${node.name}: it kept changing; its shards are freed, its record stays for the next gc`,
+      );
+  }
 }

@@ -274,6 +274,66 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
     expect((await snapshotList(s, 'par'))[0]!.clones, 'flattened: the link is dropped').to.deep.equal([]);
   });
 
+  it('after a rollback the lineage branches: a deleted branch point waits for gc until its neighbours go, and every remaining snapshot reads back', async () => {
+    const s = stack();
+    await s.createVolume('tree', '4MiB', { extentSize: '1MiB' });
+    const extent = 6 * 256 * 1024; // the shard bytes of one 1 MiB extent at 4+2
+    const write = async (at: number, bytes: Buffer, file: string): Promise<void> => {
+      const mark = s.devFrontendLog().length;
+      await writeExport(s, s.uri('tree'), bytes, file, at);
+      await s.waitForDevDetach('tree', mark);
+    };
+    const m0 = seededBytes('tree-0', 4 * MiB);
+    await write(0, m0, 't0.img');
+    await s.cairnctl('snapshot s0', ['snapshot', 'create', 'tree', 's0']);
+    const m1 = Buffer.from(m0);
+    seededBytes('tree-a', MiB).copy(m1, 0);
+    await write(0, m1.subarray(0, MiB), 'ta.img');
+    await s.cairnctl('snapshot s1', ['snapshot', 'create', 'tree', 's1']);
+    const m2 = Buffer.from(m1);
+    seededBytes('tree-b', MiB).copy(m2, MiB);
+    await write(MiB, m2.subarray(MiB, 2 * MiB), 'tb.img');
+    await s.cairnctl('snapshot s2', ['snapshot', 'create', 'tree', 's2']);
+    // Back to s1, then a new branch: s1 now has s0, s2 and s3 as neighbours.
+    await s.cairnctl('rollback', ['snapshot', 'rollback', 'tree', 's1']);
+    const m3 = Buffer.from(m1);
+    seededBytes('tree-c', MiB).copy(m3, 2 * MiB);
+    await write(2 * MiB, m3.subarray(2 * MiB, 3 * MiB), 'tc.img');
+    await s.cairnctl('snapshot s3', ['snapshot', 'create', 'tree', 's3']);
+    const rows = await snapshotList(s, 'tree');
+    expect(rows.map((r) => [r.name, r.uniqueBytes])).to.deep.equal([
+      ['s0', extent], // extent 0 as first written: every later root holds extent 0 rewritten
+      ['s1', 0], // its extent 0 is s2's and s3's too
+      ['s2', extent], // extent 1 rewritten, on the branch the rollback left
+      ['s3', 0], // extent 2 rewritten is the volume's too
+    ]);
+    type Gc = { snapshots: number; snapshotsWaiting: number; snapshotBytesFreed: number };
+    const gc = async (): Promise<Gc> => JSON.parse((await s.cairnctl('gc', ['gc', '--json'])).stdout) as Gc;
+
+    await s.cairnctl('delete s1', ['snapshot', 'delete', 'tree', 's1', '--no-gc']);
+    const g1 = await gc();
+    expect([g1.snapshots, g1.snapshotsWaiting, g1.snapshotBytesFreed], 's1 waits: three neighbours').to.deep.equal([
+      0, 1, 0,
+    ]);
+    const reuse = await refused(s, ['snapshot', 'delete', 'tree', 's1']);
+    expect(reuse.stderr).to.match(/No.*snapshot named "s1"|has no snapshot named "s1"/);
+    await s.cairnctl('delete s2', ['snapshot', 'delete', 'tree', 's2', '--no-gc']);
+    const g2 = await gc();
+    expect([g2.snapshots, g2.snapshotsWaiting, g2.snapshotBytesFreed], 's2 goes, then s1 can').to.deep.equal([
+      2,
+      0,
+      extent,
+    ]);
+    expect((await readExport(s, s.uri('tree@s0'), 's0.img')).equals(m0), 's0 after gc').to.equal(true);
+    expect((await readExport(s, s.uri('tree@s3'), 's3.img')).equals(m3), 's3 after gc').to.equal(true);
+    expect((await readExport(s, s.uri('tree'), 'live.img')).equals(m3), 'the volume after gc').to.equal(true);
+    // s0 now alone holds extent 2 as first written too (s1 and s2 held it; s3 rewrote it).
+    expect((await snapshotList(s, 'tree')).map((r) => [r.name, r.uniqueBytes])).to.deep.equal([
+      ['s0', 2 * extent],
+      ['s3', 0],
+    ]);
+  });
+
   it('export is sparse and import keeps holes; export-diff + import-diff reproduce each snapshot (sha256) on another volume; a wrong base is refused', async () => {
     const s = stack();
     await s.createVolume('src', '16MiB', { extentSize: '1MiB' });
