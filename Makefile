@@ -49,6 +49,7 @@ sim: build
 	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug map-gc-reachable
 	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug map-gc-ignores-snapshots
 	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug clone-reads-parent
+	@$(NODE) scripts/sim_map.mjs --seeds 5 --steps 400 --bug shrink-keeps-tail
 
 demo: build
 	@bash scripts/demo.sh

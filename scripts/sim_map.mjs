@@ -1,7 +1,8 @@
 // Runs the map-page simulator (src/sim/map_sim.ts) over many seeds, or with a planted bug.
 // Usage:
 //   node scripts/sim_map.mjs [--seeds N] [--base N] [--steps N] [--bug NAME]
-// NAME: map-swap-before-durable, map-gc-reachable, map-gc-ignores-snapshots or clone-reads-parent.
+// NAME: map-swap-before-durable, map-gc-reachable, map-gc-ignores-snapshots, clone-reads-parent or
+// shrink-keeps-tail (a resize is rarer: give it --steps 400).
 // Without --bug every seed must pass; with one, every seed must catch it (exit 1 otherwise).
 // Needs a build first (make build): it imports from dist/.
 import { mapBugs, runMapSimulation } from '../dist/src/sim/index.js';

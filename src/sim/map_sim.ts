@@ -26,19 +26,38 @@
  * - 'map-gc-ignores-snapshots': gc keeps the published root's pages only.
  * - 'clone-reads-parent': a clone reads through its parent's live root instead of its own copy,
  *   so the parent's later commits show through it.
+ *
+ * Resizes (the same stream): the volume grows or shrinks across map heights as the frontend does
+ * it (records past a new end dropped first, the root rebased, a fenced swap); snapshots and clones
+ * keep the size they were made at, and each is read at its own.
+ * - 'shrink-keeps-tail': a shrink forgets to drop the records past the new end that share its
+ *   last leaf, so a later grow would show old data there.
  */
 import { FencedError, MapRootMovedError, assert, errorMessage, shardKey, type ExtentRecord } from '../core/index.js';
-import { MapTree, ReplicatedMapPages, mapLevelsFor, type MapPageStore, type MapRoot } from '../extent/index.js';
+import {
+  MapTree,
+  ReplicatedMapPages,
+  mapLeafBits,
+  mapLevelsFor,
+  type MapPageStore,
+  type MapRoot,
+} from '../extent/index.js';
 import { MemoryShardStore } from '../shard/index.js';
 import { TreeExtentMapStore, type MapRootStore } from '../volume/index.js';
 import { Prng } from './prng.js';
 
-export type MapBug = 'map-swap-before-durable' | 'map-gc-reachable' | 'map-gc-ignores-snapshots' | 'clone-reads-parent';
+export type MapBug =
+  | 'map-swap-before-durable'
+  | 'map-gc-reachable'
+  | 'map-gc-ignores-snapshots'
+  | 'clone-reads-parent'
+  | 'shrink-keeps-tail';
 export const mapBugs: readonly MapBug[] = [
   'map-swap-before-durable',
   'map-gc-reachable',
   'map-gc-ignores-snapshots',
   'clone-reads-parent',
+  'shrink-keeps-tail',
 ];
 
 export interface MapSimResult {
@@ -52,6 +71,8 @@ export interface MapSimResult {
   readonly pagesCollected: number;
   readonly snapshots: number;
   readonly clones: number;
+  /** Resizes of the volume (grows and shrinks, across map heights). */
+  readonly resizes: number;
 }
 
 const replicas = 3;
@@ -105,8 +126,10 @@ export async function runMapSimulation(
   const rng = new Prng(seed, 'map');
   const steps = options.steps ?? 200;
   const volumeId = `mapsim${seed}`;
-  // Enough extents for two or three levels: small leaves are not what is tested here.
-  const extents = [300, 5_000, 70_000][rng.int(3)]!;
+  // Enough extents for two or three levels: small leaves are not what is tested here. A resize
+  // (the snapshot stream) changes it; snapshots and clones keep the size they were made at.
+  const sizes = [300, 5_000, 70_000];
+  let extents = sizes[rng.int(3)]!;
   const stores = new Map(targetNames.map((n) => [n, new MemoryShardStore(n)]));
   const real = new ReplicatedMapPages({ targets: stores, replicas });
   const eager = options.bug === 'map-swap-before-durable' ? new EagerPages(real) : undefined;
@@ -118,9 +141,10 @@ export async function runMapSimulation(
   let pagesCollected = 0;
   let generation = 0;
   const snapRng = new Prng(seed, 'map-snapshots');
-  const snapshots: { root: MapRoot; model: Map<number, ExtentRecord> }[] = [];
+  const snapshots: { root: MapRoot; model: Map<number, ExtentRecord>; extents: number }[] = [];
   const clones: {
     id: string;
+    extents: number;
     tree: MapTree;
     root: () => MapRoot;
     set: (r: MapRoot) => void;
@@ -128,6 +152,7 @@ export async function runMapSimulation(
   }[] = [];
   let snapshotsTaken = 0;
   let clonesMade = 0;
+  let resizes = 0;
 
   const record = (e: number): ExtentRecord => {
     generation += 1;
@@ -240,8 +265,9 @@ export async function runMapSimulation(
     id: string,
     root: MapRoot,
     expected: ReadonlyMap<number, ExtentRecord>,
+    size: number,
   ): Promise<string | undefined> => {
-    const tree = new MapTree({ volumeId: id, extents, store: real, cachePages: 1 });
+    const tree = new MapTree({ volumeId: id, extents: size, store: real, cachePages: 1 });
     try {
       const seen = new Map<number, ExtentRecord>();
       for await (const item of tree.walk(root)) if ('record' in item) seen.set(item.extent, item.record);
@@ -257,25 +283,49 @@ export async function runMapSimulation(
     return undefined;
   };
   const check = async (where: string): Promise<string | undefined> => {
-    const bad = await compare(`${where}: the published map`, volumeId, roots.root, model);
+    const bad = await compare(`${where}: the published map`, volumeId, roots.root, model, extents);
     if (bad !== undefined) return bad;
     for (const [i, sn] of snapshots.entries()) {
-      const b = await compare(`${where}: snapshot ${i}`, volumeId, sn.root, sn.model);
+      const b = await compare(`${where}: snapshot ${i}`, volumeId, sn.root, sn.model, sn.extents);
       if (b !== undefined) return b;
     }
     for (const [i, c] of clones.entries()) {
-      const b = await compare(`${where}: clone ${i}`, c.id, c.root(), c.model);
+      const b = await compare(`${where}: clone ${i}`, c.id, c.root(), c.model, c.extents);
       if (b !== undefined) return b;
     }
     return undefined;
   };
+  /**
+   * Resizes the volume as the frontend does (VolumeFrontend.doResize): for a shrink, the records
+   * past the new end dropped in a commit of their own; then the root rebased to the new height
+   * (TreeExtentMapStore.prepareResize), published by a fenced swap, and adopted by the writer.
+   */
+  const resize = async (to: number): Promise<void> => {
+    if (to < extents) {
+      const past = [...model.keys()].filter((e) => e >= to);
+      // The bug: records past the end that share the new last leaf are kept (a later grow
+      // would show them again).
+      const leaf = (e: number): number => Math.floor(e / 2 ** mapLeafBits);
+      const dropped = options.bug === 'shrink-keeps-tail' ? past.filter((e) => leaf(e) !== leaf(to - 1)) : past;
+      if (dropped.length > 0) await writer.commit(dropped.map((index) => ({ index, record: null })));
+      for (const e of past) model.delete(e);
+    }
+    const prepared = await writer.prepareResize(to);
+    await roots.forWriter(epoch, async () => undefined).swap(roots.root, prepared.root);
+    writer.adoptResize(prepared);
+    extents = to;
+    resizes += 1;
+  };
   /** One snapshot or clone operation, from its own stream. */
   const snapshotOp = async (): Promise<void> => {
     const r = snapRng;
-    const kind = r.int(snapshots.length === 0 ? 1 : 5);
+    const kind = r.int(snapshots.length === 0 ? 1 : 6);
     if (kind === 0 && snapshots.length < 4) {
-      snapshots.push({ root: roots.root, model: new Map(model) });
+      snapshots.push({ root: roots.root, model: new Map(model), extents });
       snapshotsTaken += 1;
+    } else if (kind === 5) {
+      const others = sizes.filter((n) => n !== extents);
+      await resize(others[r.int(others.length)]! - r.int(40));
     } else if (kind === 1 && snapshots.length > 0) {
       snapshots.splice(r.int(snapshots.length), 1);
     } else if (kind === 2 && clones.length < 3) {
@@ -285,6 +335,7 @@ export async function runMapSimulation(
         // The bug: the clone reads through its parent's live root, not a copy of the snapshot.
         clones.push({
           id: volumeId,
+          extents,
           tree: new MapTree({ volumeId, extents, store: real }),
           root: () => roots.root,
           set: (next) => (roots.root = next),
@@ -292,13 +343,20 @@ export async function runMapSimulation(
         });
         return;
       }
-      const tree = new MapTree({ volumeId: id, extents, store: real });
+      const tree = new MapTree({ volumeId: id, extents: from.extents, store: real });
       let root = (await tree.commit(tree.emptyRoot(), new Map(from.model), 1)).root;
-      clones.push({ id, tree, root: () => root, set: (next) => (root = next), model: new Map(from.model) });
+      clones.push({
+        id,
+        extents: from.extents,
+        tree,
+        root: () => root,
+        set: (next) => (root = next),
+        model: new Map(from.model),
+      });
     } else if (clones.length > 0) {
       // The clone writes: its own commits, with its own generations (epoch 2 of its own counter).
       const c = clones[r.int(clones.length)]!;
-      const e = r.int(extents);
+      const e = r.int(c.extents);
       const rec = record(e);
       const { root } = await c.tree.commit(c.root(), new Map([[e, rec]]), 2 * 2 ** 32 + ++generation);
       if (options.bug !== 'clone-reads-parent') c.set(root);
@@ -307,9 +365,28 @@ export async function runMapSimulation(
   };
 
   for (let step = 0; step < steps; step++) {
-    if (snapRng.next() < 0.15) await snapshotOp();
-    const op = rng.next();
     const where = `seed ${seed} step ${step}`;
+    if (snapRng.next() < 0.15) {
+      // A snapshot, clone or resize that cannot read the map found a broken map: a failure.
+      const failure = await snapshotOp().then(
+        () => undefined,
+        (err: unknown) => `${where}: ${errorMessage(err)}`,
+      );
+      if (failure !== undefined)
+        return {
+          seed,
+          ok: false,
+          failure,
+          steps: step,
+          commits,
+          faults,
+          pagesCollected,
+          snapshots: snapshotsTaken,
+          clones: clonesMade,
+          resizes,
+        };
+    }
+    const op = rng.next();
     if (op < 0.4) {
       const c = changes();
       await writer.commit([...c].map(([index, r]) => ({ index, record: r })));
@@ -361,6 +438,7 @@ export async function runMapSimulation(
             pagesCollected,
             snapshots: snapshotsTaken,
             clones: clonesMade,
+            resizes,
           };
       }
       await eager?.land();
@@ -375,6 +453,7 @@ export async function runMapSimulation(
           pagesCollected,
           snapshots: snapshotsTaken,
           clones: clonesMade,
+          resizes,
         };
       writer = writerFor(epoch);
       await writer.load();
@@ -421,7 +500,18 @@ export async function runMapSimulation(
         pagesCollected,
         snapshots: snapshotsTaken,
         clones: clonesMade,
+        resizes,
       };
   }
-  return { seed, ok: true, steps, commits, faults, pagesCollected, snapshots: snapshotsTaken, clones: clonesMade };
+  return {
+    seed,
+    ok: true,
+    steps,
+    commits,
+    faults,
+    pagesCollected,
+    snapshots: snapshotsTaken,
+    clones: clonesMade,
+    resizes,
+  };
 }

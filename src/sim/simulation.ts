@@ -24,7 +24,8 @@
  *   (a clean detach, the map becomes the snapshot's, a new writer attaches); a shard a snapshot
  *   reaches is never deleted (the writer leaves it to gc) and counts as published.
  * What it leaves out: performance, concurrent client operations (see workload.ts), and clones
- * (the integration tests cover those).
+ * and resizes (the map simulator, map_sim.ts, runs those against record models of every
+ * snapshot and clone; the integration tests run them with real clients).
  */
 import { CairnError, FencedError, assert, parseShardKey } from '../core/index.js';
 import type { CodecPool } from '../codec/index.js';

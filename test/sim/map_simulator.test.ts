@@ -30,26 +30,34 @@ describe('sim: map pages', function () {
     expect(collected, 'page copies gc deleted').to.be.above(0);
   });
 
-  it('snapshots and clones happen across seeds (each read against its own model)', async () => {
+  it('snapshots, clones and resizes happen across seeds (each read against its own model)', async () => {
     let snapshots = 0;
     let clones = 0;
+    let resizes = 0;
     for (const seed of [1, 2, 3]) {
       const r = await runMapSimulation(seed, { steps: 80 });
       snapshots += r.snapshots;
       clones += r.clones;
+      resizes += r.resizes;
     }
-    expect([snapshots > 0, clones > 0], 'snapshots and clones made').to.deep.equal([true, true]);
+    expect([snapshots > 0, clones > 0, resizes > 0], 'snapshots, clones and resizes made').to.deep.equal([
+      true,
+      true,
+      true,
+    ]);
   });
 
-  for (const bug of [
-    'map-swap-before-durable',
-    'map-gc-reachable',
-    'map-gc-ignores-snapshots',
-    'clone-reads-parent',
+  // Each bug with a seed whose 80 steps reach it (a shrink is rare: seed 2's reaches one).
+  for (const [bug, seed] of [
+    ['map-swap-before-durable', 1],
+    ['map-gc-reachable', 1],
+    ['map-gc-ignores-snapshots', 1],
+    ['clone-reads-parent', 1],
+    ['shrink-keeps-tail', 2],
   ] as const)
     it(`catches the planted bug ${bug}`, async () => {
-      const r = await runMapSimulation(1, { steps: 80, bug });
+      const r = await runMapSimulation(seed, { steps: 80, bug });
       expect(r.ok, `${bug} went unnoticed`).to.equal(false);
-      expect(r.failure).to.match(/seed 1 step \d+: /);
+      expect(r.failure).to.match(new RegExp(`seed ${seed} step \\d+: `));
     });
 });
