@@ -18,3 +18,4 @@ node scripts/bench/nbd_bench.mjs
 node scripts/bench/failover_bench.mjs
 node scripts/bench/hostile_bench.mjs --seconds "${BENCH_HOSTILE_SECONDS:-20}"
 node scripts/bench/snapshot_bench.mjs --size "${BENCH_SNAPSHOT_SIZE:-1GiB}"
+node scripts/bench/snapshot_scale.mjs --small "${BENCH_SNAPSHOTS_SMALL:-20}" --large "${BENCH_SNAPSHOTS_LARGE:-200}"

@@ -183,4 +183,15 @@ describe('benchmarks at tiny size', () => {
     ])
       expect(lines[5]![key], key).to.be.a('number').above(0);
   });
+  it('scripts/bench/snapshot_scale.mjs lists and deletes snapshots at two counts, agreeing with the every-root peer', async function () {
+    this.timeout(240_000);
+    const lines = await benchScript(['scripts/bench/snapshot_scale.mjs', '--tiny'], 220_000);
+    expect(lines.map((l) => l['snapshots'] ?? l.summary)).to.deep.equal([3, 3, 3, 6, 6, 6, true]);
+    // The script itself fails when the lineage and every-root answers differ, or gc frees other
+    // than what the list said; each delete frees the middle snapshot's own extent 63 (6 x 256 KiB).
+    expect(lines[2]).to.include({ freedBytes: 6 * 256 * 1024 });
+    expect(lines[5]).to.include({ freedBytes: 6 * 256 * 1024 });
+    for (const key of ['listPerSnapshotRatio', 'deleteGcRatio', 'allRootsListPerSnapshotRatio'])
+      expect(lines[6]![key], key).to.be.a('number').above(0);
+  });
 });
