@@ -33,7 +33,8 @@ export async function withLocalFrontend<T>(
   ctx: CliContext,
   work: (frontend: VolumeFrontend) => Promise<T>,
 ): Promise<T> {
-  const pool = await CodecPool.start();
+  // Lazy: an export or a diff of a healthy volume never codes; an import starts the workers at its first write.
+  const pool = await CodecPool.start({ lazy: true });
   const frontend = new VolumeFrontend({ meta, pool, secrets: ctx.secrets, owner: cliOwner(), lockWaitMs: 0 });
   try {
     return await work(frontend);

@@ -112,6 +112,13 @@ export interface CodecPoolOptions {
   readonly memoryBytes?: number;
   /** The kernel build to run; default loadKernel()'s choice (see kernel.ts). */
   readonly variant?: KernelVariant;
+  /**
+   * Start the workers at the first encode or reconstruct instead of in start(): for short-lived
+   * commands that may never code (reading a healthy volume needs no codec). Each worker costs
+   * about 130 ms of CPU to instantiate its kernel, on a core the command itself wants. A worker
+   * that then fails to start fails the jobs posted to it, as a crashed one does.
+   */
+  readonly lazy?: boolean;
 }
 
 interface Slot {
@@ -184,6 +191,8 @@ export class CodecPool {
   /** Whether an Atomics.waitAsync on the completion counter is pending. */
   private armed = false;
   private closing = false;
+  /** Whether the workers were started (at start(), or at the first job when lazy). */
+  private spawned = false;
 
   /**
    * Starts the workers and resolves once every one has its kernel instantiated. Throws
@@ -208,6 +217,8 @@ export class CodecPool {
       );
     }
     const pool = new CodecPool(threads, memoryBytes, options.variant);
+    if (options.lazy === true) return pool;
+    pool.spawned = true;
     try {
       await Promise.all(pool.slots.map((slot) => pool.spawn(slot)));
     } catch (err) {
@@ -243,6 +254,11 @@ export class CodecPool {
       });
     }
     this.arena = new CodecArena(this.memory, arenaStart(threads), memoryBytes, false);
+  }
+
+  /** Whether the workers were started (always after start(), unless lazy and nothing coded yet). */
+  get workersStarted(): boolean {
+    return this.spawned;
   }
 
   /** Whether close() was called. */
@@ -411,6 +427,12 @@ export class CodecPool {
       );
     }
     job.buf.claim(job.verb);
+    if (!this.spawned) {
+      // Lazy: the workers start now; jobs posted meanwhile wait in their mailboxes, and a
+      // worker that fails to start fails its jobs (spawn's failSlot).
+      this.spawned = true;
+      for (const slot of this.slots) this.spawn(slot).catch(() => undefined);
+    }
     return new Promise<void>((resolve, reject) => {
       this.jobCount += 1;
       this.waiting.push({ ...job, resolve, reject });

@@ -467,6 +467,29 @@ for (const variant of kernelVariants) {
       }
     });
 
+    it('lazy: starts no worker until the first job, then codes like referenceCodec; closes either way', async () => {
+      const idle = await CodecPool.start({ threads: 2, memoryBytes: 16 * 1024 * 1024, variant, lazy: true });
+      const unused = idle.allocate({ k: 4, m: 2 }, 4096);
+      idle.release(unused);
+      expect(idle.workersStarted, 'no job, no worker').to.equal(false);
+      await idle.close();
+
+      const pool = await CodecPool.start({ threads: 2, memoryBytes: 16 * 1024 * 1024, variant, lazy: true });
+      try {
+        const data = shardsOf(4, 8192, 77);
+        const bufs = Array.from({ length: 6 }, () => pool.allocate({ k: 4, m: 2 }, 8192));
+        for (const buf of bufs) data.forEach((d, i) => buf.shard(i).set(d));
+        // Several jobs posted before any worker is ready: each must still finish.
+        await Promise.all(bufs.map((buf) => pool.encode(buf)));
+        expect(pool.workersStarted).to.equal(true);
+        const want = referenceParity(4, 2, data);
+        for (const buf of bufs) for (let r = 0; r < 2; r++) sameBytes(buf.shard(4 + r), want[r]!, `parity ${r}`);
+        bufs.forEach((buf) => pool.release(buf));
+      } finally {
+        await pool.close();
+      }
+    });
+
     it('settles pending jobs on close() and refuses work afterwards', async () => {
       const pool = await CodecPool.start({ threads: 2, memoryBytes: 64 * 1024 * 1024, variant });
       const bufs = Array.from({ length: 16 }, () => pool.allocate({ k: 8, m: 3 }, 1 << 17));
