@@ -22,11 +22,12 @@
 //     reports for its own work ("workMs": from its attach to its last byte).
 // Prints one JSON line per result and a summary line with the ratios. Progress on stderr.
 // Usage: node scripts/bench/snapshot_bench.mjs [--size SIZE] [--n N] [--tiny]
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, createReadStream, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { parseSize } from '../../dist/src/core/index.js';
 import { waitFor } from '../../dist/src/dev/index.js';
 import { cairnctlPath } from '../../dist/test/harness/cli.js';
-import { nbdshProcess, runClient, seededBytes, sha256, startStack } from '../../dist/test/harness/stack.js';
+import { nbdshProcess, runClient, seededBytes, startStack } from '../../dist/test/harness/stack.js';
 
 const MiB = 1024 * 1024;
 
@@ -57,6 +58,13 @@ const emit = (row) => process.stdout.write(`${JSON.stringify(row)}\n`);
 const p50 = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 const round = (x) => Math.round(x * 10) / 10;
 
+/** A file's sha256, streamed (an export may be larger than a Buffer holds). */
+async function fileSha256(path) {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 8 * MiB })) hash.update(chunk);
+  return hash.digest('hex');
+}
+
 let lastStdout = '';
 async function timed(step, command, args, env) {
   const started = process.hrtime.bigint();
@@ -79,7 +87,10 @@ try {
   await cli('volume create', ['volume', 'create', volume, size]);
   log(`writing ${sizeBytes / MiB} MiB`);
   const image = stack.path('image.raw');
-  writeFileSync(image, seededBytes('snapshot-bench', sizeBytes));
+  // In pieces of at most 1 GiB: a Buffer holds at most 2 GiB (--size 4GiB and up).
+  writeFileSync(image, '');
+  for (let at = 0, piece = 0; at < sizeBytes; at += 1024 * MiB, piece++)
+    appendFileSync(image, seededBytes(`snapshot-bench-${piece}`, Math.min(1024 * MiB, sizeBytes - at)));
   await timed('nbdcopy in', '/usr/bin/nbdcopy', [image, stack.uri(volume)]);
   rmSync(image);
   // Held attached for writing by an idle connection, as a database's volume is.
@@ -110,7 +121,7 @@ try {
   const exportMs = await cli('export', ['volume', 'export', `${volume}@s0`, mine, '--json']);
   const exportWorkMs = workMs();
   const nbdcopyMs = await timed('nbdcopy out', '/usr/bin/nbdcopy', [stack.uri(`${volume}@s0`), theirs]);
-  const same = sha256(readFileSync(mine)) === sha256(readFileSync(theirs));
+  const same = (await fileSha256(mine)) === (await fileSha256(theirs));
   rmSync(theirs);
   if (!same) throw new Error('the export and nbdcopy of the same snapshot differ');
   emit({
