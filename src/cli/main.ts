@@ -19,6 +19,7 @@ import { repairCommands } from './repair.js';
 import { migrateCommand } from './migrate.js';
 import { devCommand } from './dev.js';
 import { nbdCommand } from './nbd.js';
+import { csiCommand } from './csi.js';
 import { gcCommand } from './gc.js';
 import { initCommand } from './init.js';
 import { nodeCommand } from './node.js';
@@ -90,6 +91,7 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(targetCommand(ctx))
     .command(placementCommand(ctx))
     .command(nbdCommand(ctx))
+    .command(csiCommand(ctx))
     .command(devCommand(ctx))
     .command(repairCommands(ctx).repair)
     .command(repairCommands(ctx).scrub)

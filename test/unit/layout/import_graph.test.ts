@@ -13,7 +13,7 @@ const srcRoot = resolve('src');
 
 /**
  * Which layers each layer may import (besides itself). Imports point one way:
- * bin -> cli -> services (api, frontend, repair, bench, dev) -> nbd, cache, volume, journal ->
+ * bin -> cli -> services (api, frontend, repair, bench, dev, csi) -> nbd, cache, volume, journal ->
  * extent, placement, codec -> core. Adapters (meta, shard, node) are wired only by the service
  * folders and bin; metrics is a leaf service library any process may use.
  */
@@ -48,6 +48,7 @@ export const allowed: Readonly<Record<string, readonly string[]>> = {
   ],
   bench: ['core', 'codec'],
   dev: ['core', 'meta', 'api'],
+  csi: ['core', 'codec', 'meta', 'api', 'frontend'],
   sim: ['core', 'codec', 'extent', 'placement', 'volume', 'cache', 'journal', 'shard'],
   cli: [
     'core',
@@ -65,6 +66,7 @@ export const allowed: Readonly<Record<string, readonly string[]>> = {
     'repair',
     'bench',
     'dev',
+    'csi',
   ],
   bin: ['core', 'codec', 'cli', 'node', 'api'],
 };

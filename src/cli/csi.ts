@@ -1,0 +1,92 @@
+/**
+ * `cairnctl csi serve`: the CSI driver, serving the CSI Identity service and, with --controller,
+ * the Controller service on a Unix socket until SIGTERM or SIGINT. See docs/kubernetes.md.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { Argv } from 'yargs';
+import { CodecPool } from '../codec/index.js';
+import { VolumeFrontend } from '../frontend/index.js';
+import { CsiController, serveCsi, socketPath } from '../csi/index.js';
+import { clusterOptions, stringArg, withMeta } from './common.js';
+import { type CliContext, withErrors } from './context.js';
+
+/** The version CSI's GetPluginInfo reports: package.json's. */
+function driverVersion(repoRoot: string): string {
+  const parsed = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version?: unknown };
+  return typeof parsed.version === 'string' ? parsed.version : '0.0.0';
+}
+
+export function csiCommand(ctx: CliContext) {
+  return {
+    command: 'csi <action>',
+    describe: 'The Kubernetes CSI driver (create, delete, clone, snapshot and expand volumes through CSI)',
+    builder: (y: Argv) =>
+      y
+        .command({
+          command: 'serve',
+          describe: 'Serve CSI Identity (and with --controller, Controller) over gRPC on a Unix socket, until SIGTERM',
+          builder: (a: Argv) =>
+            clusterOptions(a)
+              .option('endpoint', {
+                type: 'string',
+                demandOption: true,
+                describe: 'where to listen: unix:///PATH (the CSI sidecars and kubelet connect there)',
+              })
+              .option('controller', {
+                type: 'boolean',
+                default: false,
+                describe: 'serve the Controller service (CreateVolume, snapshots, expansion, capacity)',
+              })
+              .example('$0 csi serve --endpoint unix:///run/cairn/csi.sock --controller', ''),
+          handler: withErrors(ctx, async (argv) => {
+            const log = (line: string): void => ctx.io.err(`cairnctl csi: ${line}`);
+            const endpoint = stringArg(argv, 'endpoint');
+            socketPath(endpoint); // a bad endpoint is refused before anything starts
+            await withMeta(argv, async (meta) => {
+              // Lazy: taking a snapshot or growing a detached volume never codes.
+              const pool = await CodecPool.start({ lazy: true });
+              const owner = `${hostname()}/${process.pid} (csi)`;
+              const controller = new CsiController({
+                meta,
+                withFrontend: async (work) => {
+                  const f = new VolumeFrontend({ meta, pool, secrets: ctx.secrets, owner, lockWaitMs: 0, log });
+                  try {
+                    return await work(f);
+                  } finally {
+                    await f.close();
+                  }
+                },
+                owner,
+                startGc: () => void ctx.startBackgroundGc(argv),
+                version: driverVersion(ctx.repoRoot),
+                log,
+              });
+              try {
+                const server = await serveCsi({
+                  endpoint,
+                  controller,
+                  withController: argv['controller'] === true,
+                  log,
+                });
+                ctx.io.out(`cairnctl serving CSI on unix://${server.path} (pid ${process.pid})`);
+                await new Promise<void>((resolve) => {
+                  const stop = (signal: string): void => {
+                    log(`${signal}: stopping`);
+                    resolve();
+                  };
+                  process.once('SIGTERM', () => stop('SIGTERM'));
+                  process.once('SIGINT', () => stop('SIGINT'));
+                });
+                await server.close();
+              } finally {
+                await pool.close();
+              }
+            });
+          }),
+        })
+        .demandCommand(1, 'Name an action: serve'),
+    handler: () => undefined,
+  };
+}
