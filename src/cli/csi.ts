@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import type { Argv } from 'yargs';
 import { CodecPool } from '../codec/index.js';
 import { VolumeFrontend } from '../frontend/index.js';
-import { CsiController, serveCsi, socketPath } from '../csi/index.js';
+import { CsiController, CsiNode, NbdClientAttacher, NbdfuseAttacher, serveCsi, socketPath } from '../csi/index.js';
+import { zoneId } from '../core/index.js';
 import { clusterOptions, stringArg, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 
@@ -39,7 +40,38 @@ export function csiCommand(ctx: CliContext) {
                 default: false,
                 describe: 'serve the Controller service (CreateVolume, snapshots, expansion, capacity)',
               })
-              .example('$0 csi serve --endpoint unix:///run/cairn/csi.sock --controller', ''),
+              .option('node', {
+                type: 'boolean',
+                default: false,
+                describe: 'serve the Node service: stage (attach, format, mount) and publish volumes on this host',
+              })
+              .option('node-id', {
+                type: 'string',
+                describe: "this node's id for the CO (with --node; default: the host name)",
+              })
+              .option('zone', { type: 'string', describe: "this node's zone, offered as topology.cairn.io/zone" })
+              .option('attach', {
+                choices: ['nbdfuse', 'nbd-client'],
+                default: 'nbd-client',
+                describe:
+                  'how a volume becomes a block device: the kernel nbd-client (needs the nbd module), or nbdfuse + a loop device',
+              })
+              .option('nbd', {
+                type: 'string',
+                default: 'nbd://127.0.0.1:10809',
+                describe:
+                  "this node's NBD frontend (nbd://HOST:PORT or nbd+unix:///?socket=PATH); the export is the volume",
+              })
+              .option('state-dir', {
+                type: 'string',
+                default: '/run/cairn/csi',
+                describe: 'where staged volumes are recorded, so a restarted plugin finds its devices',
+              })
+              .example('$0 csi serve --endpoint unix:///run/cairn/csi.sock --controller', '')
+              .example(
+                '$0 csi serve --endpoint unix:///var/lib/kubelet/plugins/csi.cairn.io/csi.sock --node --zone a --attach nbdfuse',
+                '',
+              ),
           handler: withErrors(ctx, async (argv) => {
             const log = (line: string): void => ctx.io.err(`cairnctl csi: ${line}`);
             const endpoint = stringArg(argv, 'endpoint');
@@ -63,11 +95,23 @@ export function csiCommand(ctx: CliContext) {
                 version: driverVersion(ctx.repoRoot),
                 log,
               });
+              const nbd = stringArg(argv, 'nbd');
+              const node =
+                argv['node'] === true
+                  ? new CsiNode({
+                      nodeId: typeof argv['node-id'] === 'string' ? argv['node-id'] : hostname(),
+                      ...(typeof argv['zone'] === 'string' ? { zone: zoneId(argv['zone']) } : {}),
+                      stateDir: stringArg(argv, 'state-dir'),
+                      attacher: argv['attach'] === 'nbdfuse' ? new NbdfuseAttacher(nbd) : new NbdClientAttacher(nbd),
+                      log,
+                    })
+                  : undefined;
               try {
                 const server = await serveCsi({
                   endpoint,
                   controller,
                   withController: argv['controller'] === true,
+                  ...(node === undefined ? {} : { node }),
                   log,
                 });
                 ctx.io.out(`cairnctl serving CSI on unix://${server.path} (pid ${process.pid})`);

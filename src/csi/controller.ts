@@ -106,7 +106,10 @@ export class CsiController {
     return {
       capabilities: [
         ...(controller ? [{ service: { type: 'CONTROLLER_SERVICE' } }] : []),
-        { volume_expansion: { type: 'ONLINE' } },
+        // OFFLINE: a volume grows at once (online, for its frontend), but a node sees the new
+        // size only when it stages the volume again (NBD tells a client of no size change), so
+        // the CO is told to expand while the volume is not in use.
+        { volume_expansion: { type: 'OFFLINE' } },
       ],
     };
   }

@@ -1,5 +1,7 @@
-/** The CSI driver: the Identity and Controller services over gRPC, and what they check. */
+/** The CSI driver: the Identity, Controller and Node services over gRPC, what they check, how a node attaches. */
 export * from './controller.js';
+export * from './host.js';
+export * from './node.js';
 export * from './requests.js';
 export * from './server.js';
 export * from './status.js';

@@ -19,6 +19,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { InvalidArgumentError, errorMessage } from '../core/index.js';
 import type { CsiController } from './controller.js';
+import type { CsiNode } from './node.js';
 import { CsiError, cairnName } from './requests.js';
 import { status, statusName, statusOf } from './status.js';
 
@@ -65,6 +66,8 @@ export interface CsiServerOptions {
   readonly controller: CsiController;
   /** Serve the Controller service too (the Identity service is always served). */
   readonly withController: boolean;
+  /** Serve the Node service with this node. */
+  readonly node?: CsiNode;
   readonly log: (line: string) => void;
 }
 
@@ -156,12 +159,46 @@ export async function serveCsi(options: CsiServerOptions): Promise<CsiServer> {
       ),
     });
 
+  const n = options.node;
+  if (n !== undefined)
+    server.addService(services.Node.service, {
+      NodeStageVolume: unary(
+        'NodeStageVolume',
+        (r) => n.nodeStageVolume(r),
+        (r) => volumeKey(r['volume_id']),
+      ),
+      NodeUnstageVolume: unary(
+        'NodeUnstageVolume',
+        (r) => n.nodeUnstageVolume(r),
+        (r) => volumeKey(r['volume_id']),
+      ),
+      NodePublishVolume: unary(
+        'NodePublishVolume',
+        (r) => n.nodePublishVolume(r),
+        (r) => volumeKey(r['volume_id']),
+      ),
+      NodeUnpublishVolume: unary(
+        'NodeUnpublishVolume',
+        (r) => n.nodeUnpublishVolume(r),
+        (r) => volumeKey(r['volume_id']),
+      ),
+      NodeGetVolumeStats: unary('NodeGetVolumeStats', (r) => n.nodeGetVolumeStats(r)),
+      NodeExpandVolume: unary(
+        'NodeExpandVolume',
+        (r) => n.nodeExpandVolume(r),
+        (r) => volumeKey(r['volume_id']),
+      ),
+      NodeGetCapabilities: unary('NodeGetCapabilities', () => n.nodeGetCapabilities()),
+      NodeGetInfo: unary('NodeGetInfo', () => n.nodeGetInfo()),
+    });
+
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (err) =>
       err ? reject(err) : resolve(),
     ),
   );
-  log(`serving CSI (${options.withController ? 'identity, controller' : 'identity'}) on unix://${path}`);
+  const served = ['identity', ...(options.withController ? ['controller'] : []), ...(n === undefined ? [] : ['node'])];
+  log(`serving CSI (${served.join(', ')}) on unix://${path}`);
   return {
     path,
     close: () =>

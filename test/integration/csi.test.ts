@@ -5,15 +5,25 @@
  * and data: a snapshot of written data, a clone from it and from a volume read back with nbdcopy.
  */
 import { expect } from 'chai';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { cairnctlPath } from '../harness/cli.js';
 import { waitFor } from '../../src/dev/index.js';
-import { csiServices, status, statusName } from '../../src/csi/index.js';
-import { ClientProcess, nbdsh, runOk, seededBytes, useStack, type Stack } from '../harness/stack.js';
+import { CsiNode, NbdfuseAttacher, csiServices, mountTable, status, statusName } from '../../src/csi/index.js';
+import {
+  ClientProcess,
+  filesystemUnsupported,
+  nbdsh,
+  runOk,
+  seededBytes,
+  useStack,
+  type Stack,
+} from '../harness/stack.js';
 
 const MiB = 1024 * 1024;
 type Message = Record<string, unknown>;
+type Service = 'Identity' | 'Controller' | 'Node';
 
 /** A unary call: its response (fields at their default, as protobuf omits them, are absent), or the gRPC status it failed with. */
 type Outcome = { ok: true; response: Message } | { ok: false; code: number; details: string };
@@ -26,9 +36,10 @@ class CsiClient {
     this.clients = {
       Identity: new services.Identity(`unix://${path}`, creds),
       Controller: new services.Controller(`unix://${path}`, creds),
+      Node: new services.Node(`unix://${path}`, creds),
     };
   }
-  call(service: 'Identity' | 'Controller', method: string, request: Message): Promise<Outcome> {
+  call(service: Service, method: string, request: Message): Promise<Outcome> {
     const client = this.clients[service] as unknown as Record<
       string,
       (r: Message, cb: (err: grpc.ServiceError | null, res: Message) => void) => void
@@ -39,14 +50,14 @@ class CsiClient {
       ),
     );
   }
-  async ok(service: 'Identity' | 'Controller', method: string, request: Message): Promise<Message> {
+  async ok(service: Service, method: string, request: Message): Promise<Message> {
     const r = await this.call(service, method, request);
     if (!r.ok) throw new Error(`${method} failed: ${statusName(r.code)}: ${r.details}`);
     return r.response;
   }
   /** The call must fail with `code`, its details matching `pattern`. */
   async refused(method: string, request: Message, code: number, pattern: RegExp): Promise<void> {
-    const r = await this.call('Controller', method, request);
+    const r = await this.call(method.startsWith('Node') ? 'Node' : 'Controller', method, request);
     expect(r.ok, `${method} ${JSON.stringify(request)} should fail`).to.equal(false);
     if (r.ok) return;
     expect(statusName(r.code), `${method}: ${r.details}`).to.equal(statusName(code));
@@ -60,22 +71,28 @@ class CsiClient {
 const mountWriter = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 const blockWriter = { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 
-async function startDriver(s: Stack): Promise<CsiClient> {
+/** A running `cairnctl csi serve`, a client of its socket, and how to stop both (also deferred). */
+async function startDriver(s: Stack, extra: readonly string[] = []): Promise<CsiClient & { stop(): Promise<void> }> {
   const path = s.path('csi/csi.sock');
   const driver = new ClientProcess(
     process.execPath,
-    [cairnctlPath, 'csi', 'serve', '--endpoint', `unix://${path}`, '--controller'],
+    [cairnctlPath, 'csi', 'serve', '--endpoint', `unix://${path}`, '--controller', ...extra],
     { deadlineMs: 600_000, env: { CAIRN_ETCD: s.etcd } },
   );
-  s.defer('the CSI driver', async () => {
-    driver.kill('SIGTERM');
-    await driver.exit();
-  });
+  const client = new CsiClient(path);
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    client.close();
+    if (driver.running()) driver.kill('SIGTERM');
+    const r = await driver.exit();
+    expect(r.code, `the driver's exit: ${r.stderr.slice(-1000)}`).to.equal(0);
+  };
+  s.defer('the CSI driver', stop);
   await driver.waitForOutput(/serving CSI on/);
   await waitFor('the CSI socket', () => existsSync(path), 30_000);
-  const client = new CsiClient(path);
-  s.defer('the CSI clients', async () => client.close());
-  return client;
+  return Object.assign(client, { stop });
 }
 
 /** Reads a volume whole through the dev frontend (nbdcopy), and waits for it to detach again. */
@@ -100,7 +117,7 @@ describe('CSI driver: Identity and Controller over gRPC against a dev cluster', 
     const pcaps = (await csi.ok('Identity', 'GetPluginCapabilities', {}))['capabilities'] as Message[];
     expect(pcaps.map((c) => JSON.stringify(c['service'] ?? c['volume_expansion']))).to.include.members([
       '{"type":"CONTROLLER_SERVICE"}',
-      '{"type":"ONLINE"}',
+      '{"type":"OFFLINE"}',
     ]);
     expect((await csi.ok('Identity', 'Probe', {}))['ready']).to.deep.equal({ value: true });
     const ccaps = (await csi.ok('Controller', 'ControllerGetCapabilities', {}))['capabilities'] as {
@@ -415,5 +432,201 @@ describe('CSI driver: Identity and Controller over gRPC against a dev cluster', 
       (await csi.ok('Controller', 'ListSnapshots', { source_volume_id: 'pvc-src' }))['entries'] ?? [],
     ).to.deep.equal([]);
     await csi.ok('Controller', 'DeleteVolume', { volume_id: 'pvc-src' });
+  });
+});
+
+describe('CSI driver: the Node service stages, publishes and undoes volumes (nbdfuse + loop)', function () {
+  this.timeout(300_000);
+  const stack = useStack();
+
+  it('formats and mounts a filesystem volume, bind-mounts it into a target, keeps files across unstage and a plugin restart; a block volume publishes the device; stats; bad requests refused', async function () {
+    const why = filesystemUnsupported();
+    if (why !== undefined) {
+      if (this.test !== undefined) this.test.title += ` (skipped: ${why})`;
+      this.skip();
+      return;
+    }
+    const s = stack();
+    const stateDir = s.path('csi-state');
+    const base = s.uri('').replace(/\/$/, '');
+    const nodeArgs = [
+      '--node',
+      '--node-id',
+      'node-1',
+      '--zone',
+      'a',
+      '--attach',
+      'nbdfuse',
+      '--nbd',
+      base,
+      '--state-dir',
+      stateDir,
+    ];
+    // Whatever a failure leaves staged is undone before the cluster goes down: pod mounts under
+    // kubelet/, then each recorded device (umount, losetup -d, fusermount -u, nbdfuse by pid).
+    s.defer('volumes left staged', async () => {
+      for (const [point] of mountTable())
+        if (point.startsWith(s.path('kubelet')))
+          await runOk('umount', '/usr/bin/umount', ['-l', point], { deadlineMs: 60_000 });
+      const attacher = new NbdfuseAttacher(base);
+      const node = new CsiNode({ nodeId: 'cleanup', stateDir, attacher, log: () => undefined });
+      for (const v of node.staged()) await attacher.detach(v.attached);
+    });
+    let csi = await startDriver(s, nodeArgs);
+    const info = await csi.ok('Node', 'NodeGetInfo', {});
+    expect(info).to.deep.include({
+      node_id: 'node-1',
+      accessible_topology: { segments: { 'topology.cairn.io/zone': 'a' } },
+    });
+    const ncaps = (
+      (await csi.ok('Node', 'NodeGetCapabilities', {}))['capabilities'] as { rpc: { type: string } }[]
+    ).map((c) => c.rpc.type);
+    expect(ncaps).to.have.members(['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME']);
+
+    await csi.ok('Controller', 'CreateVolume', {
+      name: 'pvc-fs',
+      volume_capabilities: [mountWriter],
+      capacity_range: { required_bytes: String(64 * MiB) },
+      parameters: { extentSize: '1MiB' },
+    });
+    const staging = s.path('kubelet/staging/pvc-fs');
+    const target = s.path('kubelet/pods/p1/volumes/pvc-fs/mount');
+    const stage = { volume_id: 'pvc-fs', staging_target_path: staging, volume_capability: mountWriter };
+    await csi.refused(
+      'NodeStageVolume',
+      { ...stage, staging_target_path: '' },
+      status.INVALID_ARGUMENT,
+      /staging_target_path: required/,
+    );
+    await csi.refused(
+      'NodeStageVolume',
+      { volume_id: 'pvc-fs', staging_target_path: staging },
+      status.INVALID_ARGUMENT,
+      /volume_capability: required/,
+    );
+    await csi.refused(
+      'NodePublishVolume',
+      { volume_id: 'pvc-fs', staging_target_path: staging, target_path: target, volume_capability: mountWriter },
+      status.FAILED_PRECONDITION,
+      /not staged/,
+    );
+    await csi.ok('Node', 'NodeStageVolume', stage);
+    await csi.ok('Node', 'NodeStageVolume', stage); // idempotent
+    await csi.refused(
+      'NodeStageVolume',
+      { ...stage, staging_target_path: s.path('elsewhere') },
+      status.ALREADY_EXISTS,
+      /staged already at/,
+    );
+    const publish = {
+      volume_id: 'pvc-fs',
+      staging_target_path: staging,
+      target_path: target,
+      volume_capability: mountWriter,
+    };
+    await csi.ok('Node', 'NodePublishVolume', publish);
+    await csi.ok('Node', 'NodePublishVolume', publish); // idempotent
+    const content = seededBytes('csi-file', 3 * MiB);
+    writeFileSync(join(target, 'data.bin'), content);
+    await runOk('sync', '/usr/bin/sync', [], { deadlineMs: 60_000 });
+    const stats = (await csi.ok('Node', 'NodeGetVolumeStats', { volume_id: 'pvc-fs', volume_path: target }))[
+      'usage'
+    ] as {
+      unit: string;
+      used: string;
+      total: string;
+    }[];
+    const bytes = stats.find((u) => u.unit === 'BYTES')!;
+    expect(Number(bytes.used)).to.be.at.least(3 * MiB);
+    expect(Number(bytes.total))
+      .to.be.above(50 * MiB)
+      .and.at.most(64 * MiB);
+    expect(stats.some((u) => u.unit === 'INODES')).to.equal(true);
+    await csi.refused(
+      'NodeGetVolumeStats',
+      { volume_id: 'pvc-fs', volume_path: s.path('nowhere') },
+      status.NOT_FOUND,
+      /does not exist/,
+    );
+
+    // Unpublish, unstage (twice each: idempotent); the volume detaches from the frontend.
+    await csi.ok('Node', 'NodeUnpublishVolume', { volume_id: 'pvc-fs', target_path: target });
+    await csi.ok('Node', 'NodeUnpublishVolume', { volume_id: 'pvc-fs', target_path: target });
+    expect(existsSync(target)).to.equal(false);
+    await csi.ok('Node', 'NodeUnstageVolume', { volume_id: 'pvc-fs', staging_target_path: staging });
+    await csi.ok('Node', 'NodeUnstageVolume', { volume_id: 'pvc-fs', staging_target_path: staging });
+
+    // Expanded while not in use (OFFLINE), then staged again: the filesystem grows to the new size
+    // and the file is there (no second mkfs); then a restarted plugin unstages what the earlier
+    // one staged, from its state directory alone.
+    await csi.ok('Controller', 'ControllerExpandVolume', {
+      volume_id: 'pvc-fs',
+      capacity_range: { required_bytes: String(128 * MiB) },
+      volume_capability: mountWriter,
+    });
+    await csi.ok('Node', 'NodeStageVolume', stage);
+    const expanded = await csi.ok('Node', 'NodeExpandVolume', {
+      volume_id: 'pvc-fs',
+      volume_path: staging,
+      staging_target_path: staging,
+      capacity_range: { required_bytes: String(128 * MiB) },
+    });
+    expect(expanded['capacity_bytes']).to.equal(String(128 * MiB));
+    await csi.ok('Node', 'NodePublishVolume', publish);
+    const grownStats = (await csi.ok('Node', 'NodeGetVolumeStats', { volume_id: 'pvc-fs', volume_path: target }))[
+      'usage'
+    ] as { unit: string; total: string }[];
+    expect(Number(grownStats.find((u) => u.unit === 'BYTES')!.total), 'the filesystem grew').to.be.above(100 * MiB);
+    expect(readFileSync(join(target, 'data.bin')).equals(content), 'the file after restaging').to.equal(true);
+    await csi.stop();
+    csi = await startDriver(s, nodeArgs);
+    expect(readFileSync(join(target, 'data.bin')).equals(content), 'the file across a plugin restart').to.equal(true);
+    await csi.ok('Node', 'NodeUnpublishVolume', { volume_id: 'pvc-fs', target_path: target });
+    await csi.ok('Node', 'NodeUnstageVolume', { volume_id: 'pvc-fs', staging_target_path: staging });
+    expect(readdirSync(stateDir).filter((f) => f.endsWith('.json'))).to.deep.equal([]);
+
+    // A block volume: the device itself, bound onto a file in the pod.
+    await csi.ok('Controller', 'CreateVolume', {
+      name: 'pvc-raw',
+      volume_capabilities: [blockWriter],
+      capacity_range: { required_bytes: String(16 * MiB) },
+      parameters: { extentSize: '1MiB' },
+    });
+    const rawStaging = s.path('kubelet/staging/pvc-raw');
+    const rawTarget = s.path('kubelet/pods/p2/volumeDevices/pvc-raw');
+    await csi.ok('Node', 'NodeStageVolume', {
+      volume_id: 'pvc-raw',
+      staging_target_path: rawStaging,
+      volume_capability: blockWriter,
+    });
+    await csi.ok('Node', 'NodePublishVolume', {
+      volume_id: 'pvc-raw',
+      staging_target_path: rawStaging,
+      target_path: rawTarget,
+      volume_capability: blockWriter,
+    });
+    const rawStats = (await csi.ok('Node', 'NodeGetVolumeStats', { volume_id: 'pvc-raw', volume_path: rawTarget }))[
+      'usage'
+    ] as {
+      total: string;
+    }[];
+    expect(rawStats[0]!.total).to.equal(String(16 * MiB));
+    const block = seededBytes('csi-block', MiB);
+    writeFileSync(s.path('block.bin'), block);
+    await runOk(
+      'dd',
+      '/usr/bin/dd',
+      [`if=${s.path('block.bin')}`, `of=${rawTarget}`, 'bs=1M', 'oflag=direct', 'conv=fsync'],
+      {
+        deadlineMs: 60_000,
+      },
+    );
+    await csi.ok('Node', 'NodeUnpublishVolume', { volume_id: 'pvc-raw', target_path: rawTarget });
+    await csi.ok('Node', 'NodeUnstageVolume', { volume_id: 'pvc-raw', staging_target_path: rawStaging });
+    const mark = s.devFrontendLog().length;
+    const back = s.path('raw-back.img');
+    await runOk('nbdcopy', '/usr/bin/nbdcopy', [s.uri('pvc-raw'), back], { deadlineMs: 60_000 });
+    await s.waitForDevDetach('pvc-raw', mark);
+    expect(readFileSync(back).subarray(0, MiB).equals(block), 'the block written through the device').to.equal(true);
   });
 });

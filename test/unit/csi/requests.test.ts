@@ -4,6 +4,7 @@ import {
   CsiError,
   cairnName,
   capability,
+  exportUri,
   page,
   sizeFor,
   status,
@@ -105,5 +106,17 @@ describe('csi: request checks', () => {
     expect(statusOf(new PreconditionError('x')).code).to.equal(status.FAILED_PRECONDITION);
     expect(statusOf(new CsiError(status.ABORTED, 'x')).code).to.equal(status.ABORTED);
     expect(statusOf(new Error('x')).code).to.equal(status.INTERNAL);
+  });
+});
+
+describe('csi: a node attaches exports by URI', () => {
+  it('names the volume as the export of the frontend URI, TCP or Unix socket; refuses other schemes', () => {
+    expect(exportUri('nbd://127.0.0.1:10809', 'pvc-a')).to.equal('nbd://127.0.0.1:10809/pvc-a');
+    expect(exportUri('nbd://127.0.0.1:10809/', 'pvc-a')).to.equal('nbd://127.0.0.1:10809/pvc-a');
+    expect(exportUri('nbd+unix:///?socket=/run/cairn/nbd.sock', 'pvc-a')).to.equal(
+      'nbd+unix:///pvc-a?socket=/run/cairn/nbd.sock',
+    );
+    expect(() => exportUri('http://x', 'pvc-a')).to.throw(InvalidArgumentError, /--nbd/);
+    expect(() => exportUri('not a uri', 'pvc-a')).to.throw(InvalidArgumentError, /--nbd/);
   });
 });
