@@ -733,6 +733,18 @@ export function useStack(options: StackOptions = {}): () => Stack {
 // A kernel filesystem over NBD: nbdfuse -> loop device -> ext4.
 
 /** Why a filesystem test cannot run here, or undefined when it can. */
+/**
+ * Skips the running test, saying why in its title, when this host cannot mount a filesystem on
+ * an export (filesystemUnsupported); the test then returns at once: `if (skipWithoutFilesystem(this)) return;`.
+ */
+export function skipWithoutFilesystem(ctx: Mocha.Context): boolean {
+  const why = filesystemUnsupported();
+  if (why === undefined) return false;
+  if (ctx.test !== undefined) ctx.test.title += ` (skipped: ${why})`;
+  ctx.skip();
+  return true;
+}
+
 export function filesystemUnsupported(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root for losetup and mount';
   if (!existsSync('/dev/fuse')) return 'no /dev/fuse (CONFIG_FUSE_FS)';

@@ -13,7 +13,7 @@ import { waitFor } from '../../src/dev/index.js';
 import { CsiNode, NbdfuseAttacher, csiServices, mountTable, status, statusName } from '../../src/csi/index.js';
 import {
   ClientProcess,
-  filesystemUnsupported,
+  skipWithoutFilesystem,
   nbdsh,
   runOk,
   seededBytes,
@@ -440,12 +440,7 @@ describe('CSI driver: the Node service stages, publishes and undoes volumes (nbd
   const stack = useStack();
 
   it('formats and mounts a filesystem volume, bind-mounts it into a target, keeps files across unstage and a plugin restart; a block volume publishes the device; stats; bad requests refused', async function () {
-    const why = filesystemUnsupported();
-    if (why !== undefined) {
-      if (this.test !== undefined) this.test.title += ` (skipped: ${why})`;
-      this.skip();
-      return;
-    }
+    if (skipWithoutFilesystem(this)) return;
     const s = stack();
     const stateDir = s.path('csi-state');
     const base = s.uri('').replace(/\/$/, '');

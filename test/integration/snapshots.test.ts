@@ -14,7 +14,7 @@ import {
   ClientProcess,
   NbdLoopDevice,
   describeResult,
-  filesystemUnsupported,
+  skipWithoutFilesystem,
   nbdsh,
   runClient,
   runOk,
@@ -559,12 +559,7 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
   });
 
   it('ext4 frozen and snapshotted while mounted mounts from a clone with its files, and fsck.ext4 -n is clean', async function () {
-    const why = filesystemUnsupported();
-    if (why !== undefined) {
-      if (this.test !== undefined) this.test.title += ` (skipped: ${why})`;
-      this.skip();
-      return;
-    }
+    if (skipWithoutFilesystem(this)) return;
     const s = stack();
     await s.createVolume('fs', '128MiB', { extentSize: '1MiB' });
     for (const d of ['fuse', 'mnt', 'fuse2', 'mnt2']) mkdirSync(s.path(d));

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import {
   NbdLoopDevice,
   describeResult,
-  filesystemUnsupported,
+  skipWithoutFilesystem,
   runClient,
   runOk,
   seededBytes,
@@ -25,12 +25,7 @@ describe('Full stack: ext4 on a volume through nbdfuse and a loop device', funct
   const stack = useStack();
 
   it('keeps files intact (sha256) across unmount, a frontend stop and a new frontend; fsck.ext4 -n is clean', async function () {
-    const why = filesystemUnsupported();
-    if (why !== undefined) {
-      if (this.test !== undefined) this.test.title += ` (skipped: ${why})`;
-      this.skip();
-      return;
-    }
+    if (skipWithoutFilesystem(this)) return;
     const s = stack();
     await s.createVolume('fs', '256MiB', { extentSize: '1MiB' });
     const fuseDir = s.path('fuse');
@@ -82,12 +77,7 @@ describe('Full stack: ext4 on a volume through nbdfuse and a loop device', funct
   });
 
   it('after a SIGKILL of the frontend under an ext4 with many fsyncs, a takeover frontend serves a filesystem that mounts, fsck -n finds clean, and holds every fsynced file', async function () {
-    const why = filesystemUnsupported();
-    if (why !== undefined) {
-      if (this.test !== undefined) this.test.title += ` (skipped: ${why})`;
-      this.skip();
-      return;
-    }
+    if (skipWithoutFilesystem(this)) return;
     const s = stack();
     await s.createVolume('fsj', '256MiB', { extentSize: '1MiB' });
     const fuseDir = s.path('fuse-j');
