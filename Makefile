@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE  := node
 BIN   := dist/src/bin
 
-.PHONY: all setup build typecheck lint format format-check test check bench demo wasm wasm-check k8s sim clean
+.PHONY: all setup build typecheck lint format format-check test check bench demo demo-csi wasm wasm-check k8s sim clean
 
 all: build
 
@@ -53,6 +53,10 @@ sim: build
 
 demo: build
 	@bash scripts/demo.sh
+
+# A volume's life through the CSI socket alone: provision, stage, publish, snapshot, clone, expand.
+demo-csi: build
+	@node scripts/demo_csi.mjs
 
 # Rebuilds the committed wasm kernels from wasm/kernel.ts and refreshes wasm/SHA256SUMS.
 wasm: setup

@@ -89,6 +89,9 @@ function parseSnapshotId(id: string): { volume: string; snapshot: string } | und
   return { volume: id.slice(0, at), snapshot: id.slice(at + 1) };
 }
 
+/** How long DeleteVolume waits for a volume's frontend to detach before refusing. */
+export const detachWaitMs = 10_000;
+
 const cloneSnapshotPrefix = 'csi-clone-';
 const cloneSnapshotName = (clone: string): string =>
   `${cloneSnapshotPrefix}${createHash('sha256').update(clone).digest('hex').slice(0, 16)}`;
@@ -240,11 +243,17 @@ export class CsiController {
     const id = required(req['volume_id'], 'volume_id');
     const volume = await meta.getVolume(id);
     if (volume === null) return {}; // gone already: success, as the specification asks
-    const lock = await meta.getLock(volume.name);
+    // A frontend lingers a moment after its last client leaves (then flushes, folds and lets
+    // the lock go): a delete right after NodeUnstageVolume waits for that rather than failing.
+    let lock = await meta.getLock(volume.name);
+    for (const until = Date.now() + detachWaitMs; lock !== null && Date.now() < until;) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      lock = await meta.getLock(volume.name);
+    }
     if (lock !== null)
       throw new CsiError(
         status.FAILED_PRECONDITION,
-        `Volume "${volume.name}" is attached by ${lock.owner}; unstage it first`,
+        `Volume "${volume.name}" is attached by ${lock.owner} (still after ${detachWaitMs / 1000} s); unstage it first`,
       );
     await meta.deleteVolume(volume.name, { trash: false });
     // A clone made from a volume leaves the snapshot taken for it.

@@ -39,3 +39,35 @@ describe('scripts/demo.sh', () => {
     expect(stdout).to.match(/cairn\s+\d+/);
   });
 });
+
+describe('scripts/demo_csi.mjs (make demo-csi)', () => {
+  it('provisions, stages, publishes, snapshots, clones and expands a volume through the CSI socket alone, and stops everything', async function () {
+    this.timeout(240_000);
+    const marker = newRunMarker('demo-csi-test');
+    const env = withRunMarker(marker, { ...process.env });
+    const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        ['scripts/demo_csi.mjs'],
+        { cwd: repoRoot, timeout: 200_000, env },
+        (err, out, errOut) =>
+          resolve({
+            code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1,
+            stdout: out,
+            stderr: errOut,
+          }),
+      );
+    });
+    const left = await reapLeftovers(marker, { exitDeadlineMs: 5_000 });
+    expect(describeLeftovers(left), 'processes the CSI demo left running').to.deep.equal([]);
+    expect(code, stderr).to.equal(0);
+    expect(stdout).to.contain('The CSI demo passed.');
+    expect(stdout).to.contain('CreateSnapshot: pvc-demo@snapshot-demo');
+    expect(stdout).to.contain('ControllerExpandVolume: 512 MiB');
+    expect(stdout).to.contain('ListVolumes: 0 volumes left');
+    expect(stdout).to.not.contain('DIFFERS');
+    // Where the host can mount (root, FUSE, loop), the Node steps ran too.
+    if (!stdout.includes('the Node service is left out'))
+      expect(stdout.match(/matches the original/g) ?? []).to.have.length(2);
+  });
+});
