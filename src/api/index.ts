@@ -10,3 +10,5 @@ export * from './stores.js';
 export * from './volumes.js';
 export * from './volume_maps.js';
 export * from './snapshots.js';
+export * from './policy_rules.js';
+export * from './policies.js';

@@ -12,9 +12,11 @@ import {
   errorMessage,
   formatProfile,
   parseProfile,
+  parseSize,
   volumeName,
   type Profile,
 } from '../core/index.js';
+import { policySettings, resolveSettings, type PolicyValues } from './policy_rules.js';
 import {
   AlreadyExistsError,
   EtcdMeta,
@@ -45,6 +47,8 @@ export interface CreateVolumeOptions {
    * the extent. Refused without it (`--allow-no-redundancy`).
    */
   readonly allowNoRedundancy?: boolean;
+  /** Labels policy rules select on (policy_rules.ts); the rules that match fill in or override settings. */
+  readonly labels?: Readonly<Record<string, string>>;
 }
 
 /** The CLI flag that accepts a profile without parity shards. */
@@ -89,10 +93,36 @@ export function checkVolumeSize(sizeBytes: number): number {
   return sizeBytes;
 }
 
-export async function createVolume(meta: EtcdMeta, options: CreateVolumeOptions): Promise<VolumeRecord> {
-  const name = volumeName(options.name);
-  checkVolumeSize(options.sizeBytes);
+export async function createVolume(meta: EtcdMeta, asked: CreateVolumeOptions): Promise<VolumeRecord> {
+  const name = volumeName(asked.name);
+  checkVolumeSize(asked.sizeBytes);
   const cluster = await meta.requireCluster();
+  // Policy rules first: what they set (and what the request sets) becomes the options below.
+  const labels = asked.labels ?? {};
+  const requested: PolicyValues = {
+    ...(asked.profile === undefined
+      ? {}
+      : { profile: typeof asked.profile === 'string' ? asked.profile : formatProfile(asked.profile) }),
+    ...(asked.zonesRequired === undefined ? {} : { zones: String(asked.zonesRequired) }),
+    ...(asked.targets === undefined ? {} : { targets: asked.targets }),
+    ...(asked.durableShardsMin === undefined ? {} : { durableShards: String(asked.durableShardsMin) }),
+    ...(asked.journalReplicas === undefined ? {} : { journalReplicas: String(asked.journalReplicas) }),
+    ...(asked.extentBytes === undefined ? {} : { extentSize: String(asked.extentBytes) }),
+  };
+  const rules = await meta.listPolicies();
+  const resolved = resolveSettings(rules, labels, requested);
+  const v = resolved.values;
+  const options: CreateVolumeOptions = {
+    ...asked,
+    ...(v.profile === undefined ? {} : { profile: v.profile }),
+    ...(v.zones === undefined ? {} : { zonesRequired: Number(v.zones) }),
+    ...(v.targets === undefined ? {} : { targets: v.targets }),
+    ...(v.durableShards === undefined ? {} : { durableShardsMin: Number(v.durableShards) }),
+    ...(v.journalReplicas === undefined ? {} : { journalReplicas: Number(v.journalReplicas) }),
+    ...(v.extentSize === undefined ? {} : { extentBytes: parseSize(v.extentSize, 'extentSize') }),
+  };
+  const settingSources: Record<string, string> = {};
+  for (const key of policySettings) settingSources[key] = resolved.sources[key] ?? 'cluster default';
   const profile =
     options.profile === undefined
       ? cluster.defaultProfile
@@ -135,6 +165,8 @@ export async function createVolume(meta: EtcdMeta, options: CreateVolumeOptions)
     state: 'ready',
     ...(durableMin === undefined ? {} : { durableShardsMin: durableMin }),
     ...(r === undefined ? {} : { journalReplicas: r }),
+    ...(Object.keys(labels).length === 0 ? {} : { labels }),
+    settingSources,
   };
   // A taken name is the clearer refusal; the create below is still create-only against races.
   if ((await meta.getVolume(name)) !== null) throw new AlreadyExistsError(`Volume "${name}" already exists`);

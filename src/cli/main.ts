@@ -20,6 +20,7 @@ import { migrateCommand } from './migrate.js';
 import { devCommand } from './dev.js';
 import { nbdCommand } from './nbd.js';
 import { csiCommand } from './csi.js';
+import { policyCommand } from './policy.js';
 import { gcCommand } from './gc.js';
 import { initCommand } from './init.js';
 import { nodeCommand } from './node.js';
@@ -52,9 +53,12 @@ function usageLineOf(state: unknown): string | undefined {
   return typeof first === 'string' ? first.split('\n')[0]?.replace(/\$0/g, 'cairnctl') : undefined;
 }
 
+/** Options that take a list (given once per item): `policy add --set`, `volume create --label`. */
+const listOptions = new Set(['set', 'label']);
+
 /**
  * Refuses values yargs accepts but no command can use: `--dir` with nothing after it (yargs gives
- * ''), `--zones abc` (NaN) and an option given twice (an array; no cairnctl option takes a list).
+ * ''), `--zones abc` (NaN) and an option given twice (an array; only listOptions take a list).
  * It runs after yargs' validation and before the handler, for every command.
  */
 function checkValues(argv: Record<string, unknown>): true {
@@ -62,7 +66,10 @@ function checkValues(argv: Record<string, unknown>): true {
     if (key === '_' || key === '$0') continue;
     if (value === '') throw new CliUsageError(`Missing value for ${key}`);
     if (typeof value === 'number' && Number.isNaN(value)) throw new CliUsageError(`Invalid number for ${key}`);
-    if (Array.isArray(value)) throw new CliUsageError(`${key} given more than once`);
+    if (Array.isArray(value)) {
+      if (!listOptions.has(key)) throw new CliUsageError(`${key} given more than once`);
+      if (value.some((v) => v === '')) throw new CliUsageError(`Missing value for ${key}`);
+    }
   }
   return true;
 }
@@ -92,6 +99,7 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(placementCommand(ctx))
     .command(nbdCommand(ctx))
     .command(csiCommand(ctx))
+    .command(policyCommand(ctx))
     .command(devCommand(ctx))
     .command(repairCommands(ctx).repair)
     .command(repairCommands(ctx).scrub)

@@ -1,7 +1,7 @@
 /** `cairnctl volume create|list|info|delete`. */
 import type { Argv } from 'yargs';
 import { formatBytes, formatProfile, parseSize, volumeName, type Profile } from '../core/index.js';
-import { cloneVolume, createVolume, resizeVolume, snapshotUsage } from '../api/index.js';
+import { cloneVolume, createVolume, parseLabels, resizeVolume, snapshotUsage } from '../api/index.js';
 import { cliOwner, withLocalFrontend } from './snapshot.js';
 import { transferCommands } from './transfer.js';
 import { extentCount, mapLevelsFor } from '../extent/index.js';
@@ -67,7 +67,13 @@ export function volumeCommand(ctx: CliContext) {
                 default: false,
                 describe: 'accept a profile with M = 0 (such as 4+0), where one lost shard loses data',
               })
-              .example('$0 volume create pg-data 20GiB --profile 4+2', ''),
+              .option('label', {
+                type: 'string',
+                array: true,
+                describe: 'a label KEY=VALUE (repeatable); policy rules select volumes by their labels',
+              })
+              .example('$0 volume create pg-data 20GiB --profile 4+2', '')
+              .example('$0 volume create pg-data 20GiB --label app=postgres --label tier=prod', ''),
           handler: withErrors(ctx, async (argv) => {
             const volume = await withMeta(argv, (meta) =>
               createVolume(meta, {
@@ -84,10 +90,14 @@ export function volumeCommand(ctx: CliContext) {
                   ? {}
                   : { journalReplicas: Number(argv['journal-replicas']) }),
                 allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
+                labels: parseLabels(((argv['label'] as string[] | undefined) ?? []).join(','), '--label'),
               }),
             );
             emit(ctx.io, isJson(argv), volume, (v) => [
               `Created volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${profileText(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,
+              ...Object.entries(v.settingSources ?? {})
+                .filter(([, source]) => source.includes('rule '))
+                .map(([setting, source]) => `  ${setting} set by ${source}`),
             ]);
           }),
         })

@@ -224,12 +224,13 @@ export class CsiController {
       made = await createVolume(meta, {
         name,
         sizeBytes: size,
-        ...(params.profile === undefined ? {} : { profile: parseProfile(params.profile) }),
+        ...(params.profile === undefined ? {} : { profile: params.profile }),
         ...(params.extentBytes === undefined ? {} : { extentBytes: params.extentBytes }),
         ...(params.zonesRequired === undefined ? {} : { zonesRequired: params.zonesRequired }),
         ...(params.targets === undefined ? {} : { targets: params.targets }),
         ...(params.durableShardsMin === undefined ? {} : { durableShardsMin: params.durableShardsMin }),
         ...(params.journalReplicas === undefined ? {} : { journalReplicas: params.journalReplicas }),
+        ...(params.labels === undefined ? {} : { labels: params.labels }),
       });
     }
     this.options.log(

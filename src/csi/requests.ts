@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { checkName, parseSize } from '../core/index.js';
+import { parseLabels } from '../api/index.js';
 import { status } from './status.js';
 
 /** The gRPC status of a refused or failed CSI call (status.ts names the codes). */
@@ -161,10 +162,20 @@ export interface VolumeParameters {
   readonly durableShardsMin?: number;
   readonly journalReplicas?: number;
   readonly extentBytes?: number;
+  /**
+   * Labels policy rules select on: the `labels` parameter (`app=postgres,tier=prod`), and the
+   * PVC's namespace and name as `pvc-namespace` and `pvc-name` when the provisioner passes them
+   * (its --extra-create-metadata).
+   */
+  readonly labels?: Record<string, string>;
 }
 
 /** Parameter keys the provisioner adds itself (with --extra-create-metadata): read, not refused. */
 const coPrefix = 'csi.storage.k8s.io/';
+const coLabels: Record<string, string> = {
+  'csi.storage.k8s.io/pvc/namespace': 'pvc-namespace',
+  'csi.storage.k8s.io/pvc/name': 'pvc-name',
+};
 
 /** Parses StorageClass parameters; an unknown key or a bad value is INVALID_ARGUMENT naming it. */
 export function volumeParameters(raw: Record<string, string> | null | undefined): VolumeParameters {
@@ -173,9 +184,21 @@ export function volumeParameters(raw: Record<string, string> | null | undefined)
     if (!/^\d+$/.test(text)) throw invalid(`parameters.${key}`, `not a whole number ("${text}")`);
     return Number(text);
   };
+  const labels: Record<string, string> = {};
   for (const [key, value] of Object.entries(raw ?? {})) {
-    if (key.startsWith(coPrefix)) continue;
+    if (key.startsWith(coPrefix)) {
+      const label = coLabels[key];
+      if (label !== undefined && value !== '') labels[label] = value;
+      continue;
+    }
     switch (key) {
+      case 'labels':
+        try {
+          Object.assign(labels, parseLabels(value, 'labels'));
+        } catch (err) {
+          throw invalid(`parameters.${key}`, (err as Error).message);
+        }
+        break;
       case 'profile':
         out.profile = value;
         break;
@@ -201,10 +224,11 @@ export function volumeParameters(raw: Record<string, string> | null | undefined)
       default:
         throw invalid(
           `parameters.${key}`,
-          'unknown (use profile, zones, targets, durableShards, journalReplicas or extentSize)',
+          'unknown (use profile, zones, targets, durableShards, journalReplicas, extentSize or labels)',
         );
     }
   }
+  if (Object.keys(labels).length > 0) out.labels = labels;
   return out;
 }
 

@@ -41,8 +41,10 @@ import {
   decodePendingFlush,
   decodeTarget,
   decodeVolume,
+  decodePolicy,
   decodeSnapshot,
   decodeTrash,
+  type PolicyRecord,
   encodeSnapshot,
   lineageId,
   type TrashRecord,
@@ -757,6 +759,36 @@ export class EtcdMeta {
         `Cannot change the journal of volume "${lock.volume}": this writer (epoch ${lock.epoch}) no longer holds its lock`,
       );
     }
+  }
+
+  // --- policy rules ------------------------------------------------------------------------------
+
+  /** Adds a rule (create-only: AlreadyExistsError when the name is taken). */
+  async createPolicy(rule: PolicyRecord): Promise<void> {
+    const key = keys.policy(rule.name);
+    const result = await this.call(`create ${key}`, () =>
+      this.client
+        .if(key, 'Create', '==', 0)
+        .then(this.client.put(key).value(JSON.stringify(rule)))
+        .commit(),
+    );
+    if (!result.succeeded) throw new AlreadyExistsError(`A policy rule named "${rule.name}" exists already`);
+  }
+
+  /** Every rule, by name. */
+  async listPolicies(): Promise<PolicyRecord[]> {
+    const prefix = keys.policiesPrefix();
+    const all = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).strings());
+    return Object.entries(all)
+      .map(([k, v]) => decodePolicy(k, v))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Removes a rule; NotFoundError when there is none of that name. */
+  async deletePolicy(name: string): Promise<void> {
+    const key = keys.policy(name);
+    const res = await this.call(`delete ${key}`, () => this.client.delete().key(key).exec());
+    if (Number(res.deleted) === 0) throw new NotFoundError(`No policy rule named "${name}"`);
   }
 
   // --- snapshots and clones ----------------------------------------------------------------------

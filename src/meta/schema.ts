@@ -62,6 +62,9 @@ export const keys = {
   gcSnapshot: (volumeId: string, name: string) => `${rootPrefix}gc/snapshots/${volumeId}/${name}`,
   /** The last shard census of a volume: its published shards that live targets do not hold. */
   census: (volumeId: string) => `${rootPrefix}census/${volumeId}`,
+  /** A policy rule (`cairnctl policy add`): a selector on volume labels and the settings it sets. */
+  policiesPrefix: () => `${rootPrefix}policies/`,
+  policy: (name: string) => `${rootPrefix}policies/${name}`,
   /** A volume moved to the trash by `volume delete`: restorable until purged. */
   trashPrefix: () => `${rootPrefix}trash/`,
   trash: (volumeId: string) => `${rootPrefix}trash/${volumeId}`,
@@ -142,7 +145,42 @@ export interface VolumeRecord {
    * under the parent's id) until it writes those extents or is flattened.
    */
   readonly parent?: { readonly volumeId: string; readonly volume: string; readonly snapshot: string };
+  /** Labels policy rules select on (`volume create --label`, a StorageClass's `labels`). */
+  readonly labels?: Readonly<Record<string, string>>;
+  /**
+   * Where each setting came from when the volume was created ("cluster default", "request",
+   * "rule NAME", "override rule NAME"): what `cairnctl policy explain` reports.
+   */
+  readonly settingSources?: Readonly<Record<string, string>>;
 }
+
+/** What `policies/<name>` holds. */
+export interface PolicyRecord {
+  readonly name: string;
+  /** A label selector (Kubernetes' syntax); empty matches every volume. */
+  readonly selector: string;
+  /** Settings by their StorageClass names (profile, zones, targets, durableShards, ...). */
+  readonly set: Readonly<Record<string, string>>;
+  /** Applied after the request's own settings (it wins over them), not before. */
+  readonly override: boolean;
+  readonly createdAt: string;
+}
+
+export function decodePolicy(key: string, text: string): PolicyRecord {
+  const o = parse(key, text);
+  const set = field(key, o, 'set', (v): v is Json => typeof v === 'object' && v !== null, 'an object');
+  if (!Object.values(set).every(isString)) throw new CorruptMetadataError(key, '"set" holds a non-string');
+  return {
+    name: field(key, o, 'name', isString, 'a string'),
+    selector: field(key, o, 'selector', isString, 'a string'),
+    set: set as Record<string, string>,
+    override: field(key, o, 'override', (v): v is boolean => typeof v === 'boolean', 'true or false'),
+    createdAt: field(key, o, 'createdAt', isString, 'a string'),
+  };
+}
+
+const isStringMap = (v: unknown): v is Record<string, string> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string');
 
 /**
  * What `snapshots/<volume id>/<name>` holds: a saved root of the volume's map. Its pages and the
@@ -382,6 +420,10 @@ export function decodeVolume(key: string, text: string): VolumeRecord {
           ),
         }),
     ...(o['parent'] === undefined ? {} : { parent: decodeParent(key, o['parent']) }),
+    ...(o['labels'] === undefined ? {} : { labels: field(key, o, 'labels', isStringMap, 'a map of strings') }),
+    ...(o['settingSources'] === undefined
+      ? {}
+      : { settingSources: field(key, o, 'settingSources', isStringMap, 'a map of strings') }),
   };
 }
 

@@ -1,99 +1,18 @@
 /**
- * The CSI driver's Identity and Controller services, spoken to as a CO does: gRPC over the Unix
- * socket of a real `cairnctl csi serve --controller` on a dev cluster (etcd, six nodes, the NBD
- * frontend). Every call the driver serves, their idempotency, the specification's error codes,
- * and data: a snapshot of written data, a clone from it and from a volume read back with nbdcopy.
+ * The CSI driver's services, spoken to as a CO does: gRPC over the Unix socket of a real
+ * `cairnctl csi serve` on a dev cluster (etcd, six nodes, the NBD frontend). Every call the
+ * driver serves, their idempotency, the specification's error codes, and data: a snapshot of
+ * written data, clones from it and from a volume read back with nbdcopy, and volumes staged,
+ * formatted, mounted, published, expanded and undone through nbdfuse + loop.
  */
 import { expect } from 'chai';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { cairnctlPath } from '../harness/cli.js';
-import { waitFor } from '../../src/dev/index.js';
-import { CsiNode, NbdfuseAttacher, csiServices, mountTable, status, statusName } from '../../src/csi/index.js';
-import {
-  ClientProcess,
-  skipWithoutFilesystem,
-  nbdsh,
-  runOk,
-  seededBytes,
-  useStack,
-  type Stack,
-} from '../harness/stack.js';
+import { CsiNode, NbdfuseAttacher, mountTable, status, statusName } from '../../src/csi/index.js';
+import { skipWithoutFilesystem, nbdsh, runOk, seededBytes, useStack, type Stack } from '../harness/stack.js';
+import { blockWriter, mountWriter, startDriver, type Message } from '../harness/csi.js';
 
 const MiB = 1024 * 1024;
-type Message = Record<string, unknown>;
-type Service = 'Identity' | 'Controller' | 'Node';
-
-/** A unary call: its response (fields at their default, as protobuf omits them, are absent), or the gRPC status it failed with. */
-type Outcome = { ok: true; response: Message } | { ok: false; code: number; details: string };
-
-class CsiClient {
-  private readonly clients: Record<string, grpc.Client>;
-  constructor(path: string) {
-    const services = csiServices();
-    const creds = grpc.credentials.createInsecure();
-    this.clients = {
-      Identity: new services.Identity(`unix://${path}`, creds),
-      Controller: new services.Controller(`unix://${path}`, creds),
-      Node: new services.Node(`unix://${path}`, creds),
-    };
-  }
-  call(service: Service, method: string, request: Message): Promise<Outcome> {
-    const client = this.clients[service] as unknown as Record<
-      string,
-      (r: Message, cb: (err: grpc.ServiceError | null, res: Message) => void) => void
-    >;
-    return new Promise((resolve) =>
-      client[method]!.call(client, request, (err, res) =>
-        resolve(err === null ? { ok: true, response: res } : { ok: false, code: err.code, details: err.details }),
-      ),
-    );
-  }
-  async ok(service: Service, method: string, request: Message): Promise<Message> {
-    const r = await this.call(service, method, request);
-    if (!r.ok) throw new Error(`${method} failed: ${statusName(r.code)}: ${r.details}`);
-    return r.response;
-  }
-  /** The call must fail with `code`, its details matching `pattern`. */
-  async refused(method: string, request: Message, code: number, pattern: RegExp): Promise<void> {
-    const r = await this.call(method.startsWith('Node') ? 'Node' : 'Controller', method, request);
-    expect(r.ok, `${method} ${JSON.stringify(request)} should fail`).to.equal(false);
-    if (r.ok) return;
-    expect(statusName(r.code), `${method}: ${r.details}`).to.equal(statusName(code));
-    expect(r.details).to.match(pattern);
-  }
-  close(): void {
-    for (const c of Object.values(this.clients)) c.close();
-  }
-}
-
-const mountWriter = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
-const blockWriter = { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
-
-/** A running `cairnctl csi serve`, a client of its socket, and how to stop both (also deferred). */
-async function startDriver(s: Stack, extra: readonly string[] = []): Promise<CsiClient & { stop(): Promise<void> }> {
-  const path = s.path('csi/csi.sock');
-  const driver = new ClientProcess(
-    process.execPath,
-    [cairnctlPath, 'csi', 'serve', '--endpoint', `unix://${path}`, '--controller', ...extra],
-    { deadlineMs: 600_000, env: { CAIRN_ETCD: s.etcd } },
-  );
-  const client = new CsiClient(path);
-  let stopped = false;
-  const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
-    client.close();
-    if (driver.running()) driver.kill('SIGTERM');
-    const r = await driver.exit();
-    expect(r.code, `the driver's exit: ${r.stderr.slice(-1000)}`).to.equal(0);
-  };
-  s.defer('the CSI driver', stop);
-  await driver.waitForOutput(/serving CSI on/);
-  await waitFor('the CSI socket', () => existsSync(path), 30_000);
-  return Object.assign(client, { stop });
-}
 
 /** Reads a volume whole through the dev frontend (nbdcopy), and waits for it to detach again. */
 async function readVolume(s: Stack, volume: string, file: string): Promise<Buffer> {

@@ -84,7 +84,13 @@ describe('csi: request checks', () => {
       durableShardsMin: 10,
       journalReplicas: 4,
       extentBytes: 1024 * 1024,
+      labels: { 'pvc-name': 'x' },
     });
+    expect(volumeParameters({ labels: 'app=postgres,tier=prod' }).labels).to.deep.equal({
+      app: 'postgres',
+      tier: 'prod',
+    });
+    expect(codeOf(() => volumeParameters({ labels: 'app' }))).to.equal(status.INVALID_ARGUMENT);
     expect(codeOf(() => volumeParameters({ zones: 'three' }))).to.equal(status.INVALID_ARGUMENT);
     expect(codeOf(() => volumeParameters({ speed: 'fast' }))).to.equal(status.INVALID_ARGUMENT);
     expect(codeOf(() => volumeParameters({ extentSize: 'big' }))).to.equal(status.INVALID_ARGUMENT);
