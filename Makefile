@@ -13,6 +13,7 @@ setup:
 
 build: setup
 	@npx tsc -p tsconfig.json
+	@cp src/csi/csi.proto dist/src/csi/csi.proto
 	@chmod +x $(BIN)/*.js
 
 typecheck: setup

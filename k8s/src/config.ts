@@ -134,3 +134,45 @@ export const example = {
 
 /** The well-known node label the zone comes from. */
 export const zoneLabel = 'topology.kubernetes.io/zone';
+
+/**
+ * The CSI driver (`cairnctl csi serve`): its controller Deployment with the standard sidecars,
+ * its node plugin DaemonSet, and the StorageClass and VolumeSnapshotClass users name.
+ */
+export const csi = {
+  driver: 'csi.cairn.io',
+  controllerName: 'cairn-csi-controller',
+  controllerServiceAccount: 'cairn-csi-controller',
+  controllerRole: 'cairn-csi-controller',
+  nodeName: 'cairn-csi-node',
+  /** The socket inside each pod (an emptyDir in the controller, the plugin dir on nodes). */
+  socketDir: '/csi',
+  socket: '/csi/csi.sock',
+  kubeletDir: '/var/lib/kubelet',
+  /** Where kubelet finds the node plugin's socket (--kubelet-registration-path). */
+  pluginDir: '/var/lib/kubelet/plugins/csi.cairn.io',
+  registrationDir: '/var/lib/kubelet/plugins_registry',
+  /** The node plugin's record of staged volumes (csi serve --state-dir): gone with a reboot, as its devices are. */
+  stateDir: '/run/cairn/csi',
+  storageClass: 'cairn',
+  snapshotClass: 'cairn',
+  /** The Kubernetes CSI sidecars, pinned. */
+  images: {
+    provisioner: 'registry.k8s.io/sig-storage/csi-provisioner:v5.1.0',
+    snapshotter: 'registry.k8s.io/sig-storage/csi-snapshotter:v8.2.0',
+    resizer: 'registry.k8s.io/sig-storage/csi-resizer:v1.12.0',
+    registrar: 'registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.12.0',
+    livenessprobe: 'registry.k8s.io/sig-storage/livenessprobe:v2.14.0',
+  },
+  /** The liveness probe sidecars' ports (controller, node). */
+  healthPorts: { controller: 9808, node: 9809 },
+} as const;
+
+/** The example database on a Cairn PersistentVolumeClaim. */
+export const postgresExample = {
+  name: 'cairn-example-postgres',
+  image: 'postgres:16.6-bookworm',
+  size: '10Gi',
+  /** The postgres image's user. */
+  uid: 999,
+} as const;

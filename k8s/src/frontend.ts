@@ -17,7 +17,8 @@
  * on its host (the kernel then fails I/O), so an operator restarts one host's frontend after
  * moving that host's volume users away, never a rolling update that does it for them.
  *
- * What it leaves out: a CSI driver; volumes are attached by running an NBD client (example.ts).
+ * The CSI node plugin (csi.ts) attaches volumes through this frontend; example.ts shows the
+ * direct way, an NBD client in a pod.
  */
 import { DaemonSet } from 'kubernetes-models/apps/v1';
 import { Service } from 'kubernetes-models/v1';

@@ -9,6 +9,8 @@
  */
 import { stringify } from 'yaml';
 import { cairndObjects } from './cairnd.js';
+import { csiObjects } from './csi.js';
+import { postgresExampleObjects } from './postgres_example.js';
 import { etcdObjects } from './etcd.js';
 import { exampleObjects } from './example.js';
 import { frontendObjects } from './frontend.js';
@@ -95,6 +97,14 @@ export function manifestFiles(): ManifestFile[] {
       inAll: true,
     },
     {
+      file: 'csi.yaml',
+      source: 'csi.ts',
+      title:
+        'the CSI driver: CSIDriver, controller with sidecars, node plugin, RBAC, StorageClass, VolumeSnapshotClass',
+      objects: csiObjects(),
+      inAll: true,
+    },
+    {
       file: 'repairer.yaml',
       source: 'repairer.ts',
       title: 'the background repairer (cairnctl repair --daemon), two replicas, one elected leader',
@@ -113,6 +123,13 @@ export function manifestFiles(): ManifestFile[] {
       source: 'example.ts',
       title: 'example: create a volume and attach it with the kernel NBD client (not in all.yaml)',
       objects: exampleObjects(),
+      inAll: false,
+    },
+    {
+      file: 'example_postgres.yaml',
+      source: 'postgres_example.ts',
+      title: 'an example PostgreSQL on a Cairn PersistentVolumeClaim (apply after the CSI driver runs)',
+      objects: postgresExampleObjects(),
       inAll: false,
     },
   ];

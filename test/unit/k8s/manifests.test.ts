@@ -20,6 +20,7 @@ import { parseDaemonArgs } from '../../../src/node/index.js';
 import { cairndArgs } from '../../../k8s/src/cairnd.js';
 import * as config from '../../../k8s/src/config.js';
 import { frontendArgs } from '../../../k8s/src/frontend.js';
+import { VolumeSnapshotClass } from '../../../k8s/src/csi.js';
 import { allFile, manifestFiles, renderManifests } from '../../../k8s/src/manifests.js';
 import { s3CredentialsTemplate } from '../../../k8s/src/secrets.js';
 
@@ -146,6 +147,17 @@ describe('k8s manifests: generated, committed, valid', () => {
     for (const file of committedFiles) {
       for (const doc of docsOf(file)) {
         const [group, version] = doc.apiVersion.includes('/') ? doc.apiVersion.split('/') : ['', doc.apiVersion];
+        if (group === 'snapshot.storage.k8s.io') {
+          // A CRD kubernetes-models does not ship: checked by its own typed class.
+          const { apiVersion: _a, kind: _k, ...data } = doc;
+          expect(doc.kind, file).to.equal('VolumeSnapshotClass');
+          expect(
+            () => new VolumeSnapshotClass(data as never).validate(),
+            `${file}: ${doc.metadata.name}`,
+          ).to.not.throw();
+          count += 1;
+          continue;
+        }
         const module = (await import(`kubernetes-models/${group === '' ? '' : `${group}/`}${version}`)) as Record<
           string,
           new (data: unknown) => { validate(): void }
@@ -184,7 +196,14 @@ describe('k8s manifests: generated, committed, valid', () => {
   });
 
   it('keeps every namespaced object in the cairn namespace, and labels every object as part of cairn', () => {
-    const clusterScoped = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
+    const clusterScoped = new Set([
+      'Namespace',
+      'ClusterRole',
+      'ClusterRoleBinding',
+      'CSIDriver',
+      'StorageClass',
+      'VolumeSnapshotClass',
+    ]);
     for (const doc of docs) {
       expect(doc.metadata.namespace, `${doc.kind} ${doc.metadata.name}`).to.equal(
         clusterScoped.has(doc.kind) ? undefined : config.namespace,
@@ -235,10 +254,14 @@ describe('k8s manifests: what every container keeps true', () => {
     }
   });
 
-  it('runs every container without privilege escalation and without capabilities, but the example NBD pod', () => {
+  it('runs every container without privilege escalation and without capabilities, but the example NBD pod and the CSI node plugin', () => {
     for (const { where, doc, container } of containers) {
       const sc = container.securityContext;
-      if (doc.metadata.name === config.example.podName && container.name === 'nbd') {
+      if (
+        (doc.metadata.name === config.example.podName && container.name === 'nbd') ||
+        (doc.metadata.name === config.csi.nodeName && container.name === 'cairn-csi')
+      ) {
+        // They attach NBD devices and mount filesystems on the host.
         expect(sc?.privileged, where).to.equal(true);
         expect(sc?.runAsUser, where).to.equal(0);
         continue;
@@ -397,7 +420,7 @@ describe('k8s manifests: Cairn facts', () => {
   it('mounts the node Secret wherever a script reads it, and ships a placeholder cairnd would refuse', async () => {
     const readers = containers.filter((p) => commandLine(p.container).includes(config.nodeSecret.file));
     expect(readers.map((p) => p.doc.metadata.name).sort()).to.deep.equal(
-      [config.cairnd.name, config.frontend.name, 'cairn-repairer'].sort(),
+      [config.cairnd.name, config.frontend.name, 'cairn-repairer', config.csi.controllerName].sort(),
     );
     for (const p of readers) {
       const holder = volumeHolding(p, config.nodeSecret.file);
@@ -422,21 +445,43 @@ describe('k8s manifests: Cairn facts', () => {
     expect(spec.template.spec.containers[0]!.args.slice(0, 3)).to.deep.equal(['cairnctl', 'repair', '--daemon']);
   });
 
-  it('grants the Kubernetes API to one initContainer only: get on nodes, nothing else', () => {
+  it('grants the Kubernetes API to two users only: the identity initContainer (get nodes) and the CSI controller sidecars (no wildcard, no Secrets)', () => {
     const roles = docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role');
-    expect(roles.map((r) => r.metadata.name)).to.deep.equal([config.nodeReaderRole]);
-    expect(roles[0]?.['rules']).to.deep.equal([{ apiGroups: [''], resources: ['nodes'], verbs: ['get'] }]);
-    const bindings = docs.filter((d) => d.kind === 'ClusterRoleBinding' || d.kind === 'RoleBinding');
-    expect(bindings).to.have.length(1);
-    expect(bindings[0]?.['subjects']).to.deep.equal([
-      { kind: 'ServiceAccount', name: config.cairnd.serviceAccount, namespace: config.namespace },
+    expect(roles.map((r) => r.metadata.name).sort()).to.deep.equal(
+      [config.nodeReaderRole, config.csi.controllerRole, `${config.csi.controllerRole}-leases`].sort(),
+    );
+    expect(find('ClusterRole', config.nodeReaderRole)['rules']).to.deep.equal([
+      { apiGroups: [''], resources: ['nodes'], verbs: ['get'] },
     ]);
+    for (const role of roles)
+      for (const rule of role['rules'] as { apiGroups: string[]; resources: string[]; verbs: string[] }[]) {
+        for (const list of [rule.apiGroups, rule.resources, rule.verbs])
+          expect(list, `${role.metadata.name}: no wildcard`).to.not.include('*');
+        expect(rule.resources, `${role.metadata.name}: no Secrets`).to.not.include('secrets');
+      }
+    const bindings = docs.filter((d) => d.kind === 'ClusterRoleBinding' || d.kind === 'RoleBinding');
+    const boundTo = Object.fromEntries(
+      bindings.map((b) => [
+        b.metadata.name,
+        (b['subjects'] as { name: string; namespace: string }[]).map((x) => x.name),
+      ]),
+    );
+    expect(boundTo).to.deep.equal({
+      [config.nodeReaderRole]: [config.cairnd.serviceAccount],
+      [config.csi.controllerRole]: [config.csi.controllerServiceAccount],
+      [`${config.csi.controllerRole}-leases`]: [config.csi.controllerServiceAccount],
+    });
+    // Tokens: none automounted, but in the CSI controller pod (its sidecars call the API).
     for (const sa of docs.filter((d) => d.kind === 'ServiceAccount')) {
+      if (sa.metadata.name === config.csi.controllerServiceAccount) continue;
       expect(sa['automountServiceAccountToken'], sa.metadata.name).to.equal(false);
     }
     for (const doc of docs) {
       const pod = podSpecOf(doc);
-      if (pod !== undefined) expect(pod.automountServiceAccountToken, doc.metadata.name).to.equal(false);
+      if (pod === undefined) continue;
+      if (doc.metadata.name === config.csi.controllerName)
+        expect(pod.serviceAccountName).to.equal(config.csi.controllerServiceAccount);
+      else expect(pod.automountServiceAccountToken, doc.metadata.name).to.equal(false);
     }
     // (A mount may name a volumeClaimTemplate rather than a pod volume: etcd's data.)
     const withToken = containers.filter((p) =>
@@ -448,6 +493,38 @@ describe('k8s manifests: Cairn facts', () => {
     );
     expect(withToken.map((p) => p.where)).to.deep.equal([identity.where]);
     expect(cairndPod.serviceAccountName).to.equal(config.cairnd.serviceAccount);
+  });
+
+  it('deploys the CSI driver: no attach step, the controller with its sidecars, the node plugin registered with kubelet, a default expandable StorageClass', () => {
+    expect(find('CSIDriver', config.csi.driver)['spec']).to.deep.include({ attachRequired: false });
+    const controller = containerOf('Deployment', config.csi.controllerName, 'cairn-csi');
+    expect(commandLine(controller.container)).to.include(
+      `cairnctl csi serve --endpoint unix://${config.csi.socket} --controller`,
+    );
+    const sidecars = (podSpecOf(controller.doc)!.containers ?? []).map((c) => c.name);
+    expect(sidecars).to.include.members(['csi-provisioner', 'csi-snapshotter', 'csi-resizer', 'liveness-probe']);
+    expect(sidecars, 'no attacher: attachRequired is false').to.not.include('csi-attacher');
+    const node = containerOf('DaemonSet', config.csi.nodeName, 'cairn-csi');
+    const line = commandLine(node.container);
+    expect(line).to.include('--node --node-id $(NODE_NAME)');
+    expect(line).to.include(`--nbd nbd://${config.frontend.name}.${config.namespace}.svc:${config.frontend.port}`);
+    expect(node.container.volumeMounts?.find((m) => m.mountPath === config.csi.kubeletDir)?.mountPropagation).to.equal(
+      'Bidirectional',
+    );
+    const registrar = (podSpecOf(node.doc)!.containers ?? []).find((c) => c.name === 'node-driver-registrar')!;
+    expect(registrar.args).to.include(`--kubelet-registration-path=${config.csi.pluginDir}/csi.sock`);
+    const sc = find('StorageClass', config.csi.storageClass);
+    expect(sc).to.deep.include({
+      provisioner: config.csi.driver,
+      allowVolumeExpansion: true,
+      volumeBindingMode: 'WaitForFirstConsumer',
+    });
+    expect(sc.metadata).to.deep.include({ annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } });
+    expect(find('VolumeSnapshotClass', config.csi.snapshotClass)).to.deep.include({ driver: config.csi.driver });
+    const pg = docsOf('example_postgres.yaml').find((d) => d.kind === 'StatefulSet')!;
+    const claim = (pg['spec'] as { volumeClaimTemplates: { spec: { storageClassName: string } }[] })
+      .volumeClaimTemplates[0]!;
+    expect(claim.spec.storageClassName).to.equal(config.csi.storageClass);
   });
 
   it('runs the frontend on every node behind a node-local Service: cairnctl nbd serve on 10809', () => {
