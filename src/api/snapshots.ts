@@ -464,6 +464,7 @@ export async function cloneVolume(meta: EtcdMeta, source: string, name: string):
     state: 'ready',
     ...(p.durableShardsMin === undefined ? {} : { durableShardsMin: p.durableShardsMin }),
     ...(p.journalReplicas === undefined ? {} : { journalReplicas: p.journalReplicas }),
+    ...(p.allowedZones === undefined ? {} : { allowedZones: p.allowedZones }),
     parent: { volumeId: p.id, volume: p.name, snapshot: snapshot.name },
   };
   // The clone's epochs start above every epoch its records were written under, so its own

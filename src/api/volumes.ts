@@ -14,6 +14,7 @@ import {
   parseProfile,
   parseSize,
   volumeName,
+  zoneId,
   type Profile,
 } from '../core/index.js';
 import { policySettings, resolveSettings, type PolicyValues } from './policy_rules.js';
@@ -49,6 +50,8 @@ export interface CreateVolumeOptions {
   readonly allowNoRedundancy?: boolean;
   /** Labels policy rules select on (policy_rules.ts); the rules that match fill in or override settings. */
   readonly labels?: Readonly<Record<string, string>>;
+  /** Pin the volume's shards to these zones (each must exist); absent or empty: any zone. */
+  readonly allowedZones?: readonly string[];
 }
 
 /** The CLI flag that accepts a profile without parity shards. */
@@ -77,7 +80,13 @@ export function checkTargetPolicy(text: string): TargetPolicy {
 }
 
 export function policyOf(volume: VolumeRecord): PlacementPolicy {
-  return { k: volume.profile.k, m: volume.profile.m, zonesRequired: volume.zonesRequired, targets: volume.targets };
+  return {
+    k: volume.profile.k,
+    m: volume.profile.m,
+    zonesRequired: volume.zonesRequired,
+    targets: volume.targets,
+    ...(volume.allowedZones === undefined ? {} : { allowedZones: volume.allowedZones }),
+  };
 }
 
 /** A volume size: a positive whole number of 512-byte blocks, at most volumeBytesMax. */
@@ -166,11 +175,20 @@ export async function createVolume(meta: EtcdMeta, asked: CreateVolumeOptions): 
     ...(durableMin === undefined ? {} : { durableShardsMin: durableMin }),
     ...(r === undefined ? {} : { journalReplicas: r }),
     ...(Object.keys(labels).length === 0 ? {} : { labels }),
+    ...(options.allowedZones === undefined || options.allowedZones.length === 0
+      ? {}
+      : { allowedZones: [...new Set(options.allowedZones.map((z) => zoneId(z)))].sort() }),
     settingSources,
   };
   // A taken name is the clearer refusal; the create below is still create-only against races.
   if ((await meta.getVolume(name)) !== null) throw new AlreadyExistsError(`Volume "${name}" already exists`);
   const topology = await readTopology(meta);
+  const known = new Set<string>(topology.targets.map((t) => t.zone));
+  for (const z of record.allowedZones ?? [])
+    if (!known.has(z))
+      throw new InvalidArgumentError(
+        `Cannot create volume "${name}" in zone "${z}": no target is in it (zones: ${[...known].sort().join(', ') || 'none'})`,
+      );
   try {
     checkPolicy(topology, policyOf(record));
   } catch (err) {

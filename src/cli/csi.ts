@@ -40,6 +40,12 @@ export function csiCommand(ctx: CliContext) {
                 default: false,
                 describe: 'serve the Controller service (CreateVolume, snapshots, expansion, capacity)',
               })
+              .option('topology', {
+                type: 'boolean',
+                default: false,
+                describe:
+                  'with --controller: pin volumes to the zones CreateVolume requires (topology.cairn.io/zone); nodes then need --zone',
+              })
               .option('node', {
                 type: 'boolean',
                 default: false,
@@ -93,6 +99,7 @@ export function csiCommand(ctx: CliContext) {
                 owner,
                 startGc: () => void ctx.startBackgroundGc(argv),
                 version: driverVersion(ctx.repoRoot),
+                topology: argv['topology'] === true,
                 log,
               });
               const nbd = stringArg(argv, 'nbd');

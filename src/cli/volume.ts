@@ -67,6 +67,11 @@ export function volumeCommand(ctx: CliContext) {
                 default: false,
                 describe: 'accept a profile with M = 0 (such as 4+0), where one lost shard loses data',
               })
+              .option('in-zones', {
+                type: 'string',
+                describe:
+                  'pin the shards (and journal and map pages) to these zones, comma-separated (default: any zone)',
+              })
               .option('label', {
                 type: 'string',
                 array: true,
@@ -91,6 +96,13 @@ export function volumeCommand(ctx: CliContext) {
                   : { journalReplicas: Number(argv['journal-replicas']) }),
                 allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
                 labels: parseLabels(((argv['label'] as string[] | undefined) ?? []).join(','), '--label'),
+                ...(argv['in-zones'] === undefined
+                  ? {}
+                  : {
+                      allowedZones: String(argv['in-zones'])
+                        .split(',')
+                        .map((z) => z.trim()),
+                    }),
               }),
             );
             emit(ctx.io, isJson(argv), volume, (v) => [

@@ -52,6 +52,12 @@ export interface ControllerOptions {
   readonly startGc: () => void;
   readonly version: string;
   readonly log: (line: string) => void;
+  /**
+   * Offer VOLUME_ACCESSIBILITY_CONSTRAINTS: CreateVolume pins a volume to the zones its
+   * `accessibility_requirements` require (`topology.cairn.io/zone`), and nodes must report their
+   * zone (csi serve --node --zone). Off: volumes go anywhere and are reachable from every node.
+   */
+  readonly topology?: boolean;
 }
 
 type Message = Record<string, unknown>;
@@ -79,7 +85,34 @@ function volumeMessage(v: VolumeRecord, source?: Message): Message {
       targets: v.targets,
     },
     ...(source === undefined ? {} : { content_source: source }),
+    ...(v.allowedZones === undefined || v.allowedZones.length === 0
+      ? {}
+      : { accessible_topology: v.allowedZones.map((zone) => ({ segments: { [zoneTopologyKey]: zone } })) }),
   };
+}
+
+/**
+ * The zones `accessibility_requirements` require: those of its `requisite` topologies (none: no
+ * requirement). Every segment must be `topology.cairn.io/zone`.
+ */
+export function requiredZones(raw: unknown): string[] {
+  const req = raw as
+    | { requisite?: { segments?: Record<string, string> }[]; preferred?: { segments?: Record<string, string> }[] }
+    | null
+    | undefined;
+  if (req === null || req === undefined) return [];
+  const zones = new Set<string>();
+  for (const [list, name] of [
+    [req.requisite ?? [], 'requisite'],
+    [req.preferred ?? [], 'preferred'],
+  ] as const)
+    for (const [i, t] of list.entries())
+      for (const [key, value] of Object.entries(t.segments ?? {})) {
+        if (key !== zoneTopologyKey)
+          throw invalid(`accessibility_requirements.${name}[${i}].segments.${key}`, `unknown (use ${zoneTopologyKey})`);
+        if (name === 'requisite') zones.add(value);
+      }
+  return [...zones].sort();
 }
 
 /** A Snapshot id split, or undefined when it is not one this driver makes. */
@@ -109,6 +142,7 @@ export class CsiController {
     return {
       capabilities: [
         ...(controller ? [{ service: { type: 'CONTROLLER_SERVICE' } }] : []),
+        ...(this.options.topology === true ? [{ service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } }] : []),
         // OFFLINE: a volume grows at once (online, for its frontend), but a node sees the new
         // size only when it stages the volume again (NBD tells a client of no size change), so
         // the CO is told to expand while the volume is not in use.
@@ -153,6 +187,18 @@ export class CsiController {
     const range = req['capacity_range'] as Message | null | undefined;
     const size = sizeFor(range);
     const params = volumeParameters(req['parameters'] as Record<string, string> | undefined);
+    // Pinned to the required zones that hold storage (the volume must be reachable from one).
+    let zones = this.options.topology === true ? requiredZones(req['accessibility_requirements']) : [];
+    if (zones.length > 0) {
+      const known = new Set((await meta.listTargets()).map((t) => t.zone));
+      const present = zones.filter((z) => known.has(z));
+      if (present.length === 0)
+        throw new CsiError(
+          status.RESOURCE_EXHAUSTED,
+          `accessibility_requirements: no storage in zone ${zones.join(', ')} (zones: ${[...known].sort().join(', ')})`,
+        );
+      zones = present;
+    }
     const source = req['volume_content_source'] as
       | { snapshot?: { snapshot_id?: string } | null; volume?: { volume_id?: string } | null; type?: string }
       | null
@@ -231,6 +277,7 @@ export class CsiController {
         ...(params.durableShardsMin === undefined ? {} : { durableShardsMin: params.durableShardsMin }),
         ...(params.journalReplicas === undefined ? {} : { journalReplicas: params.journalReplicas }),
         ...(params.labels === undefined ? {} : { labels: params.labels }),
+        ...(zones.length === 0 ? {} : { allowedZones: zones }),
       });
     }
     this.options.log(

@@ -193,7 +193,7 @@ export class VolumeJournal implements CacheJournal {
           epoch: lock.epoch,
           segment: segmentId,
           r: options.replicas,
-          nodes,
+          nodes: inAllowedZones(nodes, volume),
           avoid: new Set(),
           clientOf,
           log: (line) => log(`volume ${volume.name}: ${line}`),
@@ -371,7 +371,7 @@ export class VolumeJournal implements CacheJournal {
       epoch: this.lock.epoch,
       segment: id,
       r: this.current.replicas.length,
-      nodes,
+      nodes: inAllowedZones(nodes, this.volume),
       avoid,
       clientOf: (name) => {
         let c = this.clients.get(name);
@@ -536,6 +536,13 @@ async function createSegment(options: {
       options.log(`cannot create journal segment ${options.segment} (${errorMessage(err)}); choosing other nodes`);
     }
   }
+}
+
+/** The journal nodes a volume pinned to zones may place new segments on (all, when it is not). */
+function inAllowedZones(nodes: ReadonlyMap<string, JournalNode>, volume: VolumeRecord): Map<string, JournalNode> {
+  const zones = volume.allowedZones;
+  if (zones === undefined || zones.length === 0) return new Map(nodes);
+  return new Map([...nodes].filter(([, n]) => zones.includes(n.zone)));
 }
 
 /** Registered, live storage nodes that serve the journal protocol, by name. */

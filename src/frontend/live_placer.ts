@@ -40,12 +40,17 @@ class LivePlacer implements ShardPlacer {
     }
   }
 
-  /** Targets up in the last topology and not avoided for a recent refusal; undefined before a refresh. */
+  /** Targets up in the last topology, in the volume's zones, and not avoided for a recent refusal; undefined before a refresh. */
   usableTargets(): ReadonlySet<string> | undefined {
     if (this.topology === undefined) return undefined;
     const now = this.clock.now();
+    // A volume pinned to zones keeps its map pages there too.
+    const zones = this.volume.allowedZones;
+    const allowed = (zone: string): boolean => zones === undefined || zones.length === 0 || zones.includes(zone);
     return new Set(
-      this.topology.targets.filter((t) => t.up && !((this.avoided.get(t.id) ?? 0) > now)).map((t) => t.id),
+      this.topology.targets
+        .filter((t) => t.up && allowed(t.zone) && !((this.avoided.get(t.id) ?? 0) > now))
+        .map((t) => t.id),
     );
   }
 

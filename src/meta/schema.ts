@@ -147,6 +147,8 @@ export interface VolumeRecord {
   readonly parent?: { readonly volumeId: string; readonly volume: string; readonly snapshot: string };
   /** Labels policy rules select on (`volume create --label`, a StorageClass's `labels`). */
   readonly labels?: Readonly<Record<string, string>>;
+  /** The zones its shards may go to (`volume create --in-zones`, CSI topology); absent: any. */
+  readonly allowedZones?: readonly string[];
   /**
    * Where each setting came from when the volume was created ("cluster default", "request",
    * "rule NAME", "override rule NAME"): what `cairnctl policy explain` reports.
@@ -421,6 +423,17 @@ export function decodeVolume(key: string, text: string): VolumeRecord {
         }),
     ...(o['parent'] === undefined ? {} : { parent: decodeParent(key, o['parent']) }),
     ...(o['labels'] === undefined ? {} : { labels: field(key, o, 'labels', isStringMap, 'a map of strings') }),
+    ...(o['allowedZones'] === undefined
+      ? {}
+      : {
+          allowedZones: field(
+            key,
+            o,
+            'allowedZones',
+            (v): v is string[] => Array.isArray(v) && v.every(isString),
+            'a list of zones',
+          ),
+        }),
     ...(o['settingSources'] === undefined
       ? {}
       : { settingSources: field(key, o, 'settingSources', isStringMap, 'a map of strings') }),

@@ -61,10 +61,15 @@ export interface PlacementPolicy {
    */
   readonly zonesRequired: number;
   readonly targets: TargetKindChoice;
+  /**
+   * The zones shards may go to (a volume pinned to zones, as CSI topology asks); absent or
+   * empty: every zone.
+   */
+  readonly allowedZones?: readonly string[];
 }
 
 /** Why a target can or cannot take new shards, checked in this order. */
-export type TargetStatus = 'usable' | 'down' | 'wrong-kind' | 'full';
+export type TargetStatus = 'usable' | 'down' | 'wrong-kind' | 'wrong-zone' | 'full';
 
 /** Free bytes, never negative: a target over its capacity has 0 free. */
 export function freeBytesOf(target: TargetInfo): number {
@@ -75,6 +80,8 @@ export function freeBytesOf(target: TargetInfo): number {
 export function targetStatus(target: TargetInfo, policy: PlacementPolicy): TargetStatus {
   if (!target.up) return 'down';
   if (policy.targets !== 'any' && target.kind !== policy.targets) return 'wrong-kind';
+  if (policy.allowedZones !== undefined && policy.allowedZones.length > 0 && !policy.allowedZones.includes(target.zone))
+    return 'wrong-zone';
   if (freeBytesOf(target) <= 0) return 'full';
   return 'usable';
 }
@@ -89,6 +96,8 @@ export function statusReason(target: TargetInfo, policy: PlacementPolicy): strin
       return 'down';
     case 'wrong-kind':
       return `wrong kind: ${target.kind}, policy wants ${policy.targets}`;
+    case 'wrong-zone':
+      return `wrong zone: ${target.zone}, the volume is pinned to ${(policy.allowedZones ?? []).join(', ')}`;
     case 'full':
       return `full: ${formatBytes(freeBytesOf(target))} free of ${formatBytes(target.capacityBytes)} (${formatBytes(target.usedBytes)} used)`;
   }
@@ -139,7 +148,9 @@ function listNames(names: readonly string[]): string {
 
 /** "4+2 (zones 3, targets node)": how refusals and explanations name a policy. */
 export function formatPolicy(policy: PlacementPolicy): string {
-  return `${policy.k}+${policy.m} (zones ${policy.zonesRequired}, targets ${policy.targets})`;
+  const pinned =
+    policy.allowedZones !== undefined && policy.allowedZones.length > 0 ? `, in ${policy.allowedZones.join(' ')}` : '';
+  return `${policy.k}+${policy.m} (zones ${policy.zonesRequired}, targets ${policy.targets}${pinned})`;
 }
 
 /**
@@ -254,7 +265,7 @@ export function assessPolicy(topology: Topology, policy: PlacementPolicy): Polic
 /** "; 1 down (c-1); 2 wrong kind (s3-a, s3-b)", or "" when every target is usable. */
 function skippedSummary(verdicts: PolicyAssessment['verdicts']): string {
   const parts: string[] = [];
-  for (const status of ['down', 'wrong-kind', 'full'] as const) {
+  for (const status of ['down', 'wrong-kind', 'wrong-zone', 'full'] as const) {
     const names = verdicts.filter((v) => v.status === status).map((v) => v.target.id);
     if (names.length > 0) parts.push(`${names.length} ${status.replace('-', ' ')} (${listNames(names)})`);
   }

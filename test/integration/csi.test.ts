@@ -9,7 +9,17 @@ import { expect } from 'chai';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CsiNode, NbdfuseAttacher, mountTable, status, statusName } from '../../src/csi/index.js';
-import { skipWithoutFilesystem, nbdsh, runOk, seededBytes, useStack, type Stack } from '../harness/stack.js';
+import { EtcdMeta } from '../../src/meta/index.js';
+import { VolumeMaps } from '../../src/api/index.js';
+import {
+  skipWithoutFilesystem,
+  nbdsh,
+  nbdshProcess,
+  runOk,
+  seededBytes,
+  useStack,
+  type Stack,
+} from '../harness/stack.js';
 import { blockWriter, mountWriter, startDriver, type Message } from '../harness/csi.js';
 
 const MiB = 1024 * 1024;
@@ -351,6 +361,88 @@ describe('CSI driver: Identity and Controller over gRPC against a dev cluster', 
       (await csi.ok('Controller', 'ListSnapshots', { source_volume_id: 'pvc-src' }))['entries'] ?? [],
     ).to.deep.equal([]);
     await csi.ok('Controller', 'DeleteVolume', { volume_id: 'pvc-src' });
+  });
+});
+
+describe('CSI driver with topology: a volume required in one zone keeps its data there', function () {
+  this.timeout(240_000);
+  const stack = useStack();
+
+  it('pins a volume to the zone accessibility_requirements name: its shards and journal land only there, its topology says so; unknown zones and keys refused', async () => {
+    const s = stack();
+    const csi = await startDriver(s, ['--topology']);
+    const pcaps = ((await csi.ok('Identity', 'GetPluginCapabilities', {}))['capabilities'] as Message[]).map((c) =>
+      JSON.stringify(c['service'] ?? c['volume_expansion']),
+    );
+    expect(pcaps).to.include('{"type":"VOLUME_ACCESSIBILITY_CONSTRAINTS"}');
+    const inZone = (zone: string, key = 'topology.cairn.io/zone') => ({
+      requisite: [{ segments: { [key]: zone } }],
+      preferred: [{ segments: { [key]: zone } }],
+    });
+    const request = {
+      name: 'pvc-b',
+      volume_capabilities: [blockWriter],
+      capacity_range: { required_bytes: String(8 * MiB) },
+      parameters: { profile: '1+1', extentSize: '1MiB' },
+      accessibility_requirements: inZone('b'),
+    };
+    await csi.refused(
+      'CreateVolume',
+      { ...request, accessibility_requirements: inZone('z') },
+      status.RESOURCE_EXHAUSTED,
+      /no storage in zone z/,
+    );
+    await csi.refused(
+      'CreateVolume',
+      { ...request, accessibility_requirements: inZone('b', 'region') },
+      status.INVALID_ARGUMENT,
+      /requisite\[0\]\.segments\.region: unknown/,
+    );
+    const made = (await csi.ok('Controller', 'CreateVolume', request))['volume'] as Message;
+    expect(made['accessible_topology']).to.deep.equal([{ segments: { 'topology.cairn.io/zone': 'b' } }]);
+
+    const data = seededBytes('zone-b', 8 * MiB);
+    const file = s.path('b.img');
+    writeFileSync(file, data);
+    // Written and flushed by a connection that stays open: the journal holds the writes.
+    const mark = s.devFrontendLog().length;
+    const writer = nbdshProcess(
+      'h.pwrite(open(A["f"], "rb").read(), 0)\nh.flush()\nprint("written", flush=True)\nsys.stdin.read()',
+      { f: file },
+      { uri: s.uri('pvc-b'), deadlineMs: 120_000 },
+    );
+    s.defer('the pvc-b writer', async () => {
+      writer.endInput();
+      await writer.exit();
+    });
+    await writer.waitForOutput(/written/);
+    const meta = new EtcdMeta([s.etcd]);
+    try {
+      const volume = await meta.requireVolume('pvc-b');
+      expect(volume.allowedZones).to.deep.equal(['b']);
+      const zoneOf = new Map((await meta.listTargets()).map((t) => [t.name, t.zone]));
+      const journal = await meta.getJournal(volume.id);
+      const journalZones = new Set((journal?.segments ?? []).flatMap((seg) => seg.replicas.map((r) => zoneOf.get(r))));
+      expect([...journalZones], 'zones holding its journal').to.deep.equal(['b']);
+      writer.endInput();
+      await writer.exit();
+      await s.waitForDevDetach('pvc-b', mark);
+      const maps = VolumeMaps.of(meta);
+      await maps.refreshTargets();
+      const zones = new Set<string>();
+      let shards = 0;
+      for await (const item of maps.tree(volume).walk(await maps.root(volume)))
+        if ('record' in item)
+          for (const shard of item.record.shards) {
+            zones.add(zoneOf.get(shard.target) ?? '?');
+            shards += 1;
+          }
+      expect(shards, 'shards written').to.equal(8 * 2);
+      expect([...zones], 'zones holding its shards').to.deep.equal(['b']);
+    } finally {
+      meta.close();
+    }
+    expect((await readVolume(s, 'pvc-b', 'b-back.img')).equals(data)).to.equal(true);
   });
 });
 

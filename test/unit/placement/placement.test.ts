@@ -105,6 +105,24 @@ describe('checkPolicy()', () => {
     expect(() => checkPolicy({ targets }, { k: 4, m: 2, zonesRequired: 3, targets: 'any' })).to.not.throw();
   });
 
+  it('keeps a volume pinned to zones in them: other zones count as wrong zone, every shard lands inside', () => {
+    const topology: Topology = { targets: grid(['a', 'b', 'c'], 3) };
+    const pinned: PlacementPolicy = { k: 2, m: 1, zonesRequired: 1, targets: 'node', allowedZones: ['b'] };
+    for (let e = 0; e < 50; e++)
+      expect([...zoneCounts(placeExtent('vol', e, topology, pinned)).keys()], `extent ${e}`).to.deep.equal(['b']);
+    expect(() => checkPolicy(topology, { ...pinned, k: 3 })).to.throw(
+      PlacementError,
+      /4 distinct usable targets needed, 3 of 9 usable; 6 wrong zone \(a-0, a-1/,
+    );
+    expect(() => checkPolicy(topology, { ...pinned, zonesRequired: 2 })).to.throw(
+      PlacementError,
+      /2 zones with usable targets needed, 1 found \(b\)/,
+    );
+    expect(JSON.stringify(explainPlacement('vol', 0, topology, pinned))).to.include(
+      'wrong zone: a, the volume is pinned to b',
+    );
+  });
+
   it('raises the zone cap when a zone has too few targets, to the least any placement can reach', () => {
     // ceil(6 / 3) = 2, but zone a has 1 target: min(2,1) + 2 + 2 = 5 < 6, so the cap becomes 3.
     const targets = [target('a-0', 'a'), ...grid(['b', 'c'], 4)];
