@@ -21,7 +21,7 @@ export type Outcome = { ok: true; response: Message } | { ok: false; code: numbe
 
 export class CsiClient {
   private readonly clients: Record<string, grpc.Client>;
-  constructor(path: string) {
+  constructor(readonly path: string) {
     const services = csiServices();
     const creds = grpc.credentials.createInsecure();
     this.clients = {

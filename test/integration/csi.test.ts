@@ -8,6 +8,8 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createConnection } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 import { CsiNode, NbdfuseAttacher, mountTable, status, statusName } from '../../src/csi/index.js';
 import { EtcdMeta } from '../../src/meta/index.js';
 import { VolumeMaps } from '../../src/api/index.js';
@@ -221,6 +223,29 @@ describe('CSI driver: Identity and Controller over gRPC against a dev cluster', 
     await csi.refused('DeleteVolume', {}, status.INVALID_ARGUMENT, /^volume_id: required/);
     const left = (await csi.ok('Controller', 'ListVolumes', {}))['entries'] as { volume: Message }[];
     expect(left.map((e) => e.volume['volume_id']).sort()).to.deep.equal([odd['volume_id'], 'pvc-a'].sort());
+
+    // Bytes that are no request at all: a protobuf that cannot be decoded gets an error status,
+    // a connection speaking something other than HTTP/2 is closed; the server serves on.
+    const raw = new grpc.Client(`unix://${csi.path}`, grpc.credentials.createInsecure());
+    const garbage = await new Promise<grpc.ServiceError | null>((resolve) =>
+      raw.makeUnaryRequest(
+        '/csi.v1.Controller/CreateVolume',
+        () => Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x12]),
+        (b: Buffer) => b,
+        {},
+        (err) => resolve(err),
+      ),
+    );
+    raw.close();
+    expect(garbage, 'an undecodable request fails').to.not.equal(null);
+    expect(['INTERNAL', 'INVALID_ARGUMENT']).to.include(statusName(garbage!.code));
+    await new Promise<void>((resolve) => {
+      const sock = createConnection(csi.path, () => sock.end('GET / HTTP/1.0\r\n\r\n'));
+      sock.on('error', () => resolve());
+      sock.on('close', () => resolve());
+      sock.resume();
+    });
+    expect((await csi.ok('Identity', 'Probe', {}))['ready']).to.deep.equal({ value: true });
   });
 
   it('snapshots of written data, clones from a snapshot and from a volume read it back, expansion grows; deletes refused while cloned', async () => {
