@@ -17,7 +17,7 @@
  * tolerations (add them to run on tainted nodes).
  */
 import { DaemonSet } from 'kubernetes-models/apps/v1';
-import type { IContainer } from 'kubernetes-models/v1';
+import type { IContainer, IVolume } from 'kubernetes-models/v1';
 import { cairnd, image, imageAppDir, nodeSecret } from './config.js';
 import {
   etcdEnv,
@@ -61,10 +61,16 @@ export const cairndArgs = [
   cairnd.dataDir,
 ];
 
-export function cairndObjects() {
-  const selector = selectorLabels(cairnd.name);
-  const identityMount = { name: 'identity', mountPath: cairnd.identityDir };
-  const nodeIdentity: IContainer = {
+/** The identity emptyDir the initContainer writes and the main container reads. */
+export const identityMount = { name: 'identity', mountPath: cairnd.identityDir };
+
+/**
+ * The initContainer that writes this node's Cairn name and zone (from the Node's
+ * topology.kubernetes.io/zone label) into the identity emptyDir: the one user of the API token
+ * in its pod (identityVolumes). cairnd and the CSI node plugin both start with it.
+ */
+export function nodeIdentityContainer(): IContainer {
+  return {
     name: 'node-identity',
     image,
     imagePullPolicy: 'IfNotPresent',
@@ -75,6 +81,26 @@ export function cairndObjects() {
     securityContext: { ...lockedDown, runAsNonRoot: true, runAsUser: nodeUid, runAsGroup: nodeUid },
     volumeMounts: [identityMount, { name: 'api-token', mountPath: cairnd.tokenDir, readOnly: true }],
   };
+}
+
+/** The identity emptyDir and the API token projected for the identity initContainer only. */
+export const identityVolumes: IVolume[] = [
+  { name: 'identity', emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+  {
+    // What automounting would give, but for the initContainer only, expiring soon.
+    name: 'api-token',
+    projected: {
+      sources: [
+        { serviceAccountToken: { path: 'token', expirationSeconds: 600 } },
+        { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+      ],
+    },
+  },
+];
+
+export function cairndObjects() {
+  const selector = selectorLabels(cairnd.name);
+  const nodeIdentity = nodeIdentityContainer();
   const health = { httpGet: { path: '/v1/health', port: 'shards' } } as const;
   const node: IContainer = {
     name: 'cairnd',
@@ -115,17 +141,7 @@ export function cairndObjects() {
             containers: [node],
             volumes: [
               { name: 'data', hostPath: { path: cairnd.hostDataDir, type: 'DirectoryOrCreate' } },
-              { name: 'identity', emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
-              {
-                // What automounting would give, but for the initContainer only, expiring soon.
-                name: 'api-token',
-                projected: {
-                  sources: [
-                    { serviceAccountToken: { path: 'token', expirationSeconds: 600 } },
-                    { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
-                  ],
-                },
-              },
+              ...identityVolumes,
               nodeSecretVolume,
               tmpVolume,
             ],

@@ -12,16 +12,20 @@
  * frontend (the frontend DaemonSet, a separate pod): restarting the CSI plugin never drops an
  * attached device, and its state under /run/cairn/csi lets a new plugin undo what an old one did.
  *
- * What it leaves out: the node's zone as CSI topology (the frontend's identity initContainer
- * reads it; the CSI plugin does not yet, and volumes are not pinned to zones), and the
- * VolumeSnapshot CRDs and snapshot-controller, which a cluster installs once for every driver.
+ * Topology: the node plugin starts after cairnd's identity initContainer (the node's
+ * topology.kubernetes.io/zone label) and offers its zone; the controller runs with --topology, so
+ * a StorageClass's allowedTopologies pins volumes to zones (no restriction pins nothing).
+ *
+ * What it leaves out: the VolumeSnapshot CRDs and snapshot-controller, which a cluster installs
+ * once for every driver.
  */
 import { Deployment, DaemonSet } from 'kubernetes-models/apps/v1';
 import { ServiceAccount } from 'kubernetes-models/v1';
 import type { IContainer, IVolume, IVolumeMount } from 'kubernetes-models/v1';
 import { CSIDriver, StorageClass } from 'kubernetes-models/storage.k8s.io/v1';
 import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import { csi, frontend, image, init, namespace } from './config.js';
+import { cairnd, csi, frontend, image, init, namespace } from './config.js';
+import { identityMount, identityVolumes, nodeIdentityContainer } from './cairnd.js';
 import {
   clusterMeta,
   etcdEnv,
@@ -31,12 +35,12 @@ import {
   nodeSecretMount,
   nodeSecretVolume,
   nodeUserPod,
-  noApiAccess,
   resources,
   s3Env,
   s3Mount,
   s3Volume,
   selectorLabels,
+  shellCommand,
   tmpMount,
   tmpVolume,
   withNodeSecretCommand,
@@ -161,7 +165,7 @@ function controller() {
               image,
               imagePullPolicy: 'IfNotPresent',
               command: withNodeSecretCommand,
-              args: ['cairnctl', 'csi', 'serve', '--endpoint', `unix://${csi.socket}`, '--controller'],
+              args: ['cairnctl', 'csi', 'serve', '--endpoint', `unix://${csi.socket}`, '--controller', '--topology'],
               env: [etcdEnv, s3Env],
               ports: [{ name: 'healthz', containerPort: csi.healthPorts.controller, protocol: 'TCP' }],
               livenessProbe: {
@@ -180,6 +184,7 @@ function controller() {
               ...common,
               '--extra-create-metadata',
               '--default-fstype=ext4',
+              '--feature-gates=Topology=true',
             ]),
             sidecar('csi-snapshotter', csi.images.snapshotter, common),
             sidecar('csi-resizer', csi.images.resizer, common),
@@ -194,6 +199,31 @@ function controller() {
     },
   });
 }
+
+/**
+ * The node plugin's start: its zone from the file the identity initContainer wrote (the Node's
+ * topology.kubernetes.io/zone label), offered to the CO as topology.cairn.io/zone.
+ */
+export const csiNodeScript = ['set -eu', `read -r zone < ${cairnd.identityDir}/zone`, 'exec "$@" --zone "$zone"'].join(
+  '\n',
+);
+
+export const csiNodeArgs = [
+  'cairnctl',
+  'csi',
+  'serve',
+  '--endpoint',
+  `unix://${csi.socket}`,
+  '--node',
+  '--node-id',
+  '$(NODE_NAME)',
+  '--attach',
+  'nbd-client',
+  '--nbd',
+  `nbd://${frontend.name}.${namespace}.svc:${frontend.port}`,
+  '--state-dir',
+  csi.stateDir,
+];
 
 function nodePlugin() {
   const selector = selectorLabels(csi.nodeName);
@@ -211,28 +241,17 @@ function nodePlugin() {
       template: {
         metadata: { labels: labels(csi.nodeName, component) },
         spec: {
-          ...noApiAccess,
+          // The cairnd ServiceAccount (get nodes), its token for the identity initContainer only.
+          serviceAccountName: cairnd.serviceAccount,
+          automountServiceAccountToken: false,
+          initContainers: [nodeIdentityContainer()],
           containers: [
             {
               name: 'cairn-csi',
               image,
               imagePullPolicy: 'IfNotPresent',
-              args: [
-                'cairnctl',
-                'csi',
-                'serve',
-                '--endpoint',
-                `unix://${csi.socket}`,
-                '--node',
-                '--node-id',
-                '$(NODE_NAME)',
-                '--attach',
-                'nbd-client',
-                '--nbd',
-                `nbd://${frontend.name}.${namespace}.svc:${frontend.port}`,
-                '--state-dir',
-                csi.stateDir,
-              ],
+              command: shellCommand('cairn-csi', csiNodeScript),
+              args: csiNodeArgs,
               env: [etcdEnv, { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
               ports: [{ name: 'healthz', containerPort: csi.healthPorts.node, protocol: 'TCP' }],
               livenessProbe: {
@@ -245,6 +264,7 @@ function nodePlugin() {
               // Attaching NBD devices and mounting into kubelet's directories need it.
               securityContext: { privileged: true, runAsUser: 0, allowPrivilegeEscalation: true },
               volumeMounts: [
+                { ...identityMount, readOnly: true },
                 { name: 'plugin-dir', mountPath: csi.socketDir },
                 { name: 'kubelet-dir', mountPath: csi.kubeletDir, mountPropagation: 'Bidirectional' as const },
                 { name: 'dev', mountPath: '/dev' },
@@ -268,6 +288,7 @@ function nodePlugin() {
             ),
           ],
           volumes: [
+            ...identityVolumes,
             hostDir('plugin-dir', csi.pluginDir, 'DirectoryOrCreate'),
             hostDir('registration-dir', csi.registrationDir, 'Directory'),
             hostDir('kubelet-dir', csi.kubeletDir, 'Directory'),

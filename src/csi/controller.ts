@@ -197,7 +197,9 @@ export class CsiController {
           status.RESOURCE_EXHAUSTED,
           `accessibility_requirements: no storage in zone ${zones.join(', ')} (zones: ${[...known].sort().join(', ')})`,
         );
-      zones = present;
+      // Every zone with storage allowed (a CO lists them all when nothing restricts the volume):
+      // no pin, so zones added later serve it too.
+      zones = present.length === known.size ? [] : present;
     }
     const source = req['volume_content_source'] as
       | { snapshot?: { snapshot_id?: string } | null; volume?: { volume_id?: string } | null; type?: string }

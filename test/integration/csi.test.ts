@@ -425,6 +425,18 @@ describe('CSI driver with topology: a volume required in one zone keeps its data
     );
     const made = (await csi.ok('Controller', 'CreateVolume', request))['volume'] as Message;
     expect(made['accessible_topology']).to.deep.equal([{ segments: { 'topology.cairn.io/zone': 'b' } }]);
+    // Every zone that has storage required (what a CO sends when nothing restricts): no pin.
+    const everywhere = (
+      await csi.ok('Controller', 'CreateVolume', {
+        ...request,
+        name: 'pvc-any',
+        parameters: { extentSize: '1MiB' },
+        accessibility_requirements: {
+          requisite: ['a', 'b', 'c'].map((z) => ({ segments: { 'topology.cairn.io/zone': z } })),
+        },
+      })
+    )['volume'] as Message;
+    expect(everywhere['accessible_topology'], 'not pinned').to.equal(undefined);
 
     const data = seededBytes('zone-b', 8 * MiB);
     const file = s.path('b.img');

@@ -445,7 +445,7 @@ describe('k8s manifests: Cairn facts', () => {
     expect(spec.template.spec.containers[0]!.args.slice(0, 3)).to.deep.equal(['cairnctl', 'repair', '--daemon']);
   });
 
-  it('grants the Kubernetes API to two users only: the identity initContainer (get nodes) and the CSI controller sidecars (no wildcard, no Secrets)', () => {
+  it('grants the Kubernetes API to two users only: the identity initContainers (get nodes) and the CSI controller sidecars (no wildcard, no Secrets)', () => {
     const roles = docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role');
     expect(roles.map((r) => r.metadata.name).sort()).to.deep.equal(
       [config.nodeReaderRole, config.csi.controllerRole, `${config.csi.controllerRole}-leases`].sort(),
@@ -491,7 +491,11 @@ describe('k8s manifests: Cairn facts', () => {
         ),
       ),
     );
-    expect(withToken.map((p) => p.where)).to.deep.equal([identity.where]);
+    // The identity initContainer, in cairnd's pod and in the CSI node plugin's (its zone).
+    expect(withToken.map((p) => p.where).sort()).to.deep.equal(
+      [identity.where, `DaemonSet ${config.csi.nodeName} container node-identity`].sort(),
+    );
+    for (const p of withToken) expect(p.init, p.where).to.equal(true);
     expect(cairndPod.serviceAccountName).to.equal(config.cairnd.serviceAccount);
   });
 
@@ -504,9 +508,14 @@ describe('k8s manifests: Cairn facts', () => {
     const sidecars = (podSpecOf(controller.doc)!.containers ?? []).map((c) => c.name);
     expect(sidecars).to.include.members(['csi-provisioner', 'csi-snapshotter', 'csi-resizer', 'liveness-probe']);
     expect(sidecars, 'no attacher: attachRequired is false').to.not.include('csi-attacher');
+    expect(commandLine(controller.container)).to.include('--controller --topology');
     const node = containerOf('DaemonSet', config.csi.nodeName, 'cairn-csi');
     const line = commandLine(node.container);
     expect(line).to.include('--node --node-id $(NODE_NAME)');
+    // Its zone: the file the identity initContainer writes from the Node's zone label.
+    expect(line).to.include(`read -r zone < ${config.cairnd.identityDir}/zone`);
+    expect(line).to.include('--zone "$zone"');
+    expect(podSpecOf(node.doc)!.initContainers?.map((c) => c.name)).to.deep.equal(['node-identity']);
     expect(line).to.include(`--nbd nbd://${config.frontend.name}.${config.namespace}.svc:${config.frontend.port}`);
     expect(node.container.volumeMounts?.find((m) => m.mountPath === config.csi.kubeletDir)?.mountPropagation).to.equal(
       'Bidirectional',
