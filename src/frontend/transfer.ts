@@ -520,6 +520,16 @@ export async function importDiff(
   snapshotName(header.toName);
   if ((await meta.getSnapshot(volume.id, header.toName)) !== null)
     throw refuse(`it has a snapshot named ${header.toName} already`);
+  if (header.from !== null) {
+    // Before the attach too: a wrong base is refused as such even while another writer holds
+    // the volume (checked again after the attach, which is what counts).
+    const early = await meta.getSnapshot(volume.id, header.fromName!);
+    if (early === null) throw refuse(`it has no snapshot named ${header.fromName}`);
+    if (snapshotIdentity(early) !== header.from)
+      throw refuse(
+        `its snapshot ${header.fromName} is not the diff's base (${snapshotIdentity(early)}, not ${header.from})`,
+      );
+  }
   const handle = await frontend.open(target, { readOnly: false });
   let changed = false;
   let base: SnapshotRecord | null = null;

@@ -374,7 +374,9 @@ print(json.dumps({"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hex
       zeroExtents: number;
     };
     expect([imported.dataExtents, imported.zeroExtents]).to.deep.equal([3, 13]);
+    const impMark = s.devFrontendLog().length;
     expect(sha256(await readExport(s, s.uri('imp'), 'imp.img'))).to.equal(sha256(a));
+    await s.waitForDevDetach('imp', impMark);
 
     // A chain of diffs: from nothing to a, then a to b (only the two extents that changed).
     await s.cairnctl('export-diff a', ['volume', 'export-diff', 'src@a', s.path('a.diff')]);
