@@ -3,7 +3,8 @@
  * bad argument is an InvalidArgumentError with a one-line reason (the entry point prints it and
  * exits 2); nothing below this file re-checks what it checked.
  *
- * Environment: CAIRN_ETCD stands in for --etcd, CAIRN_NODE_SECRET for --auth-secret-file.
+ * Environment: CAIRN_ETCD stands in for --etcd; CAIRN_NODE_SECRET_FILE (the file clients read) or
+ * CAIRN_NODE_SECRET (the secret itself) for --auth-secret-file.
  */
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
@@ -82,7 +83,7 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     })
     .option('auth-secret-file', {
       type: 'string',
-      describe: 'file holding the shared secret clients must send (env CAIRN_NODE_SECRET)',
+      describe: 'file holding the shared secret clients must send (env CAIRN_NODE_SECRET_FILE, or CAIRN_NODE_SECRET)',
     })
     .option('metrics-listen', {
       type: 'string',
@@ -339,6 +340,14 @@ function secretOf(file: string | undefined, env: NodeJS.ProcessEnv): { authSecre
     source = `--auth-secret-file ${file}`;
     try {
       secret = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new InvalidArgumentError(`Cannot read ${source}: ${errorMessage(err)}`);
+    }
+  } else if (env.CAIRN_NODE_SECRET_FILE !== undefined && env.CAIRN_NODE_SECRET_FILE !== '') {
+    // What clients read: a node given only this must not run open while they send a secret.
+    source = `CAIRN_NODE_SECRET_FILE ${env.CAIRN_NODE_SECRET_FILE}`;
+    try {
+      secret = readFileSync(env.CAIRN_NODE_SECRET_FILE, 'utf8');
     } catch (err) {
       throw new InvalidArgumentError(`Cannot read ${source}: ${errorMessage(err)}`);
     }

@@ -148,6 +148,11 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
   }
   if (first === 'started') {
     io.out(`cairnd ${config.name} zone ${config.zone} serving on ${address}, journal on ${journalAddress}`);
+    // Once serving (a node that refuses to start says only why): an open node says so.
+    if (config.authSecret === undefined)
+      logger.warn(
+        `WARNING: no shared secret (--auth-secret-file, CAIRN_NODE_SECRET_FILE or CAIRN_NODE_SECRET): this node is OPEN, any client that reaches ${address} can read, write and delete shards`,
+      );
     if (metricsServer !== undefined)
       logger.info(`metrics on http://${metricsServer.address}/metrics`, { metrics: metricsServer.address });
     first = await stopRequested;

@@ -275,7 +275,7 @@ export class JournalStore {
     const store = new JournalStore(dir, options, segmentBytes);
     const what = `Cannot open the journal directory ${dir} of ${options.description}`;
     try {
-      await mkdir(dir, { recursive: true });
+      await mkdir(dir, { recursive: true, mode: 0o700 });
       for (const entry of await readdir(dir, { withFileTypes: true })) {
         if (!entry.isDirectory() || !isJournalVolumeId(entry.name)) continue;
         await store.loadVolume(entry.name);
@@ -615,7 +615,7 @@ export class JournalStore {
   /** Creates the volume's directory once, and makes its name durable in the journal directory. */
   private ensureDir(vol: VolumeJournal): Promise<void> {
     vol.dirReady ??= (async () => {
-      await mkdir(vol.dir, { recursive: true });
+      await mkdir(vol.dir, { recursive: true, mode: 0o700 });
       await fsyncDir(this.dir);
     })();
     vol.dirReady.catch(() => (vol.dirReady = undefined)); // a failure is retried by the next caller
@@ -757,7 +757,7 @@ export class JournalStore {
     try {
       await this.ensureDir(vol);
       await this.makeRoomForFile();
-      file = await open(temp, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o644);
+      file = await open(temp, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o600);
       this.openCount += 1;
       await writeZeros(file, 0, this.segmentBytes);
       await file.sync();
@@ -1289,7 +1289,7 @@ async function writeAllAt(file: FileHandle, parts: readonly Uint8Array[], positi
 /** Writes `text` to `path` by temp file, fsync and rename, then fsyncs the directory. */
 async function writeFileDurably(path: string, text: string): Promise<void> {
   const temp = `${path}.tmp`;
-  const file = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o644);
+  const file = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o600);
   try {
     await file.writeFile(text, 'utf8');
     await file.sync();

@@ -529,7 +529,9 @@ export class ShardServer {
   private authenticate(req: IncomingMessage): void {
     if (this.secretDigest === undefined) return;
     const header = req.headers.authorization ?? '';
-    const given = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
+    // The scheme is case-insensitive (RFC 9110 11.1); the secret is not.
+    const match = /^bearer +(\S+)$/i.exec(header);
+    const given = match === null ? '' : match[1]!;
     if (!timingSafeEqual(digest(given), this.secretDigest)) {
       throw new HttpError(
         401,

@@ -166,7 +166,7 @@ export class FileShardStore implements ShardStore {
       }
     }
     try {
-      await mkdir(root, { recursive: true });
+      await mkdir(root, { recursive: true, mode: 0o700 });
       const probe = await lstat(root);
       if (!probe.isDirectory()) throw new StorageIoError(`Cannot open shard directory ${root}: it is not a directory`);
       const usedBytes = await scan(root);

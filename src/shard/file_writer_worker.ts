@@ -50,8 +50,8 @@ function create(put: Put): void {
   const parent = dirname(put.job.path);
   for (let attempt = 1; put.fd === undefined; attempt++) {
     try {
-      put.createdDir = mkdirSync(parent, { recursive: true }) ?? put.createdDir;
-      put.fd = openSync(put.job.temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+      put.createdDir = mkdirSync(parent, { recursive: true, mode: 0o700 }) ?? put.createdDir;
+      put.fd = openSync(put.job.temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
       put.tempExists = true;
     } catch (err) {
       const code = errnoOf(err);

@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { Etcd3 } from 'etcd3';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChecksumMismatchError, StorageIoError, UnavailableError, crc32Of } from '../../src/core/index.js';
@@ -289,6 +289,32 @@ describe('cairnd (process) with a real etcd', function () {
       const health = await (await fetch(url('/v1/health'))).json();
       expect(health).to.deep.include({ name: 'api-1', zone: 'c', usedBytes: framedBytes(10) });
       expect(node.stderr()).to.match(/-> 401 EAUTH/);
+      // The scheme is case-insensitive; the secret is not.
+      expect((await fetch(url('/v1/shards/a/1'), { headers: { authorization: `bearer ${secret}` } })).status).to.equal(
+        200,
+      );
+      expect((await fetch(url('/v1/shards/a/1'), { headers: { authorization: `BEARER ${secret}` } })).status).to.equal(
+        200,
+      );
+      const upper = await fetch(url('/v1/shards/a/1'), {
+        headers: { authorization: `Bearer ${secret.toUpperCase()}` },
+      });
+      expect(upper.status).to.equal(401);
+      await upper.body?.cancel();
+      // Only the node's user may read what it stores.
+      expect(statSync(join(node.dataDir, 'a', '1')).mode & 0o777, 'shard file').to.equal(0o600);
+      expect(statSync(join(node.dataDir, 'a')).mode & 0o777, 'shard directory').to.equal(0o700);
+      expect(node.stderr()).to.not.match(/this node is OPEN/);
+    });
+
+    it('says loudly, at start, when it runs without any shared secret', async () => {
+      const open = await start('api-open', 'c');
+      // Right after its ready line.
+      await waitFor(
+        'the open-node warning',
+        () => /WARNING: no shared secret .* this node is OPEN/.test(open.stderr()),
+        10_000,
+      );
     });
 
     it('answers 500 ECHECKSUM for a shard damaged on disk, and the client throws ChecksumMismatchError', async () => {

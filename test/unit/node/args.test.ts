@@ -1,9 +1,13 @@
 import { expect } from 'chai';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { InvalidArgumentError } from '../../../src/core/index.js';
 import { journalSegmentBytesDefault } from '../../../src/journal/index.js';
 import { nodeLimitsDefault, parseDaemonArgs, type DaemonConfig } from '../../../src/node/index.js';
 
 const base = ['--etcd', 'http://127.0.0.1:2379', '--name', 'n', '--zone', 'a', '--data-dir', '/d'];
+const listen = ['--listen', '127.0.0.1:0'];
 
 async function configOf(...args: string[]): Promise<DaemonConfig> {
   const parsed = await parseDaemonArgs([...base, ...args], {});
@@ -105,5 +109,36 @@ describe('cairnd limit flags', () => {
     expect(await refusal('--listen', '127.0.0.1:0', '--put-budget', '1MiB')).to.match(
       /--put-budget-per-client .* is above --put-budget/,
     );
+  });
+});
+
+describe('cairnd: where the shared secret comes from', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cairnd-args-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('reads CAIRN_NODE_SECRET_FILE, the file clients read, when no --auth-secret-file is given', async () => {
+    const file = join(dir, 'secret');
+    writeFileSync(file, 'correct-horse-battery-staple\n');
+    const parsed = await parseDaemonArgs([...base, ...listen], { CAIRN_NODE_SECRET_FILE: file });
+    if (parsed.kind !== 'run') throw new Error('expected a run config');
+    expect(parsed.config.authSecret).to.equal('correct-horse-battery-staple');
+    // The flag wins over the environment; the environment's secret comes last.
+    const other = join(dir, 'other');
+    writeFileSync(other, 'another-long-shared-secret\n');
+    const flagged = await parseDaemonArgs([...base, ...listen, '--auth-secret-file', other], {
+      CAIRN_NODE_SECRET_FILE: file,
+      CAIRN_NODE_SECRET: 'yet-another-long-secret',
+    });
+    if (flagged.kind !== 'run') throw new Error('expected a run config');
+    expect(flagged.config.authSecret).to.equal('another-long-shared-secret');
+  });
+
+  it('refuses a CAIRN_NODE_SECRET_FILE it cannot read, naming it, rather than running open', async () => {
+    const missing = join(dir, 'missing');
+    let message = '';
+    await parseDaemonArgs([...base, ...listen], { CAIRN_NODE_SECRET_FILE: missing }).catch(
+      (err: Error) => (message = err.message),
+    );
+    expect(message).to.match(new RegExp(`Cannot read CAIRN_NODE_SECRET_FILE ${missing}`));
   });
 });

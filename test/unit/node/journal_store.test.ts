@@ -89,6 +89,9 @@ describe('JournalStore', function () {
     const file = join(dir, volume, segmentFileName(1));
     expect(statSync(file).size).to.equal(journalSegmentBytesMin);
     expect(statSync(file).blocks * 512).to.be.at.least(journalSegmentBytesMin); // written, not sparse
+    // Only the node's user may read what it holds.
+    expect(statSync(file).mode & 0o777, 'segment file').to.equal(0o600);
+    expect(statSync(join(dir, volume)).mode & 0o777, 'volume directory').to.equal(0o700);
     const read = await store.read({ volume, segment: 1, fromLsn: 0, maxBytes: 1 << 20 });
     expect(read).to.include({ count: 2, more: false, nextLsn: 3, tail: 'clean' });
     expect(decodeRecords(read.records).records.map((r) => r.lsn)).to.deep.equal([1, 2]);
