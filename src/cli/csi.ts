@@ -110,6 +110,7 @@ export function csiCommand(ctx: CliContext) {
                       ...(typeof argv['zone'] === 'string' ? { zone: zoneId(argv['zone']) } : {}),
                       stateDir: stringArg(argv, 'state-dir'),
                       attacher: argv['attach'] === 'nbdfuse' ? new NbdfuseAttacher(nbd) : new NbdClientAttacher(nbd),
+                      volumeExists: async (id) => (await meta.getVolume(id)) !== null,
                       log,
                     })
                   : undefined;

@@ -340,7 +340,7 @@ export class CsiController {
 
   async listVolumes(req: Message): Promise<Message> {
     const all = (await this.options.meta.listVolumes()).sort((a, b) => a.name.localeCompare(b.name));
-    const { entries, next } = page(all, req);
+    const { entries, next } = page(all, req, (v) => v.name);
     return { entries: entries.map((v) => ({ volume: volumeMessage(v) })), next_token: next };
   }
 
@@ -443,7 +443,7 @@ export class CsiController {
           : [await meta.getVolume(wantSource)].filter((v): v is VolumeRecord => v !== null);
       for (const v of volumes) for (const s of await meta.listSnapshots(v.id)) rows.push(snapshotMessage(v, s));
     }
-    const { entries, next } = page(rows, req);
+    const { entries, next } = page(rows, req, (r) => String(r['snapshot_id']));
     return { entries: entries.map((snapshot) => ({ snapshot })), next_token: next };
   }
 

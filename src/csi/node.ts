@@ -51,6 +51,8 @@ export interface NodeOptions {
   readonly stateDir: string;
   readonly attacher: Attacher;
   readonly log: (line: string) => void;
+  /** Whether the cluster has this volume (NodeStageVolume of a missing one is NOT_FOUND). */
+  readonly volumeExists?: (volume: string) => Promise<boolean>;
 }
 
 export class CsiNode {
@@ -111,6 +113,8 @@ export class CsiNode {
     const why = unsupported(cap);
     if (why !== undefined) throw invalid('volume_capability', why);
     const readOnly = cap.mode === 'SINGLE_NODE_READER_ONLY' || cap.mode === 'MULTI_NODE_READER_ONLY';
+    if (this.options.volumeExists !== undefined && !(await this.options.volumeExists(volume)))
+      throw new CsiError(status.NOT_FOUND, `No volume "${volume}"`);
     const known = this.read(volume);
     if (known !== undefined) {
       if (known.staging !== staging || known.kind !== cap.kind)

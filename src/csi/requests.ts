@@ -232,23 +232,46 @@ export function volumeParameters(raw: Record<string, string> | null | undefined)
   return out;
 }
 
+/** The prefix of this driver's list tokens: anything else is not one it gave. */
+const tokenPrefix = 'after:';
+
 /**
- * A list's page: `starting_token` is the index of the first entry (as this driver wrote it in
- * `next_token`); one it never wrote is ABORTED, as the specification asks.
+ * A list's page of `entries` in the order of `keyOf`; `starting_token` names the key of the last
+ * entry of the previous page (as this driver wrote it in `next_token`): the page starts after
+ * it, so entries deleted or added meanwhile shift nothing (a page never skips an entry that was
+ * there throughout). A token this driver never wrote is ABORTED, as the specification asks.
  */
 export function page<T>(
-  all: readonly T[],
+  entries: readonly T[],
   request: { max_entries?: unknown; starting_token?: unknown },
+  keyOf: (entry: T) => string,
 ): { entries: T[]; next: string } {
   const max = typeof request.max_entries === 'number' ? request.max_entries : 0;
   if (!Number.isSafeInteger(max) || max < 0) throw invalid('max_entries', `negative (${String(max)})`);
+  // In code-unit order, the order the token's comparison uses.
+  const all = [...entries].sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : keyOf(a) > keyOf(b) ? 1 : 0));
   const token = typeof request.starting_token === 'string' ? request.starting_token : '';
   let start = 0;
   if (token !== '') {
-    if (!/^\d+$/.test(token) || Number(token) > all.length)
+    let after: string;
+    try {
+      if (!token.startsWith(tokenPrefix)) throw new Error('no prefix');
+      after = Buffer.from(token.slice(tokenPrefix.length), 'base64url').toString('utf8');
+      if (after === '' || Buffer.from(after, 'utf8').toString('base64url') !== token.slice(tokenPrefix.length))
+        throw new Error('not base64url');
+    } catch {
       throw new CsiError(status.ABORTED, `starting_token "${token}" is not one this driver gave`);
-    start = Number(token);
+    }
+    start = all.findIndex((e) => keyOf(e) > after);
+    if (start < 0) start = all.length;
   }
   const end = max === 0 ? all.length : Math.min(all.length, start + max);
-  return { entries: all.slice(start, end), next: end < all.length ? String(end) : '' };
+  const last = all[end - 1];
+  return {
+    entries: all.slice(start, end),
+    next:
+      end < all.length && last !== undefined
+        ? `${tokenPrefix}${Buffer.from(keyOf(last), 'utf8').toString('base64url')}`
+        : '',
+  };
 }

@@ -169,8 +169,9 @@ describe('CSI driver: Identity and Controller over gRPC against a dev cluster', 
     const page1 = await csi.ok('Controller', 'ListVolumes', { max_entries: 2 });
     const ids1 = (page1['entries'] as { volume: Message }[]).map((e) => e.volume['volume_id']);
     expect(ids1).to.have.length(2);
-    expect(page1['next_token']).to.equal('2');
-    const page2 = await csi.ok('Controller', 'ListVolumes', { max_entries: 2, starting_token: '2' });
+    expect(page1['next_token']).to.be.a('string').and.not.equal('');
+    const page2 = await csi.ok('Controller', 'ListVolumes', { max_entries: 2, starting_token: page1['next_token'] });
+    expect(page2['next_token'] ?? '', 'the last page').to.equal('');
     const ids2 = (page2['entries'] as { volume: Message }[]).map((e) => e.volume['volume_id']);
     expect([...ids1, ...ids2].sort()).to.deep.equal([odd['volume_id'], 'pvc-a', 'pvc-race'].sort());
     await csi.refused('ListVolumes', { starting_token: 'bogus' }, status.ABORTED, /starting_token "bogus"/);
@@ -553,6 +554,7 @@ describe('CSI driver: the Node service stages, publishes and undoes volumes (nbd
       status.FAILED_PRECONDITION,
       /not staged/,
     );
+    await csi.refused('NodeStageVolume', { ...stage, volume_id: 'pvc-none' }, status.NOT_FOUND, /No volume "pvc-none"/);
     await csi.ok('Node', 'NodeStageVolume', stage);
     await csi.ok('Node', 'NodeStageVolume', stage); // idempotent
     await csi.refused(

@@ -96,14 +96,24 @@ describe('csi: request checks', () => {
     expect(codeOf(() => volumeParameters({ extentSize: 'big' }))).to.equal(status.INVALID_ARGUMENT);
   });
 
-  it('pages: tokens are indexes this driver gave; any other is ABORTED', () => {
-    const all = [1, 2, 3, 4, 5];
-    expect(page(all, {})).to.deep.equal({ entries: all, next: '' });
-    expect(page(all, { max_entries: 2 })).to.deep.equal({ entries: [1, 2], next: '2' });
-    expect(page(all, { max_entries: 2, starting_token: '4' })).to.deep.equal({ entries: [5], next: '' });
-    expect(codeOf(() => page(all, { starting_token: 'x' }))).to.equal(status.ABORTED);
-    expect(codeOf(() => page(all, { starting_token: '9' }))).to.equal(status.ABORTED);
-    expect(codeOf(() => page(all, { max_entries: -1 }))).to.equal(status.INVALID_ARGUMENT);
+  it('pages: a token names the last key given; entries deleted or added meanwhile skip nothing; any other token is ABORTED', () => {
+    const key = (n: number): string => `v${n}`;
+    const all = [5, 1, 3, 2, 4];
+    expect(page(all, {}, key)).to.deep.equal({ entries: [1, 2, 3, 4, 5], next: '' });
+    const first = page(all, { max_entries: 2 }, key);
+    expect(first.entries).to.deep.equal([1, 2]);
+    expect(page(all, { max_entries: 2, starting_token: first.next }, key).entries).to.deep.equal([3, 4]);
+    // 2 (the last of the first page) deleted and 0 and 6 added: the next page still starts at 3.
+    const changed = [0, 1, 3, 4, 5, 6];
+    expect(page(changed, { max_entries: 2, starting_token: first.next }, key).entries).to.deep.equal([3, 4]);
+    const last = page(all, { max_entries: 3, starting_token: first.next }, key);
+    expect(last).to.deep.equal({ entries: [3, 4, 5], next: '' });
+    for (const bad of ['x', '2', 'after:', 'after:!!', 'invalid-token'])
+      expect(
+        codeOf(() => page(all, { starting_token: bad }, key)),
+        bad,
+      ).to.equal(status.ABORTED);
+    expect(codeOf(() => page(all, { max_entries: -1 }, key))).to.equal(status.INVALID_ARGUMENT);
   });
 
   it("maps Cairn's errors to the specification's codes", () => {
