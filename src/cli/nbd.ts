@@ -217,6 +217,13 @@ export function nbdCommand(ctx: CliContext) {
               process.once('SIGINT', () => stop('SIGINT'));
             });
             await serving.stop();
+            // Everything is flushed, detached and closed. A library handle left open after an
+            // etcd member died (seen once: a reconnect to the killed leader) must not keep the
+            // process alive past its shutdown: exit after a bounded wait instead.
+            setTimeout(() => {
+              log('exiting: handles were still open 5 s after shutdown');
+              process.exit(ctx.exitCode);
+            }, 5_000).unref();
           }),
         })
         .demandCommand(1, 'Name an action: serve'),
