@@ -7,3 +7,4 @@
 export * from './cluster.js';
 export * from './etcd.js';
 export * from './processes.js';
+export * from './tls.js';
