@@ -50,7 +50,7 @@ import {
 } from '../extent/index.js';
 import { readAnyK, rebuildShards } from './degraded.js';
 import { readShardBlocks, rebuildBadBlocks, shardWithNoGoodBlock, type BlockwiseShard } from './blockwise.js';
-import type { ExtentMapStore, OnDemandExtentMap, ShardPlacer, TargetStores } from './ports.js';
+import type { ExtentCipher, ExtentMapStore, OnDemandExtentMap, ShardPlacer, TargetStores } from './ports.js';
 import {
   degradedExtentsMax,
   oldShardGraceMsDefault,
@@ -115,6 +115,11 @@ export interface VolumeEngineOptions {
    * the grace. Absent: none.
    */
   readonly retained?: (record: ExtentRecord) => boolean;
+  /**
+   * An encrypted volume's cipher: each generation is enciphered before it is encoded, and reads
+   * are widened to whole units and deciphered. Absent: the volume is not encrypted.
+   */
+  readonly cipher?: ExtentCipher;
 }
 
 /** A crypto-random u32 that is not 0. */
@@ -355,6 +360,8 @@ export class VolumeEngine {
       const rec = this.records.get(e);
       if (rec === undefined || rec.shards.length === 0) return new Uint8Array(length);
       try {
+        if (this.options.cipher !== undefined)
+          return await this.readDeciphered(this.options.cipher, e, rec, offset, length);
         return await this.readRangeOf(e, rec, offset, length);
       } catch (err) {
         // A flush may have replaced the generation (and its shards) while we read: try the new one.
@@ -362,6 +369,25 @@ export class VolumeEngine {
         throw err;
       }
     }
+  }
+
+  /**
+   * Bytes [offset, offset + length) of extent `e` of an encrypted volume: the whole units around
+   * them read and deciphered with the generation of `rec`, the record the bytes were read from.
+   */
+  private async readDeciphered(
+    cipher: ExtentCipher,
+    e: number,
+    rec: ExtentRecord,
+    offset: number,
+    length: number,
+  ): Promise<Uint8Array> {
+    const unit = cipher.unitBytes;
+    const start = Math.floor(offset / unit) * unit;
+    const end = Math.min(extentLength(this.volume, e), Math.ceil((offset + length) / unit) * unit);
+    const bytes = await this.readRangeOf(e, rec, start, end - start);
+    await cipher.decrypt(bytes, { extent: e, generation: rec.generation, offset: start });
+    return start === offset && end - start === length ? bytes : bytes.subarray(offset - start, offset - start + length);
   }
 
   /** The whole extent `e` (extentLength bytes); zeros for a hole. */
@@ -766,6 +792,8 @@ export class VolumeEngine {
       const region = buf.data();
       region.set(data);
       region.fill(0, data.length); // the padding of the last data shard: the buffer may be reused
+      // Enciphered in codec memory, after the zero blocks were found: the code sees ciphertext only.
+      await this.options.cipher?.encrypt(region.subarray(0, data.length), { extent: e, generation, offset: 0 });
       await this.options.pool.encode(buf);
       results = await Promise.allSettled(
         // async: a target store() cannot name throws into its own result, not past the others.

@@ -65,3 +65,24 @@ export interface ShardPlacer {
    */
   refused?(target: string, err: unknown): void;
 }
+
+/** Where a run of an encrypted extent's bytes sits: extent, the generation written, byte offset. */
+export interface CipherPosition {
+  readonly extent: number;
+  readonly generation: number;
+  /** Byte offset within the extent: a multiple of unitBytes. */
+  readonly offset: number;
+}
+
+/**
+ * An encrypted volume's cipher (crypt/VolumeCipher). The engine enciphers each new generation's
+ * bytes before the erasure code sees them and deciphers what it reads, so shards hold ciphertext
+ * only. Lengths and offsets are whole units; the engine widens reads to them.
+ */
+export interface ExtentCipher {
+  readonly unitBytes: number;
+  /** Enciphers `bytes` in place; they sit at `at`. */
+  encrypt(bytes: Uint8Array, at: CipherPosition): Promise<void>;
+  /** Deciphers `bytes` in place; they sit at `at`. */
+  decrypt(bytes: Uint8Array, at: CipherPosition): Promise<void>;
+}
