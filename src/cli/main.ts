@@ -53,8 +53,11 @@ function usageLineOf(state: unknown): string | undefined {
   return typeof first === 'string' ? first.split('\n')[0]?.replace(/\$0/g, 'cairnctl') : undefined;
 }
 
-/** Options that take a list (given once per item): `policy add --set`, `volume create --label`. */
-const listOptions = new Set(['set', 'label']);
+/**
+ * Options that take a list (given once per item): `policy add --set`, `volume create --label`,
+ * `nbd serve --tls-allow`.
+ */
+const listOptions = new Set(['set', 'label', 'tls-allow']);
 
 /**
  * Refuses values yargs accepts but no command can use: `--dir` with nothing after it (yargs gives

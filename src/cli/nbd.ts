@@ -28,6 +28,7 @@ import { createLogger } from '../metrics/index.js';
 import { parseHostPort } from '../shard/index.js';
 import { clusterOptions, endpointsFrom, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
+import { nbdTlsFlags, nbdTlsOptionsOf } from './nbd_tls.js';
 
 export function nbdCommand(ctx: CliContext) {
   return {
@@ -39,7 +40,7 @@ export function nbdCommand(ctx: CliContext) {
           command: 'serve',
           describe: 'Serve every volume as an NBD export named after it, until SIGTERM',
           builder: (a: Argv) =>
-            clusterOptions(a)
+            nbdTlsFlags(clusterOptions(a))
               .option('listen', {
                 type: 'string',
                 describe: 'TCP HOST:PORT (default 127.0.0.1:10809 when no --socket)',
@@ -133,7 +134,11 @@ export function nbdCommand(ctx: CliContext) {
                 type: 'string',
                 describe: 'HOST:PORT serving Prometheus metrics at /metrics (default: off)',
               })
-              .example('$0 nbd serve --listen 0.0.0.0:10809', 'then: nbdinfo nbd://HOST:10809/VOLUME'),
+              .example('$0 nbd serve --listen 0.0.0.0:10809', 'then: nbdinfo nbd://HOST:10809/VOLUME')
+              .example(
+                '$0 nbd serve --tls require --tls-cert server-cert.pem --tls-key server-key.pem --tls-ca ca-cert.pem',
+                'then: nbdinfo nbds://HOST:10809/VOLUME?tls-certificates=DIR',
+              ),
           handler: withErrors(ctx, async (argv) => {
             const listen =
               argv['listen'] === undefined
@@ -175,6 +180,7 @@ export function nbdCommand(ctx: CliContext) {
             if (publishBytesMax < 1) throw new InvalidArgumentError('--publish-budget must be above 0');
             const cacheBudgetBytes = parseSize(stringArg(argv, 'cache-budget'), '--cache-budget');
             if (cacheBudgetBytes < 1) throw new InvalidArgumentError('--cache-budget must be above 0');
+            const tls = nbdTlsOptionsOf(argv);
             const logger = createLogger({ name: 'cairnctl-nbd', write: (line) => ctx.io.err(line) });
             const log = logger.line;
             const serving = await startFrontend({
@@ -202,6 +208,7 @@ export function nbdCommand(ctx: CliContext) {
               ...(argv['threads'] === undefined ? {} : { threads: Number(argv['threads']) }),
               ...(zone === undefined ? {} : { zone }),
               ...(metricsListen === undefined ? {} : { metricsListen }),
+              ...(tls === undefined ? {} : { tls }),
               log,
               warn: (line) => logger.warn(line),
             });

@@ -108,7 +108,8 @@ function altName(host: string): string {
  * Creates dir (0700) with ca-cert.pem, ca-key.pem, server-cert.pem, server-key.pem (SAN:
  * localhost, 127.0.0.1, ::1 plus options.hosts), client-cert.pem, client-key.pem (CN
  * options.clientName ?? 'cairn-admin'), psk.keys (one line `clientName:64-hex-chars`, the format
- * libnbd/gnutls psktool use). Keys 0600. The layout is libnbd's tls-certificates= directory.
+ * libnbd/gnutls psktool use; also as keys.psk, the name qemu's tls-creds-psk reads). Keys 0600.
+ * The layout is libnbd's tls-certificates= directory and qemu's tls-creds-x509/psk dir=.
  *
  * Throws CairnError('tls_material') when openssl fails.
  */
@@ -145,8 +146,12 @@ export function makeTlsDir(dir: string, options: { hosts?: readonly string[]; cl
   const server = signCert(dir, 'server', ca, '/CN=localhost', 'serverAuth', hosts.map(altName));
   const client = signCert(dir, 'client', ca, `/CN=${clientName}`, 'clientAuth', [`DNS:${clientName}`]);
   const pskFile = join(dir, 'psk.keys');
-  writeFileSync(pskFile, `${clientName}:${randomBytes(pskKeyBytes).toString('hex')}\n`, { mode: 0o600 });
-  chmodSync(pskFile, 0o600);
+  const pskLine = `${clientName}:${randomBytes(pskKeyBytes).toString('hex')}\n`;
+  // keys.psk holds the same line: the name qemu's tls-creds-psk reads from its dir=.
+  for (const path of [pskFile, join(dir, 'keys.psk')]) {
+    writeFileSync(path, pskLine, { mode: 0o600 });
+    chmodSync(path, 0o600);
+  }
   return {
     dir,
     caCert,

@@ -10,7 +10,7 @@ import { rmSync } from 'node:fs';
 import { LimitLog, WaitingBudget, errorMessage, type Clock } from '../core/index.js';
 import { CodecPool } from '../codec/index.js';
 import { EtcdMeta } from '../meta/index.js';
-import { NbdServer, type NbdLimits } from '../nbd/index.js';
+import { NbdServer, type NbdLimits, type NbdTlsOptions } from '../nbd/index.js';
 import { createFrontendMetrics, serveMetrics, type FrontendMetrics, type MetricsServer } from '../metrics/index.js';
 import { readTopology, type SecretSource } from '../api/index.js';
 import {
@@ -47,6 +47,8 @@ export interface FrontendServeOptions {
   /** The zone this frontend runs in (`--zone`): reads prefer shards there. Absent: no preference. */
   readonly zone?: string;
   readonly metricsListen?: { readonly host: string; readonly port: number };
+  /** NBD_OPT_STARTTLS (`--tls` and friends); absent: no TLS. */
+  readonly tls?: NbdTlsOptions;
   readonly clock?: Clock;
   readonly log: (line: string) => void;
   readonly warn: (line: string) => void;
@@ -135,12 +137,13 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
       ...(options.nbdLimits === undefined ? {} : { limits: options.nbdLimits }),
       onLimit: limitHit,
       ...(metrics === undefined ? {} : { onRequest: (command, bytes) => metrics.nbdRequest(command, bytes) }),
+      ...(options.tls === undefined ? {} : { tls: options.tls }),
     });
     undo.push(() => server.close());
     const where: string[] = [];
     if (options.tcp !== undefined) {
       await server.listenTcp(options.tcp.host, options.tcp.port);
-      where.push(`nbd://${options.tcp.host}:${options.tcp.port}`);
+      where.push(`${options.tls === undefined ? 'nbd' : 'nbds'}://${options.tcp.host}:${options.tcp.port}`);
     }
     if (options.socket !== undefined) {
       const socket = options.socket;

@@ -4,7 +4,8 @@
  *
  * Layers, each importable on its own for tests: wire.ts (pure encode/decode), validate.ts (pure
  * request checks), session.ts (per-connection state machine, no sockets), errors.ts (the one
- * error mapping), server.ts (sockets).
+ * error mapping), tls_config.ts (pure TLS flags and policy), tls_server.ts (the STARTTLS
+ * handshake), server.ts (sockets).
  */
 export { NbdServer, type NbdServerAddress, type NbdServerOptions } from './server.js';
 export {
@@ -16,6 +17,7 @@ export {
   type SessionIo,
   type SessionOptions,
   type SessionPhase,
+  type SessionTls,
 } from './session.js';
 export { errnoName, nbdErrorOf, type NbdErrorMapping } from './errors.js';
 export {
@@ -27,6 +29,8 @@ export {
   type TransmissionContext,
 } from './validate.js';
 export { ByteQueue } from './byte_queue.js';
+export * as nbdTls from './tls_config.js';
+export type { NbdTlsMode, NbdTlsOptions, TlsAllowList } from './tls_config.js';
 export * as nbdLimits from './limits.js';
 export { checkNbdLimits, type NbdLimitName, type NbdLimits } from './limits.js';
 export * as nbdWire from './wire.js';

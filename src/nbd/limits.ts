@@ -47,6 +47,12 @@ export const errorMessageBytesMax = 1 * KiB;
  * Progress, not the whole handshake, is timed: listing N exports with nbdinfo takes 2N options.
  */
 export const handshakeDeadlineMsDefault = 30_000;
+/**
+ * A TLS handshake (from our STARTTLS ACK to the handshake's end) must finish within this long, or
+ * the connection is dropped: a real client needs a few round trips (milliseconds); a stalled one
+ * holds only its own connection slot until then.
+ */
+export const tlsHandshakeDeadlineMsDefault = 10_000;
 /** close() waits this long for in-flight requests before dropping connections. */
 export const closeDeadlineMsDefault = 5_000;
 /** After we end a connection, a client that does not close its side is dropped after this long. */

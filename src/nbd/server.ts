@@ -12,10 +12,16 @@
  * left hanging. WRITE payloads in flight are bounded across connections (back-pressure, never a
  * refusal).
  *
- * What it leaves out: TLS, authentication (bind to loopback or a Unix socket with file
- * permissions), byte quotas per client address (the write budget is first come, first served).
+ * With TLS configured, STARTTLS upgrades a connection in place (tls_server.ts) within
+ * tlsHandshakeDeadlineMs; in 'require' mode TCP connections must upgrade before anything else,
+ * while Unix socket connections (guarded by file permissions) may stay plaintext and are not
+ * subject to the --tls-allow list.
+ *
+ * What it leaves out: byte quotas per client address (the write budget is first come, first
+ * served); authentication without TLS (bind to loopback or a Unix socket with file permissions).
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { unlink } from 'node:fs/promises';
 import { ClientBudget, LimitLog, WaitingBudget, assert, errorMessage, type ExportProvider } from '../core/index.js';
 import {
@@ -24,10 +30,13 @@ import {
   closeLingerMs,
   handshakeDeadlineMsDefault,
   limitLogIntervalMs,
+  tlsHandshakeDeadlineMsDefault,
   type NbdLimitName,
   type NbdLimits,
 } from './limits.js';
-import { Session, type SessionIo, type SessionOptions } from './session.js';
+import { Session, type SessionIo, type SessionOptions, type SessionTls } from './session.js';
+import type { NbdTlsOptions } from './tls_config.js';
+import { TlsUpgrader } from './tls_server.js';
 
 export interface NbdServerOptions {
   readonly provider: ExportProvider;
@@ -45,6 +54,10 @@ export interface NbdServerOptions {
   readonly limits?: Partial<NbdLimits>;
   /** Told each time a limit bites (a metric); the log line is rate-limited, this is not. */
   readonly onLimit?: (limit: NbdLimitName) => void;
+  /** TLS through NBD_OPT_STARTTLS; absent: STARTTLS is answered ERR_UNSUP. */
+  readonly tls?: NbdTlsOptions;
+  /** A TLS handshake not finished this long after the STARTTLS ACK drops the connection. */
+  readonly tlsHandshakeDeadlineMs?: number;
 }
 
 export interface NbdServerAddress {
@@ -53,8 +66,12 @@ export interface NbdServerAddress {
 }
 
 interface Connection {
+  /** The plain socket, and the TLS socket over it once STARTTLS is done. */
   readonly socket: Socket;
+  tlsSocket: TLSSocket | null;
   readonly session: Session;
+  /** Runs once when the connection is gone (either socket closed). */
+  onClose?: () => void;
 }
 
 /**
@@ -73,6 +90,8 @@ export class NbdServer {
   private readonly closeDeadlineMs: number;
   private readonly onRequest: SessionOptions['onRequest'];
   private readonly limits: NbdLimits;
+  private readonly tls: { readonly options: NbdTlsOptions; readonly upgrader: TlsUpgrader } | null;
+  private readonly tlsHandshakeDeadlineMs: number;
   /** One unit per open connection, keyed by client address (TCP) or by connection (Unix). */
   private readonly connectionBudget: ClientBudget;
   private readonly writeBudget: WaitingBudget;
@@ -91,7 +110,9 @@ export class NbdServer {
     this.handshakeDeadlineMs = options.handshakeDeadlineMs ?? handshakeDeadlineMsDefault;
     this.closeDeadlineMs = options.closeDeadlineMs ?? closeDeadlineMsDefault;
     this.onRequest = options.onRequest;
-    assert(this.handshakeDeadlineMs > 0 && this.closeDeadlineMs >= 0);
+    this.tlsHandshakeDeadlineMs = options.tlsHandshakeDeadlineMs ?? tlsHandshakeDeadlineMsDefault;
+    assert(this.handshakeDeadlineMs > 0 && this.closeDeadlineMs >= 0 && this.tlsHandshakeDeadlineMs > 0);
+    this.tls = options.tls === undefined ? null : { options: options.tls, upgrader: new TlsUpgrader(options.tls) };
     this.limits = checkNbdLimits(options.limits);
     this.connectionBudget = new ClientBudget(this.limits.connectionsMax, this.limits.connectionsPerClientMax);
     this.writeBudget = new WaitingBudget(this.limits.writeInFlightBytesMax);
@@ -173,7 +194,10 @@ export class NbdServer {
       ({ socket }) =>
         new Promise<void>((resolve) => (socket.closed ? resolve() : socket.once('close', () => resolve()))),
     );
-    for (const { socket } of this.connections) socket.destroy();
+    for (const { socket, tlsSocket } of this.connections) {
+      tlsSocket?.destroy();
+      socket.destroy();
+    }
     await Promise.all([...socketsClosed, ...listenersClosed]);
   }
 
@@ -228,20 +252,33 @@ export class NbdServer {
     const label = `conn ${id} (${peer})`;
     if (transport === 'tcp') socket.setNoDelay(true);
 
+    // The stream the session talks through: the plain socket, then the TLS socket after STARTTLS.
+    const stream = (): Socket => connection.tlsSocket ?? socket;
+    const destroy = (): void => {
+      connection.tlsSocket?.destroy();
+      socket.destroy();
+    };
     const io: SessionIo = {
-      send: (parts, sent) => sendParts(socket, parts, sent),
-      pauseInput: () => socket.pause(),
-      resumeInput: () => socket.resume(),
+      send: (parts, sent) => sendParts(stream(), parts, sent),
+      pauseInput: () => stream().pause(),
+      resumeInput: () => stream().resume(),
       close: (mode) => {
         if (mode === 'hard') {
-          socket.destroy();
+          destroy();
           return;
         }
-        socket.end();
+        stream().end();
         // A client that never closes its side must not hold the socket forever.
-        setTimeout(() => socket.destroy(), closeLingerMs).unref();
+        setTimeout(destroy, closeLingerMs).unref();
       },
+      ...(this.tls === null ? {} : { startTls: () => this.startTls(connection, label, listeners) }),
     };
+    const sessionTls: SessionTls | undefined =
+      this.tls === null
+        ? undefined
+        : transport === 'tcp'
+          ? { mode: this.tls.options.mode, allow: this.tls.options.allow ?? null }
+          : { mode: 'on', allow: null };
     const session = new Session(io, {
       provider: this.provider,
       readOnly: this.readOnly,
@@ -254,8 +291,9 @@ export class NbdServer {
           'write_bytes',
           `${label} waits to read a ${bytes}-byte WRITE: ${this.writeBudget.inUse} bytes of writes are in flight (--write-budget ${this.limits.writeInFlightBytesMax})`,
         ),
+      ...(sessionTls === undefined ? {} : { tls: sessionTls }),
     });
-    const connection: Connection = { socket, session };
+    const connection: Connection = { socket, tlsSocket: null, session };
     this.connections.add(connection);
 
     // Checked once per deadline: a handshake that answered no option since the last check is
@@ -266,7 +304,7 @@ export class NbdServer {
       if (session.phase !== 'handshake') return;
       if (session.optionsAnswered === answeredAtCheck) {
         this.log(`nbd ${label}: handshake made no progress for ${this.handshakeDeadlineMs} ms; disconnecting`);
-        socket.destroy();
+        destroy();
         return;
       }
       answeredAtCheck = session.optionsAnswered;
@@ -274,21 +312,63 @@ export class NbdServer {
     };
     let handshakeTimer = setTimeout(checkHandshake, this.handshakeDeadlineMs).unref();
 
-    socket.on('data', (chunk: Buffer) => guard(this.log, label, () => session.receive(chunk)));
-    socket.on('end', () => guard(this.log, label, () => session.inputEnded()));
+    const onData = (chunk: Buffer): void => guard(this.log, label, () => session.receive(chunk));
+    const onEnd = (): void => guard(this.log, label, () => session.inputEnded());
+    const listeners = {
+      on: (s: Socket): void => void s.on('data', onData).on('end', onEnd),
+      off: (s: Socket): void => void s.off('data', onData).off('end', onEnd),
+    };
+    listeners.on(socket);
     socket.on('error', (err: NodeJS.ErrnoException) => {
       // Resets from clients that simply went away are normal; say so briefly.
       this.log(`nbd ${label}: socket ${err.code ?? 'error'}: ${err.message}`);
     });
-    socket.on('close', () => {
+    let closed = false;
+    const onClose = (): void => {
+      if (closed) return;
+      closed = true;
       clearTimeout(handshakeTimer);
+      // The TLS socket and the plain one under it go together.
+      destroy();
       // The slot frees with the socket (its file descriptor), not when the session finishes.
       release();
       guard(this.log, label, () => session.connectionClosed());
       // The session may still be finishing device calls; it is forgotten only when done.
       void session.finished.then(() => this.connections.delete(connection));
-    });
+    };
+    socket.on('close', onClose);
+    connection.onClose = onClose;
     session.start();
+  }
+
+  /**
+   * STARTTLS was acknowledged: hands the plain socket to TLS. The plain socket's readers are
+   * removed first, so no byte after the ACK is ever read as plaintext NBD.
+   */
+  private startTls(
+    connection: Connection,
+    label: string,
+    listeners: { on(s: Socket): void; off(s: Socket): void },
+  ): void {
+    const tls = this.tls;
+    assert(tls !== null && connection.tlsSocket === null);
+    const { socket, session } = connection;
+    listeners.off(socket);
+    if (socket.destroyed) return;
+    tls.upgrader.upgrade(socket, this.tlsHandshakeDeadlineMs, {
+      onSecure: (tlsSocket, identity) => {
+        connection.tlsSocket = tlsSocket;
+        tlsSocket.on('error', (err: NodeJS.ErrnoException) =>
+          this.log(`nbd ${label}: TLS socket ${err.code ?? 'error'}: ${err.message}`),
+        );
+        tlsSocket.on('close', () => connection.onClose?.());
+        listeners.on(tlsSocket);
+        const who = identity === null ? 'no client identity' : `identity "${identity}"`;
+        this.log(`nbd ${label}: TLS ${tlsSocket.getProtocol() ?? '?'} ${tlsSocket.getCipher().name} with ${who}`);
+        guard(this.log, label, () => session.tlsEstablished(identity));
+      },
+      onFail: (reason) => this.log(`nbd ${label}: ${reason}; disconnecting`),
+    });
   }
 }
 

@@ -17,8 +17,18 @@
  * - The device handle is closed exactly once, after the connection is gone and nothing is in
  *   flight (a device call is never abandoned while it may still touch the handle).
  *
- * What it leaves out: sockets, timers (the handshake deadline is the server's), TLS, oldstyle
- * negotiation, extended headers, NBD_CMD_FLAG_FAST_ZERO.
+ * - NBD_OPT_STARTTLS (when the server offers TLS): the ACK goes out only when no byte waits behind
+ *   the request (plaintext injected there would otherwise be read as if it came over TLS), and
+ *   every option negotiated before it is forgotten (structured replies, metadata contexts, the
+ *   listing), so nothing a man in the middle sent in plaintext survives into the TLS session.
+ *   In forced-TLS mode every option but STARTTLS and ABORT is refused with ERR_TLS_REQD until TLS
+ *   is up, and NBD_OPT_EXPORT_NAME ends the connection.
+ * - With an allow list, an identity reaches only its volumes: others are refused (ERR_POLICY,
+ *   or ERR_TLS_REQD before TLS) and left out of NBD_OPT_LIST.
+ *
+ * What it leaves out: sockets, timers (the handshake deadlines are the server's), the TLS
+ * handshake itself (the server runs it and calls tlsEstablished), oldstyle negotiation, extended
+ * headers, NBD_CMD_FLAG_FAST_ZERO.
  */
 import {
   assert,
@@ -37,6 +47,7 @@ import {
   type WaitingBudget,
 } from '../core/index.js';
 import { ByteQueue } from './byte_queue.js';
+import { tlsAllows, type NbdTlsMode, type TlsAllowList } from './tls_config.js';
 import { errnoName, nbdErrorOf } from './errors.js';
 import {
   blockMinimumBytes,
@@ -114,6 +125,18 @@ export interface SessionIo {
    * violations. The server later calls connectionClosed().
    */
   close(mode: 'graceful' | 'hard'): void;
+  /**
+   * Starts the TLS handshake as server on this connection (called once, after the STARTTLS ACK
+   * reached the OS). The caller then calls tlsEstablished() or closes the connection. Absent: the
+   * connection cannot do TLS and STARTTLS is answered ERR_UNSUP.
+   */
+  startTls?(): void;
+}
+
+/** TLS as one connection sees it: the mode (a Unix socket never requires it) and the allow list. */
+export interface SessionTls {
+  readonly mode: Exclude<NbdTlsMode, 'off'>;
+  readonly allow: TlsAllowList | null;
 }
 
 export interface SessionOptions {
@@ -143,6 +166,8 @@ export interface SessionOptions {
   readonly writeBudget?: WaitingBudget;
   /** Told when a WRITE of `bytes` has to wait for the shared write budget (a log line, a metric). */
   readonly onWriteBudgetWait?: (bytes: number) => void;
+  /** TLS offered on this connection; absent: STARTTLS is answered ERR_UNSUP. */
+  readonly tls?: SessionTls;
 }
 
 export type SessionPhase = 'handshake' | 'transmission' | 'closed';
@@ -153,6 +178,8 @@ type ParseState =
   | { readonly kind: 'optionData'; readonly option: number; readonly length: number }
   | { readonly kind: 'optionDiscard'; readonly option: number; remaining: number }
   | { readonly kind: 'optionBusy' }
+  /** STARTTLS was acknowledged; nothing is parsed until tlsEstablished(). */
+  | { readonly kind: 'tlsHandshake' }
   | { readonly kind: 'requestHeader' }
   | {
       readonly kind: 'requestPayload';
@@ -185,7 +212,7 @@ interface SelectedContext {
   readonly name: string;
 }
 
-type OptionOutcome = 'continue' | 'transmission' | 'close';
+type OptionOutcome = 'continue' | 'transmission' | 'close' | 'startTls';
 
 /** Why an option naming an export was refused: the option reply and its message. */
 interface Refusal {
@@ -210,6 +237,10 @@ export class Session {
    */
   private listed: ReadonlyMap<string, ExportInfo> | null = null;
   private open: OpenExport | null = null;
+  /** TLS is up on this connection (after STARTTLS and a completed handshake). */
+  private tlsActive = false;
+  /** Who the client proved to be over TLS: certificate CN/SAN or PSK identity; null before or without. */
+  private identity_: string | null = null;
   private inFlight = 0;
   /** Bytes the requests in flight hold: READ lengths and WRITE payloads (sessionInFlightBytesMax). */
   private inFlightBytes = 0;
@@ -255,6 +286,23 @@ export class Session {
   /** Requests whose replies have not been handed to the OS yet. */
   get inFlightCount(): number {
     return this.inFlight;
+  }
+
+  /** Whether TLS is up, and the client's TLS identity (null without TLS or without a client identity). */
+  get tls(): { readonly active: boolean; readonly identity: string | null } {
+    return { active: this.tlsActive, identity: this.identity_ };
+  }
+
+  /**
+   * The server finished the TLS handshake that startTls() began: options are read again, now over
+   * TLS, as `identity` (null when the client proved none, e.g. X.509 without client certificates).
+   */
+  tlsEstablished(identity: string | null): void {
+    if (this.parse.kind !== 'tlsHandshake' || this.connectionGone) return;
+    this.tlsActive = true;
+    this.identity_ = identity;
+    this.parse = { kind: 'optionHeader' };
+    this.pump();
   }
 
   /** The export being served, once the handshake is over. */
@@ -389,6 +437,7 @@ export class Session {
           break;
         }
         case 'optionBusy':
+        case 'tlsHandshake':
           return;
         case 'requestHeader': {
           if (this.inFlightFull()) return;
@@ -429,6 +478,7 @@ export class Session {
   private updateInputFlow(): void {
     const blocked =
       this.parse.kind === 'optionBusy' ||
+      this.parse.kind === 'tlsHandshake' ||
       this.parse.kind === 'stopped' ||
       (this.parse.kind === 'requestPayload' && this.waitingForBudget) ||
       (this.parse.kind === 'requestHeader' && this.inFlightFull());
@@ -522,12 +572,59 @@ export class Session {
         if (outcome === 'close') {
           this.stopParsing();
           this.requestClose('graceful');
+        } else if (outcome === 'startTls') {
+          this.beginTls();
         } else {
           this.parse = { kind: outcome === 'transmission' ? 'requestHeader' : 'optionHeader' };
         }
         this.pump();
       })
       .catch((err: unknown) => this.bug(`after ${optionName(option)}`, err));
+  }
+
+  /**
+   * After a valid STARTTLS: refuses bytes already sent behind it (they would be plaintext read
+   * as if protected), forgets what was negotiated in plaintext, and acknowledges; the handshake
+   * starts once the ACK reached the OS, so no plaintext byte follows a TLS one.
+   */
+  private beginTls(): void {
+    if (this.queue.length > 0) {
+      this.violation(`${this.queue.length} bytes arrived behind NBD_OPT_STARTTLS before the TLS handshake`);
+      return;
+    }
+    this.parse = { kind: 'tlsHandshake' };
+    // The CVE-2021-3716 class: nothing chosen in plaintext may carry over into the TLS session.
+    this.structuredReplies = false;
+    this.metaContextExport = null;
+    this.metaContextsSelected = [];
+    this.listed = null;
+    this.io.send([encodeOptionReply(optionCode.startTls, optionReplyCode.ack)], () => {
+      if (this.parse.kind === 'tlsHandshake' && !this.connectionGone && !this.closeRequested) this.io.startTls?.();
+    });
+  }
+
+  private optionStartTls(data: Uint8Array): OptionOutcome {
+    const option = optionCode.startTls;
+    if (this.options.tls === undefined || this.io.startTls === undefined) {
+      return this.refuseOption(option, optionReplyCode.errUnsup, 'TLS is not configured on this server');
+    }
+    if (this.tlsActive) return this.refuseOption(option, optionReplyCode.errInvalid, 'TLS is already on');
+    if (data.length !== 0) return this.refuseOption(option, optionReplyCode.errInvalid, 'option takes no data');
+    return 'startTls';
+  }
+
+  /**
+   * Null when this connection may use `volume`; else why not: ERR_TLS_REQD before TLS (the
+   * protocol's answer for an export that needs TLS), ERR_POLICY after.
+   */
+  private refusalFor(volume: string): Refusal | null {
+    const allow = this.options.tls?.allow ?? null;
+    if (tlsAllows(allow, this.identity_, volume)) return null;
+    if (!this.tlsActive) {
+      return { ok: false, replyType: optionReplyCode.errTlsReqd, message: `export "${volume}" requires TLS` };
+    }
+    const who = this.identity_ === null ? 'a client without an identity' : `identity "${this.identity_}"`;
+    return { ok: false, replyType: optionReplyCode.errPolicy, message: `${who} may not use export "${volume}"` };
   }
 
   private replyOption(option: number, replyType: number, data?: Uint8Array): void {
@@ -544,7 +641,18 @@ export class Session {
     if (this.shuttingDown && option !== optionCode.abort) {
       return this.refuseOption(option, optionReplyCode.errShutdown, 'the server is shutting down');
     }
+    const forced = this.options.tls?.mode === 'require' && !this.tlsActive;
+    if (forced && option !== optionCode.startTls && option !== optionCode.abort) {
+      if (option === optionCode.exportName) {
+        // It has no error reply: the protocol says to close.
+        this.violation('NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS while TLS is required');
+        return 'close';
+      }
+      return this.refuseOption(option, optionReplyCode.errTlsReqd, 'TLS is required: send NBD_OPT_STARTTLS first');
+    }
     switch (option) {
+      case optionCode.startTls:
+        return this.optionStartTls(data);
       case optionCode.exportName:
         return this.optionExportName(data);
       case optionCode.abort:
@@ -565,7 +673,6 @@ export class Session {
       case optionCode.setMetaContext:
         return this.optionMetaContext(option, data);
       default:
-        // STARTTLS included: we run without TLS and say so with ERR_UNSUP, as the protocol allows.
         return this.refuseOption(option, optionReplyCode.errUnsup, 'not supported by this server');
     }
   }
@@ -628,6 +735,8 @@ export class Session {
       return this.refusalOf(err, 'describe', requested);
     }
     if (info === null) return { ok: false, replyType: optionReplyCode.errUnknown, message: `no export "${requested}"` };
+    const refused = this.refusalFor(info.name);
+    if (refused !== null) return refused;
     const context = this.contextOf(info, requested);
     if (context === null)
       return { ok: false, replyType: optionReplyCode.errUnknown, message: `export "${requested}" is unusable` };
@@ -642,6 +751,8 @@ export class Session {
       info = await this.resolveExport(requested);
       if (info === null)
         return { ok: false, replyType: optionReplyCode.errUnknown, message: `no export "${requested}"` };
+      const refused = this.refusalFor(info.name);
+      if (refused !== null) return refused;
       opened = await this.options.provider.open(info.name, { readOnly: this.options.readOnly });
     } catch (err) {
       return this.refusalOf(err, 'open', requested);
@@ -699,6 +810,8 @@ export class Session {
       if (mapped.bug) this.bug('listing exports', err);
       return this.refuseOption(option, mapped.optionReply, `cannot list exports: ${errorMessage(err)}`);
     }
+    // An identity sees only the volumes it may use.
+    exports = exports.filter((e) => this.refusalFor(e.name) === null);
     this.listed = new Map(exports.map((e) => [e.name, e]));
     const parts: Uint8Array[] = [];
     for (const e of exports) {
@@ -776,7 +889,9 @@ export class Session {
     let offered: readonly string[] = [allocationContextName];
     try {
       const info = this.listed?.get(exportName) ?? (await this.resolveExport(exportName));
-      offered = [allocationContextName, ...(info?.metaContexts ?? [])];
+      // A volume this client may not use says no more than one that does not exist.
+      if (info !== null && this.refusalFor(info.name) === null)
+        offered = [allocationContextName, ...(info.metaContexts ?? [])];
     } catch (err) {
       // An export that cannot be described offers base:allocation only; opening it will say why.
       this.logError(`cannot list the metadata contexts of export "${exportName}": ${errorMessage(err)}`);
