@@ -3,7 +3,13 @@
  * turns them into a connected EtcdMeta that is always closed afterwards.
  */
 import type { Argv } from 'yargs';
-import { EtcdMeta, etcdCallTimeoutMsDefault, parseEndpoints } from '../meta/index.js';
+import {
+  EtcdMeta,
+  etcdCallTimeoutMsDefault,
+  etcdCredentialFlags,
+  etcdCredentialOptions,
+  parseEndpoints,
+} from '../meta/index.js';
 import { InvalidArgumentError, assert } from '../core/index.js';
 
 export function clusterOptions<T>(y: Argv<T>) {
@@ -17,7 +23,21 @@ export function clusterOptions<T>(y: Argv<T>) {
       default: etcdCallTimeoutMsDefault,
       describe: 'milliseconds an etcd call may take before the command fails naming the endpoint',
     })
+    .options(etcdCredentialOptions())
+    .middleware(etcdFlagsToEnv)
     .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' });
+}
+
+/**
+ * The --etcd-* credential flags stand in for their variables: set into this process's environment
+ * before the handler runs, so every etcd client the command opens (its own, a frontend's, a
+ * background gc it starts) uses them, as EtcdMeta reads the variables by default.
+ */
+export function etcdFlagsToEnv(argv: Record<string, unknown>): void {
+  for (const { flag, variable } of etcdCredentialFlags) {
+    const value = argv[flag];
+    if (typeof value === 'string' && value !== '') process.env[variable] = value;
+  }
 }
 
 export function endpointsFrom(argv: Record<string, unknown>): string[] {

@@ -1,9 +1,8 @@
 /** `cairnctl gc`: remove the shards of deleted volumes and snapshots from every target. Safe to run any time. */
 import type { Argv } from 'yargs';
 import { collectGarbage, collectSnapshots, sweepOrphans } from '../repair/index.js';
-import { storeForTarget } from '../api/index.js';
+import { journalClientFor, storeForTarget } from '../api/index.js';
 import { errorMessage, formatBytes, type ShardStore } from '../core/index.js';
-import { JournalNodeClient } from '../shard/index.js';
 import { clusterOptions, isJson, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
@@ -25,17 +24,16 @@ export function gcCommand(ctx: CliContext) {
         const stores = new Map<string, ShardStore>();
         try {
           for (const target of await meta.listTargets()) stores.set(target.name, storeForTarget(target, ctx.secrets));
-          const secret = ctx.secrets.nodeSecret();
           const journalNodes = (await meta.listTargets()).filter((t) => t.kind === 'node' && t.journal !== undefined);
           const deleted = await collectGarbage(meta, stores, {
             // The journal segments of a deleted volume, on every node that serves the journal.
             trimJournals: async (volumeId) => {
               const failures: string[] = [];
               for (const t of journalNodes) {
-                const client = new JournalNodeClient({
+                const client = journalClientFor(ctx.secrets, {
                   name: t.name,
                   address: t.journal!,
-                  ...(secret === undefined ? {} : { authSecret: secret }),
+                  tls: t.tls === true,
                 });
                 try {
                   await client.trim({ volume: volumeId, deleted: true });

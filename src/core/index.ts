@@ -12,3 +12,4 @@ export * from './limits.js';
 export * from './ports.js';
 export * from './profile.js';
 export * from './units.js';
+export * from './transport.js';

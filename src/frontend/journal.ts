@@ -35,7 +35,7 @@ import {
 } from '../journal/index.js';
 import type { EtcdMeta, JournalLayout, JournalSegmentRecord, VolumeLock, VolumeRecord } from '../meta/index.js';
 import { JournalNodeClient } from '../shard/index.js';
-import type { SecretSource } from '../api/index.js';
+import { journalClientFor, type SecretSource } from '../api/index.js';
 import { journalCreateAttemptsMax, journalRotateBytesLeftMin, journalTrimDelayMs } from './limits.js';
 
 /** A record read back at attach, in the cache's terms. */
@@ -50,6 +50,8 @@ interface JournalNode {
   readonly name: string;
   readonly zone: string;
   readonly address: string;
+  /** It serves TLS only (its etcd records say `tls: true`). */
+  readonly tls: boolean;
   /** Free bytes it reported (capacity - used), for choosing among nodes. */
   readonly freeBytes: number;
 }
@@ -124,12 +126,7 @@ export class VolumeJournal implements CacheJournal {
           const node = nodes.get(name);
           if (node === undefined)
             throw new UnavailableError(`Journal node "${name}" of volume "${volume.name}" is not registered`);
-          const secret = options.secrets.nodeSecret();
-          c = new JournalNodeClient({
-            name,
-            address: node.address,
-            ...(secret === undefined ? {} : { authSecret: secret }),
-          });
+          c = journalClientFor(options.secrets, node);
           clients.set(name, c);
         }
         return c;
@@ -245,7 +242,6 @@ export class VolumeJournal implements CacheJournal {
     const layout = await meta.getJournal(volume.id);
     if (layout === null || layout.segments.length === 0) return 0;
     const nodes = await journalNodes(meta);
-    const secret = options.secrets.nodeSecret();
     const records = new Map<number, ReplayedRecord>();
     const clients: JournalNodeClient[] = [];
     try {
@@ -258,11 +254,7 @@ export class VolumeJournal implements CacheJournal {
             why.push(`${name}: not live`);
             continue;
           }
-          const client = new JournalNodeClient({
-            name,
-            address: node.address,
-            ...(secret === undefined ? {} : { authSecret: secret }),
-          });
+          const client = journalClientFor(options.secrets, node);
           clients.push(client);
           try {
             await readSegment(client, { volume: volume.id, segment: seg.id, fromLsn: layout.foldedLsn + 1 }, (r) => {
@@ -376,12 +368,7 @@ export class VolumeJournal implements CacheJournal {
       clientOf: (name) => {
         let c = this.clients.get(name);
         if (c === undefined) {
-          const secret = this.secrets.nodeSecret();
-          c = new JournalNodeClient({
-            name,
-            address: nodes.get(name)!.address,
-            ...(secret === undefined ? {} : { authSecret: secret }),
-          });
+          c = journalClientFor(this.secrets, nodes.get(name)!);
           this.clients.set(name, c);
         }
         return c;
@@ -557,7 +544,7 @@ async function journalNodes(meta: EtcdMeta): Promise<Map<string, JournalNode>> {
     // A node that cannot hold a segment (a full disk, a tiny test node) is not a journal node.
     const freeBytes = Math.max(0, a.capacityBytes - a.usedBytes);
     if (freeBytes < journalSegmentBytesDefault) continue;
-    out.set(t.name, { name: t.name, zone: t.zone, address, freeBytes });
+    out.set(t.name, { name: t.name, zone: t.zone, address, tls: a.tls === true || t.tls === true, freeBytes });
   }
   return out;
 }

@@ -10,14 +10,22 @@
 import { randomBytes } from 'node:crypto';
 import { Etcd3, type Lease } from 'etcd3';
 import {
+  AuthRejectedError,
   InvalidArgumentError,
   MapRootMovedError,
   PartialCommitError,
   assert,
   errorMessage,
   failpoint,
+  UnavailableError,
 } from '../core/index.js';
 import { withDeadline } from './deadline.js';
+import {
+  diagnoseEtcdTls,
+  etcd3CredentialOptions,
+  etcdCredentialsFrom,
+  type EtcdCredentials,
+} from './etcd_credentials.js';
 import { AlreadyExistsError, FencedError, NotFoundError, PreconditionError, VolumeLockedError } from './errors.js';
 import {
   type AliveRecord,
@@ -56,6 +64,11 @@ import { etcdCallTimeoutMsDefault, extentsPerTxnMax, lockTtlSecondsDefault } fro
 export interface EtcdMetaOptions {
   /** Per-call deadline. */
   readonly timeoutMs?: number;
+  /**
+   * Client TLS and user/password (etcd_credentials.ts); absent: what the CAIRN_ETCD_* variables
+   * of this process give (none set: plaintext, no auth).
+   */
+  readonly credentials?: EtcdCredentials;
 }
 
 /** A held volume write lock. */
@@ -120,14 +133,19 @@ export class EtcdMeta {
   readonly endpoints: readonly string[];
   readonly client: Etcd3;
   private readonly timeoutMs: number;
+  private readonly credentials: EtcdCredentials;
+  /** The TLS diagnosis runs once per client (a dead endpoint would otherwise be probed per call). */
+  private diagnosed = false;
 
   private readonly closers: (() => void)[] = [];
 
   constructor(endpoints: readonly string[], options: EtcdMetaOptions = {}) {
     this.endpoints = endpoints;
     this.timeoutMs = options.timeoutMs ?? etcdCallTimeoutMsDefault;
+    this.credentials = options.credentials ?? etcdCredentialsFrom({}, process.env);
     this.client = new Etcd3({
       hosts: [...endpoints],
+      ...etcd3CredentialOptions(endpoints, this.credentials),
       dialTimeout: this.timeoutMs,
       // Unary calls carry a gRPC deadline too, so a hung call is cancelled, not only abandoned.
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
@@ -146,7 +164,26 @@ export class EtcdMeta {
 
   /** Runs one etcd call under the deadline, naming `what` if it fails. */
   call<T>(what: string, work: () => PromiseLike<T>): Promise<T> {
-    return withDeadline(Promise.resolve(work()), { timeoutMs: this.timeoutMs, endpoints: this.endpoints, what });
+    return withDeadline(Promise.resolve(work()), { timeoutMs: this.timeoutMs, endpoints: this.endpoints, what }).catch(
+      (err: unknown) => this.explained(err),
+    );
+  }
+
+  /**
+   * gRPC says only "No connection established" for every TLS failure: ask each endpoint why,
+   * once, and throw the reason (an AuthRejectedError when TLS refused), else `err` itself.
+   */
+  private async explained(err: unknown): Promise<never> {
+    if (!(err instanceof UnavailableError) || !/No connection established/.test(err.message) || this.diagnosed)
+      throw err;
+    this.diagnosed = true;
+    const reasons: string[] = [];
+    for (const endpoint of this.endpoints) {
+      const why = await diagnoseEtcdTls(endpoint, this.credentials);
+      if (why !== undefined) reasons.push(`etcd at ${endpoint}: ${why}`);
+    }
+    if (reasons.length === 0) throw err;
+    throw new AuthRejectedError(`${err.message}; ${reasons.join('; ')}`, { cause: err });
   }
 
   // --- cluster ---------------------------------------------------------------------------------

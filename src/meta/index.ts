@@ -4,3 +4,4 @@ export * from './limits.js';
 export * from './errors.js';
 export * from './etcd_meta.js';
 export * from './schema.js';
+export * from './etcd_credentials.js';

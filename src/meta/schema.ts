@@ -97,6 +97,11 @@ export interface TargetRecord {
   readonly address?: string;
   /** host:port of a storage node's journal protocol; absent for S3 targets and older nodes. */
   readonly journal?: string;
+  /**
+   * True when the node serves both addresses over TLS only (HTTPS and TLS on the journal port):
+   * clients must connect with TLS. Absent: plaintext.
+   */
+  readonly tls?: boolean;
   /** S3 endpoint URL and bucket of an S3 target. Credentials are never stored in etcd. */
   readonly endpoint?: string;
   readonly bucket?: string;
@@ -114,6 +119,8 @@ export interface AliveRecord {
   readonly address: string;
   /** host:port of the node's journal protocol; absent for nodes that serve none. */
   readonly journal?: string;
+  /** True when the node serves over TLS only (as in its target record). */
+  readonly tls?: boolean;
   readonly capacityBytes: number;
   readonly usedBytes: number;
   readonly pid: number;
@@ -301,6 +308,7 @@ function field<T>(key: string, o: Json, name: string, check: (v: unknown) => v i
 }
 
 const isString = (v: unknown): v is string => typeof v === 'string';
+const isBoolean = (v: unknown): v is boolean => typeof v === 'boolean';
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isSeed = (v: unknown): v is number => isCount(v) && v > 0 && v < 2 ** 32;
 const isPolicy = (v: unknown): v is TargetPolicy => targetPolicies.includes(v as TargetPolicy);
@@ -338,7 +346,8 @@ export function decodeTarget(key: string, text: string): TargetRecord {
   const bucket = optional('bucket', isString);
   const region = optional('region', isString);
   const capacityBytes = optional('capacityBytes', isCount);
-  const draining = optional('draining', (v): v is boolean => typeof v === 'boolean');
+  const draining = optional('draining', isBoolean);
+  const tls = optional('tls', isBoolean);
   return {
     name: field(key, o, 'name', isString, 'a string'),
     kind,
@@ -351,17 +360,20 @@ export function decodeTarget(key: string, text: string): TargetRecord {
     ...(region === undefined ? {} : { region }),
     ...(capacityBytes === undefined ? {} : { capacityBytes }),
     ...(draining === undefined ? {} : { draining }),
+    ...(tls === undefined ? {} : { tls }),
   };
 }
 
 export function decodeAlive(key: string, text: string): AliveRecord {
   const o = parse(key, text);
   const journal = o['journal'] === undefined ? undefined : field(key, o, 'journal', isString, 'a string');
+  const tls = o['tls'] === undefined ? undefined : field(key, o, 'tls', isBoolean, 'a boolean');
   return {
     name: field(key, o, 'name', isString, 'a string'),
     zone: field(key, o, 'zone', isString, 'a string'),
     address: field(key, o, 'address', isString, 'a string'),
     ...(journal === undefined ? {} : { journal }),
+    ...(tls === undefined ? {} : { tls }),
     capacityBytes: field(key, o, 'capacityBytes', isCount, 'a byte count'),
     usedBytes: field(key, o, 'usedBytes', isCount, 'a byte count'),
     pid: field(key, o, 'pid', isCount, 'a pid'),

@@ -1,18 +1,20 @@
 /**
- * The metrics endpoint: a plain HTTP server answering `GET /metrics` with the Prometheus text
- * exposition of one MetricsSource. It listens on its own address (`--metrics-listen`), apart
- * from the shard API and NBD ports, so it needs no shared secret and can be exposed to a
- * Prometheus on another network than the data.
+ * The metrics endpoint: an HTTP (or, with `tls`, HTTPS) server answering `GET /metrics` with the
+ * Prometheus text exposition of one MetricsSource. It listens on its own address
+ * (`--metrics-listen`), apart from the shard API and NBD ports, so it can be exposed to a
+ * Prometheus on another network than the data; with `token` a scrape must send
+ * `authorization: Bearer <token>` (Prometheus' `authorization.credentials_file`), else 401.
  *
  * What it keeps true: a scrape never throws out of the server: a failing source answers 500 with
  * the reason (logged once per failure). Only GET and HEAD of /metrics are served; anything else
  * is 404 or 405. close() stops accepting and drops open keep-alive connections.
  *
- * What it leaves out: TLS and authentication (bind it to a private address), push gateways.
+ * What it leaves out: per-scraper identities (one token for all), push gateways.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { StorageIoError, errorMessage } from '../core/index.js';
+import { StorageIoError, bearerMatches, errorMessage, tlsServerOptions, type ServerTls } from '../core/index.js';
 import type { MetricsSource } from './registry.js';
 
 export const metricsPath = '/metrics';
@@ -30,19 +32,29 @@ export interface ServeMetricsOptions {
   readonly port: number;
   /** One line per failed scrape. */
   readonly log?: (line: string) => void;
+  /** Serve HTTPS only; with `tls.ca`, scrapers must present a certificate it signed. */
+  readonly tls?: ServerTls;
+  /** Bearer token every scrape must send; absent: none. */
+  readonly token?: string;
 }
 
 /**
  * Starts serving `source` on host:port. Throws StorageIoError when the address cannot be bound.
  * @example
- * const server = await serveMetrics(metrics, { host: '127.0.0.1', port: 9464 });
- * // curl http://127.0.0.1:9464/metrics
+ * const server = await serveMetrics(metrics, { host: '127.0.0.1', port: 9464, token });
+ * // curl -H "authorization: Bearer $TOKEN" http://127.0.0.1:9464/metrics
  * await server.close();
  */
 export async function serveMetrics(source: MetricsSource, options: ServeMetricsOptions): Promise<MetricsServer> {
   const log = options.log ?? (() => undefined);
-  const server: Server = createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '').split('?')[0];
+    if (options.token !== undefined && !bearerMatches(req.headers.authorization, options.token)) {
+      res
+        .writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' })
+        .end('No or wrong bearer token: send authorization: Bearer <token>\n');
+      return;
+    }
     if (path !== metricsPath) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`Not found; metrics are at ${metricsPath}\n`);
       return;
@@ -62,7 +74,11 @@ export async function serveMetrics(source: MetricsSource, options: ServeMetricsO
         res.writeHead(500, { 'content-type': 'text/plain' }).end(`${message}\n`);
       },
     );
-  });
+  };
+  const server: Server =
+    options.tls === undefined
+      ? createServer(handler)
+      : (createHttpsServer(tlsServerOptions(options.tls, true), handler) as unknown as Server);
   const shown = (port: number): string =>
     options.host.includes(':') ? `[${options.host}]:${port}` : `${options.host}:${port}`;
   await new Promise<void>((resolve, reject) => {

@@ -4,13 +4,23 @@
  * exits 2); nothing below this file re-checks what it checked.
  *
  * Environment: CAIRN_ETCD stands in for --etcd; CAIRN_NODE_SECRET_FILE (the file clients read) or
- * CAIRN_NODE_SECRET (the secret itself) for --auth-secret-file.
+ * CAIRN_NODE_SECRET (the secret itself) for --auth-secret-file; CAIRN_NODE_TLS_CERT, _KEY and _CA
+ * for --tls-cert, --tls-key and --tls-ca; CAIRN_METRICS_TOKEN_FILE for --metrics-token-file; the
+ * etcd credential variables (src/meta/etcd_credentials.ts) for --etcd-ca, --etcd-cert,
+ * --etcd-key, --etcd-user and --etcd-password-file.
  */
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
-import { InvalidArgumentError, checkName, errorMessage, parseSize } from '../core/index.js';
+import { InvalidArgumentError, checkName, errorMessage, parseSize, type ServerTls } from '../core/index.js';
 import { journalSegmentBytesDefault, journalSegmentBytesMax, journalSegmentBytesMin } from '../journal/index.js';
-import { etcdCallTimeoutMsDefault } from '../meta/index.js';
+import {
+  etcdCallTimeoutMsDefault,
+  etcdCredentialFlagsOf,
+  etcdCredentialOptions,
+  etcdCredentialsFrom,
+  readCredentialFile,
+  type EtcdCredentials,
+} from '../meta/index.js';
 import { formatHostPort, parseHostPort } from '../shard/index.js';
 import { checkNodeLimits, nodeLimitsDefault, type NodeLimits } from './limits.js';
 
@@ -26,6 +36,17 @@ const secretCharsMax = 4096;
 export interface DaemonConfig {
   readonly etcdEndpoints: readonly string[];
   readonly etcdTimeoutMs: number;
+  /** Client TLS and user/password for etcd; empty: plaintext, no auth. */
+  readonly etcdCredentials: EtcdCredentials;
+  /**
+   * The node's certificate (and the CA its clients' certificates must chain to): the shard API
+   * and the journal port then speak TLS only, and the node registers `tls: true`.
+   */
+  readonly tls?: ServerTls;
+  /** The metrics endpoint's TLS: --metrics-tls-*, else the node's certificate without client CA. */
+  readonly metricsTls?: ServerTls;
+  /** Bearer token GET /metrics and GET /v1/health require (--metrics-token-file). */
+  readonly metricsToken?: string;
   readonly name: string;
   readonly zone: string;
   readonly dataDir: string;
@@ -89,6 +110,29 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
       type: 'string',
       describe: 'HOST:PORT serving Prometheus metrics at /metrics (default: off)',
     })
+    .option('tls-cert', {
+      type: 'string',
+      describe: 'PEM certificate: serve the shard API and the journal over TLS only (env CAIRN_NODE_TLS_CERT)',
+    })
+    .option('tls-key', { type: 'string', describe: 'PEM private key of --tls-cert (env CAIRN_NODE_TLS_KEY)' })
+    .option('tls-ca', {
+      type: 'string',
+      describe: 'PEM CA: clients must present a certificate it signed (env CAIRN_NODE_TLS_CA)',
+    })
+    .option('metrics-tls-cert', {
+      type: 'string',
+      describe: 'PEM certificate of the metrics endpoint (default: --tls-cert when given)',
+    })
+    .option('metrics-tls-key', { type: 'string', describe: 'PEM private key of --metrics-tls-cert' })
+    .option('metrics-tls-ca', {
+      type: 'string',
+      describe: 'PEM CA: scrapers must present a certificate it signed (default: none needed)',
+    })
+    .option('metrics-token-file', {
+      type: 'string',
+      describe: 'file holding a bearer token /metrics and /v1/health require (env CAIRN_METRICS_TOKEN_FILE)',
+    })
+    .options(etcdCredentialOptions())
     .option('journal-listen', {
       type: 'string',
       describe: 'HOST:PORT of the journal protocol (default: the --listen host and port + 1; port 0 if --listen has 0)',
@@ -157,10 +201,30 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
       `--journal-listen ${formatHostPort(journal.host, journal.port)} is not an address clients can connect to: add --advertise HOST:PORT (its host is used for the journal too)`,
     );
   const limits = limitsOf(args);
+  const tls = serverTlsOf(
+    { cert: args['tls-cert'], key: args['tls-key'], ca: args['tls-ca'] },
+    { cert: 'tls-cert', key: 'tls-key', ca: 'tls-ca' },
+    { cert: 'CAIRN_NODE_TLS_CERT', key: 'CAIRN_NODE_TLS_KEY', ca: 'CAIRN_NODE_TLS_CA' },
+    env,
+  );
+  const metricsOwn = serverTlsOf(
+    { cert: args['metrics-tls-cert'], key: args['metrics-tls-key'], ca: args['metrics-tls-ca'] },
+    { cert: 'metrics-tls-cert', key: 'metrics-tls-key', ca: 'metrics-tls-ca' },
+    undefined,
+    env,
+  );
+  // Scrapers rarely hold a cluster certificate: the node's own TLS serves metrics without a client CA.
+  const metricsTls = metricsOwn ?? (tls === undefined ? undefined : { cert: tls.cert, key: tls.key });
+  const metricsToken = tokenOf(args['metrics-token-file'] as string | undefined, env);
+  const etcdCredentials = etcdCredentialsFrom(etcdCredentialFlagsOf(args), env);
   const config: DaemonConfig = {
     limits,
     etcdEndpoints,
     etcdTimeoutMs,
+    etcdCredentials,
+    ...(tls === undefined ? {} : { tls }),
+    ...(metricsTls === undefined ? {} : { metricsTls }),
+    ...(metricsToken === undefined ? {} : { metricsToken }),
     name,
     zone,
     dataDir,
@@ -366,4 +430,55 @@ function secretOf(file: string | undefined, env: NodeJS.ProcessEnv): { authSecre
     );
   }
   return { authSecret: secret };
+}
+
+type TlsTriple<T> = { readonly cert: T; readonly key: T; readonly ca: T };
+
+/**
+ * A server's TLS files from flags (else the variables), read now. A certificate needs its key
+ * and a key its certificate; a CA alone is refused (it means nothing without a certificate).
+ */
+export function serverTlsOf(
+  given: TlsTriple<unknown>,
+  flags: TlsTriple<string>,
+  variables: TlsTriple<string> | undefined,
+  env: NodeJS.ProcessEnv,
+): ServerTls | undefined {
+  const pick = (field: 'cert' | 'key' | 'ca'): { path: string; source: string } | undefined => {
+    const flag = given[field];
+    if (typeof flag === 'string' && flag !== '') return { path: flag, source: `--${flags[field]} ${flag}` };
+    const variable = variables?.[field];
+    const value = variable === undefined ? undefined : env[variable];
+    return value === undefined || value === '' ? undefined : { path: value, source: `${variable} ${value}` };
+  };
+  const cert = pick('cert');
+  const key = pick('key');
+  const ca = pick('ca');
+  if (cert === undefined && key === undefined) {
+    if (ca !== undefined)
+      throw new InvalidArgumentError(`${ca.source} needs --${flags.cert} and --${flags.key}: a CA alone is not TLS`);
+    return undefined;
+  }
+  if (cert === undefined || key === undefined)
+    throw new InvalidArgumentError(
+      `TLS needs both --${flags.cert} and --${flags.key} (${(cert ?? key)!.source} alone)`,
+    );
+  const read = (f: { path: string; source: string }): Buffer => readCredentialFile(f.path, f.source);
+  return { cert: read(cert), key: read(key), ...(ca === undefined ? {} : { ca: read(ca) }) };
+}
+
+/** The metrics bearer token, from --metrics-token-file or CAIRN_METRICS_TOKEN_FILE (one line). */
+function tokenOf(file: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  const fromEnv = env.CAIRN_METRICS_TOKEN_FILE;
+  const path = file ?? (fromEnv === undefined || fromEnv === '' ? undefined : fromEnv);
+  if (path === undefined) return undefined;
+  const source = file === undefined ? `CAIRN_METRICS_TOKEN_FILE ${path}` : `--metrics-token-file ${path}`;
+  const token = readCredentialFile(path, source)
+    .toString('utf8')
+    .replace(/[\r\n]+$/, '');
+  if (token.length < secretCharsMin || !/^[\x21-\x7e]+$/.test(token))
+    throw new InvalidArgumentError(
+      `Invalid token in ${source}: use one line of at least ${secretCharsMin} printable ASCII characters without spaces`,
+    );
+  return token;
 }

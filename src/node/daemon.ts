@@ -16,6 +16,7 @@
 import { Etcd3 } from 'etcd3';
 import { join } from 'node:path';
 import { errorMessage } from '../core/index.js';
+import { etcd3CredentialOptions } from '../meta/index.js';
 import { createLogger, createNodeMetrics, serveMetrics, type MetricsServer } from '../metrics/index.js';
 import { FileShardStore, formatHostPort } from '../shard/index.js';
 import type { DaemonConfig } from './args.js';
@@ -75,6 +76,8 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     putBudget,
     ...onLimit,
     ...(config.authSecret === undefined ? {} : { authSecret: config.authSecret }),
+    ...(config.tls === undefined ? {} : { tls: config.tls }),
+    ...(config.metricsToken === undefined ? {} : { healthToken: config.metricsToken }),
     ...(metrics === undefined ? {} : { onRequestDone: (done) => metrics.requestDone(done) }),
   });
   const journalStore = await JournalStore.open(join(config.dataDir, journalDirName), {
@@ -93,6 +96,7 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     ...onLimit,
     ...(metrics === undefined ? {} : { onShardRequestDone: (done) => metrics.requestDone(done) }),
     ...(config.authSecret === undefined ? {} : { authSecret: config.authSecret }),
+    ...(config.tls === undefined ? {} : { tls: config.tls }),
   });
   metrics?.loadFrom(() => {
     const http = server.stats();
@@ -110,7 +114,12 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
   try {
     journalBound = await journalServer.listen(config.journalListenHost, config.journalListenPort);
     if (metrics !== undefined && config.metricsListen !== undefined)
-      metricsServer = await serveMetrics(metrics, { ...config.metricsListen, log });
+      metricsServer = await serveMetrics(metrics, {
+        ...config.metricsListen,
+        log,
+        ...(config.metricsTls === undefined ? {} : { tls: config.metricsTls }),
+        ...(config.metricsToken === undefined ? {} : { token: config.metricsToken }),
+      });
   } catch (err) {
     await server.close(0);
     await journalServer.close(0);
@@ -119,7 +128,20 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
   }
   const address = config.advertise ?? bound.address;
   const journalAddress = formatHostPort(config.journalAdvertiseHost, journalBound.port);
-  const etcd = new Etcd3({ hosts: [...config.etcdEndpoints], dialTimeout: config.etcdTimeoutMs });
+  let etcd: Etcd3;
+  try {
+    etcd = new Etcd3({
+      hosts: [...config.etcdEndpoints],
+      ...etcd3CredentialOptions(config.etcdEndpoints, config.etcdCredentials),
+      dialTimeout: config.etcdTimeoutMs,
+    });
+  } catch (err) {
+    await server.close(0);
+    await journalServer.close(0);
+    await journalStore.close();
+    await metricsServer?.close();
+    throw err;
+  }
   const registration = new NodeRegistration({
     etcd,
     endpoints: config.etcdEndpoints,
@@ -128,6 +150,7 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     zone: config.zone,
     address,
     journal: journalAddress,
+    tls: config.tls !== undefined,
     usage: () => store.usage(),
     log,
   });
@@ -147,14 +170,21 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     throw err;
   }
   if (first === 'started') {
-    io.out(`cairnd ${config.name} zone ${config.zone} serving on ${address}, journal on ${journalAddress}`);
+    const scheme = config.tls === undefined ? '' : config.tls.ca === undefined ? ' (TLS)' : ' (mutual TLS)';
+    io.out(`cairnd ${config.name} zone ${config.zone} serving on ${address}, journal on ${journalAddress}${scheme}`);
     // Once serving (a node that refuses to start says only why): an open node says so.
-    if (config.authSecret === undefined)
+    if (config.authSecret === undefined && config.tls?.ca === undefined)
       logger.warn(
-        `WARNING: no shared secret (--auth-secret-file, CAIRN_NODE_SECRET_FILE or CAIRN_NODE_SECRET): this node is OPEN, any client that reaches ${address} can read, write and delete shards`,
+        `WARNING: no shared secret (--auth-secret-file, CAIRN_NODE_SECRET_FILE or CAIRN_NODE_SECRET) and no client CA (--tls-ca): this node is OPEN, any client that reaches ${address} can read, write and delete shards`,
       );
-    if (metricsServer !== undefined)
-      logger.info(`metrics on http://${metricsServer.address}/metrics`, { metrics: metricsServer.address });
+    if (config.tls === undefined)
+      logger.warn(
+        `no TLS (--tls-cert, --tls-key): shards, journal records and the shared secret cross the network in plaintext`,
+      );
+    if (metricsServer !== undefined) {
+      const url = `${config.metricsTls === undefined ? 'http' : 'https'}://${metricsServer.address}/metrics`;
+      logger.info(`metrics on ${url}`, { metrics: metricsServer.address });
+    }
     first = await stopRequested;
   }
 

@@ -28,12 +28,15 @@
  *   and writes shards without an HTTP request per shard, under the same HELLO, validation and
  *   budgets; a put's framed shard is verified block by block before it is stored.
  *
- * What it leaves out: TLS (run it on a private network; the shared secret only authenticates),
- * a per-client share of the answer budget (the unread-answer timeout frees it instead), and an
+ * - With `tls` the port speaks TLS only (1.2 or newer); with `tls.ca` a client without a
+ *   certificate the CA signed is refused in the handshake, before any byte of the protocol.
+ *
+ * What it leaves out: a per-client share of the answer budget (the unread-answer timeout frees it instead), and an
  * idle timeout: frontends keep their journal connections open while idle.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import {
   AssertionError,
@@ -43,6 +46,8 @@ import {
   UnavailableError,
   assert,
   errorMessage,
+  tlsServerOptions,
+  type ServerTls,
 } from '../core/index.js';
 import {
   JournalProtocolError,
@@ -89,6 +94,7 @@ import {
 import { checkShardKey, formatHostPort, type FileShardStore } from '../shard/index.js';
 import type { JournalStore } from './journal_store.js';
 import { ClientBudget, LimitLog, clientOf } from './client_limits.js';
+import { TlsRefusalLog } from './tls.js';
 import { checkNodeLimits, type NodeLimitName, type NodeLimits } from './limits.js';
 import { PayloadSlabs } from './payload_slabs.js';
 import { sharedPutBudget, statusOf, type ShardRequestDone } from './server.js';
@@ -112,6 +118,8 @@ export interface JournalServerOptions {
   readonly zone: string;
   /** When set, HELLO must carry this secret. */
   readonly authSecret?: string;
+  /** When set the port speaks TLS only; with `tls.ca`, clients need a certificate it signed. */
+  readonly tls?: ServerTls;
   /** One line per notable event (without a trailing newline). */
   readonly log: (line: string) => void;
   readonly helloDeadlineMs?: number;
@@ -162,9 +170,17 @@ export class JournalServer {
       Math.min(this.limits.connectionsPerClientMax, connectionsMax),
     );
     this.limitLog = new LimitLog((line) => options.log(`journal on node "${options.name}": ${line}`), options.onLimit);
-    this.server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveDelayMs }, (socket) =>
-      this.accept(socket),
-    );
+    const netOptions = { noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveDelayMs };
+    if (options.tls === undefined) {
+      this.server = createServer(netOptions, (socket) => this.accept(socket));
+    } else {
+      const server = createTlsServer({ ...netOptions, ...tlsServerOptions(options.tls, true) }, (socket) =>
+        this.accept(socket),
+      );
+      const refusals = new TlsRefusalLog(`journal on node "${options.name}"`, options.log);
+      server.on('tlsClientError', (err, socket) => refusals.note(err, socket));
+      this.server = server;
+    }
   }
 
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */

@@ -50,6 +50,8 @@ export interface RegistrationOptions {
   readonly address: string;
   /** host:port where the journal protocol listens (written as `journal` in both records). */
   readonly journal?: string;
+  /** Both addresses serve TLS only: written as `tls: true` in both records, so clients use TLS. */
+  readonly tls?: boolean;
   readonly usage: () => Promise<StoreUsage>;
   readonly log: (line: string) => void;
 }
@@ -117,6 +119,7 @@ export class NodeRegistration {
   /** Creates or updates `targets/<name>`, refusing another zone or kind. */
   private async writeTarget(capacityBytes: number): Promise<void> {
     const { etcd, name, zone, address, journal } = this.options;
+    const tls = this.options.tls === true ? { tls: true } : {};
     const key = targetKey(name);
     for (let attempt = 1; attempt <= targetWriteAttemptsMax; attempt++) {
       const found = await this.call(etcd.get(key).exec(), `read ${key}`);
@@ -129,6 +132,7 @@ export class NodeRegistration {
           zone,
           address,
           ...(journal === undefined ? {} : { journal }),
+          ...tls,
           capacityBytes,
           addedAt: new Date().toISOString(),
         };
@@ -145,9 +149,21 @@ export class NodeRegistration {
             `Cannot start node "${name}" in zone "${zone}": it is registered in zone "${old.zone}" (${key}); start it with --zone ${old.zone}, or remove the target first`,
           );
         }
-        if (old.address === address && old.journal === journal && old.capacityBytes === capacityBytes) return;
-        const { journal: _oldJournal, ...rest } = old;
-        const record: TargetRecord = { ...rest, address, ...(journal === undefined ? {} : { journal }), capacityBytes };
+        if (
+          old.address === address &&
+          old.journal === journal &&
+          (old.tls === true) === (this.options.tls === true) &&
+          old.capacityBytes === capacityBytes
+        )
+          return;
+        const { journal: _oldJournal, tls: _oldTls, ...rest } = old;
+        const record: TargetRecord = {
+          ...rest,
+          address,
+          ...(journal === undefined ? {} : { journal }),
+          ...tls,
+          capacityBytes,
+        };
         txn = etcd.if(key, 'Mod', '==', kv.mod_revision).then(etcd.put(key).value(JSON.stringify(record)));
       }
       if ((await this.call(txn.commit(), `write ${key}`)).succeeded) return;
@@ -165,6 +181,7 @@ export class NodeRegistration {
       zone,
       address,
       ...(journal === undefined ? {} : { journal }),
+      ...(this.options.tls === true ? { tls: true } : {}),
       capacityBytes: usage.capacityBytes,
       usedBytes: usage.usedBytes,
       pid: process.pid,

@@ -31,8 +31,9 @@
  *
  * What it leaves out: TLS, and streaming bodies to disk (a shard is written whole, framed).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import {
@@ -48,8 +49,11 @@ import {
   assert,
   RangeOutsideError,
   crc32Of,
+  bearerMatches,
   errorMessage,
+  tlsServerOptions,
   type ByteRange,
+  type ServerTls,
 } from '../core/index.js';
 import {
   checkShardKey,
@@ -69,6 +73,7 @@ import {
 } from '../shard/index.js';
 
 import { ClientBudget, LimitLog, clientOf } from './client_limits.js';
+import { TlsRefusalLog, clientCertProblem } from './tls.js';
 import {
   checkNodeLimits,
   nodeConnectionRequestsPipelinedMax,
@@ -102,6 +107,13 @@ export interface ShardServerOptions {
   readonly zone: string;
   /** When set, every /v1/shards request needs `authorization: Bearer <secret>`. */
   readonly authSecret?: string;
+  /**
+   * When set the server speaks HTTPS only; with `tls.ca` every /v1/shards request must come on
+   * a connection whose client certificate the CA signed (else 401). Combines with authSecret.
+   */
+  readonly tls?: ServerTls;
+  /** When set, GET /v1/health needs `authorization: Bearer <token>` (--metrics-token-file). */
+  readonly healthToken?: string;
   /** One line per error (without a trailing newline). */
   readonly log: (line: string) => void;
   /** Bounds against clients; each absent field takes its default from limits.ts. */
@@ -192,7 +204,9 @@ export function statusOf(err: unknown): { status: number; code: string } {
 }
 
 export class ShardServer {
-  private readonly server: Server;
+  private readonly server: Server | HttpsServer;
+  private readonly clientCa: boolean;
+  private readonly healthToken: string | undefined;
   private readonly store: FileShardStore;
   private readonly name: string;
   private readonly zone: string;
@@ -200,7 +214,7 @@ export class ShardServer {
   private readonly onRequestDone: ((done: ShardRequestDone) => void) | undefined;
   /** Body bytes of GET answers, for onRequestDone (headers given to writeHead cannot be read back). */
   private readonly bodyBytesSent = new WeakMap<ServerResponse, number>();
-  private readonly secretDigest: Buffer | undefined;
+  private readonly authSecret: string | undefined;
   private readonly limits: NodeLimits;
   private readonly putBudget: ClientBudget;
   private readonly responseBudget: ClientBudget;
@@ -219,26 +233,37 @@ export class ShardServer {
     this.zone = options.zone;
     this.log = options.log;
     this.onRequestDone = options.onRequestDone;
-    // Comparing fixed-length digests lets timingSafeEqual run whatever length the guess has.
-    this.secretDigest = options.authSecret === undefined ? undefined : digest(options.authSecret);
+    this.authSecret = options.authSecret;
     this.limits = checkNodeLimits(options.limits);
     this.putBudget = options.putBudget ?? sharedPutBudget(this.limits);
     this.responseBudget = new ClientBudget(this.limits.responseBytesMax, this.limits.responseBytesPerClientMax);
     this.connectionCount = new ClientBudget(this.limits.connectionsMax, this.limits.connectionsPerClientMax);
     this.limitLog = new LimitLog((line) => this.log(`node "${this.name}": ${line}`), options.onLimit);
-    this.server = createServer(
-      {
-        keepAliveTimeout: this.limits.idleTimeoutMs,
-        headersTimeout: Math.min(headersTimeoutMs, this.limits.idleTimeoutMs),
-        // Bodies are bounded by their rate (readBody), not by one deadline for every size.
-        requestTimeout: 0,
-      },
-      (req, res) => this.serve(req, res),
-    );
+    const httpOptions = {
+      keepAliveTimeout: this.limits.idleTimeoutMs,
+      headersTimeout: Math.min(headersTimeoutMs, this.limits.idleTimeoutMs),
+      // Bodies are bounded by their rate (readBody), not by one deadline for every size.
+      requestTimeout: 0,
+    };
+    const handler = (req: IncomingMessage, res: ServerResponse): void => this.serve(req, res);
+    this.clientCa = options.tls?.ca !== undefined;
+    this.healthToken = options.healthToken;
+    if (options.tls === undefined) {
+      this.server = createServer(httpOptions, handler);
+      this.server.on('connection', (socket: Socket) => this.accept(socket));
+    } else {
+      // The handshake finishes without a client certificate so /v1/health answers probes;
+      // authenticate() refuses /v1/shards to a connection without a verified one.
+      const server = createHttpsServer({ ...httpOptions, ...tlsServerOptions(options.tls, false) }, handler);
+      const refusals = new TlsRefusalLog(`node "${this.name}"`, this.log);
+      server.on('tlsClientError', (err: Error, socket: TLSSocket) => refusals.note(err, socket));
+      // Counted once the handshake is done: node:http's own listener is on the same event.
+      server.on('secureConnection', (socket: TLSSocket) => this.accept(socket));
+      this.server = server;
+    }
     // Every connection gets the idle timeout; onTimeout decides what inactivity means.
     this.server.timeout = this.limits.idleTimeoutMs;
     this.server.on('timeout', (socket: Socket) => this.onTimeout(socket));
-    this.server.on('connection', (socket: Socket) => this.accept(socket));
   }
 
   /** What this server holds now. */
@@ -496,6 +521,8 @@ export class ShardServer {
     if (path === nodeHealthPath) {
       if (method !== 'GET' && method !== 'HEAD')
         throw new HttpError(405, 'EMETHOD', `${method} is not allowed on ${path}`);
+      if (this.healthToken !== undefined && !bearerMatches(req.headers.authorization, this.healthToken))
+        throw new HttpError(401, 'EAUTH', `node "${this.name}" refused ${path}: no or wrong bearer token`);
       return this.health(res);
     }
     if (path === nodeShardsPath) {
@@ -527,12 +554,19 @@ export class ShardServer {
   }
 
   private authenticate(req: IncomingMessage): void {
-    if (this.secretDigest === undefined) return;
+    if (this.clientCa) {
+      const problem = clientCertProblem(req.socket as TLSSocket);
+      if (problem !== undefined)
+        throw new HttpError(
+          401,
+          'EAUTH',
+          `node "${this.name}" refused the request: ${problem}; present a certificate signed by the cluster CA (CAIRN_NODE_CERT and CAIRN_NODE_KEY)`,
+        );
+    }
+    if (this.authSecret === undefined) return;
     const header = req.headers.authorization ?? '';
     // The scheme is case-insensitive (RFC 9110 11.1); the secret is not.
-    const match = /^bearer +(\S+)$/i.exec(header);
-    const given = match === null ? '' : match[1]!;
-    if (!timingSafeEqual(digest(given), this.secretDigest)) {
+    if (!bearerMatches(header, this.authSecret)) {
       throw new HttpError(
         401,
         'EAUTH',
@@ -691,10 +725,6 @@ export class ShardServer {
     };
     sendJson(res, 200, health);
   }
-}
-
-function digest(text: string): Buffer {
-  return createHash('sha256').update(text, 'utf8').digest();
 }
 
 function sendJson(res: ServerResponse, status: number, value: unknown): void {

@@ -10,3 +10,4 @@ export * from './node_store.js';
 export * from './s3_store.js';
 export * from './journal_client.js';
 export * from './listing.js';
+export * from './tls.js';

@@ -19,10 +19,14 @@
  * - Bounded: requests in flight (journalClientRequestsInFlightMax), answer sizes
  *   (journalResponseBytesMax).
  *
- * What it leaves out: retries (the caller decides, from `retryable`), TLS, and connecting to
- * more than one address per node.
+ * - With `tls` the connection is TLS (1.2 or newer), the node's certificate verified against
+ *   `tls.ca`; a certificate either side refuses is an AuthRejectedError naming the CA source.
+ *
+ * What it leaves out: retries (the caller decides, from `retryable`), and connecting to more than
+ * one address per node.
  */
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import {
   AssertionError,
   InvalidArgumentError,
@@ -75,7 +79,8 @@ import {
   type ShardGetRequest,
   type TrimRequest,
 } from '../journal/index.js';
-import { connectionError, parseHostPort } from './net.js';
+import { parseHostPort } from './net.js';
+import { tlsConnectOptions, transportError, type NodeClientTls } from './tls.js';
 
 /** Requests are refused (retryably) while this much is queued unsent: the node's own per-connection budget. */
 const journalClientUnsentBytesMax = journalConnectionBytesInFlightMax;
@@ -96,6 +101,8 @@ export interface JournalNodeClientOptions {
   readonly timeoutMs?: number;
   /** Who we are, for the node's logs; default `cairn pid <pid>`. */
   readonly clientName?: string;
+  /** Set when the node speaks TLS (its etcd record says `tls: true`). */
+  readonly tls?: NodeClientTls;
 }
 
 interface Pending {
@@ -139,6 +146,7 @@ export class JournalNodeClient implements JournalReplica {
   private readonly secret: string;
   private readonly timeoutMs: number;
   private readonly clientName: string;
+  private readonly tls: NodeClientTls | undefined;
   private connection: Connection | undefined;
   private nextRequestId = 1;
   private inFlight = 0;
@@ -152,6 +160,7 @@ export class JournalNodeClient implements JournalReplica {
     this.port = port;
     this.description = `node "${options.name}"`;
     this.secret = options.authSecret ?? '';
+    this.tls = options.tls;
     this.timeoutMs = options.timeoutMs ?? journalRequestTimeoutMsDefault;
     this.clientName = (options.clientName ?? `cairn pid ${process.pid}`).slice(0, 100);
     if (!Number.isSafeInteger(this.timeoutMs) || this.timeoutMs <= 0)
@@ -268,7 +277,11 @@ export class JournalNodeClient implements JournalReplica {
   }
 
   private open(what: string, deadline: number): Connection {
-    const socket = connect({ host: this.host, port: this.port, noDelay: true, keepAlive: true });
+    const socket =
+      this.tls === undefined
+        ? connect({ host: this.host, port: this.port, noDelay: true, keepAlive: true })
+        : tlsConnect({ host: this.host, port: this.port, ...tlsConnectOptions(this.tls, this.host) });
+    if (this.tls !== undefined) socket.setNoDelay(true).setKeepAlive(true);
     let onReady: (hello: HelloAnswer) => void = () => undefined;
     let onFailed: (err: unknown) => void = () => undefined;
     const ready = new Promise<HelloAnswer>((resolve, reject) => {
@@ -297,7 +310,7 @@ export class JournalNodeClient implements JournalReplica {
         this.fail(connection, new JournalProtocolError(`${where}: ${errorMessage(err)}`, { cause: err }));
       }
     });
-    socket.on('error', (err) => this.fail(connection, connectionError(where, err)));
+    socket.on('error', (err) => this.fail(connection, transportError(where, err, this.tls)));
     socket.on('close', () => this.fail(connection, new UnavailableError(`${where}: the connection closed`)));
     ready.catch((err: unknown) => this.fail(connection, err as CairnError));
     const hello = this.send(

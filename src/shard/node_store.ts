@@ -16,6 +16,7 @@
  * proxy; the optional shared secret only authenticates).
  */
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import PQueue from 'p-queue';
 import {
   CairnError,
@@ -44,7 +45,8 @@ import {
   type ShardGetAnswer,
 } from '../journal/index.js';
 import { JournalNodeClient } from './journal_client.js';
-import { connectionError, errnoOf, parseHostPort } from './net.js';
+import { errnoOf, parseHostPort } from './net.js';
+import { tlsConnectOptions, transportError, type NodeClientTls } from './tls.js';
 import {
   checkExpectation,
   checkRange,
@@ -132,6 +134,11 @@ export interface NodeShardStoreOptions {
    * on HTTP.
    */
   readonly journalAddress?: string;
+  /**
+   * Set when the node speaks TLS (its etcd record says `tls: true`): both the shard API and the
+   * binary connection then go over TLS, verifying the node against `tls.ca`.
+   */
+  readonly tls?: NodeClientTls;
 }
 
 /**
@@ -189,6 +196,7 @@ export class NodeShardStore implements ShardStore {
   private readonly authHeader: string | undefined;
   private readonly timeoutMs: number;
   private readonly agent: Agent;
+  private readonly tls: NodeClientTls | undefined;
   private readonly queue: PQueue;
   /** The node's binary connection, for shard GET and PUT, when it has one. */
   private readonly binary: JournalNodeClient | undefined;
@@ -207,7 +215,12 @@ export class NodeShardStore implements ShardStore {
       throw new InvalidArgumentError(`Invalid timeout ${this.timeoutMs} ms for ${this.description}`);
     if (!Number.isSafeInteger(concurrency) || concurrency <= 0)
       throw new InvalidArgumentError(`Invalid concurrency ${concurrency} for ${this.description}`);
-    this.agent = new Agent({ keepAlive: true, maxSockets: concurrency, timeout: idleSocketMs });
+    this.tls = options.tls;
+    const agentOptions = { keepAlive: true, maxSockets: concurrency, timeout: idleSocketMs };
+    this.agent =
+      options.tls === undefined
+        ? new Agent(agentOptions)
+        : new HttpsAgent({ ...agentOptions, ...tlsConnectOptions(options.tls, host) });
     this.queue = new PQueue({ concurrency });
     this.binary =
       options.journalAddress === undefined
@@ -217,6 +230,7 @@ export class NodeShardStore implements ShardStore {
             address: options.journalAddress,
             timeoutMs: this.timeoutMs,
             ...(options.authSecret === undefined ? {} : { authSecret: options.authSecret }),
+            ...(options.tls === undefined ? {} : { tls: options.tls }),
           });
   }
 
@@ -471,7 +485,8 @@ export class NodeShardStore implements ShardStore {
         clearTimeout(timer);
         reject(err);
       };
-      const req = httpRequest(
+      const request = this.tls === undefined ? httpRequest : httpsRequest;
+      const req = request(
         { host: this.host, port: this.port, method: call.method, path: call.path, headers, agent: this.agent },
         (res) => {
           const declared = Number(res.headers['content-length'] ?? 0);
@@ -491,7 +506,7 @@ export class NodeShardStore implements ShardStore {
             }
             chunks.push(chunk);
           });
-          res.on('error', (err) => fail(connectionError(where, err)));
+          res.on('error', (err) => fail(transportError(where, err, this.tls)));
           res.on('close', () => {
             if (!res.complete) fail(new UnavailableError(`${where}: the connection closed mid-answer`));
           });
@@ -508,8 +523,12 @@ export class NodeShardStore implements ShardStore {
         fail(new UnavailableError(`${where}: no answer within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
       req.on('error', (err) => {
-        const wrapped = connectionError(where, err);
-        fail(req.reusedSocket && errnoOf(err) === 'ECONNRESET' ? new StaleSocketError(wrapped) : wrapped);
+        const wrapped = transportError(where, err, this.tls);
+        fail(
+          req.reusedSocket && errnoOf(err) === 'ECONNRESET' && wrapped instanceof UnavailableError
+            ? new StaleSocketError(wrapped)
+            : wrapped,
+        );
       });
       if (call.body !== undefined) req.end(call.body);
       else req.end();
