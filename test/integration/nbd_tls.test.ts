@@ -7,7 +7,8 @@
 // - A raw-socket STARTTLS fuzz against an in-process NbdServer with a short handshake deadline:
 //   options before and after STARTTLS, structured replies negotiated in plaintext gone after TLS,
 //   a second STARTTLS, garbage instead of a ClientHello, bytes pipelined behind STARTTLS, a client
-//   stalling mid-handshake; after each one another client is still served and no BUG is logged.
+//   stalling mid-handshake, wrong PSKs (TLS 1.2 and 1.3), and the allow list option by option;
+//   after each one another client is still served and no BUG is logged.
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -275,7 +276,9 @@ describe('NBD STARTTLS fuzz (raw sockets, in-process server)', function () {
   let certs: TlsFiles;
   let provider: MemoryExportProvider;
   const logs: string[] = [];
-  const servers: Record<'require' | 'on', { server: NbdServer; port: number }> = {} as never;
+  /** require and on: no allow list; allow: --tls on with cairn-admin limited to the export "other". */
+  const servers: Record<'require' | 'on' | 'allow', { server: NbdServer; port: number }> = {} as never;
+  let allowSocketPath: string;
 
   before(async function () {
     this.timeout(60_000);
@@ -283,12 +286,14 @@ describe('NBD STARTTLS fuzz (raw sockets, in-process server)', function () {
     certs = makeTlsDir(join(dir, 'tls'));
     provider = new MemoryExportProvider();
     provider.create('disk', 4 * MiB);
-    for (const mode of ['require', 'on'] as const) {
+    provider.create('other', 1 * MiB);
+    for (const kind of ['require', 'on', 'allow'] as const) {
       const server = new NbdServer({
         provider,
         log: (line) => logs.push(line),
         tls: {
-          mode,
+          mode: kind === 'require' ? 'require' : 'on',
+          allow: kind === 'allow' ? nbdTls.parseTlsAllow(['cairn-admin=other']) : null,
           cert: readFileSync(certs.serverCert),
           key: readFileSync(certs.serverKey),
           psk: nbdTls.parsePskFile(readFileSync(certs.pskFile, 'utf8'), certs.pskFile),
@@ -296,8 +301,10 @@ describe('NBD STARTTLS fuzz (raw sockets, in-process server)', function () {
         tlsHandshakeDeadlineMs,
       });
       const { port } = await server.listenTcp('127.0.0.1', 0);
-      servers[mode] = { server, port };
+      servers[kind] = { server, port };
     }
+    allowSocketPath = join(dir, 'allow.sock');
+    await servers.allow.server.listenUnix(allowSocketPath);
   });
 
   after(async () => {
@@ -313,7 +320,7 @@ describe('NBD STARTTLS fuzz (raw sockets, in-process server)', function () {
   });
 
   /** Greets and returns a raw client over plaintext, with the socket under it. */
-  async function plainClient(mode: 'require' | 'on'): Promise<{ socket: Socket; client: RawNbdClient }> {
+  async function plainClient(mode: 'require' | 'on' | 'allow'): Promise<{ socket: Socket; client: RawNbdClient }> {
     const socket = await rawConnect(servers[mode].port);
     const client = new RawNbdClient(streamPipe(socket));
     await client.greet();
@@ -321,11 +328,20 @@ describe('NBD STARTTLS fuzz (raw sockets, in-process server)', function () {
   }
 
   /** Sends STARTTLS, expects the ACK, and runs the TLS handshake over the same socket. */
-  async function startTls(socket: Socket, client: RawNbdClient): Promise<RawNbdClient> {
+  async function startTls(socket: Socket, client: RawNbdClient, usePsk = false): Promise<RawNbdClient> {
     const replies = await client.option(opt.startTls);
     expect(replies.map((r) => r.replyType)).to.deep.equal([rep.ack]);
     socket.removeAllListeners('data');
-    const tlsSocket: TLSSocket = tlsConnect({ socket, ca: readFileSync(certs.caCert), servername: 'localhost' });
+    const [identity, hex] = readFileSync(certs.pskFile, 'utf8').trim().split(':') as [string, string];
+    const tlsSocket: TLSSocket = tlsConnect(
+      usePsk
+        ? {
+            socket,
+            checkServerIdentity: () => undefined,
+            pskCallback: () => ({ identity, psk: Buffer.from(hex, 'hex') }),
+          }
+        : { socket, ca: readFileSync(certs.caCert), servername: 'localhost' },
+    );
     await new Promise<void>((resolve, reject) => {
       tlsSocket.once('secureConnect', resolve);
       tlsSocket.once('error', reject);
@@ -344,7 +360,7 @@ describe('NBD STARTTLS fuzz (raw sockets, in-process server)', function () {
     expect(names(await client.option(opt.go, info))).to.deep.equal([rep.errTlsReqd]);
     expect(names(await client.option(99))).to.deep.equal([rep.errTlsReqd]);
     const tls = await startTls(socket, client);
-    expect(names(await tls.option(opt.list))).to.deep.equal([rep.server, rep.ack]);
+    expect(names(await tls.option(opt.list))).to.deep.equal([rep.server, rep.server, rep.ack]);
     // A second STARTTLS over TLS is invalid; the session goes on.
     expect(names(await tls.option(opt.startTls))).to.deep.equal([rep.errInvalid]);
     const { sizeBytes } = await tls.go('disk');
@@ -442,6 +458,28 @@ describe('NBD STARTTLS fuzz (raw sockets, in-process server)', function () {
     expect(await attempt(randomBytes(32), 'TLSv1.2')).to.equal('refused');
   });
 
+  it('limits an identity to its exports: others refused (ERR_POLICY; ERR_TLS_REQD in plaintext) and not listed', async () => {
+    const info = (name: string): Uint8Array => wire.encodeInfoRequest({ name, requests: [] });
+    const plain = await plainClient('allow');
+    expect(names(await plain.client.option(opt.list))).to.deep.equal([rep.ack]);
+    expect(names(await plain.client.option(opt.go, info('disk')))).to.deep.equal([rep.errTlsReqd]);
+    const tls = await startTls(plain.socket, plain.client, true);
+    const listed = await tls.option(opt.list);
+    expect(names(listed)).to.deep.equal([rep.server, rep.ack]);
+    expect(Buffer.from(listed[0]!.data).includes('other')).to.equal(true);
+    expect(names(await tls.option(opt.info, info('disk')))).to.deep.equal([rep.errPolicy]);
+    expect(names(await tls.option(opt.go, info('disk')))).to.deep.equal([rep.errPolicy]);
+    expect((await tls.go('other', { structured: false })).sizeBytes).to.equal(1 * MiB);
+    tls.disconnect();
+    // NBD_OPT_EXPORT_NAME has no error reply: a refused export closes the connection.
+    const second = await plainClient('allow');
+    const tls2 = await startTls(second.socket, second.client, true);
+    tls2.sendOption(opt.exportName, new TextEncoder().encode('disk'));
+    await tls2.pipe.closed;
+    // The Unix socket is guarded by its file permissions and not bound by the allow list.
+    await runToolOk('nbdinfo', ['--size', `nbd+unix:///disk?socket=${allowSocketPath}`]);
+  });
+
   it('answers ERR_UNSUP to STARTTLS when TLS is off', async () => {
     const server = new NbdServer({ provider, log: (line) => logs.push(line) });
     const { port } = await server.listenTcp('127.0.0.1', 0);
@@ -450,7 +488,7 @@ describe('NBD STARTTLS fuzz (raw sockets, in-process server)', function () {
       const client = new RawNbdClient(streamPipe(socket));
       await client.greet();
       expect(names(await client.option(opt.startTls))).to.deep.equal([rep.errUnsup]);
-      expect(names(await client.option(opt.list))).to.deep.equal([rep.server, rep.ack]);
+      expect(names(await client.option(opt.list))).to.deep.equal([rep.server, rep.server, rep.ack]);
       socket.destroy();
     } finally {
       await server.close();
