@@ -66,6 +66,10 @@ export function nbdTlsOptionsOf(argv: Record<string, unknown>): NbdTlsOptions | 
   if (argv['tls-cert'] === undefined && argv['tls-psk-file'] === undefined) {
     throw new InvalidArgumentError(`--tls ${mode} needs --tls-cert and --tls-key, or --tls-psk-file`);
   }
+  if (allowValues.length > 0 && argv['tls-ca'] === undefined && argv['tls-psk-file'] === undefined) {
+    // Without either no client proves an identity, so the list would refuse everyone.
+    throw new InvalidArgumentError('--tls-allow needs --tls-ca or --tls-psk-file: clients need an identity');
+  }
   const [cert, key, ca, pskText] = files.map((flag) => readFlagFile(argv, flag));
   const psk =
     pskText === undefined ? undefined : nbdTls.parsePskFile(pskText.toString('utf8'), String(argv['tls-psk-file']));

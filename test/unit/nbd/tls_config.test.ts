@@ -95,6 +95,9 @@ describe('NBD TLS configuration', () => {
         /--tls on needs --tls-cert and --tls-key, or --tls-psk-file/,
       );
       expect(() => nbdTlsOptionsOf({ tls: 'require', 'tls-cert': 'c.pem' })).to.throw(/go together/);
+      expect(() => nbdTlsOptionsOf({ tls: 'on', 'tls-cert': 'c', 'tls-key': 'k', 'tls-allow': 'a=b' })).to.throw(
+        /--tls-allow needs --tls-ca or --tls-psk-file/,
+      );
     });
 
     it('names a file it cannot read', () => {
