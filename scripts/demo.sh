@@ -47,7 +47,8 @@ free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0
 
 echo "== 1. A local cluster (cairnctl dev up): real processes on loopback"
 cairnctl dev up --dir "$D/cluster" --zones 3 --nodes-per-zone 2 --profile 4+2 --extent-size 4MiB | sed 's/^/   /'
-export CAIRN_ETCD=$(node -p "require('$D/cluster/cluster.json').etcd")
+# DIR/env: the etcd endpoint and the node secret dev up made (nodes refuse clients without it).
+. "$D/cluster/env"
 NBD=$(node -p "require('$D/cluster/cluster.json').frontend.nbdUri")
 echo
 cairnctl node list | sed 's/^/   /'

@@ -32,9 +32,16 @@ export function devCommand(ctx: CliContext) {
                 default: '4MiB',
                 describe: 'default extent size of new volumes',
               })
+              .option('tls', {
+                type: 'boolean',
+                default: false,
+                describe:
+                  'TLS everywhere: a throwaway CA in DIR/tls, etcd with client certificates and authentication, nodes with mutual TLS, the frontend requiring TLS (nbds://)',
+              })
               .option('json', { type: 'boolean', default: false }),
           handler: withErrors(ctx, async (argv) => {
             const cluster = await devUp({
+              tls: argv['tls'] === true,
               dir: stringArg(argv, 'dir'),
               zones: Number(argv['zones']),
               nodesPerZone: Number(argv['nodes-per-zone']),
@@ -47,8 +54,8 @@ export function devCommand(ctx: CliContext) {
               },
             });
             emit(ctx.io, isJson(argv), cluster, (c) => [
-              `Cluster up. export CAIRN_ETCD=${c.etcd}`,
-              `A volume V is served at ${c.frontend.nbdUri}/V and nbd+unix:///V?socket=${c.frontend.socket}`,
+              `Cluster up. Before using cairnctl against it: . ${c.env ?? `${c.dir}/env`}`,
+              `A volume V is served at ${c.frontend.nbdUri}/V${c.tls === true ? `?tls-certificates=${c.dir}/tls` : ''} and nbd+unix:///V?socket=${c.frontend.socket}`,
               `Stop it with: cairnctl dev down --dir ${c.dir}`,
             ]);
           }),

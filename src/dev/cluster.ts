@@ -3,14 +3,35 @@
  * a, b, c, ... and one NBD frontend, all on loopback, described by DIR/cluster.json. The processes
  * outlive the command that started them; `down` stops each one by the pid it recorded (SIGTERM,
  * then SIGKILL after a grace period), never by name.
+ *
+ * Secure by default: every `up` makes a new random node secret (DIR/node-secret, 0600) that the
+ * nodes require and every client sends, and writes DIR/env, `export NAME=VALUE` lines giving a
+ * shell what cairnctl and cairnd need to reach the cluster (`. DIR/env`). With `tls` it also makes
+ * a throwaway CA and certificates (DIR/tls, src/dev/tls.ts), runs etcd with client TLS
+ * (--client-cert-auth) and authentication on (users `root`, password in DIR/etcd-root-password,
+ * and `cairn`, allowed only Cairn's keys, password in DIR/etcd-password), the nodes with mutual
+ * TLS, and the frontend with TLS required on its TCP port (`nbds://`). The Unix socket stays
+ * plaintext: only local users with access to DIR reach it.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  renameSync,
+} from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CairnError, InvalidArgumentError, errorMessage, formatProfile, type Profile } from '../core/index.js';
-import { EtcdMeta } from '../meta/index.js';
+import { EtcdMeta, enableEtcdAuth, etcdCredentialEnv, type EtcdCredentials } from '../meta/index.js';
 import { initCluster } from '../api/index.js';
-import { etcdArgs, etcdHealthy } from './etcd.js';
+import { etcdArgs, etcdHealthy, type EtcdHealthTls } from './etcd.js';
+import { makeTlsDir } from './tls.js';
 import { freePort, freePorts, pidAlive, stopPid, waitFor } from './processes.js';
 
 /** One storage node in cluster.json: `address` is host:port, `dataDir` absolute. */
@@ -32,6 +53,10 @@ export interface DevCluster {
   readonly nodes: readonly DevNode[];
   readonly frontend: { readonly pid: number; readonly nbdUri: string; readonly socket: string };
   readonly dir: string;
+  /** Started with --tls: etcd, the nodes and the frontend's TCP port speak TLS (files in DIR/tls). */
+  readonly tls?: boolean;
+  /** DIR/env: `. DIR/env` gives a shell the variables to reach this cluster. */
+  readonly env?: string;
 }
 
 export interface DevUpOptions {
@@ -46,6 +71,8 @@ export interface DevUpOptions {
   readonly log: (line: string) => void;
   /** Extra environment for the frontend (cache sizes, for tests). */
   readonly frontendEnv?: Readonly<Record<string, string>>;
+  /** TLS everywhere and etcd authentication (see the file comment). */
+  readonly tls?: boolean;
 }
 
 /** Each process (etcd, all the nodes, the frontend) gets this long to become ready. */
@@ -106,6 +133,93 @@ export function readDevCluster(dir: string): DevCluster {
   return JSON.parse(readFileSync(path, 'utf8')) as DevCluster;
 }
 
+/** The files `dev up --tls` uses, in DIR/tls (made by makeTlsDir, kept across `up`s). */
+interface DevTlsFiles {
+  readonly ca: string;
+  readonly serverCert: string;
+  readonly serverKey: string;
+  readonly clientCert: string;
+  readonly clientKey: string;
+}
+
+function devTlsFiles(dir: string): DevTlsFiles {
+  const tls = join(dir, 'tls');
+  return {
+    ca: join(tls, 'ca-cert.pem'),
+    serverCert: join(tls, 'server-cert.pem'),
+    serverKey: join(tls, 'server-key.pem'),
+    clientCert: join(tls, 'client-cert.pem'),
+    clientKey: join(tls, 'client-key.pem'),
+  };
+}
+
+/** The etcd user every Cairn process of a `--tls` dev cluster logs in as. */
+export const devEtcdUser = 'cairn';
+
+/** Writes `text` to `path` readable by its owner only (0600, also when the file existed). */
+function writePrivate(path: string, text: string): void {
+  writeFileSync(path, text, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+/** 32 random bytes as 64 hex characters: a node secret or a password. */
+function randomSecret(): string {
+  return randomBytes(32).toString('hex');
+}
+
+/** The variables of DIR/env this module sets; a child process never inherits other values of them. */
+const devEnvNames = [
+  'CAIRN_ETCD',
+  'CAIRN_NODE_SECRET_FILE',
+  'CAIRN_NODE_SECRET',
+  'CAIRN_NODE_CA',
+  'CAIRN_NODE_CERT',
+  'CAIRN_NODE_KEY',
+  ...Object.values(etcdCredentialEnv),
+];
+
+/** What DIR/env exports: every client of this cluster needs exactly these. */
+export function devClientEnv(dir: string, etcd: string, tls: boolean): Record<string, string> {
+  const files = devTlsFiles(dir);
+  return {
+    CAIRN_ETCD: etcd,
+    CAIRN_NODE_SECRET_FILE: join(dir, 'node-secret'),
+    ...(tls
+      ? {
+          [etcdCredentialEnv.ca]: files.ca,
+          [etcdCredentialEnv.cert]: files.clientCert,
+          [etcdCredentialEnv.key]: files.clientKey,
+          [etcdCredentialEnv.user]: devEtcdUser,
+          [etcdCredentialEnv.passwordFile]: join(dir, 'etcd-password'),
+          CAIRN_NODE_CA: files.ca,
+          CAIRN_NODE_CERT: files.clientCert,
+          CAIRN_NODE_KEY: files.clientKey,
+        }
+      : {}),
+  };
+}
+
+/** `export NAME='VALUE'` lines, single-quoted for any POSIX shell. */
+export function envFileText(env: Readonly<Record<string, string>>): string {
+  const quote = (v: string): string => `'${v.replace(/'/g, `'\\''`)}'`;
+  return Object.entries(env)
+    .map(([k, v]) => `export ${k}=${quote(v)}\n`)
+    .join('');
+}
+
+/** This process's environment without any value of the variables DIR/env sets, then `env`. */
+function childEnv(env: Readonly<Record<string, string>>): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of devEnvNames) delete out[name];
+  return { ...out, ...env };
+}
+
+/** The PEM bytes a `--tls` cluster's clients present to etcd's /health. */
+function healthTls(dir: string): EtcdHealthTls {
+  const files = devTlsFiles(dir);
+  return { ca: readFileSync(files.ca), cert: readFileSync(files.clientCert), key: readFileSync(files.clientKey) };
+}
+
 export async function devUp(options: DevUpOptions): Promise<DevCluster> {
   const dir = resolve(options.dir);
   if (!Number.isSafeInteger(options.zones) || options.zones < 1 || options.zones > 26)
@@ -125,11 +239,17 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
   const pids: number[] = [];
   try {
     // etcd
+    const tls = options.tls === true;
+    const files = devTlsFiles(dir);
+    // Kept across `up`s, so a shell that sourced DIR/env keeps working.
+    if (tls && !existsSync(files.ca)) makeTlsDir(join(dir, 'tls'));
+    writePrivate(join(dir, 'node-secret'), `${randomSecret()}\n`);
     const clientPort = await freePort();
     const peerPort = await freePort();
-    const etcd = `http://127.0.0.1:${clientPort}`;
+    const etcd = `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
     const peer = `http://127.0.0.1:${peerPort}`;
     const etcdLog = join(dir, 'etcd.log');
+    const etcdFresh = !existsSync(join(etcdDataDir(dir), 'member'));
     const etcdPid = startDetached(
       'etcd',
       etcdArgs({
@@ -139,16 +259,23 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
         peerUrl: peer,
         logLevel: 'warn',
         compactionRetentionRevisions: etcdCompactionRetentionRevisions,
+        ...(tls ? { tls: { cert: files.serverCert, key: files.serverKey, ca: files.ca } } : {}),
       }),
       etcdLog,
     );
     pids.push(etcdPid);
+    const health = tls ? healthTls(dir) : undefined;
     await waitStarted(`etcd at ${etcd} (${etcdLog}: ${logTail(etcdLog)})`, async () => {
       if (!pidAlive(etcdPid)) throw new CairnError('EEXIT', `etcd exited: ${logTail(etcdLog)}`);
-      return etcdHealthy(etcd);
+      return etcdHealthy(etcd, undefined, health);
     });
-    options.log(`etcd ${etcd} (pid ${etcdPid})`);
-    const meta = new EtcdMeta([etcd]);
+    options.log(`etcd ${etcd} (pid ${etcdPid}${tls ? ', TLS and authentication' : ''})`);
+    const clientEnv = devClientEnv(dir, etcd, tls);
+    const envPath = join(dir, 'env');
+    if (tls) await ensureEtcdAuth(dir, etcd, etcdFresh);
+    writePrivate(envPath, envFileText(clientEnv));
+    const env = childEnv(clientEnv);
+    const meta = new EtcdMeta([etcd], { credentials: devCredentials(dir, tls) });
     try {
       if ((await meta.getCluster()) === null)
         await initCluster(meta, { defaultProfile: options.profile, extentBytes: options.extentBytes });
@@ -184,8 +311,10 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
               address,
               '--journal-listen',
               `127.0.0.1:${journalPort}`,
+              ...(tls ? ['--tls-cert', files.serverCert, '--tls-key', files.serverKey, '--tls-ca', files.ca] : []),
             ],
             join(nodesDir, `${name}.log`),
+            env,
           );
           pids.push(pid);
           nodes.push({ name, zone, pid, address, dataDir });
@@ -207,27 +336,43 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
       const frontendLog = join(dir, 'frontend.log');
       const frontendPid = startDetached(
         process.execPath,
-        [options.cairnctlPath, 'nbd', 'serve', '--etcd', etcd, '--listen', `127.0.0.1:${nbdPort}`, '--socket', socket],
+        [
+          options.cairnctlPath,
+          'nbd',
+          'serve',
+          '--etcd',
+          etcd,
+          '--listen',
+          `127.0.0.1:${nbdPort}`,
+          '--socket',
+          socket,
+          ...(tls
+            ? ['--tls', 'require', '--tls-cert', files.serverCert, '--tls-key', files.serverKey, '--tls-ca', files.ca]
+            : []),
+        ],
         frontendLog,
-        { ...process.env, ...options.frontendEnv },
+        { ...env, ...options.frontendEnv },
       );
       pids.push(frontendPid);
       await waitStarted(`the NBD frontend (${frontendLog})`, () => {
         if (!pidAlive(frontendPid)) throw new CairnError('EEXIT', `the frontend exited: ${logTail(frontendLog)}`);
         return readFileSync(frontendLog, 'utf8').includes('serving NBD');
       });
+      const nbdUri = `${tls ? 'nbds' : 'nbd'}://127.0.0.1:${nbdPort}`;
       const cluster: DevCluster = {
         etcd,
         etcdPid,
         nodes,
-        frontend: { pid: frontendPid, nbdUri: `nbd://127.0.0.1:${nbdPort}`, socket },
+        frontend: { pid: frontendPid, nbdUri, socket },
         dir,
+        ...(tls ? { tls: true } : {}),
+        env: envPath,
       };
       const tmp = `${clusterFile(dir)}.tmp`;
       writeFileSync(tmp, `${JSON.stringify(cluster, null, 2)}\n`);
       renameSync(tmp, clusterFile(dir));
       options.log(
-        `NBD frontend nbd://127.0.0.1:${nbdPort} and ${socket} (pid ${frontendPid}); profile ${formatProfile(options.profile)}`,
+        `NBD frontend ${nbdUri} and ${socket} (pid ${frontendPid}); profile ${formatProfile(options.profile)}`,
       );
       return cluster;
     } finally {
@@ -306,9 +451,54 @@ export async function devStatus(dir: string): Promise<DevStatus> {
   ];
   let healthy = false;
   try {
-    healthy = await etcdHealthy(cluster.etcd, statusEtcdDeadlineMs);
+    healthy = await etcdHealthy(cluster.etcd, statusEtcdDeadlineMs, cluster.tls === true ? healthTls(dir) : undefined);
   } catch (err) {
     void errorMessage(err);
   }
   return { cluster, processes, etcdHealthy: healthy };
+}
+
+/**
+ * The etcd credentials of a dev cluster's clients: none without TLS (never this shell's
+ * CAIRN_ETCD_* variables: they may name another cluster), else the client certificate and the
+ * `cairn` user.
+ */
+function devCredentials(dir: string, tls: boolean): EtcdCredentials {
+  if (!tls) return {};
+  const files = devTlsFiles(dir);
+  return {
+    ca: readFileSync(files.ca),
+    cert: readFileSync(files.clientCert),
+    key: readFileSync(files.clientKey),
+    username: devEtcdUser,
+    password: readFileSync(join(dir, 'etcd-password'), 'utf8').trim(),
+  };
+}
+
+/**
+ * Turns etcd authentication on in a fresh data dir (random passwords for root and `cairn`, each
+ * in a 0600 file), or checks that an existing one has its password file.
+ */
+async function ensureEtcdAuth(dir: string, etcd: string, fresh: boolean): Promise<void> {
+  const passwordFile = join(dir, 'etcd-password');
+  if (!fresh) {
+    if (existsSync(passwordFile)) return;
+    throw new InvalidArgumentError(
+      `${etcdDataDir(dir)} holds an etcd started without --tls, so it has no users: use a new --dir for a --tls cluster`,
+    );
+  }
+  const rootPassword = randomSecret();
+  const password = randomSecret();
+  writePrivate(join(dir, 'etcd-root-password'), `${rootPassword}\n`);
+  writePrivate(passwordFile, `${password}\n`);
+  const { username: _user, password: _password, ...tlsOnly } = devCredentials(dir, true);
+  // Before auth is on, any client etcd's CA signed may manage users.
+  const admin = new EtcdMeta([etcd], { credentials: tlsOnly });
+  try {
+    await admin.call('enable authentication', () =>
+      enableEtcdAuth(admin.client, { rootPassword, user: devEtcdUser, password }),
+    );
+  } finally {
+    admin.close();
+  }
 }

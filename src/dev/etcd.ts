@@ -11,6 +11,8 @@
  * spawning and stopping (processes.ts), and the Kubernetes StatefulSet, whose members listen on
  * 0.0.0.0 and advertise pod DNS names (k8s/src/etcd.ts).
  */
+import { get as httpsGet } from 'node:https';
+import { tlsMinVersion } from '../core/index.js';
 
 export interface EtcdMemberOptions {
   /** --name; also this member's entry in --initial-cluster when it is alone. */
@@ -32,6 +34,12 @@ export interface EtcdMemberOptions {
   readonly raft?: { readonly heartbeatIntervalMs: number; readonly electionTimeoutMs: number };
   /** Auto-compaction by revision, keeping this many revisions; no compaction when absent. */
   readonly compactionRetentionRevisions?: number;
+  /**
+   * Client TLS (the client URL must then be https://): etcd serves `cert`/`key` and, with
+   * --client-cert-auth, takes only clients whose certificate `ca` signed. Peers stay plaintext
+   * (a single loopback member has none to talk to).
+   */
+  readonly tls?: { readonly cert: string; readonly key: string; readonly ca: string };
 }
 
 /**
@@ -78,18 +86,59 @@ export function etcdArgs(options: EtcdMemberOptions): string[] {
           '--auto-compaction-retention',
           String(options.compactionRetentionRevisions),
         ]),
+    ...(options.tls === undefined
+      ? []
+      : [
+          '--cert-file',
+          options.tls.cert,
+          '--key-file',
+          options.tls.key,
+          '--trusted-ca-file',
+          options.tls.ca,
+          '--client-cert-auth',
+        ]),
   ];
+}
+
+/** PEM bytes a client presents to a TLS etcd's /health (its CA, and a certificate it signed). */
+export interface EtcdHealthTls {
+  readonly ca: Buffer;
+  readonly cert: Buffer;
+  readonly key: Buffer;
 }
 
 /**
  * True when the member at `clientUrl` answers GET /health with `{"health":"true"}` (in etcd 3.4
- * that needs an elected leader). Throws when it does not answer, or after `timeoutMs` when given: a
- * member without quorum can hang.
+ * that needs an elected leader); over https with `tls`. Throws when it does not answer, or after
+ * `timeoutMs` when given: a member without quorum can hang.
  */
-export async function etcdHealthy(clientUrl: string, timeoutMs?: number): Promise<boolean> {
-  const res = await fetch(
-    `${clientUrl}/health`,
-    timeoutMs === undefined ? undefined : { signal: AbortSignal.timeout(timeoutMs) },
-  );
-  return ((await res.json()) as { health?: string }).health === 'true';
+export async function etcdHealthy(clientUrl: string, timeoutMs?: number, tls?: EtcdHealthTls): Promise<boolean> {
+  if (tls === undefined) {
+    const res = await fetch(
+      `${clientUrl}/health`,
+      timeoutMs === undefined ? undefined : { signal: AbortSignal.timeout(timeoutMs) },
+    );
+    return ((await res.json()) as { health?: string }).health === 'true';
+  }
+  const body = await new Promise<string>((resolve, reject) => {
+    const req = httpsGet(
+      `${clientUrl}/health`,
+      {
+        ca: tls.ca,
+        cert: tls.cert,
+        key: tls.key,
+        minVersion: tlsMinVersion,
+        ...(timeoutMs === undefined ? {} : { timeout: timeoutMs }),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+  return (JSON.parse(body) as { health?: string }).health === 'true';
 }

@@ -170,8 +170,13 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
     throw err;
   }
   if (first === 'started') {
-    const scheme = config.tls === undefined ? '' : config.tls.ca === undefined ? ' (TLS)' : ' (mutual TLS)';
-    io.out(`cairnd ${config.name} zone ${config.zone} serving on ${address}, journal on ${journalAddress}${scheme}`);
+    io.out(`cairnd ${config.name} zone ${config.zone} serving on ${address}, journal on ${journalAddress}`);
+    if (config.tls !== undefined)
+      logger.info(
+        config.tls.ca === undefined
+          ? 'TLS on the shard API and the journal port (no client certificates asked)'
+          : 'mutual TLS on the shard API and the journal port: clients need a certificate the --tls-ca signed',
+      );
     // Once serving (a node that refuses to start says only why): an open node says so.
     if (config.authSecret === undefined && config.tls?.ca === undefined)
       logger.warn(

@@ -702,6 +702,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`cairnctl dev up failed: ${describeResult(r)}`);
   }
+  // dev up's nodes require the cluster's secret: every client this test process runs or starts
+  // (cairnctl, frontends, NodeShardStores, nodes of a NodeFleet) inherits it from here.
+  process.env['CAIRN_NODE_SECRET_FILE'] = join(dir, 'node-secret');
   return new Stack(dir, readDevCluster(dir));
 }
 
@@ -721,6 +724,8 @@ export function useStack(options: StackOptions = {}): () => Stack {
     stack = undefined;
     if (s === undefined) return;
     const problems = await s.down();
+    if (process.env['CAIRN_NODE_SECRET_FILE'] === join(s.dir, 'node-secret'))
+      delete process.env['CAIRN_NODE_SECRET_FILE'];
     if (problems.length > 0) throw new Error(`Cleaning up the stack in ${s.dir}:\n${problems.join('\n')}`);
   });
   return () => {
