@@ -8,7 +8,8 @@
  * - Storage nodes: `CAIRN_NODE_SECRET_FILE` or `CAIRN_NODE_SECRET`, when nodes require auth;
  *   for nodes that speak TLS (`tls: true` in their etcd record), `CAIRN_NODE_CA` (the CA their
  *   certificates chain to; absent: the system's trust store) and `CAIRN_NODE_CERT` and
- *   `CAIRN_NODE_KEY` (this client's certificate, for nodes started with --tls-ca). With
+ *   `CAIRN_NODE_KEY` (this client's certificate, for nodes started with --tls-ca), and
+ *   `CAIRN_NODE_TLS_SERVER_NAME` (the name node certificates carry, when not their address). With
  *   `CAIRN_NODE_CA` set, a node registered without TLS is refused: a plaintext node in a TLS
  *   cluster is a misconfiguration or an impostor.
  */
@@ -90,8 +91,10 @@ export function nodeTlsFromEnv(env: NodeJS.ProcessEnv): NodeClientTls | undefine
     throw new InvalidArgumentError(
       'A node client certificate needs its key: set both CAIRN_NODE_CERT and CAIRN_NODE_KEY',
     );
-  if (ca === undefined && cert === undefined) return undefined;
+  const serverName = path('CAIRN_NODE_TLS_SERVER_NAME');
+  if (ca === undefined && cert === undefined && serverName === undefined) return undefined;
   return {
+    ...(serverName === undefined ? {} : { serverName }),
     ...(ca === undefined ? {} : { ca: read('CAIRN_NODE_CA', ca), caSource: `CAIRN_NODE_CA ${ca}` }),
     ...(cert === undefined || key === undefined
       ? {}

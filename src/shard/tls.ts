@@ -9,7 +9,7 @@
  * retryable: the configuration is wrong), never a retryable outage.
  */
 import { isIP } from 'node:net';
-import type { ConnectionOptions } from 'node:tls';
+import { checkServerIdentity, type ConnectionOptions, type PeerCertificate } from 'node:tls';
 import { AuthRejectedError, tlsMinVersion, type CairnError } from '../core/index.js';
 import { connectionError, errnoOf } from './net.js';
 
@@ -22,6 +22,12 @@ export interface NodeClientTls {
   readonly key?: Buffer;
   /** Where `ca` came from, for messages, e.g. `CAIRN_NODE_CA /etc/cairn/tls/ca.pem`. */
   readonly caSource?: string;
+  /**
+   * The name every node's certificate must carry, instead of the address the client dials
+   * (`CAIRN_NODE_TLS_SERVER_NAME`): for nodes whose addresses are not known when certificates
+   * are made, e.g. pod IPs sharing one certificate for `cairnd.cairn.svc`.
+   */
+  readonly serverName?: string;
 }
 
 /** Options for tls.connect or an https.Agent reaching `host`. */
@@ -33,7 +39,14 @@ export function tlsConnectOptions(tls: NodeClientTls, host: string): ConnectionO
     ...(tls.cert === undefined ? {} : { cert: tls.cert }),
     ...(tls.key === undefined ? {} : { key: tls.key }),
     // SNI carries names only; an IP address is checked against the certificate's IP SANs.
-    ...(isIP(host) === 0 ? { servername: host } : {}),
+    ...(tls.serverName !== undefined
+      ? {
+          servername: tls.serverName,
+          checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(tls.serverName!, cert),
+        }
+      : isIP(host) === 0
+        ? { servername: host }
+        : {}),
   };
 }
 

@@ -208,6 +208,31 @@ describe('cairnd with mutual TLS', function () {
     }
   });
 
+  it('checks the node certificate against CAIRN_NODE_TLS_SERVER_NAME instead of the address when given', async () => {
+    const named = new NodeShardStore({
+      name: 'tls-1',
+      address: node.address,
+      tls: { ...good, serverName: 'localhost' },
+    });
+    const wrongName = new NodeShardStore({
+      name: 'tls-1',
+      address: node.address,
+      tls: { ...good, serverName: 'cairnd.example' },
+    });
+    try {
+      expect(await named.head('no/such')).to.equal(null);
+      const err = await wrongName.head('no/such').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(AuthRejectedError);
+      expect((err as Error).message).to.include('cairnd.example');
+    } finally {
+      named.close();
+      wrongName.close();
+    }
+  });
+
   it('answers metrics and health only with the bearer token (401 without, 200 with)', async () => {
     // Metrics use the node's certificate; scrapers need no client certificate.
     const without = await get(`https://127.0.0.1:${metricsPort}/metrics`, { ca: good.ca! });
