@@ -12,11 +12,14 @@
  * | CAIRN_ETCD_USER          | --etcd-user NAME         | etcd user                             |
  * | CAIRN_ETCD_PASSWORD_FILE | --etcd-password-file F   | file holding its password (one line)  |
  * | CAIRN_ETCD_PASSWORD      |                          | the password itself (prefer the file) |
+ * | CAIRN_ETCD_CREDENTIALS_DIR |                        | a directory holding any of `ca.crt`, `tls.crt`, `tls.key`, `username`, `password` (a mounted Secret; cert-manager's names) |
  *
- * A flag wins over its variable. Bad combinations (a certificate without its key, a user without
+ * A flag wins over its variable, a variable over a file of the credentials directory; a file the
+ * directory lacks (or leaves empty) is simply not used, so an optional Secret may be absent. Bad combinations (a certificate without its key, a user without
  * a password) and unreadable files are InvalidArgumentErrors naming the flag or variable.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { isIP } from 'node:net';
 import { connect as tlsConnect, rootCertificates } from 'node:tls';
 import { Range, type Etcd3, type IOptions } from 'etcd3';
@@ -48,6 +51,16 @@ export const etcdCredentialEnv = {
   user: 'CAIRN_ETCD_USER',
   passwordFile: 'CAIRN_ETCD_PASSWORD_FILE',
   password: 'CAIRN_ETCD_PASSWORD',
+  dir: 'CAIRN_ETCD_CREDENTIALS_DIR',
+} as const;
+
+/** The file names CAIRN_ETCD_CREDENTIALS_DIR may hold, by what they give. */
+export const etcdCredentialDirFiles = {
+  ca: 'ca.crt',
+  cert: 'tls.crt',
+  key: 'tls.key',
+  user: 'username',
+  passwordFile: 'password',
 } as const;
 
 /** The command-line flags (cairnctl's cluster commands, cairnd), each with its field and variable. */
@@ -106,10 +119,22 @@ export function readCredentialFile(path: string, source: string): Buffer {
  * const meta = new EtcdMeta(['https://10.0.0.5:2379'], { credentials: creds });
  */
 export function etcdCredentialsFrom(flags: EtcdCredentialFlags, env: NodeJS.ProcessEnv): EtcdCredentials {
+  const dir = env[etcdCredentialEnv.dir];
+  const inDir = (name: string): [string, string] | undefined => {
+    if (dir === undefined || dir === '') return undefined;
+    const path = join(dir, name);
+    return nonEmptyFile(path) ? [path, `${etcdCredentialEnv.dir} ${path}`] : undefined;
+  };
   const pick = (flag: string | undefined, flagName: string, variable: string): [string, string] | undefined => {
     if (flag !== undefined && flag !== '') return [flag, `--${flagName} ${flag}`];
     const value = env[variable];
-    return value === undefined || value === '' ? undefined : [value, `${variable} ${value}`];
+    if (value !== undefined && value !== '') return [value, `${variable} ${value}`];
+    const field = (Object.keys(etcdCredentialEnv) as (keyof typeof etcdCredentialEnv)[]).find(
+      (k) => etcdCredentialEnv[k] === variable,
+    );
+    return field !== undefined && field in etcdCredentialDirFiles
+      ? inDir(etcdCredentialDirFiles[field as keyof typeof etcdCredentialDirFiles])
+      : undefined;
   };
   const file = (picked: [string, string] | undefined): Buffer | undefined =>
     picked === undefined ? undefined : readCredentialFile(picked[0], picked[1]);
@@ -122,7 +147,12 @@ export function etcdCredentialsFrom(flags: EtcdCredentialFlags, env: NodeJS.Proc
     );
   const cert = file(certPicked);
   const key = file(keyPicked);
-  const username = pick(flags.user, 'etcd-user', etcdCredentialEnv.user)?.[0];
+  const userPicked = pick(flags.user, 'etcd-user', etcdCredentialEnv.user);
+  // From the directory, the user name is a file's content; elsewhere the value itself.
+  const username =
+    userPicked !== undefined && userPicked[1].startsWith(etcdCredentialEnv.dir)
+      ? readCredentialFile(userPicked[0], userPicked[1]).toString('utf8').trim()
+      : userPicked?.[0];
   const passwordPicked = pick(flags.passwordFile, 'etcd-password-file', etcdCredentialEnv.passwordFile);
   let password: string | undefined;
   if (passwordPicked !== undefined) {
@@ -147,6 +177,14 @@ export function etcdCredentialsFrom(flags: EtcdCredentialFlags, env: NodeJS.Proc
     ...(username === undefined ? {} : { username }),
     ...(password === undefined ? {} : { password }),
   };
+}
+
+function nonEmptyFile(path: string): boolean {
+  try {
+    return statSync(path).size > 0;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -4,7 +4,7 @@
  * cluster's env file.
  */
 import { expect } from 'chai';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuthRejectedError, InvalidArgumentError } from '../../../src/core/index.js';
@@ -118,6 +118,23 @@ describe('transport settings', () => {
         password: 'p',
       });
       expect(etcdCredentialsFrom({}, {})).to.deep.equal({});
+    });
+
+    it('reads a credentials directory (a mounted Secret), skipping files it lacks; variables win', () => {
+      const creds = join(dir, 'etcd');
+      mkdirSync(creds);
+      writeFileSync(join(creds, 'ca.crt'), 'CA');
+      writeFileSync(join(creds, 'username'), 'cairn\n');
+      writeFileSync(join(creds, 'password'), 'pw\n');
+      writeFileSync(join(creds, 'tls.crt'), '');
+      const got = etcdCredentialsFrom({}, { CAIRN_ETCD_CREDENTIALS_DIR: creds });
+      expect(got.ca?.toString()).to.equal('CA');
+      expect(got).to.include({ username: 'cairn', password: 'pw' });
+      expect(got.cert).to.equal(undefined);
+      expect(etcdCredentialsFrom({}, { CAIRN_ETCD_CREDENTIALS_DIR: creds, CAIRN_ETCD_USER: 'other' })).to.include({
+        username: 'other',
+      });
+      expect(etcdCredentialsFrom({}, { CAIRN_ETCD_CREDENTIALS_DIR: join(dir, 'absent') })).to.deep.equal({});
     });
 
     it('refuses half pairs and unreadable files, naming the variable', () => {
