@@ -14,6 +14,9 @@
 //                  every byte it wrote to the nodes. Reads: a fresh frontend whose cache holds two
 //                  extents (--cache-size = --dirty-max = 2 extents), far smaller than the working
 //                  set, so reads go to the nodes.
+//   cairn-ec-encrypted  cairn-ec again, on a volume created with --encrypt (AES-256-XTS, the key
+//                  wrapped by a KEK file the frontend is given): what encryption costs, as the
+//                  ratio of each job's result to cairn-ec's (issue 12: at least 0.75).
 //   nbdkit-memory  `nbdkit memory SIZE` on loopback (writes with --end_fsync=1; its flush is a no-op).
 //   nbd-server     nbd-server 3.x exporting a file on the local disk (writes with --end_fsync=1).
 // Every export is prefilled with one sequential 1M write of the whole working set (end_fsync), so
@@ -45,6 +48,7 @@ import {
   truncateSync,
   writeFileSync,
 } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -57,7 +61,7 @@ const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const cairnctlPath = join(repoRoot, 'dist/src/bin/cairnctl.js');
 const MiB = 1024 * 1024;
 
-const allTargets = ['nbdkit-memory', 'cairn-hot', 'nbd-server', 'cairn-ec'];
+const allTargets = ['nbdkit-memory', 'cairn-hot', 'nbd-server', 'cairn-ec', 'cairn-ec-encrypted'];
 // The commit path: a 4 KiB random write followed by a FLUSH, one at a time (fio --fsync=1), as a
 // database commits. seqwrite writes the working set once (not time-based), then flushes.
 const allJobs = {
@@ -671,7 +675,7 @@ async function startCluster(dir) {
   return cluster;
 }
 
-async function createVolume(cluster, name) {
+async function createVolume(cluster, name, extra = []) {
   await run(
     process.execPath,
     [
@@ -684,6 +688,7 @@ async function createVolume(cluster, name) {
       '4+2',
       '--extent-size',
       String(opts.extentBytes),
+      ...extra,
     ],
     {
       env: { ...process.env, CAIRN_ETCD: cluster.etcd },
@@ -776,15 +781,25 @@ async function cairnHotTarget(dir, cluster) {
   }
 }
 
-async function cairnEcTarget(dir, cluster) {
-  await createVolume(cluster, 'ec');
+/**
+ * cairn-ec, or with `encrypted` cairn-ec-encrypted: the same jobs on a volume created with
+ * --encrypt, its frontends given the KEK file.
+ */
+async function cairnEcTarget(dir, cluster, encrypted = false) {
+  const target = encrypted ? 'cairn-ec-encrypted' : 'cairn-ec';
+  const volume = encrypted ? 'ecx' : 'ec';
+  const kek = join(dir, 'bench.kek');
+  if (encrypted) writeFileSync(kek, randomBytes(32), { mode: 0o600 });
+  const keyFlags = encrypted ? ['--kek-file', kek] : [];
+  await createVolume(cluster, volume, encrypted ? ['--encrypt', ...keyFlags] : []);
   const rows = [];
   {
     // Write amplification of the whole write phase, with the folds the jobs left behind (a job's
     // own line counts only what reached the disk while it ran; journaled bytes fold later).
     const diskBefore = deviceWrittenBytes(dir);
     let clientBytes = 0;
-    const fe = await startFrontend(dir, cluster, 'ec-write', [
+    const fe = await startFrontend(dir, cluster, `${volume}-write`, [
+      ...keyFlags,
       '--cache-size',
       '512MiB',
       '--dirty-max',
@@ -793,11 +808,11 @@ async function cairnEcTarget(dir, cluster) {
       '5000',
     ]);
     try {
-      const hold = await holdVolume(fe.port, 'ec');
+      const hold = await holdVolume(fe.port, volume);
       try {
         const cpu = { server: [fe.pid], nodes: nodePids(cluster) };
-        clientBytes += (await prefill(dir, 'cairn-ec', fe.uri('ec'), cpu)).ioBytes;
-        const written = await runJobs(dir, 'cairn-ec', fe.uri('ec'), opts.jobs.filter(isWrite), {
+        clientBytes += (await prefill(dir, target, fe.uri(volume), cpu)).ioBytes;
+        const written = await runJobs(dir, target, fe.uri(volume), opts.jobs.filter(isWrite), {
           endFsync: true,
           cpu,
         });
@@ -815,7 +830,7 @@ async function cairnEcTarget(dir, cluster) {
     if (diskBefore !== null && diskAfter !== null && diskAfter > diskBefore && clientBytes > 0)
       emit({
         bench: 'nbd',
-        target: 'cairn-ec',
+        target,
         job: 'all-writes-with-folds',
         clientBytes,
         diskBytes: diskAfter - diskBefore,
@@ -825,7 +840,8 @@ async function cairnEcTarget(dir, cluster) {
   const reads = opts.jobs.filter((j) => !isWrite(j));
   if (reads.length > 0) {
     const small = String(2 * opts.extentBytes);
-    const fe = await startFrontend(dir, cluster, 'ec-read', [
+    const fe = await startFrontend(dir, cluster, `${volume}-read`, [
+      ...keyFlags,
       '--cache-size',
       small,
       '--dirty-max',
@@ -834,10 +850,10 @@ async function cairnEcTarget(dir, cluster) {
       '5000',
     ]);
     try {
-      const hold = await holdVolume(fe.port, 'ec');
+      const hold = await holdVolume(fe.port, volume);
       try {
         const cpu = { server: [fe.pid], nodes: nodePids(cluster) };
-        rows.push(...(await runJobs(dir, 'cairn-ec', fe.uri('ec'), reads, { endFsync: false, cpu })));
+        rows.push(...(await runJobs(dir, target, fe.uri(volume), reads, { endFsync: false, cpu })));
       } finally {
         await hold.close();
       }
@@ -879,7 +895,7 @@ try {
     if (target === 'nbdkit-memory') rows.push(...(await nbdkitTarget(workDir)));
     else if (target === 'nbd-server') rows.push(...(await nbdServerTarget(workDir)));
     else if (target === 'cairn-hot') rows.push(...(await cairnHotTarget(workDir, cluster)));
-    else rows.push(...(await cairnEcTarget(workDir, cluster)));
+    else rows.push(...(await cairnEcTarget(workDir, cluster, target === 'cairn-ec-encrypted')));
   }
   const find = (target, job) => rows.find((r) => r.target === target && r.job === job);
   const ratio = (name, a, b, job, metric, target) => {
@@ -895,6 +911,16 @@ try {
   ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'seqwrite-1m-qd8', 'MBps', 0.5);
   ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'randread-4k-qd32', 'iops', 0.3);
   ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'seqread-1m-qd8', 'MBps', 0.3);
+  // What encryption at rest costs (issue 12: at most 25 % of throughput on every job).
+  for (const job of opts.jobs)
+    ratio(
+      'cairn-ec-encrypted/cairn-ec',
+      'cairn-ec-encrypted',
+      'cairn-ec',
+      job,
+      job.includes('1m') ? 'MBps' : 'iops',
+      0.75,
+    );
 } catch (err) {
   log(`failed: ${err.stack ?? err.message}`);
   process.exitCode = 1;

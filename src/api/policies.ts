@@ -78,6 +78,7 @@ export async function explainPolicy(
     durableShards: String(volume.durableShardsMin ?? volume.profile.k + volume.profile.m),
     journalReplicas: String(volume.journalReplicas ?? volume.profile.m + 1),
     extentSize: String(volume.extentBytes),
+    encrypted: String(volume.encryption !== undefined),
   };
   const labels = { ...(volume.labels ?? {}) };
   const sources = volume.settingSources ?? {};

@@ -23,6 +23,7 @@ export const policySettings = [
   'durableShards',
   'journalReplicas',
   'extentSize',
+  'encrypted',
 ] as const;
 export type PolicySetting = (typeof policySettings)[number];
 export type PolicyValues = Partial<Record<PolicySetting, string>>;
@@ -152,6 +153,9 @@ export function checkSetting(key: string, value: string): PolicySetting {
       break;
     case 'extentSize':
       parseSize(value, 'extentSize');
+      break;
+    case 'encrypted':
+      if (value !== 'true' && value !== 'false') throw bad('use true or false');
       break;
   }
   return key as PolicySetting;

@@ -20,6 +20,7 @@ import {
   type Clock,
   type ExtentRecord,
 } from '../core/index.js';
+import { cryptUnitBytes } from '../crypt/index.js';
 import { extentCount, mapLevelsFor, type MapRoot } from '../extent/index.js';
 import {
   AlreadyExistsError,
@@ -465,6 +466,8 @@ export async function cloneVolume(meta: EtcdMeta, source: string, name: string):
     ...(p.durableShardsMin === undefined ? {} : { durableShardsMin: p.durableShardsMin }),
     ...(p.journalReplicas === undefined ? {} : { journalReplicas: p.journalReplicas }),
     ...(p.allowedZones === undefined ? {} : { allowedZones: p.allowedZones }),
+    // The clone reads the parent's generations, enciphered under the parent's data key: it keeps it.
+    ...(p.encryption === undefined ? {} : { encryption: p.encryption }),
     parent: { volumeId: p.id, volume: p.name, snapshot: snapshot.name },
   };
   // The clone's epochs start above every epoch its records were written under, so its own
@@ -533,6 +536,10 @@ export async function resizeVolume(
   },
 ): Promise<VolumeRecord> {
   const volume = await meta.requireVolume(volumeName(name));
+  if (volume.encryption !== undefined && sizeBytes % cryptUnitBytes !== 0)
+    throw new InvalidArgumentError(
+      `Cannot resize volume "${volume.name}" to ${sizeBytes} bytes: it is encrypted, so its size must be a multiple of ${cryptUnitBytes} bytes`,
+    );
   for (let round = 0; ; round++) {
     const lock = await meta.getLock(volume.name);
     if (lock === null) {

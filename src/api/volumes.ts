@@ -17,6 +17,7 @@ import {
   zoneId,
   type Profile,
 } from '../core/index.js';
+import { cryptUnitBytes, newVolumeKey, type Kek } from '../crypt/index.js';
 import { policySettings, resolveSettings, type PolicyValues } from './policy_rules.js';
 import {
   AlreadyExistsError,
@@ -52,6 +53,13 @@ export interface CreateVolumeOptions {
   readonly labels?: Readonly<Record<string, string>>;
   /** Pin the volume's shards to these zones (each must exist); absent or empty: any zone. */
   readonly allowedZones?: readonly string[];
+  /**
+   * Encrypt at rest (`--encrypt`, a StorageClass's `encrypted`, a rule's `encrypted=true`): a new
+   * data key wrapped by `kek`, which must then be given. A rule may ask for it too.
+   */
+  readonly encrypted?: boolean;
+  /** The key-encryption key that wraps the new volume's data key (the user holds it). */
+  readonly kek?: Kek;
 }
 
 /** The CLI flag that accepts a profile without parity shards. */
@@ -117,6 +125,7 @@ export async function createVolume(meta: EtcdMeta, asked: CreateVolumeOptions): 
     ...(asked.durableShardsMin === undefined ? {} : { durableShards: String(asked.durableShardsMin) }),
     ...(asked.journalReplicas === undefined ? {} : { journalReplicas: String(asked.journalReplicas) }),
     ...(asked.extentBytes === undefined ? {} : { extentSize: String(asked.extentBytes) }),
+    ...(asked.encrypted === undefined ? {} : { encrypted: String(asked.encrypted) }),
   };
   const rules = await meta.listPolicies();
   const resolved = resolveSettings(rules, labels, requested);
@@ -162,6 +171,15 @@ export async function createVolume(meta: EtcdMeta, asked: CreateVolumeOptions): 
       `Invalid --journal-replicas ${r}: use 0 (no journal) to ${journalReplicasMax}; the default, ${m + 1}, survives what the ${k}+${m} code survives`,
     );
   }
+  const encrypted = v.encrypted === 'true';
+  if (encrypted && options.kek === undefined)
+    throw new InvalidArgumentError(
+      `Cannot create volume "${name}" encrypted (${settingSources['encrypted']}): no key-encryption key was given; pass --kek-file FILE (32 random bytes: head -c 32 /dev/urandom > FILE)`,
+    );
+  if (encrypted && (options.sizeBytes % cryptUnitBytes !== 0 || extentBytes % cryptUnitBytes !== 0))
+    throw new InvalidArgumentError(
+      `Cannot create volume "${name}" encrypted: its size and extent size must be multiples of ${cryptUnitBytes} bytes (the unit of encryption)`,
+    );
   const record: VolumeRecord = {
     name,
     id: EtcdMeta.newVolumeId(),
@@ -179,6 +197,7 @@ export async function createVolume(meta: EtcdMeta, asked: CreateVolumeOptions): 
       ? {}
       : { allowedZones: [...new Set(options.allowedZones.map((z) => zoneId(z)))].sort() }),
     settingSources,
+    ...(encrypted && options.kek !== undefined ? { encryption: newVolumeKey(options.kek) } : {}),
   };
   // A taken name is the clearer refusal; the create below is still create-only against races.
   if ((await meta.getVolume(name)) !== null) throw new AlreadyExistsError(`Volume "${name}" already exists`);

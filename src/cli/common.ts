@@ -11,6 +11,7 @@ import {
   parseEndpoints,
 } from '../meta/index.js';
 import { InvalidArgumentError, assert } from '../core/index.js';
+import { keksFrom, type Kek } from '../crypt/index.js';
 
 export function clusterOptions<T>(y: Argv<T>) {
   return y
@@ -25,7 +26,36 @@ export function clusterOptions<T>(y: Argv<T>) {
     })
     .options(etcdCredentialOptions())
     .middleware(etcdFlagsToEnv)
-    .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' });
+    .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' })
+    .option('kek-file', {
+      type: 'string',
+      describe:
+        'key-encryption key of an encrypted volume: a file of 32 bytes (raw, hex or base64); repeatable, matched by key id (also: $CAIRN_KEK_FILE, comma-separated)',
+    });
+}
+
+/**
+ * What `volume create` (and `volume import`) asks about encryption: --encrypt, or a --kek-file
+ * given to create (which asks for it too), and the one KEK to wrap the new data key (a policy
+ * rule may ask for encryption too; then the KEK must be given).
+ */
+export function encryptionRequest(argv: Record<string, unknown>): { encrypted?: boolean; kek?: Kek } {
+  const keks = keksOf(argv);
+  if (keks.length > 1)
+    throw new InvalidArgumentError(
+      `Give one key-encryption key to create a volume (${keks.length} given: ${keks.map((k) => k.source).join(', ')})`,
+    );
+  const asked = argv['encrypt'] ?? (argv['kek-file'] === undefined ? undefined : true);
+  return {
+    ...(asked === undefined ? {} : { encrypted: asked === true }),
+    ...(keks[0] === undefined ? {} : { kek: keks[0] }),
+  };
+}
+
+/** The key-encryption keys a command was given: --kek-file (repeatable), CAIRN_KEK_FILE, CAIRN_KEK. */
+export function keksOf(argv: Record<string, unknown>): Kek[] {
+  const files = argv['kek-file'];
+  return keksFrom(Array.isArray(files) ? files.map(String) : typeof files === 'string' ? [files] : []);
 }
 
 /**

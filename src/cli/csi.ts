@@ -10,7 +10,7 @@ import { CodecPool } from '../codec/index.js';
 import { VolumeFrontend } from '../frontend/index.js';
 import { CsiController, CsiNode, NbdClientAttacher, NbdfuseAttacher, serveCsi, socketPath } from '../csi/index.js';
 import { zoneId } from '../core/index.js';
-import { clusterOptions, stringArg, withMeta } from './common.js';
+import { clusterOptions, keksOf, stringArg, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 
 /** The version CSI's GetPluginInfo reports: package.json's. */
@@ -86,10 +86,11 @@ export function csiCommand(ctx: CliContext) {
               // Lazy: taking a snapshot or growing a detached volume never codes.
               const pool = await CodecPool.start({ lazy: true });
               const owner = `${hostname()}/${process.pid} (csi)`;
+              const keks = keksOf(argv);
               const controller = new CsiController({
                 meta,
                 withFrontend: async (work) => {
-                  const f = new VolumeFrontend({ meta, pool, secrets: ctx.secrets, owner, lockWaitMs: 0, log });
+                  const f = new VolumeFrontend({ meta, pool, secrets: ctx.secrets, owner, lockWaitMs: 0, log, keks });
                   try {
                     return await work(f);
                   } finally {

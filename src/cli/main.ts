@@ -57,7 +57,7 @@ function usageLineOf(state: unknown): string | undefined {
  * Options that take a list (given once per item): `policy add --set`, `volume create --label`,
  * `nbd serve --tls-allow`.
  */
-const listOptions = new Set(['set', 'label', 'tls-allow']);
+const listOptions = new Set(['set', 'label', 'kek-file', 'tls-allow']);
 
 /**
  * Refuses values yargs accepts but no command can use: `--dir` with nothing after it (yargs gives

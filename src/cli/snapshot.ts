@@ -17,7 +17,7 @@ import { CodecPool } from '../codec/index.js';
 import { VolumeFrontend } from '../frontend/index.js';
 import { VolumeLockedError, type EtcdMeta } from '../meta/index.js';
 import { requireSnapshot, rollbackVolume, snapshotUsage, takeSnapshot } from '../api/index.js';
-import { clusterOptions, isJson, stringArg, table, withMeta } from './common.js';
+import { clusterOptions, isJson, keksOf, stringArg, table, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -31,11 +31,13 @@ export const cliOwner = (): string => `${hostname()}/${process.pid} (cairnctl)`;
 export async function withLocalFrontend<T>(
   meta: EtcdMeta,
   ctx: CliContext,
+  argv: Record<string, unknown>,
   work: (frontend: VolumeFrontend) => Promise<T>,
 ): Promise<T> {
+  const keks = keksOf(argv);
   // Lazy: an export or a diff of a healthy volume never codes; an import starts the workers at its first write.
   const pool = await CodecPool.start({ lazy: true });
-  const frontend = new VolumeFrontend({ meta, pool, secrets: ctx.secrets, owner: cliOwner(), lockWaitMs: 0 });
+  const frontend = new VolumeFrontend({ meta, pool, secrets: ctx.secrets, owner: cliOwner(), lockWaitMs: 0, keks });
   try {
     return await work(frontend);
   } finally {
@@ -85,7 +87,7 @@ export function snapshotCommand(ctx: CliContext) {
               takeSnapshot(meta, volume, snapshot, {
                 owner: cliOwner(),
                 answerMs: Number(argv['timeout']),
-                attachAndTake: () => withLocalFrontend(meta, ctx, (f) => f.snapshot(volume, snapshot)),
+                attachAndTake: () => withLocalFrontend(meta, ctx, argv, (f) => f.snapshot(volume, snapshot)),
               }),
             );
             emit(ctx.io, isJson(argv), made, (s) => [
@@ -171,7 +173,7 @@ export function snapshotCommand(ctx: CliContext) {
               // A journal left by a writer that died is folded first (attach, then detach here).
               const layout = await meta.getJournal(v.id);
               if (layout !== null && layout.segments.length > 0)
-                await withLocalFrontend(meta, ctx, async (f) => {
+                await withLocalFrontend(meta, ctx, argv, async (f) => {
                   const h = await f.open(v.name, { readOnly: false });
                   await h.close();
                 });

@@ -10,7 +10,7 @@ import {
   outputStream,
   type TransferProgress,
 } from '../frontend/index.js';
-import { clusterOptions, isJson, stdioArg, stringArg, withMeta } from './common.js';
+import { clusterOptions, encryptionRequest, isJson, stdioArg, stringArg, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 import { cliOwner, withLocalFrontend } from './snapshot.js';
@@ -55,7 +55,7 @@ export function transferCommands(ctx: CliContext): CommandModule[] {
         const file = stdioOrPath(stringArg(argv, 'file'));
         const startedAt = Date.now();
         const result = await withMeta(argv, (meta) =>
-          withLocalFrontend(meta, ctx, (f) =>
+          withLocalFrontend(meta, ctx, argv, (f) =>
             exportVolume(
               f,
               meta,
@@ -84,13 +84,18 @@ export function transferCommands(ctx: CliContext): CommandModule[] {
           .option('size', { type: 'string', describe: 'volume size (default: the file size, rounded up to 512 bytes)' })
           .option('profile', { type: 'string', describe: 'K+M (default: the cluster default)' })
           .option('extent-size', { type: 'string', describe: 'extent size (default: the cluster default)' })
-          .example('$0 volume import /backup/pg-data.img pg-restored', ''),
+          .option('encrypt', {
+            type: 'boolean',
+            describe: 'encrypt the new volume at rest with a new data key wrapped by --kek-file',
+          })
+          .example('$0 volume import /backup/pg-data.img pg-restored', '')
+          .example('$0 volume import /backup/pg-data.img pg-secure --encrypt --kek-file ./pg.kek', ''),
       handler: withErrors(ctx, async (argv) => {
         const file = stdioOrPath(stringArg(argv, 'file'));
         const name = stringArg(argv, 'name');
         const startedAt = Date.now();
         const result = await withMeta(argv, (meta) =>
-          withLocalFrontend(meta, ctx, (f) =>
+          withLocalFrontend(meta, ctx, argv, (f) =>
             importVolume(
               f,
               meta,
@@ -102,6 +107,7 @@ export function transferCommands(ctx: CliContext): CommandModule[] {
                 ...(argv['extent-size'] === undefined
                   ? {}
                   : { extentBytes: parseSize(String(argv['extent-size']), '--extent-size') }),
+                ...encryptionRequest(argv),
               },
               progressPrinter(ctx, argv, `import ${name}`, 'bytes'),
             ),
@@ -127,7 +133,7 @@ export function transferCommands(ctx: CliContext): CommandModule[] {
         const file = stdioOrPath(stringArg(argv, 'file'));
         const startedAt = Date.now();
         const result = await withMeta(argv, (meta) =>
-          withLocalFrontend(meta, ctx, (f) => {
+          withLocalFrontend(meta, ctx, argv, (f) => {
             const out = outputStream(file);
             return exportDiff(
               f,
@@ -164,7 +170,7 @@ export function transferCommands(ctx: CliContext): CommandModule[] {
         const name = stringArg(argv, 'name');
         const startedAt = Date.now();
         const result = await withMeta(argv, (meta) =>
-          withLocalFrontend(meta, ctx, (f) =>
+          withLocalFrontend(meta, ctx, argv, (f) =>
             importDiff(
               f,
               meta,

@@ -1,12 +1,13 @@
 /** `cairnctl volume create|list|info|delete`. */
 import type { Argv } from 'yargs';
 import { formatBytes, formatProfile, parseSize, volumeName, type Profile } from '../core/index.js';
+import { readKekFile, rewrap } from '../crypt/index.js';
 import { cloneVolume, createVolume, parseLabels, resizeVolume, snapshotUsage } from '../api/index.js';
 import { cliOwner, withLocalFrontend } from './snapshot.js';
 import { transferCommands } from './transfer.js';
 import { extentCount, mapLevelsFor } from '../extent/index.js';
-import { journalReplicasOf, type VolumeRecord } from '../meta/index.js';
-import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
+import { journalReplicasOf, rewrapVolumeKey, type VolumeRecord } from '../meta/index.js';
+import { clusterOptions, encryptionRequest, isJson, keksOf, table, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -21,6 +22,7 @@ const describeVolume = (v: VolumeRecord): string[] => [
   `durable shards: ${v.durableShardsMin ?? v.profile.k + v.profile.m} of ${v.profile.k + v.profile.m} stored before a flush succeeds`,
   `journal:        ${journalReplicasOf(v) === 0 ? 'off (every flush writes erasure-coded generations)' : `${journalReplicasOf(v)} replicas (small writes are durable once every replica has them)`}`,
   `created:        ${v.createdAt}`,
+  `encryption:     ${v.encryption === undefined ? 'none' : `${v.encryption.cipher}, data key wrapped by ${v.encryption.keyId}`}`,
   ...(v.parent === undefined
     ? []
     : [`cloned from:    ${v.parent.volume}@${v.parent.snapshot} (shares its data until written or flattened)`]),
@@ -77,7 +79,13 @@ export function volumeCommand(ctx: CliContext) {
                 array: true,
                 describe: 'a label KEY=VALUE (repeatable); policy rules select volumes by their labels',
               })
+              .option('encrypt', {
+                type: 'boolean',
+                describe:
+                  'encrypt at rest (AES-256-XTS) with a new data key wrapped by --kek-file; nodes and S3 see ciphertext only',
+              })
               .example('$0 volume create pg-data 20GiB --profile 4+2', '')
+              .example('$0 volume create secrets 1GiB --encrypt --kek-file ./kek', '')
               .example('$0 volume create pg-data 20GiB --label app=postgres --label tier=prod', ''),
           handler: withErrors(ctx, async (argv) => {
             const volume = await withMeta(argv, (meta) =>
@@ -96,6 +104,7 @@ export function volumeCommand(ctx: CliContext) {
                   : { journalReplicas: Number(argv['journal-replicas']) }),
                 allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
                 labels: parseLabels(((argv['label'] as string[] | undefined) ?? []).join(','), '--label'),
+                ...encryptionRequest(argv),
                 ...(argv['in-zones'] === undefined
                   ? {}
                   : {
@@ -222,7 +231,7 @@ export function volumeCommand(ctx: CliContext) {
             const result = await withMeta(argv, async (meta) => {
               const volume = await meta.requireVolume(name);
               const parent = volume.parent;
-              const done = await withLocalFrontend(meta, ctx, (f) =>
+              const done = await withLocalFrontend(meta, ctx, argv, (f) =>
                 f.flatten(name, (at, total, copied) => {
                   if (json || (at < total && Date.now() - lastShown < 1000)) return;
                   lastShown = Date.now();
@@ -270,13 +279,38 @@ export function volumeCommand(ctx: CliContext) {
                 owner: cliOwner(),
                 answerMs: Number(argv['timeout']),
                 attachAndResize: () =>
-                  withLocalFrontend(meta, ctx, (f) =>
+                  withLocalFrontend(meta, ctx, argv, (f) =>
                     f.resize(name, sizeBytes, { allowShrink: argv['allow-shrink'] === true }),
                   ),
               });
             });
             emit(ctx.io, isJson(argv), resized, (v) => [
               `Resized volume ${v.name} from ${formatBytes(before.size)} to ${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`,
+            ]);
+          }),
+        })
+        .command({
+          command: 'rekey <name>',
+          describe:
+            "Rewrap an encrypted volume's data key under a new key-encryption key (no data is rewritten; frontends keep serving); the old key stops opening it",
+          builder: (a: Argv) =>
+            clusterOptions(a)
+              .positional('name', { type: 'string' })
+              .option('new-kek-file', {
+                type: 'string',
+                demandOption: true,
+                describe: 'the new key-encryption key (32 bytes: raw, hex or base64)',
+              })
+              .example('$0 volume rekey secrets --kek-file ./old.kek --new-kek-file ./new.kek', ''),
+          handler: withErrors(ctx, async (argv) => {
+            const name = stringArg(argv, 'name');
+            const keks = keksOf(argv);
+            const next = readKekFile(stringArg(argv, 'new-kek-file'));
+            const updated = await withMeta(argv, (meta) =>
+              rewrapVolumeKey(meta, name, (current) => rewrap(current, keks, next, `Volume "${name}"`)),
+            );
+            emit(ctx.io, isJson(argv), { name: updated.name, keyId: updated.encryption?.keyId }, (v) => [
+              `Rewrapped the data key of volume ${v.name} under ${v.keyId}; attach it with the new key from now on`,
             ]);
           }),
         })

@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { CairnError, errorMessage, formatProfile, parseProfile } from '../core/index.js';
 import { NotFoundError, type EtcdMeta, type SnapshotRecord, type VolumeRecord } from '../meta/index.js';
 import { cloneVolume, createVolume, resizeVolume, takeSnapshot, volumeBytesMax } from '../api/index.js';
+import { parseKek, type Kek } from '../crypt/index.js';
 import type { VolumeFrontend } from '../frontend/index.js';
 import {
   CsiError,
@@ -280,6 +281,8 @@ export class CsiController {
         ...(params.journalReplicas === undefined ? {} : { journalReplicas: params.journalReplicas }),
         ...(params.labels === undefined ? {} : { labels: params.labels }),
         ...(zones.length === 0 ? {} : { allowedZones: zones }),
+        ...(params.encrypted === undefined ? {} : { encrypted: params.encrypted }),
+        ...kekOfSecrets(req['secrets']),
       });
     }
     this.options.log(
@@ -478,4 +481,18 @@ export class CsiController {
 /** The capabilities a NodeStage or CreateVolume request asks for, for logs. */
 export function describeCapability(c: Capability): string {
   return c.kind === 'block' ? `block, ${c.mode}` : `mount ${c.fsType || 'ext4'}, ${c.mode}`;
+}
+
+/**
+ * The key-encryption key in a CreateVolume request's secrets (the StorageClass's provisioner
+ * secret, key `kek`: 32 bytes as hex or base64), for an encrypted volume. Absent: none.
+ */
+function kekOfSecrets(secrets: unknown): { kek?: Kek } {
+  const text = (secrets as Record<string, string> | null | undefined)?.['kek'];
+  if (text === undefined || text === '') return {};
+  try {
+    return { kek: parseKek(Buffer.from(text), 'The provisioner secret\'s "kek"') };
+  } catch (err) {
+    throw new CsiError(status.INVALID_ARGUMENT, errorMessage(err));
+  }
 }

@@ -168,6 +168,8 @@ export interface VolumeParameters {
    * (its --extra-create-metadata).
    */
   readonly labels?: Record<string, string>;
+  /** `encrypted: "true"`: encrypt at rest; the KEK comes from the provisioner secret's `kek` key. */
+  readonly encrypted?: boolean;
 }
 
 /** Parameter keys the provisioner adds itself (with --extra-create-metadata): read, not refused. */
@@ -221,10 +223,15 @@ export function volumeParameters(raw: Record<string, string> | null | undefined)
           throw invalid(`parameters.${key}`, (err as Error).message);
         }
         break;
+      case 'encrypted':
+        if (value !== 'true' && value !== 'false')
+          throw invalid(`parameters.${key}`, `use "true" or "false" ("${value}")`);
+        out.encrypted = value === 'true';
+        break;
       default:
         throw invalid(
           `parameters.${key}`,
-          'unknown (use profile, zones, targets, durableShards, journalReplicas, extentSize or labels)',
+          'unknown (use profile, zones, targets, durableShards, journalReplicas, extentSize, encrypted or labels)',
         );
     }
   }

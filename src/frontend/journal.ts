@@ -32,9 +32,11 @@ import {
   readSegment,
   writesOfRecord,
   type JournalRange,
+  type JournalRecord,
 } from '../journal/index.js';
 import type { EtcdMeta, JournalLayout, JournalSegmentRecord, VolumeLock, VolumeRecord } from '../meta/index.js';
 import { JournalNodeClient } from '../shard/index.js';
+import type { VolumeCipher } from '../crypt/index.js';
 import { journalClientFor, type SecretSource } from '../api/index.js';
 import { journalCreateAttemptsMax, journalRotateBytesLeftMin, journalTrimDelayMs } from './limits.js';
 
@@ -64,8 +66,16 @@ export interface VolumeJournalOptions {
   /** The highest journal LSN any published generation of the volume holds (its extent records). */
   readonly lsnFloor?: number;
   readonly secrets: SecretSource;
+  /** An encrypted volume's cipher: records are enciphered before they leave this process. */
+  readonly cipher?: VolumeCipher;
   readonly clock?: Clock;
   readonly log?: (line: string) => void;
+}
+
+/** What a record read back holds, deciphered first when the volume is encrypted. */
+function writesOf(r: JournalRecord, cipher: VolumeCipher | undefined): JournalWrite[] {
+  if (cipher !== undefined) cipher.openRecordSync(r.data, r.epoch, r.lsn);
+  return writesOfRecord(r);
 }
 
 export class VolumeJournal implements CacheJournal {
@@ -75,6 +85,7 @@ export class VolumeJournal implements CacheJournal {
   private readonly log: (line: string) => void;
   private readonly clock: Clock;
   private readonly secrets: SecretSource;
+  private readonly cipher: VolumeCipher | undefined;
   private readonly clients = new Map<string, JournalNodeClient>();
   private layout: JournalLayout;
   private current: ReplicatedJournal;
@@ -101,6 +112,7 @@ export class VolumeJournal implements CacheJournal {
     this.log = options.log ?? (() => undefined);
     this.clock = options.clock ?? systemClock;
     this.secrets = options.secrets;
+    this.cipher = options.cipher;
     this.layout = layout;
     this.current = current;
     this.next = nextLsn;
@@ -164,7 +176,8 @@ export class VolumeJournal implements CacheJournal {
               (r) => {
                 count += 1;
                 highest = Math.max(highest, r.lsn);
-                if (!records.has(r.lsn)) records.set(r.lsn, { lsn: r.lsn, epoch: r.epoch, writes: writesOfRecord(r) });
+                if (!records.has(r.lsn))
+                  records.set(r.lsn, { lsn: r.lsn, epoch: r.epoch, writes: writesOf(r, options.cipher) });
               },
             );
             if (count > 0) live.push(seg);
@@ -235,7 +248,12 @@ export class VolumeJournal implements CacheJournal {
    * segment when no replica of one can be read.
    */
   static async replayReadOnly(
-    options: { readonly meta: EtcdMeta; readonly volume: VolumeRecord; readonly secrets: SecretSource },
+    options: {
+      readonly meta: EtcdMeta;
+      readonly volume: VolumeRecord;
+      readonly secrets: SecretSource;
+      readonly cipher?: VolumeCipher | undefined;
+    },
     replay: (record: ReplayedRecord) => void,
   ): Promise<number> {
     const { meta, volume } = options;
@@ -258,7 +276,8 @@ export class VolumeJournal implements CacheJournal {
           clients.push(client);
           try {
             await readSegment(client, { volume: volume.id, segment: seg.id, fromLsn: layout.foldedLsn + 1 }, (r) => {
-              if (!records.has(r.lsn)) records.set(r.lsn, { lsn: r.lsn, epoch: r.epoch, writes: writesOfRecord(r) });
+              if (!records.has(r.lsn))
+                records.set(r.lsn, { lsn: r.lsn, epoch: r.epoch, writes: writesOf(r, options.cipher) });
             });
             read = true;
             break;
@@ -324,7 +343,13 @@ export class VolumeJournal implements CacheJournal {
       // 'reuse-failed-lsn' shows a stale record replayed over a newer generation otherwise).
       const lsn = this.next++;
       try {
-        const ack = await this.current.append({ lsn, ranges, data });
+        // Enciphered per try: each try has its own LSN, and so its own counter blocks.
+        let body = data;
+        if (this.cipher !== undefined) {
+          body = data.slice();
+          await this.cipher.sealRecord(body, this.lock.epoch, lsn);
+        }
+        const ack = await this.current.append({ lsn, ranges, data: body });
         this.recordBytes.set(lsn, ack.recordBytes);
         if (ack.bytesLeft < journalRotateBytesLeftMin) await this.rotate(new Set(), 'the segment is nearly full');
         return lsn;

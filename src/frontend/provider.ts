@@ -61,6 +61,7 @@ import {
 } from '../meta/index.js';
 import type { Topology } from '../placement/index.js';
 import type { Watcher } from 'etcd3';
+import { CryptPool, VolumeCipher, unwrapDataKey, type Kek } from '../crypt/index.js';
 import { TreeExtentMapStore, VolumeEngine } from '../volume/index.js';
 import { ReplicatedMapPages, extentCount, mapLevelsFor } from '../extent/index.js';
 import {
@@ -123,6 +124,11 @@ export interface FrontendOptions {
   readonly maxVolumes?: number;
   /** Told each time an attach is refused for maxVolumes (a metric). */
   readonly onLimit?: (limit: 'volumes') => void;
+  /**
+   * Key-encryption keys (`--kek-file`, CAIRN_KEK_FILE): an encrypted volume is attached only when
+   * the one its record names is here; otherwise the attach fails with a KeyError naming it.
+   */
+  readonly keks?: readonly Kek[];
 }
 
 /** A final flush that failed and is being retried (the volume has no clients left). */
@@ -173,6 +179,8 @@ export class VolumeFrontend implements ExportProvider {
   /** Volumes being detached: an open of the same name waits for the detach to finish. */
   private readonly closing = new Map<string, Promise<void>>();
   private readonly targets: LiveTargets;
+  /** Encryption workers, started with the first encrypted volume. */
+  private crypt: CryptPool | undefined;
   private readonly log: (line: string) => void;
   private readonly limitLog: LimitLog<'volumes'>;
 
@@ -183,6 +191,17 @@ export class VolumeFrontend implements ExportProvider {
     this.targets = new LiveTargets(options.meta, options.secrets, this.clock);
     this.log = options.log ?? (() => undefined);
     this.limitLog = new LimitLog(this.log, options.onLimit, frontendLimitLogIntervalMs);
+  }
+
+  /**
+   * The cipher of an encrypted volume (its data key unwrapped with one of options.keks), or
+   * undefined for a plain one. Throws KeyError before anything is attached when no key fits.
+   */
+  private cipherOf(record: VolumeRecord, what: string): VolumeCipher | undefined {
+    if (record.encryption === undefined) return undefined;
+    const dataKey = unwrapDataKey(record.encryption, this.options.keks ?? [], what);
+    this.crypt ??= new CryptPool();
+    return new VolumeCipher(dataKey, this.crypt);
   }
 
   /** Volumes attached or attaching now (what maxVolumes bounds). */
@@ -283,6 +302,7 @@ export class VolumeFrontend implements ExportProvider {
     const { meta, pool } = this.options;
     const record = await meta.getVolume(name);
     if (record === null) throw new NotFoundError(`No volume named "${name}"`);
+    const cipher = this.cipherOf(record, `Volume "${name}"`);
     await this.targets.refresh();
     const placer = new LivePlacer(meta, record, this.clock);
     await placer.refresh();
@@ -339,6 +359,7 @@ export class VolumeFrontend implements ExportProvider {
         ...(this.options.zone === undefined ? {} : { zone: this.options.zone }),
         ...(record.durableShardsMin === undefined ? {} : { durableShardsMin: record.durableShardsMin }),
         retained: (rec) => isRetained(rec, record.id, retain.floor),
+        ...(cipher === undefined ? {} : { cipher }),
         log: this.log,
       });
       // The journal: fence the old writer at the nodes, read what it left, start a segment.
@@ -354,6 +375,7 @@ export class VolumeFrontend implements ExportProvider {
                 replicas: journalReplicasOf(record),
                 lsnFloor: engine.highestJournalLsn,
                 secrets: this.options.secrets,
+                ...(cipher === undefined ? {} : { cipher }),
                 clock: this.clock,
                 log: this.log,
               },
@@ -392,8 +414,9 @@ export class VolumeFrontend implements ExportProvider {
         // No writer holds the volume (checked above), but one that died, or could not fold at
         // detach, may have left flushed writes in the journal: read them too.
         const records: ReplayedRecord[] = [];
-        const n = await VolumeJournal.replayReadOnly({ meta, volume: record, secrets: this.options.secrets }, (r) =>
-          records.push(r),
+        const n = await VolumeJournal.replayReadOnly(
+          { meta, volume: record, secrets: this.options.secrets, cipher },
+          (r) => records.push(r),
         );
         const bytes = await cache.replayAll(records);
         if (n > 0)
@@ -503,6 +526,7 @@ export class VolumeFrontend implements ExportProvider {
     if (record === null) throw new NotFoundError(`No volume named "${volume}"`);
     const snapshot = await meta.getSnapshot(record.id, snap);
     if (snapshot === null) throw new NotFoundError(`Volume "${volume}" has no snapshot named "${snap}"`);
+    const cipher = this.cipherOf(record, `Volume "${volume}"`);
     await this.targets.refresh();
     const placer = new LivePlacer(meta, record, this.clock);
     await placer.refresh();
@@ -523,6 +547,7 @@ export class VolumeFrontend implements ExportProvider {
       pool,
       epoch: 0,
       ...(this.options.zone === undefined ? {} : { zone: this.options.zone }),
+      ...(cipher === undefined ? {} : { cipher }),
       log: this.log,
     });
     const cache = new WriteBackCache(

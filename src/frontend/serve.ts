@@ -21,6 +21,7 @@ import {
 } from '../cache/index.js';
 import { frontendLimitLogIntervalMs } from './limits.js';
 import { VolumeFrontend } from './provider.js';
+import type { Kek } from '../crypt/index.js';
 
 export interface FrontendServeOptions {
   readonly etcdEndpoints: readonly string[];
@@ -49,6 +50,8 @@ export interface FrontendServeOptions {
   readonly metricsListen?: { readonly host: string; readonly port: number };
   /** NBD_OPT_STARTTLS (`--tls` and friends); absent: no TLS. */
   readonly tls?: NbdTlsOptions;
+  /** Key-encryption keys for encrypted volumes (`--kek-file`, CAIRN_KEK_FILE). */
+  readonly keks?: readonly Kek[];
   readonly clock?: Clock;
   readonly log: (line: string) => void;
   readonly warn: (line: string) => void;
@@ -119,6 +122,7 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
       ...(options.maxVolumes === undefined ? {} : { maxVolumes: options.maxVolumes }),
       onLimit: limitHit,
       ...(options.zone === undefined ? {} : { zone: options.zone }),
+      ...(options.keks === undefined ? {} : { keks: options.keks }),
       log,
       ...(options.clock === undefined ? {} : { clock: options.clock }),
       ...(options.finalFlushRetryMs === undefined ? {} : { finalFlushRetryMs: options.finalFlushRetryMs }),

@@ -34,6 +34,7 @@ import {
 } from '../meta/index.js';
 import { VolumeMaps, createVolume, requireSnapshot, rollbackVolume, type CreateVolumeOptions } from '../api/index.js';
 import type { VolumeFrontend } from './provider.js';
+import { cryptUnitBytes } from '../crypt/index.js';
 
 /** Extents read or written at once by a transfer. */
 export const transferExtentsInFlight = 16;
@@ -206,7 +207,9 @@ export async function importVolume(
       closeSync(fd);
     }
   }
-  const sizeBytes = options.sizeBytes ?? (inputBytes === undefined ? undefined : Math.ceil(inputBytes / 512) * 512);
+  // Rounded up to whole blocks: 512 bytes, or the 4 KiB unit of encryption.
+  const block = options.encrypted === true ? cryptUnitBytes : 512;
+  const sizeBytes = options.sizeBytes ?? (inputBytes === undefined ? undefined : Math.ceil(inputBytes / block) * block);
   if (sizeBytes === undefined)
     throw new InvalidArgumentError('Importing from standard input needs --size (the volume size)');
   if (inputBytes !== undefined && inputBytes > sizeBytes)

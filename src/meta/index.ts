@@ -5,3 +5,4 @@ export * from './errors.js';
 export * from './etcd_meta.js';
 export * from './schema.js';
 export * from './etcd_credentials.js';
+export * from './volume_keys.js';

@@ -4,6 +4,7 @@
  * corrupt metadata error naming the key, never a crash or a silent default.
  */
 import { CairnError, checkProfile, type ExtentRecord, type Profile } from '../core/index.js';
+import type { VolumeEncryption } from '../crypt/index.js';
 
 export type { ExtentRecord, ExtentShardRef } from '../core/index.js';
 
@@ -161,6 +162,11 @@ export interface VolumeRecord {
    * "rule NAME", "override rule NAME"): what `cairnctl policy explain` reports.
    */
   readonly settingSources?: Readonly<Record<string, string>>;
+  /**
+   * Encryption at rest (`volume create --encrypt`): the data key wrapped by a key-encryption key
+   * the user holds, and that KEK's id. Never the key itself. Clones and snapshots keep it.
+   */
+  readonly encryption?: VolumeEncryption;
 }
 
 /** What `policies/<name>` holds. */
@@ -449,7 +455,24 @@ export function decodeVolume(key: string, text: string): VolumeRecord {
     ...(o['settingSources'] === undefined
       ? {}
       : { settingSources: field(key, o, 'settingSources', isStringMap, 'a map of strings') }),
+    ...(o['encryption'] === undefined
+      ? {}
+      : {
+          encryption: field(
+            key,
+            o,
+            'encryption',
+            isEncryption,
+            'an encryption record (cipher, keyId, wrappedKey, keyUid)',
+          ),
+        }),
   };
+}
+
+function isEncryption(v: unknown): v is VolumeEncryption {
+  if (typeof v !== 'object' || v === null) return false;
+  const e = v as Record<string, unknown>;
+  return e['cipher'] === 'aes-256-xts' && isString(e['keyId']) && isString(e['wrappedKey']) && isString(e['keyUid']);
 }
 
 /** One segment of a volume's journal: the same segment id on each of its replica nodes. */

@@ -672,3 +672,28 @@ for e in range(n):
 }
 
 export { MiB };
+
+/**
+ * Registers one S3 target per zone on `rgw` (`s3-<zone>`, bucket `<bucketPrefix>-<zone>`) with
+ * `cairnctl target add s3`; returns the buckets, in the order of `zones`.
+ */
+export async function addS3Targets(
+  etcd: string,
+  rgw: { readonly endpoint: string; readonly accessKeyId: string; readonly secretAccessKey: string },
+  bucketPrefix: string,
+  zones: readonly string[] = ['a', 'b', 'c'],
+): Promise<string[]> {
+  const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
+  const buckets: string[] = [];
+  for (const zone of zones) {
+    const bucket = `${bucketPrefix}-${zone}`;
+    await cairnctl(
+      `target add s3 in zone ${zone}`,
+      etcd,
+      ['target', 'add', 's3', '--name', `s3-${zone}`, '--zone', zone, '--endpoint', rgw.endpoint, '--bucket', bucket],
+      { env },
+    );
+    buckets.push(bucket);
+  }
+  return buckets;
+}

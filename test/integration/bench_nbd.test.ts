@@ -20,7 +20,7 @@ interface Row {
   [key: string]: unknown;
 }
 
-const targets = ['nbdkit-memory', 'cairn-hot', 'nbd-server', 'cairn-ec'];
+const targets = ['nbdkit-memory', 'cairn-hot', 'nbd-server', 'cairn-ec', 'cairn-ec-encrypted'];
 const jobs = ['randread-4k-qd32', 'seqread-1m-qd8', 'commit-4k-qd1-fsync', 'randwrite-4k-qd32', 'seqwrite-1m-qd8'];
 const runDeadlineMs = 300_000;
 
@@ -59,7 +59,7 @@ describe('scripts/bench/nbd_bench.mjs at tiny size', function () {
     rmSync(workDir, { recursive: true, force: true });
   });
 
-  it('prints one JSON line per target and job, and the two ratios against their targets', async () => {
+  it('prints one JSON line per target and job, and the ratios against their targets (encrypted against plain too)', async () => {
     const run = await runBench(['--tiny', '--work-dir', workDir]);
     expect(run.code, run.stderr).to.equal(0);
     const lines = run.stdout
@@ -89,6 +89,7 @@ describe('scripts/bench/nbd_bench.mjs at tiny size', function () {
       'cairn-ec/nbd-server seqwrite-1m-qd8',
       'cairn-ec/nbd-server randread-4k-qd32',
       'cairn-ec/nbd-server seqread-1m-qd8',
+      ...jobs.map((j) => `cairn-ec-encrypted/cairn-ec ${j}`),
     ]);
     expect(summaries[0]).to.include({ metric: 'iops', target: 0.5 });
     expect(summaries[1]).to.include({ metric: 'iops', target: 0.3 });
@@ -113,7 +114,7 @@ describe('scripts/bench/nbd_bench.mjs at tiny size', function () {
     // Everything it started is stopped by pid: each server it names is gone, the dev cluster
     // was taken down and purged.
     const stopped = [...run.stderr.matchAll(/\(pid (\d+)\): (stopped|killed|gone)/g)].map((m) => Number(m[1]));
-    expect(stopped.length, run.stderr).to.be.at.least(5); // nbdkit, nbd-server, three frontends
+    expect(stopped.length, run.stderr).to.be.at.least(7); // nbdkit, nbd-server, five frontends
     for (const pid of stopped) expect(pidAlive(pid), `pid ${pid}`).to.equal(false);
     expect(run.stderr).to.contain('dev cluster down');
     expect(existsSync(join(workDir, 'cluster'))).to.equal(false);

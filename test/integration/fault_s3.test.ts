@@ -15,7 +15,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { startEtcd, type EtcdHandle } from '../harness/etcd.js';
-import { cairnctl, readExtents, startFrontendProcess, type ExtentReadResult } from '../harness/faults.js';
+import { addS3Targets, cairnctl, readExtents, startFrontendProcess, type ExtentReadResult } from '../harness/faults.js';
 import { sharedRgw, type RgwHandle } from '../harness/rgw.js';
 import { pidGone, waitFor } from '../../src/dev/index.js';
 import {
@@ -72,27 +72,7 @@ describe('S3 targets on a Ceph RGW that is stopped and restarted (2+1 volume, on
     env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
     etcd = await startEtcd();
     await cairnctl('init', etcd.endpoint, ['init', '--profile', '2+1', '--extent-size', '1MiB', '--targets', 's3']);
-    const run = randomBytes(3).toString('hex');
-    for (const zone of ['a', 'b', 'c']) {
-      await cairnctl(
-        `target add s3 in zone ${zone}`,
-        etcd.endpoint,
-        [
-          'target',
-          'add',
-          's3',
-          '--name',
-          `s3-${zone}`,
-          '--zone',
-          zone,
-          '--endpoint',
-          rgw.endpoint,
-          '--bucket',
-          `fault-${run}-${zone}`,
-        ],
-        { env },
-      );
-    }
+    await addS3Targets(etcd.endpoint, rgw, `fault-${randomBytes(3).toString('hex')}`);
     await cairnctl('volume create', etcd.endpoint, [
       'volume',
       'create',
