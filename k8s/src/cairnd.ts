@@ -18,9 +18,9 @@
  */
 import { DaemonSet } from 'kubernetes-models/apps/v1';
 import type { IContainer, IVolume } from 'kubernetes-models/v1';
-import { cairnd, image, imageAppDir, nodeSecret } from './config.js';
+import { cairnd, image, imageAppDir, nodeSecret, nodeTls } from './config.js';
 import {
-  etcdEnv,
+  etcdAccess,
   labels,
   lockedDown,
   meta,
@@ -101,14 +101,22 @@ export const identityVolumes: IVolume[] = [
 export function cairndObjects() {
   const selector = selectorLabels(cairnd.name);
   const nodeIdentity = nodeIdentityContainer();
-  const health = { httpGet: { path: '/v1/health', port: 'shards' } } as const;
+  // HTTPS: cairnd serves TLS only; /v1/health needs no client certificate, and probes skip verification.
+  const health = { httpGet: { path: '/v1/health', port: 'shards', scheme: 'HTTPS' } } as const;
   const node: IContainer = {
     name: 'cairnd',
     image,
     imagePullPolicy: 'IfNotPresent',
     command: shellCommand('cairnd', cairndScript),
     args: cairndArgs,
-    env: [etcdEnv, { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } }],
+    env: [
+      ...etcdAccess.env,
+      { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+      // Mutual TLS on the shard and journal ports (src/node/args.ts reads these).
+      { name: 'CAIRN_NODE_TLS_CERT', value: nodeTls.cert },
+      { name: 'CAIRN_NODE_TLS_KEY', value: nodeTls.key },
+      { name: 'CAIRN_NODE_TLS_CA', value: nodeTls.ca },
+    ],
     ports: [{ name: 'shards', containerPort: cairnd.port, protocol: 'TCP' }],
     readinessProbe: { ...health, periodSeconds: 10, timeoutSeconds: 5 },
     livenessProbe: { ...health, initialDelaySeconds: 10, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 6 },
@@ -120,6 +128,8 @@ export function cairndObjects() {
       { name: 'data', mountPath: cairnd.dataDir },
       { ...identityMount, readOnly: true },
       nodeSecretMount,
+      { name: 'node-tls', mountPath: nodeTls.mountDir, readOnly: true },
+      ...etcdAccess.mounts,
       tmpMount,
     ],
   };
@@ -143,6 +153,8 @@ export function cairndObjects() {
               { name: 'data', hostPath: { path: cairnd.hostDataDir, type: 'DirectoryOrCreate' } },
               ...identityVolumes,
               nodeSecretVolume,
+              { name: 'node-tls', secret: { secretName: nodeTls.name, optional: false, defaultMode: 0o440 } },
+              ...etcdAccess.volumes,
               tmpVolume,
             ],
           },

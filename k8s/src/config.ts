@@ -113,6 +113,44 @@ export const nodeSecret = {
   envKey: 'CAIRN_NODE_SECRET_FILE',
 } as const;
 
+/**
+ * cairnd's TLS: a `kubernetes.io/tls` Secret (tls.crt, tls.key and ca.crt, as cert-manager
+ * writes it) whose certificate names `serverName`; clients check every node against that name
+ * (CAIRN_NODE_TLS_SERVER_NAME), since pod IPs are not known when the certificate is made. The CA
+ * in it signs the client certificates cairnd accepts (--tls-ca). Required: cairnd does not start
+ * without it.
+ */
+export const nodeTls = {
+  name: 'cairn-node-tls',
+  mountDir: '/etc/cairn/node-tls',
+  cert: '/etc/cairn/node-tls/tls.crt',
+  key: '/etc/cairn/node-tls/tls.key',
+  ca: '/etc/cairn/node-tls/ca.crt',
+  serverName: 'cairnd.cairn.svc',
+} as const;
+
+/**
+ * The client certificate frontends, repairers and the CSI controller present to cairnd: a
+ * `kubernetes.io/tls` Secret with ca.crt (the CA that signed the nodes' certificate). Required.
+ */
+export const clientTls = {
+  name: 'cairn-client-tls',
+  mountDir: '/etc/cairn/client-tls',
+  cert: '/etc/cairn/client-tls/tls.crt',
+  key: '/etc/cairn/client-tls/tls.key',
+  ca: '/etc/cairn/client-tls/ca.crt',
+} as const;
+
+/**
+ * etcd client credentials, optional (the bundled etcd speaks plaintext inside the cluster): any of
+ * ca.crt, tls.crt, tls.key, username, password, read through CAIRN_ETCD_CREDENTIALS_DIR.
+ */
+export const etcdClientSecret = {
+  name: 'cairn-etcd-client',
+  mountDir: '/etc/cairn/etcd-client',
+  envKey: 'CAIRN_ETCD_CREDENTIALS_DIR',
+} as const;
+
 /** `cairnctl init` settings for the init Job: Cairn's defaults (4+2 needs six targets). */
 export const init = {
   jobName: 'cairn-init',

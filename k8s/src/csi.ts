@@ -28,12 +28,11 @@ import { cairnd, csi, frontend, image, init, namespace } from './config.js';
 import { identityMount, identityVolumes, nodeIdentityContainer } from './cairnd.js';
 import {
   clusterMeta,
-  etcdEnv,
+  etcdAccess,
   labels,
   lockedDown,
   meta,
-  nodeSecretMount,
-  nodeSecretVolume,
+  nodeAccess,
   nodeUserPod,
   resources,
   s3Env,
@@ -43,8 +42,8 @@ import {
   shellCommand,
   tmpMount,
   tmpVolume,
-  withNodeSecretCommand,
   type ObjectMeta,
+  withNodeSecretCommand,
 } from './parts.js';
 
 const component = 'csi';
@@ -166,7 +165,7 @@ function controller() {
               imagePullPolicy: 'IfNotPresent',
               command: withNodeSecretCommand,
               args: ['cairnctl', 'csi', 'serve', '--endpoint', `unix://${csi.socket}`, '--controller', '--topology'],
-              env: [etcdEnv, s3Env],
+              env: [...etcdAccess.env, s3Env, ...nodeAccess.env],
               ports: [{ name: 'healthz', containerPort: csi.healthPorts.controller, protocol: 'TCP' }],
               livenessProbe: {
                 httpGet: { path: '/healthz', port: 'healthz' },
@@ -177,7 +176,7 @@ function controller() {
               // Snapshots and grows of detached volumes attach them here for a moment.
               resources: resources({ cpu: '100m', memory: '256Mi' }, { cpu: '1', memory: '1Gi' }),
               securityContext: lockedDown,
-              volumeMounts: [socketVolume('socket-dir'), s3Mount, nodeSecretMount, tmpMount],
+              volumeMounts: [socketVolume('socket-dir'), s3Mount, ...nodeAccess.mounts, ...etcdAccess.mounts, tmpMount],
             },
             // --extra-create-metadata: the PVC's namespace and name become volume labels for policy rules.
             sidecar('csi-provisioner', csi.images.provisioner, [
@@ -193,7 +192,13 @@ function controller() {
               `--health-port=${csi.healthPorts.controller}`,
             ]),
           ],
-          volumes: [{ name: 'socket-dir', emptyDir: {} }, s3Volume, nodeSecretVolume, tmpVolume],
+          volumes: [
+            { name: 'socket-dir', emptyDir: {} },
+            s3Volume,
+            ...nodeAccess.volumes,
+            ...etcdAccess.volumes,
+            tmpVolume,
+          ],
         },
       },
     },
@@ -252,7 +257,7 @@ function nodePlugin() {
               imagePullPolicy: 'IfNotPresent',
               command: shellCommand('cairn-csi', csiNodeScript),
               args: csiNodeArgs,
-              env: [etcdEnv, { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
+              env: [...etcdAccess.env, { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
               ports: [{ name: 'healthz', containerPort: csi.healthPorts.node, protocol: 'TCP' }],
               livenessProbe: {
                 httpGet: { path: '/healthz', port: 'healthz' },
@@ -270,6 +275,7 @@ function nodePlugin() {
                 { name: 'dev', mountPath: '/dev' },
                 { name: 'state', mountPath: csi.stateDir },
                 { name: 'modules', mountPath: '/lib/modules', readOnly: true },
+                ...etcdAccess.mounts,
               ],
             },
             // The sidecars find the socket in the plugin directory, as kubelet does.
@@ -294,6 +300,7 @@ function nodePlugin() {
             hostDir('kubelet-dir', csi.kubeletDir, 'Directory'),
             hostDir('dev', '/dev', 'Directory'),
             hostDir('state', csi.stateDir, 'DirectoryOrCreate'),
+            ...etcdAccess.volumes,
             hostDir('modules', '/lib/modules', 'Directory'),
           ],
         },

@@ -14,7 +14,7 @@ import { Job } from 'kubernetes-models/batch/v1';
 import { Pod, type IContainer } from 'kubernetes-models/v1';
 import { example, frontend, image, namespace } from './config.js';
 import {
-  etcdEnv,
+  etcdAccess,
   labels,
   lockedDown,
   meta,
@@ -69,10 +69,10 @@ export function exampleObjects() {
   const cairnctlContainer: Omit<IContainer, 'name'> = {
     image,
     imagePullPolicy: 'IfNotPresent',
-    env: [etcdEnv],
+    env: [...etcdAccess.env],
     resources: smallResources,
     securityContext: lockedDown,
-    volumeMounts: [tmpMount],
+    volumeMounts: [...etcdAccess.mounts, tmpMount],
   };
   return [
     new Job({
@@ -88,7 +88,7 @@ export function exampleObjects() {
             containers: [
               { ...cairnctlContainer, name: 'create', command: shellCommand('create-volume', createScript) },
             ],
-            volumes: [tmpVolume],
+            volumes: [...etcdAccess.volumes, tmpVolume],
           },
         },
       },
@@ -119,7 +119,7 @@ export function exampleObjects() {
             volumeMounts: [{ name: 'mnt', mountPath: example.mountDir }],
           },
         ],
-        volumes: [{ name: 'mnt', emptyDir: {} }, tmpVolume],
+        volumes: [{ name: 'mnt', emptyDir: {} }, ...etcdAccess.volumes, tmpVolume],
       },
     }),
   ];

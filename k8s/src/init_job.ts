@@ -10,7 +10,7 @@
 import { Job } from 'kubernetes-models/batch/v1';
 import { image, init } from './config.js';
 import {
-  etcdEnv,
+  etcdAccess,
   labels,
   lockedDown,
   meta,
@@ -70,13 +70,13 @@ export function initJobObjects() {
                 imagePullPolicy: 'IfNotPresent',
                 command: shellCommand('cairn-init', initScript),
                 args: initArgs,
-                env: [etcdEnv],
+                env: [...etcdAccess.env],
                 resources: smallResources,
                 securityContext: lockedDown,
-                volumeMounts: [tmpMount],
+                volumeMounts: [...etcdAccess.mounts, tmpMount],
               },
             ],
-            volumes: [tmpVolume],
+            volumes: [...etcdAccess.volumes, tmpVolume],
           },
         },
       },

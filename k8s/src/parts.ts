@@ -4,9 +4,12 @@
  * and secrets. Typed with the kubernetes-models interfaces, so a misspelt field is a tsc error.
  *
  * What it keeps true: every Cairn process finds etcd through the one ConfigMap key, S3
- * credentials only as a file from the S3 Secret, and the node secret only as a file from the
- * node Secret; both Secrets are optional, so a cluster runs before they exist (without S3
- * targets, without node auth).
+ * credentials only as a file from the S3 Secret, the node secret only as a file from the node
+ * Secret, TLS material only as files from the TLS Secrets, and etcd credentials only from the
+ * optional etcd client Secret. Authentication is on by default: the node Secret and both TLS
+ * Secrets are required, so a pod without them waits (its events name the missing Secret) rather
+ * than running open; the S3 and etcd client Secrets are optional (no S3 targets, a plaintext etcd
+ * inside the cluster).
  */
 import type {
   IEnvVar,
@@ -18,11 +21,14 @@ import type {
 } from 'kubernetes-models/v1';
 import type { IDaemonSet } from 'kubernetes-models/apps/v1';
 import {
+  clientTls,
   configMapName,
+  etcdClientSecret,
   etcdEnvKey,
   imageTag,
   namespace,
   nodeSecret,
+  nodeTls,
   partOf,
   plainServiceAccount,
   s3Secret,
@@ -118,9 +124,48 @@ export const s3Mount: IVolumeMount = { name: 's3-credentials', mountPath: s3Secr
 
 export const nodeSecretVolume: IVolume = {
   name: 'node-secret',
-  secret: { secretName: nodeSecret.name, optional: true, defaultMode: 0o440 },
+  secret: { secretName: nodeSecret.name, optional: false, defaultMode: 0o440 },
 };
 export const nodeSecretMount: IVolumeMount = { name: 'node-secret', mountPath: nodeSecret.mountDir, readOnly: true };
+
+/** The client certificate for cairnd, and the variables that name its files (src/api/stores.ts). */
+export const clientTlsVolume: IVolume = {
+  name: 'client-tls',
+  secret: { secretName: clientTls.name, optional: false, defaultMode: 0o440 },
+};
+export const clientTlsMount: IVolumeMount = { name: 'client-tls', mountPath: clientTls.mountDir, readOnly: true };
+export const clientTlsEnv: IEnvVar[] = [
+  { name: 'CAIRN_NODE_CA', value: clientTls.ca },
+  { name: 'CAIRN_NODE_CERT', value: clientTls.cert },
+  { name: 'CAIRN_NODE_KEY', value: clientTls.key },
+  { name: 'CAIRN_NODE_TLS_SERVER_NAME', value: nodeTls.serverName },
+];
+
+/** etcd client credentials from the optional Secret: an empty directory when it does not exist. */
+export const etcdClientVolume: IVolume = {
+  name: 'etcd-client',
+  secret: { secretName: etcdClientSecret.name, optional: true, defaultMode: 0o440 },
+};
+export const etcdClientMount: IVolumeMount = {
+  name: 'etcd-client',
+  mountPath: etcdClientSecret.mountDir,
+  readOnly: true,
+};
+export const etcdClientEnv: IEnvVar = { name: etcdClientSecret.envKey, value: etcdClientSecret.mountDir };
+
+/** What every process that talks to etcd adds: CAIRN_ETCD and the etcd credentials. */
+export const etcdAccess = {
+  env: [etcdEnv, etcdClientEnv],
+  volumes: [etcdClientVolume],
+  mounts: [etcdClientMount],
+} as const;
+
+/** What every client of cairnd adds on top: the node secret and the client certificate. */
+export const nodeAccess = {
+  env: clientTlsEnv,
+  volumes: [nodeSecretVolume, clientTlsVolume],
+  mounts: [nodeSecretMount, clientTlsMount],
+} as const;
 
 export const tmpVolume: IVolume = { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } };
 export const tmpMount: IVolumeMount = { name: 'tmp', mountPath: '/tmp' };

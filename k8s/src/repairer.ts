@@ -10,13 +10,12 @@
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { image } from './config.js';
 import {
-  etcdEnv,
+  etcdAccess,
   labels,
   lockedDown,
   meta,
   noApiAccess,
-  nodeSecretMount,
-  nodeSecretVolume,
+  nodeAccess,
   nodeUserPod,
   resources,
   s3Env,
@@ -61,14 +60,14 @@ export function repairerObjects() {
                 imagePullPolicy: 'IfNotPresent',
                 command: withNodeSecretCommand,
                 args: repairerArgs,
-                env: [etcdEnv, s3Env],
+                env: [...etcdAccess.env, s3Env, ...nodeAccess.env],
                 // The codec pool and a few extents in flight: about 300 MiB at most.
                 resources: resources({ cpu: '100m', memory: '256Mi' }, { cpu: '2', memory: '1Gi' }),
                 securityContext: lockedDown,
-                volumeMounts: [s3Mount, nodeSecretMount, tmpMount],
+                volumeMounts: [s3Mount, ...nodeAccess.mounts, ...etcdAccess.mounts, tmpMount],
               },
             ],
-            volumes: [s3Volume, nodeSecretVolume, tmpVolume],
+            volumes: [s3Volume, ...nodeAccess.volumes, ...etcdAccess.volumes, tmpVolume],
           },
         },
       },

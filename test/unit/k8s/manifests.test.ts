@@ -417,6 +417,39 @@ describe('k8s manifests: Cairn facts', () => {
     expect(JSON.stringify(json)).to.include('REPLACE');
   });
 
+  it('runs cairnd with mutual TLS from its required TLS Secret, and gives every client of cairnd its certificate', () => {
+    for (const [name, file] of [
+      ['CAIRN_NODE_TLS_CERT', config.nodeTls.cert],
+      ['CAIRN_NODE_TLS_KEY', config.nodeTls.key],
+      ['CAIRN_NODE_TLS_CA', config.nodeTls.ca],
+    ] as const) {
+      expect(envOf(node.container, name)?.value).to.equal(file);
+      const holder = volumeHolding(node, file);
+      expect(holder?.volume.secret?.secretName).to.equal(config.nodeTls.name);
+      expect(holder?.volume.secret?.optional).to.equal(false);
+    }
+    for (const probe of [node.container.livenessProbe, node.container.readinessProbe])
+      expect(probe?.httpGet?.scheme).to.equal('HTTPS');
+    const clients = containers.filter((p) => envOf(p.container, 'CAIRN_NODE_CA') !== undefined);
+    expect(clients.map((p) => p.doc.metadata.name).sort()).to.deep.equal(
+      [config.frontend.name, 'cairn-repairer', config.csi.controllerName].sort(),
+    );
+    for (const p of clients) {
+      expect(envOf(p.container, 'CAIRN_NODE_TLS_SERVER_NAME')?.value, p.where).to.equal(config.nodeTls.serverName);
+      for (const variable of ['CAIRN_NODE_CA', 'CAIRN_NODE_CERT', 'CAIRN_NODE_KEY']) {
+        const holder = volumeHolding(p, envOf(p.container, variable)?.value ?? '');
+        expect(holder?.volume.secret?.secretName, `${p.where} ${variable}`).to.equal(config.clientTls.name);
+      }
+    }
+    // Every process with CAIRN_ETCD reads etcd credentials from the optional etcd client Secret.
+    for (const p of containers.filter((c) => envOf(c.container, config.etcdEnvKey) !== undefined)) {
+      const dir = envOf(p.container, config.etcdClientSecret.envKey)?.value ?? '';
+      expect(dir, p.where).to.equal(config.etcdClientSecret.mountDir);
+      const mount = p.container.volumeMounts?.find((m) => m.mountPath === dir);
+      expect(volumeOf(p.pod, mount?.name ?? '').secret?.secretName, p.where).to.equal(config.etcdClientSecret.name);
+    }
+  });
+
   it('mounts the node Secret wherever a script reads it, and ships a placeholder cairnd would refuse', async () => {
     const readers = containers.filter((p) => commandLine(p.container).includes(config.nodeSecret.file));
     expect(readers.map((p) => p.doc.metadata.name).sort()).to.deep.equal(
@@ -425,7 +458,8 @@ describe('k8s manifests: Cairn facts', () => {
     for (const p of readers) {
       const holder = volumeHolding(p, config.nodeSecret.file);
       expect(holder?.volume.secret?.secretName, p.where).to.equal(config.nodeSecret.name);
-      expect(holder?.volume.secret?.optional, p.where).to.equal(true);
+      // Required: authentication is on by default, a pod without the Secret waits for it.
+      expect(holder?.volume.secret?.optional, p.where).to.equal(false);
       expect(holder?.relative).to.equal(config.nodeSecret.key);
     }
     const placeholder = (find('Secret', config.nodeSecret.name)['stringData'] as Record<string, string>)[
