@@ -13,8 +13,16 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { StorageIoError, bearerMatches, errorMessage, tlsServerOptions, type ServerTls } from '../core/index.js';
+import {
+  InvalidArgumentError,
+  StorageIoError,
+  bearerMatches,
+  errorMessage,
+  tlsServerOptions,
+  type ServerTls,
+} from '../core/index.js';
 import type { MetricsSource } from './registry.js';
 
 export const metricsPath = '/metrics';
@@ -34,8 +42,39 @@ export interface ServeMetricsOptions {
   readonly log?: (line: string) => void;
   /** Serve HTTPS only; with `tls.ca`, scrapers must present a certificate it signed. */
   readonly tls?: ServerTls;
-  /** Bearer token every scrape must send; absent: none. */
+  /**
+   * Bearer token every scrape must send. Absent: the one in the file CAIRN_METRICS_TOKEN_FILE
+   * names, if set (so every process that serves metrics honours it), else none.
+   */
   readonly token?: string;
+}
+
+/** A token shorter than this is guessable. */
+const metricsTokenCharsMin = 16;
+
+/**
+ * The metrics token in `path` (one line; a trailing newline dropped), `source` naming where the
+ * path came from in errors. Throws InvalidArgumentError when unreadable, short or not printable.
+ */
+export function readMetricsToken(path: string, source: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new InvalidArgumentError(`Cannot read ${source}: ${errorMessage(err)}`);
+  }
+  const token = text.replace(/[\r\n]+$/, '');
+  if (token.length < metricsTokenCharsMin || !/^[\x21-\x7e]+$/.test(token))
+    throw new InvalidArgumentError(
+      `Invalid token in ${source}: use one line of at least ${metricsTokenCharsMin} printable ASCII characters without spaces`,
+    );
+  return token;
+}
+
+/** The token CAIRN_METRICS_TOKEN_FILE gives, or undefined when it is not set. */
+export function metricsTokenFromEnv(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const path = env['CAIRN_METRICS_TOKEN_FILE'];
+  return path === undefined || path === '' ? undefined : readMetricsToken(path, `CAIRN_METRICS_TOKEN_FILE ${path}`);
 }
 
 /**
@@ -47,9 +86,10 @@ export interface ServeMetricsOptions {
  */
 export async function serveMetrics(source: MetricsSource, options: ServeMetricsOptions): Promise<MetricsServer> {
   const log = options.log ?? (() => undefined);
+  const token = options.token ?? metricsTokenFromEnv();
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '').split('?')[0];
-    if (options.token !== undefined && !bearerMatches(req.headers.authorization, options.token)) {
+    if (token !== undefined && !bearerMatches(req.headers.authorization, token)) {
       res
         .writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' })
         .end('No or wrong bearer token: send authorization: Bearer <token>\n');

@@ -32,7 +32,14 @@ export {
   type VolumeHealthSnapshot,
   type VolumeSnapshot,
 } from './registry.js';
-export { metricsPath, serveMetrics, type MetricsServer, type ServeMetricsOptions } from './http.js';
+export {
+  metricsPath,
+  metricsTokenFromEnv,
+  readMetricsToken,
+  serveMetrics,
+  type MetricsServer,
+  type ServeMetricsOptions,
+} from './http.js';
 export {
   classifyLine,
   createLogger,

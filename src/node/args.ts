@@ -22,6 +22,7 @@ import {
   type EtcdCredentials,
 } from '../meta/index.js';
 import { formatHostPort, parseHostPort } from '../shard/index.js';
+import { metricsTokenFromEnv, readMetricsToken } from '../metrics/index.js';
 import { checkNodeLimits, nodeLimitsDefault, type NodeLimits } from './limits.js';
 
 /**
@@ -469,16 +470,5 @@ export function serverTlsOf(
 
 /** The metrics bearer token, from --metrics-token-file or CAIRN_METRICS_TOKEN_FILE (one line). */
 function tokenOf(file: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
-  const fromEnv = env.CAIRN_METRICS_TOKEN_FILE;
-  const path = file ?? (fromEnv === undefined || fromEnv === '' ? undefined : fromEnv);
-  if (path === undefined) return undefined;
-  const source = file === undefined ? `CAIRN_METRICS_TOKEN_FILE ${path}` : `--metrics-token-file ${path}`;
-  const token = readCredentialFile(path, source)
-    .toString('utf8')
-    .replace(/[\r\n]+$/, '');
-  if (token.length < secretCharsMin || !/^[\x21-\x7e]+$/.test(token))
-    throw new InvalidArgumentError(
-      `Invalid token in ${source}: use one line of at least ${secretCharsMin} printable ASCII characters without spaces`,
-    );
-  return token;
+  return file === undefined ? metricsTokenFromEnv(env) : readMetricsToken(file, `--metrics-token-file ${file}`);
 }

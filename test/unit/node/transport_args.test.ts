@@ -11,6 +11,7 @@ import { AuthRejectedError, InvalidArgumentError } from '../../../src/core/index
 import { environmentSecrets, nodeClientCredentials, nodeTlsFromEnv } from '../../../src/api/index.js';
 import { devClientEnv, envFileText } from '../../../src/dev/index.js';
 import { etcd3CredentialOptions, etcdCredentialsFrom } from '../../../src/meta/index.js';
+import { metricsTokenFromEnv } from '../../../src/metrics/index.js';
 import { parseDaemonArgs, type DaemonConfig } from '../../../src/node/index.js';
 
 const base = ['--name', 'n', '--zone', 'a', '--data-dir', '/d', '--listen', '127.0.0.1:0'];
@@ -88,6 +89,14 @@ describe('transport settings', () => {
         'abcdefghijklmnopqrstuvwxyz',
       );
       expect(await daemonRefusal(['--metrics-token-file', file('s', 'short')])).to.match(/at least 16/);
+    });
+
+    it('reads the metrics token any process serving metrics honours from CAIRN_METRICS_TOKEN_FILE', () => {
+      expect(metricsTokenFromEnv({})).to.equal(undefined);
+      expect(metricsTokenFromEnv({ CAIRN_METRICS_TOKEN_FILE: file('t2', 'a-token-of-20-chars!\n') })).to.equal(
+        'a-token-of-20-chars!',
+      );
+      refused(() => metricsTokenFromEnv({ CAIRN_METRICS_TOKEN_FILE: join(dir, 'none') }), /CAIRN_METRICS_TOKEN_FILE/);
     });
 
     it('takes etcd credentials from --etcd-* flags over the CAIRN_ETCD_* variables', async () => {
