@@ -40,7 +40,11 @@ export interface ServeMetricsOptions {
   readonly port: number;
   /** One line per failed scrape. */
   readonly log?: (line: string) => void;
-  /** Serve HTTPS only; with `tls.ca`, scrapers must present a certificate it signed. */
+  /**
+   * Serve HTTPS only; with `tls.ca`, scrapers must present a certificate it signed. Absent: the
+   * files CAIRN_METRICS_TLS_CERT and CAIRN_METRICS_TLS_KEY (and CAIRN_METRICS_TLS_CA) name, if
+   * set, else plain HTTP.
+   */
   readonly tls?: ServerTls;
   /**
    * Bearer token every scrape must send. Absent: the one in the file CAIRN_METRICS_TOKEN_FILE
@@ -71,6 +75,28 @@ export function readMetricsToken(path: string, source: string): string {
   return token;
 }
 
+/** The TLS material CAIRN_METRICS_TLS_CERT, _KEY and _CA name, or undefined when none is set. */
+export function metricsTlsFromEnv(env: NodeJS.ProcessEnv = process.env): ServerTls | undefined {
+  const named = (name: string): { path: string; source: string } | undefined => {
+    const path = env[name];
+    return path === undefined || path === '' ? undefined : { path, source: `${name} ${path}` };
+  };
+  const cert = named('CAIRN_METRICS_TLS_CERT');
+  const key = named('CAIRN_METRICS_TLS_KEY');
+  const ca = named('CAIRN_METRICS_TLS_CA');
+  if (cert === undefined && key === undefined && ca === undefined) return undefined;
+  if (cert === undefined || key === undefined)
+    throw new InvalidArgumentError('Metrics TLS needs both CAIRN_METRICS_TLS_CERT and CAIRN_METRICS_TLS_KEY');
+  const read = (f: { path: string; source: string }): Buffer => {
+    try {
+      return readFileSync(f.path);
+    } catch (err) {
+      throw new InvalidArgumentError(`Cannot read ${f.source}: ${errorMessage(err)}`);
+    }
+  };
+  return { cert: read(cert), key: read(key), ...(ca === undefined ? {} : { ca: read(ca) }) };
+}
+
 /** The token CAIRN_METRICS_TOKEN_FILE gives, or undefined when it is not set. */
 export function metricsTokenFromEnv(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const path = env['CAIRN_METRICS_TOKEN_FILE'];
@@ -87,6 +113,7 @@ export function metricsTokenFromEnv(env: NodeJS.ProcessEnv = process.env): strin
 export async function serveMetrics(source: MetricsSource, options: ServeMetricsOptions): Promise<MetricsServer> {
   const log = options.log ?? (() => undefined);
   const token = options.token ?? metricsTokenFromEnv();
+  const tls = options.tls ?? metricsTlsFromEnv();
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '').split('?')[0];
     if (token !== undefined && !bearerMatches(req.headers.authorization, token)) {
@@ -116,9 +143,9 @@ export async function serveMetrics(source: MetricsSource, options: ServeMetricsO
     );
   };
   const server: Server =
-    options.tls === undefined
+    tls === undefined
       ? createServer(handler)
-      : (createHttpsServer(tlsServerOptions(options.tls, true), handler) as unknown as Server);
+      : (createHttpsServer(tlsServerOptions(tls, true), handler) as unknown as Server);
   const shown = (port: number): string =>
     options.host.includes(':') ? `[${options.host}]:${port}` : `${options.host}:${port}`;
   await new Promise<void>((resolve, reject) => {

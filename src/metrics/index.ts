@@ -34,6 +34,7 @@ export {
 } from './registry.js';
 export {
   metricsPath,
+  metricsTlsFromEnv,
   metricsTokenFromEnv,
   readMetricsToken,
   serveMetrics,

@@ -11,7 +11,7 @@ import { AuthRejectedError, InvalidArgumentError } from '../../../src/core/index
 import { environmentSecrets, nodeClientCredentials, nodeTlsFromEnv } from '../../../src/api/index.js';
 import { devClientEnv, envFileText } from '../../../src/dev/index.js';
 import { etcd3CredentialOptions, etcdCredentialsFrom } from '../../../src/meta/index.js';
-import { metricsTokenFromEnv } from '../../../src/metrics/index.js';
+import { metricsTlsFromEnv, metricsTokenFromEnv } from '../../../src/metrics/index.js';
 import { parseDaemonArgs, type DaemonConfig } from '../../../src/node/index.js';
 
 const base = ['--name', 'n', '--zone', 'a', '--data-dir', '/d', '--listen', '127.0.0.1:0'];
@@ -97,6 +97,17 @@ describe('transport settings', () => {
         'a-token-of-20-chars!',
       );
       refused(() => metricsTokenFromEnv({ CAIRN_METRICS_TOKEN_FILE: join(dir, 'none') }), /CAIRN_METRICS_TOKEN_FILE/);
+    });
+
+    it('reads metrics TLS from CAIRN_METRICS_TLS_CERT/KEY/CA, refusing a certificate without its key', () => {
+      expect(metricsTlsFromEnv({})).to.equal(undefined);
+      const tls = metricsTlsFromEnv({
+        CAIRN_METRICS_TLS_CERT: file('mc', 'C'),
+        CAIRN_METRICS_TLS_KEY: file('mk', 'K'),
+      });
+      expect(tls?.cert.toString()).to.equal('C');
+      expect(tls?.ca).to.equal(undefined);
+      refused(() => metricsTlsFromEnv({ CAIRN_METRICS_TLS_CERT: file('mc', 'C') }), /CAIRN_METRICS_TLS_KEY/);
     });
 
     it('takes etcd credentials from --etcd-* flags over the CAIRN_ETCD_* variables', async () => {
