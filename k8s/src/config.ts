@@ -57,7 +57,21 @@ export const etcd = {
 } as const;
 
 /** The client URL every Cairn process uses unless the ConfigMap is edited for an external etcd. */
-export const etcdClientUrl = `http://${etcd.clientService}.${namespace}.svc:${etcd.clientPort}`;
+export const etcdClientUrl = `https://${etcd.clientService}.${namespace}.svc:${etcd.clientPort}`;
+
+/**
+ * etcd's own certificate, for clients and for its peers: a `kubernetes.io/tls` Secret (tls.crt,
+ * tls.key, ca.crt) whose certificate names every member (`*.cairn-etcd-peer.cairn.svc`) and the
+ * client Service (`cairn-etcd.cairn.svc`), for both server and client auth (members are each
+ * other's clients). Clients and peers must present a certificate its ca.crt signed. Required.
+ */
+export const etcdServerTls = {
+  name: 'cairn-etcd-tls',
+  mountDir: '/etc/etcd/tls',
+  cert: '/etc/etcd/tls/tls.crt',
+  key: '/etc/etcd/tls/tls.key',
+  ca: '/etc/etcd/tls/ca.crt',
+} as const;
 
 /** ConfigMap of settings shared by every Cairn process; `CAIRN_ETCD` is the only one so far. */
 export const configMapName = 'cairn-config';
@@ -142,8 +156,9 @@ export const clientTls = {
 } as const;
 
 /**
- * etcd client credentials, optional (the bundled etcd speaks plaintext inside the cluster): any of
- * ca.crt, tls.crt, tls.key, username, password, read through CAIRN_ETCD_CREDENTIALS_DIR.
+ * etcd client credentials every Cairn process reads through CAIRN_ETCD_CREDENTIALS_DIR: ca.crt,
+ * tls.crt and tls.key (the bundled etcd requires a client certificate), and optionally username
+ * and password (etcd authentication). Required.
  */
 export const etcdClientSecret = {
   name: 'cairn-etcd-client',

@@ -14,13 +14,17 @@
  *   `/health`, so the client Service sends clients only to members in a quorum.
  * - Voluntary evictions leave at least a quorum running (the PDB).
  *
- * What it leaves out: TLS, backups, and changing the member count (the list is static;
+ * - TLS on the client and peer ports, with certificates required of both clients and peers, from
+ *   the cairn-etcd-tls Secret; the metrics port (health probes) stays plain HTTP.
+ *
+ * What it leaves out: etcd users (client certificates authenticate; docs/kubernetes.md shows
+ * adding a user and password), backups, and changing the member count (the list is static;
  * scaling needs `etcdctl member add`). docs/kubernetes.md says how to use an external etcd.
  */
 import { Service } from 'kubernetes-models/v1';
 import { StatefulSet } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import { etcd, etcdImage, namespace, plainServiceAccount, zoneLabel } from './config.js';
+import { etcd, etcdImage, etcdServerTls, namespace, plainServiceAccount, zoneLabel } from './config.js';
 import { labels, lockedDown, meta, resources, selectorLabels } from './parts.js';
 
 const component = 'etcd';
@@ -32,11 +36,11 @@ function memberHost(i: number): string {
   return `${etcd.name}-${i}.${etcd.peerService}.${namespace}.svc`;
 }
 
-/** `cairn-etcd-0=http://cairn-etcd-0.cairn-etcd-peer.cairn.svc:2380,...` */
+/** `cairn-etcd-0=https://cairn-etcd-0.cairn-etcd-peer.cairn.svc:2380,...` */
 export function initialCluster(): string {
   return Array.from(
     { length: etcd.replicas },
-    (_, i) => `${etcd.name}-${i}=http://${memberHost(i)}:${etcd.peerPort}`,
+    (_, i) => `${etcd.name}-${i}=https://${memberHost(i)}:${etcd.peerPort}`,
   ).join(',');
 }
 
@@ -111,11 +115,21 @@ export function etcdObjects() {
                 args: [
                   '--name=$(POD_NAME)',
                   `--data-dir=${etcd.dataDir}`,
-                  `--listen-peer-urls=http://0.0.0.0:${etcd.peerPort}`,
-                  `--listen-client-urls=http://0.0.0.0:${etcd.clientPort}`,
+                  `--listen-peer-urls=https://0.0.0.0:${etcd.peerPort}`,
+                  `--listen-client-urls=https://0.0.0.0:${etcd.clientPort}`,
                   `--listen-metrics-urls=http://0.0.0.0:${etcd.metricsPort}`,
-                  `--advertise-client-urls=http://${self}:${etcd.clientPort}`,
-                  `--initial-advertise-peer-urls=http://${self}:${etcd.peerPort}`,
+                  `--advertise-client-urls=https://${self}:${etcd.clientPort}`,
+                  `--initial-advertise-peer-urls=https://${self}:${etcd.peerPort}`,
+                  // Clients and peers alike need a certificate the cluster CA signed.
+                  `--cert-file=${etcdServerTls.cert}`,
+                  `--key-file=${etcdServerTls.key}`,
+                  `--trusted-ca-file=${etcdServerTls.ca}`,
+                  '--client-cert-auth',
+                  `--peer-cert-file=${etcdServerTls.cert}`,
+                  `--peer-key-file=${etcdServerTls.key}`,
+                  `--peer-trusted-ca-file=${etcdServerTls.ca}`,
+                  // etcd itself accepts TLS 1.2 or newer only (etcd-io/etcd#5541).
+                  '--peer-client-cert-auth',
                   `--initial-cluster=${initialCluster()}`,
                   '--initial-cluster-state=new',
                   `--initial-cluster-token=${etcd.name}`,
@@ -147,9 +161,13 @@ export function etcdObjects() {
                 },
                 resources: resources({ cpu: '250m', memory: '512Mi' }, { cpu: '1', memory: '2Gi' }),
                 securityContext: lockedDown,
-                volumeMounts: [{ name: 'data', mountPath: '/var/lib/etcd' }],
+                volumeMounts: [
+                  { name: 'data', mountPath: '/var/lib/etcd' },
+                  { name: 'tls', mountPath: etcdServerTls.mountDir, readOnly: true },
+                ],
               },
             ],
+            volumes: [{ name: 'tls', secret: { secretName: etcdServerTls.name, optional: false, defaultMode: 0o440 } }],
           },
         },
         volumeClaimTemplates: [

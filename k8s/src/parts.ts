@@ -6,10 +6,9 @@
  * What it keeps true: every Cairn process finds etcd through the one ConfigMap key, S3
  * credentials only as a file from the S3 Secret, the node secret only as a file from the node
  * Secret, TLS material only as files from the TLS Secrets, and etcd credentials only from the
- * optional etcd client Secret. Authentication is on by default: the node Secret and both TLS
- * Secrets are required, so a pod without them waits (its events name the missing Secret) rather
- * than running open; the S3 and etcd client Secrets are optional (no S3 targets, a plaintext etcd
- * inside the cluster).
+ * etcd client Secret. Authentication is on by default: the node Secret, the TLS Secrets and the
+ * etcd client Secret are required, so a pod without them waits (its events name the missing
+ * Secret) rather than running open; only the S3 Secret is optional (no S3 targets).
  */
 import type {
   IEnvVar,
@@ -141,10 +140,10 @@ export const clientTlsEnv: IEnvVar[] = [
   { name: 'CAIRN_NODE_TLS_SERVER_NAME', value: nodeTls.serverName },
 ];
 
-/** etcd client credentials from the optional Secret: an empty directory when it does not exist. */
+/** etcd client credentials from their Secret (the files it lacks are not used). */
 export const etcdClientVolume: IVolume = {
   name: 'etcd-client',
-  secret: { secretName: etcdClientSecret.name, optional: true, defaultMode: 0o440 },
+  secret: { secretName: etcdClientSecret.name, optional: false, defaultMode: 0o440 },
 };
 export const etcdClientMount: IVolumeMount = {
   name: 'etcd-client',

@@ -290,6 +290,8 @@ export async function diagnoseEtcdTls(endpoint: string, credentials: EtcdCredent
         finish(`it speaks TLS: write the endpoint https://${url.host} and set ${etcdCredentialEnv.ca}`);
         return;
       }
+      // Read, so an alert the server sends after the handshake (TLS 1.3) arrives as an error.
+      socket.resume();
       setTimeout(() => finish(undefined), probeAlertMs).unref();
     });
     socket.on('error', (err: Error & { code?: string }) => {

@@ -183,7 +183,9 @@ export class EtcdMeta {
       if (why !== undefined) reasons.push(`etcd at ${endpoint}: ${why}`);
     }
     if (reasons.length === 0) throw err;
-    throw new AuthRejectedError(`${err.message}; ${reasons.join('; ')}`, { cause: err });
+    // OpenSSL's texts end in a newline; the CLI prints one line.
+    const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, ' ').trim();
+    throw new AuthRejectedError(oneLine(`${err.message}; ${reasons.join('; ')}`), { cause: err });
   }
 
   // --- cluster ---------------------------------------------------------------------------------

@@ -358,7 +358,13 @@ describe('k8s manifests: Cairn facts', () => {
     expect(selects(serviceSpec.selector, template.metadata.labels)).to.equal(true);
     const clientPort = etcdPod.containers[0]?.ports?.find((p) => p.name === serviceSpec.ports[0]?.targetPort);
     expect(clientPort?.containerPort).to.equal(Number(url.port));
-    expect(etcdPod.containers[0]?.args).to.include(`--listen-client-urls=http://0.0.0.0:${url.port}`);
+    expect(etcdPod.containers[0]?.args).to.include(`--listen-client-urls=https://0.0.0.0:${url.port}`);
+    expect(url.protocol).to.equal('https:');
+    // Clients and peers need a certificate the CA in cairn-etcd-tls signed.
+    expect(etcdPod.containers[0]?.args).to.include.members(['--client-cert-auth', '--peer-client-cert-auth']);
+    expect(etcdPod.volumes?.find((v) => v.secret?.secretName === config.etcdServerTls.name)?.secret?.optional).to.equal(
+      false,
+    );
 
     const cairnProcesses = containers.filter((p) => /\bcairn(ctl|d)\b/.test(commandLine(p.container)));
     expect(cairnProcesses.length).to.be.greaterThan(4);
@@ -383,11 +389,11 @@ describe('k8s manifests: Cairn facts', () => {
     expect(initial.split(',')).to.deep.equal(
       [0, 1, 2].map(
         (i) =>
-          `${config.etcd.name}-${i}=http://${config.etcd.name}-${i}.${spec.serviceName}.${config.namespace}.svc:${config.etcd.peerPort}`,
+          `${config.etcd.name}-${i}=https://${config.etcd.name}-${i}.${spec.serviceName}.${config.namespace}.svc:${config.etcd.peerPort}`,
       ),
     );
     expect(args).to.include(
-      `--initial-advertise-peer-urls=http://$(POD_NAME).${spec.serviceName}.${config.namespace}.svc:${config.etcd.peerPort}`,
+      `--initial-advertise-peer-urls=https://$(POD_NAME).${spec.serviceName}.${config.namespace}.svc:${config.etcd.peerPort}`,
     );
     // volumeClaimTemplates are immutable and the template's labels restart members: neither may
     // carry the Cairn version, or a Cairn release would fail to apply or restart etcd.
@@ -441,7 +447,7 @@ describe('k8s manifests: Cairn facts', () => {
         expect(holder?.volume.secret?.secretName, `${p.where} ${variable}`).to.equal(config.clientTls.name);
       }
     }
-    // Every process with CAIRN_ETCD reads etcd credentials from the optional etcd client Secret.
+    // Every process with CAIRN_ETCD reads etcd credentials from the (required) etcd client Secret.
     for (const p of containers.filter((c) => envOf(c.container, config.etcdEnvKey) !== undefined)) {
       const dir = envOf(p.container, config.etcdClientSecret.envKey)?.value ?? '';
       expect(dir, p.where).to.equal(config.etcdClientSecret.mountDir);
