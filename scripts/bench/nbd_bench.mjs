@@ -671,6 +671,9 @@ async function startCluster(dir) {
     },
   );
   const cluster = JSON.parse(out);
+  // The nodes refuse clients without the secret dev up made (DIR/node-secret, also in DIR/env):
+  // every frontend and cairnctl started from here on inherits it.
+  process.env.CAIRN_NODE_SECRET_FILE = join(clusterDir, 'node-secret');
   log(`dev cluster up: etcd ${cluster.etcd}, ${cluster.nodes.length} nodes`);
   return cluster;
 }

@@ -71,6 +71,10 @@ describe('VolumeEngine with a cipher', function () {
         `[${offset}, +${length})`,
       ).to.equal(true);
     }
+    // A small read stays small: the one unit around it, from the one data shard holding it.
+    targets.getBytes.clear();
+    await reader.readRange(1, 2 * shardBytes + 5000, 100);
+    expect([...targets.getBytes.values()].reduce((a, b) => a + b, 0)).to.equal(unit);
     // Degraded: a data shard's target down, the extent rebuilt from parity, then deciphered.
     targets.down.add(names[1]!);
     const degraded = await reader.readRange(0, unit + 7, 3 * shardBytes);
