@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 # libnbd-bin (nbdinfo, nbdcopy, nbdfuse), python3-libnbd (nbdsh), qemu-utils (qemu-io, qemu-img), fio,
 # nbdkit and nbd-server: real NBD clients and reference servers. fuse3, e2fsprogs: a real ext4 on
 # an export (nbdfuse + losetup + mkfs.ext4). xfsprogs: the CSI node service's other filesystem.
+# chromium: the real browser the dashboard's tests drive headless (through playwright-core, which
+# downloads no browser of its own).
 DEBIAN_PACKAGES=(etcd-server etcd-client libisal-dev radosgw ceph-mon ceph-osd
-  libnbd-bin python3-libnbd qemu-utils fio nbdkit nbd-server fuse3 e2fsprogs xfsprogs iproute2)
+  libnbd-bin python3-libnbd qemu-utils fio nbdkit nbd-server fuse3 e2fsprogs xfsprogs iproute2
+  chromium)
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
