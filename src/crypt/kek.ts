@@ -13,7 +13,8 @@
  * another volume's record under another uid fails to unwrap.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { CairnError, InvalidArgumentError, errorMessage } from '../core/index.js';
 import { dataKeyBytes } from './units.js';
 
@@ -80,11 +81,23 @@ export function readKekFile(file: string): Kek {
 
 /**
  * The KEKs a process was given: `files` (--kek-file, repeatable), then CAIRN_KEK_FILE (files
- * separated by commas) and CAIRN_KEK (the key itself, hex or base64) from `env`.
+ * separated by commas), every file in CAIRN_KEK_DIR (a mounted Kubernetes Secret with one key per
+ * entry; dot-files, which Kubernetes uses for its own links, are passed over) and CAIRN_KEK (the
+ * key itself, hex or base64) from `env`.
  */
 export function keksFrom(files: readonly string[], env: NodeJS.ProcessEnv = process.env): Kek[] {
   const keks = files.map(readKekFile);
   for (const f of (env['CAIRN_KEK_FILE'] ?? '').split(',')) if (f.trim() !== '') keks.push(readKekFile(f.trim()));
+  const dir = env['CAIRN_KEK_DIR'];
+  if (dir !== undefined && dir !== '') {
+    let names: string[];
+    try {
+      names = readdirSync(dir).filter((n) => !n.startsWith('.'));
+    } catch (err) {
+      throw new InvalidArgumentError(`Cannot read CAIRN_KEK_DIR ${dir}: ${errorMessage(err)}`);
+    }
+    for (const n of names.sort()) keks.push(readKekFile(join(dir, n)));
+  }
   const inline = env['CAIRN_KEK'];
   if (inline !== undefined && inline !== '') keks.push(parseKek(Buffer.from(inline), 'CAIRN_KEK'));
   return keks;

@@ -1,5 +1,8 @@
 import { expect } from 'chai';
 import { createDecipheriv, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   CryptPool,
   KeyError,
@@ -8,6 +11,7 @@ import {
   ctrRecord,
   journalKeyOf,
   kekIdOf,
+  keksFrom,
   newVolumeKey,
   parseKek,
   rewrap,
@@ -97,6 +101,28 @@ describe('crypt: key-encryption keys', () => {
     expect(ids[0])
       .to.equal(kekIdOf(raw))
       .and.match(/^kek-[0-9a-f]{16}$/);
+  });
+
+  it('reads the keys a process is given: files, a directory of them (a mounted Secret), the variable', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cairn-kek-'));
+    try {
+      const a = randomBytes(32);
+      const b = randomBytes(32);
+      const c = randomBytes(32);
+      writeFileSync(join(dir, 'a.kek'), a);
+      mkdirSync(join(dir, 'set'));
+      writeFileSync(join(dir, 'set', 'b'), b.toString('hex'));
+      writeFileSync(join(dir, 'set', '..data'), 'not a key: Kubernetes keeps its links under dot names');
+      const keks = keksFrom([join(dir, 'a.kek')], {
+        CAIRN_KEK_DIR: join(dir, 'set'),
+        CAIRN_KEK: c.toString('base64'),
+      });
+      expect(keks.map((k) => k.id)).to.deep.equal([kekIdOf(a), kekIdOf(b), kekIdOf(c)]);
+      expect(() => keksFrom([], { CAIRN_KEK_DIR: join(dir, 'absent') })).to.throw(/Cannot read CAIRN_KEK_DIR/);
+      expect(() => keksFrom([join(dir, 'absent')], {})).to.throw(/Cannot read key-encryption key file/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses anything else, saying how to make one', () => {
