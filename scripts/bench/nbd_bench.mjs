@@ -420,7 +420,7 @@ async function fio(
     iops: round(side.iops, 0),
     MBps: round(side.bw_bytes / 1e6, 1),
     latP99Ms: round((side.clat_ns.percentile?.['99.000000'] ?? NaN) / 1e6, 3),
-    runtimeS: round(side.runtime / 1000, 2),
+    runtimeS: round(side.runtime / 1000, 3),
     ioBytes: side.io_bytes,
     fioCpuPct: round(job.usr_cpu + job.sys_cpu, 0),
     cpuPct,
@@ -914,8 +914,14 @@ try {
   ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'seqwrite-1m-qd8', 'MBps', 0.5);
   ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'randread-4k-qd32', 'iops', 0.3);
   ratio('cairn-ec/nbd-server', 'cairn-ec', 'nbd-server', 'seqread-1m-qd8', 'MBps', 0.3);
-  // What encryption at rest costs (issue 12: at most 25 % of throughput on every job).
-  for (const job of opts.jobs)
+  // What encryption at rest costs (issue 12: at most 25 % of throughput on every job), and the
+  // frontend's CPU per MB moved, encrypted over plain: on a shared machine a throughput ratio
+  // moves with whatever else runs, the CPU each byte took much less.
+  const cpuPerMB = (row) =>
+    row?.serverCpuPct === undefined || !(row.ioBytes > 0)
+      ? undefined
+      : round(((row.serverCpuPct / 100) * row.runtimeS * 1000) / (row.ioBytes / 1e6), 2);
+  for (const job of opts.jobs) {
     ratio(
       'cairn-ec-encrypted/cairn-ec',
       'cairn-ec-encrypted',
@@ -924,6 +930,11 @@ try {
       job.includes('1m') ? 'MBps' : 'iops',
       0.75,
     );
+    const plain = cpuPerMB(find('cairn-ec', job));
+    const encrypted = cpuPerMB(find('cairn-ec-encrypted', job));
+    if (plain !== undefined && encrypted !== undefined)
+      emit({ cost: 'encryption', job, frontendCpuMsPerMB: { plain, encrypted }, ratio: round(encrypted / plain, 2) });
+  }
 } catch (err) {
   log(`failed: ${err.stack ?? err.message}`);
   process.exitCode = 1;

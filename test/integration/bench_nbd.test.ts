@@ -107,6 +107,10 @@ describe('scripts/bench/nbd_bench.mjs at tiny size', function () {
       expect(commit!['writeAmplificationUnavailable']).to.be.a('string').with.length.above(10);
       expect(commit).to.not.have.property('writeAmplification');
     }
+    // What encryption costs in frontend CPU per MB, per job, beside the throughput ratios.
+    const costs = lines.filter((l) => l['cost'] === 'encryption');
+    expect(costs.map((c) => c['job'])).to.have.members(jobs);
+    for (const c of costs) expect(c['ratio'], String(c['job'])).to.be.a('number').above(0);
     for (const s of summaries) {
       expect(s['value']).to.be.a('number').above(0);
       expect(s['met']).to.be.a('boolean');
