@@ -118,6 +118,17 @@ export const s3Secret = {
   envKey: 'CAIRN_S3_CREDENTIALS_FILE',
 } as const;
 
+/**
+ * Key-encryption keys of encrypted volumes (docs/encryption.md): an optional Secret, one KEK per
+ * entry, read through CAIRN_KEK_DIR by the processes that attach volumes (the frontend, the CSI
+ * controller). Absent: encrypted volumes are refused at attach, naming the key they need.
+ */
+export const kekSecret = {
+  name: 'cairn-kek',
+  mountDir: '/etc/cairn/kek',
+  envKey: 'CAIRN_KEK_DIR',
+} as const;
+
 /** The shared secret storage nodes require (cairnd --auth-secret-file, clients CAIRN_NODE_SECRET_FILE). */
 export const nodeSecret = {
   name: 'cairn-node-secret',

@@ -35,6 +35,7 @@ import {
   nodeAccess,
   nodeUserPod,
   resources,
+  kekAccess,
   s3Env,
   s3Mount,
   s3Volume,
@@ -165,7 +166,7 @@ function controller() {
               imagePullPolicy: 'IfNotPresent',
               command: withNodeSecretCommand,
               args: ['cairnctl', 'csi', 'serve', '--endpoint', `unix://${csi.socket}`, '--controller', '--topology'],
-              env: [...etcdAccess.env, s3Env, ...nodeAccess.env],
+              env: [...etcdAccess.env, s3Env, ...nodeAccess.env, ...kekAccess.env],
               ports: [{ name: 'healthz', containerPort: csi.healthPorts.controller, protocol: 'TCP' }],
               livenessProbe: {
                 httpGet: { path: '/healthz', port: 'healthz' },
@@ -176,7 +177,14 @@ function controller() {
               // Snapshots and grows of detached volumes attach them here for a moment.
               resources: resources({ cpu: '100m', memory: '256Mi' }, { cpu: '1', memory: '1Gi' }),
               securityContext: lockedDown,
-              volumeMounts: [socketVolume('socket-dir'), s3Mount, ...nodeAccess.mounts, ...etcdAccess.mounts, tmpMount],
+              volumeMounts: [
+                socketVolume('socket-dir'),
+                s3Mount,
+                ...nodeAccess.mounts,
+                ...etcdAccess.mounts,
+                ...kekAccess.mounts,
+                tmpMount,
+              ],
             },
             // --extra-create-metadata: the PVC's namespace and name become volume labels for policy rules.
             sidecar('csi-provisioner', csi.images.provisioner, [
@@ -197,6 +205,7 @@ function controller() {
             s3Volume,
             ...nodeAccess.volumes,
             ...etcdAccess.volumes,
+            ...kekAccess.volumes,
             tmpVolume,
           ],
         },

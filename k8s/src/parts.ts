@@ -30,6 +30,7 @@ import {
   nodeTls,
   partOf,
   plainServiceAccount,
+  kekSecret,
   s3Secret,
 } from './config.js';
 
@@ -120,6 +121,13 @@ export const s3Volume: IVolume = {
   secret: { secretName: s3Secret.name, optional: true, defaultMode: 0o440 },
 };
 export const s3Mount: IVolumeMount = { name: 's3-credentials', mountPath: s3Secret.mountDir, readOnly: true };
+
+/** The optional key-encryption keys (config.ts kekSecret), for processes that attach volumes. */
+export const kekAccess = {
+  env: [{ name: kekSecret.envKey, value: kekSecret.mountDir }] as IEnvVar[],
+  volumes: [{ name: 'kek', secret: { secretName: kekSecret.name, optional: true, defaultMode: 0o440 } }] as IVolume[],
+  mounts: [{ name: 'kek', mountPath: kekSecret.mountDir, readOnly: true }] as IVolumeMount[],
+};
 
 export const nodeSecretVolume: IVolume = {
   name: 'node-secret',

@@ -423,6 +423,18 @@ describe('k8s manifests: Cairn facts', () => {
     expect(JSON.stringify(json)).to.include('REPLACE');
   });
 
+  it('gives the processes that attach volumes the optional key-encryption keys Secret, through CAIRN_KEK_DIR', () => {
+    const withKeys = containers.filter((p) => envOf(p.container, config.kekSecret.envKey) !== undefined);
+    expect(withKeys.map((p) => p.container.name).sort()).to.deep.equal(['cairn-csi', 'frontend']);
+    for (const p of withKeys) {
+      const dir = envOf(p.container, config.kekSecret.envKey)?.value ?? '';
+      const holder = volumeHolding(p, `${dir}/any`);
+      expect(holder?.volume.secret?.secretName, p.where).to.equal(config.kekSecret.name);
+      // Optional: a cluster without encrypted volumes runs without it (the directory is empty).
+      expect(holder?.volume.secret?.optional, p.where).to.equal(true);
+    }
+  });
+
   it('runs cairnd with mutual TLS from its required TLS Secret, and gives every client of cairnd its certificate', () => {
     for (const [name, file] of [
       ['CAIRN_NODE_TLS_CERT', config.nodeTls.cert],
