@@ -12,3 +12,4 @@ export * from './volume_maps.js';
 export * from './snapshots.js';
 export * from './policy_rules.js';
 export * from './policies.js';
+export * from './http/index.js';

@@ -30,6 +30,8 @@ import { targetCommand } from './target.js';
 import { volumeCommand } from './volume.js';
 import { snapshotCommand } from './snapshot.js';
 import { trashCommand } from './trash.js';
+import { apiCommand } from './api.js';
+import { tokenCommand } from './token.js';
 import { stdioArg } from './common.js';
 import type { CliContext } from './context.js';
 
@@ -57,7 +59,7 @@ function usageLineOf(state: unknown): string | undefined {
  * Options that take a list (given once per item): `policy add --set`, `volume create --label`,
  * `nbd serve --tls-allow`.
  */
-const listOptions = new Set(['set', 'label', 'kek-file', 'tls-allow']);
+const listOptions = new Set(['set', 'label', 'kek-file', 'tls-allow', 'mtls-admin']);
 
 /**
  * Refuses values yargs accepts but no command can use: `--dir` with nothing after it (yargs gives
@@ -112,6 +114,8 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(migrateCommand(ctx))
     .command(codecCommand(ctx))
     .command(benchCommand(ctx))
+    .command(apiCommand(ctx))
+    .command(tokenCommand(ctx))
     .demandCommand(1, 'Name a command; cairnctl --help lists them')
     .strict()
     .recommendCommands()

@@ -2,11 +2,21 @@
 import type { Argv } from 'yargs';
 import { listNodes } from '../api/index.js';
 import { formatBytes } from '../core/index.js';
-import { planRepair, runRepair } from '../repair/index.js';
+import { planRepair, runRepair, type RepairReport } from '../repair/index.js';
+import type { EtcdMeta } from '../meta/index.js';
 import { withRepairTools } from './repair.js';
 import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
+
+/** Moves every shard off the targets marked draining (one repair pass over those items only). */
+export function moveDrainingShards(meta: EtcdMeta, ctx: CliContext): Promise<RepairReport> {
+  return withRepairTools(meta, ctx, async (pool, stores) => {
+    const plan = await planRepair(meta);
+    const mine = { ...plan, items: plan.items.filter((i) => i.draining.length > 0) };
+    return runRepair(meta, stores, pool, mine);
+  });
+}
 
 export function nodeCommand(ctx: CliContext) {
   return {
@@ -61,11 +71,7 @@ export function nodeCommand(ctx: CliContext) {
               const record = await meta.setDraining(name, !argv['undo']);
               if (argv['undo'] || !argv['wait'])
                 return { target: record.name, draining: record.draining === true, moved: null };
-              const report = await withRepairTools(meta, ctx, async (pool, stores) => {
-                const plan = await planRepair(meta);
-                const mine = { ...plan, items: plan.items.filter((i) => i.draining.length > 0) };
-                return runRepair(meta, stores, pool, mine);
-              });
+              const report = await moveDrainingShards(meta, ctx);
               return { target: record.name, draining: true, moved: report };
             });
             emit(ctx.io, isJson(argv), result, (r) =>

@@ -76,6 +76,15 @@ export const keys = {
   /** A shard a repair, drain or rebalance is copying to `target`; leased, removed once published. */
   movingPrefix: () => `${rootPrefix}repair/moving/`,
   moving: (target: string, key: string) => `${rootPrefix}repair/moving/${target}/${key}`,
+  /** An API token (`cairnctl token create`): {id, name, role, hash, createdAt}; the secret itself is never stored. */
+  apiTokensPrefix: () => `${rootPrefix}api-tokens/`,
+  apiToken: (id: string) => `${rootPrefix}api-tokens/${id}`,
+  /** One change made through the HTTP API; the id sorts by time, and only the newest are kept. */
+  auditPrefix: () => `${rootPrefix}audit/`,
+  audit: (id: string) => `${rootPrefix}audit/${id}`,
+  /** A frontend's cumulative IO counters per volume, leased, refreshed every few seconds (the API's IO chart). */
+  frontendStatsPrefix: () => `${rootPrefix}frontend-stats/`,
+  frontendStats: (owner: string) => `${rootPrefix}frontend-stats/${owner}`,
 };
 
 export type TargetPolicy = 'node' | 's3' | 'any';
