@@ -13,7 +13,7 @@ const srcRoot = resolve('src');
 
 /**
  * Which layers each layer may import (besides itself). Imports point one way:
- * bin -> cli -> services (api, frontend, repair, bench, dev, csi) -> nbd, cache, volume, journal ->
+ * bin -> cli -> services (api, frontend, repair, bench, dev, csi, web) -> nbd, cache, volume, journal ->
  * extent, placement, codec -> core. Adapters (meta, shard, node) are wired only by the service
  * folders and bin; metrics is a leaf service library any process may use.
  */
@@ -51,6 +51,8 @@ export const allowed: Readonly<Record<string, readonly string[]>> = {
   bench: ['core', 'codec'],
   dev: ['core', 'meta', 'api'],
   csi: ['core', 'codec', 'crypt', 'meta', 'api', 'frontend'],
+  // The dashboard renders what the API answers (in-process, as the signed-in principal).
+  web: ['core', 'api'],
   sim: ['core', 'codec', 'extent', 'placement', 'volume', 'cache', 'journal', 'shard'],
   cli: [
     'core',
@@ -70,6 +72,7 @@ export const allowed: Readonly<Record<string, readonly string[]>> = {
     'bench',
     'dev',
     'csi',
+    'web',
   ],
   bin: ['core', 'codec', 'cli', 'node', 'api'],
 };
