@@ -12,6 +12,7 @@ import { CodecPool } from '../codec/index.js';
 import { EtcdMeta } from '../meta/index.js';
 import { NbdServer, type NbdLimits, type NbdTlsOptions } from '../nbd/index.js';
 import { createFrontendMetrics, serveMetrics, type FrontendMetrics, type MetricsServer } from '../metrics/index.js';
+import { IoStatsPublisher } from './io_stats.js';
 import { readTopology, type SecretSource } from '../api/index.js';
 import {
   SharedCacheBudget,
@@ -134,13 +135,24 @@ export async function startFrontend(options: FrontendServeOptions): Promise<Serv
           }),
     });
     undo.push(() => frontend.close());
+    // The API's IO chart reads these counters from etcd (io_stats.ts); metrics are separate.
+    const ioStats = new IoStatsPublisher(meta, options.owner, log);
+    ioStats.start();
+    undo.push(() => ioStats.stop());
     const server = new NbdServer({
       provider: frontend,
       readOnly: options.readOnly,
       log,
       ...(options.nbdLimits === undefined ? {} : { limits: options.nbdLimits }),
       onLimit: limitHit,
-      ...(metrics === undefined ? {} : { onRequest: (command, bytes) => metrics.nbdRequest(command, bytes) }),
+      onRequest: (command, bytes) => {
+        const counted = ioStats.observe(command, bytes);
+        const measured = metrics?.nbdRequest(command, bytes);
+        return (outcome) => {
+          counted(outcome);
+          measured?.(outcome);
+        };
+      },
       ...(options.tls === undefined ? {} : { tls: options.tls }),
     });
     undo.push(() => server.close());
