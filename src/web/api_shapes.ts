@@ -4,10 +4,10 @@
  * type is used; else only the fields a page shows are listed (the API may send more). The dashboard calls the API in-process as the signed-in principal (ctx.api), so a
  * page shows exactly what that principal may read and every change it asks is audited there.
  */
-import type { ClusterHealth, NodeStatus, VolumeHealth } from '../api/index.js';
+import type { ClusterHealth, NodeStatus, SnapshotRow, VolumeHealth, VolumeInfo } from '../api/index.js';
 import type { WebContext } from './contract.js';
 
-export type { ClusterHealth, VolumeHealth };
+export type { ClusterHealth, SnapshotRow, VolumeHealth, VolumeInfo };
 
 /** A node as GET /nodes lists it (draining comes from /zones). */
 export type NodeRow = NodeStatus;
@@ -38,31 +38,6 @@ export interface ZoneRow {
     readonly capacityBytes: number;
     readonly usedBytes: number | null;
   }[];
-}
-
-export interface VolumeInfo {
-  readonly name: string;
-  readonly id: string;
-  readonly sizeBytes: number;
-  readonly profile: { readonly k: number; readonly m: number };
-  readonly extentBytes: number;
-  readonly zonesRequired: number;
-  readonly targets: string;
-  readonly createdAt: string;
-  readonly state: string;
-  readonly parent?: { readonly volume: string; readonly snapshot: string };
-  readonly labels?: Readonly<Record<string, string>>;
-  readonly encryption?: { readonly cipher: string; readonly keyId: string };
-  readonly map?: { readonly writtenExtents: number; readonly journalLsn: number };
-}
-
-export interface SnapshotRow {
-  readonly name: string;
-  readonly createdAt: string;
-  readonly sizeBytes: number;
-  readonly writtenExtents: number;
-  readonly uniqueBytes: number;
-  readonly clones: readonly string[];
 }
 
 export interface Placement {
