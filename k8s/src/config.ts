@@ -127,6 +127,11 @@ export const kekSecret = {
   name: 'cairn-kek',
   mountDir: '/etc/cairn/kek',
   envKey: 'CAIRN_KEK_DIR',
+  /**
+   * A host directory where the CSI node plugin puts a volume's key from its node-stage secret
+   * while the volume is staged; the frontend on the same node reads it too.
+   */
+  stagedDir: '/run/cairn/kek',
 } as const;
 
 /** The shared secret storage nodes require (cairnd --auth-secret-file, clients CAIRN_NODE_SECRET_FILE). */

@@ -24,7 +24,7 @@ import { ServiceAccount } from 'kubernetes-models/v1';
 import type { IContainer, IVolume, IVolumeMount } from 'kubernetes-models/v1';
 import { CSIDriver, StorageClass } from 'kubernetes-models/storage.k8s.io/v1';
 import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import { cairnd, csi, frontend, image, init, namespace } from './config.js';
+import { cairnd, csi, frontend, image, init, kekSecret, namespace } from './config.js';
 import { identityMount, identityVolumes, nodeIdentityContainer } from './cairnd.js';
 import {
   clusterMeta,
@@ -166,7 +166,7 @@ function controller() {
               imagePullPolicy: 'IfNotPresent',
               command: withNodeSecretCommand,
               args: ['cairnctl', 'csi', 'serve', '--endpoint', `unix://${csi.socket}`, '--controller', '--topology'],
-              env: [...etcdAccess.env, s3Env, ...nodeAccess.env, ...kekAccess.env],
+              env: [...etcdAccess.env, s3Env, ...nodeAccess.env, ...kekAccess(false).env],
               ports: [{ name: 'healthz', containerPort: csi.healthPorts.controller, protocol: 'TCP' }],
               livenessProbe: {
                 httpGet: { path: '/healthz', port: 'healthz' },
@@ -182,7 +182,7 @@ function controller() {
                 s3Mount,
                 ...nodeAccess.mounts,
                 ...etcdAccess.mounts,
-                ...kekAccess.mounts,
+                ...kekAccess(false).mounts,
                 tmpMount,
               ],
             },
@@ -205,7 +205,7 @@ function controller() {
             s3Volume,
             ...nodeAccess.volumes,
             ...etcdAccess.volumes,
-            ...kekAccess.volumes,
+            ...kekAccess(false).volumes,
             tmpVolume,
           ],
         },
@@ -237,6 +237,8 @@ export const csiNodeArgs = [
   `nbd://${frontend.name}.${namespace}.svc:${frontend.port}`,
   '--state-dir',
   csi.stateDir,
+  '--kek-dir',
+  kekSecret.stagedDir,
 ];
 
 function nodePlugin() {
@@ -283,6 +285,7 @@ function nodePlugin() {
                 { name: 'kubelet-dir', mountPath: csi.kubeletDir, mountPropagation: 'Bidirectional' as const },
                 { name: 'dev', mountPath: '/dev' },
                 { name: 'state', mountPath: csi.stateDir },
+                { name: 'staged-kek', mountPath: kekSecret.stagedDir },
                 { name: 'modules', mountPath: '/lib/modules', readOnly: true },
                 ...etcdAccess.mounts,
               ],
@@ -309,6 +312,7 @@ function nodePlugin() {
             hostDir('kubelet-dir', csi.kubeletDir, 'Directory'),
             hostDir('dev', '/dev', 'Directory'),
             hostDir('state', csi.stateDir, 'DirectoryOrCreate'),
+            hostDir('staged-kek', kekSecret.stagedDir, 'DirectoryOrCreate'),
             ...etcdAccess.volumes,
             hostDir('modules', '/lib/modules', 'Directory'),
           ],

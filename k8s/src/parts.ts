@@ -122,12 +122,24 @@ export const s3Volume: IVolume = {
 };
 export const s3Mount: IVolumeMount = { name: 's3-credentials', mountPath: s3Secret.mountDir, readOnly: true };
 
-/** The optional key-encryption keys (config.ts kekSecret), for processes that attach volumes. */
-export const kekAccess = {
-  env: [{ name: kekSecret.envKey, value: kekSecret.mountDir }] as IEnvVar[],
-  volumes: [{ name: 'kek', secret: { secretName: kekSecret.name, optional: true, defaultMode: 0o440 } }] as IVolume[],
-  mounts: [{ name: 'kek', mountPath: kekSecret.mountDir, readOnly: true }] as IVolumeMount[],
-};
+/**
+ * The optional key-encryption keys (config.ts kekSecret), for processes that attach volumes; with
+ * `staged` (the frontend) also the host directory the CSI node plugin stages keys in.
+ */
+export function kekAccess(staged: boolean) {
+  const secret = { name: 'kek', secret: { secretName: kekSecret.name, optional: true, defaultMode: 0o440 } };
+  const host = { name: 'staged-kek', hostPath: { path: kekSecret.stagedDir, type: 'DirectoryOrCreate' } };
+  return {
+    env: [
+      { name: kekSecret.envKey, value: staged ? `${kekSecret.mountDir},${kekSecret.stagedDir}` : kekSecret.mountDir },
+    ] as IEnvVar[],
+    volumes: (staged ? [secret, host] : [secret]) as IVolume[],
+    mounts: [
+      { name: 'kek', mountPath: kekSecret.mountDir, readOnly: true },
+      ...(staged ? [{ name: 'staged-kek', mountPath: kekSecret.stagedDir, readOnly: true }] : []),
+    ] as IVolumeMount[],
+  };
+}
 
 export const nodeSecretVolume: IVolume = {
   name: 'node-secret',

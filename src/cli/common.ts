@@ -27,6 +27,12 @@ export function clusterOptions<T>(y: Argv<T>) {
     .options(etcdCredentialOptions())
     .middleware(etcdFlagsToEnv)
     .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' })
+    .option('api', {
+      type: 'string',
+      describe:
+        'go through a Cairn API server at this URL instead of etcd (status, volume, snapshot and node commands; also: $CAIRN_API)',
+    })
+    .option('token', { type: 'string', describe: 'bearer token for --api (also: $CAIRN_API_TOKEN)' })
     .option('kek-file', {
       type: 'string',
       describe:
@@ -50,6 +56,15 @@ export function encryptionRequest(argv: Record<string, unknown>): { encrypted?: 
     ...(asked === undefined ? {} : { encrypted: asked === true }),
     ...(keks[0] === undefined ? {} : { kek: keks[0] }),
   };
+}
+
+/**
+ * For a long-running process: the keys as keksOf reads them, read once now (a bad file is refused
+ * at start) and again at each call, so keys added to a CAIRN_KEK_DIR later are found.
+ */
+export function kekReader(argv: Record<string, unknown>): () => Kek[] {
+  keksOf(argv);
+  return () => keksOf(argv);
 }
 
 /** The key-encryption keys a command was given: --kek-file (repeatable), CAIRN_KEK_FILE, CAIRN_KEK. */
@@ -79,6 +94,11 @@ export function endpointsFrom(argv: Record<string, unknown>): string[] {
 
 /** Connects, runs `work`, and closes the client whatever happens. */
 export async function withMeta<T>(argv: Record<string, unknown>, work: (meta: EtcdMeta) => Promise<T>): Promise<T> {
+  // Commands that can go through the API do so before they get here (via_api.ts).
+  if (typeof argv['api'] === 'string')
+    throw new InvalidArgumentError(
+      `This command talks to etcd and does not work through --api; drop --api (see cairnctl --help for those that do)`,
+    );
   const timeoutMs = Number(argv['etcd-timeout'] ?? etcdCallTimeoutMsDefault);
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0)
     throw new InvalidArgumentError(`Invalid --etcd-timeout ${argv['etcd-timeout']}: use milliseconds > 0`);

@@ -68,6 +68,11 @@ export function csiCommand(ctx: CliContext) {
                 describe:
                   "this node's NBD frontend (nbd://HOST:PORT or nbd+unix:///?socket=PATH); the export is the volume",
               })
+              .option('kek-dir', {
+                type: 'string',
+                describe:
+                  "with --node: put a volume's key-encryption key from its node-stage secret (key kek) here while it is staged, for the frontend on this node (its CAIRN_KEK_DIR)",
+              })
               .option('state-dir', {
                 type: 'string',
                 default: '/run/cairn/csi',
@@ -112,6 +117,7 @@ export function csiCommand(ctx: CliContext) {
                       stateDir: stringArg(argv, 'state-dir'),
                       attacher: argv['attach'] === 'nbdfuse' ? new NbdfuseAttacher(nbd) : new NbdClientAttacher(nbd),
                       volumeExists: async (id) => (await meta.getVolume(id)) !== null,
+                      ...(typeof argv['kek-dir'] === 'string' ? { kekDir: argv['kek-dir'] } : {}),
                       log,
                     })
                   : undefined;

@@ -26,7 +26,7 @@ import {
 import { checkNbdLimits, nbdLimits } from '../nbd/index.js';
 import { createLogger } from '../metrics/index.js';
 import { parseHostPort } from '../shard/index.js';
-import { clusterOptions, endpointsFrom, keksOf, stringArg } from './common.js';
+import { clusterOptions, endpointsFrom, kekReader, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { nbdTlsFlags, nbdTlsOptionsOf } from './nbd_tls.js';
 
@@ -187,7 +187,7 @@ export function nbdCommand(ctx: CliContext) {
               etcdEndpoints: endpointsFrom(argv),
               etcdTimeoutMs: Number(argv['etcd-timeout']),
               secrets: ctx.secrets,
-              keks: keksOf(argv),
+              keks: kekReader(argv),
               owner: `${hostname()}/${process.pid}`,
               ...(tcp === undefined ? {} : { tcp }),
               ...(socket === undefined ? {} : { socket }),

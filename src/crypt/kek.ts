@@ -81,18 +81,19 @@ export function readKekFile(file: string): Kek {
 
 /**
  * The KEKs a process was given: `files` (--kek-file, repeatable), then CAIRN_KEK_FILE (files
- * separated by commas), every file in CAIRN_KEK_DIR (a mounted Kubernetes Secret with one key per
- * entry; dot-files, which Kubernetes uses for its own links, are passed over) and CAIRN_KEK (the
+ * separated by commas), every file in CAIRN_KEK_DIR (directories separated by commas: a mounted
+ * Kubernetes Secret with one key per entry, where a CSI node plugin stages keys; dot-files, which
+ * Kubernetes uses for its own links, and `*.tmp` files being written are passed over) and CAIRN_KEK (the
  * key itself, hex or base64) from `env`.
  */
 export function keksFrom(files: readonly string[], env: NodeJS.ProcessEnv = process.env): Kek[] {
   const keks = files.map(readKekFile);
   for (const f of (env['CAIRN_KEK_FILE'] ?? '').split(',')) if (f.trim() !== '') keks.push(readKekFile(f.trim()));
-  const dir = env['CAIRN_KEK_DIR'];
-  if (dir !== undefined && dir !== '') {
+  for (const dir of (env['CAIRN_KEK_DIR'] ?? '').split(',').map((d) => d.trim())) {
+    if (dir === '') continue;
     let names: string[];
     try {
-      names = readdirSync(dir).filter((n) => !n.startsWith('.'));
+      names = readdirSync(dir).filter((n) => !n.startsWith('.') && !n.endsWith('.tmp'));
     } catch (err) {
       throw new InvalidArgumentError(`Cannot read CAIRN_KEK_DIR ${dir}: ${errorMessage(err)}`);
     }

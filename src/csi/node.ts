@@ -26,6 +26,7 @@ import {
 import { dirname, join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { errorMessage } from '../core/index.js';
+import { parseKek } from '../crypt/index.js';
 import { zoneTopologyKey } from './controller.js';
 import { isMountPoint, mountTable, runHost, type AttachedDevice, type Attacher } from './host.js';
 import { CsiError, capability, invalid, required, unsupported } from './requests.js';
@@ -53,6 +54,12 @@ export interface NodeOptions {
   readonly log: (line: string) => void;
   /** Whether the cluster has this volume (NodeStageVolume of a missing one is NOT_FOUND). */
   readonly volumeExists?: (volume: string) => Promise<boolean>;
+  /**
+   * Where a volume's key-encryption key from its node-stage secret (key `kek`) is put while it is
+   * staged (`<volume>.kek`, 0600 in a 0700 directory), for the frontend on this node, which reads
+   * the directory at each attach (CAIRN_KEK_DIR). Absent: node-stage secrets are not used.
+   */
+  readonly kekDir?: string;
 }
 
 export class CsiNode {
@@ -127,7 +134,15 @@ export class CsiNode {
       await this.options.attacher.detach(known.attached).catch(() => undefined);
       this.forget(volume);
     }
-    const attached = await this.options.attacher.attach(volume, { readOnly, workDir: this.workDir(volume) });
+    // The key first: the frontend unwraps the volume's data key when the attach reaches it.
+    const kekFile = this.putKek(volume, req['secrets']);
+    let attached: AttachedDevice;
+    try {
+      attached = await this.options.attacher.attach(volume, { readOnly, workDir: this.workDir(volume) });
+    } catch (err) {
+      if (kekFile !== undefined) rmSync(kekFile, { force: true });
+      throw err;
+    }
     try {
       let fsType: string | undefined;
       if (cap.kind === 'mount') {
@@ -152,8 +167,29 @@ export class CsiNode {
       return {};
     } catch (err) {
       await this.options.attacher.detach(attached).catch(() => undefined);
+      if (kekFile !== undefined) rmSync(kekFile, { force: true });
       throw err;
     }
+  }
+
+  /**
+   * Writes the `kek` of a node-stage secret to kekDir for the frontend (parsed first: a bad one is
+   * INVALID_ARGUMENT before anything is attached); returns the file, or undefined when there is
+   * no such secret or no kekDir.
+   */
+  private putKek(volume: string, secrets: unknown): string | undefined {
+    const text = (secrets as Record<string, string> | null | undefined)?.['kek'];
+    if (text === undefined || text === '' || this.options.kekDir === undefined) return undefined;
+    try {
+      parseKek(Buffer.from(text), 'The node-stage secret\'s "kek"');
+    } catch (err) {
+      throw new CsiError(status.INVALID_ARGUMENT, errorMessage(err));
+    }
+    mkdirSync(this.options.kekDir, { recursive: true, mode: 0o700 });
+    const file = join(this.options.kekDir, `${volume}.kek`);
+    writeFileSync(`${file}.tmp`, text, { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+    return file;
   }
 
   async nodeUnstageVolume(req: Message): Promise<Message> {
@@ -166,6 +202,8 @@ export class CsiNode {
       this.forget(volume);
       this.options.log(`unstaged volume ${volume} from ${staging}`);
     }
+    // The key leaves the node with the volume.
+    if (this.options.kekDir !== undefined) rmSync(join(this.options.kekDir, `${volume}.kek`), { force: true });
     return {};
   }
 

@@ -125,10 +125,11 @@ export interface FrontendOptions {
   /** Told each time an attach is refused for maxVolumes (a metric). */
   readonly onLimit?: (limit: 'volumes') => void;
   /**
-   * Key-encryption keys (`--kek-file`, CAIRN_KEK_FILE): an encrypted volume is attached only when
-   * the one its record names is here; otherwise the attach fails with a KeyError naming it.
+   * Key-encryption keys (`--kek-file`, CAIRN_KEK_FILE, CAIRN_KEK_DIR), or how to read them at each
+   * attach: an encrypted volume is attached only when the one its record names is there;
+   * otherwise the attach fails with a KeyError naming it.
    */
-  readonly keks?: readonly Kek[];
+  readonly keks?: readonly Kek[] | (() => readonly Kek[]);
 }
 
 /** A final flush that failed and is being retried (the volume has no clients left). */
@@ -199,7 +200,10 @@ export class VolumeFrontend implements ExportProvider {
    */
   private cipherOf(record: VolumeRecord, what: string): VolumeCipher | undefined {
     if (record.encryption === undefined) return undefined;
-    const dataKey = unwrapDataKey(record.encryption, this.options.keks ?? [], what);
+    // Read at each attach when given as a function: keys put in a directory later (a CSI node
+    // plugin stages a volume's key there just before it attaches) are found.
+    const given = this.options.keks;
+    const dataKey = unwrapDataKey(record.encryption, typeof given === 'function' ? given() : (given ?? []), what);
     this.crypt ??= new CryptPool();
     return new VolumeCipher(dataKey, this.crypt);
   }

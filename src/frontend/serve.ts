@@ -52,7 +52,7 @@ export interface FrontendServeOptions {
   /** NBD_OPT_STARTTLS (`--tls` and friends); absent: no TLS. */
   readonly tls?: NbdTlsOptions;
   /** Key-encryption keys for encrypted volumes (`--kek-file`, CAIRN_KEK_FILE). */
-  readonly keks?: readonly Kek[];
+  readonly keks?: readonly Kek[] | (() => readonly Kek[]);
   readonly clock?: Clock;
   readonly log: (line: string) => void;
   readonly warn: (line: string) => void;

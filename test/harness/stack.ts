@@ -338,6 +338,8 @@ export interface FrontendOptions {
   readonly finalFlushRetryMs?: number;
   /** More `nbd serve` flags, as given (limits: `--max-volumes 2`, ...). */
   readonly extraArgs?: readonly string[];
+  /** More environment for the frontend (CAIRN_KEK_DIR, ...). */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 /** An extra `cairnctl nbd serve` on its own TCP port and Unix socket, our child, stopped by pid. */

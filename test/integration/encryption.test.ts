@@ -5,7 +5,16 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import {
   describeResult,
@@ -13,11 +22,14 @@ import {
   runClient,
   runOk,
   sha256,
+  skipWithoutFilesystem,
   useStack,
   type Frontend,
   type Stack,
 } from '../harness/stack.js';
 import { cairnctlPath } from '../harness/cli.js';
+import { mountWriter, startDriver } from '../harness/csi.js';
+import { CsiNode, NbdfuseAttacher, mountTable, status } from '../../src/csi/index.js';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { startEtcd } from '../harness/etcd.js';
 import { addS3Targets, cairnctl, startFrontendProcess } from '../harness/faults.js';
@@ -198,6 +210,69 @@ describe('Encryption at rest: real clients against a dev cluster', function () {
     expect(made.encryption?.keyId).to.match(/^kek-/);
     // A --kek-file given to create asks for encryption itself.
     expect(made.settingSources['encrypted']).to.equal('request');
+  });
+});
+
+describe('Encryption at rest through CSI: provisioner and node-stage secrets', function () {
+  this.timeout(240_000);
+  const stack = useStack();
+
+  it('CreateVolume wraps with the provisioner secret; NodeStage hands the node-stage secret to the frontend, which attaches only then; unstage takes it away', async function () {
+    if (skipWithoutFilesystem(this)) return;
+    const s = stack();
+    const kekDir = s.path('node-keks');
+    const stateDir = s.path('csi-state');
+    // A frontend that reads the node plugin's key directory at each attach.
+    mkdirSync(kekDir, { recursive: true, mode: 0o700 });
+    const fe = await s.startFrontend({ env: { CAIRN_KEK_DIR: kekDir } });
+    const base = fe.uri('').replace(/\/$/, '');
+    const nodeArgs = ['--node', '--node-id', 'n1', '--attach', 'nbdfuse', '--nbd', base];
+    s.defer('volumes left staged', async () => {
+      for (const [point] of mountTable())
+        if (point.startsWith(s.path('kubelet')))
+          await runOk('umount', '/usr/bin/umount', ['-l', point], { deadlineMs: 60_000 });
+      const attacher = new NbdfuseAttacher(base);
+      const node = new CsiNode({ nodeId: 'cleanup', stateDir, attacher, log: () => undefined });
+      for (const v of node.staged()) await attacher.detach(v.attached);
+    });
+    const csi = await startDriver(s, [...nodeArgs, '--state-dir', stateDir, '--kek-dir', kekDir]);
+    const kek = randomBytes(32).toString('hex');
+    await csi.refused(
+      'CreateVolume',
+      {
+        name: 'pvc-enc',
+        volume_capabilities: [mountWriter],
+        capacity_range: { required_bytes: String(32 * MiB) },
+        parameters: { extentSize: '1MiB', encrypted: 'true' },
+      },
+      status.INVALID_ARGUMENT,
+      /no key-encryption key was given/,
+    );
+    await csi.ok('Controller', 'CreateVolume', {
+      name: 'pvc-enc',
+      volume_capabilities: [mountWriter],
+      capacity_range: { required_bytes: String(32 * MiB) },
+      parameters: { extentSize: '1MiB', encrypted: 'true' },
+      secrets: { kek },
+    });
+    const staging = s.path('kubelet/staging/pvc-enc');
+    const stage = { volume_id: 'pvc-enc', staging_target_path: staging, volume_capability: mountWriter };
+    // Without the node-stage secret the frontend has no key: nothing is attached or formatted.
+    const none = await csi.call('Node', 'NodeStageVolume', stage);
+    expect(none.ok, 'stage without the key').to.equal(false);
+    await fe.waitForLog(/encrypted with key kek-/);
+    await csi.refused('NodeStageVolume', { ...stage, secrets: { kek: 'nope' } }, status.INVALID_ARGUMENT, /kek/);
+    await csi.ok('Node', 'NodeStageVolume', { ...stage, secrets: { kek } });
+    expect(statSync(join(kekDir, 'pvc-enc.kek')).mode & 0o777).to.equal(0o600);
+    const file = join(staging, 'secret.txt');
+    const text = `${marker}-csi `.repeat(4000);
+    writeFileSync(file, text);
+    await runOk('sync', '/usr/bin/sync', [], { deadlineMs: 60_000 });
+    expect(readFileSync(file, 'utf8')).to.equal(text);
+    await csi.ok('Node', 'NodeUnstageVolume', { volume_id: 'pvc-enc', staging_target_path: staging });
+    expect(existsSync(join(kekDir, 'pvc-enc.kek')), 'the key leaves with the volume').to.equal(false);
+    await fe.stop();
+    expect(nodeFilesHolding(s, [Buffer.from(marker, 'latin1')]).hits).to.deep.equal([]);
   });
 });
 

@@ -427,12 +427,22 @@ describe('k8s manifests: Cairn facts', () => {
     const withKeys = containers.filter((p) => envOf(p.container, config.kekSecret.envKey) !== undefined);
     expect(withKeys.map((p) => p.container.name).sort()).to.deep.equal(['cairn-csi', 'frontend']);
     for (const p of withKeys) {
-      const dir = envOf(p.container, config.kekSecret.envKey)?.value ?? '';
+      const [dir, staged] = (envOf(p.container, config.kekSecret.envKey)?.value ?? '').split(',');
       const holder = volumeHolding(p, `${dir}/any`);
       expect(holder?.volume.secret?.secretName, p.where).to.equal(config.kekSecret.name);
       // Optional: a cluster without encrypted volumes runs without it (the directory is empty).
       expect(holder?.volume.secret?.optional, p.where).to.equal(true);
+      // The frontend also reads the keys the CSI node plugin stages on its host (node-stage secrets).
+      if (p.container.name === 'frontend') {
+        expect(staged).to.equal(config.kekSecret.stagedDir);
+        expect(volumeHolding(p, `${staged}/v.kek`)?.volume.hostPath?.path).to.equal(config.kekSecret.stagedDir);
+      } else expect(staged).to.equal(undefined);
     }
+    const plugin = containers.find((p) => p.container.name === 'cairn-csi' && p.container.args?.includes('--node'));
+    expect(plugin?.container.args).to.include.members(['--kek-dir', config.kekSecret.stagedDir]);
+    expect(volumeHolding(plugin!, `${config.kekSecret.stagedDir}/v.kek`)?.volume.hostPath?.path).to.equal(
+      config.kekSecret.stagedDir,
+    );
   });
 
   it('runs cairnd with mutual TLS from its required TLS Secret, and gives every client of cairnd its certificate', () => {
