@@ -1,6 +1,6 @@
 /**
- * `cairnctl api serve`: the control-plane HTTP API (src/api/http, docs/api.md) and, when it is
- * built in, the dashboard, on one listener. It wires the ports the API may not build itself: a
+ * `cairnctl api serve`: the control-plane HTTP API (src/api/http, docs/api.md) and the dashboard
+ * (src/web, docs/dashboard.md), on one listener. It wires the ports the API may not build itself: a
  * frontend in this process for snapshots and resizes of detached volumes, the repair tools for
  * drains and repair passes, background gc; the same functions the CLI commands use.
  *
@@ -19,6 +19,7 @@ import { parseHostPort } from '../shard/index.js';
 import { clusterOptions, endpointsFrom } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { withLocalFrontend } from './snapshot.js';
+import { dashboard } from '../web/index.js';
 import { moveDrainingShards } from './node.js';
 import { withRepairTools } from './repair.js';
 
@@ -104,6 +105,7 @@ export function apiCommand(ctx: CliContext) {
                   : { tls: { cert, key, ...(ca === undefined ? {} : { ca }) } }),
                 mtlsAdmins: admins,
                 ports,
+                web: dashboard({ log: (line) => ctx.io.err(line) }),
                 log: (line) => ctx.io.err(line),
               });
               ctx.io.out(`cairnctl api serving on ${server.url} (pid ${process.pid})`);

@@ -1,11 +1,12 @@
 /** `cairnctl node list`: storage nodes with zone, address, state, capacity and use. */
 import type { Argv } from 'yargs';
-import { listNodes } from '../api/index.js';
+import { listNodes, type NodeStatus, type RepairSummary } from '../api/index.js';
+import { drainThroughApi, viaApiOrMeta } from './via_api.js';
 import { formatBytes } from '../core/index.js';
 import { planRepair, runRepair, type RepairReport } from '../repair/index.js';
 import type { EtcdMeta } from '../meta/index.js';
 import { withRepairTools } from './repair.js';
-import { clusterOptions, isJson, table, withMeta, stringArg } from './common.js';
+import { clusterOptions, isJson, table, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -29,8 +30,10 @@ export function nodeCommand(ctx: CliContext) {
           describe: 'List storage nodes: name, zone, address, state (up/down), capacity, used',
           builder: (a: Argv) => clusterOptions(a),
           handler: withErrors(ctx, async (argv) => {
-            const nodes = await withMeta(argv, (meta) =>
-              listNodes(meta.client, { endpoints: meta.endpoints, timeoutMs: Number(argv['etcd-timeout']) }),
+            const nodes = await viaApiOrMeta(
+              argv,
+              (api) => api.request<NodeStatus[]>('GET', '/nodes'),
+              (meta) => listNodes(meta.client, { endpoints: meta.endpoints, timeoutMs: Number(argv['etcd-timeout']) }),
             );
             emit(ctx.io, isJson(argv), nodes, (list) =>
               list.length === 0
@@ -67,13 +70,17 @@ export function nodeCommand(ctx: CliContext) {
               }),
           handler: withErrors(ctx, async (argv) => {
             const name = stringArg(argv, 'name');
-            const result = await withMeta(argv, async (meta) => {
-              const record = await meta.setDraining(name, !argv['undo']);
-              if (argv['undo'] || !argv['wait'])
-                return { target: record.name, draining: record.draining === true, moved: null };
-              const report = await moveDrainingShards(meta, ctx);
-              return { target: record.name, draining: true, moved: report };
-            });
+            const result = await viaApiOrMeta(
+              argv,
+              (api) => drainThroughApi(api, name, { undo: argv['undo'] === true, wait: argv['wait'] !== false }),
+              async (meta) => {
+                const record = await meta.setDraining(name, !argv['undo']);
+                if (argv['undo'] || !argv['wait'])
+                  return { target: record.name, draining: record.draining === true, moved: null };
+                const report = await moveDrainingShards(meta, ctx);
+                return { target: record.name, draining: true, moved: report as RepairSummary };
+              },
+            );
             emit(ctx.io, isJson(argv), result, (r) =>
               r.moved === null
                 ? [`${r.target}: ${r.draining ? 'draining (the repairer will move its shards)' : 'no longer draining'}`]

@@ -16,7 +16,9 @@ import {
 import { CodecPool } from '../codec/index.js';
 import { VolumeFrontend } from '../frontend/index.js';
 import { VolumeLockedError, type EtcdMeta } from '../meta/index.js';
-import { requireSnapshot, rollbackVolume, snapshotUsage, takeSnapshot } from '../api/index.js';
+import { requireSnapshot, rollbackVolume, snapshotRows, takeSnapshot, type SnapshotRow } from '../api/index.js';
+import type { SnapshotRecord } from '../meta/index.js';
+import { apiOf, seg, viaApiOrMeta } from './via_api.js';
 import { clusterOptions, isJson, keksOf, stringArg, table, withMeta } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
@@ -83,12 +85,15 @@ export function snapshotCommand(ctx: CliContext) {
               .example('$0 snapshot create pg-data before-upgrade', ''),
           handler: withErrors(ctx, async (argv) => {
             const { volume, snapshot } = volumeAndSnapshot(argv);
-            const made = await withMeta(argv, (meta) =>
-              takeSnapshot(meta, volume, snapshot, {
-                owner: cliOwner(),
-                answerMs: Number(argv['timeout']),
-                attachAndTake: () => withLocalFrontend(meta, ctx, argv, (f) => f.snapshot(volume, snapshot)),
-              }),
+            const made = await viaApiOrMeta(
+              argv,
+              (api) => api.request<SnapshotRecord>('POST', `/volumes/${seg(volume)}/snapshots`, { name: snapshot }),
+              (meta) =>
+                takeSnapshot(meta, volume, snapshot, {
+                  owner: cliOwner(),
+                  answerMs: Number(argv['timeout']),
+                  attachAndTake: () => withLocalFrontend(meta, ctx, argv, (f) => f.snapshot(volume, snapshot)),
+                }),
             );
             emit(ctx.io, isJson(argv), made, (s) => [
               `Took snapshot ${volume}@${s.name}: ${s.root.written ?? 0} extents written, ${formatBytes(s.sizeBytes)}; read it as the NBD export ${volume}@${s.name}`,
@@ -100,18 +105,12 @@ export function snapshotCommand(ctx: CliContext) {
           describe: "List a volume's snapshots with the bytes each alone holds (what deleting it frees)",
           builder: (a: Argv) => clusterOptions(a).positional('volume', { type: 'string' }),
           handler: withErrors(ctx, async (argv) => {
-            const rows = await withMeta(argv, async (meta) => {
-              const volume = await meta.requireVolume(volumeName(stringArg(argv, 'volume')));
-              return (await snapshotUsage(meta, volume)).map((u) => ({
-                name: u.snapshot.name,
-                createdAt: u.snapshot.createdAt,
-                sizeBytes: u.snapshot.sizeBytes,
-                writtenExtents: u.snapshot.root.written ?? 0,
-                uniqueBytes: u.uniqueBytes,
-                uniqueShards: u.uniqueShards,
-                clones: u.clones,
-              }));
-            });
+            const volume = volumeName(stringArg(argv, 'volume'));
+            const rows = await viaApiOrMeta(
+              argv,
+              (api) => api.request<SnapshotRow[]>('GET', `/volumes/${seg(volume)}/snapshots`),
+              (meta) => snapshotRows(meta, volume),
+            );
             emit(ctx.io, isJson(argv), rows, (list) =>
               list.length === 0
                 ? ['No snapshots.']
@@ -141,6 +140,17 @@ export function snapshotCommand(ctx: CliContext) {
             }),
           handler: withErrors(ctx, async (argv) => {
             const { volume, snapshot } = volumeAndSnapshot(argv);
+            const api = apiOf(argv);
+            if (api !== undefined) {
+              const r = await api.request<{ deleted: string; gcPid: number | null }>(
+                'DELETE',
+                `/volumes/${seg(volume)}/snapshots/${seg(snapshot)}`,
+              );
+              emit(ctx.io, isJson(argv), { deleted: r.deleted, gcPid: r.gcPid }, () => [
+                `Deleted snapshot ${r.deleted}; what it alone held is being freed in the background by the API server`,
+              ]);
+              return;
+            }
             const deleted = await withMeta(argv, async (meta) => {
               const v = await meta.requireVolume(volume);
               return meta.deleteSnapshot(v.id, snapshot, v.name);

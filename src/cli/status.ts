@@ -10,7 +10,8 @@
 import type { Argv } from 'yargs';
 import { formatBytes } from '../core/index.js';
 import { readClusterHealth, type ClusterHealth, type VolumeHealth } from '../api/index.js';
-import { clusterOptions, isJson, table, withMeta } from './common.js';
+import { clusterOptions, isJson, table } from './common.js';
+import { viaApiOrMeta } from './via_api.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
 
@@ -21,7 +22,11 @@ export function statusCommand(ctx: CliContext) {
     builder: (y: Argv) =>
       clusterOptions(y).example('$0 status', 'HEALTHY: 6 nodes up in 3 zones; 2 volumes, no data at risk'),
     handler: withErrors(ctx, async (argv) => {
-      const health = await withMeta(argv, (meta) => readClusterHealth(meta));
+      const health = await viaApiOrMeta(
+        argv,
+        (api) => api.request<ClusterHealth>('GET', '/cluster'),
+        (meta) => readClusterHealth(meta),
+      );
       emit(ctx.io, isJson(argv), health, statusText);
     }),
   };

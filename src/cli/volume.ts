@@ -1,12 +1,21 @@
 /** `cairnctl volume create|list|info|delete`. */
 import type { Argv } from 'yargs';
-import { formatBytes, formatProfile, parseSize, volumeName, type Profile } from '../core/index.js';
+import {
+  InvalidArgumentError,
+  formatBytes,
+  formatProfile,
+  parseSize,
+  volumeName,
+  type Profile,
+} from '../core/index.js';
 import { readKekFile, rewrap } from '../crypt/index.js';
-import { cloneVolume, createVolume, parseLabels, resizeVolume, snapshotUsage } from '../api/index.js';
+import { cloneVolume, createVolume, parseLabels, resizeVolume, snapshotUsage, volumeInfo } from '../api/index.js';
+import { apiOf, seg, viaApiOrMeta } from './via_api.js';
 import { cliOwner, withLocalFrontend } from './snapshot.js';
 import { transferCommands } from './transfer.js';
 import { extentCount, mapLevelsFor } from '../extent/index.js';
 import { journalReplicasOf, rewrapVolumeKey, type VolumeRecord } from '../meta/index.js';
+import type { VolumeInfo } from '../api/index.js';
 import { clusterOptions, encryptionRequest, isJson, keksOf, table, withMeta, stringArg } from './common.js';
 import { type CliContext, withErrors } from './context.js';
 import { emit } from './output.js';
@@ -88,31 +97,55 @@ export function volumeCommand(ctx: CliContext) {
               .example('$0 volume create secrets 1GiB --encrypt --kek-file ./kek', '')
               .example('$0 volume create pg-data 20GiB --label app=postgres --label tier=prod', ''),
           handler: withErrors(ctx, async (argv) => {
-            const volume = await withMeta(argv, (meta) =>
-              createVolume(meta, {
-                name: stringArg(argv, 'name'),
-                sizeBytes: parseSize(stringArg(argv, 'size'), 'volume size'),
-                ...(argv['profile'] === undefined ? {} : { profile: String(argv['profile']) }),
-                ...(argv['extent-size'] === undefined
-                  ? {}
-                  : { extentBytes: parseSize(String(argv['extent-size']), 'extent size') }),
-                ...(argv['zones-required'] === undefined ? {} : { zonesRequired: Number(argv['zones-required']) }),
-                ...(argv['targets'] === undefined ? {} : { targets: String(argv['targets']) }),
-                ...(argv['durable-shards'] === undefined ? {} : { durableShardsMin: Number(argv['durable-shards']) }),
-                ...(argv['journal-replicas'] === undefined
-                  ? {}
-                  : { journalReplicas: Number(argv['journal-replicas']) }),
-                allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
-                labels: parseLabels(((argv['label'] as string[] | undefined) ?? []).join(','), '--label'),
-                ...encryptionRequest(argv),
-                ...(argv['in-zones'] === undefined
-                  ? {}
-                  : {
-                      allowedZones: String(argv['in-zones'])
-                        .split(',')
-                        .map((z) => z.trim()),
-                    }),
-              }),
+            const labels = parseLabels(((argv['label'] as string[] | undefined) ?? []).join(','), '--label');
+            const inZones =
+              argv['in-zones'] === undefined
+                ? undefined
+                : String(argv['in-zones'])
+                    .split(',')
+                    .map((z) => z.trim());
+            const volume = await viaApiOrMeta(
+              argv,
+              (api) => {
+                if (argv['encrypt'] !== undefined || argv['kek-file'] !== undefined)
+                  throw new InvalidArgumentError(
+                    'Create encrypted volumes against etcd, not through --api: the key-encryption key stays on this machine',
+                  );
+                return api.request<VolumeRecord>('POST', '/volumes', {
+                  name: stringArg(argv, 'name'),
+                  size: stringArg(argv, 'size'),
+                  ...(argv['profile'] === undefined ? {} : { profile: String(argv['profile']) }),
+                  ...(argv['extent-size'] === undefined ? {} : { extentSize: String(argv['extent-size']) }),
+                  ...(argv['zones-required'] === undefined ? {} : { zonesRequired: Number(argv['zones-required']) }),
+                  ...(argv['targets'] === undefined ? {} : { targets: String(argv['targets']) }),
+                  ...(argv['durable-shards'] === undefined ? {} : { durableShards: Number(argv['durable-shards']) }),
+                  ...(argv['journal-replicas'] === undefined
+                    ? {}
+                    : { journalReplicas: Number(argv['journal-replicas']) }),
+                  allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
+                  labels,
+                  ...(inZones === undefined ? {} : { inZones }),
+                });
+              },
+              (meta) =>
+                createVolume(meta, {
+                  name: stringArg(argv, 'name'),
+                  sizeBytes: parseSize(stringArg(argv, 'size'), 'volume size'),
+                  ...(argv['profile'] === undefined ? {} : { profile: String(argv['profile']) }),
+                  ...(argv['extent-size'] === undefined
+                    ? {}
+                    : { extentBytes: parseSize(String(argv['extent-size']), 'extent size') }),
+                  ...(argv['zones-required'] === undefined ? {} : { zonesRequired: Number(argv['zones-required']) }),
+                  ...(argv['targets'] === undefined ? {} : { targets: String(argv['targets']) }),
+                  ...(argv['durable-shards'] === undefined ? {} : { durableShardsMin: Number(argv['durable-shards']) }),
+                  ...(argv['journal-replicas'] === undefined
+                    ? {}
+                    : { journalReplicas: Number(argv['journal-replicas']) }),
+                  allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
+                  labels,
+                  ...encryptionRequest(argv),
+                  ...(inZones === undefined ? {} : { allowedZones: inZones }),
+                }),
             );
             emit(ctx.io, isJson(argv), volume, (v) => [
               `Created volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${profileText(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,
@@ -127,7 +160,11 @@ export function volumeCommand(ctx: CliContext) {
           describe: 'List volumes',
           builder: (a: Argv) => clusterOptions(a),
           handler: withErrors(ctx, async (argv) => {
-            const volumes = await withMeta(argv, (meta) => meta.listVolumes());
+            const volumes = await viaApiOrMeta(
+              argv,
+              (api) => api.request<VolumeRecord[]>('GET', '/volumes'),
+              (meta) => meta.listVolumes(),
+            );
             emit(ctx.io, isJson(argv), volumes, (list) =>
               list.length === 0
                 ? ['No volumes.']
@@ -151,23 +188,12 @@ export function volumeCommand(ctx: CliContext) {
           describe: 'Show one volume',
           builder: (a: Argv) => clusterOptions(a).positional('name', { type: 'string' }),
           handler: withErrors(ctx, async (argv) => {
-            const info = await withMeta(argv, async (meta) => {
-              const volume = await meta.requireVolume(stringArg(argv, 'name'));
-              const extents = extentCount(volume);
-              // The map's root says what it holds without reading a page.
-              const root = await meta.readMapRoot(volume.id, mapLevelsFor(extents));
-              const legacy = await meta.hasExtentKeys(volume.id);
-              return {
-                ...volume,
-                map: {
-                  form: legacy ? ('per-extent etcd keys' as const) : ('pages' as const),
-                  levels: root.levels,
-                  writtenExtents: root.written ?? 0,
-                  journalLsn: root.journalLsn ?? 0,
-                  rootGeneration: root.page?.generation ?? null,
-                },
-              };
-            });
+            const name = stringArg(argv, 'name');
+            const info = await viaApiOrMeta(
+              argv,
+              (api) => api.request<VolumeInfo>('GET', `/volumes/${seg(name)}`),
+              (meta) => volumeInfo(meta, name),
+            );
             emit(ctx.io, isJson(argv), info, (v) => [
               ...describeVolume(v),
               v.map.form === 'pages'
@@ -188,7 +214,26 @@ export function volumeCommand(ctx: CliContext) {
             }),
           handler: withErrors(ctx, async (argv) => {
             const now = argv['now'] === true;
-            const volume = await withMeta(argv, (meta) => meta.deleteVolume(stringArg(argv, 'name'), { trash: !now }));
+            const name = stringArg(argv, 'name');
+            const api = apiOf(argv);
+            if (api !== undefined) {
+              const r = await api.request<{ deleted: string; id: string; gcPid?: number | null }>(
+                'DELETE',
+                `/volumes/${seg(name)}${now ? '?now=true' : ''}`,
+              );
+              emit(
+                ctx.io,
+                isJson(argv),
+                now ? { deleted: r.deleted, id: r.id, gcPid: r.gcPid ?? null } : { trashed: r.deleted, id: r.id },
+                () => [
+                  now
+                    ? `Deleted volume ${r.deleted}; its shards are being removed in the background by the API server`
+                    : `Moved volume ${r.deleted} (id ${r.id}) to the trash; \`cairnctl trash restore ${r.deleted}\` brings it back, \`cairnctl trash purge ${r.deleted}\` frees its space`,
+                ],
+              );
+              return;
+            }
+            const volume = await withMeta(argv, (meta) => meta.deleteVolume(name, { trash: !now }));
             if (!now) {
               emit(ctx.io, isJson(argv), { trashed: volume.name, id: volume.id }, () => [
                 `Moved volume ${volume.name} (id ${volume.id}) to the trash; \`cairnctl trash restore ${volume.name}\` brings it back, \`cairnctl trash purge ${volume.name}\` frees its space`,
@@ -273,17 +318,27 @@ export function volumeCommand(ctx: CliContext) {
             const name = stringArg(argv, 'name');
             const sizeBytes = parseSize(stringArg(argv, 'size'), 'volume size');
             const before = { size: 0 };
-            const resized = await withMeta(argv, async (meta) => {
-              before.size = (await meta.requireVolume(name)).sizeBytes;
-              return resizeVolume(meta, name, sizeBytes, {
-                owner: cliOwner(),
-                answerMs: Number(argv['timeout']),
-                attachAndResize: () =>
-                  withLocalFrontend(meta, ctx, argv, (f) =>
-                    f.resize(name, sizeBytes, { allowShrink: argv['allow-shrink'] === true }),
-                  ),
-              });
-            });
+            const resized = await viaApiOrMeta(
+              argv,
+              async (api) => {
+                before.size = (await api.request<VolumeRecord>('GET', `/volumes/${seg(name)}`)).sizeBytes;
+                return api.request<VolumeRecord>('PATCH', `/volumes/${seg(name)}`, {
+                  size: sizeBytes,
+                  allowShrink: argv['allow-shrink'] === true,
+                });
+              },
+              async (meta) => {
+                before.size = (await meta.requireVolume(name)).sizeBytes;
+                return resizeVolume(meta, name, sizeBytes, {
+                  owner: cliOwner(),
+                  answerMs: Number(argv['timeout']),
+                  attachAndResize: () =>
+                    withLocalFrontend(meta, ctx, argv, (f) =>
+                      f.resize(name, sizeBytes, { allowShrink: argv['allow-shrink'] === true }),
+                    ),
+                });
+              },
+            );
             emit(ctx.io, isJson(argv), resized, (v) => [
               `Resized volume ${v.name} from ${formatBytes(before.size)} to ${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`,
             ]);

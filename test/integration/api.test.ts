@@ -17,7 +17,7 @@ import { writeFileSync } from 'node:fs';
 import { DocumentValidator, pointer } from '../../src/api/index.js';
 import { freePort, waitFor } from '../../src/dev/index.js';
 import { cairnctlPath } from '../harness/cli.js';
-import { ClientProcess, runOk, seededBytes, useStack } from '../harness/stack.js';
+import { ClientProcess, runClient, runOk, seededBytes, useStack } from '../harness/stack.js';
 
 interface Answer {
   readonly status: number;
@@ -408,6 +408,93 @@ describe('the HTTP API (cairnctl api serve) on a dev cluster', function () {
     const gone = await ok('DELETE', '/volumes/{name}', { path: '/volumes/api-a-clone?now=true' });
     expect(gone).to.include({ deleted: 'api-a-clone' });
     await call('GET', '/volumes/{name}', { path: '/volumes/api-c', token: admin, expect: 404 });
+  });
+
+  describe('cairnctl --api', () => {
+    /** cairnctl through the API, with no etcd endpoint in reach (CAIRN_ETCD empty). */
+    const viaApi = (args: readonly string[]) =>
+      runClient(process.execPath, [cairnctlPath, ...args, '--api', base, '--token', admin], {
+        env: { CAIRN_ETCD: '' },
+        deadlineMs: 120_000,
+      });
+    const viaEtcd = (args: readonly string[]) => stack().cairnctl(args.join(' '), args);
+    const json = (text: string): unknown => JSON.parse(text.trim().split('\n').pop() ?? 'null');
+
+    it('prints the same JSON as against etcd (status, volume list|info, snapshot list, node list)', async () => {
+      const same: [string[], (v: unknown) => unknown][] = [
+        [['status', '--json'], (v) => ({ ...(v as object), checkedAt: 0 })],
+        [['volume', 'list', '--json'], (v) => v],
+        [['volume', 'info', 'api-a', '--json'], (v) => v],
+        [['snapshot', 'list', 'api-a', '--json'], (v) => v],
+        [
+          ['node', 'list', '--json'],
+          (v) =>
+            (v as { name: string; state: string; zone: string }[]).map(({ name, state, zone }) => ({
+              name,
+              state,
+              zone,
+            })),
+        ],
+      ];
+      for (const [args, norm] of same) {
+        const a = await viaApi(args);
+        expect(a.code, `${args.join(' ')} --api: ${a.stderr}`).to.equal(0);
+        const e = await viaEtcd(args);
+        expect(norm(json(a.stdout)), args.join(' ')).to.deep.equal(norm(json(e.stdout)));
+      }
+      const text = await viaApi(['status']);
+      expect(text.stdout).to.match(/HEALTHY|WARNING|DEGRADED/);
+    });
+
+    it('creates, resizes, snapshots and deletes through the API, and drains a node', async () => {
+      const run = async (args: string[]) => {
+        const r = await viaApi(args);
+        expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(0);
+        return r.stdout;
+      };
+      expect(await run(['volume', 'create', 'api-cli', '2MiB', '--label', 'via=api'])).to.match(
+        /Created volume api-cli/,
+      );
+      expect(await run(['volume', 'resize', 'api-cli', '3MiB'])).to.match(/from 2 MiB to 3 MiB/);
+      expect(json(await run(['snapshot', 'create', 'api-cli', 'first', '--json']))).to.include({ name: 'first' });
+      expect(json(await run(['snapshot', 'delete', 'api-cli@first', '--json']))).to.include({
+        deleted: 'api-cli@first',
+      });
+      expect(json(await run(['volume', 'delete', 'api-cli', '--json']))).to.include({ trashed: 'api-cli' });
+      const audit = (await ok('GET', '/audit')) as { who: string; path: string }[];
+      expect(audit.some((a) => a.who === 'test-admin' && a.path === '/api/v1/volumes/api-cli')).to.equal(true);
+      const node = (await ok('GET', '/nodes'))[5] as { name: string };
+      const drained = json(await run(['node', 'drain', node.name, '--json'])) as Record<string, unknown>;
+      expect(drained).to.include({ target: node.name, draining: true });
+      expect(drained).to.have.nested.property('moved.failed', 0);
+      expect(json(await run(['node', 'drain', node.name, '--undo', '--json']))).to.include({ draining: false });
+    });
+
+    it('fails clearly: a server out of reach (naming the URL), a missing token, a command that needs etcd', async () => {
+      const port = await freePort();
+      const gone = await runClient(
+        process.execPath,
+        [cairnctlPath, 'volume', 'list', '--api', `http://127.0.0.1:${port}`, '--token', admin],
+        { env: { CAIRN_ETCD: '' } },
+      );
+      expect(gone.code).to.equal(1);
+      expect(gone.stderr).to.include(`Cannot reach the Cairn API at http://127.0.0.1:${port}`);
+      const noToken = await runClient(process.execPath, [cairnctlPath, 'volume', 'list', '--api', base], {
+        env: { CAIRN_ETCD: '', CAIRN_API_TOKEN: '' },
+      });
+      expect(noToken.code).to.equal(2);
+      expect(noToken.stderr).to.match(/needs a token/);
+      const viewerDelete = await runClient(
+        process.execPath,
+        [cairnctlPath, 'volume', 'delete', 'api-b', '--api', base, '--token', viewer],
+        { env: { CAIRN_ETCD: '' } },
+      );
+      expect(viewerDelete.code).to.equal(1);
+      expect(viewerDelete.stderr).to.match(/needs an admin/);
+      const etcdOnly = await viaApi(['volume', 'du']);
+      expect(etcdOnly.code).to.equal(2);
+      expect(etcdOnly.stderr).to.match(/does not work through --api/);
+    });
   });
 
   it('has called every documented route', () => {
