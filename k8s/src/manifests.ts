@@ -8,6 +8,7 @@
  * everything a cluster needs except the Secrets (templates) and the example.
  */
 import { stringify } from 'yaml';
+import { apiObjects } from './api.js';
 import { cairndObjects } from './cairnd.js';
 import { csiObjects } from './csi.js';
 import { postgresExampleObjects } from './postgres_example.js';
@@ -109,6 +110,13 @@ export function manifestFiles(): ManifestFile[] {
       source: 'repairer.ts',
       title: 'the background repairer (cairnctl repair --daemon), two replicas, one elected leader',
       objects: repairerObjects(),
+      inAll: true,
+    },
+    {
+      file: 'api.yaml',
+      source: 'api.ts',
+      title: 'the control-plane API and dashboard (cairnctl api serve), two replicas behind the cairn-api Service',
+      objects: apiObjects(),
       inAll: true,
     },
     {

@@ -17,6 +17,7 @@ import { parseAllDocuments } from 'yaml';
 import type { IContainer, IEnvVar, IPodSpec, IVolume } from 'kubernetes-models/v1';
 import { Service } from 'kubernetes-models/v1';
 import { parseDaemonArgs } from '../../../src/node/index.js';
+import { api, apiArgs } from '../../../k8s/src/api.js';
 import { cairndArgs } from '../../../k8s/src/cairnd.js';
 import * as config from '../../../k8s/src/config.js';
 import { frontendArgs } from '../../../k8s/src/frontend.js';
@@ -425,7 +426,8 @@ describe('k8s manifests: Cairn facts', () => {
 
   it('gives the processes that attach volumes the optional key-encryption keys Secret, through CAIRN_KEK_DIR', () => {
     const withKeys = containers.filter((p) => envOf(p.container, config.kekSecret.envKey) !== undefined);
-    expect(withKeys.map((p) => p.container.name).sort()).to.deep.equal(['cairn-csi', 'frontend']);
+    // The API server attaches a detached volume here to snapshot or resize it.
+    expect(withKeys.map((p) => p.container.name).sort()).to.deep.equal(['api', 'cairn-csi', 'frontend']);
     for (const p of withKeys) {
       const [dir, staged] = (envOf(p.container, config.kekSecret.envKey)?.value ?? '').split(',');
       const holder = volumeHolding(p, `${dir}/any`);
@@ -460,7 +462,7 @@ describe('k8s manifests: Cairn facts', () => {
       expect(probe?.httpGet?.scheme).to.equal('HTTPS');
     const clients = containers.filter((p) => envOf(p.container, 'CAIRN_NODE_CA') !== undefined);
     expect(clients.map((p) => p.doc.metadata.name).sort()).to.deep.equal(
-      [config.frontend.name, 'cairn-repairer', config.csi.controllerName].sort(),
+      [config.frontend.name, 'cairn-repairer', config.csi.controllerName, api.name].sort(),
     );
     for (const p of clients) {
       expect(envOf(p.container, 'CAIRN_NODE_TLS_SERVER_NAME')?.value, p.where).to.equal(config.nodeTls.serverName);
@@ -481,7 +483,7 @@ describe('k8s manifests: Cairn facts', () => {
   it('mounts the node Secret wherever a script reads it, and ships a placeholder cairnd would refuse', async () => {
     const readers = containers.filter((p) => commandLine(p.container).includes(config.nodeSecret.file));
     expect(readers.map((p) => p.doc.metadata.name).sort()).to.deep.equal(
-      [config.cairnd.name, config.frontend.name, 'cairn-repairer', config.csi.controllerName].sort(),
+      [config.cairnd.name, config.frontend.name, 'cairn-repairer', config.csi.controllerName, api.name].sort(),
     );
     for (const p of readers) {
       const holder = volumeHolding(p, config.nodeSecret.file);
@@ -614,6 +616,29 @@ describe('k8s manifests: Cairn facts', () => {
     expect(port?.containerPort).to.equal(10809);
     // A rolling update would cut every NBD connection on each host in turn.
     expect((frontend.doc['spec'] as { updateStrategy: { type: string } }).updateStrategy.type).to.equal('OnDelete');
+  });
+
+  it('serves the API and dashboard from two replicas of cairnctl api serve behind the cairn-api Service, probed on /healthz', () => {
+    const placed = containerOf('Deployment', api.name, 'api');
+    expect(placed.container.args).to.deep.equal(apiArgs);
+    expect(commandLine(placed.container)).to.include('cairnctl api serve --listen 0.0.0.0:8080');
+    expect((placed.doc['spec'] as { replicas: number }).replicas).to.equal(2);
+    const service = find('Service', api.name)['spec'] as {
+      selector: Record<string, string>;
+      ports: { port: number; targetPort: string }[];
+    };
+    expect(selects(service.selector, podLabels(placed.doc))).to.equal(true);
+    expect(service.ports[0]?.port).to.equal(8080);
+    const port = placed.container.ports?.find((p) => p.name === service.ports[0]?.targetPort);
+    expect(port?.containerPort).to.equal(8080);
+    for (const probe of [placed.container.readinessProbe, placed.container.livenessProbe])
+      expect(probe?.httpGet).to.deep.include({ path: '/healthz', port: 'http' });
+    // The same credentials as the repairer: etcd, the storage nodes, S3.
+    const repairer = containerOf('Deployment', 'cairn-repairer', 'repairer');
+    const names = (c: IContainer) => (c.env ?? []).map((e) => e.name).sort();
+    expect(names(placed.container)).to.include.members(names(repairer.container));
+    const mounts = (c: IContainer) => (c.volumeMounts ?? []).map((m) => m.mountPath).sort();
+    expect(mounts(placed.container)).to.include.members(mounts(repairer.container));
   });
 
   it('initialises the cluster with a Job that runs cairnctl init', () => {
