@@ -52,8 +52,9 @@ sim: build
 	@$(NODE) scripts/sim_map.mjs --seeds 5 --bug clone-reads-parent
 	@$(NODE) scripts/sim_map.mjs --seeds 5 --steps 400 --bug shrink-keeps-tail
 
+# KEEP=1 keeps the demo's cluster and its dashboard running until Ctrl-C (docs/dashboard.md).
 demo: build
-	@bash scripts/demo.sh
+	@DEMO_KEEP=$(if $(KEEP),$(KEEP),0) bash scripts/demo.sh
 
 # A volume's life through the CSI socket alone: provision, stage, publish, snapshot, clone, expand.
 demo-csi: build

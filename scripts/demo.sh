@@ -9,6 +9,9 @@
 #  5. Where the shards went, and what a bad request gets. 6. The codec.
 #  7. A second cluster with TLS everywhere (dev up --tls): data over nbds://, and what a plaintext
 #     NBD client and a cairnctl without the etcd credentials get.
+#  8. The dashboard and the JSON API (cairnctl api serve) on the first cluster: prints its URL and
+#     an admin token. With DEMO_KEEP=1 (`make demo KEEP=1`) the cluster and the dashboard stay up
+#     until Ctrl-C, then everything is stopped as usual.
 # Every process it starts is stopped by pid when it ends, however it ends, and the last step
 # checks that none is left: each carries this run's token in CAIRN_RUN_MARKER (inherited by every
 # child, detached or not; see test/harness/leftovers.ts), and scripts/leftovers.mjs looks for it.
@@ -151,6 +154,29 @@ cairnctl dev up --dir "$D/tls-cluster" --tls --zones 3 --nodes-per-zone 2 --prof
   echo "   cairnctl without the credentials: $(env -u CAIRN_ETCD_CA -u CAIRN_ETCD_CERT -u CAIRN_ETCD_KEY node dist/src/bin/cairnctl.js status 2>&1 | head -1)"
 )
 cairnctl dev down --dir "$D/tls-cluster" > /dev/null
+
+echo
+echo "== 8. The dashboard and the JSON API (cairnctl api serve): one process, one port"
+API_PORT=$(free_port)
+node dist/src/bin/cairnctl.js api serve --listen "127.0.0.1:$API_PORT" > "$D/api.out" 2> "$D/api.log" &
+API_PID=$!
+EXTRA_PIDS+=("$API_PID")
+for _ in $(seq 600); do grep -q 'serving on' "$D/api.out" 2>/dev/null && break; sleep 0.05; done
+DASH="http://127.0.0.1:$API_PORT"
+ADMIN_TOKEN=$(cairnctl token create --role admin --name demo-admin | tail -1)
+front=$(node -e 'fetch(process.argv[1], { headers: { authorization: `Bearer ${process.argv[2]}`, accept: "text/html" } })
+  .then((r) => console.log(r.status), (e) => console.log(e.message))' "$DASH/" "$ADMIN_TOKEN")
+[ "$front" = 200 ] || { echo "   the dashboard did not answer ($front): $(tail -3 "$D/api.log")" >&2; exit 1; }
+echo "   dashboard: $DASH/?token=$ADMIN_TOKEN"
+echo "   (the front page answers $front; a first visit trades the token for a session cookie)"
+echo "   admin token: $ADMIN_TOKEN"
+echo "   the same API as JSON: curl -H \"Authorization: Bearer \$TOKEN\" $DASH/api/v1/cluster"
+echo "   b-1 is still down from step 4: the dashboard shows it red, and the data it held at risk until a repair."
+if [ "${DEMO_KEEP:-0}" != 0 ]; then
+  echo "   KEEP=1: the cluster and the dashboard stay up; press Ctrl-C to stop them."
+  trap 'echo; echo "Ctrl-C: stopping the demo."; exit 0' INT TERM
+  wait "$API_PID" || true
+fi
 
 echo
 echo "Done; stopping every process by pid. Try it yourself: cairnctl dev up --dir /tmp/cairn (README)."

@@ -153,8 +153,8 @@ export const actions: Readonly<Record<string, ActionSpec>> = {
     fields: ['volume'],
     check: (f) => checkName(f, 'volume', 'volume name'),
     describe: (f) =>
-      html`Delete volume <b>${field(f, 'volume')}</b> and every block written to it. This cannot be undone; the API
-        refuses while a frontend serves the volume or a clone still reads one of its snapshots.`,
+      html`Delete volume <b>${field(f, 'volume')}</b>: it moves to the trash, is no longer listed or served, and
+        <code>cairnctl trash restore</code> brings it back until gc empties the trash.`,
     verb: 'Delete volume',
     danger: true,
     async perform(ctx, f) {
@@ -169,8 +169,8 @@ export const actions: Readonly<Record<string, ActionSpec>> = {
     fields: ['node'],
     check: (f) => checkName(f, 'node', 'node name'),
     describe: (f) =>
-      html`Drain node <b>${field(f, 'node')}</b>: no new shard is placed on it, and every shard it holds is moved to
-        other nodes of its volume’s zones, in the background. The node keeps serving reads meanwhile.`,
+      html`Drain node <b>${field(f, 'node')}</b>: placement stops choosing it, and every shard it holds is moved to
+        other targets in the background.`,
     verb: 'Drain node',
     danger: true,
     async perform(ctx, f) {

@@ -8,8 +8,10 @@
  * server renders those parts again whenever something changes and sends them as one `regions`
  * event, `{"NAME": "<escaped html>", ...}`, which the script puts in place. The server escaped
  * every value already (html.ts), so innerHTML receives markup we made. A `status` element
- * (`data-live-status`) says whether the stream is connected. EventSource reconnects by itself;
- * after a `login` event (the session ended) the page reloads, which shows the login form.
+ * (`data-live-status`) says whether the stream is connected. EventSource reconnects by itself
+ * (the server ends each stream after a minute, so each reconnect authenticates again); when the
+ * server refuses a stream and the API says the session is gone (401), the page reloads, which
+ * shows the login form.
  *
  * It is kept as text here, not compiled from TypeScript, because the project's TypeScript has no
  * DOM library; a unit test parses it so a syntax error cannot ship.
@@ -35,11 +37,15 @@ export const clientScript = `'use strict';
     say('live', 'on');
   });
   source.addEventListener('error', function () {
-    say('reconnecting…', 'retry');
-  });
-  source.addEventListener('login', function () {
-    source.close();
-    window.location.reload();
+    if (source.readyState !== EventSource.CLOSED) {
+      say('reconnecting…', 'retry');
+      return;
+    }
+    // The server refused the stream: if the session is gone, a reload shows the login form.
+    say('not live (reload for new numbers)', 'off');
+    fetch('/api/v1/whoami', { credentials: 'same-origin' }).then(function (r) {
+      if (r.status === 401) window.location.reload();
+    });
   });
   source.addEventListener('regions', function (event) {
     var regions;

@@ -15,6 +15,11 @@ export const liveDebounceMs = 250;
 export const liveHeartbeatMs = 15_000;
 /** Open event streams per server (each renders its page every liveRefreshMs). */
 export const liveStreamsMax = 32;
+/**
+ * A stream ends after this and the browser reconnects, authenticating again: how long an open page
+ * may go on showing data after its token was revoked or its session ended.
+ */
+export const liveStreamLifetimeMs = 60_000;
 /** A rendering of a page's live parts that takes longer is abandoned for that round. */
 export const liveRenderTimeoutMs = 10_000;
 /** Largest form body: the biggest form (create volume with labels) is well under 2 KiB. */
@@ -27,4 +32,5 @@ export const recentEventsShownMax = 8;
 
 assert(liveDebounceMs < liveRefreshMs, 'an event must render sooner than the next periodic refresh');
 assert(liveRefreshMs < liveHeartbeatMs, 'a heartbeat is only for streams with nothing to say');
+assert(liveRefreshMs * 10 <= liveStreamLifetimeMs, 'a stream lives for many refreshes between reconnects');
 assert(recentEventsShownMax <= eventsShownMax, 'the front page shows a part of the events page');

@@ -8,14 +8,22 @@
  * What it keeps true: at most liveStreamsMax streams at once (more get 503, and the page stays
  * as it was); one rendering per stream at a time (a trigger during one runs once after it); a
  * rendering that overruns liveRenderTimeoutMs is abandoned for that round; when the client goes,
- * its timers and its event subscription go too. Each round first asks the API who the principal
- * is: a revoked token or an ended session gets a `login` event and the stream ends, so nothing is
- * shown to someone the API no longer knows.
+ * its timers and its event subscription go too. A stream ends after liveStreamLifetimeMs and the
+ * browser opens it again, which authenticates again: a revoked token or an ended session then gets
+ * 401, and the script reloads the page, which shows the login form. So an open page stops
+ * showing anything to someone the API no longer knows within that time.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { errorMessage } from '../core/index.js';
 import type { WebContext } from './contract.js';
-import { liveDebounceMs, liveHeartbeatMs, liveRefreshMs, liveRenderTimeoutMs, liveStreamsMax } from './limits.js';
+import {
+  liveDebounceMs,
+  liveHeartbeatMs,
+  liveRefreshMs,
+  liveRenderTimeoutMs,
+  liveStreamLifetimeMs,
+  liveStreamsMax,
+} from './limits.js';
 import type { Page } from './page.js';
 
 /** The regions whose markup differs from the last sent (all of them the first time). */
@@ -79,12 +87,6 @@ export class LiveStreams {
       }
       running = true;
       try {
-        const who = await ctx.api.request('GET', '/api/v1/whoami');
-        if (who.status === 401) {
-          write(`event: login\ndata: {}\n\n`);
-          close();
-          return;
-        }
         let timer: NodeJS.Timeout | undefined;
         const page = await Promise.race([
           build(Date.now()),
@@ -112,6 +114,7 @@ export class LiveStreams {
       }, liveDebounceMs);
     };
     const interval = setInterval(() => void round(), liveRefreshMs);
+    const lifetime = setTimeout(() => close(), liveStreamLifetimeMs);
     let unsubscribe: () => void = () => undefined;
     try {
       unsubscribe = ctx.events.subscribe(() => soon());
@@ -124,6 +127,7 @@ export class LiveStreams {
       closed = true;
       this.open_ -= 1;
       clearInterval(interval);
+      clearTimeout(lifetime);
       if (debounce !== undefined) clearTimeout(debounce);
       unsubscribe();
       res.end();

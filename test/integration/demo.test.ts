@@ -37,6 +37,8 @@ describe('scripts/demo.sh', () => {
     expect(stdout).to.contain('survives a zone loss');
     expect(stdout).to.contain('Volume "demo" already exists');
     expect(stdout).to.match(/cairn\s+\d+/);
+    expect(stdout, 'step 8 prints the dashboard').to.match(/dashboard: http:\/\/127\.0\.0\.1:\d+\/\?token=cairn_/);
+    expect(stdout).to.contain('the front page answers 200');
   });
 });
 
