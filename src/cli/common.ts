@@ -46,10 +46,12 @@ export function clusterOptions<T>(y: Argv<T>) {
  * rule may ask for encryption too; then the KEK must be given).
  */
 export function encryptionRequest(argv: Record<string, unknown>): { encrypted?: boolean; kek?: Kek } {
-  const keks = keksOf(argv);
+  // --kek-file names the key; without it, the one key the environment holds (if it holds one).
+  const flagged = argv['kek-file'] !== undefined;
+  const keks = flagged ? keksFrom(kekFilesOf(argv), {}) : keksOf(argv);
   if (keks.length > 1)
     throw new InvalidArgumentError(
-      `Give one key-encryption key to create a volume (${keks.length} given: ${keks.map((k) => k.source).join(', ')})`,
+      `Give one key-encryption key to create a volume (${keks.length} found: ${keks.map((k) => `${k.id} (${k.source})`).join(', ')}); choose one with --kek-file`,
     );
   const asked = argv['encrypt'] ?? (argv['kek-file'] === undefined ? undefined : true);
   return {
@@ -69,8 +71,12 @@ export function kekReader(argv: Record<string, unknown>): () => Kek[] {
 
 /** The key-encryption keys a command was given: --kek-file (repeatable), CAIRN_KEK_FILE, CAIRN_KEK. */
 export function keksOf(argv: Record<string, unknown>): Kek[] {
+  return keksFrom(kekFilesOf(argv));
+}
+
+function kekFilesOf(argv: Record<string, unknown>): string[] {
   const files = argv['kek-file'];
-  return keksFrom(Array.isArray(files) ? files.map(String) : typeof files === 'string' ? [files] : []);
+  return Array.isArray(files) ? files.map(String) : typeof files === 'string' ? [files] : [];
 }
 
 /**

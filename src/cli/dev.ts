@@ -56,6 +56,7 @@ export function devCommand(ctx: CliContext) {
             emit(ctx.io, isJson(argv), cluster, (c) => [
               `Cluster up. Before using cairnctl against it: . ${c.env ?? `${c.dir}/env`}`,
               `A volume V is served at ${c.frontend.nbdUri}/V${c.tls === true ? `?tls-certificates=${c.dir}/tls` : ''} and nbd+unix:///V?socket=${c.frontend.socket}`,
+              `Encrypted volumes: put their key-encryption keys in ${c.dir}/keks (the frontend and . ${c.dir}/env read it at each attach)`,
               `Stop it with: cairnctl dev down --dir ${c.dir}`,
             ]);
           }),

@@ -101,7 +101,8 @@ export function keksFrom(files: readonly string[], env: NodeJS.ProcessEnv = proc
   }
   const inline = env['CAIRN_KEK'];
   if (inline !== undefined && inline !== '') keks.push(parseKek(Buffer.from(inline), 'CAIRN_KEK'));
-  return keks;
+  // One entry per key: the same key reached two ways (a flag and a directory) is one key.
+  return keks.filter((k, i) => keks.findIndex((o) => o.id === k.id) === i);
 }
 
 function aad(keyUid: string): Buffer {

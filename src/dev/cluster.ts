@@ -184,6 +184,8 @@ export function devClientEnv(dir: string, etcd: string, tls: boolean): Record<st
   return {
     CAIRN_ETCD: etcd,
     CAIRN_NODE_SECRET_FILE: join(dir, 'node-secret'),
+    // Key-encryption keys of encrypted volumes: files put here are read at each attach.
+    CAIRN_KEK_DIR: join(dir, 'keks'),
     ...(tls
       ? {
           [etcdCredentialEnv.ca]: files.ca,
@@ -271,6 +273,7 @@ export async function devUp(options: DevUpOptions): Promise<DevCluster> {
     });
     options.log(`etcd ${etcd} (pid ${etcdPid}${tls ? ', TLS and authentication' : ''})`);
     const clientEnv = devClientEnv(dir, etcd, tls);
+    mkdirSync(join(dir, 'keks'), { recursive: true, mode: 0o700 });
     const envPath = join(dir, 'env');
     if (tls) await ensureEtcdAuth(dir, etcd, etcdFresh);
     writePrivate(envPath, envFileText(clientEnv));

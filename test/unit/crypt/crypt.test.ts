@@ -118,6 +118,8 @@ describe('crypt: key-encryption keys', () => {
         CAIRN_KEK: c.toString('base64'),
       });
       expect(keks.map((k) => k.id)).to.deep.equal([kekIdOf(a), kekIdOf(b), kekIdOf(c)]);
+      // The same key reached twice (a flag and the variable) is one key.
+      expect(keksFrom([join(dir, 'a.kek')], { CAIRN_KEK_FILE: join(dir, 'a.kek') })).to.have.length(1);
       expect(() => keksFrom([], { CAIRN_KEK_DIR: join(dir, 'absent') })).to.throw(/Cannot read CAIRN_KEK_DIR/);
       expect(() => keksFrom([join(dir, 'absent')], {})).to.throw(/Cannot read key-encryption key file/);
     } finally {

@@ -203,11 +203,12 @@ describe('transport settings', () => {
   });
 
   describe('dev env file', () => {
-    it('exports the etcd endpoint and node secret, and with TLS every credential variable, shell-quoted', () => {
-      expect(Object.keys(devClientEnv('/d', 'http://127.0.0.1:1', false))).to.deep.equal([
-        'CAIRN_ETCD',
-        'CAIRN_NODE_SECRET_FILE',
-      ]);
+    it('exports the etcd endpoint, node secret and key directory, and with TLS every credential variable, shell-quoted', () => {
+      expect(devClientEnv('/d', 'http://127.0.0.1:1', false)).to.deep.equal({
+        CAIRN_ETCD: 'http://127.0.0.1:1',
+        CAIRN_NODE_SECRET_FILE: '/d/node-secret',
+        CAIRN_KEK_DIR: '/d/keks',
+      });
       const tls = devClientEnv('/d', 'https://127.0.0.1:1', true);
       expect(tls).to.include({ CAIRN_ETCD_USER: 'cairn', CAIRN_NODE_CA: '/d/tls/ca-cert.pem' });
       expect(envFileText({ A: "it's here", B: '/x y' })).to.equal(`export A='it'\\''s here'\nexport B='/x y'\n`);
