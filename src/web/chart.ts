@@ -26,6 +26,8 @@ export interface ChartOptions {
   readonly windowMs: number;
   /** Formats an axis value: count() for IOPS, bytesPerSecond() for throughput. */
   readonly label: (value: number) => string;
+  /** Bytes: round the axis top in binary units (2 MiB/s, not 1.9 MiB/s). */
+  readonly binary?: boolean;
   /** Names the chart for screen readers and tests. */
   readonly title: string;
   readonly id: string;
@@ -51,6 +53,16 @@ export function roundTop(value: number): number {
   return 10 * power;
 }
 
+/**
+ * roundTop() in the binary unit of the value, so a bytes axis ends on a round label: 1.9e6 B/s is
+ * 1.81 MiB/s -> 2 MiB/s = 2097152. Values under 1024 round as plain numbers.
+ */
+export function roundTopBinary(value: number): number {
+  if (!(value >= 1024)) return roundTop(value);
+  const unit = 1024 ** Math.floor(Math.log(value) / Math.log(1024));
+  return roundTop(value / unit) * unit;
+}
+
 function polyline(points: readonly IoPoint[], pick: (p: IoPoint) => number, o: ChartOptions, top: number): string {
   const start = o.nowMs - o.windowMs;
   return points
@@ -66,7 +78,8 @@ function polyline(points: readonly IoPoint[], pick: (p: IoPoint) => number, o: C
 /** The chart as an <svg> element, with a legend of the latest values under it. */
 export function ioChart(points: readonly IoPoint[], o: ChartOptions): Html {
   const sorted = [...points].sort((a, b) => a.atMs - b.atMs);
-  const top = roundTop(Math.max(0, ...sorted.map((p) => Math.max(p.read, p.write))));
+  const highest = Math.max(0, ...sorted.map((p) => Math.max(p.read, p.write)));
+  const top = o.binary === true ? roundTopBinary(highest) : roundTop(highest);
   const plotBottom = chartHeight - marginBottom;
   const gridLines = [0, 0.5, 1].map((f) => {
     const y = (plotBottom - f * (plotBottom - marginTop)).toFixed(1);

@@ -52,7 +52,7 @@ svg.chart .write, .key.write { stroke: #d1242f; color: #d1242f; }
 .key { font-weight: 700; }
 table.grid td { padding: 0; border: 1px solid #fff; }
 table.grid td.shard { width: 3.2em; height: 1.6em; text-align: center; font-size: 11px; color: #fff; }
-table.grid td.shard.missing { background: repeating-linear-gradient(45deg, #fdecea, #fdecea 4px, var(--bad) 4px, var(--bad) 6px); color: var(--bad); font-weight: 700; }
+table.grid td.shard.missing { background: #fdecea; color: var(--bad); font-weight: 700; outline: 2px solid var(--bad); outline-offset: -2px; }
 table.grid th { font-size: 11px; padding: 0 .3em; }
 .zone-0 { background: #2f81f7; } .zone-1 { background: #8250df; } .zone-2 { background: #1a7f37; }
 .zone-3 { background: #bf8700; } .zone-4 { background: #cf222e; } .zone-5 { background: #0a7ea4; }

@@ -309,9 +309,16 @@ export function ioView(io: IoStats, nowMs: number): Html {
   const points = io.series.map((s) => ({ at: Date.parse(s.at), s }));
   const last = io.series[io.series.length - 1];
   type Sample = IoStats['series'][number];
-  const charts: readonly [string, string, (v: number) => string, (s: Sample) => number, (s: Sample) => number][] = [
-    ['IOPS', 'chart-iops', count, (s) => s.readIops, (s) => s.writeIops],
-    ['throughput', 'chart-bytes', bytesPerSecond, (s) => s.readBytesPerSecond, (s) => s.writeBytesPerSecond],
+  const charts: readonly [
+    string,
+    string,
+    (v: number) => string,
+    (s: Sample) => number,
+    (s: Sample) => number,
+    boolean,
+  ][] = [
+    ['IOPS', 'chart-iops', count, (s) => s.readIops, (s) => s.writeIops, false],
+    ['throughput', 'chart-bytes', bytesPerSecond, (s) => s.readBytesPerSecond, (s) => s.writeBytesPerSecond, true],
   ];
   return html`<p>
       Now: <span class="key read">read</span> <b id="io-read-iops">${count(last?.readIops ?? 0)}</b> IOPS,
@@ -321,11 +328,11 @@ export function ioView(io: IoStats, nowMs: number): Html {
     </p>
     <div class="charts">
       ${charts.map(
-        ([caption, id, label, read, write]) =>
+        ([caption, id, label, read, write, binary]) =>
           html`<figure>
             ${ioChart(
               points.map((p) => ({ atMs: p.at, read: read(p.s), write: write(p.s) })),
-              { nowMs, windowMs: io.windowMs, label, title: `Client ${caption} over the last hour`, id },
+              { nowMs, windowMs: io.windowMs, label, binary, title: `Client ${caption} over the last hour`, id },
             )}
             <figcaption>${caption}</figcaption>
           </figure>`,

@@ -5,8 +5,8 @@
  *
  * The placement picture is a table, one row per written extent and one column per shard (k data
  * then m parity): each cell names the target holding that shard and takes its zone's colour; a
- * missing shard (its target down or unregistered, or the census found it absent) is hatched red
- * with a cross, a shard outside the volume's allowed zones is marked "!". Sources: GET
+ * missing shard (its target down or unregistered, or the census found it absent) is red, its
+ * target's name after a cross, a shard outside the volume's allowed zones is marked "!". Sources: GET
  * /volumes/NAME, /volumes/NAME/placement, /volumes/NAME/snapshots, and the volume's entry of
  * /cluster (health, journal).
  */
@@ -123,7 +123,7 @@ export function placementGrid(pl: Placement): Html {
                   data-state="${s.state}"
                   title="${label}"
                 >
-                  ${s.state === 'missing' ? '✕' : s.state === 'wrong-zone' ? `!${s.target}` : s.target}
+                  ${s.state === 'missing' ? `✕${s.target}` : s.state === 'wrong-zone' ? `!${s.target}` : s.target}
                 </td>`;
               })}
             </tr>`,
