@@ -181,6 +181,10 @@ describe('the dashboard in a real browser (chromium, playwright-core)', function
     await waitFor('the live stream to deliver a first update', async () =>
       Number(await page.locator('body').getAttribute('data-live-updates')) >= 1 ? true : undefined,
     );
+    // Rendered on the server (so it reads without JavaScript), with no inline script or style.
+    const served = await (await page.request.get(`${base}/`, { headers: { Accept: 'text/html' } })).text();
+    expect(served).to.include('id="verdict"').and.include('id="nodes"');
+    expect(served).not.to.match(/<script(?![^>]*\bsrc=)|\sstyle=|\son[a-z]+=/i);
     const path = join(screenshotDir, 'front.png');
     await page.screenshot({ path, fullPage: true });
     console.log(`      screenshot of the front page: ${path}`);
@@ -304,7 +308,7 @@ describe('the dashboard in a real browser (chromium, playwright-core)', function
     await page.close();
   });
 
-  it('turns a SIGKILLed node’s row and the verdict red within seconds, without a reload', async () => {
+  it('turns a SIGKILLed node’s row and the verdict red within seconds, without a reload; then a repair pass', async () => {
     const s = stack();
     const page = await newPage();
     await signIn(page, adminToken);
@@ -337,6 +341,17 @@ describe('the dashboard in a real browser (chromium, playwright-core)', function
     expect(await page.locator('#placement td.shard[data-state="missing"]').count()).to.equal(8);
     expect(Number(await page.locator('#missing-shards').textContent())).to.equal(8);
     await page.screenshot({ path: join(screenshotDir, 'volume-node-down.png'), fullPage: true });
+    // A second action end to end: a repair pass, confirmed, shows up as a job of the API server.
+    await page.goto(`${base}/`);
+    await page.locator('form[data-action="repair-start"] button[type="submit"]').click();
+    expect(await page.locator('#confirm').textContent()).to.match(/repair pass/);
+    await page.click('#confirm-button');
+    expect(await page.locator('.notice').first().textContent()).to.match(/Started a repair pass/);
+    expect(await page.locator('#jobs tbody tr').first().textContent()).to.match(/repair/);
     await page.close();
+  });
+
+  it('left nothing in the server log about a failed page or live update', () => {
+    expect(api?.stderr() ?? '').not.to.match(/dashboard request failed|live update failed|internal error/);
   });
 });
