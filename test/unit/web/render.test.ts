@@ -4,6 +4,7 @@
  */
 import { expect } from 'chai';
 import { Script } from 'node:vm';
+import { actions, doneSentence, hiddenFields } from '../../../src/web/actions.js';
 import type { Placement, VolumeHealth } from '../../../src/web/api_shapes.js';
 import { formToken, formTokenValid, sameOrigin } from '../../../src/web/auth.js';
 import { ioChart, roundTop, roundTopBinary } from '../../../src/web/chart.js';
@@ -215,5 +216,28 @@ describe('words', () => {
       path: '/a',
     }).text;
     expect(text).to.include('&lt;i&gt;x&lt;/i&gt;');
+  });
+});
+
+describe('actions', () => {
+  const fields = (o: Record<string, string>) => new Map(Object.entries(o));
+  const create = actions['volume-create']!;
+
+  it('checks names, sizes and profiles before the confirmation', () => {
+    expect(() => create.check(fields({ name: 'db-1', size: '10GiB' }))).not.to.throw();
+    expect(() => create.check(fields({ name: 'db-1', size: '10GiB', profile: '4+2' }))).not.to.throw();
+    expect(() => create.check(fields({ name: '-x', size: '1GiB' }))).to.throw(/Invalid volume name/);
+    expect(() => create.check(fields({ name: 'a/b', size: '1GiB' }))).to.throw(/Invalid volume name/);
+    expect(() => create.check(fields({ name: 'x', size: 'lots' }))).to.throw(/Invalid size/);
+    expect(() => create.check(fields({ name: 'x', size: '1GiB', profile: '4-2' }))).to.throw(/Invalid profile/);
+    expect(create.describe(fields({ name: 'x', size: '1GiB' })).text).to.match(/<b>x<\/b> of <b>1 GiB<\/b>/);
+  });
+
+  it('says what was done from fixed words, escaping the subject, and nothing for an unknown action', () => {
+    expect((doneSentence('volume-delete', '<i>v</i>') as { text: string }).text).to.equal(
+      'Deleted volume <b>&lt;i&gt;v&lt;/i&gt;</b>.',
+    );
+    expect(doneSentence('no-such', 'x')).to.equal(undefined);
+    expect(hiddenFields('t"', [['a', '"><x']]).text).to.include('value="&quot;&gt;&lt;x"');
   });
 });
