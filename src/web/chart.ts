@@ -55,10 +55,10 @@ export function roundTop(value: number): number {
 
 /**
  * roundTop() in the binary unit of the value, so a bytes axis ends on a round label: 1.9e6 B/s is
- * 1.81 MiB/s -> 2 MiB/s = 2097152. Values under 1024 round as plain numbers.
+ * 1.81 MiB/s -> 2 MiB/s = 2097152. Below 1 KiB the top is 1 KiB (halves of a byte mean nothing).
  */
 export function roundTopBinary(value: number): number {
-  if (!(value >= 1024)) return roundTop(value);
+  if (!(value >= 1024)) return 1024;
   const unit = 1024 ** Math.floor(Math.log(value) / Math.log(1024));
   return roundTop(value / unit) * unit;
 }

@@ -72,8 +72,8 @@ describe('html``', () => {
 describe('ioChart()', () => {
   it('rounds the axis top up to 1, 2 or 5 times a power of ten', () => {
     expect([0, 1, 43.7, 120, 999, 1000, 0.3].map(roundTop)).to.deep.equal([1, 1, 50, 200, 1000, 1000, 0.5]);
-    // 1.9e6 B/s = 1.81 MiB/s -> 2 MiB/s; 3000 B/s = 2.93 KiB/s -> 5 KiB/s; 700 B/s stays decimal.
-    expect([1.9e6, 3000, 700].map(roundTopBinary)).to.deep.equal([2 * 1048576, 5 * 1024, 1000]);
+    // 1.9e6 B/s = 1.81 MiB/s -> 2 MiB/s; 3000 B/s = 2.93 KiB/s -> 5 KiB/s; below 1 KiB: 1 KiB.
+    expect([1.9e6, 3000, 700, 0].map(roundTopBinary)).to.deep.equal([2 * 1048576, 5 * 1024, 1024, 1024]);
   });
 
   it('places a sample at half the window in the middle of the plot, and escapes its labels', () => {
