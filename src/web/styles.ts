@@ -66,6 +66,8 @@ input, select { font: inherit; padding: .25em .4em; border: 1px solid #b6bdc6; b
 button { font: inherit; padding: .3em .8em; border-radius: 4px; border: 1px solid #8c959f; background: #f3f4f6; cursor: pointer; }
 button.danger { border-color: var(--bad); color: var(--bad); }
 button.primary { background: #1f6feb; border-color: #1f6feb; color: #fff; }
+code { white-space: nowrap; }
+.confirm form { display: flex; gap: 1em; align-items: center; }
 .confirm { background: #fff; border: 2px solid var(--warn); border-radius: 6px; padding: 1em 1.2em; max-width: 640px; }
 .notice { padding: .5em .8em; border-radius: 6px; margin: .5em 0; background: #e6f4ea; border: 1px solid var(--ok); }
 .notice.error { background: #fdecea; border-color: var(--bad); }
