@@ -1,5 +1,6 @@
 /**
- * `cairnctl --api URL --token TOKEN` (or CAIRN_API and CAIRN_API_TOKEN): the commands that can go
+ * `cairnctl --api URL --token TOKEN` (or CAIRN_API and CAIRN_API_TOKEN; CAIRN_API_CA for an https URL
+ * signed by a private CA): the commands that can go
  * through the HTTP API instead of etcd (status, volume list|info|create|delete|resize, snapshot
  * create|list|delete, node list|drain) ask a Cairn API server, and print what they print against
  * etcd (the API returns the same JSON, src/api/http/views.ts). Other commands refuse --api, so a
@@ -8,7 +9,8 @@
  * What it keeps true: a server that cannot be reached fails the command naming the URL; the
  * server's error comes back with its own code, so the exit code is the one etcd would give.
  */
-import { CairnError, InvalidArgumentError } from '../core/index.js';
+import { readFileSync } from 'node:fs';
+import { CairnError, InvalidArgumentError, errorMessage } from '../core/index.js';
 import { ApiClient, type RepairSummary } from '../api/index.js';
 import type { EtcdMeta } from '../meta/index.js';
 import { withMeta } from './common.js';
@@ -20,7 +22,17 @@ export function apiOf(argv: Record<string, unknown>): ApiClient | undefined {
   const token = typeof argv['token'] === 'string' ? argv['token'] : process.env['CAIRN_API_TOKEN'];
   if (token === undefined || token === '')
     throw new InvalidArgumentError(`--api ${url} needs a token: pass --token TOKEN or set CAIRN_API_TOKEN`);
-  return new ApiClient(url, { token });
+  // An https:// API signed by a private CA: CAIRN_API_CA names its PEM file.
+  const caFile = process.env['CAIRN_API_CA'];
+  let ca: Buffer | undefined;
+  if (caFile !== undefined && caFile !== '') {
+    try {
+      ca = readFileSync(caFile);
+    } catch (err) {
+      throw new InvalidArgumentError(`Cannot read CAIRN_API_CA ${caFile}: ${errorMessage(err)}`);
+    }
+  }
+  return new ApiClient(url, { token, ...(ca === undefined ? {} : { ca }) });
 }
 
 /** Runs `viaApi` when the command goes through the API, else `viaMeta` against etcd. */

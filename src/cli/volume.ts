@@ -9,7 +9,16 @@ import {
   type Profile,
 } from '../core/index.js';
 import { readKekFile, rewrap } from '../crypt/index.js';
-import { cloneVolume, createVolume, parseLabels, resizeVolume, snapshotUsage, volumeInfo } from '../api/index.js';
+import {
+  cloneVolume,
+  createVolume,
+  createVolumeBody,
+  parseLabels,
+  resizeVolume,
+  snapshotUsage,
+  volumeInfo,
+  type CreateVolumeOptions,
+} from '../api/index.js';
 import { apiOf, seg, viaApiOrMeta } from './via_api.js';
 import { cliOwner, withLocalFrontend } from './snapshot.js';
 import { transferCommands } from './transfer.js';
@@ -97,55 +106,33 @@ export function volumeCommand(ctx: CliContext) {
               .example('$0 volume create secrets 1GiB --encrypt --kek-file ./kek', '')
               .example('$0 volume create pg-data 20GiB --label app=postgres --label tier=prod', ''),
           handler: withErrors(ctx, async (argv) => {
-            const labels = parseLabels(((argv['label'] as string[] | undefined) ?? []).join(','), '--label');
-            const inZones =
-              argv['in-zones'] === undefined
-                ? undefined
-                : String(argv['in-zones'])
-                    .split(',')
-                    .map((z) => z.trim());
+            const inZones = argv['in-zones'] === undefined ? undefined : String(argv['in-zones']).split(',');
+            // What was asked, but encryption: the same request against etcd or through the API.
+            const asked: CreateVolumeOptions = {
+              name: stringArg(argv, 'name'),
+              sizeBytes: parseSize(stringArg(argv, 'size'), 'volume size'),
+              ...(argv['profile'] === undefined ? {} : { profile: String(argv['profile']) }),
+              ...(argv['extent-size'] === undefined
+                ? {}
+                : { extentBytes: parseSize(String(argv['extent-size']), 'extent size') }),
+              ...(argv['zones-required'] === undefined ? {} : { zonesRequired: Number(argv['zones-required']) }),
+              ...(argv['targets'] === undefined ? {} : { targets: String(argv['targets']) }),
+              ...(argv['durable-shards'] === undefined ? {} : { durableShardsMin: Number(argv['durable-shards']) }),
+              ...(argv['journal-replicas'] === undefined ? {} : { journalReplicas: Number(argv['journal-replicas']) }),
+              allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
+              labels: parseLabels(((argv['label'] as string[] | undefined) ?? []).join(','), '--label'),
+              ...(inZones === undefined ? {} : { allowedZones: inZones.map((z) => z.trim()) }),
+            };
             const volume = await viaApiOrMeta(
               argv,
               (api) => {
-                if (argv['encrypt'] !== undefined || argv['kek-file'] !== undefined)
+                if (argv['encrypt'] !== undefined || argv['kek-file'] !== undefined || argv['kms'] !== undefined)
                   throw new InvalidArgumentError(
                     'Create encrypted volumes against etcd, not through --api: the key-encryption key stays on this machine',
                   );
-                return api.request<VolumeRecord>('POST', '/volumes', {
-                  name: stringArg(argv, 'name'),
-                  size: stringArg(argv, 'size'),
-                  ...(argv['profile'] === undefined ? {} : { profile: String(argv['profile']) }),
-                  ...(argv['extent-size'] === undefined ? {} : { extentSize: String(argv['extent-size']) }),
-                  ...(argv['zones-required'] === undefined ? {} : { zonesRequired: Number(argv['zones-required']) }),
-                  ...(argv['targets'] === undefined ? {} : { targets: String(argv['targets']) }),
-                  ...(argv['durable-shards'] === undefined ? {} : { durableShards: Number(argv['durable-shards']) }),
-                  ...(argv['journal-replicas'] === undefined
-                    ? {}
-                    : { journalReplicas: Number(argv['journal-replicas']) }),
-                  allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
-                  labels,
-                  ...(inZones === undefined ? {} : { inZones }),
-                });
+                return api.request<VolumeRecord>('POST', '/volumes', createVolumeBody(asked));
               },
-              (meta) =>
-                createVolume(meta, {
-                  name: stringArg(argv, 'name'),
-                  sizeBytes: parseSize(stringArg(argv, 'size'), 'volume size'),
-                  ...(argv['profile'] === undefined ? {} : { profile: String(argv['profile']) }),
-                  ...(argv['extent-size'] === undefined
-                    ? {}
-                    : { extentBytes: parseSize(String(argv['extent-size']), 'extent size') }),
-                  ...(argv['zones-required'] === undefined ? {} : { zonesRequired: Number(argv['zones-required']) }),
-                  ...(argv['targets'] === undefined ? {} : { targets: String(argv['targets']) }),
-                  ...(argv['durable-shards'] === undefined ? {} : { durableShardsMin: Number(argv['durable-shards']) }),
-                  ...(argv['journal-replicas'] === undefined
-                    ? {}
-                    : { journalReplicas: Number(argv['journal-replicas']) }),
-                  allowNoRedundancy: Boolean(argv['allow-no-redundancy']),
-                  labels,
-                  ...encryptionRequest(argv),
-                  ...(inZones === undefined ? {} : { allowedZones: inZones }),
-                }),
+              (meta) => createVolume(meta, { ...asked, ...encryptionRequest(argv) }),
             );
             emit(ctx.io, isJson(argv), volume, (v) => [
               `Created volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${profileText(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,

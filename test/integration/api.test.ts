@@ -13,9 +13,10 @@
  */
 import { expect } from 'chai';
 import { request } from 'node:http';
-import { writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { DocumentValidator, pointer } from '../../src/api/index.js';
-import { freePort, waitFor } from '../../src/dev/index.js';
+import { freePort, makeClientCert, makeTlsDir, waitFor, type TlsFiles } from '../../src/dev/index.js';
 import { cairnctlPath } from '../harness/cli.js';
 import { ClientProcess, runClient, runOk, seededBytes, useStack } from '../harness/stack.js';
 
@@ -494,6 +495,115 @@ describe('the HTTP API (cairnctl api serve) on a dev cluster', function () {
       const etcdOnly = await viaApi(['volume', 'du']);
       expect(etcdOnly.code).to.equal(2);
       expect(etcdOnly.stderr).to.match(/does not work through --api/);
+    });
+  });
+
+  describe('over HTTPS with client certificates (--tls-ca, --mtls-admin)', () => {
+    let tlsApi: ClientProcess;
+    let tlsBase: string;
+    let tls: TlsFiles;
+    let watcher: { cert: string; key: string };
+    let stranger: { cert: string; key: string };
+
+    before(async function () {
+      this.timeout(60_000);
+      tls = makeTlsDir(stack().path('api-tls'), { clientName: 'ops-admin' });
+      watcher = makeClientCert(tls.dir, stack().path('api-tls-watcher'), 'watcher');
+      // A certificate from another CA, with an admin's CN: it must count for nothing.
+      const other = makeTlsDir(stack().path('api-tls-other'), { clientName: 'ops-admin' });
+      stranger = { cert: other.clientCert, key: other.clientKey };
+      const port = await freePort();
+      tlsApi = new ClientProcess(
+        process.execPath,
+        [
+          cairnctlPath,
+          'api',
+          'serve',
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--tls-cert',
+          tls.serverCert,
+          '--tls-key',
+          tls.serverKey,
+          '--tls-ca',
+          tls.caCert,
+          '--mtls-admin',
+          'ops-admin',
+        ],
+        { env: { CAIRN_ETCD: stack().etcd }, deadlineMs: 3_600_000 },
+      );
+      tlsBase = (await tlsApi.waitForOutput(/serving on (https:\/\/\S+)/, 30_000))[1] as string;
+    });
+
+    after(async function () {
+      this.timeout(30_000);
+      if (tlsApi === undefined) return;
+      tlsApi.kill('SIGTERM');
+      await tlsApi.exit();
+    });
+
+    const tlsCall = (
+      method: string,
+      path: string,
+      options: { cert?: { cert: string; key: string }; token?: string; body?: unknown } = {},
+    ): Promise<Answer> =>
+      new Promise((resolve, reject) => {
+        const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
+        const req = httpsRequest(
+          `${tlsBase}/api/v1${path}`,
+          {
+            method,
+            ca: readFileSync(tls.caCert),
+            ...(options.cert === undefined
+              ? {}
+              : { cert: readFileSync(options.cert.cert), key: readFileSync(options.cert.key) }),
+            headers: {
+              ...(options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }),
+              ...(payload === undefined ? {} : { 'content-type': 'application/json' }),
+            },
+          },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () =>
+              resolve({
+                status: res.statusCode ?? 0,
+                body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown,
+                headers: res.headers,
+              }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end(payload);
+      });
+
+    it('takes a certificate the CA signed as its CN: admin by --mtls-admin, else viewer', async () => {
+      const admin = await tlsCall('GET', '/whoami', { cert: { cert: tls.clientCert, key: tls.clientKey } });
+      expect(admin.body).to.deep.equal({ id: 'cn:ops-admin', name: 'ops-admin', role: 'admin', via: 'mtls' });
+      const view = await tlsCall('GET', '/whoami', { cert: watcher });
+      expect(view.body).to.include({ name: 'watcher', role: 'viewer', via: 'mtls' });
+      const refused = await tlsCall('POST', '/volumes', { cert: watcher, body: { name: 'tls-x', size: '1MiB' } });
+      expect(refused.status).to.equal(403);
+      const audit = await tlsCall('GET', '/audit?limit=1', { cert: { cert: tls.clientCert, key: tls.clientKey } });
+      expect((audit.body as { who: string; status: number }[])[0]).to.include({ who: 'watcher', status: 403 });
+    });
+
+    it('refuses a certificate of another CA and no credential (401), and still takes tokens', async () => {
+      expect((await tlsCall('GET', '/volumes', { cert: stranger })).status).to.equal(401);
+      expect((await tlsCall('GET', '/volumes')).status).to.equal(401);
+      const byToken = await tlsCall('GET', '/whoami', { token: viewer });
+      expect(byToken.body).to.include({ role: 'viewer', via: 'token' });
+    });
+
+    it('serves cairnctl --api over https with CAIRN_API_CA', async () => {
+      const r = await runClient(
+        process.execPath,
+        [cairnctlPath, 'volume', 'list', '--json', '--api', tlsBase, '--token', admin],
+        { env: { CAIRN_ETCD: '', CAIRN_API_CA: tls.caCert } },
+      );
+      expect(r.code, r.stderr).to.equal(0);
+      expect((JSON.parse(r.stdout) as { name: string }[]).map((v) => v.name)).to.include('api-a');
     });
   });
 

@@ -7,6 +7,7 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { CairnError, InvalidArgumentError, UnavailableError, errorMessage } from '../../core/index.js';
+import type { CreateVolumeOptions } from '../volumes.js';
 import { apiPrefix } from './openapi.js';
 
 /** An answer larger than this is refused (a volume list of thousands is a few MiB). */
@@ -110,4 +111,26 @@ export class ApiClient {
       req.end(text);
     });
   }
+}
+
+/**
+ * The body of POST /volumes for a createVolume() request. Encryption is not passed: the API does
+ * not take key-encryption keys (they stay with whoever holds them).
+ */
+export function createVolumeBody(o: CreateVolumeOptions): Record<string, unknown> {
+  const defined = (entries: Record<string, unknown>) =>
+    Object.fromEntries(Object.entries(entries).filter(([, v]) => v !== undefined));
+  return defined({
+    name: o.name,
+    size: o.sizeBytes,
+    profile: o.profile === undefined || typeof o.profile === 'string' ? o.profile : `${o.profile.k}+${o.profile.m}`,
+    extentSize: o.extentBytes,
+    zonesRequired: o.zonesRequired,
+    targets: o.targets,
+    durableShards: o.durableShardsMin,
+    journalReplicas: o.journalReplicas,
+    allowNoRedundancy: o.allowNoRedundancy,
+    labels: o.labels,
+    inZones: o.allowedZones === undefined ? undefined : [...o.allowedZones],
+  });
 }

@@ -33,5 +33,5 @@ export { openApiDocument, apiPrefix, sessionCookie, operationId } from './openap
 export { DocumentValidator, describeErrors, pointer } from './validate.js';
 export { IoRing, type FrontendStatsRecord, type IoCounters } from './io_stats.js';
 export { volumeInfo, snapshotRows, type VolumeInfo, type SnapshotRow } from './views.js';
-export { ApiClient } from './client.js';
+export { ApiClient, createVolumeBody } from './client.js';
 export * from './limits.js';
