@@ -411,6 +411,29 @@ describe('the HTTP API (cairnctl api serve) on a dev cluster', function () {
     await call('GET', '/volumes/{name}', { path: '/volumes/api-c', token: admin, expect: 404 });
   });
 
+  it('lists tokens without their secrets, and refuses a revoked token at its next request', async () => {
+    const made = await stack().cairnctl('token create --json', [
+      'token',
+      'create',
+      '--role',
+      'viewer',
+      '--name',
+      'short-lived',
+      '--json',
+    ]);
+    const record = JSON.parse(made.stdout) as { id: string; token: string; role: string };
+    expect(record.role).to.equal('viewer');
+    await ok('GET', '/whoami', { token: record.token });
+    const list = await stack().cairnctl('token list', ['token', 'list', '--json']);
+    const rows = JSON.parse(list.stdout) as Record<string, unknown>[];
+    expect(rows.map((r) => r['name'])).to.include.members(['test-admin', 'test-viewer', 'short-lived']);
+    expect(list.stdout).to.not.include('hash').and.not.include(record.token.split('_')[2]!);
+    const stored = await stack().etcdGet(`cairn/v1/api-tokens/${record.id}`);
+    expect(stored).to.not.include(record.token.split('_')[2]!);
+    await stack().cairnctl('token revoke', ['token', 'revoke', record.id]);
+    expect((await call('GET', '/whoami', { token: record.token })).status).to.equal(401);
+  });
+
   describe('cairnctl --api', () => {
     /** cairnctl through the API, with no etcd endpoint in reach (CAIRN_ETCD empty). */
     const viaApi = (args: readonly string[]) =>
