@@ -105,6 +105,11 @@ function nodeHttp(
 ): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string | number> = {};
+    // The dev cluster's nodes require its secret (the harness names its file): this test is a
+    // client that holds it and still writes bytes the record does not expect.
+    const secretFile = process.env['CAIRN_NODE_SECRET_FILE'];
+    if (secretFile !== undefined && secretFile !== '')
+      headers['authorization'] = `Bearer ${readFileSync(secretFile, 'utf8').trim()}`;
     if (body !== undefined) {
       headers['content-length'] = body.length;
       headers[nodeHeaders.crc32] = crc32Of(body).toString(16).padStart(8, '0');
