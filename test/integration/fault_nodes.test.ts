@@ -84,10 +84,19 @@ function jsonLines<T>(p: ClientProcess): T[] {
     .map((l) => JSON.parse(l) as T);
 }
 
+/**
+ * The dev cluster's node secret as an Authorization header (the harness names its file): these
+ * requests model a client that holds it.
+ */
+function nodeAuth(): Record<string, string> {
+  const file = process.env['CAIRN_NODE_SECRET_FILE'];
+  return file === undefined || file === '' ? {} : { authorization: `Bearer ${readFileSync(file, 'utf8').trim()}` };
+}
+
 /** GET http://address/path; resolves with the status (body drained). */
 function httpStatus(address: string, path: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = httpGet(`http://${address}${path}`, { agent: false, timeout: 5_000 }, (res) => {
+    const req = httpGet(`http://${address}${path}`, { agent: false, timeout: 5_000, headers: nodeAuth() }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
     });
@@ -104,12 +113,7 @@ function nodeHttp(
   body?: Uint8Array,
 ): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
-    const headers: Record<string, string | number> = {};
-    // The dev cluster's nodes require its secret (the harness names its file): this test is a
-    // client that holds it and still writes bytes the record does not expect.
-    const secretFile = process.env['CAIRN_NODE_SECRET_FILE'];
-    if (secretFile !== undefined && secretFile !== '')
-      headers['authorization'] = `Bearer ${readFileSync(secretFile, 'utf8').trim()}`;
+    const headers: Record<string, string | number> = { ...nodeAuth() };
     if (body !== undefined) {
       headers['content-length'] = body.length;
       headers[nodeHeaders.crc32] = crc32Of(body).toString(16).padStart(8, '0');
