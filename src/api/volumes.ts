@@ -17,7 +17,7 @@ import {
   zoneId,
   type Profile,
 } from '../core/index.js';
-import { cryptUnitBytes, newVolumeKey, type Kek } from '../crypt/index.js';
+import { cryptUnitBytes, newVolumeKey, newWrappedKey, type Kek, type TransitKey } from '../crypt/index.js';
 import { policySettings, resolveSettings, type PolicyValues } from './policy_rules.js';
 import {
   AlreadyExistsError,
@@ -60,6 +60,8 @@ export interface CreateVolumeOptions {
   readonly encrypted?: boolean;
   /** The key-encryption key that wraps the new volume's data key (the user holds it). */
   readonly kek?: Kek;
+  /** Or a key in a key service that wraps it (`--kms URL --kms-key NAME`). */
+  readonly transit?: { readonly at: TransitKey; readonly token: string };
 }
 
 /** The CLI flag that accepts a profile without parity shards. */
@@ -172,9 +174,9 @@ export async function createVolume(meta: EtcdMeta, asked: CreateVolumeOptions): 
     );
   }
   const encrypted = v.encrypted === 'true';
-  if (encrypted && options.kek === undefined)
+  if (encrypted && options.kek === undefined && options.transit === undefined)
     throw new InvalidArgumentError(
-      `Cannot create volume "${name}" encrypted (${settingSources['encrypted']}): no key-encryption key was given; pass --kek-file FILE (32 random bytes: head -c 32 /dev/urandom > FILE)`,
+      `Cannot create volume "${name}" encrypted (${settingSources['encrypted']}): no key-encryption key was given; pass --kek-file FILE (32 random bytes: head -c 32 /dev/urandom > FILE), or --kms URL --kms-key NAME`,
     );
   if (encrypted && (options.sizeBytes % cryptUnitBytes !== 0 || extentBytes % cryptUnitBytes !== 0))
     throw new InvalidArgumentError(
@@ -197,7 +199,13 @@ export async function createVolume(meta: EtcdMeta, asked: CreateVolumeOptions): 
       ? {}
       : { allowedZones: [...new Set(options.allowedZones.map((z) => zoneId(z)))].sort() }),
     settingSources,
-    ...(encrypted && options.kek !== undefined ? { encryption: newVolumeKey(options.kek) } : {}),
+    ...(!encrypted
+      ? {}
+      : options.transit !== undefined
+        ? { encryption: await newWrappedKey({ kind: 'transit', ...options.transit }) }
+        : options.kek !== undefined
+          ? { encryption: newVolumeKey(options.kek) }
+          : {}),
   };
   // A taken name is the clearer refusal; the create below is still create-only against races.
   if ((await meta.getVolume(name)) !== null) throw new AlreadyExistsError(`Volume "${name}" already exists`);

@@ -11,7 +11,7 @@ import {
   parseEndpoints,
 } from '../meta/index.js';
 import { InvalidArgumentError, assert } from '../core/index.js';
-import { keksFrom, type Kek } from '../crypt/index.js';
+import { keksFrom, transitKey, transitToken, type Kek, type TransitKey } from '../crypt/index.js';
 
 export function clusterOptions<T>(y: Argv<T>) {
   return y
@@ -45,7 +45,20 @@ export function clusterOptions<T>(y: Argv<T>) {
  * given to create (which asks for it too), and the one KEK to wrap the new data key (a policy
  * rule may ask for encryption too; then the KEK must be given).
  */
-export function encryptionRequest(argv: Record<string, unknown>): { encrypted?: boolean; kek?: Kek } {
+export function encryptionRequest(argv: Record<string, unknown>): {
+  encrypted?: boolean;
+  kek?: Kek;
+  transit?: { at: TransitKey; token: string };
+} {
+  if (typeof argv['kms'] === 'string' || typeof argv['kms-key'] === 'string') {
+    if (typeof argv['kms'] !== 'string' || typeof argv['kms-key'] !== 'string')
+      throw new InvalidArgumentError('--kms URL and --kms-key NAME go together');
+    if (argv['kek-file'] !== undefined) throw new InvalidArgumentError('Give --kek-file or --kms, not both');
+    return {
+      encrypted: argv['encrypt'] !== false,
+      transit: { at: transitKey(argv['kms'], argv['kms-key']), token: transitToken() },
+    };
+  }
   // --kek-file names the key; without it, the one key the environment holds (if it holds one).
   const flagged = argv['kek-file'] !== undefined;
   const keks = flagged ? keksFrom(kekFilesOf(argv), {}) : keksOf(argv);

@@ -32,6 +32,7 @@ import { snapshotCommand } from './snapshot.js';
 import { trashCommand } from './trash.js';
 import { apiCommand } from './api.js';
 import { tokenCommand } from './token.js';
+import { kmsCommand } from './kms.js';
 import { stdioArg } from './common.js';
 import type { CliContext } from './context.js';
 
@@ -59,7 +60,7 @@ function usageLineOf(state: unknown): string | undefined {
  * Options that take a list (given once per item): `policy add --set`, `volume create --label`,
  * `nbd serve --tls-allow`.
  */
-const listOptions = new Set(['set', 'label', 'kek-file', 'tls-allow', 'mtls-admin']);
+const listOptions = new Set(['set', 'label', 'kek-file', 'tls-allow', 'mtls-admin', 'key']);
 
 /**
  * Refuses values yargs accepts but no command can use: `--dir` with nothing after it (yargs gives
@@ -116,6 +117,7 @@ export async function runCli(args: readonly string[], ctx: CliContext): Promise<
     .command(benchCommand(ctx))
     .command(apiCommand(ctx))
     .command(tokenCommand(ctx))
+    .command(kmsCommand(ctx))
     .demandCommand(1, 'Name a command; cairnctl --help lists them')
     .strict()
     .recommendCommands()

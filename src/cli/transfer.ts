@@ -86,8 +86,13 @@ export function transferCommands(ctx: CliContext): CommandModule[] {
           .option('extent-size', { type: 'string', describe: 'extent size (default: the cluster default)' })
           .option('encrypt', {
             type: 'boolean',
-            describe: 'encrypt the new volume at rest with a new data key wrapped by --kek-file',
+            describe: 'encrypt the new volume at rest with a new data key wrapped by --kek-file (or --kms)',
           })
+          .option('kms', {
+            type: 'string',
+            describe: 'a key service (Vault transit interface) that wraps the data key',
+          })
+          .option('kms-key', { type: 'string', describe: 'the key in the --kms service' })
           .example('$0 volume import /backup/pg-data.img pg-restored', '')
           .example('$0 volume import /backup/pg-data.img pg-secure --encrypt --kek-file ./pg.kek', ''),
       handler: withErrors(ctx, async (argv) => {

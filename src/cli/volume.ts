@@ -8,7 +8,7 @@ import {
   volumeName,
   type Profile,
 } from '../core/index.js';
-import { readKekFile, rewrap } from '../crypt/index.js';
+import { readKekFile, rewrapKey, transitKey, transitToken, type KeyWrapping } from '../crypt/index.js';
 import {
   cloneVolume,
   createVolume,
@@ -45,6 +45,18 @@ const describeVolume = (v: VolumeRecord): string[] => [
     ? []
     : [`cloned from:    ${v.parent.volume}@${v.parent.snapshot} (shares its data until written or flattened)`]),
 ];
+
+/** What `volume rekey` rewraps with: --new-kek-file, or --new-kms and --new-kms-key. */
+function newWrappingOf(argv: Record<string, unknown>): KeyWrapping {
+  const file = argv['new-kek-file'];
+  const kms = argv['new-kms'];
+  const key = argv['new-kms-key'];
+  if (typeof file === 'string' && kms === undefined && key === undefined)
+    return { kind: 'kek', kek: readKekFile(file) };
+  if (file === undefined && typeof kms === 'string' && typeof key === 'string')
+    return { kind: 'transit', at: transitKey(kms, key), token: transitToken() };
+  throw new InvalidArgumentError('Give --new-kek-file FILE, or --new-kms URL with --new-kms-key NAME');
+}
 
 /** `4+2`, or `4+0 (no redundancy)`: a profile as lists and messages show it. */
 const profileText = (p: Profile): string => `${formatProfile(p)}${p.m === 0 ? ' (no redundancy)' : ''}`;
@@ -102,8 +114,15 @@ export function volumeCommand(ctx: CliContext) {
                 describe:
                   'encrypt at rest (AES-256-XTS) with a new data key wrapped by --kek-file; nodes and S3 see ciphertext only',
               })
+              .option('kms', {
+                type: 'string',
+                describe:
+                  'instead of --kek-file: a key service speaking the Vault transit interface (http(s)://HOST:PORT) wraps the data key; token from CAIRN_KMS_TOKEN_FILE',
+              })
+              .option('kms-key', { type: 'string', describe: 'the key in the --kms service that wraps it' })
               .example('$0 volume create pg-data 20GiB --profile 4+2', '')
               .example('$0 volume create secrets 1GiB --encrypt --kek-file ./kek', '')
+              .example('$0 volume create secrets 1GiB --encrypt --kms http://127.0.0.1:8200 --kms-key cairn', '')
               .example('$0 volume create pg-data 20GiB --label app=postgres --label tier=prod', ''),
           handler: withErrors(ctx, async (argv) => {
             const inZones = argv['in-zones'] === undefined ? undefined : String(argv['in-zones']).split(',');
@@ -135,7 +154,7 @@ export function volumeCommand(ctx: CliContext) {
               (meta) => createVolume(meta, { ...asked, ...encryptionRequest(argv) }),
             );
             emit(ctx.io, isJson(argv), volume, (v) => [
-              `Created volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${profileText(v.profile)}, extents of ${formatBytes(v.extentBytes)}`,
+              `Created volume ${v.name}: ${formatBytes(v.sizeBytes)}, ${profileText(v.profile)}, extents of ${formatBytes(v.extentBytes)}${v.encryption === undefined ? '' : `, encrypted (data key wrapped by ${v.encryption.keyId}: attach it with that key)`}`,
               ...Object.entries(v.settingSources ?? {})
                 .filter(([, source]) => source.includes('rule '))
                 .map(([setting, source]) => `  ${setting} set by ${source}`),
@@ -340,16 +359,24 @@ export function volumeCommand(ctx: CliContext) {
               .positional('name', { type: 'string' })
               .option('new-kek-file', {
                 type: 'string',
-                demandOption: true,
                 describe: 'the new key-encryption key (32 bytes: raw, hex or base64)',
               })
-              .example('$0 volume rekey secrets --kek-file ./old.kek --new-kek-file ./new.kek', ''),
+              .option('new-kms', {
+                type: 'string',
+                describe: 'or a key service (Vault transit interface) to wrap it; token from CAIRN_KMS_TOKEN_FILE',
+              })
+              .option('new-kms-key', { type: 'string', describe: 'the key in the --new-kms service' })
+              .example('$0 volume rekey secrets --kek-file ./old.kek --new-kek-file ./new.kek', '')
+              .example(
+                '$0 volume rekey secrets --kek-file ./old.kek --new-kms http://127.0.0.1:8200 --new-kms-key cairn',
+                '',
+              ),
           handler: withErrors(ctx, async (argv) => {
             const name = stringArg(argv, 'name');
             const keks = keksOf(argv);
-            const next = readKekFile(stringArg(argv, 'new-kek-file'));
+            const next = newWrappingOf(argv);
             const updated = await withMeta(argv, (meta) =>
-              rewrapVolumeKey(meta, name, (current) => rewrap(current, keks, next, `Volume "${name}"`)),
+              rewrapVolumeKey(meta, name, (current) => rewrapKey(current, keks, next, `Volume "${name}"`)),
             );
             emit(ctx.io, isJson(argv), { name: updated.name, keyId: updated.encryption?.keyId }, (v) => [
               `Rewrapped the data key of volume ${v.name} under ${v.keyId}; attach it with the new key from now on`,

@@ -38,6 +38,11 @@ export interface VolumeEncryption {
   readonly wrappedKey: string;
   /** Random, drawn at create; bound into the wrapping. */
   readonly keyUid: string;
+  /**
+   * Set when a key service wraps the data key (transit.ts): `wrappedKey` is then what the service
+   * answered, and `keyId` is `transit:<key>`. Absent: a KEK the user holds wraps it.
+   */
+  readonly kms?: { readonly kind: 'transit'; readonly url: string; readonly key: string };
 }
 
 /** The right key was not given, or it does not open the wrapped key. */

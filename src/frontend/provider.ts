@@ -61,7 +61,7 @@ import {
 } from '../meta/index.js';
 import type { Topology } from '../placement/index.js';
 import type { Watcher } from 'etcd3';
-import { CryptPool, VolumeCipher, unwrapDataKey, type Kek } from '../crypt/index.js';
+import { CryptPool, VolumeCipher, openDataKey, type Kek } from '../crypt/index.js';
 import { TreeExtentMapStore, VolumeEngine } from '../volume/index.js';
 import { ReplicatedMapPages, extentCount, mapLevelsFor } from '../extent/index.js';
 import {
@@ -196,14 +196,15 @@ export class VolumeFrontend implements ExportProvider {
 
   /**
    * The cipher of an encrypted volume (its data key unwrapped with one of options.keks), or
-   * undefined for a plain one. Throws KeyError before anything is attached when no key fits.
+   * undefined for a plain one (a key service asked when one wraps it). Throws KeyError before
+   * anything is attached when no key fits.
    */
-  private cipherOf(record: VolumeRecord, what: string): VolumeCipher | undefined {
+  private async cipherOf(record: VolumeRecord, what: string): Promise<VolumeCipher | undefined> {
     if (record.encryption === undefined) return undefined;
     // Read at each attach when given as a function: keys put in a directory later (a CSI node
     // plugin stages a volume's key there just before it attaches) are found.
     const given = this.options.keks;
-    const dataKey = unwrapDataKey(record.encryption, typeof given === 'function' ? given() : (given ?? []), what);
+    const dataKey = await openDataKey(record.encryption, typeof given === 'function' ? given() : (given ?? []), what);
     this.crypt ??= new CryptPool();
     return new VolumeCipher(dataKey, this.crypt);
   }
@@ -306,7 +307,7 @@ export class VolumeFrontend implements ExportProvider {
     const { meta, pool } = this.options;
     const record = await meta.getVolume(name);
     if (record === null) throw new NotFoundError(`No volume named "${name}"`);
-    const cipher = this.cipherOf(record, `Volume "${name}"`);
+    const cipher = await this.cipherOf(record, `Volume "${name}"`);
     await this.targets.refresh();
     const placer = new LivePlacer(meta, record, this.clock);
     await placer.refresh();
@@ -530,7 +531,7 @@ export class VolumeFrontend implements ExportProvider {
     if (record === null) throw new NotFoundError(`No volume named "${volume}"`);
     const snapshot = await meta.getSnapshot(record.id, snap);
     if (snapshot === null) throw new NotFoundError(`Volume "${volume}" has no snapshot named "${snap}"`);
-    const cipher = this.cipherOf(record, `Volume "${volume}"`);
+    const cipher = await this.cipherOf(record, `Volume "${volume}"`);
     await this.targets.refresh();
     const placer = new LivePlacer(meta, record, this.clock);
     await placer.refresh();

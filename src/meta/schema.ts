@@ -481,7 +481,14 @@ export function decodeVolume(key: string, text: string): VolumeRecord {
 function isEncryption(v: unknown): v is VolumeEncryption {
   if (typeof v !== 'object' || v === null) return false;
   const e = v as Record<string, unknown>;
-  return e['cipher'] === 'aes-256-xts' && isString(e['keyId']) && isString(e['wrappedKey']) && isString(e['keyUid']);
+  const kms = e['kms'] as Record<string, unknown> | undefined;
+  return (
+    e['cipher'] === 'aes-256-xts' &&
+    isString(e['keyId']) &&
+    isString(e['wrappedKey']) &&
+    isString(e['keyUid']) &&
+    (kms === undefined || (kms['kind'] === 'transit' && isString(kms['url']) && isString(kms['key'])))
+  );
 }
 
 /** One segment of a volume's journal: the same segment id on each of its replica nodes. */

@@ -13,13 +13,13 @@ import { keys, type VolumeRecord } from './schema.js';
 export async function rewrapVolumeKey(
   meta: EtcdMeta,
   name: string,
-  rewrap: (current: VolumeEncryption) => VolumeEncryption,
+  rewrap: (current: VolumeEncryption) => VolumeEncryption | Promise<VolumeEncryption>,
 ): Promise<VolumeRecord> {
   const got = await meta.getVolumeWithRevision(name);
   if (got === null) throw new NotFoundError(`No volume named "${name}"`);
   const current = got.record.encryption;
   if (current === undefined) throw new PreconditionError(`Volume "${name}" is not encrypted: it has no key to rewrap`);
-  const updated: VolumeRecord = { ...got.record, encryption: rewrap(current) };
+  const updated: VolumeRecord = { ...got.record, encryption: await rewrap(current) };
   const key = keys.volume(name);
   const result = await meta.call(`rekey ${key}`, () =>
     meta.client

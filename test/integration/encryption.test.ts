@@ -17,6 +17,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import {
+  ClientProcess,
   describeResult,
   nbdsh,
   runClient,
@@ -28,6 +29,7 @@ import {
   type Stack,
 } from '../harness/stack.js';
 import { cairnctlPath } from '../harness/cli.js';
+import { freePort } from '../harness/nbd.js';
 import { mountWriter, startDriver } from '../harness/csi.js';
 import { CsiNode, NbdfuseAttacher, mountTable, status } from '../../src/csi/index.js';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
@@ -210,6 +212,88 @@ describe('Encryption at rest: real clients against a dev cluster', function () {
     expect(made.encryption?.keyId).to.match(/^kek-/);
     // A --kek-file given to create asks for encryption itself.
     expect(made.settingSources['encrypted']).to.equal('request');
+  });
+});
+
+describe('Encryption at rest with a key service (cairnctl kms serve, the Vault transit interface)', function () {
+  this.timeout(240_000);
+  const stack = useStack();
+
+  it('the service wraps the data key; a frontend with its token serves the volume; without the service nothing attaches', async () => {
+    const s = stack();
+    const tokenFile = s.path('kms.token');
+    writeFileSync(tokenFile, randomBytes(16).toString('hex'), { mode: 0o600 });
+    const port = await freePort();
+    const kms = new ClientProcess(
+      process.execPath,
+      [
+        cairnctlPath,
+        'kms',
+        'serve',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--dir',
+        s.path('kms-keys'),
+        '--token-file',
+        tokenFile,
+        '--key',
+        'cairn',
+      ],
+      { deadlineMs: 600_000 },
+    );
+    s.defer('the key service', async () => {
+      if (kms.running()) kms.kill('SIGTERM');
+      await kms.exit();
+    });
+    await kms.waitForOutput(/serving the transit interface/);
+    const url = `http://127.0.0.1:${port}`;
+    const env = { CAIRN_ETCD: s.etcd, CAIRN_KMS_TOKEN_FILE: tokenFile };
+    await runOk(
+      'create with --kms',
+      process.execPath,
+      [
+        cairnctlPath,
+        'volume',
+        'create',
+        'kv',
+        '16MiB',
+        '--encrypt',
+        '--kms',
+        url,
+        '--kms-key',
+        'cairn',
+        '--extent-size',
+        '1MiB',
+      ],
+      { deadlineMs: 60_000, env },
+    );
+    const info = JSON.parse((await s.cairnctl('info', ['volume', 'info', 'kv', '--json'])).stdout) as {
+      encryption: { keyId: string; kms: { url: string; key: string } };
+    };
+    expect(info.encryption.keyId).to.equal('transit:cairn');
+    expect(info.encryption.kms).to.deep.equal({ kind: 'transit', url, key: 'cairn' });
+    const fe = await s.startFrontend({ env: { CAIRN_KMS_TOKEN_FILE: tokenFile } });
+    const data = recognisable(1024, 4);
+    writeFileSync(s.path('kv.img'), data);
+    await nbdsh(
+      'write and flush',
+      'h.pwrite(open(A["f"], "rb").read(), 0)\nh.flush()',
+      { f: s.path('kv.img') },
+      { uri: fe.uri('kv'), deadlineMs: 90_000 },
+    );
+    expect((await readAll(fe.uri('kv'), s.path('kv-back.img'))).subarray(0, data.length).equals(data)).to.equal(true);
+    await fe.stop();
+    expect(nodeFilesHolding(s, [Buffer.from(marker, 'latin1')]).hits).to.deep.equal([]);
+    // The service gone: an attach fails naming it, and nothing is served.
+    kms.kill('SIGTERM');
+    await kms.exit();
+    const r = await runClient(
+      process.execPath,
+      [cairnctlPath, 'volume', 'export', 'kv', s.path('kv-x.img'), '--etcd', s.etcd],
+      { deadlineMs: 60_000, env: { CAIRN_KMS_TOKEN_FILE: tokenFile } },
+    );
+    expect(r.code, describeResult(r)).to.not.equal(0);
+    expect(r.stderr).to.include(`Cannot reach key service ${url}`);
   });
 });
 
