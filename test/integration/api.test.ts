@@ -14,9 +14,11 @@
 import { expect } from 'chai';
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { connect } from 'node:net';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { DocumentValidator, pointer } from '../../src/api/index.js';
+import { DocumentValidator, apiHeadersTimeoutMs, pointer } from '../../src/api/index.js';
 import { freePort, makeClientCert, makeTlsDir, waitFor, type TlsFiles } from '../../src/dev/index.js';
+import { Prng } from '../../src/sim/index.js';
 import { cairnctlPath } from '../harness/cli.js';
 import { ClientProcess, runClient, runOk, seededBytes, useStack } from '../harness/stack.js';
 
@@ -55,7 +57,10 @@ describe('the HTTP API (cairnctl api serve) on a dev cluster', function () {
           method,
           headers: {
             ...(options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }),
-            ...(payload === undefined ? {} : { 'content-type': 'application/json' }),
+            // A length, always: Node's client sends a DELETE body unframed otherwise.
+            ...(payload === undefined
+              ? {}
+              : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) }),
             ...options.headers,
           },
           timeout: 120_000,
@@ -278,6 +283,71 @@ describe('the HTTP API (cairnctl api serve) on a dev cluster', function () {
     expect(wrongMethod.status).to.equal(405);
   });
 
+  it('survives seeded garbage (methods, paths, headers, bodies): every answer is JSON in the error shape, never a 5xx', async function () {
+    this.timeout(120_000);
+    // Paths name volumes and nodes that do not exist: garbage that happens to be valid changes nothing.
+    const before = JSON.stringify(await ok('GET', '/volumes'));
+    const seed = Number(process.env['CAIRN_API_FUZZ_SEED'] ?? Date.now() % 1_000_000);
+    const rng = new Prng(seed, 'api-fuzz');
+    const pick = <T>(items: readonly T[]): T => items[rng.int(items.length)] as T;
+    const bytes = (n: number) => Buffer.from(Array.from({ length: n }, () => rng.int(256)));
+    const paths = [
+      '/api/v1/volumes',
+      '/api/v1/volumes/fuzz-none',
+      '/api/v1/volumes/%ZZ',
+      '/api/v1/volumes/fuzz-none/snapshots/%2e%2e',
+      '/api/v1/volumes/../../etc/passwd',
+      '/api/v1/nodes/fuzz-none/drain',
+      '/api/v1/policies',
+      '/api/v1/volumes/fuzz-none/placement?limit=-1',
+      '/api/v1/events?limit=99999999999999999999',
+      '/api/v1//volumes',
+      '/api/v1/volumes/fuzz-none/clone',
+      `/api/v1/${'x'.repeat(3000)}`,
+    ];
+    const bodies = [
+      () => '',
+      () => 'null',
+      () => '[]',
+      () => '"x"',
+      () => '{"name": 1, "size": {}}',
+      () => `{"name":"v","size":"${'9'.repeat(400)}"}`,
+      () => '['.repeat(20_000) + ']'.repeat(20_000),
+      () => `{"labels": {"${'k'.repeat(300)}": "v"}, "name": "zz", "size": 1}`,
+      () => '{"__proto__": {"admin": true}, "name": "p", "size": "1MiB"}',
+      () => bytes(rng.range(1, 2000)),
+    ];
+    for (let i = 0; i < 150; i++) {
+      const method = pick(['GET', 'POST', 'PATCH', 'DELETE', 'PUT', 'OPTIONS']);
+      const path = pick(paths);
+      const body = method === 'GET' ? undefined : pick(bodies)();
+      const token = pick([admin, viewer, undefined, 'cairn_zz', `Bearer ${'a'.repeat(5000)}`]);
+      const a = await http(method, path, {
+        ...(token === undefined ? {} : { token }),
+        ...(body === undefined ? {} : { raw: body }),
+        headers: rng.chance(0.2) ? { 'content-type': 'text/plain' } : {},
+      });
+      const where = `seed ${seed} request ${i}: ${method} ${path.slice(0, 80)} -> ${a.status} ${String(JSON.stringify(a.body)).slice(0, 300)}`;
+      expect(a.status, where).to.be.below(500);
+      if (a.status >= 400) expect(a.body, where).to.have.nested.property('error.code').that.is.a('string');
+    }
+    expect((await http('GET', '/healthz')).status, `seed ${seed}`).to.equal(200);
+    // Nothing it sent made, changed or deleted a volume.
+    expect(JSON.stringify(await ok('GET', '/volumes')), `seed ${seed}`).to.equal(before);
+  });
+
+  it('drops a client that never finishes its request head, within the headers deadline', async function () {
+    this.timeout(60_000);
+    const port = Number(new URL(base).port);
+    const started = Date.now();
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.write('GET /api/v1/volumes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ');
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    // apiHeadersTimeoutMs (10 s), checked every apiTimeoutCheckMs (1 s).
+    expect(Date.now() - started).to.be.within(apiHeadersTimeoutMs - 1_000, apiHeadersTimeoutMs + 5_000);
+  });
+
   it('lets a viewer read but not change (403), and audits the refusal', async () => {
     await ok('GET', '/volumes', { token: viewer });
     const refused = await call('DELETE', '/volumes/{name}', { path: '/volumes/api-b', token: viewer, expect: 403 });
@@ -389,6 +459,7 @@ describe('the HTTP API (cairnctl api serve) on a dev cluster', function () {
     // Writes through the dev frontend, then waits for two samples of the API (10 s apart) to see them.
     const file = stack().path('api-c.bin');
     writeFileSync(file, seededBytes('api-c', MiB));
+    const since = stack().devFrontendLog().length;
     await runOk('nbdcopy api-c', '/usr/bin/nbdcopy', [file, stack().uri('api-c')], { deadlineMs: 60_000 });
     const stats = await waitFor(
       'a sample with writes in it',
@@ -401,6 +472,8 @@ describe('the HTTP API (cairnctl api serve) on a dev cluster', function () {
     );
     expect(stats['frontends']).to.be.at.least(1);
     expect(stats).to.have.nested.property('totals.writeBytes').that.is.at.least(MiB);
+    // Detached again, so the next test can delete it.
+    await stack().waitForDevDetach('api-c', since);
   });
 
   it('deletes volumes: to the trash, or for good with ?now=true', async () => {

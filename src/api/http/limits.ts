@@ -10,6 +10,11 @@ export const apiBodyBytesMax = 64 * 1024;
 export const apiRequestTimeoutMs = 30_000;
 /** Headers within this (Node's own guard against slowloris). */
 export const apiHeadersTimeoutMs = 10_000;
+/**
+ * How often Node checks the two deadlines above (its default, 30 s, would let a stalled request
+ * hold its socket up to 30 s past them).
+ */
+export const apiTimeoutCheckMs = 1_000;
 /** Open connections one server accepts; more are refused at accept. */
 export const apiConnectionsMax = 512;
 /** Audit entries kept in etcd; older ones are deleted as new ones arrive. */
@@ -27,5 +32,6 @@ export const ioSamplesMax = 360;
 export const apiJobsMax = 4;
 
 assert(apiHeadersTimeoutMs <= apiRequestTimeoutMs, 'the head must be allowed to arrive before the request deadline');
+assert(apiTimeoutCheckMs < apiHeadersTimeoutMs, 'the deadlines must be checked more often than they run');
 assert(ioSamplesMax * ioSampleIntervalMs === 3_600_000, 'the IO ring holds one hour');
 assert(eventSubscribersMax < apiConnectionsMax, 'event streams must leave connections for requests');

@@ -20,6 +20,7 @@ const errorResponses: Readonly<Record<string, string>> = {
   '401': 'No credential, or an unknown or revoked one',
   '403': 'The role may not do this (viewers may only read)',
   '404': 'No such volume, snapshot, node or policy',
+  '408': 'The request body did not arrive in time; the connection is closed',
   '409': 'The request conflicts with the state (exists already, attached, has clones, changed meanwhile)',
   '413': 'The body is larger than the server accepts',
   '503': 'etcd or a target did not answer, or a limit is reached; retryable',

@@ -23,9 +23,11 @@ export const ref = (name: string): Schema => ({ $ref: `#/components/schemas/${na
 
 /** The schema, or null. */
 export function nullable(s: Schema): Schema {
-  return typeof s['type'] === 'string' && s['$ref'] === undefined
-    ? { ...s, type: [s['type'], 'null'] }
-    : { anyOf: [s, { type: 'null' }] };
+  if (typeof s['type'] !== 'string' || s['$ref'] !== undefined) return { anyOf: [s, { type: 'null' }] };
+  // An enum must list null too, or the type's null would still be refused.
+  return Array.isArray(s['enum'])
+    ? { ...s, type: [s['type'], 'null'], enum: [...(s['enum'] as unknown[]), null] }
+    : { ...s, type: [s['type'], 'null'] };
 }
 
 /** An object with these required properties and, optionally, these others. */

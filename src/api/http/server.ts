@@ -16,6 +16,7 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { CairnError, InvalidArgumentError, errorMessage } from '../../core/index.js';
 import { keys, type EtcdMeta } from '../../meta/index.js';
@@ -24,7 +25,13 @@ import { errorResponse, HttpError } from './errors.js';
 import { EventHub, watchNodes, type ApiEvent } from './events.js';
 import { IoStats } from './io_stats.js';
 import { Jobs } from './jobs.js';
-import { apiBodyBytesMax, apiConnectionsMax, apiHeadersTimeoutMs, apiRequestTimeoutMs } from './limits.js';
+import {
+  apiBodyBytesMax,
+  apiConnectionsMax,
+  apiHeadersTimeoutMs,
+  apiRequestTimeoutMs,
+  apiTimeoutCheckMs,
+} from './limits.js';
 import { apiPrefix, openApiDocument, sessionCookie } from './openapi.js';
 import type { ApiPorts } from './ports.js';
 import { checkRoutes, routes, type Route, type ServerState } from './routes.js';
@@ -135,7 +142,10 @@ export function cookieValue(header: string | undefined, name: string): string | 
   return undefined;
 }
 
-/** Reads a body of at most apiBodyBytesMax bytes; 413 past that (the rest is not read). */
+/**
+ * Reads a body of at most apiBodyBytesMax bytes within apiRequestTimeoutMs: 413 past the size (the
+ * rest is not read), 408 past the time (the connection is then closed).
+ */
 function readBody(req: IncomingMessage): Promise<string> {
   const declared = Number(req.headers['content-length'] ?? '0');
   if (Number.isFinite(declared) && declared > apiBodyBytesMax)
@@ -145,9 +155,16 @@ function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let bytes = 0;
+    const timer = setTimeout(() => {
+      // The answer (408) closes the connection: what is still on its way is never read.
+      req.removeAllListeners('data');
+      reject(new HttpError(408, 'ETIMEDOUT', `The request body did not arrive within ${apiRequestTimeoutMs} ms`));
+    }, apiRequestTimeoutMs);
+    timer.unref();
     req.on('data', (chunk: Buffer) => {
       bytes += chunk.length;
       if (bytes > apiBodyBytesMax) {
+        clearTimeout(timer);
         req.removeAllListeners('data');
         req.resume();
         reject(new HttpError(413, 'ETOOLARGE', `Request body over ${apiBodyBytesMax} bytes`));
@@ -155,8 +172,14 @@ function readBody(req: IncomingMessage): Promise<string> {
       }
       chunks.push(chunk);
     });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
+    req.on('end', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    req.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
   });
 }
 
@@ -407,7 +430,12 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         streamEvents(req, res);
         return;
       }
-      const headers: Record<string, string> = r.status === 401 ? { 'www-authenticate': 'Bearer realm="cairn"' } : {};
+      const headers: Record<string, string> =
+        r.status === 401
+          ? { 'www-authenticate': 'Bearer realm="cairn"' }
+          : r.status === 408 || r.status === 413
+            ? { connection: 'close' }
+            : {};
       if (method === 'HEAD') {
         res.writeHead(r.status, { 'content-type': 'application/json; charset=utf-8', ...headers });
         res.end();
@@ -429,7 +457,20 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   }
 
   const streams = new Set<ServerResponse>();
+  // A request head must arrive within apiHeadersTimeoutMs of the connection (or of the previous
+  // answer on a kept-alive one). Node's own headersTimeout is only checked now and then, and was
+  // seen to let a stalled head hold its socket for good; this timer does not depend on it.
+  const headTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  const awaitHead = (socket: Socket): void => {
+    clearTimeout(headTimers.get(socket));
+    if (socket.destroyed) return;
+    const timer = setTimeout(() => socket.destroy(), apiHeadersTimeoutMs);
+    timer.unref();
+    headTimers.set(socket, timer);
+  };
   const listener = (req: IncomingMessage, res: ServerResponse): void => {
+    clearTimeout(headTimers.get(req.socket));
+    res.on('finish', () => awaitHead(req.socket));
     handle(req, res).catch((err: unknown) => {
       const r = errorResponse(err, log);
       try {
@@ -441,9 +482,11 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   };
   const server: Server =
     options.tls === undefined
-      ? createHttpServer(listener)
+      ? createHttpServer({ connectionsCheckingInterval: apiTimeoutCheckMs }, listener)
       : createHttpsServer(
           {
+            connectionsCheckingInterval: apiTimeoutCheckMs,
+            handshakeTimeout: apiHeadersTimeoutMs,
             cert: options.tls.cert,
             key: options.tls.key,
             ...(options.tls.ca === undefined
@@ -452,9 +495,11 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
           },
           listener,
         );
-  server.requestTimeout = apiRequestTimeoutMs;
+  // Node's own deadline is the backstop: readBody answers 408 at apiRequestTimeoutMs first.
+  server.requestTimeout = apiRequestTimeoutMs + 5_000;
   server.headersTimeout = apiHeadersTimeoutMs;
   server.maxConnections = apiConnectionsMax;
+  server.on(secure ? 'secureConnection' : 'connection', awaitHead);
   server.on('clientError', (_err, socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
     else socket.destroy();
