@@ -131,6 +131,24 @@ export function matchRoute(
   return { methods };
 }
 
+const isChange = (method: string | undefined): boolean => method !== 'GET' && method !== 'HEAD';
+
+/**
+ * True when a browser says the request comes from another site: Sec-Fetch-Site other than
+ * same-origin or none, or an Origin whose host is not the one asked.
+ */
+export function crossSite(req: IncomingMessage): boolean {
+  const site = req.headers['sec-fetch-site'];
+  if (typeof site === 'string' && site !== 'same-origin' && site !== 'none') return true;
+  const origin = req.headers.origin;
+  if (origin === undefined || origin === 'null') return origin === 'null';
+  try {
+    return new URL(origin).host !== req.headers.host;
+  } catch {
+    return true;
+  }
+}
+
 /** The value of one cookie in a Cookie header. */
 export function cookieValue(header: string | undefined, name: string): string | undefined {
   if (header === undefined) return undefined;
@@ -237,7 +255,9 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       return p;
     }
     const cookie = cookieValue(req.headers.cookie, sessionCookie);
-    if (cookie !== undefined) {
+    // A browser sends the cookie by itself: a change it asks for from another site is not taken as
+    // the session's (SameSite=Strict already keeps the cookie from most such requests).
+    if (cookie !== undefined && !(isChange(req.method) && crossSite(req))) {
       const p = await tokens.verify(cookie);
       if (p !== undefined) return p;
     }
