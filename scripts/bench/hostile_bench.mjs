@@ -232,7 +232,8 @@ async function main() {
       dataDir: join(workDir, 'node'),
       extraArgs: ['--metrics-listen', `127.0.0.1:${metricsPort}`, ...nodeArgs],
     });
-    for (const id of [1, 2])
+    // Two verifying clients, each with its own store (and connections).
+    for (let i = 0; i < 2; i++)
       stores.push(new NodeShardStore({ name: node.name, address: node.address, timeoutMs: 10_000 }));
     await stores[0].put('hostile/target', new Uint8Array(shardBytes).fill(9));
 

@@ -94,10 +94,14 @@ try {
   await timed('nbdcopy in', '/usr/bin/nbdcopy', [image, stack.uri(volume)]);
   rmSync(image);
   // Held attached for writing by an idle connection, as a database's volume is.
-  holder = nbdshProcess('import sys\nh.pread(512, 0)\nprint("ready", flush=True)\nsys.stdin.read()', {}, {
-    uri: stack.uri(volume),
-    deadlineMs: 3_600_000,
-  });
+  holder = nbdshProcess(
+    'import sys\nh.pread(512, 0)\nprint("ready", flush=True)\nsys.stdin.read()',
+    {},
+    {
+      uri: stack.uri(volume),
+      deadlineMs: 3_600_000,
+    },
+  );
   await waitFor('the holding connection', () => holder.stdout().includes('ready'), 60_000);
 
   const create = [];
@@ -109,7 +113,14 @@ try {
   log(`snapshot create p50 ${round(p50(snap))} ms, volume create p50 ${round(p50(create))} ms`);
   const base = { sizeBytes, extentBytes, profile: '4+2', n };
   emit({ bench: 'snapshot', mode: 'volume-create', ...base, p50Ms: round(p50(create)), samplesMs: create.map(round) });
-  emit({ bench: 'snapshot', mode: 'snapshot-create', attached: true, ...base, p50Ms: round(p50(snap)), samplesMs: snap.map(round) });
+  emit({
+    bench: 'snapshot',
+    mode: 'snapshot-create',
+    attached: true,
+    ...base,
+    p50Ms: round(p50(snap)),
+    samplesMs: snap.map(round),
+  });
 
   const clone = [];
   for (let i = 0; i < n; i++) clone.push(await cli('clone', ['volume', 'clone', `${volume}@s0`, `clone${i}`]));
@@ -149,11 +160,23 @@ try {
   const chunk = stack.path('changed.raw');
   writeFileSync(chunk, seededBytes('snapshot-bench-changed', changed * extentBytes));
   const picks = Array.from({ length: changed }, (_, i) => Math.floor((i * extents) / changed));
-  const w = await nbdshProcess(script, { file: chunk, extents: picks, eb: extentBytes }, { uri: stack.uri(volume) }).exit();
+  const w = await nbdshProcess(
+    script,
+    { file: chunk, extents: picks, eb: extentBytes },
+    { uri: stack.uri(volume) },
+  ).exit();
   if (w.code !== 0) throw new Error(`rewriting 1 %: ${w.stderr}`);
   await cli('snapshot s-diff', ['snapshot', 'create', volume, 'after']);
   const diffFile = stack.path('after.diff');
-  const diffMs = await cli('export-diff', ['volume', 'export-diff', `${volume}@after`, '--from', 's0', diffFile, '--json']);
+  const diffMs = await cli('export-diff', [
+    'volume',
+    'export-diff',
+    `${volume}@after`,
+    '--from',
+    's0',
+    diffFile,
+    '--json',
+  ]);
   const diffWorkMs = workMs();
   emit({
     bench: 'snapshot',
