@@ -16,21 +16,14 @@ import { Deployment } from 'kubernetes-models/apps/v1';
 import { Service } from 'kubernetes-models/v1';
 import { image } from './config.js';
 import {
-  etcdAccess,
-  kekAccess,
+  shardClientAccess,
   labels,
   lockedDown,
   meta,
   noApiAccess,
-  nodeAccess,
   nodeUserPod,
   resources,
-  s3Env,
-  s3Mount,
-  s3Volume,
   selectorLabels,
-  tmpMount,
-  tmpVolume,
   withNodeSecretCommand,
 } from './parts.js';
 
@@ -45,6 +38,7 @@ const component = 'api';
 export const apiArgs = ['cairnctl', 'api', 'serve', '--listen', `0.0.0.0:${api.port}`];
 
 export function apiObjects() {
+  const access = shardClientAccess('secret');
   const selector = selectorLabels(api.name);
   const healthz = { httpGet: { path: '/healthz', port: 'http' } } as const;
   return [
@@ -75,23 +69,17 @@ export function apiObjects() {
                 imagePullPolicy: 'IfNotPresent',
                 command: withNodeSecretCommand,
                 args: apiArgs,
-                env: [...etcdAccess.env, s3Env, ...nodeAccess.env, ...kekAccess(false).env],
+                env: access.env,
                 ports: [{ name: 'http', containerPort: api.port, protocol: 'TCP' }],
                 readinessProbe: { ...healthz, periodSeconds: 5, failureThreshold: 2 },
                 livenessProbe: { ...healthz, initialDelaySeconds: 10, periodSeconds: 20, failureThreshold: 3 },
                 // Requests are small; a drain or repair pass started here runs the codec pool.
                 resources: resources({ cpu: '100m', memory: '128Mi' }, { cpu: '2', memory: '1Gi' }),
                 securityContext: lockedDown,
-                volumeMounts: [
-                  s3Mount,
-                  ...nodeAccess.mounts,
-                  ...etcdAccess.mounts,
-                  ...kekAccess(false).mounts,
-                  tmpMount,
-                ],
+                volumeMounts: access.mounts,
               },
             ],
-            volumes: [s3Volume, ...nodeAccess.volumes, ...etcdAccess.volumes, ...kekAccess(false).volumes, tmpVolume],
+            volumes: access.volumes,
           },
         },
       },

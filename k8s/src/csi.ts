@@ -27,22 +27,16 @@ import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from 'kubernetes-m
 import { cairnd, csi, frontend, image, init, kekSecret, namespace } from './config.js';
 import { identityMount, identityVolumes, nodeIdentityContainer } from './cairnd.js';
 import {
+  shardClientAccess,
   clusterMeta,
   etcdAccess,
   labels,
   lockedDown,
   meta,
-  nodeAccess,
   nodeUserPod,
   resources,
-  kekAccess,
-  s3Env,
-  s3Mount,
-  s3Volume,
   selectorLabels,
   shellCommand,
-  tmpMount,
-  tmpVolume,
   type ObjectMeta,
   withNodeSecretCommand,
 } from './parts.js';
@@ -142,6 +136,7 @@ function controllerRbac() {
 }
 
 function controller() {
+  const controllerAccess = shardClientAccess('secret');
   const selector = selectorLabels(csi.controllerName);
   const common = [
     '--csi-address=' + csi.socket,
@@ -166,7 +161,7 @@ function controller() {
               imagePullPolicy: 'IfNotPresent',
               command: withNodeSecretCommand,
               args: ['cairnctl', 'csi', 'serve', '--endpoint', `unix://${csi.socket}`, '--controller', '--topology'],
-              env: [...etcdAccess.env, s3Env, ...nodeAccess.env, ...kekAccess(false).env],
+              env: controllerAccess.env,
               ports: [{ name: 'healthz', containerPort: csi.healthPorts.controller, protocol: 'TCP' }],
               livenessProbe: {
                 httpGet: { path: '/healthz', port: 'healthz' },
@@ -177,14 +172,7 @@ function controller() {
               // Snapshots and grows of detached volumes attach them here for a moment.
               resources: resources({ cpu: '100m', memory: '256Mi' }, { cpu: '1', memory: '1Gi' }),
               securityContext: lockedDown,
-              volumeMounts: [
-                socketVolume('socket-dir'),
-                s3Mount,
-                ...nodeAccess.mounts,
-                ...etcdAccess.mounts,
-                ...kekAccess(false).mounts,
-                tmpMount,
-              ],
+              volumeMounts: [socketVolume('socket-dir'), ...controllerAccess.mounts],
             },
             // --extra-create-metadata: the PVC's namespace and name become volume labels for policy rules.
             sidecar('csi-provisioner', csi.images.provisioner, [
@@ -200,14 +188,7 @@ function controller() {
               `--health-port=${csi.healthPorts.controller}`,
             ]),
           ],
-          volumes: [
-            { name: 'socket-dir', emptyDir: {} },
-            s3Volume,
-            ...nodeAccess.volumes,
-            ...etcdAccess.volumes,
-            ...kekAccess(false).volumes,
-            tmpVolume,
-          ],
+          volumes: [{ name: 'socket-dir', emptyDir: {} }, ...controllerAccess.volumes],
         },
       },
     },

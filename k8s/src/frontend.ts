@@ -24,21 +24,14 @@ import { DaemonSet } from 'kubernetes-models/apps/v1';
 import { Service } from 'kubernetes-models/v1';
 import { frontend, image } from './config.js';
 import {
-  etcdAccess,
+  shardClientAccess,
   labels,
   lockedDown,
   meta,
   noApiAccess,
-  nodeAccess,
   nodeUserPod,
   resources,
-  kekAccess,
-  s3Env,
-  s3Mount,
-  s3Volume,
   selectorLabels,
-  tmpMount,
-  tmpVolume,
   withNodeSecretCommand,
 } from './parts.js';
 
@@ -60,6 +53,7 @@ export const frontendArgs = [
 ];
 
 export function frontendObjects() {
+  const access = shardClientAccess('staged');
   const selector = selectorLabels(frontend.name);
   // A TCP connect proves the server accepts clients. The probe leaves during the handshake,
   // which an NBD server must survive anyway.
@@ -92,7 +86,7 @@ export function frontendObjects() {
                 imagePullPolicy: 'IfNotPresent',
                 command: withNodeSecretCommand,
                 args: frontendArgs,
-                env: [...etcdAccess.env, s3Env, ...nodeAccess.env, ...kekAccess(true).env],
+                env: access.env,
                 ports: [{ name: 'nbd', containerPort: frontend.port, protocol: 'TCP' }],
                 readinessProbe: { ...listening, periodSeconds: 10 },
                 livenessProbe: { ...listening, initialDelaySeconds: 10, periodSeconds: 20, failureThreshold: 3 },
@@ -102,16 +96,10 @@ export function frontendObjects() {
                 // host's volumes, or lower --cache-size. Codec workers use one thread per core.
                 resources: resources({ cpu: '250m', memory: '512Mi' }, { cpu: '2', memory: '4Gi' }),
                 securityContext: lockedDown,
-                volumeMounts: [
-                  s3Mount,
-                  ...nodeAccess.mounts,
-                  ...etcdAccess.mounts,
-                  ...kekAccess(true).mounts,
-                  tmpMount,
-                ],
+                volumeMounts: access.mounts,
               },
             ],
-            volumes: [s3Volume, ...nodeAccess.volumes, ...etcdAccess.volumes, ...kekAccess(true).volumes, tmpVolume],
+            volumes: access.volumes,
           },
         },
       },

@@ -208,3 +208,18 @@ export const withNodeSecretCommand = ['sh', '-c', withNodeSecretScript, 'cairn']
 export function shellCommand(name: string, script: string): string[] {
   return ['sh', '-c', script, name];
 }
+
+/**
+ * Everything a Cairn process that reads and writes shards needs (the frontend, the API server, the
+ * CSI controller, the repairer): etcd and S3 credentials, the node secret and client certificate,
+ * a /tmp; with `keys`, the key-encryption keys of encrypted volumes ('staged': also the directory
+ * the CSI node plugin stages keys in, for the frontend on the same node).
+ */
+export function shardClientAccess(keys: 'none' | 'secret' | 'staged') {
+  const kek = keys === 'none' ? { env: [], mounts: [], volumes: [] } : kekAccess(keys === 'staged');
+  return {
+    env: [...etcdAccess.env, s3Env, ...nodeAccess.env, ...kek.env] as IEnvVar[],
+    mounts: [s3Mount, ...nodeAccess.mounts, ...etcdAccess.mounts, ...kek.mounts, tmpMount] as IVolumeMount[],
+    volumes: [s3Volume, ...nodeAccess.volumes, ...etcdAccess.volumes, ...kek.volumes, tmpVolume] as IVolume[],
+  };
+}

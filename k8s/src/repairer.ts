@@ -10,19 +10,13 @@
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { image } from './config.js';
 import {
-  etcdAccess,
+  shardClientAccess,
   labels,
   lockedDown,
   meta,
   noApiAccess,
-  nodeAccess,
   nodeUserPod,
   resources,
-  s3Env,
-  s3Mount,
-  s3Volume,
-  tmpMount,
-  tmpVolume,
   withNodeSecretCommand,
 } from './parts.js';
 
@@ -42,6 +36,7 @@ export const repairerArgs = [
 ];
 
 export function repairerObjects() {
+  const access = shardClientAccess('none');
   return [
     new Deployment({
       metadata: meta(name, component),
@@ -60,14 +55,14 @@ export function repairerObjects() {
                 imagePullPolicy: 'IfNotPresent',
                 command: withNodeSecretCommand,
                 args: repairerArgs,
-                env: [...etcdAccess.env, s3Env, ...nodeAccess.env],
+                env: access.env,
                 // The codec pool and a few extents in flight: about 300 MiB at most.
                 resources: resources({ cpu: '100m', memory: '256Mi' }, { cpu: '2', memory: '1Gi' }),
                 securityContext: lockedDown,
-                volumeMounts: [s3Mount, ...nodeAccess.mounts, ...etcdAccess.mounts, tmpMount],
+                volumeMounts: access.mounts,
               },
             ],
-            volumes: [s3Volume, ...nodeAccess.volumes, ...etcdAccess.volumes, tmpVolume],
+            volumes: access.volumes,
           },
         },
       },
