@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { cairnctlPath } from './cli.js';
 import { waitFor } from '../../src/dev/index.js';
-import { csiServices, statusName } from '../../src/csi/index.js';
-import { ClientProcess, type Stack } from './stack.js';
+import { CsiNode, NbdfuseAttacher, csiServices, mountTable, statusName } from '../../src/csi/index.js';
+import { ClientProcess, runOk, type Stack } from './stack.js';
 
 export type Message = Record<string, unknown>;
 export type Service = 'Identity' | 'Controller' | 'Node';
@@ -84,4 +84,20 @@ export async function startDriver(
   await driver.waitForOutput(/serving CSI on/);
   await waitFor('the CSI socket', () => existsSync(path), 30_000);
   return Object.assign(client, { stop });
+}
+
+/**
+ * Undoes, before the cluster goes down, whatever a failing test leaves staged by an nbdfuse node
+ * plugin: pod mounts under `s.path('kubelet')`, then each device recorded in `stateDir` (umount,
+ * losetup -d, fusermount -u, nbdfuse by pid). `base` is the plugin's --nbd URI.
+ */
+export function deferStagedCleanup(s: Stack, base: string, stateDir: string): void {
+  s.defer('volumes left staged', async () => {
+    for (const [point] of mountTable())
+      if (point.startsWith(s.path('kubelet')))
+        await runOk('umount', '/usr/bin/umount', ['-l', point], { deadlineMs: 60_000 });
+    const attacher = new NbdfuseAttacher(base);
+    const node = new CsiNode({ nodeId: 'cleanup', stateDir, attacher, log: () => undefined });
+    for (const v of node.staged()) await attacher.detach(v.attached);
+  });
 }

@@ -10,7 +10,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createConnection } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { CsiNode, NbdfuseAttacher, mountTable, status, statusName } from '../../src/csi/index.js';
+import { status, statusName } from '../../src/csi/index.js';
 import { EtcdMeta } from '../../src/meta/index.js';
 import { VolumeMaps } from '../../src/api/index.js';
 import {
@@ -22,7 +22,7 @@ import {
   useStack,
   type Stack,
 } from '../harness/stack.js';
-import { blockWriter, mountWriter, startDriver, type Message } from '../harness/csi.js';
+import { blockWriter, mountWriter, deferStagedCleanup, startDriver, type Message } from '../harness/csi.js';
 
 const MiB = 1024 * 1024;
 
@@ -506,16 +506,7 @@ describe('CSI driver: the Node service stages, publishes and undoes volumes (nbd
       '--state-dir',
       stateDir,
     ];
-    // Whatever a failure leaves staged is undone before the cluster goes down: pod mounts under
-    // kubelet/, then each recorded device (umount, losetup -d, fusermount -u, nbdfuse by pid).
-    s.defer('volumes left staged', async () => {
-      for (const [point] of mountTable())
-        if (point.startsWith(s.path('kubelet')))
-          await runOk('umount', '/usr/bin/umount', ['-l', point], { deadlineMs: 60_000 });
-      const attacher = new NbdfuseAttacher(base);
-      const node = new CsiNode({ nodeId: 'cleanup', stateDir, attacher, log: () => undefined });
-      for (const v of node.staged()) await attacher.detach(v.attached);
-    });
+    deferStagedCleanup(s, base, stateDir);
     let csi = await startDriver(s, nodeArgs);
     const info = await csi.ok('Node', 'NodeGetInfo', {});
     expect(info).to.deep.include({

@@ -30,8 +30,8 @@ import {
 } from '../harness/stack.js';
 import { cairnctlPath } from '../harness/cli.js';
 import { freePort } from '../harness/nbd.js';
-import { mountWriter, startDriver } from '../harness/csi.js';
-import { CsiNode, NbdfuseAttacher, mountTable, status } from '../../src/csi/index.js';
+import { mountWriter, deferStagedCleanup, startDriver } from '../harness/csi.js';
+import { status } from '../../src/csi/index.js';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { startEtcd } from '../harness/etcd.js';
 import { addS3Targets, cairnctl, startFrontendProcess } from '../harness/faults.js';
@@ -311,14 +311,7 @@ describe('Encryption at rest through CSI: provisioner and node-stage secrets', f
     const fe = await s.startFrontend({ env: { CAIRN_KEK_DIR: kekDir } });
     const base = fe.uri('').replace(/\/$/, '');
     const nodeArgs = ['--node', '--node-id', 'n1', '--attach', 'nbdfuse', '--nbd', base];
-    s.defer('volumes left staged', async () => {
-      for (const [point] of mountTable())
-        if (point.startsWith(s.path('kubelet')))
-          await runOk('umount', '/usr/bin/umount', ['-l', point], { deadlineMs: 60_000 });
-      const attacher = new NbdfuseAttacher(base);
-      const node = new CsiNode({ nodeId: 'cleanup', stateDir, attacher, log: () => undefined });
-      for (const v of node.staged()) await attacher.detach(v.attached);
-    });
+    deferStagedCleanup(s, base, stateDir);
     const csi = await startDriver(s, [...nodeArgs, '--state-dir', stateDir, '--kek-dir', kekDir]);
     const kek = randomBytes(32).toString('hex');
     await csi.refused(
