@@ -8,6 +8,7 @@ export * from './errors.js';
 export * from './extent_record.js';
 export * from './failpoint.js';
 export * from './ids.js';
+export * from './inline_io.js';
 export * from './limits.js';
 export * from './ports.js';
 export * from './profile.js';

@@ -27,7 +27,6 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, rmdir, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { readSync } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import {
   CairnError,
   ChecksumMismatchError,
@@ -38,6 +37,7 @@ import {
   ShardExistsError,
   ShardNotFoundError,
   StorageIoError,
+  InlineIo,
   assert,
   formatBytes,
   type ByteRange,
@@ -562,66 +562,43 @@ export class FileShardStore implements ShardStore {
   }
 }
 
-/** Small reads on the event loop's thread: at most this many bytes. */
-const inlineReadBytesMax = 64 * 1024;
-/** A read on the event loop's thread slower than this counts as slow. */
-const inlineReadSlowMs = 1;
 /**
- * Slow reads, decayed by 1 % per inline read, past which reads go to the thread pool for a
- * while: several recent ones, not one (a read that was merely preempted on a busy machine).
- */
-const inlineReadSlowScoreMax = 3;
-/** How long reads stay on the thread pool after a slow one, before one is tried inline again. */
-const inlineReadBackoffMs = 1000;
-
-/**
- * Where a small read runs. fs/promises sends each read through libuv's thread pool: two thread
- * wake-ups around a pread that, for a shard in the page cache, takes microseconds. On 4 KiB
- * random reads those wake-ups were most of a node's read cost (17.6k against 11.4k reads per
- * second across the cluster, node CPU 76 % against 90 %, with reads inline). A read inline
- * blocks the event loop while it runs, though, which a disk read (not a page-cache copy) would
- * make long: so reads run inline only while they are fast. A read slower than inlineReadSlowMs
- * counts; once several have (a decayed count past inlineReadSlowScoreMax: one alone may only
- * have been preempted), small reads go to the thread pool for inlineReadBackoffMs, then one is
- * tried inline again. On a disk whose reads are all slow, the event loop is so blocked by four
- * reads at first, then one a second.
+ * Small shard reads on the event loop's thread while they are fast (see InlineIo): at most
+ * 64 KiB, slow past 1 ms. On 4 KiB random reads the pool's wake-ups were most of a node's read
+ * cost (17.6k against 11.4k reads per second across the cluster, node CPU 76 % against 90 %,
+ * with reads inline).
  */
 export class InlineReads {
-  private poolUntilMs = 0;
-  private slowScore = 0;
+  private readonly io: InlineIo;
 
   /** @param now the clock reads are timed with (tests pass their own). */
-  constructor(private readonly now: () => number = () => performance.now()) {}
+  constructor(now?: () => number) {
+    this.io = new InlineIo({ bytesMax: 64 * 1024, slowMs: 1, ...(now === undefined ? {} : { now }) });
+  }
 
   /** Reads done inline, and how many of them were slow (for tests and the curious). */
-  readonly stats = { inline: 0, slow: 0 };
+  get stats(): { readonly inline: number; readonly slow: number } {
+    return this.io.stats;
+  }
 
   use(length: number): boolean {
-    return length <= inlineReadBytesMax && this.now() >= this.poolUntilMs;
+    return this.io.use(length);
   }
 
   /** readAt() inline: exactly `length` bytes at `position`, or fewer when the file ends. */
   read(fd: number, position: number, length: number, what: string): Uint8Array {
     const buffer = Buffer.allocUnsafe(length);
-    const started = this.now();
     let got = 0;
     try {
-      while (got < length) {
-        const n = readSync(fd, buffer, got, length - got, position + got);
-        if (n === 0) break;
-        got += n;
-      }
+      this.io.run(() => {
+        while (got < length) {
+          const n = readSync(fd, buffer, got, length - got, position + got);
+          if (n === 0) break;
+          got += n;
+        }
+      });
     } catch (err) {
       throw readFailure(err, what);
-    } finally {
-      const took = this.now() - started;
-      this.stats.inline += 1;
-      this.slowScore *= 0.99;
-      if (took > inlineReadSlowMs) {
-        this.stats.slow += 1;
-        this.slowScore += 1;
-        if (this.slowScore > inlineReadSlowScoreMax) this.poolUntilMs = this.now() + inlineReadBackoffMs;
-      }
     }
     return readResult(buffer, got, position, what);
   }
