@@ -610,6 +610,9 @@ export interface JournalStats {
   readonly connections: number;
   /** Frames answered with EPROTO or EINVAL, and connections closed for bad framing. */
   readonly badFrames: number;
+  /** Spare segments ready for creates, and creates that took one (absent from older nodes). */
+  readonly spares?: number;
+  readonly sparesTaken?: number;
 }
 
 const statsFields: readonly (keyof JournalStats)[] = [
@@ -626,6 +629,7 @@ const statsFields: readonly (keyof JournalStats)[] = [
   'connections',
   'badFrames',
 ];
+const optionalStatsFields: readonly (keyof JournalStats)[] = ['spares', 'sparesTaken'];
 
 export function encodeJsonAnswer(value: JournalListAnswer | JournalStats): Uint8Array[] {
   return [Buffer.from(JSON.stringify(value), 'utf8')];
@@ -651,6 +655,12 @@ export function decodeStatsAnswer(bytes: Uint8Array): JournalStats {
   const out: Record<string, number> = {};
   for (const field of statsFields) {
     const v = o[field];
+    if (!isCount(v)) throw new JournalProtocolError(`Malformed STATS answer: "${field}" is not a count`);
+    out[field] = v;
+  }
+  for (const field of optionalStatsFields) {
+    const v = o[field];
+    if (v === undefined) continue;
     if (!isCount(v)) throw new JournalProtocolError(`Malformed STATS answer: "${field}" is not a count`);
     out[field] = v;
   }

@@ -13,6 +13,11 @@ import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { InvalidArgumentError, checkName, errorMessage, parseSize, type ServerTls } from '../core/index.js';
 import { journalSegmentBytesDefault, journalSegmentBytesMax, journalSegmentBytesMin } from '../journal/index.js';
+
+/** Spare journal segments a node keeps ready by default (each one segment of disk). */
+export const journalSparesDefault = 1;
+/** At most this many: each holds a whole segment of disk. */
+const journalSparesMax = 16;
 import {
   etcdCallTimeoutMsDefault,
   etcdCredentialFlagsOf,
@@ -70,6 +75,8 @@ export interface DaemonConfig {
   readonly journalAdvertiseHost: string;
   /** Size of each new journal segment file, in bytes. */
   readonly journalSegmentBytes: number;
+  /** Preallocated journal segments kept ready, so a create does not zero a file while a writer waits. */
+  readonly journalSpares: number;
   /** Bounds against slow, idle and greedy clients (src/node/limits.ts). */
   readonly limits: NodeLimits;
 }
@@ -141,6 +148,12 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     .option('journal-segment-size', {
       type: 'string',
       describe: `size of each journal segment file, preallocated (default ${journalSegmentBytesDefault / 1024 / 1024}MiB)`,
+    })
+    .option('journal-spares', {
+      type: 'number',
+      default: journalSparesDefault,
+      describe:
+        'journal segments to keep preallocated (zeroed in the background once this node holds a journal), so creating one at attach or when one fills is a rename, not a write of a whole segment while writers wait; 0: none',
     })
     .option('drain-timeout', {
       type: 'number',
@@ -236,6 +249,7 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
     journalListenPort: journal.port,
     journalAdvertiseHost,
     journalSegmentBytes: checkSegmentSize(args['journal-segment-size'] as string | undefined),
+    journalSpares: checkSpares(args['journal-spares']),
     ...(advertiseText === undefined ? {} : { advertise: advertiseText }),
     ...(args.capacity === undefined ? {} : { capacityBytes: checkCapacity(String(args.capacity)) }),
     ...(args['metrics-listen'] === undefined
@@ -471,4 +485,13 @@ export function serverTlsOf(
 /** The metrics bearer token, from --metrics-token-file or CAIRN_METRICS_TOKEN_FILE (one line). */
 function tokenOf(file: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
   return file === undefined ? metricsTokenFromEnv(env) : readMetricsToken(file, `--metrics-token-file ${file}`);
+}
+
+function checkSpares(value: unknown): number {
+  const n = value === undefined ? journalSparesDefault : Number(value);
+  if (!Number.isSafeInteger(n) || n < 0 || n > journalSparesMax)
+    throw new InvalidArgumentError(
+      `Invalid --journal-spares "${String(value)}": must be a whole number from 0 to ${journalSparesMax}`,
+    );
+  return n;
 }

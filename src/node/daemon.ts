@@ -83,6 +83,7 @@ export async function runDaemon(config: DaemonConfig, io: DaemonIo): Promise<num
   const journalStore = await JournalStore.open(join(config.dataDir, journalDirName), {
     description: `node "${config.name}"`,
     segmentBytes: config.journalSegmentBytes,
+    spareSegments: config.journalSpares,
     log,
   });
   const journalServer = new JournalServer({

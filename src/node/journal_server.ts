@@ -214,6 +214,8 @@ export class JournalServer {
       reads: store.reads,
       trims: store.trims,
       tornTails: store.tornTails,
+      spares: this.options.store.spareCount,
+      sparesTaken: store.sparesTaken,
       queuedBytes: store.queuedBytes,
       connections: this.connections.size,
       badFrames: this.badFrames,

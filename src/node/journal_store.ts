@@ -31,17 +31,25 @@
  * - Bounded: record size, segments per volume and per node, volumes, bytes queued for the disk,
  *   bytes per group commit, open files (idle segments are closed and reloaded on use).
  *
+ * - Spare segments (spareSegments > 0): after its first create, the store zeros files of the
+ *   segment size in the background, fsyncs them and keeps them in `<dir>/spare~/`; a create
+ *   renames one into place instead of writing 64 MiB of zeros while a writer waits (measured:
+ *   the create at attach and at each rotation, 0.1-1 s of stalled flushes on a shared disk).
+ *   A spare is all zeros and durable, exactly what a fresh segment is, so a crash leaves it
+ *   either a spare or an empty segment; half-written ones carry `.tmp` and are removed at open.
+ *
  * What it leaves out: sealing one segment against further appends (a writer moves to a new
  * segment instead), checksumming the epoch file (it is written by rename, whole), and counting
  * journal bytes in the node's usedBytes (segments are bounded and listed by LIST instead).
  */
-import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants, writeSync, writevSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
   CairnError,
   ChecksumMismatchError,
   DiskFullError,
+  InlineIo,
   InvalidArgumentError,
   MiB,
   StorageIoError,
@@ -104,6 +112,16 @@ function unsyncedReachBytes(syncsInFlightMax: number): number {
   return (syncsInFlightMax + 1) * Math.max(journalBatchBytesMax, journalRecordBytesMax);
 }
 const segmentFilePattern = /^(\d{16})\.log$/;
+/** Where spare segments wait ('~' cannot be in a volume id, so no volume's directory has this name). */
+const spareDirName = 'spare~';
+const spareFilePattern = /^(\d{16})\.spare$/;
+/**
+ * A spare is zeroed in steps of this many bytes, each fdatasync'd, at most spareZeroBytesPerSecond:
+ * background work that must not hold the disk long (one step's flush delays the appends queued
+ * behind it) nor take its bandwidth from them.
+ */
+const spareStepBytes = 2 * MiB;
+const spareZeroBytesPerSecond = 48 * MiB;
 const epochFileName = 'epoch';
 
 export interface JournalStoreOptions {
@@ -122,6 +140,17 @@ export interface JournalStoreOptions {
    * sync at once).
    */
   readonly durability?: 'dsync' | 'fdatasync';
+  /**
+   * Preallocated segments kept ready for creates (default 0: none), made in the background once
+   * this store has created a segment (see the file comment).
+   */
+  readonly spareSegments?: number;
+  /**
+   * Write rounds of up to 128 KiB on the event loop's thread while they are fast (see InlineIo),
+   * with 'dsync' only (default true). Measured on QD1 4 KiB appends: 2600-2900 -> 3700-4200 a
+   * second (journal_bench.mjs).
+   */
+  readonly inlineWrites?: boolean;
 }
 
 /** Counters since open(), for STATS. */
@@ -135,6 +164,8 @@ export interface JournalStoreStats {
   reads: number;
   trims: number;
   tornTails: number;
+  /** Creates that took a spare segment instead of zeroing a new file. */
+  sparesTaken: number;
 }
 
 /** One group commit: appends written together at [at, end), acknowledged by one fdatasync. */
@@ -239,7 +270,17 @@ export class JournalStore {
     reads: 0,
     trims: 0,
     tornTails: 0,
+    sparesTaken: 0,
   };
+  private readonly spareTarget: number;
+  private readonly spareDir: string;
+  /** Paths of spare segments ready to take. */
+  private readonly spares: string[] = [];
+  private spareSeq = 0;
+  /** The background loop making spares, while it runs. */
+  private refilling: Promise<void> | undefined;
+  /** When write rounds run on this thread; undefined: always on the pool. */
+  private readonly inlineWrites: InlineIo | undefined;
   private queuedBytesNow = 0;
   private segmentCount = 0;
   private openCount = 0;
@@ -253,6 +294,11 @@ export class JournalStore {
     this.segmentBytes = segmentBytes;
     this.syncsInFlightMax = options.syncsInFlightMax ?? journalSyncsInFlightMax;
     this.dsync = (options.durability ?? 'dsync') === 'dsync';
+    this.spareTarget = options.spareSegments ?? 0;
+    this.inlineWrites =
+      this.dsync && options.inlineWrites !== false ? new InlineIo({ bytesMax: 128 * 1024, slowMs: 10 }) : undefined;
+    this.spareDir = join(dir, spareDirName);
+    assert(Number.isSafeInteger(this.spareTarget) && this.spareTarget >= 0, 'spare segments must be >= 0');
     assert(!this.dsync || this.syncsInFlightMax === 1, 'O_DSYNC rounds are durable as written, one at a time');
     assert(Number.isSafeInteger(this.syncsInFlightMax) && this.syncsInFlightMax >= 1);
   }
@@ -280,6 +326,7 @@ export class JournalStore {
         if (!entry.isDirectory() || !isJournalVolumeId(entry.name)) continue;
         await store.loadVolume(entry.name);
       }
+      await store.loadSpares();
     } catch (err) {
       if (err instanceof CairnError) throw err;
       throw new StorageIoError(`${what}: ${errorMessage(err)}`, { cause: err });
@@ -528,6 +575,7 @@ export class JournalStore {
    */
   async close(): Promise<void> {
     this.closed = true;
+    await this.refilling;
     for (const vol of this.volumes.values()) {
       await Promise.all([...vol.inflight].map((a) => a.done));
       for (const seg of vol.segments.values()) {
@@ -752,6 +800,9 @@ export class JournalStore {
   /** Writes a new segment full of zeros to a temp name, fsyncs it, renames it into place. */
   private async createFile(vol: VolumeJournal, seg: Segment): Promise<LoadedSegment> {
     const what = `Cannot create journal segment ${seg.id} of volume ${vol.volume} on ${this.description}`;
+    const taken = await this.takeSpare(vol, seg, what);
+    this.refillSpares();
+    if (taken !== undefined) return taken;
     const temp = `${seg.path}.tmp`;
     let file: FileHandle | undefined;
     try {
@@ -784,6 +835,119 @@ export class JournalStore {
     seg.known = true;
     this.counters.creates += 1;
     return { file, lsns: [], offsets: [], tornBytes: 0 };
+  }
+
+  /**
+   * A spare segment renamed into place as `seg`, opened for appends; undefined when there is no
+   * spare (or it could not be taken: the caller zeros a new file instead).
+   */
+  private async takeSpare(vol: VolumeJournal, seg: Segment, what: string): Promise<LoadedSegment | undefined> {
+    if (this.spares.length === 0) return undefined;
+    try {
+      await this.ensureDir(vol);
+    } catch (err) {
+      throw ioError(what, err);
+    }
+    const spare = this.spares.pop();
+    if (spare === undefined) return undefined;
+    try {
+      await rename(spare, seg.path);
+    } catch (err) {
+      this.log(`${what}: cannot take spare ${spare} (${errorMessage(err)}); zeroing a new file`);
+      await unlink(spare).catch(() => undefined);
+      return undefined;
+    }
+    let file: FileHandle | undefined;
+    try {
+      await fsyncDir(vol.dir);
+      await fsyncDir(this.spareDir);
+      await this.makeRoomForFile();
+      file = await open(seg.path, fsConstants.O_RDWR | (this.dsync ? fsConstants.O_DSYNC : 0));
+      this.openCount += 1;
+    } catch (err) {
+      await unlink(seg.path).catch(() => undefined);
+      throw ioError(what, err);
+    }
+    seg.capacityBytes = this.segmentBytes;
+    seg.known = true;
+    this.counters.creates += 1;
+    this.counters.sparesTaken += 1;
+    return { file, lsns: [], offsets: [], tornBytes: 0 };
+  }
+
+  /** Finds the spares a previous run left (right size, complete), removes the rest. */
+  private async loadSpares(): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(this.spareDir);
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const name of names.sort()) {
+      const path = join(this.spareDir, name);
+      const match = spareFilePattern.exec(name);
+      const size = match === null ? -1 : (await stat(path)).size;
+      if (match === null || size !== this.segmentBytes || this.spares.length >= this.spareTarget) {
+        await unlink(path).catch(() => undefined);
+        continue;
+      }
+      this.spares.push(path);
+      this.spareSeq = Math.max(this.spareSeq, Number(match[1]));
+    }
+  }
+
+  /** Write rounds done on this thread, and how many were slow; undefined when none run here. */
+  get inlineWriteStats(): { readonly inline: number; readonly slow: number } | undefined {
+    return this.inlineWrites === undefined ? undefined : { ...this.inlineWrites.stats };
+  }
+
+  /** Spare segments ready now (for tests and STATS). */
+  get spareCount(): number {
+    return this.spares.length;
+  }
+
+  /** Starts the background loop that makes spares up to the target, unless it runs already. */
+  private refillSpares(): void {
+    if (this.refilling !== undefined || this.closed || this.spares.length >= this.spareTarget) return;
+    const run = (async () => {
+      await mkdir(this.spareDir, { recursive: true, mode: 0o700 });
+      while (!this.closed && this.spares.length < this.spareTarget) await this.makeSpare();
+    })()
+      .catch((err: unknown) =>
+        this.log(`cannot preallocate a spare journal segment on ${this.description}: ${errorMessage(err)}`),
+      )
+      .finally(() => {
+        if (this.refilling === run) this.refilling = undefined;
+      });
+    this.refilling = run;
+  }
+
+  /** Zeros one spare under a temp name (fdatasync every spareSyncBytes), then renames it in. */
+  private async makeSpare(): Promise<void> {
+    this.spareSeq += 1;
+    const path = join(this.spareDir, `${String(this.spareSeq).padStart(16, '0')}.spare`);
+    const temp = `${path}.tmp`;
+    const file = await open(temp, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o600);
+    let done = false;
+    try {
+      const started = performance.now();
+      for (let at = 0; at < this.segmentBytes && !this.closed; at += spareStepBytes) {
+        await writeZeros(file, at, Math.min(spareStepBytes, this.segmentBytes - at));
+        await file.datasync();
+        const due = started + ((at + spareStepBytes) / spareZeroBytesPerSecond) * 1000 - performance.now();
+        if (due > 0) await new Promise((resolve) => setTimeout(resolve, due));
+      }
+      if (this.closed) return;
+      await file.sync();
+      await rename(temp, path);
+      await fsyncDir(this.spareDir);
+      done = true;
+      this.spares.push(path);
+    } finally {
+      await file.close();
+      if (!done) await unlink(temp).catch(() => undefined);
+    }
   }
 
   /**
@@ -876,6 +1040,12 @@ export class JournalStore {
           await new Promise<void>((resolve) => (seg.syncSlot = resolve));
           continue;
         }
+        if (this.inlineWrites !== undefined) {
+          // An inline write blocks the loop, so appends cannot queue behind it as they do behind
+          // a write on the pool: let the loop read what the sockets hold first (group commit).
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          if (seg.queue.length === 0 || seg.failed !== undefined) break;
+        }
         const batch: PendingAppend[] = [];
         let batchBytes = 0;
         while (seg.queue.length > 0) {
@@ -892,11 +1062,11 @@ export class JournalStore {
             await writeZeros(loaded.file, round.at, Math.min(loaded.tornBytes, seg.capacityBytes - round.at));
             loaded.tornBytes = 0;
           }
-          await writeAllAt(
-            loaded.file,
-            batch.map((p) => p.record),
-            round.at,
-          );
+          const parts = batch.map((p) => p.record);
+          const file = loaded.file;
+          if (this.inlineWrites?.use(batchBytes) === true)
+            this.inlineWrites.run(() => writeAllAtSync(file.fd, parts, round.at));
+          else await writeAllAt(file, parts, round.at);
         } catch (err) {
           this.fail(seg, ioError(this.appendWhat(vol, seg), err));
           return;
@@ -1268,21 +1438,46 @@ async function writeZeros(file: FileHandle, position: number, length: number): P
 
 /** Writes `parts` back to back at `position` (one writev when it completes, as it does on files). */
 async function writeAllAt(file: FileHandle, parts: readonly Uint8Array[], position: number): Promise<void> {
-  const total = parts.reduce((sum, p) => sum + p.length, 0);
   const { bytesWritten } = await file.writev(parts as Uint8Array[], position);
-  if (bytesWritten === total) return;
-  // A short writev: write what is left part by part.
-  let skipped = 0;
-  let at = position + bytesWritten;
-  for (const part of parts) {
-    const from = Math.max(0, bytesWritten - skipped);
-    skipped += part.length;
-    for (let offset = from; offset < part.length;) {
-      const { bytesWritten: n } = await file.write(part, offset, part.length - offset, at);
+  for (const left of unwritten(parts, position, bytesWritten)) {
+    let { offset, at } = left;
+    while (offset < left.part.length) {
+      const { bytesWritten: n } = await file.write(left.part, offset, left.part.length - offset, at);
       assert(n > 0, 'write() made no progress without an error');
       offset += n;
       at += n;
     }
+  }
+}
+
+/** writeAllAt() on this thread: `parts` back to back at `position`. */
+function writeAllAtSync(fd: number, parts: readonly Uint8Array[], position: number): void {
+  const written = writevSync(fd, parts as Uint8Array[], position);
+  for (const left of unwritten(parts, position, written)) {
+    let { offset, at } = left;
+    while (offset < left.part.length) {
+      const n = writeSync(fd, left.part, offset, left.part.length - offset, at);
+      assert(n > 0, 'write() made no progress without an error');
+      offset += n;
+      at += n;
+    }
+  }
+}
+
+/**
+ * What a short writev of `parts` at `position` left to write: each part with bytes left, from
+ * `offset`, which goes to file position `at`. Nothing when all `written` bytes were.
+ */
+function* unwritten(
+  parts: readonly Uint8Array[],
+  position: number,
+  written: number,
+): Generator<{ part: Uint8Array; offset: number; at: number }> {
+  let before = 0;
+  for (const part of parts) {
+    const offset = Math.max(0, written - before);
+    if (offset < part.length) yield { part, offset, at: position + before + offset };
+    before += part.length;
   }
 }
 
