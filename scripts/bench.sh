@@ -14,6 +14,7 @@ node scripts/bench/meta_bench.mjs "${BENCH_META_COUNT:-300}"
 node scripts/bench/map_bench.mjs --extents "${BENCH_MAP_EXTENTS:-10000000}"
 node scripts/bench/list_bench.mjs "${BENCH_LIST_COUNT:-10000}"
 node scripts/bench/journal_bench.mjs --count "${BENCH_JOURNAL_COUNT:-4000}"
+node scripts/bench/cache_bench.mjs --commits "${BENCH_CACHE_COMMITS:-20000}"
 node scripts/bench/nbd_bench.mjs
 node scripts/bench/failover_bench.mjs
 node scripts/bench/hostile_bench.mjs --seconds "${BENCH_HOSTILE_SECONDS:-20}"

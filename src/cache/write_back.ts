@@ -70,6 +70,7 @@ import {
   readWholeExtentMinBytes,
 } from './limits.js';
 import {
+  ByteRanges,
   SparseBytes,
   extentCount,
   extentLength,
@@ -188,6 +189,8 @@ interface Entry {
   /** Durable in the journal, not yet folded, in LSN order (later chunks win where they overlap). */
   journaled: JournaledChunk[];
   journaledBytes: number;
+  /** The offsets `journaled` covers (kept with it: addJournaled, keepJournaledAfter). */
+  journaledCover: ByteRanges;
   /** A whole-extent trim not yet published: the extent is to become a hole. */
   hole: boolean;
   /**
@@ -401,6 +404,7 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
         dirty: new SparseBytes(),
         journaled: [],
         journaledBytes: 0,
+        journaledCover: new ByteRanges(),
         hole: false,
         inflight: undefined,
         dirtySinceMs: 0,
@@ -413,6 +417,24 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     }
     this.touch(entry);
     return entry;
+  }
+
+  /** Adds a chunk durable in the journal to the entry (its bytes and the offsets it covers). */
+  private addJournaled(e: Entry, chunk: JournaledChunk): void {
+    e.journaled.push(chunk);
+    e.journaledBytes += chunk.data.length;
+    e.journaledCover.add(chunk.start, chunk.start + chunk.data.length);
+  }
+
+  /** Drops the entry's journaled chunks up to `lsn` (a published generation holds them). */
+  private keepJournaledAfter(e: Entry, lsn: number): void {
+    e.journaled = e.journaled.filter((j) => j.lsn > lsn);
+    e.journaledBytes = 0;
+    e.journaledCover = new ByteRanges();
+    for (const j of e.journaled) {
+      e.journaledBytes += j.data.length;
+      e.journaledCover.add(j.start, j.start + j.data.length);
+    }
   }
 
   /** Takes `data` as the entry's bytes at `start`. Over a pending hole, the rest stays zeros. */
@@ -655,9 +677,9 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
     let held = e.journaledBytes;
     for (const l of layers) held += l?.bytes ?? 0;
     if (held < end - start) return false;
-    const all = new SparseBytes();
-    for (const c of e.journaled) all.write(c.start, c.data);
-    for (const l of layers) for (const c of l?.list() ?? []) all.write(c.start, c.data);
+    if (e.journaledCover.covers(start, end)) return true;
+    const all = e.journaledCover.clone();
+    for (const l of layers) for (const c of l?.list() ?? []) all.add(c.start, c.start + c.data.length);
     return all.covers(start, end);
   }
 
@@ -946,10 +968,7 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
       const snap = snaps.get(c)!.dirty;
       c.inflight = undefined;
       if (c.journaled.length === 0) c.journaledSinceMs = now;
-      for (const chunk of snap.list()) {
-        c.journaled.push({ start: chunk.start, data: chunk.data, lsn });
-        c.journaledBytes += chunk.data.length;
-      }
+      for (const chunk of snap.list()) this.addJournaled(c, { start: chunk.start, data: chunk.data, lsn });
     }
     this.stats.journalAppends += 1;
     this.stats.journaledBytes += writes.reduce((s, w) => s + w.data.length, 0);
@@ -1005,8 +1024,7 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
                 if (!done.has(c.extent)) continue;
                 c.base = byExtent.get(c.extent) ?? undefined;
                 c.inflight = undefined;
-                c.journaled = c.journaled.filter((j) => j.lsn > (journalLsn ?? Number.POSITIVE_INFINITY));
-                c.journaledBytes = c.journaled.reduce((s, j) => s + j.data.length, 0);
+                this.keepJournaledAfter(c, journalLsn ?? Number.POSITIVE_INFINITY);
                 this.stats.flushedExtents += 1;
               }
             }
@@ -1090,8 +1108,7 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
               if (!done.has(c.extent)) return;
               const lsn = images[i]!.journalLsn!;
               c.base = images[i]!.data!;
-              c.journaled = c.journaled.filter((j) => j.lsn > lsn);
-              c.journaledBytes = c.journaled.reduce((s, j) => s + j.data.length, 0);
+              this.keepJournaledAfter(c, lsn);
               if (c.journaled.length > 0) c.journaledSinceMs = this.clock.now();
               this.stats.foldedExtents += 1;
               this.stats.foldedBytes += images[i]!.data!.length;
@@ -1266,12 +1283,11 @@ export class WriteBackCache implements BlockDevice, CleanCacheHolder {
         taken += p.length;
         const entry = this.entryFor(p.extent);
         if (entry.journaled.length === 0) entry.journaledSinceMs = now;
-        entry.journaled.push({
+        this.addJournaled(entry, {
           start: p.offset,
           data: w.data.subarray(p.bufferOffset, p.bufferOffset + p.length),
           lsn,
         });
-        entry.journaledBytes += p.length;
       }
     }
     return taken;

@@ -183,6 +183,14 @@ describe('benchmarks at tiny size', () => {
     ])
       expect(lines[5]![key], key).to.be.a('number').above(0);
   });
+  it('scripts/bench/cache_bench.mjs commits into spread and hot extents and prints their ratio', async function () {
+    this.timeout(120_000);
+    const lines = await benchScript(['scripts/bench/cache_bench.mjs', '--tiny'], 100_000);
+    expect(lines.map((l) => l['job'] ?? l.summary)).to.deep.equal(['spread', 'hot', 'cache-commit']);
+    expect(lines[1]).to.include({ extents: 4, commits: 2000, chunksPerExtent: 500 });
+    for (const row of lines.slice(0, 2)) expect(row['commitsPerSecond']).to.be.a('number').above(0);
+    expect(lines[2]!['value']).to.be.a('number').above(0);
+  });
   it('scripts/bench/snapshot_scale.mjs lists and deletes snapshots at two counts, agreeing with the every-root peer', async function () {
     this.timeout(240_000);
     const lines = await benchScript(['scripts/bench/snapshot_scale.mjs', '--tiny'], 220_000);
