@@ -31,7 +31,9 @@
 //
 // Usage: node scripts/bench/nbd_bench.mjs [--seconds N] [--size SIZE] [--tiny]
 //          [--targets cairn-hot,cairn-ec,nbdkit-memory,nbd-server] [--jobs randread-4k-qd32,...]
-//          [--extent-size SIZE] [--cpu-prof DIR] [--work-dir DIR] [--keep]
+//          [--extent-size SIZE] [--cpu-prof DIR] [--work-dir DIR] [--keep] [--journal-replicas R]
+// --journal-replicas R creates the Cairn volumes with R journal replicas (default: the product's,
+// m+1 = 3 for 4+2), to see what each replica costs.
 // --cpu-prof DIR writes V8 CPU profiles of every Cairn frontend and storage node into DIR.
 // Needs `make build` and fio, nbdkit, nbd-server, etcd (make setup). It starts its own dev cluster.
 import { execFile, spawn } from 'node:child_process';
@@ -79,7 +81,7 @@ const isWrite = (job) => allJobs[job].rw.includes('write');
 function usage(message) {
   console.error(`nbd_bench: ${message}`);
   console.error(
-    'usage: node scripts/bench/nbd_bench.mjs [--seconds N] [--size SIZE] [--tiny] [--targets LIST] [--jobs LIST] [--extent-size SIZE] [--cpu-prof DIR] [--work-dir DIR] [--keep]',
+    'usage: node scripts/bench/nbd_bench.mjs [--seconds N] [--size SIZE] [--tiny] [--targets LIST] [--jobs LIST] [--extent-size SIZE] [--cpu-prof DIR] [--work-dir DIR] [--keep] [--journal-replicas R]',
   );
   process.exit(2);
 }
@@ -120,7 +122,11 @@ function parseArgs(argv) {
     else if (a === '--cpu-prof') o.cpuProf = resolve(value());
     else if (a === '--work-dir') o.workDir = resolve(value());
     else if (a === '--keep') o.keep = true;
-    else usage(`unknown option ${a}`);
+    else if (a === '--journal-replicas') {
+      o.journalReplicas = Number(value());
+      if (!Number.isSafeInteger(o.journalReplicas) || o.journalReplicas < 0 || o.journalReplicas > 6)
+        usage('--journal-replicas must be a whole number from 0 to 6');
+    } else usage(`unknown option ${a}`);
   }
   // Tiny: what the test suite runs so the script never rots; the numbers mean nothing.
   o.seconds ??= o.tiny ? 1 : 10;
@@ -691,6 +697,7 @@ async function createVolume(cluster, name, extra = []) {
       '4+2',
       '--extent-size',
       String(opts.extentBytes),
+      ...(opts.journalReplicas === undefined ? [] : ['--journal-replicas', String(opts.journalReplicas)]),
       ...extra,
     ],
     {
