@@ -28,9 +28,15 @@ export class ByteQueue {
   /** Bytes of chunks[first] already consumed. */
   private head = 0;
   private held = 0;
-  /** The staging buffer that the last chunk views, while small chunks may still be appended. */
+  /** Where small chunks are copied; a new one only when this one is full. */
   private staging: Uint8Array | null = null;
   private stagingUsed = 0;
+  /**
+   * Where in `staging` the last chunk starts when that chunk is a view of staging that the next
+   * small chunk may widen; -1 when the next small chunk starts a new view (after a large chunk,
+   * or once the view was consumed).
+   */
+  private stagingViewStart = -1;
 
   get length(): number {
     return this.held;
@@ -40,19 +46,26 @@ export class ByteQueue {
     if (chunk.length === 0) return;
     this.held += chunk.length;
     if (chunk.length >= smallChunkBytes) {
-      this.staging = null; // later small chunks go after this one, in a new staging buffer
+      // Later small chunks go after this one: in a new view of the same staging buffer (a new
+      // buffer per small chunk after each large one was 64 KiB per 4 KiB WRITE + FLUSH, and the
+      // garbage collector's busiest cause on the commit path).
+      this.stagingViewStart = -1;
       this.chunks.push(chunk);
       return;
     }
     if (this.staging === null || this.stagingUsed + chunk.length > this.staging.length) {
       this.staging = new Uint8Array(stagingBytes);
       this.stagingUsed = 0;
-      this.chunks.push(this.staging.subarray(0, 0));
+      this.stagingViewStart = -1;
+    }
+    if (this.stagingViewStart < 0) {
+      this.stagingViewStart = this.stagingUsed;
+      this.chunks.push(this.staging.subarray(this.stagingUsed, this.stagingUsed));
     }
     this.staging.set(chunk, this.stagingUsed);
     this.stagingUsed += chunk.length;
     // The last chunk is the staging view; widen it. Its start does not move, so `head` stays valid.
-    this.chunks[this.chunks.length - 1] = this.staging.subarray(0, this.stagingUsed);
+    this.chunks[this.chunks.length - 1] = this.staging.subarray(this.stagingViewStart, this.stagingUsed);
   }
 
   /** Removes and returns the next `n` bytes; the caller checked `length >= n`. */
@@ -100,6 +113,7 @@ export class ByteQueue {
     this.head = 0;
     this.held = 0;
     this.staging = null;
+    this.stagingViewStart = -1;
   }
 
   private advance(n: number): void {
@@ -110,7 +124,7 @@ export class ByteQueue {
     if (this.head < chunk.length) return;
     // The chunk is used up. If it was the staging view, stop appending to it: new bytes would
     // widen a chunk we no longer look at.
-    if (this.first === this.chunks.length - 1) this.staging = null;
+    if (this.first === this.chunks.length - 1) this.stagingViewStart = -1;
     this.first += 1;
     this.head = 0;
     if (this.first >= 1024 && this.first * 2 >= this.chunks.length) {

@@ -269,6 +269,7 @@ describe('ByteQueue', () => {
         (steps) => {
           const queue = new ByteQueue();
           const model: number[] = [];
+          const taken: [Uint8Array, number[]][] = [];
           let counter = 0;
           for (const step of steps) {
             if ('push' in step) {
@@ -277,7 +278,10 @@ describe('ByteQueue', () => {
               queue.push(chunk);
             } else if ('take' in step) {
               const n = Math.min(step.take, model.length);
-              expect([...queue.take(n)]).to.deep.equal(model.splice(0, n));
+              const out = queue.take(n);
+              const expected = model.splice(0, n);
+              expect([...out]).to.deep.equal(expected);
+              taken.push([out, expected]);
             } else {
               const dropped = queue.skip(step.skip);
               expect(dropped).to.equal(Math.min(step.skip, model.length));
@@ -285,10 +289,28 @@ describe('ByteQueue', () => {
             }
             expect(queue.length).to.equal(model.length);
           }
+          // What take() returned stays as it was, whatever was pushed after (views share buffers).
+          for (const [out, expected] of taken) expect([...out]).to.deep.equal(expected);
         },
       ),
       { numRuns: 300, seed: 77 },
     );
+  });
+
+  it('copies the small chunks that follow large ones into one staging buffer, not a new one each', () => {
+    // A 4 KiB WRITE and its FLUSH arrive as a large and a small chunk: a staging buffer per FLUSH
+    // was 64 KiB of garbage per commit.
+    const queue = new ByteQueue();
+    const buffers = new Set<ArrayBufferLike>();
+    for (let i = 0; i < 100; i++) {
+      queue.push(new Uint8Array(4124).fill(i & 0xff));
+      queue.push(new Uint8Array(28).fill(0xee));
+      expect(queue.take(4124)[0]).to.equal(i & 0xff);
+      const small = queue.take(28);
+      expect([...small]).to.deep.equal(new Array<number>(28).fill(0xee));
+      buffers.add(small.buffer);
+    }
+    expect(buffers.size, 'staging buffers for 100 small chunks').to.equal(1);
   });
 
   it('stays linear when a payload arrives one byte at a time', function () {
