@@ -60,6 +60,14 @@ describe('cairnd --journal-listen and --journal-segment-size', () => {
       journalSegmentBytes: 32 * 1024 * 1024,
     });
   });
+
+  it('keeps one spare segment by default; --journal-spares takes 0 to 16', async () => {
+    expect(await configOf(...listen)).to.include({ journalSpares: 1 });
+    expect(await configOf(...listen, '--journal-spares', '0')).to.include({ journalSpares: 0 });
+    expect(await configOf(...listen, '--journal-spares', '4')).to.include({ journalSpares: 4 });
+    for (const bad of ['-1', '17', '1.5', 'many'])
+      expect(await refusal(...listen, '--journal-spares', bad), bad).to.match(/Invalid --journal-spares/);
+  });
 });
 
 describe('cairnd limit flags', () => {
