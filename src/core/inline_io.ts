@@ -7,8 +7,10 @@
  * makes long: so calls run inline only while they are fast. A call slower than `slowMs` counts;
  * once several have (a count decayed by 1 % per inline call, past `slowScoreMax`: one alone may
  * only have been preempted), calls go to the pool for `backoffMs`, then one is tried inline
- * again. On a device whose calls are all slow the loop is so blocked by a few calls at first,
- * then one per `backoffMs`.
+ * again. One call ten times slower than `slowMs` is enough: a device that stalls for long must
+ * not hold the loop (a node's lease renewals run on it) for more than one call. On a device
+ * whose calls are all slow the loop is so blocked by a few calls at first, then one per
+ * `backoffMs`.
  */
 export interface InlineIoOptions {
   /** Calls over this many bytes always go to the pool. */
@@ -56,7 +58,8 @@ export class InlineIo {
       if (took > this.options.slowMs) {
         this.stats.slow += 1;
         this.slowScore += 1;
-        if (this.slowScore > this.slowScoreMax) this.poolUntilMs = this.now() + this.backoffMs;
+        if (this.slowScore > this.slowScoreMax || took > this.options.slowMs * 10)
+          this.poolUntilMs = this.now() + this.backoffMs;
       }
     }
   }

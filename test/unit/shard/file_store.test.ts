@@ -289,6 +289,11 @@ describe('FileShardStore', () => {
       expect(reads.use(4096)).to.equal(false);
       clock += 2;
       expect(reads.use(4096), 'after a second, inline again').to.equal(true);
+      for (let i = 0; i < 500; i++) readOnce(); // fast again: the slow ones decay
+      step = 11;
+      readOnce();
+      step = 0;
+      expect(reads.use(4096), 'one read ten times too slow: to the pool at once').to.equal(false);
     } finally {
       closeSync(fd);
     }
