@@ -13,11 +13,6 @@ import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { InvalidArgumentError, checkName, errorMessage, parseSize, type ServerTls } from '../core/index.js';
 import { journalSegmentBytesDefault, journalSegmentBytesMax, journalSegmentBytesMin } from '../journal/index.js';
-
-/** Spare journal segments a node keeps ready by default (each one segment of disk). */
-export const journalSparesDefault = 1;
-/** At most this many: each holds a whole segment of disk. */
-const journalSparesMax = 16;
 import {
   etcdCallTimeoutMsDefault,
   etcdCredentialFlagsOf,
@@ -29,6 +24,11 @@ import {
 import { formatHostPort, parseHostPort } from '../shard/index.js';
 import { metricsTokenFromEnv, readMetricsToken } from '../metrics/index.js';
 import { checkNodeLimits, nodeLimitsDefault, type NodeLimits } from './limits.js';
+
+/** Spare journal segments a node keeps ready by default (each one segment of disk). */
+export const journalSparesDefault = 1;
+/** At most this many: each holds a whole segment of disk. */
+const journalSparesMax = 16;
 
 /**
  * Time SIGTERM allows requests in flight to finish. Below Kubernetes' default 30 s grace period,
@@ -150,8 +150,8 @@ export async function parseDaemonArgs(argv: readonly string[], env: NodeJS.Proce
       describe: `size of each journal segment file, preallocated (default ${journalSegmentBytesDefault / 1024 / 1024}MiB)`,
     })
     .option('journal-spares', {
-      type: 'number',
-      default: journalSparesDefault,
+      type: 'string',
+      default: String(journalSparesDefault),
       describe:
         'journal segments to keep preallocated (zeroed in the background once this node holds a journal), so creating one at attach or when one fills is a rename, not a write of a whole segment while writers wait; 0: none',
     })
@@ -488,7 +488,7 @@ function tokenOf(file: string | undefined, env: NodeJS.ProcessEnv): string | und
 }
 
 function checkSpares(value: unknown): number {
-  const n = value === undefined ? journalSparesDefault : Number(value);
+  const n = value === undefined ? journalSparesDefault : /^\d+$/.test(String(value)) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n) || n < 0 || n > journalSparesMax)
     throw new InvalidArgumentError(
       `Invalid --journal-spares "${String(value)}": must be a whole number from 0 to ${journalSparesMax}`,

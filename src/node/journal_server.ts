@@ -214,7 +214,7 @@ export class JournalServer {
       reads: store.reads,
       trims: store.trims,
       tornTails: store.tornTails,
-      spares: this.options.store.spareCount,
+      spares: store.spares,
       sparesTaken: store.sparesTaken,
       queuedBytes: store.queuedBytes,
       connections: this.connections.size,

@@ -335,8 +335,8 @@ export class JournalStore {
   }
 
   /** Counters since open(), and the bytes queued now. */
-  stats(): JournalStoreStats & { queuedBytes: number } {
-    return { ...this.counters, queuedBytes: this.queuedBytesNow };
+  stats(): JournalStoreStats & { queuedBytes: number; spares: number } {
+    return { ...this.counters, queuedBytes: this.queuedBytesNow, spares: this.spares.length };
   }
 
   /** Creates and preallocates a segment if it does not exist. Fenced like append(). */
@@ -797,71 +797,26 @@ export class JournalStore {
     notifyIfIdle(seg);
   }
 
-  /** Writes a new segment full of zeros to a temp name, fsyncs it, renames it into place. */
+  /**
+   * Puts a new segment file in place, all zeros and durable: a spare renamed in when there is
+   * one, else one zeroed now while the writer waits; then opens it for appends.
+   */
   private async createFile(vol: VolumeJournal, seg: Segment): Promise<LoadedSegment> {
     const what = `Cannot create journal segment ${seg.id} of volume ${vol.volume} on ${this.description}`;
-    const taken = await this.takeSpare(vol, seg, what);
+    try {
+      await this.ensureDir(vol);
+    } catch (err) {
+      throw ioError(what, err);
+    }
+    const tookSpare = await this.takeSpare(seg.path, what);
     this.refillSpares();
-    if (taken !== undefined) return taken;
-    const temp = `${seg.path}.tmp`;
-    let file: FileHandle | undefined;
+    let file: FileHandle;
     try {
-      await this.ensureDir(vol);
-      await this.makeRoomForFile();
-      file = await open(temp, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o600);
-      this.openCount += 1;
-      await writeZeros(file, 0, this.segmentBytes);
-      await file.sync();
-      await rename(temp, seg.path);
+      if (tookSpare) await fsyncDir(this.spareDir);
+      else await this.zeroFile(`${seg.path}.tmp`, seg.path, false);
       await fsyncDir(vol.dir);
-      if (this.dsync) {
-        // Appends go through a handle opened O_DSYNC (no fdatasync follows them): not this one.
-        const filled = file;
-        file = undefined;
-        await filled.close();
-        this.openCount -= 1;
-        file = await open(seg.path, fsConstants.O_RDWR | fsConstants.O_DSYNC);
-        this.openCount += 1;
-      }
-    } catch (err) {
-      if (file !== undefined) {
-        await file.close().catch(() => undefined);
-        this.openCount -= 1;
-      }
-      await unlink(temp).catch(() => undefined);
-      throw ioError(what, err);
-    }
-    seg.capacityBytes = this.segmentBytes;
-    seg.known = true;
-    this.counters.creates += 1;
-    return { file, lsns: [], offsets: [], tornBytes: 0 };
-  }
-
-  /**
-   * A spare segment renamed into place as `seg`, opened for appends; undefined when there is no
-   * spare (or it could not be taken: the caller zeros a new file instead).
-   */
-  private async takeSpare(vol: VolumeJournal, seg: Segment, what: string): Promise<LoadedSegment | undefined> {
-    if (this.spares.length === 0) return undefined;
-    try {
-      await this.ensureDir(vol);
-    } catch (err) {
-      throw ioError(what, err);
-    }
-    const spare = this.spares.pop();
-    if (spare === undefined) return undefined;
-    try {
-      await rename(spare, seg.path);
-    } catch (err) {
-      this.log(`${what}: cannot take spare ${spare} (${errorMessage(err)}); zeroing a new file`);
-      await unlink(spare).catch(() => undefined);
-      return undefined;
-    }
-    let file: FileHandle | undefined;
-    try {
-      await fsyncDir(vol.dir);
-      await fsyncDir(this.spareDir);
       await this.makeRoomForFile();
+      // O_DSYNC: every write of a round returns once it is durable (see JournalStoreOptions.durability).
       file = await open(seg.path, fsConstants.O_RDWR | (this.dsync ? fsConstants.O_DSYNC : 0));
       this.openCount += 1;
     } catch (err) {
@@ -871,8 +826,53 @@ export class JournalStore {
     seg.capacityBytes = this.segmentBytes;
     seg.known = true;
     this.counters.creates += 1;
-    this.counters.sparesTaken += 1;
+    if (tookSpare) this.counters.sparesTaken += 1;
     return { file, lsns: [], offsets: [], tornBytes: 0 };
+  }
+
+  /** Renames a spare segment to `path`; false when there is none (or it could not be taken). */
+  private async takeSpare(path: string, what: string): Promise<boolean> {
+    const spare = this.spares.pop();
+    if (spare === undefined) return false;
+    try {
+      await rename(spare, path);
+      return true;
+    } catch (err) {
+      this.log(`${what}: cannot take spare ${spare} (${errorMessage(err)}); zeroing a new file`);
+      await unlink(spare).catch(() => undefined);
+      return false;
+    }
+  }
+
+  /**
+   * Writes a file of the segment size full of zeros at `temp`, fsyncs it and renames it to
+   * `path` (the caller fsyncs the directory). `paced`: in fdatasync'd steps at most
+   * spareZeroBytesPerSecond, giving up (false) once the store closes. A failure removes `temp`.
+   */
+  private async zeroFile(temp: string, path: string, paced: boolean): Promise<boolean> {
+    const file = await open(temp, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o600);
+    let done = false;
+    try {
+      if (paced) {
+        const started = performance.now();
+        for (let at = 0; at < this.segmentBytes; at += spareStepBytes) {
+          if (this.closed) return false;
+          await writeZeros(file, at, Math.min(spareStepBytes, this.segmentBytes - at));
+          await file.datasync();
+          const due = started + ((at + spareStepBytes) / spareZeroBytesPerSecond) * 1000 - performance.now();
+          if (due > 0) await new Promise((resolve) => setTimeout(resolve, due));
+        }
+      } else {
+        await writeZeros(file, 0, this.segmentBytes);
+      }
+      await file.sync();
+      await rename(temp, path);
+      done = true;
+      return true;
+    } finally {
+      await file.close().catch(() => undefined);
+      if (!done) await unlink(temp).catch(() => undefined);
+    }
   }
 
   /** Finds the spares a previous run left (right size, complete), removes the rest. */
@@ -902,11 +902,6 @@ export class JournalStore {
     return this.inlineWrites === undefined ? undefined : { ...this.inlineWrites.stats };
   }
 
-  /** Spare segments ready now (for tests and STATS). */
-  get spareCount(): number {
-    return this.spares.length;
-  }
-
   /** Starts the background loop that makes spares up to the target, unless it runs already. */
   private refillSpares(): void {
     if (this.refilling !== undefined || this.closed || this.spares.length >= this.spareTarget) return;
@@ -923,31 +918,13 @@ export class JournalStore {
     this.refilling = run;
   }
 
-  /** Zeros one spare under a temp name (fdatasync every spareSyncBytes), then renames it in. */
+  /** Zeros one spare in the background (see zeroFile) and keeps it. */
   private async makeSpare(): Promise<void> {
     this.spareSeq += 1;
     const path = join(this.spareDir, `${String(this.spareSeq).padStart(16, '0')}.spare`);
-    const temp = `${path}.tmp`;
-    const file = await open(temp, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o600);
-    let done = false;
-    try {
-      const started = performance.now();
-      for (let at = 0; at < this.segmentBytes && !this.closed; at += spareStepBytes) {
-        await writeZeros(file, at, Math.min(spareStepBytes, this.segmentBytes - at));
-        await file.datasync();
-        const due = started + ((at + spareStepBytes) / spareZeroBytesPerSecond) * 1000 - performance.now();
-        if (due > 0) await new Promise((resolve) => setTimeout(resolve, due));
-      }
-      if (this.closed) return;
-      await file.sync();
-      await rename(temp, path);
-      await fsyncDir(this.spareDir);
-      done = true;
-      this.spares.push(path);
-    } finally {
-      await file.close();
-      if (!done) await unlink(temp).catch(() => undefined);
-    }
+    if (!(await this.zeroFile(`${path}.tmp`, path, true))) return;
+    await fsyncDir(this.spareDir);
+    this.spares.push(path);
   }
 
   /**

@@ -149,9 +149,9 @@ describe('JournalStore', function () {
       });
     let store = await open();
     stores.push(store);
-    expect(store.spareCount, 'no spares before this node holds a journal').to.equal(0);
+    expect(store.stats().spares, 'no spares before this node holds a journal').to.equal(0);
     await store.append(appendOf(1)); // the first create zeros its own file, then spares are made
-    await waitFor(() => store.spareCount === 2, 'two spares');
+    await waitFor(() => store.stats().spares === 2, 'two spares');
     const spareDir = join(dir, 'spare~');
     expect(readdirSync(spareDir).filter((n) => n.endsWith('.spare'))).to.have.length(2);
     for (const name of readdirSync(spareDir)) {
@@ -177,7 +177,7 @@ describe('JournalStore', function () {
     for (const f of flags) expect(f & dsyncFlag, 'O_DSYNC on a segment taken from the spares').to.not.equal(0);
     const read = await store.read({ volume, segment: 2, fromLsn: 0, maxBytes: 1 << 20 });
     expect(read).to.include({ count: 1, tail: 'clean' });
-    await waitFor(() => store.spareCount === 2, 'the spare replaced');
+    await waitFor(() => store.stats().spares === 2, 'the spare replaced');
     await store.close();
     stores.splice(stores.indexOf(store), 1);
     // A half-made spare (a crash while zeroing) and one of another segment size are removed.
@@ -185,7 +185,7 @@ describe('JournalStore', function () {
     writeFileSync(join(spareDir, '0000000000000098.spare'), Buffer.alloc(journalSegmentBytesMin - 4096));
     store = await open();
     stores.push(store);
-    expect(store.spareCount).to.equal(2);
+    expect(store.stats().spares).to.equal(2);
     expect(readdirSync(spareDir).sort()).to.have.length(2);
     await store.append(appendOf(1, 1, 4096, 3));
     expect(store.stats().sparesTaken).to.equal(1);
